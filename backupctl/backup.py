@@ -1,0 +1,274 @@
+"""``backupctl run``: take one backup of one Redis node into a store.
+
+The order of operations is the safety argument:
+
+1. snapshot (BGSAVE, or a replication-stream dump),
+2. stream ``tar -> compress -> sha256`` into ``<target>/<id>/<node>.tar.*``,
+3. write ``manifest.json`` last.
+
+Until step 3 returns, the backup is incomplete and nothing lists it as
+restorable; a crash anywhere leaves at worst an incomplete folder (swept by
+``prune``) or an aborted multipart upload.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from backupctl import __version__, catalog, redisnode
+from backupctl.archive import ArchiveResult, Member, Progress, file_member, write_archive
+from backupctl.catalog import ArchiveEntry, Manifest, NodeEntry
+from backupctl.storage.base import Backend
+
+#: How far the RDB's mtime may lag the snapshot before we call it stale.
+MTIME_SLACK_SECONDS = 5.0
+AOF_SNAPSHOT_ATTEMPTS = 5
+
+
+class BackupError(Exception):
+    """A backup could not be taken; ``str()`` says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    redis: redisnode.ConnectionSpec
+    store: Backend
+    target: str
+    method: str = "bgsave"  # "bgsave" | "replication"
+    compression: str = "zstd"
+    level: int | None = None
+    data_dir: Path | None = None
+    node_name: str | None = None
+    timeout: float = 3600.0
+
+
+def default_node_name(spec: redisnode.ConnectionSpec) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "-", f"{spec.host}-{spec.port}")
+
+
+def run_backup(
+    opts: RunOptions,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: Progress | None = None,
+    on_size: Callable[[int], None] | None = None,
+) -> Manifest:
+    """Take a backup and return its manifest (already written to the store)."""
+    catalog.validate_target(opts.target)
+    opts.store.check()
+    client = redisnode.connect(opts.redis)
+    info = redisnode.node_info(client)
+    node_name = opts.node_name or default_node_name(opts.redis)
+    existing = {e.id for e in catalog.scan(opts.store, opts.target, load_manifests=False)}
+    started = now()
+    backup_id = catalog.new_backup_id(started, existing)
+    archive_key = catalog.backup_dir(opts.target, backup_id) + catalog.archive_name(
+        node_name, opts.compression
+    )
+
+    with ExitStack() as stack:
+        if opts.method == "bgsave":
+            members, snapshot_time = _bgsave_members(opts, client, info, stack, now)
+        elif opts.method == "replication":
+            members, snapshot_time = _replication_members(opts, info, stack, now)
+        else:
+            raise BackupError(f"unknown method {opts.method!r}: use bgsave or replication")
+        if on_size is not None:
+            on_size(sum(m.size for m in members))
+        header = _RdbHeader()
+        members = [header.wrap(m) if m.kind == "rdb" else m for m in members]
+        with opts.store.writer(archive_key) as w:
+            result: ArchiveResult = write_archive(
+                w, members, opts.compression, level=opts.level, progress=progress
+            )
+            w.commit()
+
+    keys = info.keys
+    manifest = Manifest(
+        id=backup_id,
+        target=opts.target,
+        created=catalog.format_time(snapshot_time),
+        tool_version=__version__,
+        redis_version=info.redis_version,
+        method=opts.method,
+        compression=opts.compression,
+        mode="standalone",
+        nodes=[
+            NodeEntry(
+                name=node_name,
+                role=info.role,
+                redis_version=info.redis_version,
+                rdb_version=header.version,
+                snapshot_time=catalog.format_time(snapshot_time),
+                keys=keys,
+                aof_enabled=info.appendonly,
+                archive=ArchiveEntry(
+                    key=archive_key.rsplit("/", 1)[-1],
+                    size=result.size,
+                    sha256=result.sha256,
+                    compression=opts.compression,
+                ),
+                files=result.files,
+            )
+        ],
+    )
+    catalog.write_manifest(opts.store, manifest)
+    return manifest
+
+
+def _bgsave_members(
+    opts: RunOptions,
+    client: redisnode.Redis,
+    info: redisnode.NodeInfo,
+    stack: ExitStack,
+    now: Callable[[], datetime],
+) -> tuple[list[Member], datetime]:
+    data_dir = opts.data_dir or Path(info.dir)
+    if not data_dir.is_dir():
+        raise BackupError(
+            f"Redis data directory {str(data_dir)!r} is not accessible from here: pass "
+            "--data-dir with the path where this server's files are mounted, or use "
+            "--method replication (needs no file access)"
+        )
+    before = now()
+    snapshot_time = redisnode.bgsave(client, timeout=opts.timeout)
+    rdb_path = data_dir / info.dbfilename
+    try:
+        rdb = file_member(rdb_path, info.dbfilename, "rdb")
+    except FileNotFoundError:
+        raise BackupError(
+            f"BGSAVE finished but {rdb_path} does not exist: --data-dir does not point at "
+            f"this server's data directory ({info.dir!r} on the server)"
+        ) from None
+    stack.callback(_close_member, rdb)
+    if rdb.mtime < before.timestamp() - MTIME_SLACK_SECONDS:
+        raise BackupError(
+            f"{rdb_path} is older than the snapshot just taken: --data-dir does not point at "
+            f"this server's data directory ({info.dir!r} on the server)"
+        )
+    members = [rdb]
+    if info.appendonly:
+        members += _aof_members(client, data_dir / info.appenddirname, info, stack, opts.timeout)
+    return members, snapshot_time
+
+
+def _aof_members(
+    client: redisnode.Redis,
+    aof_dir: Path,
+    info: redisnode.NodeInfo,
+    stack: ExitStack,
+    timeout: float,
+) -> list[Member]:
+    """Open the AOF manifest and every file it names while no rewrite runs.
+    Open descriptors keep the files readable even if a rewrite starts later
+    and deletes them; a rewrite finishing between reading the manifest and
+    opening a file is detected (missing file) and retried."""
+    for _ in range(AOF_SNAPSHOT_ATTEMPTS):
+        redisnode.wait_aof_rewrite_idle(client, timeout=timeout)
+        manifests = sorted(aof_dir.glob("*.manifest"))
+        if len(manifests) != 1:
+            raise BackupError(
+                f"AOF is on but {aof_dir} holds {len(manifests)} manifest files; expected one "
+                "(is --data-dir right?)"
+            )
+        raw = manifests[0].read_bytes()
+        names = _aof_manifest_files(raw)
+        opened: list[Member] = []
+        try:
+            for name in names:
+                opened.append(file_member(aof_dir / name, f"{info.appenddirname}/{name}", "aof"))
+        except FileNotFoundError:
+            for m in opened:
+                _close_member(m)
+            continue
+        for m in opened:
+            stack.callback(_close_member, m)
+        manifest_member = Member(
+            name=f"{info.appenddirname}/{manifests[0].name}",
+            size=len(raw),
+            kind="aof-manifest",
+            open=lambda raw=raw: io.BytesIO(raw),  # type: ignore[misc]
+        )
+        return [*opened, manifest_member]
+    raise BackupError(f"the AOF in {aof_dir} kept changing under us (AOF rewrites); try again")
+
+
+def _aof_manifest_files(raw: bytes) -> list[str]:
+    """File names from a Redis 7 multi-part AOF manifest
+    (lines like ``file appendonly.aof.1.base.rdb seq 1 type b``)."""
+    names = []
+    for line in raw.decode().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "file":
+            names.append(parts[1])
+    return names
+
+
+def _replication_members(
+    opts: RunOptions,
+    info: redisnode.NodeInfo,
+    stack: ExitStack,
+    now: Callable[[], datetime],
+) -> tuple[list[Member], datetime]:
+    dump = stack.enter_context(redisnode.replication_rdb(opts.redis, timeout=opts.timeout))
+    snapshot_time = now()
+    member = Member(name=info.dbfilename, size=dump.size, kind="rdb", open=lambda: dump.stream)
+    return [member], snapshot_time
+
+
+def _close_member(m: Member) -> None:
+    try:
+        m.open().close()
+    except OSError:
+        pass
+
+
+class _RdbHeader:
+    """Captures the RDB version from the first bytes as they stream past."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self._head = b""
+
+    def wrap(self, m: Member) -> Member:
+        def opener() -> BinaryIO:
+            return _Tap(m.open(), self)  # type: ignore[return-value]
+
+        return Member(name=m.name, size=m.size, kind=m.kind, open=opener, mtime=m.mtime)
+
+    def feed(self, data: bytes) -> None:
+        if self.version is None and len(self._head) < 9:
+            self._head += data[: 9 - len(self._head)]
+            if len(self._head) == 9:
+                try:
+                    self.version = redisnode.rdb_version_from_header(self._head)
+                except ValueError as e:
+                    raise BackupError(f"the snapshot is not an RDB file: {e}") from e
+
+
+class _Tap:
+    def __init__(self, f: BinaryIO, header: _RdbHeader) -> None:
+        self._f = f
+        self._header = header
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._header.feed(data)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> _Tap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

@@ -1,0 +1,422 @@
+"""The ``backupctl`` command line: parse options, call the library, print.
+
+Every command exits 0 only on success. Errors a user can cause end in one
+line on stderr (``error: ...``) and exit code 1; usage errors exit 2 (typer).
+Set ``BACKUPCTL_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from backupctl import __version__, catalog
+from backupctl.archive import COMPRESSIONS, ArchiveError, Progress
+from backupctl.backup import BackupError, RunOptions, default_node_name, run_backup
+from backupctl.catalog import BackupEntry, CatalogError, Manifest
+from backupctl.redisnode import RedisNodeError, parse_redis_url
+from backupctl.restore import APPENDONLY_MODES, RestoreError, restore_to_dir
+from backupctl.storage import open_store
+from backupctl.storage.base import Backend, StorageError
+from backupctl.storage.retry import RetryingBackend
+from backupctl.verify import verify_backup
+
+app = typer.Typer(
+    name="backupctl",
+    help="Back up and restore Redis to file, S3, Azure Blob or GCS; run the Kubernetes controller.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Exceptions that are a user's problem to fix; anything else is our bug.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    StorageError,
+    RedisNodeError,
+    CatalogError,
+    ArchiveError,
+    BackupError,
+    RestoreError,
+)
+
+StoreArg = Annotated[
+    str,
+    typer.Argument(
+        help="Store URL: /path or file:///path, s3://bucket/prefix, az://container/prefix, "
+        "gs://bucket/prefix",
+        show_default=False,
+    ),
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        help="Object-store endpoint for S3-compatible stores, Azurite or a GCS emulator "
+        "(default: AWS_ENDPOINT_URL / AZURE_STORAGE_ENDPOINT / STORAGE_EMULATOR_HOST).",
+    ),
+]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target", help="Which target's backups (a name like 'redis/redis-cluster')."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+TermLogOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--termination-log",
+        help="Also write the result (or the error) as compact JSON to this file "
+        "(Kubernetes: /dev/termination-log).",
+    ),
+]
+
+
+def fail(message: str, *, termination_log: Path | None = None) -> NoReturn:
+    if termination_log is not None:
+        _write_termination_log(termination_log, {"ok": False, "error": message})
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def user_errors(termination_log: Path | None = None) -> Iterator[None]:
+    """Turn known errors into one line + exit 1 (and bugs into one line too,
+    unless BACKUPCTL_DEBUG is set)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except USER_ERRORS as e:
+        fail(str(e), termination_log=termination_log)
+    except KeyboardInterrupt:
+        fail("interrupted", termination_log=termination_log)
+    except Exception as e:
+        if os.environ.get("BACKUPCTL_DEBUG"):
+            raise
+        fail(
+            f"unexpected {type(e).__name__}: {e} (this is a bug; rerun with BACKUPCTL_DEBUG=1 "
+            "and report the traceback)",
+            termination_log=termination_log,
+        )
+
+
+def _write_termination_log(path: Path, data: dict[str, Any]) -> None:
+    # Kubernetes keeps at most 4096 bytes of a termination message.
+    raw = json.dumps(data, separators=(",", ":"))[:4096]
+    try:
+        path.write_text(raw)
+    except OSError as e:
+        typer.echo(f"warning: cannot write termination log {path}: {e}", err=True)
+
+
+def get_store(url: str, endpoint: str | None) -> Backend:
+    return RetryingBackend(open_store(url, endpoint=endpoint))
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool) -> Iterator[tuple[Progress | None, Callable[[int], None] | None]]:
+    """A rich progress bar on stderr when it is a terminal; yields
+    (advance, set_total) callbacks, or Nones when there is no terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield None, None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress as RichProgress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with RichProgress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+        yield (
+            lambda n: bar.advance(task, n),
+            lambda total: bar.update(task, total=total),
+        )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _summary(m: Manifest) -> dict[str, Any]:
+    return {"id": m.id, "target": m.target, "time": m.created, "size": m.size,
+            "keys": m.keys, "sha256": m.nodes[0].archive.sha256 if len(m.nodes) == 1 else None}
+
+
+# --- run -------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    redis_url: Annotated[
+        str,
+        typer.Option(
+            "--redis",
+            help="redis://[user:pass@]host:port (rediss:// for TLS). Password also from "
+            "--password-file or REDIS_PASSWORD.",
+            show_default=False,
+        ),
+    ],
+    to: Annotated[str, typer.Option("--to", help="Store URL to write the backup to.", show_default=False)],
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Name to file the backup under (default: host-port)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Where this server's data directory is readable (bgsave; default: the "
+            "server's CONFIG GET dir).",
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="bgsave (read the RDB file) or replication (stream it).")
+    ] = "bgsave",
+    compression: Annotated[str, typer.Option("--compression", help="zstd, gzip or none.")] = "zstd",
+    level: Annotated[int | None, typer.Option("--level", help="Compression level.")] = None,
+    node_name: Annotated[
+        str | None, typer.Option("--node-name", help="Archive name for this node (default: host-port).")
+    ] = None,
+    password_file: Annotated[
+        Path | None, typer.Option("--password-file", help="File holding the Redis password.")
+    ] = None,
+    endpoint: EndpointOpt = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the snapshot.")] = 3600.0,
+    as_json: JsonOpt = False,
+    termination_log: TermLogOpt = None,
+) -> None:
+    """Take a backup of one Redis server and stream it to a store."""
+    if method not in ("bgsave", "replication"):
+        fail(f"--method must be bgsave or replication, not {method!r}", termination_log=termination_log)
+    if compression not in COMPRESSIONS:
+        fail(f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}",
+             termination_log=termination_log)
+    with user_errors(termination_log):
+        spec = parse_redis_url(
+            redis_url, password_file=str(password_file) if password_file else None
+        )
+        store = get_store(to, endpoint)
+        opts = RunOptions(
+            redis=spec,
+            store=store,
+            target=target or default_node_name(spec),
+            method=method,
+            compression=compression,
+            level=level,
+            data_dir=data_dir,
+            node_name=node_name,
+            timeout=timeout,
+        )
+        with progress_bar("backup", not as_json) as (advance, set_total):
+            manifest = run_backup(opts, progress=advance, on_size=set_total)
+        if termination_log is not None:
+            _write_termination_log(termination_log, {"ok": True, **_summary(manifest)})
+        if as_json:
+            typer.echo(json.dumps(manifest.to_json(), indent=2))
+        else:
+            typer.echo(manifest.id)
+
+
+# --- list ------------------------------------------------------------------------
+
+
+def _entry_json(e: BackupEntry) -> dict[str, Any]:
+    m = e.manifest
+    return {
+        "id": e.id,
+        "target": e.target,
+        "complete": e.complete,
+        "created": catalog.format_time(e.created),
+        "size": m.size if m else e.stored_bytes,
+        "keys": m.keys if m else None,
+        "nodes": [n.name for n in m.nodes] if m else [],
+        "redisVersion": m.redis_version if m else None,
+        "problem": None if m else (e.manifest_error or "incomplete: no manifest"),
+    }
+
+
+@app.command("list")
+def list_cmd(
+    store_url: StoreArg,
+    target: TargetOpt = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also show incomplete backups (no manifest).")
+    ] = False,
+    endpoint: EndpointOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List complete backups, newest first."""
+    with user_errors():
+        store = get_store(store_url, endpoint)
+        store.check()
+        entries = [e for e in catalog.scan(store, target) if show_all or e.complete]
+        if as_json:
+            typer.echo(json.dumps([_entry_json(e) for e in entries], indent=2))
+            return
+        if not entries:
+            typer.echo("no backups", err=True)
+            return
+        rows = [
+            (
+                e.id,
+                catalog.format_time(e.created),
+                e.target,
+                _human(e.manifest.size if e.manifest else e.stored_bytes),
+                str(e.manifest.keys) if e.manifest else "-",
+                "complete" if e.complete else "INCOMPLETE",
+            )
+            for e in entries
+        ]
+        _print_table(("ID", "CREATED", "TARGET", "SIZE", "KEYS", "STATUS"), rows)
+
+
+def _print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for line in (headers, *rows):
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+# --- verify ----------------------------------------------------------------------
+
+
+@app.command()
+def verify(
+    store_url: StoreArg,
+    backup: Annotated[str, typer.Argument(help="Backup id, or 'latest'.", show_default=False)],
+    target: TargetOpt = None,
+    tmp_dir: Annotated[
+        Path | None, typer.Option("--tmp-dir", help="Where to unpack temporarily (default: system temp).")
+    ] = None,
+    endpoint: EndpointOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a backup and check every checksum and RDB, without restoring it."""
+    with user_errors():
+        store = get_store(store_url, endpoint)
+        entry = catalog.find(store, backup, target)
+        with progress_bar("verify", not as_json) as (advance, set_total):
+            if set_total and entry.manifest:
+                set_total(entry.manifest.size)
+            report = verify_backup(store, entry, tmp_dir=tmp_dir, progress=advance)
+        if as_json:
+            typer.echo(json.dumps({"ok": True, "id": report.id, "target": report.target,
+                                   "nodes": report.nodes, "files": report.files,
+                                   "bytes": report.bytes}, indent=2))
+        else:
+            typer.echo(f"{report.id}: OK ({report.files} files in {len(report.nodes)} archive(s), "
+                       f"{_human(report.bytes)} checked)")
+
+
+# --- restore ---------------------------------------------------------------------
+
+
+@app.command()
+def restore(
+    store_url: StoreArg,
+    backup: Annotated[str, typer.Argument(help="Backup id (or archive name), or 'latest'.", show_default=False)],
+    to_dir: Annotated[
+        Path | None,
+        typer.Option("--to-dir", help="Redis data directory to stage the backup into (stop Redis first)."),
+    ] = None,
+    appendonly: Annotated[
+        str,
+        typer.Option(
+            "--appendonly",
+            help="auto: stage both dump.rdb and an AOF folder so the server loads the backup "
+            "with appendonly yes or no; yes: the same; no: dump.rdb only (an existing AOF folder "
+            "is moved aside).",
+        ),
+    ] = "auto",
+    prefer_aof: Annotated[
+        bool,
+        typer.Option("--prefer-aof", help="Stage the AOF files copied at backup time instead of "
+                     "building the AOF folder from the RDB."),
+    ] = False,
+    node: Annotated[str | None, typer.Option("--node", help="Which node of a multi-node backup.")] = None,
+    target: TargetOpt = None,
+    endpoint: EndpointOpt = None,
+    as_json: JsonOpt = False,
+    termination_log: TermLogOpt = None,
+) -> None:
+    """Stage a backup into a Redis data directory, verified before DIR is touched."""
+    if appendonly not in APPENDONLY_MODES:
+        fail(f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}", termination_log=termination_log)
+    if to_dir is None:
+        fail("pass --to-dir DIR (the Redis data directory to restore into)",
+             termination_log=termination_log)
+    with user_errors(termination_log):
+        store = get_store(store_url, endpoint)
+        entry = catalog.find(store, backup, target)
+        with progress_bar("restore", not as_json) as (advance, set_total):
+            if set_total and entry.manifest:
+                set_total(entry.manifest.size)
+            result = restore_to_dir(
+                store, entry, to_dir, appendonly=appendonly, node=node, prefer_aof=prefer_aof,
+                progress=advance,
+            )
+        data = {
+            "ok": True,
+            "id": result.id,
+            "target": result.target,
+            "node": result.node,
+            "dir": str(result.dir),
+            "files": result.files,
+            "previous": str(result.previous) if result.previous else None,
+            "keys": result.keys,
+        }
+        if termination_log is not None:
+            _write_termination_log(termination_log, data)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            prev = f"; previous data kept in {result.previous}" if result.previous else ""
+            typer.echo(f"restored {result.id} ({result.keys} keys) into {result.dir}{prev}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules."""
+    try:
+        from backupctl import prune_cli
+    except ImportError:  # pragma: no cover - module not built yet
+        return
+    prune_cli.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    app()
+
+

@@ -1,1 +1,1 @@
-pytest_plugins = ["redisfixtures"]
+pytest_plugins = ["redisfixtures", "k8s.fixtures"]

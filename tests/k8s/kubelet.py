@@ -1,0 +1,759 @@
+"""A stand-in for the Job controller and the kubelet, running Jobs as local processes.
+
+Why: no container runtime exists on the test machines, yet the controller's Jobs must really
+run (``backupctl run ...`` uploading to an S3 emulator) and report back through Pod and Job
+status as they would in a cluster. :class:`Kubelet` polls batch/v1 Jobs in the emulator and,
+for each, plays both parts:
+
+* Job controller: creates Pods ``<job>-<5 chars>`` (labels ``job-name``, ``controller-uid``
+  and the ``batch.kubernetes.io/`` ones, an ownerReference to the Job), retries failed pods up
+  to ``backoffLimit`` (each attempt a new Pod, short exponential back-off), runs
+  ``completions`` pods one after another, enforces ``activeDeadlineSeconds``, ``suspend``
+  and ``ttlSecondsAfterFinished``, and writes Job status through ``/status``: ``active``,
+  ``ready``, ``succeeded``, ``failed``, ``startTime``, ``completionTime`` and the conditions
+  ``SuccessCriteriaMet``+``Complete`` or ``FailureTarget``+``Failed`` as Kubernetes 1.31+ does.
+* kubelet: runs the first container's ``command``+``args`` (``$(VAR)`` expanded) as a local
+  process with the container's env resolved (``value``; ``valueFrom`` ``secretKeyRef``,
+  ``configMapKeyRef``, ``fieldRef``; ``envFrom``) from objects in the emulator. A missing
+  Secret/ConfigMap or key leaves the Pod Pending with ``CreateContainerConfigError`` (retried,
+  as a kubelet does). The exit code, reason (``Completed``/``Error``/``DeadlineExceeded``) and
+  the termination message go into ``status.containerStatuses[0].state.terminated``.
+
+Path mapping (containers see paths such as ``/data`` that cannot exist here):
+
+* each ``volumeMounts[].mountPath`` is backed by a local folder: a PVC by
+  ``volumes[claimName]`` (supplied by the test; missing -> Pod Pending/Unschedulable), a Secret
+  or ConfigMap volume by files materialised in a temp dir (or ``volumes["secret:<name>"]`` /
+  ``volumes["configmap:<name>"]`` when given), emptyDir by a temp dir, hostPath by
+  ``volumes["hostPath:<path>"]`` or a temp dir; ``subPath`` is honoured;
+* the container's ``terminationMessagePath`` (``/dev/termination-log``) is a temp file;
+* every occurrence of a mount path (or the termination-message path) as a whole path prefix in
+  ``command``, ``args``, env values and ``workingDir`` is replaced by the local path
+  (``/data/dump.rdb`` -> ``<local>/dump.rdb``, ``--dir=/data`` too, ``/database`` is untouched);
+* ``BACKUPCTL_PATH_MAP`` in the process env holds the same mapping as JSON
+  (``{"/data": "/tmp/.../pvc", "/dev/termination-log": "/tmp/.../termination-log"}``) for code
+  that builds paths at run time.
+
+The image is ignored; a command word found in ``executables`` (default: ``backupctl`` ->
+``<venv>/bin/backupctl``) is resolved to that path, anything else through ``PATH``. The process
+env is the container env plus ``PATH``, ``HOME``, ``HOSTNAME`` and ``base_env``; read-only
+mounts, resources, probes, securityContext, init/sidecar containers and scheduling are not
+emulated. Stdout/stderr of every attempt are kept: :meth:`Kubelet.logs`, :meth:`Kubelet.runs`.
+
+TODO: a StatefulSet stand-in (pods ``<sts>-<ordinal>`` with PVCs from volumeClaimTemplates,
+for restore tests) is not written yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .client import ApiStatusError, K8sClient
+
+JsonDict = dict[str, Any]
+_POD_SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
+MAX_MESSAGE = 4096  # the kubelet truncates termination messages to 4 KiB
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ConfigError(Exception):
+    """The container cannot be configured (CreateContainerConfigError, Unschedulable)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class PodRun:
+    """One attempt: a Pod and, once it started, its local process."""
+
+    namespace: str
+    job: str
+    pod: str
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    returncode: int | None = None
+    reason: str = ""
+    message: str = ""
+    termination_log: Path | None = None
+    config_error: str = ""
+
+    @property
+    def stdout(self) -> str:
+        path = self.root / "stdout"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    @property
+    def stderr(self) -> str:
+        path = self.root / "stderr"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@dataclass
+class JobState:
+    namespace: str
+    name: str
+    uid: str
+    runs: list[PodRun] = field(default_factory=list)
+    succeeded: int = 0
+    failed: int = 0
+    start: float | None = None
+    next_attempt: float = 0.0
+    finished_at: float | None = None
+    done: bool = False
+
+    @property
+    def active(self) -> PodRun | None:
+        run = self.runs[-1] if self.runs else None
+        return run if run is not None and run.returncode is None else None
+
+
+class Kubelet:
+    """Runs the emulator's Jobs as local processes (see the module docstring)."""
+
+    def __init__(
+        self,
+        api: K8sClient,
+        workdir: Path,
+        *,
+        volumes: dict[str, Path] | None = None,
+        executables: dict[str, str] | None = None,
+        namespace: str | None = None,
+        node_name: str = "emulated-node",
+        base_env: dict[str, str] | None = None,
+        poll_interval: float = 0.1,
+        backoff: float = 0.2,
+        max_runtime: float = 300.0,
+    ) -> None:
+        self.api = K8sClient(api.url)  # own connection settings; used from our thread only
+        self.workdir = workdir
+        self.volumes: dict[str, Path] = dict(volumes or {})
+        self.executables = {
+            "backupctl": str(Path(sys.executable).parent / "backupctl"),
+            **(executables or {}),
+        }
+        self.namespace = namespace
+        self.node_name = node_name
+        self.base_env = dict(base_env or {})
+        self.poll_interval, self.backoff, self.max_runtime = poll_interval, backoff, max_runtime
+        self.jobs: dict[str, JobState] = {}
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="kubelet", daemon=True)
+
+    # -- public -----------------------------------------------------------------------------
+
+    def start(self) -> Kubelet:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        with self._lock:
+            for state in self.jobs.values():
+                for run in state.runs:
+                    self._kill(run)
+
+    def runs(self, job: str, namespace: str | None = None) -> list[PodRun]:
+        with self._lock:
+            return [
+                r
+                for s in self.jobs.values()
+                if s.name == job and (namespace is None or s.namespace == namespace)
+                for r in s.runs
+            ]
+
+    def logs(self, job: str, namespace: str | None = None, attempt: int = -1) -> str:
+        """Stdout then stderr of one attempt (the last by default) of a Job's pods."""
+        runs = self.runs(job, namespace)
+        if not runs:
+            return ""
+        run = runs[attempt]
+        return run.stdout + run.stderr
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._sync()
+            except Exception as e:  # keep going; tests can assert on .errors
+                self.errors.append(repr(e))
+            self._stop.wait(self.poll_interval)
+
+    def _sync(self) -> None:
+        jobs = self.api.list("batch/v1/jobs", self.namespace)
+        seen = set()
+        for job in jobs:
+            uid = job["metadata"]["uid"]
+            seen.add(uid)
+            with self._lock:
+                state = self.jobs.setdefault(
+                    uid, JobState(job["metadata"]["namespace"], job["metadata"]["name"], uid)
+                )
+            self._sync_job(job, state)
+        with self._lock:
+            gone = [s for uid, s in self.jobs.items() if uid not in seen and s.active]
+        for state in gone:  # the Job was deleted: its running process goes too
+            run = state.active
+            if run is not None:
+                self._kill(run)
+                run.returncode, run.reason = -9, "Deleted"
+
+    def _sync_job(self, job: JsonDict, state: JobState) -> None:
+        spec, status = job.get("spec", {}), job.get("status") or {}
+        now = time.monotonic()
+        if state.done or any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        ):
+            state.done = True
+            ttl = spec.get("ttlSecondsAfterFinished")
+            if ttl is not None and state.finished_at is not None and now - state.finished_at >= ttl:
+                self.api.delete("batch/v1/jobs", state.namespace, state.name, "Background")
+                state.finished_at = None
+            return
+        run = state.active
+        if spec.get("suspend"):
+            if run is not None:
+                self._kill(run)
+                run.returncode, run.reason = -15, "Suspended"
+                self.api.delete("v1/pods", state.namespace, run.pod)
+            self._job_status(
+                state,
+                {
+                    "active": 0,
+                    "ready": 0,
+                    "conditions": [self._condition("Suspended", "JobSuspended", "Job suspended")],
+                },
+            )
+            return
+        if state.start is None:
+            state.start = now
+            self._job_status(state, {"startTime": _now(), "active": 0})
+        deadline = spec.get("activeDeadlineSeconds")
+        if deadline is not None and now - state.start > deadline:
+            if run is not None:
+                self._kill(run)
+                self._finish_pod(run, 137, "DeadlineExceeded")
+            self._fail(state, "DeadlineExceeded", "Job was active longer than specified deadline")
+            return
+        if run is None:
+            if now >= state.next_attempt:
+                self._start_pod(job, state)
+            return
+        if run.process is None:  # Pending on a config error: retry like a kubelet
+            self._try_run(job, run)
+            return
+        code = run.process.poll()
+        if code is None and now - run.started > self.max_runtime:
+            self._kill(run)
+            code = run.process.poll() if run.process.poll() is not None else -9
+        if code is None:
+            return
+        self._finish_pod(run, code, "Completed" if code == 0 else "Error")
+        if code == 0:
+            state.succeeded += 1
+            if state.succeeded >= int(spec.get("completions") or 1):
+                self._succeed(state)
+            else:
+                self._job_status(state, {"active": 0, "ready": 0, "succeeded": state.succeeded})
+        else:
+            state.failed += 1
+            if state.failed > int(spec.get("backoffLimit", 6)):
+                self._fail(
+                    state, "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+                )
+            else:
+                state.next_attempt = now + min(self.backoff * 2 ** (state.failed - 1), 5.0)
+                self._job_status(state, {"active": 0, "ready": 0, "failed": state.failed})
+
+    # -- job status -------------------------------------------------------------------------
+
+    @staticmethod
+    def _condition(type_: str, reason: str, message: str) -> JsonDict:
+        now = _now()
+        return {
+            "type": type_,
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastProbeTime": now,
+            "lastTransitionTime": now,
+        }
+
+    def _job_status(self, state: JobState, status: JsonDict) -> None:
+        try:
+            self.api.patch(
+                "batch/v1/jobs",
+                state.namespace,
+                state.name,
+                {"status": status},
+                subresource="status",
+            )
+        except ApiStatusError as e:
+            if e.status != 404:
+                raise
+
+    def _succeed(self, state: JobState) -> None:
+        state.done, state.finished_at = True, time.monotonic()
+        self._job_status(
+            state,
+            {
+                "active": 0,
+                "ready": 0,
+                "succeeded": state.succeeded,
+                "failed": state.failed,
+                "completionTime": _now(),
+                "conditions": [
+                    self._condition(
+                        "SuccessCriteriaMet",
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                    ),
+                    self._condition(
+                        "Complete",
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                    ),
+                ],
+            },
+        )
+
+    def _fail(self, state: JobState, reason: str, message: str) -> None:
+        state.done, state.finished_at = True, time.monotonic()
+        self._job_status(
+            state,
+            {
+                "active": 0,
+                "ready": 0,
+                "succeeded": state.succeeded,
+                "failed": state.failed,
+                "conditions": [
+                    self._condition("FailureTarget", reason, message),
+                    self._condition("Failed", reason, message),
+                ],
+            },
+        )
+
+    # -- pods -------------------------------------------------------------------------------
+
+    def _start_pod(self, job: JsonDict, state: JobState) -> None:
+        template = job["spec"].get("template") or {}
+        meta = job["metadata"]
+        suffix = "".join(random.choices(_POD_SUFFIX_CHARS, k=5))
+        name = f"{meta['name']}-{suffix}"
+        labels = dict((template.get("metadata") or {}).get("labels") or {})
+        labels.update(
+            {
+                "job-name": meta["name"],
+                "controller-uid": meta["uid"],
+                "batch.kubernetes.io/job-name": meta["name"],
+                "batch.kubernetes.io/controller-uid": meta["uid"],
+            }
+        )
+        pod_spec = json.loads(json.dumps(template.get("spec") or {}))
+        pod_spec.setdefault("nodeName", self.node_name)
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": state.namespace,
+                "labels": labels,
+                "annotations": dict((template.get("metadata") or {}).get("annotations") or {}),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": pod_spec,
+        }
+        created = self.api.create(pod, state.namespace)
+        root = self.workdir / state.namespace / name
+        root.mkdir(parents=True)
+        run = PodRun(state.namespace, meta["name"], name, root)
+        with self._lock:
+            state.runs.append(run)
+        self._job_status(state, {"active": 1, "ready": 0})
+        self._try_run(job, run, created)
+
+    def _pod_status(self, run: PodRun, status: JsonDict) -> None:
+        try:
+            self.api.patch(
+                "v1/pods", run.namespace, run.pod, {"status": status}, subresource="status"
+            )
+        except ApiStatusError as e:
+            if e.status != 404:
+                raise
+
+    def _try_run(self, job: JsonDict, run: PodRun, pod: JsonDict | None = None) -> None:
+        pod = pod or self.api.get("v1/pods", run.namespace, run.pod)
+        if pod is None:  # the pod was deleted before it started
+            run.returncode, run.reason = -9, "Deleted"
+            return
+        containers = pod["spec"].get("containers") or []
+        container = containers[0] if containers else {}
+        try:
+            argv, env, cwd, tlog = self._prepare(pod, container, run)
+        except ConfigError as e:
+            if e.reason == "Unschedulable":
+                status: JsonDict = {
+                    "phase": "Pending",
+                    "conditions": [
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": str(e),
+                            "lastTransitionTime": _now(),
+                        }
+                    ],
+                }
+            else:
+                status = {
+                    "phase": "Pending",
+                    "containerStatuses": [
+                        {
+                            "name": container.get("name", ""),
+                            "ready": False,
+                            "restartCount": 0,
+                            "image": container.get("image", ""),
+                            "imageID": "",
+                            "started": False,
+                            "state": {"waiting": {"reason": e.reason, "message": str(e)}},
+                        }
+                    ],
+                }
+            if run.config_error != str(e):
+                run.config_error = str(e)
+                self._pod_status(run, status)
+            return
+        run.termination_log = tlog
+        started = _now()
+        with open(run.root / "stdout", "wb") as out, open(run.root / "stderr", "wb") as err:
+            try:
+                run.process = subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd=cwd,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as e:  # like a runtime failing to start the container
+                err.write(f"{e}\n".encode())
+                run.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(128)"])
+        run.started = time.monotonic()
+        self._pod_status(
+            run,
+            {
+                "phase": "Running",
+                "hostIP": "127.0.0.1",
+                "podIP": "127.0.0.1",
+                "startTime": started,
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": started}
+                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                ],
+                "containerStatuses": [
+                    {
+                        "name": container.get("name", ""),
+                        "ready": True,
+                        "restartCount": 0,
+                        "started": True,
+                        "image": container.get("image", ""),
+                        "imageID": "",
+                        "containerID": f"local://{run.process.pid}",
+                        "state": {"running": {"startedAt": started}},
+                    }
+                ],
+            },
+        )
+        self._job_status_ready(run)
+
+    def _job_status_ready(self, run: PodRun) -> None:
+        with self._lock:
+            state = next((s for s in self.jobs.values() if run in s.runs), None)
+        if state is not None:
+            self._job_status(state, {"active": 1, "ready": 1})
+
+    def _finish_pod(self, run: PodRun, code: int, reason: str) -> None:
+        run.returncode, run.reason = code, reason
+        message = ""
+        if run.termination_log is not None and run.termination_log.exists():
+            message = run.termination_log.read_bytes()[:MAX_MESSAGE].decode(errors="replace")
+        pod = self.api.get("v1/pods", run.namespace, run.pod)
+        container = ((pod or {}).get("spec", {}).get("containers") or [{}])[0]
+        if (
+            not message
+            and code != 0
+            and container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
+            message = "\n".join((run.stdout + run.stderr).splitlines()[-80:])[-2048:]
+        run.message = message
+        terminated: JsonDict = {
+            "exitCode": code if code >= 0 else 128 - code,
+            "reason": reason,
+            "startedAt": _now(),
+            "finishedAt": _now(),
+            "containerID": f"local://{run.process.pid if run.process else 0}",
+        }
+        if message:
+            terminated["message"] = message
+        self._pod_status(
+            run,
+            {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "PodCompleted",
+                        "lastTransitionTime": _now(),
+                    }
+                ],
+                "containerStatuses": [
+                    {
+                        "name": container.get("name", ""),
+                        "ready": False,
+                        "restartCount": 0,
+                        "started": False,
+                        "image": container.get("image", ""),
+                        "imageID": "",
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            },
+        )
+
+    def _kill(self, run: PodRun, grace: float = 2.0) -> None:
+        proc = run.process
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(grace)
+
+    # -- container configuration -----------------------------------------------------------
+
+    def _secret(self, ns: str, name: str) -> dict[str, str] | None:
+        secret = self.api.get("v1/secrets", ns, name)
+        if secret is None:
+            return None
+        data = {
+            k: base64.b64decode(v).decode(errors="replace")
+            for k, v in (secret.get("data") or {}).items()
+        }
+        data.update(secret.get("stringData") or {})
+        return data
+
+    def _configmap(self, ns: str, name: str) -> dict[str, str] | None:
+        cm = self.api.get("v1/configmaps", ns, name)
+        return None if cm is None else dict(cm.get("data") or {})
+
+    def _field(self, pod: JsonDict, path: str) -> str:
+        meta = pod["metadata"]
+        m = re.match(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+        if m:
+            return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+        values = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta.get("uid", ""),
+            "spec.nodeName": pod["spec"].get("nodeName", ""),
+            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
+            "status.podIP": "127.0.0.1",
+            "status.hostIP": "127.0.0.1",
+        }
+        return values.get(path, "")
+
+    def _env(self, pod: JsonDict, container: JsonDict) -> dict[str, str]:
+        ns = pod["metadata"]["namespace"]
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            for kind, loader in (("secretRef", self._secret), ("configMapRef", self._configmap)):
+                ref = source.get(kind)
+                if ref:
+                    data = loader(ns, ref["name"])
+                    if data is None and not ref.get("optional"):
+                        what = "secret" if kind == "secretRef" else "configmap"
+                        raise ConfigError(
+                            "CreateContainerConfigError", f'{what} "{ref["name"]}" not found'
+                        )
+                    env.update({prefix + k: v for k, v in (data or {}).items()})
+        for item in container.get("env") or []:
+            name = item["name"]
+            if "value" in item or "valueFrom" not in item:
+                env[name] = _expand(str(item.get("value", "")), env)
+                continue
+            source = item["valueFrom"]
+            for kind, loader, what in (
+                ("secretKeyRef", self._secret, "Secret"),
+                ("configMapKeyRef", self._configmap, "ConfigMap"),
+            ):
+                ref = source.get(kind)
+                if not ref:
+                    continue
+                data = loader(ns, ref["name"])
+                if data is None or ref["key"] not in data:
+                    if ref.get("optional"):
+                        break
+                    if data is None:
+                        raise ConfigError(
+                            "CreateContainerConfigError",
+                            f'{what.lower()} "{ref["name"]}" not found',
+                        )
+                    raise ConfigError(
+                        "CreateContainerConfigError",
+                        f"couldn't find key {ref['key']} in {what} {ns}/{ref['name']}",
+                    )
+                env[name] = data[ref["key"]]
+            if "fieldRef" in source:
+                env[name] = self._field(pod, source["fieldRef"]["fieldPath"])
+            elif "resourceFieldRef" in source:
+                env[name] = "0"
+        return env
+
+    def _volume_dir(self, pod: JsonDict, volume: JsonDict, run: PodRun) -> Path:
+        ns = pod["metadata"]["namespace"]
+        name = volume["name"]
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            if claim not in self.volumes:
+                raise ConfigError(
+                    "Unschedulable",
+                    f'persistentvolumeclaim "{claim}" not found '
+                    f"(give the kubelet stand-in a folder for it: volumes[{claim!r}])",
+                )
+            return self.volumes[claim]
+        for kind, key, loader in (
+            ("secret", "secretName", self._secret),
+            ("configMap", "name", self._configmap),
+        ):
+            if kind in volume:
+                ref = volume[kind][key]
+                override = self.volumes.get(f"{kind.lower()}:{ref}")
+                if override is not None:
+                    return override
+                data = loader(ns, ref)
+                if data is None and not volume[kind].get("optional"):
+                    raise ConfigError(
+                        "CreateContainerConfigError", f'{kind.lower()} "{ref}" not found'
+                    )
+                target = run.root / "volumes" / name
+                target.mkdir(parents=True, exist_ok=True)
+                items = volume[kind].get("items") or [{"key": k, "path": k} for k in data or {}]
+                for item in items:
+                    if data and item["key"] in data:
+                        path = target / item["path"]
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_text(data[item["key"]])
+                return target
+        if "hostPath" in volume and f"hostPath:{volume['hostPath']['path']}" in self.volumes:
+            return self.volumes[f"hostPath:{volume['hostPath']['path']}"]
+        target = run.root / "volumes" / name  # emptyDir, hostPath and anything else
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def _prepare(
+        self,
+        pod: JsonDict,
+        container: JsonDict,
+        run: PodRun,
+    ) -> tuple[list[str], dict[str, str], str, Path]:
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        mapping: dict[str, str] = {}
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"])
+            if volume is None:
+                raise ConfigError("CreateContainerConfigError", f"volume {mount['name']} not found")
+            local = self._volume_dir(pod, volume, run)
+            if mount.get("subPath"):
+                local = local / mount["subPath"]
+                local.mkdir(parents=True, exist_ok=True)
+            mapping[mount["mountPath"].rstrip("/") or "/"] = str(local)
+        tlog = run.root / "termination-log"
+        tlog.write_bytes(b"")
+        mapping[container.get("terminationMessagePath", "/dev/termination-log")] = str(tlog)
+        env = self._env(pod, container)
+        env = {k: _rewrite(v, mapping) for k, v in env.items()}
+        command = [_expand(a, env) for a in container.get("command") or []]
+        args = [_expand(a, env) for a in container.get("args") or []]
+        argv = [_rewrite(a, mapping) for a in command + args]
+        if not argv:
+            raise ConfigError("CreateContainerConfigError", "no command: images are not emulated")
+        argv[0] = self.executables.get(argv[0], shutil.which(argv[0]) or argv[0])
+        home = run.root / "home"
+        home.mkdir(exist_ok=True)
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "HOSTNAME": run.pod,
+            "LANG": "C.UTF-8",
+            "TMPDIR": tempfile.gettempdir(),
+            **self.base_env,
+            **env,
+            "BACKUPCTL_PATH_MAP": json.dumps(mapping),
+        }
+        cwd = container.get("workingDir")
+        if cwd:
+            cwd = _rewrite(cwd, mapping)
+            if not Path(cwd).is_dir():
+                cwd = str(run.root / "rootfs" / cwd.lstrip("/"))
+                Path(cwd).mkdir(parents=True, exist_ok=True)
+        return argv, full_env, cwd or str(run.root), tlog
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion (``$$(VAR)`` escapes); unknown references stay."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return "$(" + m.group(1) + ")"
+        return env.get(m.group(2), m.group(0))
+
+    return re.sub(r"\$\$\(([A-Za-z_][A-Za-z0-9_]*)\)|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, value)
+
+
+def _rewrite(value: str, mapping: dict[str, str]) -> str:
+    """Replace each mount path appearing as a whole path prefix by its local folder."""
+    for container_path in sorted(mapping, key=len, reverse=True):
+        pattern = r"(?<![\w./-])" + re.escape(container_path) + r"(?=/|$|[^\w.-])"
+        value = re.sub(pattern, lambda _m, p=mapping[container_path]: p, value)
+    return value

@@ -1,0 +1,100 @@
+"""Label and field selectors as kube-apiserver parses them.
+
+kmock ignores ``labelSelector``/``fieldSelector``; kopf, kubectl (``get -l``, ``wait``) and
+controllers rely on them for lists and watches, so the emulator filters with this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+_SET_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(in|notin)\s*\((.*)\))?\s*$")
+_OP_RE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(==|!=|=)\s*([A-Za-z0-9_.-]*)\s*$")
+
+
+class SelectorError(ValueError):
+    """An unparseable selector (the API server answers 400 Bad Request)."""
+
+
+def _split_requirements(text: str) -> list[str]:
+    """Split on commas that are not inside ``in (...)`` parentheses."""
+    parts: list[str] = []
+    depth, current = 0, ""
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [part for part in parts if part.strip()]
+
+
+def parse_label_selector(text: str | None) -> Predicate:
+    """Return a predicate over an object's labels for ``a=b,c!=d,e in (f,g),!h,i``."""
+    if not text or not text.strip():
+        return lambda labels: True
+    checks: list[Predicate] = []
+    for req in _split_requirements(text):
+        if m := _OP_RE.match(req):
+            key, op, value = m.groups()
+            if op == "!=":
+                checks.append(lambda lb, k=key, v=value: lb.get(k) != v)
+            else:
+                checks.append(lambda lb, k=key, v=value: k in lb and lb[k] == v)
+        elif m := _SET_RE.match(req):
+            neg, key, op, values = m.groups()
+            if op:
+                if neg:
+                    raise SelectorError(f"unable to parse requirement: {req!r}")
+                vals = {v.strip() for v in values.split(",") if v.strip()}
+                if op == "in":
+                    checks.append(lambda lb, k=key, vs=vals: k in lb and lb[k] in vs)
+                else:
+                    checks.append(lambda lb, k=key, vs=vals: lb.get(k) not in vs)
+            elif neg:
+                checks.append(lambda lb, k=key: k not in lb)
+            else:
+                checks.append(lambda lb, k=key: k in lb)
+        else:
+            raise SelectorError(f"unable to parse requirement: {req!r}")
+    return lambda labels: all(check(labels) for check in checks)
+
+
+def _field_value(obj: Mapping[str, Any], path: str) -> str:
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_field_selector(text: str | None) -> Predicate:
+    """Return a predicate over a whole object for ``metadata.name=x,status.phase!=Running``.
+
+    A real server supports only a per-resource list of fields; any dotted path works here.
+    """
+    if not text or not text.strip():
+        return lambda obj: True
+    checks: list[Predicate] = []
+    for req in _split_requirements(text):
+        m = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(==|!=|=)\s*(.*?)\s*$", req)
+        if not m:
+            raise SelectorError(f"invalid selector: {req!r}; can't understand {req!r}")
+        path, op, value = m.groups()
+        if op == "!=":
+            checks.append(lambda o, p=path, v=value: _field_value(o, p) != v)
+        else:
+            checks.append(lambda o, p=path, v=value: _field_value(o, p) == v)
+    return lambda obj: all(check(obj) for check in checks)

@@ -47,6 +47,10 @@ class RunOptions:
     data_dir: Path | None = None
     node_name: str | None = None
     timeout: float = 3600.0
+    #: Feed the RDB through ``redis-check-rdb`` while it uploads (when the tool
+    #: is installed): a corrupt snapshot is never committed, and the manifest
+    #: gets the exact key count of the file rather than DBSIZE at BGSAVE time.
+    check_rdb: bool = True
 
 
 def default_node_name(spec: redisnode.ConnectionSpec) -> str:
@@ -83,14 +87,25 @@ def run_backup(
         if on_size is not None:
             on_size(sum(m.size for m in members))
         header = _RdbHeader()
-        members = [header.wrap(m) if m.kind == "rdb" else m for m in members]
+        checker = None
+        if opts.check_rdb and redisnode.RdbStreamChecker.available():
+            checker = stack.enter_context(redisnode.RdbStreamChecker(timeout=opts.timeout))
+        members = [header.wrap(m, checker) if m.kind == "rdb" else m for m in members]
         with opts.store.writer(archive_key) as w:
             result: ArchiveResult = write_archive(
                 w, members, opts.compression, level=opts.level, progress=progress
             )
+            keys = info.keys
+            if checker is not None:
+                ok, counted = checker.close()
+                if not ok:
+                    raise BackupError(
+                        f"the RDB snapshot failed redis-check-rdb, so it was not kept: "
+                        f"{checker.summary.splitlines()[-1] if checker.summary else 'no output'}"
+                    )
+                if counted is not None:
+                    keys = counted
             w.commit()
-
-    keys = info.keys
     manifest = Manifest(
         id=backup_id,
         target=opts.target,
@@ -237,9 +252,9 @@ class _RdbHeader:
         self.version: int | None = None
         self._head = b""
 
-    def wrap(self, m: Member) -> Member:
+    def wrap(self, m: Member, checker: redisnode.RdbStreamChecker | None = None) -> Member:
         def opener() -> BinaryIO:
-            return _Tap(m.open(), self)  # type: ignore[return-value]
+            return _Tap(m.open(), self, checker)  # type: ignore[return-value]
 
         return Member(name=m.name, size=m.size, kind=m.kind, open=opener, mtime=m.mtime)
 
@@ -254,13 +269,20 @@ class _RdbHeader:
 
 
 class _Tap:
-    def __init__(self, f: BinaryIO, header: _RdbHeader) -> None:
+    """Shows the RDB bytes to the header reader and the checker as they pass."""
+
+    def __init__(
+        self, f: BinaryIO, header: _RdbHeader, checker: redisnode.RdbStreamChecker | None
+    ) -> None:
         self._f = f
         self._header = header
+        self._checker = checker
 
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
         self._header.feed(data)
+        if self._checker is not None and data:
+            self._checker.write(data)
         return data
 
     def close(self) -> None:

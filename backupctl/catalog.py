@@ -21,7 +21,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from backupctl.storage.base import Backend, ObjectInfo, StorageError, put_bytes, read_bytes
+from backupctl.storage.base import (
+    Backend,
+    ObjectInfo,
+    PendingUpload,
+    StorageError,
+    put_bytes,
+    read_bytes,
+)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "backupctl.dev/manifest/v1"
@@ -256,6 +263,8 @@ class BackupEntry:
     target: str
     id: str
     objects: list[ObjectInfo] = field(default_factory=list)
+    #: unfinished uploads into this folder (a run in progress, or killed)
+    pending: list[PendingUpload] = field(default_factory=list)
     manifest: Manifest | None = None
     manifest_error: str | None = None
 
@@ -282,27 +291,48 @@ class BackupEntry:
         return backup_dir(self.target, self.id)
 
 
-def group_listing(objects: Iterable[ObjectInfo]) -> list[BackupEntry]:
-    """Group a flat listing into backup folders (pure). Objects that are not
-    inside a ``<target>/<backup-id>/`` folder are ignored."""
+def split_key(key: str) -> tuple[str, str] | None:
+    """``(target, backup_id)`` of a key inside a backup folder, else None."""
+    parts = key.split("/")
+    for i in range(1, len(parts) - 1):
+        if ID_PATTERN.match(parts[i]):
+            return "/".join(parts[:i]), parts[i]
+    return None
+
+
+def group_listing(
+    objects: Iterable[ObjectInfo], pending: Iterable[PendingUpload] = ()
+) -> list[BackupEntry]:
+    """Group a flat listing (and unfinished uploads) into backup folders
+    (pure). Keys that are not inside a ``<target>/<backup-id>/`` folder are
+    ignored."""
     entries: dict[tuple[str, str], BackupEntry] = {}
     for obj in objects:
-        parts = obj.key.split("/")
-        for i in range(1, len(parts) - 1):
-            if ID_PATTERN.match(parts[i]):
-                target, bid = "/".join(parts[:i]), parts[i]
-                entry = entries.setdefault((target, bid), BackupEntry(target=target, id=bid))
-                entry.objects.append(obj)
-                break
+        where = split_key(obj.key)
+        if where is not None:
+            entries.setdefault(where, BackupEntry(*where)).objects.append(obj)
+    for upload in pending:
+        where = split_key(upload.key)
+        if where is not None:
+            entries.setdefault(where, BackupEntry(*where)).pending.append(upload)
     return sorted(entries.values(), key=lambda e: (e.target, e.id))
 
 
-def scan(backend: Backend, target: str | None = None, *, load_manifests: bool = True) -> list[BackupEntry]:
+def scan(
+    backend: Backend,
+    target: str | None = None,
+    *,
+    load_manifests: bool = True,
+    include_pending: bool = False,
+) -> list[BackupEntry]:
     """All backup folders under ``target`` (or the whole store), newest first.
     Folders with a manifest are read so ``complete`` and ``created`` are
-    right; a manifest that cannot be parsed makes the folder incomplete."""
+    right; a manifest that cannot be parsed makes the folder incomplete.
+    ``include_pending`` also reports folders that so far hold only an
+    unfinished upload (a backup running now, or killed mid-upload)."""
     prefix = backup_dir(target, "").rstrip("/") + "/" if target else ""
-    entries = group_listing(backend.list(prefix))
+    pending = backend.pending_uploads(prefix) if include_pending else ()
+    entries = group_listing(backend.list(prefix), pending)
     if target:
         entries = [e for e in entries if e.target == target]
     if load_manifests:

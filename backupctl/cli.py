@@ -245,6 +245,12 @@ def run(
 # --- list ------------------------------------------------------------------------
 
 
+def _incomplete_reason(e: BackupEntry) -> str:
+    if e.pending:
+        return "incomplete: upload unfinished (running now, or interrupted)"
+    return "incomplete: no manifest"
+
+
 def _entry_json(e: BackupEntry) -> dict[str, Any]:
     m = e.manifest
     return {
@@ -256,7 +262,7 @@ def _entry_json(e: BackupEntry) -> dict[str, Any]:
         "keys": m.keys if m else None,
         "nodes": [n.name for n in m.nodes] if m else [],
         "redisVersion": m.redis_version if m else None,
-        "problem": None if m else (e.manifest_error or "incomplete: no manifest"),
+        "problem": None if m else (e.manifest_error or _incomplete_reason(e)),
     }
 
 
@@ -274,7 +280,11 @@ def list_cmd(
     with user_errors():
         store = get_store(store_url, endpoint)
         store.check()
-        entries = [e for e in catalog.scan(store, target) if show_all or e.complete]
+        entries = [
+            e
+            for e in catalog.scan(store, target, include_pending=show_all)
+            if show_all or e.complete
+        ]
         if as_json:
             typer.echo(json.dumps([_entry_json(e) for e in entries], indent=2))
             return

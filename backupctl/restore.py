@@ -143,7 +143,7 @@ def restore_to_dir(
         raise
 
     # Point of no return: everything is verified and on the same filesystem.
-    previous = to_dir / f"{PREVIOUS_PREFIX}{now().astimezone(UTC):%Y%m%d-%H%M%S}"
+    previous = _unique(to_dir / f"{PREVIOUS_PREFIX}{now().astimezone(UTC):%Y%m%d-%H%M%S}")
     moved_any = False
     for name in (rdb_name, aof_dirname):
         cur = to_dir / name
@@ -197,6 +197,15 @@ def _stage_aof(
         with open(p, "rb") as fh:
             os.fsync(fh.fileno())
     return out
+
+
+def _unique(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``... if it exists (two restores in one second)."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}-{n}")
+        n += 1
+    return candidate
 
 
 def _fsync_dir(path: Path) -> None:

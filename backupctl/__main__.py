@@ -1,0 +1,5 @@
+"""``python -m backupctl`` runs the CLI."""
+
+from backupctl.cli import main
+
+main()

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 from k8s.client import ApiStatusError
 from k8s.fixtures import K8sApi
@@ -663,12 +664,18 @@ def test_kopf_operator_end_to_end(
     }
 
     # Watches end (as on an API server restart); kopf reconnects and does not re-run handlers.
+    def backup_watches() -> int:
+        return api.call(
+            lambda: sum(
+                1
+                for r in api.emulator.requests
+                if r.action == kmock.action.WATCH and r.resource.plural == PLURAL
+            )
+        )
+
+    watches = backup_watches()
     assert api.close_watches() >= 2
-    api.wait_for(
-        lambda: api.thread.call(lambda: len(api.emulator._watchers)) >= 2,
-        timeout=10,
-        message="kopf re-watching",
-    )
+    api.wait_for(lambda: backup_watches() > watches, timeout=10, message="kopf re-watching")
     api.patch(PLURAL, NS, "b1", {"metadata": {"labels": {"touched": "yes"}}})
     api.create(backup("b2"), NS)
     api.wait_for(lambda: "create b2" in calls.read_text(), timeout=20, message="b2 handled")

@@ -214,6 +214,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     """kmock's emulator with kube-apiserver semantics (see the module docstring)."""
 
     strict_namespaces: bool = True  # creating in a missing namespace answers 404, as for real
+    request_log_limit: int = 20000  # requests kept for assertions (older ones are dropped)
 
     _types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=1000, init=False)
@@ -258,6 +259,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     "status": {"phase": "Active"},
                 },
             )
+
+    @property
+    def requests(self) -> list[rendering.Request]:
+        """The requests served so far (kmock's parsed ``Request`` objects), oldest first."""
+        return list(self._requests)
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -346,6 +352,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             subresource=p.subresource,
         )
         self._requests.append(request)
+        if len(self._requests) > self.request_log_limit:
+            del self._requests[: len(self._requests) // 2]
         try:
             return await self._handle(request)
         except rendering.StreamingError as e:  # a stream broke after its headers were sent

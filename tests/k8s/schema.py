@@ -147,10 +147,10 @@ def prune(obj: Any, schema: dict[str, Any], path: str = "", root: bool = False) 
             else set()
         )
         for key in list(obj):
+            if key in keep:  # ObjectMeta is the server's business, not the schema's
+                continue
             if key in props:
                 pruned += prune(obj[key], props[key], _join(path, key))
-            elif key in keep:
-                continue
             elif isinstance(additional, dict):
                 pruned += prune(obj[key], additional, f"{path}[{key}]")
             elif additional is True or preserve:
@@ -211,7 +211,8 @@ class Validator:
     def validate(self, value: Any, schema: dict[str, Any], path: str, old: Any = _MISSING) -> None:
         count = len(self.errors)
         self._validate_value(value, schema, path, old)
-        if len(self.errors) == count:  # CEL rules run on values that pass the schema
+        # CEL rules run alongside the schema checks, unless this very value has the wrong type.
+        if not any(e.path == path and "must be of type" in e.detail for e in self.errors[count:]):
             for rule in schema.get("x-kubernetes-validations") or []:
                 self._cel(value, rule, path, old)
 

@@ -19,15 +19,15 @@ For each target in the store:
 5. Sweep incomplete folders older than the grace period and abort unfinished
    uploads (S3 multipart, Azure uncommitted blocks) older than it.
 
-Dry-run wraps the backend so writes and deletes do nothing; the decision
-and the report are the same code path. Run ``python -m backupctl.prune``
+Dry-run wraps the backend in :class:`~backupctl.storage.retry.DryRunBackend`
+(writes, deletes and aborts do nothing); the decision and the report are
+the same code path. Run ``python -m backupctl.prune``
 for the ``prune`` command alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 
 from backupctl import catalog
 from backupctl.catalog import BackupEntry
-from backupctl.retention import Policy, PolicyError, apply_policy, format_within
+from backupctl.retention import Policy, PolicyError, apply_policy
 from backupctl.storage.base import (
     Backend,
     ObjectInfo,
@@ -44,6 +44,7 @@ from backupctl.storage.base import (
     StorageError,
     put_bytes,
 )
+from backupctl.storage.retry import DryRunBackend
 
 DEFAULT_INCOMPLETE_GRACE = timedelta(hours=24)
 #: Written into a backup folder before its manifest is deleted.
@@ -134,32 +135,23 @@ class PruneResult:
         }
 
 
-# --- dry run -------------------------------------------------------------------
+# --- wrappers ------------------------------------------------------------------
 
 
-class _NullWriter(ObjectWriter):
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        return len(data)
+class Observed:
+    """Passes everything through to ``inner`` and calls ``on_delete(key)``
+    after each delete (progress output; the SIGKILL tests pause there)."""
 
-    def commit(self) -> None:
-        return None
-
-    def abort(self) -> None:
-        return None
-
-
-class DryRun:
-    """Reads go to the wrapped backend; writes, deletes and aborts do nothing."""
-
-    def __init__(self, inner: Backend) -> None:
+    def __init__(self, inner: Backend, on_delete: Callable[[str], None]) -> None:
         self.inner = inner
         self.url = inner.url
+        self.on_delete = on_delete
 
     def check(self) -> None:
         self.inner.check()
 
     def writer(self, key: str) -> ObjectWriter:
-        return _NullWriter()
+        return self.inner.writer(key)
 
     def open(self, key: str) -> BinaryIO:
         return self.inner.open(key)
@@ -171,40 +163,11 @@ class DryRun:
         return self.inner.stat(key)
 
     def delete(self, key: str) -> None:
-        return None
+        self.inner.delete(key)
+        self.on_delete(key)
 
     def pending_uploads(self, prefix: str = "") -> Iterator[PendingUpload]:
         return self.inner.pending_uploads(prefix)
-
-    def abort_upload(self, upload: PendingUpload) -> None:
-        return None
-
-
-def dry_run_backend(inner: Backend) -> Backend:
-    """The storage package's dry-run wrapper when it exists, else ours."""
-    try:
-        retry = importlib.import_module("backupctl.storage.retry")
-    except ImportError:
-        return DryRun(inner)
-    wrapper = getattr(retry, "DryRunBackend", None)
-    wrapped: Backend = wrapper(inner) if wrapper is not None else DryRun(inner)
-    return wrapped
-
-
-class Observed(DryRun):
-    """Passes everything through and calls ``on_delete(key)`` after each
-    delete (progress output; the SIGKILL tests pause there)."""
-
-    def __init__(self, inner: Backend, on_delete: Callable[[str], None]) -> None:
-        super().__init__(inner)
-        self.on_delete = on_delete
-
-    def writer(self, key: str) -> ObjectWriter:
-        return self.inner.writer(key)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-        self.on_delete(key)
 
     def abort_upload(self, upload: PendingUpload) -> None:
         self.inner.abort_upload(upload)
@@ -217,6 +180,17 @@ def _ago(delta: timedelta) -> str:
     secs = max(0, int(delta.total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def _span(delta: timedelta) -> str:
+    """A grace period as the user would write it: 24h, 3d, 90m."""
+    secs = int(delta.total_seconds())
+    if secs >= 2 * 86400 and secs % 86400 == 0:
+        return f"{secs // 86400}d"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if secs and secs % size == 0:
             return f"{secs // size}{unit}"
     return f"{secs}s"
 
@@ -299,12 +273,12 @@ def prune(
     if target is not None:
         catalog.validate_target(target)
 
-    sink = dry_run_backend(backend) if dry_run else backend
+    sink: Backend = DryRunBackend(backend) if dry_run else backend
     if on_delete is not None:
         sink = Observed(sink, on_delete)
     result = PruneResult(store=backend.url, policy=policy, dry_run=dry_run)
     cutoff = now - incomplete_grace
-    grace = format_within(incomplete_grace)
+    grace = _span(incomplete_grace)
 
     targets = _classify(backend, target, read_manifests)
     prefix = f"{target}/" if target else ""
@@ -313,7 +287,9 @@ def prune(
         owner = _upload_target(up.key)
         if target is not None and owner != target:
             continue  # a nested target's upload, e.g. a/b/... under --target a
-        if up.started > cutoff and owner:
+        if up.key.rsplit("/", 1)[-1] == DELETING_MARKER:
+            stale_uploads.append(up)  # a killed prune's marker: not a backup
+        elif up.started > cutoff and owner:
             targets.setdefault(owner, _Target(owner)).uploads.append(up)
         elif up.started <= cutoff:
             stale_uploads.append(up)
@@ -465,8 +441,8 @@ def _delete_backup(sink: Backend, e: BackupEntry) -> None:
 __all__ = [
     "DEFAULT_INCOMPLETE_GRACE",
     "DELETING_MARKER",
-    "DryRun",
     "IncompleteRow",
+    "Observed",
     "PolicyError",
     "PruneError",
     "PruneResult",

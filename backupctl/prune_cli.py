@@ -8,7 +8,6 @@ Set ``BACKUPCTL_DEBUG=1`` for tracebacks of unexpected errors.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ import typer
 from backupctl.catalog import CatalogError
 from backupctl.prune import PruneError, PruneResult, check_request, prune
 from backupctl.retention import Policy, PolicyError, parse_duration
+from backupctl.storage import RetryingBackend, open_store
 from backupctl.storage.base import Backend, StorageError
 
 #: Test hook: seconds to sleep after each delete (and report it on stderr),
@@ -29,8 +29,10 @@ from backupctl.storage.base import Backend, StorageError
 PAUSE_ENV = "BACKUPCTL_PRUNE_TEST_PAUSE"
 
 
-def _count(value: str) -> int:
+def _count(value: str | int) -> int:
     """A keep count: a whole number, or ``unlimited`` (-1) as in restic."""
+    if isinstance(value, int):  # the default
+        return value
     if value.strip().lower() in ("unlimited", "all"):
         return -1
     try:
@@ -40,12 +42,13 @@ def _count(value: str) -> int:
 
 
 def _count_opt(name: str, what: str) -> object:
+    text = (
+        "Keep the N most recent backups"
+        if what == "backups"
+        else f"Keep the newest backup of each of the N most recent {what} that have one"
+    )
     return typer.Option(
-        name,
-        parser=_count,
-        metavar="N",
-        help=f"Keep the newest backup of each of the N most recent {what} that have one "
-        "(-1 or 'unlimited': all).",
+        name, parser=_count, metavar="N", help=f"{text} (-1 or 'unlimited': all)."
     )
 
 
@@ -56,14 +59,7 @@ def fail(message: str) -> NoReturn:
 
 def open_backend(url: str, endpoint: str | None) -> Backend:
     """The store behind ``url``, with the storage package's retry wrapper."""
-    storage = importlib.import_module("backupctl.storage")
-    backend: Backend = storage.open_store(url, endpoint=endpoint)
-    try:
-        retry = importlib.import_module("backupctl.storage.retry")
-    except ImportError:
-        return backend
-    wrapper = getattr(retry, "RetryingBackend", None)
-    return wrapper(backend) if wrapper is not None else backend
+    return RetryingBackend(open_store(url, endpoint=endpoint))
 
 
 def prune_command(

@@ -206,6 +206,7 @@ class Policy:
         parts = []
         for name, word in RULES:
             n = getattr(self, name)
+            word = "latest" if name == "last" else word
             if n == UNLIMITED:
                 parts.append(f"all {word}")
             elif n:

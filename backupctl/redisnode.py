@@ -332,7 +332,7 @@ def _error_for(exc: BaseException, spec: ConnectionSpec, timeout: float) -> Redi
             "method replication)",
             reason="permission",
         )
-    if isinstance(exc, redis.BusyLoadingError) or "LOADING" in upper:
+    if isinstance(exc, redis.BusyLoadingError) or upper.startswith("LOADING "):
         return RedisNodeError(
             f"Redis at {where} is still loading its dataset into memory: retry when it is done",
             reason="loading",
@@ -824,6 +824,9 @@ def _bgsave_by_lastsave(
     else:
         raise too_slow("get a chance to start")()
 
+    # Without rdb_saves a failed save is seen as LASTSAVE not moving plus
+    # status err; a scheduled save that fails between two polls while the
+    # status was already err before is only caught by the timeout.
     saw_running = outcome == "started"
 
     def done() -> bool:
@@ -961,12 +964,14 @@ class _RdbValidator:
         if self.crc is None:
             self.tail = (self.tail + bytes(chunk[-9:]))[-9:]
             return
-        data = self.tail + bytes(chunk) if self.tail else chunk
-        if len(data) > 9:
-            self.crc.update(memoryview(data)[:-9])
-            self.tail = bytes(data[-9:])
-        else:
-            self.tail = bytes(data)
+        if len(chunk) >= 9:  # the held-back bytes are not the trailer: CRC them, no copy
+            self.crc.update(self.tail)
+            self.crc.update(memoryview(chunk)[:-9])
+            self.tail = bytes(chunk[-9:])
+            return
+        data = self.tail + bytes(chunk)
+        self.crc.update(data[:-9])
+        self.tail = data[-9:]
 
     @property
     def version(self) -> int | None:
@@ -1337,7 +1342,9 @@ def replication_rdb(
 ) -> Iterator[ReplicationRDB]:
     """Stream the node's RDB over the replication protocol (like ``redis-cli --rdb``).
 
-    Handshake: AUTH (if a password is set), PING, ``REPLCONF rdb-only 1``
+    Handshake, as redis-cli does it (no ``REPLCONF listening-port``: the
+    master lists us as ``<unknown-replica-port>``): AUTH (if a password is
+    set), PING, ``REPLCONF rdb-only 1``
     (Redis >= 7.0: the master drops us right after the RDB and keeps no
     replication buffer for us; older servers answer an error, ignored), then
     ``PSYNC ? -1``. redis-cli also sends ``REPLCONF capa eof``; we

@@ -307,6 +307,27 @@ def test_node_info_without_config(redis_factory: RedisFactory) -> None:
     assert any(m.startswith("dir: CONFIG is renamed or disabled") for m in info.missing)
 
 
+def test_replica(redis_factory: RedisFactory, tmp_path: Path) -> None:
+    master = redis_factory(password="pw")
+    populate(master.client(), 300)
+    replica = redis_factory(password="pw", extra_args=["--masterauth", "pw"])
+    replica.client().replicaof("127.0.0.1", master.port)
+    wait_for(
+        lambda: (
+            replica.info("replication").get("master_link_status") == "up"
+            and replica.dbsize() == master.dbsize()
+        ),
+        what="the replica to sync",
+    )
+    info = rn.node_info(replica.client())
+    assert info.role == "replica" and info.keys == master.dbsize()
+    # a replica serves the replication stream too (chained replication)
+    out = tmp_path / "from-replica.rdb"
+    with rn.replication_rdb(parse_redis_url(replica.url, env={})) as rdb, open(out, "wb") as fh:
+        shutil.copyfileobj(rdb.stream, fh)
+    assert load_rdb(redis_factory, out).digest() == master.digest()
+
+
 # --------------------------------------------------------------------------
 # bgsave
 # --------------------------------------------------------------------------

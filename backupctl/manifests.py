@@ -1,0 +1,447 @@
+"""Job manifests for backups, pruning and restore staging (pure).
+
+Every function returns a plain ``dict`` ready for the Kubernetes API (never
+YAML text), built from a parsed spec and the facts the controller resolved
+(which pod, which node, which PVC). The Jobs run the same image's CLI;
+credentials reach them only as ``secretKeyRef`` env or Secret volumes, so
+no secret value is ever part of a manifest. Ownership is passed in as an
+ownerReference dict (or added later with ``kopf.adopt``).
+
+The CLI contract these Jobs rely on::
+
+    backupctl run --redis redis://HOST:PORT --to STORE --target NS/NAME
+        --node-name POD --method bgsave|replication --compression zstd|gzip|none
+        [--data-dir /data] --json --termination-log /dev/termination-log
+    backupctl prune STORE --target NS/NAME --timezone TZ [--keep-last N ...
+        --keep-within D] --json --termination-log /dev/termination-log
+    backupctl restore STORE ID|latest --target NS/NAME [--node POD]
+        --to-dir /data --appendonly auto --json --termination-log /dev/termination-log
+
+with ``REDIS_PASSWORD`` and the store's variables (see
+:func:`backupctl.spec.storage_env`) in the environment; TLS is
+``rediss://HOST:PORT?ssl_ca_certs=FILE`` (``&ssl_cert_reqs=none`` to skip
+verification). ``--termination-log`` receives the JSON result, which the
+controller reads from the pod's termination message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from backupctl.schedule import bounded_name, slot_stamp
+from backupctl.spec import (
+    BackupSpec,
+    JobOptions,
+    RestoreSpec,
+    SecretRef,
+    TLSSpec,
+    catalog_target,
+    retention_args,
+    secret_volume,
+    storage_env,
+    storage_mounts,
+    storage_volumes,
+    store_url,
+)
+
+TERMINATION_LOG = "/dev/termination-log"
+DATA_DIR = "/data"
+TLS_CA_DIR = "/var/run/secrets/backupctl/redis-tls"
+TLS_CA_VOLUME = "redis-tls-ca"
+CONTAINER_NAME = "backupctl"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_BACKUP = "backupctl.dev/backup"
+LABEL_RESTORE = "backupctl.dev/restore"
+LABEL_SLOT = "backupctl.dev/slot"
+ANNOTATION_TARGET_POD = "backupctl.dev/target-pod"
+
+#: Used when the spec sets no resources: enough for streaming, and a cap.
+DEFAULT_RESOURCES: Mapping[str, Any] = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
+
+@dataclass(frozen=True)
+class TargetPod:
+    """One Redis pod as the controller resolved it.
+
+    ``password_secret``, ``tls`` and ``port`` are the resolved values (from
+    the spec, or from the operator resource that runs the pod). ``node_name``
+    and ``data_pvc`` are needed for ``method: bgsave``; ``data_sub_path`` is
+    the subPath of the data mount in the Redis container, if any.
+    """
+
+    name: str
+    host: str
+    port: int = 6379
+    node_name: str | None = None
+    data_pvc: str | None = None
+    data_sub_path: str | None = None
+    password_secret: SecretRef | None = None
+    tls: TLSSpec | None = None
+
+
+def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
+    """An ownerReference that makes the owner's deletion remove the Job."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def label_value(value: str) -> str:
+    """``value`` as a valid label value (at most 63 characters)."""
+    return value if len(value) <= 63 else bounded_name(value)
+
+
+def backup_labels(backup_name: str, component: str, slot: datetime | None = None) -> dict[str, str]:
+    """Labels on Jobs made for a RedisBackup; select them with
+    ``backupctl.dev/backup=<name>`` (and ``app.kubernetes.io/component``)."""
+    labels = _base_labels(component)
+    labels[LABEL_BACKUP] = label_value(backup_name)
+    if slot is not None:
+        labels[LABEL_SLOT] = slot_stamp(slot)
+    return labels
+
+
+def backup_job(
+    spec: BackupSpec,
+    *,
+    name: str,
+    namespace: str,
+    backup_name: str,
+    owner: Mapping[str, Any] | None,
+    target_pod: TargetPod,
+    slot: datetime,
+    image: str,
+    ttl_seconds_after_finished: int | None = None,
+    run_as_user: int | None = None,
+    run_as_group: int | None = None,
+) -> dict[str, Any]:
+    """The Job that backs up ``target_pod`` for ``slot``.
+
+    ``name`` comes from :func:`backupctl.schedule.job_name`. ``image`` is the
+    controller's own image, used unless the spec sets one. With ``method:
+    bgsave`` the pod's data PVC is mounted read-only at ``/data`` and the Job
+    is pinned to the pod's node; ``method: replication`` mounts no data.
+    """
+    pod = target_pod
+    args = [
+        "run",
+        "--redis",
+        _redis_url(pod),
+        "--to",
+        store_url(spec.storage),
+        "--target",
+        catalog_target(namespace, spec.target, backup_name),
+        "--node-name",
+        pod.name,
+        "--method",
+        spec.method,
+        "--compression",
+        spec.compression,
+    ]
+    env: list[dict[str, Any]] = []
+    if pod.password_secret is not None:
+        ref = pod.password_secret
+        env.append(
+            {
+                "name": "REDIS_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    affinity: dict[str, Any] | None = None
+    if spec.method == "bgsave":
+        if not pod.node_name or not pod.data_pvc:
+            raise ValueError(f"method bgsave needs the node and data PVC of pod {pod.name}")
+        volumes.append(
+            {"name": "data", "persistentVolumeClaim": {"claimName": pod.data_pvc, "readOnly": True}}
+        )
+        mounts.append(_data_mount(pod.data_sub_path, read_only=True))
+        args += ["--data-dir", DATA_DIR]
+        affinity = _pin_to_node(pod.node_name)
+    if pod.tls is not None and pod.tls.enabled and pod.tls.ca_secret is not None:
+        volumes.append(secret_volume(TLS_CA_VOLUME, pod.tls.ca_secret))
+        mounts.append({"name": TLS_CA_VOLUME, "mountPath": TLS_CA_DIR, "readOnly": True})
+    return _job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        labels=backup_labels(backup_name, "backup", slot),
+        annotations={ANNOTATION_TARGET_POD: pod.name},
+        options=spec.job,
+        image=spec.job.image or image,
+        args=args,
+        env=env + storage_env(spec.storage),
+        volumes=volumes + storage_volumes(spec.storage),
+        mounts=mounts + storage_mounts(spec.storage),
+        affinity=affinity,
+        node_selector=spec.job.node_selector,
+        ttl_seconds_after_finished=ttl_seconds_after_finished,
+        run_as_user=run_as_user,
+        run_as_group=run_as_group,
+    )
+
+
+def prune_job(
+    spec: BackupSpec,
+    *,
+    name: str,
+    namespace: str,
+    backup_name: str,
+    owner: Mapping[str, Any] | None,
+    image: str,
+    slot: datetime | None = None,
+    ttl_seconds_after_finished: int | None = None,
+) -> dict[str, Any]:
+    """The Job that applies ``spec.retention`` to the target's backups.
+    Name it ``job_name(backup_name, slot, "prune")``."""
+    if spec.retention.empty:
+        raise ValueError("the spec has no retention rules: nothing to prune")
+    args = [
+        "prune",
+        store_url(spec.storage),
+        "--target",
+        catalog_target(namespace, spec.target, backup_name),
+        "--timezone",
+        spec.time_zone,
+        *retention_args(spec.retention),
+    ]
+    return _job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        labels=backup_labels(backup_name, "prune", slot),
+        annotations={},
+        options=spec.job,
+        image=spec.job.image or image,
+        args=args,
+        env=storage_env(spec.storage),
+        volumes=storage_volumes(spec.storage),
+        mounts=storage_mounts(spec.storage),
+        affinity=None,
+        node_selector=spec.job.node_selector,
+        ttl_seconds_after_finished=ttl_seconds_after_finished,
+    )
+
+
+def restore_stage_job(
+    spec: RestoreSpec,
+    *,
+    name: str,
+    namespace: str,
+    restore_name: str,
+    owner: Mapping[str, Any] | None,
+    pvc: str,
+    node_name: str,
+    image: str,
+    source_target: str,
+    backup: str | None = None,
+    source_node: str | None = None,
+    to_dir: str = DATA_DIR,
+    data_sub_path: str | None = None,
+    run_as_user: int | None = None,
+    run_as_group: int | None = None,
+    ttl_seconds_after_finished: int | None = None,
+) -> dict[str, Any]:
+    """The Job that downloads, verifies and stages a backup into one data
+    PVC, mounted read-write at ``/data`` and pinned to ``node_name``
+    (``backupctl restore --to-dir``: the archive is verified before the
+    directory is touched, and the previous data is kept beside it).
+
+    ``spec.storage`` must be resolved (see
+    :func:`backupctl.spec.with_backup_source`). ``backup`` defaults to the
+    spec's (an id or ``latest``); ``source_node`` picks the archive of that
+    node in a multi-node backup. Run it as the Redis pod's user
+    (``run_as_user``/``run_as_group``) so Redis can later write the files.
+    """
+    if spec.storage is None:
+        raise ValueError("the restore's storage is not resolved (fromBackup)")
+    args = [
+        "restore",
+        store_url(spec.storage),
+        backup or spec.backup,
+        "--target",
+        source_target,
+    ]
+    if source_node is not None:
+        args += ["--node", source_node]
+    args += ["--to-dir", to_dir, "--appendonly", "auto"]
+    labels = _base_labels("restore")
+    labels[LABEL_RESTORE] = label_value(restore_name)
+    return _job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        labels=labels,
+        annotations={},
+        options=spec.job,
+        image=spec.job.image or image,
+        args=args,
+        env=storage_env(spec.storage),
+        volumes=[
+            {"name": "data", "persistentVolumeClaim": {"claimName": pvc}},
+            *storage_volumes(spec.storage),
+        ],
+        mounts=[_data_mount(data_sub_path, read_only=False), *storage_mounts(spec.storage)],
+        affinity=_pin_to_node(node_name),
+        node_selector={},
+        ttl_seconds_after_finished=ttl_seconds_after_finished,
+        run_as_user=run_as_user,
+        run_as_group=run_as_group,
+    )
+
+
+# --- shared pieces -----------------------------------------------------------
+
+
+def _base_labels(component: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: "backupctl",
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: "backupctl",
+    }
+
+
+def _job(
+    *,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any] | None,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    options: JobOptions,
+    image: str,
+    args: list[str],
+    env: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+    affinity: dict[str, Any] | None,
+    node_selector: Mapping[str, str],
+    ttl_seconds_after_finished: int | None,
+    run_as_user: int | None = None,
+    run_as_group: int | None = None,
+) -> dict[str, Any]:
+    """A batch/v1 Job running ``backupctl <args>`` hardened the same way for
+    every purpose: non-root, read-only root filesystem, no capabilities, no
+    service account token, a writable /tmp, the result in the termination
+    message."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    if owner is not None:
+        metadata["ownerReferences"] = [dict(owner)]
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["backupctl"],
+        "args": [*args, "--json", "--termination-log", TERMINATION_LOG],
+        "env": env,
+        "resources": _resources(options.resources),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    pod_security: dict[str, Any] = {
+        "runAsNonRoot": run_as_user != 0,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if run_as_user is not None:
+        pod_security["runAsUser"] = run_as_user
+    if run_as_group is not None:
+        pod_security["runAsGroup"] = run_as_group
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security,
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *volumes],
+    }
+    if options.service_account_name:
+        pod_spec["serviceAccountName"] = options.service_account_name
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(node_selector)
+    if options.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in options.tolerations]
+    if affinity is not None:
+        pod_spec["affinity"] = affinity
+
+    job_spec: dict[str, Any] = {
+        "backoffLimit": options.backoff_limit,
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+    }
+    if options.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = options.active_deadline_seconds
+    if ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def _resources(resources: Mapping[str, Any]) -> dict[str, Any]:
+    chosen = resources or DEFAULT_RESOURCES
+    return {k: dict(v) for k, v in chosen.items()}
+
+
+def _data_mount(sub_path: str | None, *, read_only: bool) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": "data", "mountPath": DATA_DIR, "readOnly": read_only}
+    if sub_path:
+        mount["subPath"] = sub_path
+    return mount
+
+
+def _pin_to_node(node_name: str) -> dict[str, Any]:
+    """Required node affinity on the node's name (as DaemonSets do): exact,
+    unlike the hostname label, and still goes through the scheduler."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+
+
+def _redis_url(pod: TargetPod) -> str:
+    host = f"[{pod.host}]" if ":" in pod.host and not pod.host.startswith("[") else pod.host
+    tls = pod.tls if pod.tls is not None and pod.tls.enabled else None
+    if tls is None:
+        return f"redis://{host}:{pod.port}"
+    query = []
+    if tls.ca_secret is not None:
+        query.append(f"ssl_ca_certs={TLS_CA_DIR}/{tls.ca_secret.key}")
+    if tls.insecure_skip_verify:
+        query.append("ssl_cert_reqs=none")
+    return f"rediss://{host}:{pod.port}" + ("?" + "&".join(query) if query else "")
+
+
+__all__ = [
+    "DATA_DIR",
+    "TERMINATION_LOG",
+    "TargetPod",
+    "backup_job",
+    "backup_labels",
+    "label_value",
+    "owner_reference",
+    "prune_job",
+    "restore_stage_job",
+]

@@ -444,6 +444,26 @@ def test_finalizers_and_garbage_collection(api: K8sApi) -> None:
     assert api.get("configmaps", NS, "fg") is None and api.get("secrets", NS, "fg-dep") is None
 
 
+def test_namespace_and_crd_deletion_cascade(api: K8sApi) -> None:
+    api.create_namespace("gone")
+    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}, "gone")
+    api.create(dict(backup("held"), metadata={"name": "held", "finalizers": ["test/hold"]}), "gone")
+    api.delete("namespaces", None, "gone")
+    assert api.get("namespaces", None, "gone")["status"]["phase"] == "Terminating"  # type: ignore[index]
+    assert api.get("configmaps", "gone", "c") is None
+    with pytest.raises(ApiStatusError) as exc:
+        api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}}, "gone")
+    assert exc.value.status == 403 and "being terminated" in exc.value.message
+    api.patch(PLURAL, "gone", "held", {"metadata": {"finalizers": None}})
+    assert api.get("namespaces", None, "gone") is None
+
+    api.create(backup("x"), NS)
+    api.delete("customresourcedefinitions", None, f"{PLURAL}.{GROUP}")
+    assert api.get("customresourcedefinitions", None, f"{PLURAL}.{GROUP}") is None
+    kinds = {g["name"] for g in api.request("GET", "/apis")["groups"]}
+    assert GROUP not in kinds
+
+
 # -- the kubelet stand-in ----------------------------------------------------------------------
 
 

@@ -223,6 +223,16 @@ class KubeEmulator(kmock.KubernetesEmulator):
     )
     _watchers: set[Watcher] = attrs.field(factory=set, init=False)
     _uids: dict[str, tuple[ResourceType, str | None, str]] = attrs.field(factory=dict, init=False)
+    # Indexes that keep lists, GC and finalizer bookkeeping cheap with thousands of objects.
+    _index: dict[tuple[str, str], dict[tuple[str | None, str], Any]] = attrs.field(
+        factory=dict, init=False
+    )
+    _owned: dict[str, set[tuple[tuple[str, str], str | None, str]]] = attrs.field(
+        factory=dict, init=False
+    )
+    _terminating: set[tuple[tuple[str, str], str | None, str]] = attrs.field(
+        factory=set, init=False
+    )
     internal_errors: list[str] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -498,12 +508,37 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return obj
 
     def _iter_objects(self, rt: ResourceType, ns: str | None = None) -> Iterable[JsonDict]:
-        res = rt.kmock_resource
-        for (r, o_ns, _), obj in sorted(
-            self._objects.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])
-        ):
-            if r == res and not obj.deleted and (ns is None or o_ns == ns):
-                yield obj.raw
+        index = self._index.get(rt.storage_key, {})
+        for ident in sorted(index, key=lambda k: (k[0] or "", k[1])):
+            if ns is None or ident[0] == ns:
+                key = index.get(ident)
+                if key is not None and not self._objects[key].deleted:
+                    yield self._objects[key].raw
+
+    def _type_for(self, storage_key: tuple[str, str]) -> ResourceType | None:
+        for rt in self._types.values():
+            if rt.storage_key == storage_key and rt.version == rt.storage_version:
+                return rt
+        return None
+
+    def _reindex(self, rt: ResourceType, old: JsonDict | None, new: JsonDict | None) -> None:
+        current = new if new is not None else old
+        assert current is not None
+        meta = current["metadata"]
+        ident = (meta.get("namespace") if rt.namespaced else None, meta["name"])
+        ref = (rt.storage_key, *ident)
+        index = self._index.setdefault(rt.storage_key, {})
+        for owner in (old or {}).get("metadata", {}).get("ownerReferences") or []:
+            self._owned.get(owner.get("uid", ""), set()).discard(ref)
+        self._terminating.discard(ref)
+        if new is None:
+            index.pop(ident, None)
+            return
+        index[ident] = self._key(rt, ident[0], ident[1])
+        for owner in meta.get("ownerReferences") or []:
+            self._owned.setdefault(owner.get("uid", ""), set()).add(ref)
+        if meta.get("deletionTimestamp"):
+            self._terminating.add(ref)
 
     def _present(self, rt: ResourceType, obj: JsonDict) -> JsonDict:
         """The object as served under the requested version."""
@@ -663,6 +698,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         else:
             self._objects[key] = obj
         self._uids[meta["uid"]] = (rt, key[1], key[2])
+        self._reindex(rt, None, obj)
         self._emit(rt, None, obj)
         return obj
 
@@ -671,6 +707,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         key = self._key(rt, new["metadata"].get("namespace"), new["metadata"]["name"])
         self._objects[key].history.append(new)
         self._trim(key)
+        self._reindex(rt, old, new)
         self._emit(rt, old, new)
         return new
 
@@ -687,6 +724,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         self._objects[key].delete()
         self._trim(key)
         self._uids.pop(final["metadata"].get("uid", ""), None)
+        self._reindex(rt, obj, None)
         self._emit(rt, final, None)
         self._after_removal(rt, final)
         return final
@@ -1318,12 +1356,11 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     def _dependents(self, uid: str) -> list[tuple[ResourceType, JsonDict]]:
         result = []
-        for rt in self._types.values():
-            if rt.version != rt.storage_version:
-                continue
-            for obj in self._iter_objects(rt):
-                if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or []):
-                    result.append((rt, obj))
+        for storage_key, ns, name in sorted(self._owned.get(uid, ()), key=str):
+            rt = self._type_for(storage_key)
+            obj = None if rt is None else self._get(rt, ns, name)
+            if rt is not None and obj is not None:
+                result.append((rt, obj))
         return result
 
     def _after_removal(self, rt: ResourceType, obj: JsonDict) -> None:
@@ -1352,58 +1389,52 @@ class KubeEmulator(kmock.KubernetesEmulator):
             self._delete_object(rt, obj, "Background")
 
     def _namespace_empty(self, namespace: str) -> bool:
-        return not any(
-            True
-            for t in self._types.values()
-            if t.namespaced and t.version == t.storage_version
-            for _ in self._iter_objects(t, namespace)
-        )
+        return not any(ns == namespace for index in self._index.values() for ns, _ in index)
 
     def _reconcile_system_finalizers(self) -> None:
         """Finish namespaces, CRDs, foreground and orphan deletions whose work is done."""
         for _ in range(100):  # bounded: each pass removes at least one finalizer or stops
             changed = False
-            for rt in list(self._types.values()):
-                if rt.version != rt.storage_version:
+            for storage_key, ns, name in sorted(self._terminating, key=str):
+                rt = self._type_for(storage_key)
+                obj = None if rt is None else self._get(rt, ns, name)
+                if rt is None or obj is None:
                     continue
-                for obj in list(self._iter_objects(rt)):
-                    meta = obj["metadata"]
-                    if not meta.get("deletionTimestamp"):
-                        continue
-                    done = set()
-                    fins = meta.get("finalizers") or []
-                    if "foregroundDeletion" in fins and not self._dependents(meta["uid"]):
-                        done.add("foregroundDeletion")
-                    if "orphan" in fins and not self._dependents(meta["uid"]):
-                        done.add("orphan")
-                    if CRD_CLEANUP_FINALIZER in fins and rt.storage_key == (
-                        "apiextensions.k8s.io",
-                        "customresourcedefinitions",
-                    ):
-                        spec = obj["spec"]
-                        types = [
-                            t
-                            for t in self._types.values()
-                            if t.storage_key == (spec["group"], spec["names"]["plural"])
-                        ]
-                        if not types or not any(True for _ in self._iter_objects(types[0])):
-                            done.add(CRD_CLEANUP_FINALIZER)
-                    remaining = [f for f in fins if f not in done]
-                    if (
-                        rt.storage_key == ("", "namespaces")
-                        and not remaining
-                        and self._namespace_empty(meta["name"])
-                    ):
-                        self._store_remove(rt, obj)
-                        changed = True
-                        continue
-                    if done:
-                        new = copy.deepcopy(obj)
-                        new["metadata"]["finalizers"] = remaining
-                        stored = self._store_update(rt, obj, new)
-                        if not remaining and rt.storage_key != ("", "namespaces"):
-                            self._store_remove(rt, stored)
-                        changed = True
+                meta = obj["metadata"]
+                done = set()
+                fins = meta.get("finalizers") or []
+                if "foregroundDeletion" in fins and not self._dependents(meta["uid"]):
+                    done.add("foregroundDeletion")
+                if "orphan" in fins and not self._dependents(meta["uid"]):
+                    done.add("orphan")
+                if CRD_CLEANUP_FINALIZER in fins and rt.storage_key == (
+                    "apiextensions.k8s.io",
+                    "customresourcedefinitions",
+                ):
+                    spec = obj["spec"]
+                    types = [
+                        t
+                        for t in self._types.values()
+                        if t.storage_key == (spec["group"], spec["names"]["plural"])
+                    ]
+                    if not types or not any(True for _ in self._iter_objects(types[0])):
+                        done.add(CRD_CLEANUP_FINALIZER)
+                remaining = [f for f in fins if f not in done]
+                if (
+                    rt.storage_key == ("", "namespaces")
+                    and not remaining
+                    and self._namespace_empty(meta["name"])
+                ):
+                    self._store_remove(rt, obj)
+                    changed = True
+                    continue
+                if done:
+                    new = copy.deepcopy(obj)
+                    new["metadata"]["finalizers"] = remaining
+                    stored = self._store_update(rt, obj, new)
+                    if not remaining and rt.storage_key != ("", "namespaces"):
+                        self._store_remove(rt, stored)
+                    changed = True
             if not changed:
                 return
 

@@ -517,3 +517,26 @@ def test_stale_s3_multipart_upload_is_aborted(s3_store: StoreURL, s3_server: Any
         assert [u.upload_id for u in result.aborted_uploads] == [up["UploadId"]]
         assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
         assert _complete_ids(backend) == {ids[-1]}
+
+
+def test_azure_uncommitted_blocks_block_when_young_and_are_aborted_when_stale(
+    azure_store: StoreURL, azurite_server: Any
+) -> None:
+    url, env = azure_store
+    container = url.removeprefix("az://")
+    with store_env(env):
+        backend = open_store(url)
+        ids = _daily(backend, "r", 3)
+        bid = catalog.new_backup_id(T0 + timedelta(days=9))
+        key = f"r/{bid}/redis-0.tar.zst"
+        blob = azurite_server.service().get_blob_client(container, key)
+        blob.stage_block("YmxvY2stMDAwMQ==", b"partial archive")
+
+        young = prune(backend, Policy(last=1), now=_now())
+        assert "is unfinished" in young.skipped[0].reason
+        assert _complete_ids(backend) == set(ids)
+
+        stale = prune(backend, Policy(last=1), now=_now(days=2))
+        assert [u.key for u in stale.aborted_uploads] == [key]
+        assert list(backend.pending_uploads("")) == []
+        assert _complete_ids(backend) == {ids[-1]}

@@ -225,6 +225,26 @@ def test_examples_only_reference_secrets_by_name_and_key() -> None:
                 ).replace("passwordSecret:", "")
 
 
+def _apiserver(doc: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The test API emulator's create path: prune, default, validate (with CEL)."""
+    from k8s.schema import process_custom_resource
+
+    obj = copy.deepcopy(doc)
+    pruned, errors = process_custom_resource(obj, schema_of(doc["kind"]))
+    return obj, pruned, [str(e) for e in errors]
+
+
+@pytest.mark.parametrize("path", yaml_files("examples"), ids=lambda p: p.name)
+def test_examples_pass_the_emulators_apiserver_path_and_defaults_match_spec_py(
+    path: Path,
+) -> None:
+    for doc in (d for d in load_docs(path) if is_custom(d)):
+        stored, pruned, errors = _apiserver(doc)
+        assert (pruned, errors) == ([], [])
+        # The API server's defaults are the ones spec.py applies itself.
+        assert parse(stored) == parse(doc)
+
+
 # --- the seed's YAMLs --------------------------------------------------------
 
 
@@ -392,12 +412,14 @@ def test_invalid_resources_are_refused_with_a_readable_message(
     assert message in str(err.value)
     assert str(err.value).startswith("spec")
     errors = schema_errors(doc)
+    _, _, emulated = _apiserver(doc)
     if not schema_refuses:
-        assert errors == []  # spec.py is the layer that catches it
+        assert errors == emulated == []  # spec.py is the layer that catches it
     elif not errors and not CEL:
         pytest.skip("refused by a CEL rule; cel-python is not installed")
     else:
         assert any(message in e for e in errors), errors
+        assert emulated, "the test API emulator must refuse it too"
 
 
 def test_unknown_fields_are_refused_by_the_schema() -> None:

@@ -39,6 +39,7 @@ from backupctl.spec import (
     SecretRef,
     TLSSpec,
     catalog_target,
+    restore_source_target,
     retention_args,
     secret_volume,
     storage_env,
@@ -248,7 +249,7 @@ def restore_stage_job(
     pvc: str,
     node_name: str,
     image: str,
-    source_target: str,
+    source_target: str | None = None,
     backup: str | None = None,
     source_node: str | None = None,
     to_dir: str = DATA_DIR,
@@ -263,7 +264,8 @@ def restore_stage_job(
     directory is touched, and the previous data is kept beside it).
 
     ``spec.storage`` must be resolved (see
-    :func:`backupctl.spec.with_backup_source`). ``backup`` defaults to the
+    :func:`backupctl.spec.with_backup_source`); ``source_target`` defaults
+    to :func:`backupctl.spec.restore_source_target`. ``backup`` defaults to the
     spec's (an id or ``latest``); ``source_node`` picks the archive of that
     node in a multi-node backup. Run it as the Redis pod's user
     (``run_as_user``/``run_as_group``) so Redis can later write the files.
@@ -275,7 +277,7 @@ def restore_stage_job(
         store_url(spec.storage),
         backup or spec.backup,
         "--target",
-        source_target,
+        source_target or restore_source_target(spec, namespace),
     ]
     if source_node is not None:
         args += ["--node", source_node]

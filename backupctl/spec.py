@@ -302,14 +302,21 @@ def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
     except CatalogError as e:
         raise SpecError(path, str(e)) from None
 
+    target = parse_target(spec, p)
     source_target = _opt_str(spec, "sourceTarget", p)
     if source_target is not None:
         try:
             validate_target(source_target)
         except CatalogError as e:
             raise SpecError(f"{p}.sourceTarget", str(e)) from None
+    elif target.name is None and from_backup is None:
+        raise SpecError(
+            f"{p}.sourceTarget",
+            "is required with a target selector: the <namespace>/<name> folder of the "
+            "backups in the store",
+        )
     return RestoreSpec(
-        target=parse_target(spec, p),
+        target=target,
         backup=backup,
         storage=storage,
         from_backup=from_backup,
@@ -329,6 +336,17 @@ def with_backup_source(
         source_target=restore.source_target
         or catalog_target(namespace, backup.target, backup_name),
     )
+
+
+def restore_source_target(restore: RestoreSpec, namespace: str) -> str:
+    """The store folder a restore reads from: ``sourceTarget``, else this
+    namespace and the target's name (call :func:`with_backup_source` first
+    for a ``fromBackup`` restore)."""
+    if restore.source_target is not None:
+        return restore.source_target
+    if restore.target.name is None:
+        raise SpecError("spec.sourceTarget", "is required with a target selector")
+    return validate_target(f"{namespace}/{restore.target.name}")
 
 
 def catalog_target(namespace: str, target: TargetSpec, resource_name: str) -> str:
@@ -733,6 +751,7 @@ __all__ = [
     "parse_cron",
     "parse_restore",
     "parse_storage",
+    "restore_source_target",
     "retention_args",
     "secret_volume",
     "storage_env",

@@ -418,6 +418,7 @@ def test_restore_from_backup_needs_the_storage_resolved_first() -> None:
 def test_restore_as_root_is_not_marked_non_root() -> None:
     spec = _restore(storage={"s3": S3}, backupId="backup-20240101-120000")
     job = restore_stage_job(spec, name="r", namespace="redis", restore_name="r", owner=None,
-                            pvc="p", node_name="n", image=IMAGE, source_target="redis/r",
-                            run_as_user=0)  # fmt: skip
+                            pvc="p", node_name="n", image=IMAGE, run_as_user=0)  # fmt: skip
     assert pod_spec(job)["securityContext"]["runAsNonRoot"] is False
+    args = container(job)["args"]
+    assert args[args.index("--target") + 1] == "redis/redis-cluster"

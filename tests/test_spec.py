@@ -246,6 +246,18 @@ def test_from_backup_takes_storage_and_store_path_from_the_backup() -> None:
     assert again.source_target == "prod/redis-cluster"
 
 
+def test_restore_source_target_defaults_to_this_namespace_and_target_name() -> None:
+    r = parse_restore({"redisClusterName": "redis-cluster", "storage": {"s3": S3},
+                       "latest": True})
+    assert specmod.restore_source_target(r, "redis") == "redis/redis-cluster"
+    moved = parse_restore({"redisClusterName": "copy", "storage": {"s3": S3}, "latest": True,
+                           "sourceTarget": "prod/redis-cluster"})
+    assert specmod.restore_source_target(moved, "staging") == "prod/redis-cluster"
+    with pytest.raises(SpecError, match="sourceTarget: is required with a target selector"):
+        parse_restore({"target": {"selector": {"matchLabels": {"app": "r"}}},
+                       "storage": {"s3": S3}, "latest": True})
+
+
 def test_catalog_target_uses_the_resource_name_for_selector_targets() -> None:
     named = parse_backup(backup()).target
     selected = specmod.TargetSpec(selector={"matchLabels": {"app": "r"}})

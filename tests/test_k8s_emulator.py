@@ -594,6 +594,7 @@ def test_kubelet_retries_fails_and_reports_config_errors(api: K8sApi, kubelet: K
     ]
     assert len(api.list("pods", NS, labels="job-name=flaky")) == 3
     assert kubelet.logs("flaky", attempt=0) == "boom\n"
+    assert api.kubectl("logs", "job/flaky", "-n", NS).stdout == "boom\n"
     term = api.list("pods", NS, labels="job-name=flaky")[0]["status"]["containerStatuses"][0][
         "state"
     ]["terminated"]

@@ -26,6 +26,7 @@ assertions) and bundled discovery data, and replaces the request semantics:
   (:mod:`k8s.schema`), refused with kube-apiserver's 422 messages;
 * built-in defaulting/validation where tests care: Job selector/labels/backoffLimit and
   restartPolicy, Pod phase and terminationMessagePath, Secret ``stringData``.
+* ``pods/log`` serves the output the kubelet stand-in captured (``kubectl logs job/x``).
 
 Not emulated: RBAC/authn, admission webhooks, protobuf bodies (``kubectl create job`` /
 ``create secret``), server-side Table output (kubectl prints its default columns), pagination
@@ -234,6 +235,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         factory=set, init=False
     )
     internal_errors: list[str] = attrs.field(factory=list, init=False)
+    # Folders with "stdout"/"stderr" files per (namespace, pod), filled by the kubelet stand-in.
+    pod_logs: dict[tuple[str, str], Path] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -419,6 +422,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         if sub is not None and sub not in rt.subresources:
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+        if sub == "log" and rt.storage_key == ("", "pods") and method == "GET" and name:
+            return self._pod_log(ns, name, params)
         if sub not in (None, "status"):
             raise ApiError(405, "MethodNotAllowed", f"subresource {sub} is not emulated", {})
 
@@ -449,6 +454,28 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if method == "DELETE":
             return self._json(200, self._delete_collection(rt, ns, params))
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method ({method})")
+
+    def _pod_log(
+        self, ns: str | None, name: str, params: Mapping[str, str]
+    ) -> aiohttp.web.Response:
+        """``pods/log``: the process output the kubelet stand-in captured (stdout, then stderr)."""
+        pod = self._get_or_404(self._types[("", "v1", "pods")], ns, name)
+        folder = self.pod_logs.get((pod["metadata"]["namespace"], name))
+        if folder is None:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{pod["spec"]["containers"][0]["name"]}" in pod "{name}" is waiting '
+                "to start: ContainerCreating",
+            )
+        text = "".join(
+            (folder / f).read_text(errors="replace")
+            for f in ("stdout", "stderr")
+            if (folder / f).exists()
+        )
+        if params.get("tailLines"):
+            text = "".join(text.splitlines(keepends=True)[-int(params["tailLines"]) :])
+        return aiohttp.web.Response(status=200, text=text, content_type="text/plain")
 
     @staticmethod
     def _dry(params: Mapping[str, str]) -> bool:

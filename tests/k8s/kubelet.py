@@ -38,7 +38,8 @@ The image is ignored; a command word found in ``executables`` (default: ``backup
 ``<venv>/bin/backupctl``) is resolved to that path, anything else through ``PATH``. The process
 env is the container env plus ``PATH``, ``HOME``, ``HOSTNAME`` and ``base_env``; read-only
 mounts, resources, probes, securityContext, init/sidecar containers and scheduling are not
-emulated. Stdout/stderr of every attempt are kept: :meth:`Kubelet.logs`, :meth:`Kubelet.runs`.
+emulated. Stdout/stderr of every attempt are kept: :meth:`Kubelet.logs`, :meth:`Kubelet.runs`,
+and served by the emulator as ``pods/log`` (``kubectl logs job/NAME``: stdout, then stderr).
 
 TODO: a StatefulSet stand-in (pods ``<sts>-<ordinal>`` with PVCs from volumeClaimTemplates,
 for restore tests) is not written yet.
@@ -147,6 +148,10 @@ class Kubelet:
         max_runtime: float = 300.0,
     ) -> None:
         self.api = K8sClient(api.url)  # own connection settings; used from our thread only
+        # The in-process emulator, if any, serves pods/log from the files we capture.
+        self._log_registry: dict[tuple[str, str], Path] | None = getattr(
+            getattr(api, "emulator", None), "pod_logs", None
+        )
         self.workdir = workdir
         self.volumes: dict[str, Path] = dict(volumes or {})
         self.executables = {
@@ -402,6 +407,8 @@ class Kubelet:
         root = self.workdir / state.namespace / name
         root.mkdir(parents=True)
         run = PodRun(state.namespace, meta["name"], name, root)
+        if self._log_registry is not None:
+            self._log_registry[(state.namespace, name)] = root
         with self._lock:
             state.runs.append(run)
         self._job_status(state, {"active": 1, "ready": 0})

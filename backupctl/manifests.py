@@ -27,7 +27,7 @@ controller reads from the pod's termination message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -71,12 +71,13 @@ DEFAULT_RESOURCES: Mapping[str, Any] = {
 
 @dataclass(frozen=True)
 class TargetPod:
-    """One Redis pod as the controller resolved it.
+    """One Redis pod as the controller found it.
 
-    ``password_secret``, ``tls`` and ``port`` are the resolved values (from
-    the spec, or from the operator resource that runs the pod). ``node_name``
-    and ``data_pvc`` are needed for ``method: bgsave``; ``data_sub_path`` is
-    the subPath of the data mount in the Redis container, if any.
+    ``port``, ``password_secret`` and ``tls`` are what the pod or the
+    operator resource running it says; what the spec's ``target`` sets
+    explicitly wins over them (:func:`backup_job`). ``node_name`` and
+    ``data_pvc`` are needed for ``method: bgsave``; ``data_sub_path`` is the
+    subPath of the data mount in the Redis container, if any.
     """
 
     name: str
@@ -137,7 +138,13 @@ def backup_job(
     bgsave`` the pod's data PVC is mounted read-only at ``/data`` and the Job
     is pinned to the pod's node; ``method: replication`` mounts no data.
     """
-    pod = target_pod
+    target = spec.target
+    pod = replace(
+        target_pod,
+        port=target.port or target_pod.port,
+        password_secret=target.password_secret or target_pod.password_secret,
+        tls=target.tls or target_pod.tls,
+    )
     args = [
         "run",
         "--redis",

@@ -246,6 +246,23 @@ def test_tls_target_uses_rediss_with_the_ca_from_a_secret_volume() -> None:
                for v in pod_spec(job)["volumes"])  # fmt: skip
 
 
+def test_the_specs_explicit_target_settings_win_over_what_the_controller_found() -> None:
+    found = TargetPod(name="r-0", host="r-0.r", port=6379,
+                      password_secret=SecretRef("operator-secret", "password"))  # fmt: skip
+    job = make_backup_job(found, method="replication")
+    assert env_of(job)["REDIS_PASSWORD"]["secretKeyRef"]["name"] == "operator-secret"
+    job = backup_job(
+        parse_backup({"target": {"name": "r", "port": 7000, "passwordSecret": {
+            "name": "mine", "key": "pw"}, "tls": {}}, "storage": {"s3": S3},
+            "method": "replication"}),
+        name="j", namespace="redis", backup_name="b", owner=None, target_pod=found,
+        slot=SLOT, image=IMAGE,
+    )  # fmt: skip
+    assert env_of(job)["REDIS_PASSWORD"]["secretKeyRef"] == {"name": "mine", "key": "pw"}
+    args = container(job)["args"]
+    assert args[args.index("--redis") + 1] == "rediss://r-0.r:7000"
+
+
 def test_ipv6_hosts_are_bracketed() -> None:
     job = make_backup_job(TargetPod(name="r-0", host="fd00::5"), method="replication")
     args = container(job)["args"]

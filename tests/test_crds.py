@@ -142,6 +142,21 @@ def _lookup(obj: Any, path: str) -> Any:
     return obj
 
 
+def _schema_nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for key, sub in node.get("properties", {}).items():
+        yield from _schema_nodes(sub, f"{path}.{key}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from _schema_nodes(node[key], f"{path}[{key}]")
+
+
+def _rules(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every CEL rule declared anywhere in ``schema``."""
+    nodes = _schema_nodes(schema)
+    return [rule for _, node in nodes for rule in node.get("x-kubernetes-validations", [])]
+
+
 def schema_errors(obj: dict[str, Any]) -> list[str]:
     """What a Kubernetes API server (with kubectl's strict field validation)
     would say about a custom resource, as ``path: message`` lines."""
@@ -433,22 +448,11 @@ def test_every_cel_rule_has_an_invalid_case_worded_the_same_by_spec_py() -> None
     uses too (the case asserts both), so users read one wording."""
     worded = [case[4] for case in INVALID if case[3]]
     for kind in ("RedisBackup", "RedisRestore"):
-        for _, rule, _ in _walk_rules_in_schema(schema_of(kind)):
+        for rule in _rules(schema_of(kind)):
             if "oldSelf" in rule["rule"]:
                 continue  # test_restore_spec_cannot_change_after_creation
             message = " ".join(rule["message"].split())
             assert any(message.endswith(w) for w in worded), message
-
-
-def _walk_rules_in_schema(
-    schema: dict[str, Any], path: str = ""
-) -> Iterator[tuple[str, dict[str, Any], None]]:
-    for rule in schema.get("x-kubernetes-validations", []):
-        yield path, rule, None
-    for key, sub in schema.get("properties", {}).items():
-        yield from _walk_rules_in_schema(sub, f"{path}.{key}")
-    if isinstance(schema.get("items"), dict):
-        yield from _walk_rules_in_schema(schema["items"], path + "[]")
 
 
 def test_restore_spec_cannot_change_after_creation() -> None:
@@ -463,15 +467,6 @@ def test_restore_spec_cannot_change_after_creation() -> None:
 
 
 # --- the CRDs themselves -----------------------------------------------------
-
-
-def _schema_nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    yield path, node
-    for key, sub in node.get("properties", {}).items():
-        yield from _schema_nodes(sub, f"{path}.{key}")
-    for key in ("items", "additionalProperties"):
-        if isinstance(node.get(key), dict):
-            yield from _schema_nodes(node[key], f"{path}[{key}]")
 
 
 @pytest.mark.parametrize("kind", ["RedisBackup", "RedisRestore"])
@@ -494,9 +489,9 @@ def test_crd_cel_rules_compile(kind: str) -> None:
     if not CEL:
         pytest.skip("cel-python is not installed")
     env = celpy.Environment()
-    rules = list(_walk_rules_in_schema(schema_of(kind)))
+    rules = _rules(schema_of(kind))
     assert rules
-    for _, rule, _ in rules:
+    for rule in rules:
         env.compile(rule["rule"])
         assert rule["message"].strip()
 

@@ -240,6 +240,9 @@ def test_kubectl(api: K8sApi, tmp_path: Path) -> None:
     )
     patcher.join()
     assert "condition met" in out.stdout
+    table = api.kubectl("get", "backups", "-A").stdout.splitlines()  # server-side printer columns
+    assert table[0].split() == ["NAMESPACE", "NAME", "TARGET", "PHASE", "AGE"]
+    assert table[1].split()[:4] == [NS, "k1", "redis", "Done"]
     bad = api.kubectl(
         "apply",
         "--validate=false",

@@ -28,8 +28,10 @@ assertions) and bundled discovery data, and replaces the request semantics:
   restartPolicy, Pod phase and terminationMessagePath, Secret ``stringData``.
 * ``pods/log`` serves the output the kubelet stand-in captured (``kubectl logs job/x``).
 
+Server-side Table output (``kubectl get``) uses a CRD's ``additionalPrinterColumns``.
+
 Not emulated: RBAC/authn, admission webhooks, protobuf bodies (``kubectl create job`` /
-``create secret``), server-side Table output (kubectl prints its default columns), pagination
+``create secret``), Table output of built-in kinds (kubectl prints NAME/AGE), pagination
 (``limit``/``continue`` are ignored), watch bookmarks, field ownership of server-side apply,
 pod graceful termination (pods go away at once), conversion webhooks, built-in schemas.
 """
@@ -122,6 +124,7 @@ class ResourceType:
     verbs: list[str] = field(default_factory=lambda: list(CRD_VERBS))
     storage_version: str = ""  # objects of every version are stored under this one
     schema: JsonDict | None = None  # openAPIV3Schema of a custom resource
+    printer_columns: list[JsonDict] = field(default_factory=list)  # additionalPrinterColumns
     crd_name: str | None = None
 
     @property
@@ -429,10 +432,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
         if method == "GET" and params.get("watch") in ("true", "1"):
             return await self._watch(request, rt)
+        as_table = "as=Table" in request.headers.get("Accept", "") and rt.crd_name is not None
         if method == "GET" and name is None:
-            return self._json(200, self._list(rt, ns, params))
+            listing = self._list(rt, ns, params)
+            if as_table:
+                return self._json(200, self._table(rt, listing["items"], params))
+            return self._json(200, listing)
         if method == "GET":
-            return self._json(200, self._present(rt, self._get_or_404(rt, ns, name)))
+            obj = self._present(rt, self._get_or_404(rt, ns, name))
+            return self._json(200, self._table(rt, [obj], params) if as_table else obj)
         if method == "POST" and name is None:
             obj, warnings = self._create(
                 rt,
@@ -476,6 +484,55 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if params.get("tailLines"):
             text = "".join(text.splitlines(keepends=True)[-int(params["tailLines"]) :])
         return aiohttp.web.Response(status=200, text=text, content_type="text/plain")
+
+    def _table(
+        self, rt: ResourceType, items: list[JsonDict], params: Mapping[str, str]
+    ) -> JsonDict:
+        """Server-side printing of custom resources (``additionalPrinterColumns``), for kubectl."""
+        columns = rt.printer_columns or [
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+        ]
+        rows = []
+        for obj in items:
+            cells: list[Any] = [obj["metadata"]["name"]]
+            for column in columns:
+                value = jsonpath(obj, column["jsonPath"])
+                if column.get("type") == "date" and isinstance(value, str):
+                    value = human_age(value)
+                cells.append(value)
+            if params.get("includeObject") == "Object":
+                row_obj = obj
+            else:
+                row_obj = {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": obj["metadata"],
+                }
+            rows.append({"cells": cells, "object": row_obj})
+        name_column = {
+            "name": "Name",
+            "type": "string",
+            "format": "name",
+            "priority": 0,
+            "description": "Name must be unique within a namespace.",
+        }
+        return {
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": str(self._rv)},
+            "columnDefinitions": [name_column]
+            + [
+                {
+                    "name": c["name"],
+                    "type": c.get("type", "string"),
+                    "format": c.get("format", ""),
+                    "description": c.get("description", ""),
+                    "priority": c.get("priority", 0),
+                }
+                for c in columns
+            ],
+            "rows": rows,
+        }
 
     @staticmethod
     def _dry(params: Mapping[str, str]) -> bool:
@@ -1106,6 +1163,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
                     subresources=subs,
                     storage_version=storage,
                     schema=(version.get("schema") or {}).get("openAPIV3Schema"),
+                    printer_columns=list(version.get("additionalPrinterColumns") or []),
                     crd_name=crd["metadata"]["name"],
                 )
             )
@@ -1562,6 +1620,61 @@ class KubeEmulator(kmock.KubernetesEmulator):
             "compiler": "gc",
             "platform": "linux/amd64",
         }
+
+
+def jsonpath(obj: Any, path: str) -> Any:
+    """The JSONPath subset printer columns use: ``.a.b``, ``[0]``, ``['k']``, ``[?(@.t=="x")]``."""
+    tokens = re.findall(
+        r"\.([A-Za-z0-9_-]+)|\[(\d+)\]|\['([^']+)'\]|\[\?\(@\.(\w+)==[\"']([^\"']*)[\"']\)\]",
+        path.strip("{}"),
+    )
+    value = obj
+    for key, index, quoted, filter_key, filter_value in tokens:
+        if value is None:
+            return None
+        if key or quoted:
+            value = value.get(key or quoted) if isinstance(value, dict) else None
+        elif index:
+            value = (
+                value[int(index)] if isinstance(value, list) and len(value) > int(index) else None
+            )
+        else:
+            matches = (
+                [
+                    v
+                    for v in value or []
+                    if isinstance(v, dict) and str(v.get(filter_key)) == filter_value
+                ]
+                if isinstance(value, list)
+                else []
+            )
+            value = matches[0] if matches else None
+    return value
+
+
+def human_age(timestamp: str) -> str:
+    """Kubernetes' HumanDuration of the time since ``timestamp`` (what ``kubectl get`` shows)."""
+    try:
+        then = datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return timestamp
+    seconds = max(0, int((datetime.datetime.now(tz=datetime.UTC) - then).total_seconds()))
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 120:
+        return f"{seconds}s"
+    if minutes < 10:
+        return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
+    if hours < 3:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    if days < 365 * 2:
+        return f"{days}d"
+    return f"{days // 365}y{days % 365}d" if days < 365 * 8 else f"{days // 365}y"
 
 
 def _strip_nulls(value: Any) -> Any:

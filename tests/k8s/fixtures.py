@@ -1,13 +1,23 @@
 """pytest fixtures: ``k8s_api`` (the API emulator on a free loopback port) and ``kubelet``.
 
-Register with ``pytest_plugins = ["k8s.fixtures"]`` (tests/conftest.py does). A controller
-test writes::
+Registered for the whole suite by ``pytest_plugins = [..., "k8s.fixtures"]`` in
+tests/conftest.py. A controller test writes::
 
-    def test_backup(k8s_api, kubelet):
-        k8s_api.apply(Path("crds/redisbackup.yaml"))
-        k8s_api.create_namespace("ns")
-        ...run the operator with KUBECONFIG=k8s_api.kubeconfig...
-        job = k8s_api.wait_for(lambda: k8s_api.list("jobs", "ns"))
+    def test_backup(k8s_api, kubelet, tmp_path):
+        k8s_api.apply(Path("crds/redisbackup.yaml"))          # CRDs: discovery + validation
+        k8s_api.create_namespace("ns")                        # namespaces must exist
+        kubelet.volumes["data-redis-0"] = tmp_path / "pvc"     # PVC claim name -> local folder
+        proc = subprocess.Popen(["kopf", "run", "--standalone", "-n", "ns", "operator.py"],
+                                env=k8s_api.env)              # KUBECONFIG=k8s_api.kubeconfig
+        k8s_api.create(redis_backup, "ns")
+        job = k8s_api.wait_for(lambda: k8s_api.list("jobs", "ns"), timeout=20)
+        assert kubelet.logs(job[0]["metadata"]["name"]) ...
+
+``k8s_api`` also offers ``get/list/create/replace/patch/delete/apply`` (resource given as
+plural, kind, short name or ``group/version/plural``), ``kubectl(...)``, ``close_watches()``
+(simulate an API server restart), ``emulator`` (kmock's DSL for fault injection, e.g.
+``k8s_api.call(lambda: k8s_api.emulator["post", kmock.resource("batch", "v1", "jobs")] << 503)``,
+``emulator.objects`` and ``emulator.requests`` for assertions) and ``wait_for`` (bounded polling).
 """
 
 from __future__ import annotations

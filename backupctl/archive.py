@@ -129,7 +129,7 @@ class _Compressor:
             self._raw = self._zw
         elif compression == "gzip":
             self._gz = gzip.GzipFile(
-                fileobj=sink,  # type: ignore[arg-type]
+                fileobj=sink,
                 mode="wb",
                 compresslevel=6 if level is None else level,
                 mtime=0,
@@ -221,7 +221,7 @@ def file_member(path: Path, name: str, kind: str) -> Member:
 def decompressing_reader(source: BinaryIO, compression: str) -> BinaryIO:
     if compression == "zstd":
         dctx = zstandard.ZstdDecompressor()
-        return dctx.stream_reader(source, read_size=COPY_CHUNK, read_across_frames=True)  # type: ignore[return-value]
+        return dctx.stream_reader(source, read_size=COPY_CHUNK, read_across_frames=True)
     if compression == "gzip":
         return gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[return-value]
     if compression == "none":
@@ -233,16 +233,16 @@ def iter_members(stream: BinaryIO) -> Iterator[tuple[tarfile.TarInfo, BinaryIO]]
     """Yield each regular file of a tar stream with a reader for its bytes.
     The reader must be consumed before advancing."""
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_CHUNK)
-        for info in tar:
-            if not info.isfile():
-                continue
-            name = PurePosixPath(info.name)
-            if name.is_absolute() or ".." in name.parts:
-                raise ArchiveError(f"archive member {info.name!r} has an unsafe path")
-            f = tar.extractfile(info)
-            assert f is not None
-            yield info, f  # type: ignore[misc]
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_CHUNK) as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                name = PurePosixPath(info.name)
+                if name.is_absolute() or ".." in name.parts:
+                    raise ArchiveError(f"archive member {info.name!r} has an unsafe path")
+                f = tar.extractfile(info)
+                assert f is not None
+                yield info, f  # type: ignore[misc]
     except (tarfile.TarError, zstandard.ZstdError, EOFError, gzip.BadGzipFile, OSError) as e:
         raise ArchiveError(f"archive is corrupt or truncated: {e}") from e
 
@@ -305,5 +305,3 @@ def extract_verified(
     if missing:
         raise ArchiveError(f"archive is missing {', '.join(missing)} listed in the manifest")
     return hashed.size, hashed.hexdigest()
-
-

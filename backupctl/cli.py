@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -65,9 +64,7 @@ EndpointOpt = Annotated[
 ]
 TargetOpt = Annotated[
     str | None,
-    typer.Option(
-        "--target", help="Which target's backups (a name like 'redis/redis-cluster')."
-    ),
+    typer.Option("--target", help="Which target's backups (a name like 'redis/redis-cluster')."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 TermLogOpt = Annotated[
@@ -123,7 +120,9 @@ def get_store(url: str, endpoint: str | None) -> Backend:
 
 
 @contextmanager
-def progress_bar(description: str, enabled: bool) -> Iterator[tuple[Progress | None, Callable[[int], None] | None]]:
+def progress_bar(
+    description: str, enabled: bool
+) -> Iterator[tuple[Progress | None, Callable[[int], None] | None]]:
     """A rich progress bar on stderr when it is a terminal; yields
     (advance, set_total) callbacks, or Nones when there is no terminal."""
     if not enabled or not sys.stderr.isatty():
@@ -133,9 +132,11 @@ def progress_bar(description: str, enabled: bool) -> Iterator[tuple[Progress | N
     from rich.progress import (
         BarColumn,
         DownloadColumn,
-        Progress as RichProgress,
         TimeRemainingColumn,
         TransferSpeedColumn,
+    )
+    from rich.progress import (
+        Progress as RichProgress,
     )
 
     with RichProgress(
@@ -163,8 +164,14 @@ def _human(n: float) -> str:
 
 
 def _summary(m: Manifest) -> dict[str, Any]:
-    return {"id": m.id, "target": m.target, "time": m.created, "size": m.size,
-            "keys": m.keys, "sha256": m.nodes[0].archive.sha256 if len(m.nodes) == 1 else None}
+    return {
+        "id": m.id,
+        "target": m.target,
+        "time": m.created,
+        "size": m.size,
+        "keys": m.keys,
+        "sha256": m.nodes[0].archive.sha256 if len(m.nodes) == 1 else None,
+    }
 
 
 # --- run -------------------------------------------------------------------------
@@ -181,7 +188,9 @@ def run(
             show_default=False,
         ),
     ],
-    to: Annotated[str, typer.Option("--to", help="Store URL to write the backup to.", show_default=False)],
+    to: Annotated[
+        str, typer.Option("--to", help="Store URL to write the backup to.", show_default=False)
+    ],
     target: Annotated[
         str | None,
         typer.Option("--target", help="Name to file the backup under (default: host-port)."),
@@ -200,22 +209,30 @@ def run(
     compression: Annotated[str, typer.Option("--compression", help="zstd, gzip or none.")] = "zstd",
     level: Annotated[int | None, typer.Option("--level", help="Compression level.")] = None,
     node_name: Annotated[
-        str | None, typer.Option("--node-name", help="Archive name for this node (default: host-port).")
+        str | None,
+        typer.Option("--node-name", help="Archive name for this node (default: host-port)."),
     ] = None,
     password_file: Annotated[
         Path | None, typer.Option("--password-file", help="File holding the Redis password.")
     ] = None,
     endpoint: EndpointOpt = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the snapshot.")] = 3600.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the snapshot.")
+    ] = 3600.0,
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
 ) -> None:
     """Take a backup of one Redis server and stream it to a store."""
     if method not in ("bgsave", "replication"):
-        fail(f"--method must be bgsave or replication, not {method!r}", termination_log=termination_log)
+        fail(
+            f"--method must be bgsave or replication, not {method!r}",
+            termination_log=termination_log,
+        )
     if compression not in COMPRESSIONS:
-        fail(f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}",
-             termination_log=termination_log)
+        fail(
+            f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}",
+            termination_log=termination_log,
+        )
     with user_errors(termination_log):
         spec = parse_redis_url(
             redis_url, password_file=str(password_file) if password_file else None
@@ -305,7 +322,7 @@ def list_cmd(
         _print_table(("ID", "CREATED", "TARGET", "SIZE", "KEYS", "STATUS"), rows)
 
 
-def _print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _print_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     for line in (headers, *rows):
         typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
@@ -320,7 +337,8 @@ def verify(
     backup: Annotated[str, typer.Argument(help="Backup id, or 'latest'.", show_default=False)],
     target: TargetOpt = None,
     tmp_dir: Annotated[
-        Path | None, typer.Option("--tmp-dir", help="Where to unpack temporarily (default: system temp).")
+        Path | None,
+        typer.Option("--tmp-dir", help="Where to unpack temporarily (default: system temp)."),
     ] = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
@@ -334,12 +352,24 @@ def verify(
                 set_total(entry.manifest.size)
             report = verify_backup(store, entry, tmp_dir=tmp_dir, progress=advance)
         if as_json:
-            typer.echo(json.dumps({"ok": True, "id": report.id, "target": report.target,
-                                   "nodes": report.nodes, "files": report.files,
-                                   "bytes": report.bytes}, indent=2))
+            typer.echo(
+                json.dumps(
+                    {
+                        "ok": True,
+                        "id": report.id,
+                        "target": report.target,
+                        "nodes": report.nodes,
+                        "files": report.files,
+                        "bytes": report.bytes,
+                    },
+                    indent=2,
+                )
+            )
         else:
-            typer.echo(f"{report.id}: OK ({report.files} files in {len(report.nodes)} archive(s), "
-                       f"{_human(report.bytes)} checked)")
+            typer.echo(
+                f"{report.id}: OK ({report.files} files in {len(report.nodes)} archive(s), "
+                f"{_human(report.bytes)} checked)"
+            )
 
 
 # --- restore ---------------------------------------------------------------------
@@ -348,10 +378,14 @@ def verify(
 @app.command()
 def restore(
     store_url: StoreArg,
-    backup: Annotated[str, typer.Argument(help="Backup id (or archive name), or 'latest'.", show_default=False)],
+    backup: Annotated[
+        str, typer.Argument(help="Backup id (or archive name), or 'latest'.", show_default=False)
+    ],
     to_dir: Annotated[
         Path | None,
-        typer.Option("--to-dir", help="Redis data directory to stage the backup into (stop Redis first)."),
+        typer.Option(
+            "--to-dir", help="Redis data directory to stage the backup into (stop Redis first)."
+        ),
     ] = None,
     appendonly: Annotated[
         str,
@@ -364,10 +398,15 @@ def restore(
     ] = "auto",
     prefer_aof: Annotated[
         bool,
-        typer.Option("--prefer-aof", help="Stage the AOF files copied at backup time instead of "
-                     "building the AOF folder from the RDB."),
+        typer.Option(
+            "--prefer-aof",
+            help="Stage the AOF files copied at backup time instead of "
+            "building the AOF folder from the RDB.",
+        ),
     ] = False,
-    node: Annotated[str | None, typer.Option("--node", help="Which node of a multi-node backup.")] = None,
+    node: Annotated[
+        str | None, typer.Option("--node", help="Which node of a multi-node backup.")
+    ] = None,
     target: TargetOpt = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
@@ -375,10 +414,15 @@ def restore(
 ) -> None:
     """Stage a backup into a Redis data directory, verified before DIR is touched."""
     if appendonly not in APPENDONLY_MODES:
-        fail(f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}", termination_log=termination_log)
+        fail(
+            f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}",
+            termination_log=termination_log,
+        )
     if to_dir is None:
-        fail("pass --to-dir DIR (the Redis data directory to restore into)",
-             termination_log=termination_log)
+        fail(
+            "pass --to-dir DIR (the Redis data directory to restore into)",
+            termination_log=termination_log,
+        )
     with user_errors(termination_log):
         store = get_store(store_url, endpoint)
         entry = catalog.find(store, backup, target)
@@ -386,7 +430,12 @@ def restore(
             if set_total and entry.manifest:
                 set_total(entry.manifest.size)
             result = restore_to_dir(
-                store, entry, to_dir, appendonly=appendonly, node=node, prefer_aof=prefer_aof,
+                store,
+                entry,
+                to_dir,
+                appendonly=appendonly,
+                node=node,
+                prefer_aof=prefer_aof,
                 progress=advance,
             )
         data = {
@@ -428,5 +477,3 @@ _register_optional()
 
 def main() -> None:
     app()
-
-

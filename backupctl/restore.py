@@ -137,7 +137,9 @@ def restore_to_dir(
         rdb_name = dbfilename or Path(rdb.path).name
         staged: dict[str, Path] = {rdb_name: staging / rdb.path}
         if appendonly != "no":
-            staged[aof_dirname] = _stage_aof(staging, n, rdb.path, aof_dirname, aof_filename, prefer_aof)
+            staged[aof_dirname] = _stage_aof(
+                staging, n, rdb.path, aof_dirname, aof_filename, prefer_aof
+            )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

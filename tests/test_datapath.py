@@ -61,8 +61,19 @@ def test_backup_to_every_store_restores_same_digest_with_appendonly_yes_and_no(
     digest, dbsize = src.digest(), src.dbsize()
     assert dbsize >= N_KEYS
 
-    out = cli("run", "--redis", src.url, "--to", url, "--target", "ns/app", "--method", method,
-              "--json", env=env)
+    out = cli(
+        "run",
+        "--redis",
+        src.url,
+        "--to",
+        url,
+        "--target",
+        "ns/app",
+        "--method",
+        method,
+        "--json",
+        env=env,
+    )
     manifest = json.loads(out.stdout)
     jsonschema.validate(manifest, SCHEMA)
     assert manifest["keys"] == dbsize
@@ -99,13 +110,18 @@ def test_archive_opens_with_gnu_tar_and_zstd_and_its_rdb_passes_redis_check_rdb(
     store.mkdir()
     manifest = json.loads(cli("run", "--redis", src.url, "--to", store, "--json").stdout)
     archive = _only_archive(store)
-    assert hashlib.sha256(archive.read_bytes()).hexdigest() == manifest["nodes"][0]["archive"]["sha256"]
+    assert (
+        hashlib.sha256(archive.read_bytes()).hexdigest()
+        == manifest["nodes"][0]["archive"]["sha256"]
+    )
     out = tmp_path / "by-hand"
     out.mkdir()
     subprocess.run(f"zstd -dc '{archive}' | tar -x -C '{out}'", shell=True, check=True)
     listed = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert listed == {f["path"] for f in manifest["nodes"][0]["files"]}
-    check = subprocess.run(["redis-check-rdb", str(out / "dump.rdb")], capture_output=True, text=True)
+    check = subprocess.run(
+        ["redis-check-rdb", str(out / "dump.rdb")], capture_output=True, text=True
+    )
     assert check.returncode == 0 and "RDB looks OK" in check.stdout, check.stdout
 
 
@@ -124,9 +140,22 @@ def test_backup_killed_mid_upload_is_listed_only_as_incomplete_and_restore_lates
     killed = False
     for _ in range(5):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "backupctl", "run", "--redis", src.url, "--to", str(store),
-             "--target", "t", "--compression", "none"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "backupctl",
+                "run",
+                "--redis",
+                src.url,
+                "--to",
+                str(store),
+                "--target",
+                "t",
+                "--compression",
+                "none",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
@@ -156,8 +185,14 @@ def test_backup_killed_mid_upload_is_listed_only_as_incomplete_and_restore_lates
 
 def test_wrong_password_gives_one_clear_error(redis_factory: RedisFactory, tmp_path: Path) -> None:
     src = redis_factory(password="right-password")
-    proc = cli("run", "--redis", f"redis://:wrong-password@127.0.0.1:{src.port}", "--to",
-               tmp_path, check=False)
+    proc = cli(
+        "run",
+        "--redis",
+        f"redis://:wrong-password@127.0.0.1:{src.port}",
+        "--to",
+        tmp_path,
+        check=False,
+    )
     assert_one_clear_error(proc, "password")
     assert "wrong-password" not in proc.stderr and "right-password" not in proc.stderr
 
@@ -179,10 +214,13 @@ def test_missing_local_store_directory_gives_one_clear_error(tmp_path: Path) -> 
     assert_one_clear_error(cli("list", tmp_path / "nope", check=False), "does not exist")
 
 
-def test_unknown_s3_bucket_gives_one_clear_error(s3_server: Any, redis_factory: RedisFactory) -> None:
+def test_unknown_s3_bucket_gives_one_clear_error(
+    s3_server: Any, redis_factory: RedisFactory
+) -> None:
     src = redis_factory()
-    proc = cli("run", "--redis", src.url, "--to", "s3://no-such-bucket/x", env=s3_server.env,
-               check=False)
+    proc = cli(
+        "run", "--redis", src.url, "--to", "s3://no-such-bucket/x", env=s3_server.env, check=False
+    )
     assert_one_clear_error(proc, "no-such-bucket")
 
 

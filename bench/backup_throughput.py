@@ -1,0 +1,277 @@
+"""Backup throughput and memory, beside a do-it-yourself baseline (not a test).
+
+Run: ``.venv/bin/python bench/backup_throughput.py [--size-mib 600]``
+
+Everything runs on 127.0.0.1 in one invocation, so the ratios compare like
+with like on a noisy machine:
+
+1. a throwaway ``redis-server`` is filled with ~SIZE MiB of mixed
+   text/random values (compresses about 2:1, like real data);
+2. baselines on its ``dump.rdb``: ``zstd -1`` and ``sha256sum``;
+3. ``backupctl run`` to ``file://`` (subprocess: wall time, peak RSS), and
+   the post-BGSAVE pipeline alone (in-process, the BGSAVE timed apart);
+4. ``backupctl run --method replication`` to moto's S3 server vs
+   ``redis-cli --rdb - | zstd -1 | aws s3 cp -`` on the same server.
+
+Goals (issue 2): peak RSS <= 100 MiB; pipeline >= 0.8x the slower of zstd -1
+and sha256sum; replication to S3 <= 0.75x the DIY pipeline's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {HOST}:{port} after {timeout} s")
+
+
+def timed(
+    cmd: str | list[str], *, env: dict[str, str] | None = None, shell: bool = False
+) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS MiB of the process tree's
+    largest waited-for process, from wait4)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd!r} failed with {os.waitstatus_to_exitcode(status)}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def fill(client: redis.Redis, size_mib: int) -> int:
+    rnd = random.Random(7)
+    words = [rnd.randbytes(8).hex() for _ in range(5000)]
+    per_key = 1040  # ~680 bytes of "text" + 360 bytes of hex noise
+    n = size_mib * 1024 * 1024 // per_key
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(f"user:{i}:profile", " ".join(rnd.choices(words, k=40)) + rnd.randbytes(180).hex())
+        if i % 2000 == 1999:
+            pipe.execute()
+    pipe.execute()
+    return n
+
+
+def bgsave(client: redis.Redis, timeout: float = 600) -> float:
+    saves = client.info("persistence")["rdb_saves"]
+    start = time.perf_counter()
+    client.bgsave()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        p = client.info("persistence")
+        if p["rdb_saves"] > saves and not p["rdb_bgsave_in_progress"]:
+            return time.perf_counter() - start
+        time.sleep(0.05)
+    raise RuntimeError("BGSAVE did not finish")
+
+
+def pipeline_in_process(redis_url: str, store_dir: Path) -> tuple[float, float]:
+    """(post-BGSAVE seconds, BGSAVE seconds) of backupctl's own run_backup."""
+    from backupctl import backup, redisnode
+    from backupctl.storage import open_store
+
+    marks: dict[str, float] = {}
+    real_bgsave = redisnode.bgsave
+
+    def bgsave_marked(*a: object, **k: object) -> object:
+        start = time.perf_counter()
+        out = real_bgsave(*a, **k)  # type: ignore[arg-type]
+        marks["bgsave"] = time.perf_counter() - start
+        marks["after"] = time.perf_counter()
+        return out
+
+    redisnode.bgsave = bgsave_marked  # type: ignore[assignment]
+    try:
+        opts = backup.RunOptions(
+            redis=redisnode.parse_redis_url(redis_url),
+            store=open_store(str(store_dir)),
+            target="bench/inproc",
+        )
+        backup.run_backup(opts)
+    finally:
+        redisnode.bgsave = real_bgsave
+    return time.perf_counter() - marks["after"], marks["bgsave"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size-mib", type=int, default=600)
+    args = ap.parse_args()
+    for tool in ("redis-server", "redis-cli", "zstd", "sha256sum"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: run scripts/bootstrap.sh")
+    work = Path(tempfile.mkdtemp(prefix="backupctl-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        rport = free_port()
+        data = work / "redis"
+        data.mkdir()
+        procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--bind",
+                    HOST,
+                    "--port",
+                    str(rport),
+                    "--dir",
+                    str(data),
+                    "--save",
+                    "",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                    "--logfile",
+                    str(work / "redis.log"),
+                ]
+            )
+        )
+        wait_port(rport)
+        client = redis.Redis(host=HOST, port=rport, socket_timeout=600)
+        t = time.perf_counter()
+        keys = fill(client, args.size_mib)
+        print(f"filled {keys} keys in {time.perf_counter() - t:.1f} s", flush=True)
+        bgsave(client)
+        rdb = data / "dump.rdb"
+        rdb_mib = rdb.stat().st_size / 2**20
+        subprocess.run(["cat", str(rdb)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
+        print(f"dump.rdb: {rdb_mib:.0f} MiB")
+
+        zstd_s, _ = timed(["zstd", "-1", "-q", "-c", str(rdb)])
+        sha_s, _ = timed(["sha256sum", str(rdb)])
+        slower = max(zstd_s, sha_s)
+        url = f"redis://{HOST}:{rport}"
+
+        store = work / "store"
+        store.mkdir()
+        run_s, run_rss = timed(
+            [
+                str(VENV_BIN / "backupctl"),
+                "run",
+                "--redis",
+                url,
+                "--to",
+                store.as_uri(),
+                "--target",
+                "bench/file",
+            ]
+        )
+        pipe_s, bgsave_s = pipeline_in_process(url, store)
+
+        sport = free_port()
+        procs.append(
+            subprocess.Popen(
+                [str(VENV_BIN / "moto_server"), "-H", HOST, "-p", str(sport)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_port(sport)
+        endpoint = f"http://{HOST}:{sport}"
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        subprocess.run(
+            [str(VENV_BIN / "aws"), "s3", "mb", "s3://bench"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        diy_s, diy_rss = timed(
+            f"redis-cli -h {HOST} -p {rport} --rdb - 2>/dev/null | zstd -1 -q | "
+            f"'{VENV_BIN / 'aws'}' s3 cp - s3://bench/diy/dump.rdb.zst --endpoint-url {endpoint}",
+            shell=True,
+            env=env,
+        )
+        repl_s, repl_rss = timed(
+            [
+                str(VENV_BIN / "backupctl"),
+                "run",
+                "--redis",
+                url,
+                "--to",
+                "s3://bench/ours",
+                "--target",
+                "bench/s3",
+                "--method",
+                "replication",
+            ],
+            env=env,
+        )
+
+        mib_s = rdb_mib / pipe_s
+        print()
+        print(f"{'measurement':<52}{'wall s':>8}{'MiB/s':>9}{'peak RSS MiB':>14}")
+        rows = [
+            ("baseline: zstd -1 dump.rdb", zstd_s, None),
+            ("baseline: sha256sum dump.rdb", sha_s, None),
+            ("backupctl run -> file:// (BGSAVE + pipeline)", run_s, run_rss),
+            (f"  of which BGSAVE (in-process run: {bgsave_s:.1f} s)", bgsave_s, None),
+            ("  post-BGSAVE pipeline (tar+zstd+sha256+check+write)", pipe_s, None),
+            ("DIY: redis-cli --rdb - | zstd -1 | aws s3 cp -", diy_s, diy_rss),
+            ("backupctl run --method replication -> S3", repl_s, repl_rss),
+        ]
+        for name, secs, rss in rows:
+            rss_col = "" if rss is None else f"{rss:.0f}"
+            print(f"{name:<52}{secs:>8.2f}{rdb_mib / secs:>9.0f}{rss_col:>14}")
+        print()
+        print(
+            f"pipeline throughput vs slower baseline: {mib_s:.0f} vs {rdb_mib / slower:.0f} MiB/s "
+            f"= {slower / pipe_s:.2f}x (goal >= 0.80x)"
+        )
+        print(f"replication to S3 vs DIY wall time: {repl_s / diy_s:.2f}x (goal <= 0.75x)")
+        print(
+            f"peak RSS of backupctl run: file {run_rss:.0f} MiB, S3 {repl_rss:.0f} MiB "
+            "(goal <= 100 MiB)"
+        )
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

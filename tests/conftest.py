@@ -1,1 +1,1 @@
-pytest_plugins = ["redisfixtures", "k8s.fixtures"]
+pytest_plugins = ["redisfixtures", "emulators", "k8s.fixtures"]

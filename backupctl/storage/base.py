@@ -7,17 +7,27 @@ stat and delete, and maps its SDK's errors to :class:`NotFound` /
 without knowing which cloud they talk to.
 
 Keys are ``/``-separated paths relative to the store's root (the bucket plus
-the prefix taken from the store URL); a backend never sees the prefix.
+the prefix taken from the store URL); callers never see the prefix.
+
+Besides the contract this module holds the few helpers backends share: key
+validation (:func:`check_key`), the writer state machine
+(:class:`ManagedWriter`) and the bounded, concurrent part uploader
+(:class:`PartUploadWriter`) that S3, Azure and GCS writers build on.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
 
 #: Size of the blocks/parts backends upload and the chunk size for copies.
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -40,6 +50,12 @@ class NotFound(StorageError):
 
 class AccessDenied(StorageError):
     """The credentials are missing, wrong, or lack a permission."""
+
+
+class StoreURLError(StorageError):
+    """A store URL (or endpoint) that cannot be used: unknown scheme, missing
+    or invalid bucket name. The message says what is wrong and shows an
+    example of a correct URL."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +103,10 @@ class ObjectWriter(AbstractContextManager["ObjectWriter"]):
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
-            self.abort()
+            try:
+                self.abort()
+            except Exception as err:  # the exception leaving the block matters more
+                log.warning("could not discard an unfinished upload: %s", err)
 
 
 @runtime_checkable
@@ -162,14 +181,27 @@ def read_bytes(backend: Backend, key: str) -> bytes:
 
 class ChunkReader(io.RawIOBase):
     """Turns an iterator of byte chunks (SDK download streams) into a
-    readable file object, so every backend's ``open`` looks the same."""
+    readable file object, so every backend's ``open`` looks the same.
+    ``on_close`` releases the SDK stream (returns the HTTP connection)."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(
+        self, chunks: Iterator[bytes], on_close: Callable[[], None] | None = None
+    ) -> None:
         self._chunks = chunks
         self._buf = memoryview(b"")
+        self._on_close = on_close
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        if not self.closed and self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            try:
+                on_close()
+            except Exception as err:  # closing a half-read HTTP stream is best effort
+                log.debug("closing download stream: %s", err)
+        super().close()
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._buf:
@@ -181,3 +213,251 @@ class ChunkReader(io.RawIOBase):
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+
+def buffered_reader(
+    chunks: Iterator[bytes], on_close: Callable[[], None] | None = None
+) -> BinaryIO:
+    """``open()``'s return value for SDK streams: a buffered file object whose
+    ``read(n)`` returns ``n`` bytes until the end, like a local file."""
+    return io.BufferedReader(ChunkReader(chunks, on_close), buffer_size=256 * 1024)
+
+
+# --- keys ----------------------------------------------------------------------
+
+
+def check_key(key: str) -> str:
+    """Reject keys that are not plain relative ``/``-paths (empty, absolute,
+    ``.``/``..`` or empty segments, NUL), the same way on every backend, so a
+    key that works on one store works on all and cannot escape a local root."""
+    parts = key.split("/")
+    if not key or "\0" in key or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(
+            f"invalid object key {key!r}: use a relative path like "
+            "'redis/backup-20240101-120000/manifest.json'"
+        )
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: like a key, but may be empty or end with ``/``."""
+    if prefix:
+        check_key(prefix[:-1] if prefix.endswith("/") and len(prefix) > 1 else prefix)
+    return prefix
+
+
+def join_key(root: str, key: str) -> str:
+    """The SDK-side name of ``key`` under the URL prefix ``root`` (no slashes
+    at either end of ``root``, may be empty)."""
+    return f"{root}/{key}" if root else key
+
+
+def strip_root(root: str, name: str) -> str:
+    """Inverse of :func:`join_key` for names listed by an SDK."""
+    return name[len(root) + 1 :] if root else name
+
+
+# --- writers -------------------------------------------------------------------
+
+
+class ManagedWriter(ObjectWriter):
+    """Writer state machine shared by the backends: ``open`` until
+    :meth:`commit` succeeds or :meth:`abort` runs. Writing to a finished
+    writer is an error, ``abort()`` after ``commit()`` does nothing, and
+    leaving the ``with`` block without ``commit()`` (exception or not)
+    aborts, so a forgotten commit never leaves half an upload behind."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description  # "s3://bucket/key", for messages
+        self.state = "open"  # "open" | "committed" | "aborted"
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self.state != "open":
+            raise StorageError(f"writer for {self.description} is already {self.state}")
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_open()
+        n = memoryview(data).nbytes
+        if n:
+            self._write(data)
+        return n
+
+    def commit(self) -> None:
+        self._check_open()
+        self._commit()  # raises: still "open", so the with block aborts
+        self.state = "committed"
+
+    def abort(self) -> None:
+        if self.state != "open":
+            return
+        self.state = "aborted"
+        self._abort()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.state != "open":
+            return
+        if exc_type is None:
+            self.abort()  # no commit and no exception: discard, and say so
+            log.warning("writer for %s left without commit(): upload discarded", self.description)
+        else:
+            super().__exit__(exc_type, exc, tb)
+
+
+class PartUploadWriter(ManagedWriter):
+    """Cuts the written stream into parts and uploads them on a small thread
+    pool, so the network works while the caller compresses the next part.
+
+    At most ``workers`` parts are in flight (``write`` blocks while they are),
+    so memory stays below ``(workers + 1) * part size`` plus the caller's own
+    buffer (32-40 MiB with the defaults) whatever the object size.
+    Subclasses implement the SDK calls:
+
+    * :meth:`_begin` (caller's thread, before the first part is queued),
+    * :meth:`_upload_part` (worker thread; parts are numbered from 1; with
+      ``workers=1`` parts are uploaded one at a time, in order),
+    * :meth:`_finish` (caller's thread, after every part succeeded; ``tail``
+      is what remains buffered, the whole object when ``parts == 0``),
+    * :meth:`_discard` (after in-flight parts have stopped; only called when
+      :meth:`_begin` ran),
+    * :meth:`_map_error` (SDK exception -> :class:`StorageError`).
+    """
+
+    max_parts: int = 10_000
+
+    def __init__(self, description: str, *, workers: int = 3) -> None:
+        super().__init__(description)
+        self._buf = bytearray()
+        self._parts = 0  # parts queued so far
+        self._results: dict[int, object] = {}
+        self._error: BaseException | None = None
+        self._slots = threading.BoundedSemaphore(workers)
+        self._lock = threading.Lock()
+        self._futures: list[Future[None]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._workers = workers
+
+    # -- hooks ----------------------------------------------------------------
+    def part_size(self, number: int) -> int:
+        """Size of part ``number`` (every part but the last has this size)."""
+        return CHUNK_SIZE
+
+    def _begin(self) -> None:
+        return None
+
+    def _upload_part(self, number: int, data: bytes) -> object:
+        raise NotImplementedError
+
+    def _finish(self, tail: bytes, parts: int, results: dict[int, object]) -> None:
+        raise NotImplementedError
+
+    def _discard(self, parts: int) -> None:
+        return None
+
+    def _map_error(self, err: Exception) -> StorageError:
+        return StorageError(f"upload of {self.description} failed: {err}")
+
+    # -- machinery ------------------------------------------------------------
+    def _raise_if_failed(self) -> None:
+        with self._lock:
+            err = self._error
+        if err is not None:
+            if isinstance(err, StorageError):
+                raise err
+            raise self._map_error(err) if isinstance(err, Exception) else err
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        self._raise_if_failed()
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            size = self.part_size(self._parts + 1)
+            if not self._buf and view.nbytes >= size:
+                self._submit(view[:size])  # a whole part: no detour through the buffer
+                view = view[size:]
+                continue
+            take = min(size - len(self._buf), view.nbytes)
+            self._buf += view[:take]
+            view = view[take:]
+            if len(self._buf) >= size:
+                self._submit(self._buf)
+                self._buf = bytearray()
+
+    def _submit(self, source: bytearray | memoryview) -> None:
+        """Queue a copy of ``source`` as the next part. The copy is made only
+        once a slot is free, so at most ``workers`` parts exist at a time."""
+        number = self._parts + 1
+        if number > self.max_parts:
+            raise StorageError(
+                f"{self.description} is too large for this store: more than {self.max_parts} parts"
+            )
+        if self._pool is None:
+            try:
+                self._begin()
+            except StorageError:
+                raise
+            except Exception as err:
+                raise self._map_error(err) from err
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="upload")
+        self._slots.acquire()  # blocks while `workers` parts are in flight
+        if self._error is not None:
+            self._slots.release()
+            self._raise_if_failed()
+        self._parts = number
+        # The part travels in a list the worker empties, so it is freed when
+        # the upload returns, before the slot is released (the executor keeps
+        # a task's arguments a little longer).
+        fut = self._pool.submit(self._run_part, number, [bytes(source)])
+        fut.add_done_callback(lambda _f: self._slots.release())
+        self._futures.append(fut)
+
+    def _run_part(self, number: int, holder: list[bytes]) -> None:
+        if self.state != "open" or self._error is not None:
+            holder.clear()
+            return  # aborted or failed meanwhile: do not start more parts
+        try:
+            result = self._upload_part(number, holder.pop())
+        except BaseException as err:
+            with self._lock:
+                if self._error is None:
+                    self._error = err
+            return
+        with self._lock:
+            self._results[number] = result
+
+    def _drain(self) -> None:
+        wait(self._futures)  # _run_part never raises; cancelled parts are done too
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _commit(self) -> None:
+        self._drain()
+        self._raise_if_failed()
+        tail, self._buf = bytes(self._buf), bytearray()
+        try:
+            self._finish(tail, self._parts, dict(self._results))
+        except StorageError:
+            raise
+        except Exception as err:
+            raise self._map_error(err) from err
+
+    def _abort(self) -> None:
+        for fut in self._futures:
+            fut.cancel()
+        self._drain()
+        self._buf = bytearray()
+        if self._pool is None:
+            return
+        try:
+            self._discard(self._parts)
+        except StorageError:
+            raise
+        except Exception as err:
+            raise self._map_error(err) from err

@@ -166,13 +166,16 @@ class GCSBackend:
         except Exception as err:
             raise self._error(err, key) from err
         size, generation = int(blob.size or 0), blob.generation
+        # A fresh Blob: downloads then go to the configured endpoint, not to
+        # the server-reported mediaLink (which may name another host).
+        media = self._b().blob(name)
 
         def chunks() -> Iterator[bytes]:
             # Ranged reads pinned to the generation stat saw: a concurrent
             # overwrite fails the read instead of mixing two objects.
             for start in range(0, size, CHUNK_SIZE):
                 try:
-                    yield blob.download_as_bytes(
+                    yield media.download_as_bytes(
                         start=start,
                         end=min(start + CHUNK_SIZE, size) - 1,
                         if_generation_match=generation,

@@ -189,7 +189,11 @@ class S3Backend:
             if code in _TRANSIENT_CODES or status >= 500 or status == 429:
                 return StorageError(f"{where} failed: {code}: {detail}", transient=True)
             return StorageError(f"{where}: {code}: {detail}")
-        if isinstance(err, ConnectionError | HTTPClientError | ResponseStreamingError):
+        if isinstance(err, IncompleteReadError | ResponseStreamingError):
+            return StorageError(
+                f"download from S3 endpoint {self.endpoint} broke off: {err}", transient=True
+            )
+        if isinstance(err, ConnectionError | HTTPClientError):
             return StorageError(f"cannot reach S3 endpoint {self.endpoint}: {err}", transient=True)
         if isinstance(err, BotoCoreError):
             return StorageError(f"{where}: {err}")

@@ -27,6 +27,16 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
 extras="${1:-test}"
-.venv/bin/python -m pip install -q -e ".[${extras}]"
+# Reinstall only when pyproject.toml (or the extras asked for) changed.
+stamp=".venv/.backupctl-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) ${extras}"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log="$(mktemp)"
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e ".[${extras}]"; } >"$log" 2>&1; then
+    cat "$log" >&2; echo "bootstrap: pip install failed (output above)" >&2; exit 1
+  fi
+  rm -f "$log"
+  echo "$want" > "$stamp"
+fi

@@ -387,6 +387,31 @@ def restore(
             "--to-dir", help="Redis data directory to stage the backup into (stop Redis first)."
         ),
     ] = None,
+    to_redis: Annotated[
+        str | None,
+        typer.Option(
+            "--to-redis",
+            help="Load the backup into this running Redis, key by key (redis://[user:pass@]"
+            "host:port; password also from --password-file or REDIS_PASSWORD).",
+        ),
+    ] = None,
+    flush: Annotated[
+        bool,
+        typer.Option(
+            "--flush",
+            help="With --to-redis: FLUSHALL the server first (needed when it holds keys).",
+        ),
+    ] = False,
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="With --to-redis: file holding the password."),
+    ] = None,
+    tmp_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--tmp-dir", help="With --to-redis: where to unpack temporarily (default: system temp)."
+        ),
+    ] = None,
     appendonly: Annotated[
         str,
         typer.Option(
@@ -412,17 +437,31 @@ def restore(
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
 ) -> None:
-    """Stage a backup into a Redis data directory, verified before DIR is touched."""
+    """Stage a backup into a Redis data directory (verified before DIR is touched),
+    or load it into a running Redis (--to-redis)."""
     if appendonly not in APPENDONLY_MODES:
         fail(
             f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}",
             termination_log=termination_log,
         )
-    if to_dir is None:
+    if (to_dir is None) == (to_redis is None):
         fail(
-            "pass --to-dir DIR (the Redis data directory to restore into)",
+            "pass exactly one of --to-dir DIR (a stopped Redis' data directory) or "
+            "--to-redis URL (a running Redis)",
             termination_log=termination_log,
         )
+    if to_redis is not None:
+        if prefer_aof:
+            fail("--prefer-aof goes with --to-dir", termination_log=termination_log)
+        _restore_to_redis(
+            store_url, backup, to_redis, flush=flush, password_file=password_file,
+            tmp_dir=tmp_dir, node=node, target=target, endpoint=endpoint, as_json=as_json,
+            termination_log=termination_log,
+        )  # fmt: skip
+        return
+    if flush:
+        fail("--flush goes with --to-redis", termination_log=termination_log)
+    assert to_dir is not None
     with user_errors(termination_log):
         store = get_store(store_url, endpoint)
         entry = catalog.find(store, backup, target)
@@ -455,6 +494,58 @@ def restore(
         else:
             prev = f"; previous data kept in {result.previous}" if result.previous else ""
             typer.echo(f"restored {result.id} ({result.keys} keys) into {result.dir}{prev}")
+
+
+def _restore_to_redis(
+    store_url: str,
+    backup: str,
+    redis_url: str,
+    *,
+    flush: bool,
+    password_file: Path | None,
+    tmp_dir: Path | None,
+    node: str | None,
+    target: str | None,
+    endpoint: str | None,
+    as_json: bool,
+    termination_log: Path | None,
+) -> None:
+    from backupctl.logical import restore_to_redis
+
+    with user_errors(termination_log):
+        spec = parse_redis_url(
+            redis_url, password_file=str(password_file) if password_file else None
+        )
+        store = get_store(store_url, endpoint)
+        entry = catalog.find(store, backup, target)
+        with progress_bar("download", not as_json) as (advance, set_total):
+            if set_total and entry.manifest:
+                set_total(entry.manifest.size)
+            result = restore_to_redis(
+                store, entry, spec, flush=flush, node=node, tmp_dir=tmp_dir, progress=advance
+            )
+        data = {
+            "ok": True,
+            "id": result.id,
+            "target": result.target,
+            "node": result.node,
+            "redis": result.redis,
+            "keys": result.keys,
+            "expired": result.expired,
+            "databases": {str(db): n for db, n in result.databases.items()},
+            "functions": result.functions,
+            "flushed": result.flushed,
+        }
+        if termination_log is not None:
+            _write_termination_log(termination_log, data)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            expired = f", {result.expired} expired since the backup" if result.expired else ""
+            typer.echo(
+                f"loaded {result.id} into {result.redis}: {result.keys} keys in "
+                f"{len(result.databases)} database(s){expired}"
+            )
 
 
 @app.command()

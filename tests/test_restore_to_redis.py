@@ -1,0 +1,226 @@
+"""``backupctl restore --to-redis``: a backup loaded into a running server, key by key.
+
+Real ``redis-server`` processes on 127.0.0.1, the real CLI in a subprocess (and the
+library in-process where batch sizes are forced small), a ``file://`` store or moto's S3.
+Equality is Redis' own ``DEBUG DIGEST`` over every database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redisfixtures import RedisFactory, RedisServer, populate
+
+from backupctl import catalog
+from backupctl.logical import restore_to_redis
+from backupctl.redisnode import parse_redis_url
+from backupctl.storage import open_store
+
+LIBRARY = "#!lua name=backupctltest\nredis.register_function('hello', function() return 'hi' end)"
+
+
+def cli(
+    *args: str | Path, env: dict[str, str] | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "backupctl", *map(str, args)],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"backupctl {args} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def assert_one_clear_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def varied_dataset(server: RedisServer, n: int = 20_000) -> int:
+    """Strings, every collection type, TTLs, binary keys, three databases, a function."""
+    c = server.client()
+    written = populate(c, n)
+    raw = server.client(decode_responses=False)
+    raw.set(b"\xff\x00binary\xfe", b"\x00\x01\x02" * 100)
+    raw.hset(b"h\xc3\x28", mapping={b"\xff": b"\x00"})
+    big = b"x" * (3 * 1024 * 1024)
+    raw.set("big:string", big)
+    for db, count in ((3, 50), (15, 7)):
+        other = server.client(db=db)
+        for i in range(count):
+            other.set(f"db{db}:k{i}", f"v{i}", ex=3600 if i % 2 else None)
+        other.close()
+    c.execute_command("FUNCTION", "LOAD", LIBRARY)
+    return written + 3 + 50 + 7
+
+
+def backup(server: RedisServer, store: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    out = cli("run", "--redis", server.url, "--to", store, "--target", "ns/src", "--json", env=env)
+    manifest: dict[str, str] = json.loads(out.stdout)
+    return manifest
+
+
+def test_to_redis_round_trip_equals_source_digest_across_databases_and_functions(
+    redis_factory: RedisFactory, file_store: tuple[str, dict[str, str]]
+) -> None:
+    url, _ = file_store
+    src = redis_factory(appendonly=True)
+    keys = varied_dataset(src)
+    digest = src.digest()
+    manifest = backup(src, url)
+    assert manifest["keys"] == keys
+
+    dest = redis_factory(password="pw-secret")
+    pwfile = dest.dir.parent / "pw"
+    pwfile.write_text("pw-secret\n")
+    out = cli(
+        "restore", url, manifest["id"], "--target", "ns/src",
+        "--to-redis", f"redis://127.0.0.1:{dest.port}", "--password-file", pwfile, "--json",
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result["ok"] and result["keys"] == keys and result["expired"] == 0
+    assert result["databases"] == {"0": keys - 57, "3": 50, "15": 7}
+    assert result["functions"] == 1
+    assert "pw-secret" not in out.stdout + out.stderr
+    assert dest.digest() == digest
+    with dest.client() as c:
+        assert c.fcall("hello", 0) == "hi"
+    with dest.client(db=15) as c15:
+        assert 3000 < c15.ttl("db15:k1") <= 3600
+        assert c15.ttl("db15:k0") == -1
+
+
+def test_to_redis_refuses_a_non_empty_target_without_flush_and_replaces_it_with_flush(
+    redis_factory: RedisFactory, s3_store: tuple[str, dict[str, str]]
+) -> None:
+    url, env = s3_store
+    src = redis_factory()
+    populate(src.client(), 5_000)
+    digest = src.digest()
+    manifest = backup(src, url, env)
+
+    dest = redis_factory()
+    with dest.client() as c:
+        c.set("precious", "data")
+        c.set("key:1", "other value")  # a key the backup also has
+    before = dest.digest()
+    args = ["restore", url, "latest", "--target", "ns/src", "--to-redis", dest.url]
+    refused = cli(*args, env=env, check=False)
+    assert_one_clear_error(refused, "already holds 2 keys", "--flush")
+    assert dest.digest() == before
+
+    out = cli(*args, "--flush", env=env)
+    assert f"loaded {manifest['id']}" in out.stdout
+    assert dest.digest() == digest
+    assert dest.client().get("precious") is None
+
+
+def test_to_redis_corrupt_archive_never_flushes_the_target(
+    redis_factory: RedisFactory, file_store: tuple[str, dict[str, str]]
+) -> None:
+    url, _ = file_store
+    src = redis_factory()
+    populate(src.client(), 2_000)
+    manifest = backup(src, url)
+    root = Path(url.removeprefix("file://"))
+    archive = next((root / "ns" / "src" / manifest["id"]).glob("*.tar.zst"))
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+
+    dest = redis_factory()
+    dest.client().set("keep", "me")
+    before = dest.digest()
+    proc = cli(
+        "restore", url, manifest["id"], "--target", "ns/src", "--to-redis", dest.url, "--flush",
+        check=False,
+    )  # fmt: skip
+    assert_one_clear_error(proc)
+    assert dest.digest() == before
+
+
+def test_to_redis_refuses_cluster_targets_replicas_and_bad_option_mixes(
+    redis_factory: RedisFactory, file_store: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    url, _ = file_store
+    src = redis_factory()
+    populate(src.client(), 100)
+    manifest = backup(src, url)
+    ref = [url, manifest["id"], "--target", "ns/src"]
+
+    cluster = redis_factory(
+        extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    )
+    proc = cli("restore", *ref, "--to-redis", cluster.url, check=False)
+    assert_one_clear_error(proc, "cluster-enabled")
+
+    replica = redis_factory(extra_args=["--replicaof", "127.0.0.1", str(src.port)])
+    proc = cli("restore", *ref, "--to-redis", replica.url, "--flush", check=False)
+    assert_one_clear_error(proc, "replica")
+
+    dest = redis_factory()
+    both = cli("restore", *ref, "--to-redis", dest.url, "--to-dir", tmp_path, check=False)
+    assert_one_clear_error(both, "exactly one of --to-dir")
+    flush_dir = cli("restore", *ref, "--to-dir", tmp_path / "d", "--flush", check=False)
+    assert_one_clear_error(flush_dir, "--flush goes with --to-redis")
+    assert not (tmp_path / "d").exists()
+    locked = redis_factory(password="right")
+    wrong_pw = cli(
+        "restore", *ref, "--to-redis", f"redis://:nope@127.0.0.1:{locked.port}", check=False
+    )
+    assert "nope" not in assert_one_clear_error(wrong_pw, "password")
+    assert locked.dbsize() == 0
+
+
+def test_to_redis_small_batches_adapt_to_payload_size_and_skip_expired_keys(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    """In-process with tiny batch limits: batching, a large value, a key that expires
+    between backup and load (not written, counted as expired)."""
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    src = redis_factory()
+    populate(src.client(), 3_000)
+    with src.client() as c:
+        c.set("huge", "y" * 2_000_000)
+        c.set("short-lived", "1", px=1200)
+        c.set("long-lived", "1", ex=86400)
+    manifest = backup(src, store_dir.as_uri())
+    time.sleep(1.3)
+    with src.client() as c:
+        assert c.get("short-lived") is None
+    digest = src.digest()
+
+    dest = redis_factory()
+    store = open_store(store_dir.as_uri())
+    entry = catalog.find(store, manifest["id"], "ns/src")
+    result = restore_to_redis(
+        store, entry, parse_redis_url(dest.url), batch_keys=7, batch_bytes=10_000
+    )
+    assert result.expired == 1
+    assert result.keys == src.dbsize()
+    assert dest.digest() == digest
+
+
+@pytest.mark.parametrize("ref", ["latest", "backup-20000101-000000"])
+def test_to_redis_missing_backup_is_one_clear_error(
+    ref: str, redis_factory: RedisFactory, file_store: tuple[str, dict[str, str]]
+) -> None:
+    url, _ = file_store
+    dest = redis_factory()
+    proc = cli("restore", url, ref, "--target", "ns/src", "--to-redis", dest.url, check=False)
+    assert_one_clear_error(proc)

@@ -14,11 +14,13 @@ restorable; a crash anywhere leaves at worst an incomplete folder (swept by
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import queue
 import re
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +32,9 @@ from backupctl.archive import ArchiveResult, Member, Progress, file_member, writ
 from backupctl.catalog import ArchiveEntry, Manifest, NodeEntry
 from backupctl.storage.base import Backend
 
+CLUSTER_SLOTS = 16384
+#: Shards backed up at once; each is mostly waiting on its node and the store.
+MAX_PARALLEL_NODES = 8
 #: How far the RDB's mtime may lag the snapshot before we call it stale.
 MTIME_SLACK_SECONDS = 5.0
 AOF_SNAPSHOT_ATTEMPTS = 5
@@ -54,6 +59,10 @@ class RunOptions:
     #: is installed): a corrupt snapshot is never committed, and the manifest
     #: gets the exact key count of the file rather than DBSIZE at BGSAVE time.
     check_rdb: bool = True
+    #: Back up every shard of a Redis Cluster (discovered from the node given).
+    cluster: bool = False
+    #: In a cluster, back up a healthy replica of each shard to spare the master.
+    prefer_replica: bool = False
 
 
 def default_node_name(spec: redisnode.ConnectionSpec) -> str:
@@ -67,24 +76,166 @@ def run_backup(
     progress: Progress | None = None,
     on_size: Callable[[int], None] | None = None,
 ) -> Manifest:
-    """Take a backup and return its manifest (already written to the store)."""
+    """Take a backup and return its manifest (already written to the store).
+
+    With ``opts.cluster`` every shard of a Redis Cluster is backed up (one
+    node each, in parallel) into one backup set; the manifest is written
+    only when every shard succeeded, so a partial set is never complete.
+    """
     catalog.validate_target(opts.target)
     opts.store.check()
     client = redisnode.connect(opts.redis)
     info = redisnode.node_info(client)
-    node_name = opts.node_name or default_node_name(opts.redis)
+    if info.cluster_enabled and not opts.cluster:
+        raise BackupError(
+            f"Redis at {opts.redis.display} is a Redis Cluster node: pass --cluster to back up "
+            "every shard as one backup set (a single node holds only its own slots)"
+        )
+    if opts.cluster and not info.cluster_enabled:
+        raise BackupError(
+            f"--cluster given, but Redis at {opts.redis.display} is not in cluster mode"
+        )
     existing = {e.id for e in catalog.scan(opts.store, opts.target, load_manifests=False)}
-    started = now()
-    backup_id = catalog.new_backup_id(started, existing)
+    backup_id = catalog.new_backup_id(now(), existing)
+
+    if opts.cluster:
+        if opts.data_dir is not None:
+            raise BackupError(
+                "--data-dir names one directory, but a cluster has one per node: leave it out "
+                "(each node's CONFIG GET dir is used) or use --method replication"
+            )
+        nodes = _cluster_nodes(client, opts)
+        entries = _backup_in_parallel(opts, backup_id, nodes, now, progress, on_size)
+    else:
+        name = opts.node_name or default_node_name(opts.redis)
+        entries = [
+            _backup_node(opts, opts.redis, client, info, backup_id, name, now, progress, on_size)
+        ]
+    manifest = Manifest(
+        id=backup_id,
+        target=opts.target,
+        created=max(e.snapshot_time for e in entries),
+        tool_version=__version__,
+        redis_version=info.redis_version,
+        method=opts.method,
+        compression=opts.compression,
+        mode="cluster" if opts.cluster else "standalone",
+        nodes=entries,
+    )
+    catalog.write_manifest(opts.store, manifest)
+    return manifest
+
+
+@dataclass(frozen=True)
+class _ClusterMember:
+    spec: redisnode.ConnectionSpec
+    name: str
+    node_id: str
+    slots: list[list[int]]
+
+
+def _cluster_nodes(client: redisnode.Redis, opts: RunOptions) -> list[_ClusterMember]:
+    """One node per shard that serves slots: the master, or with
+    ``prefer_replica`` a healthy replica (falling back to the master)."""
+    chosen = []
+    for shard in redisnode.cluster_shards(client):
+        if not shard.slots:
+            continue
+        replicas = [n for n in shard.replicas if n.health == "online"]
+        node = replicas[0] if opts.prefer_replica and replicas else shard.master
+        if node is None or node.health != "online":
+            ranges = ", ".join(f"{a}-{b}" for a, b in shard.slots)
+            raise BackupError(
+                f"the shard serving slots {ranges} has no healthy master: wait for the cluster to "
+                "recover (or use --prefer-replica)"
+            )
+        spec = dataclasses.replace(opts.redis, host=node.host, port=node.port)
+        chosen.append(
+            _ClusterMember(
+                spec=spec,
+                name=default_node_name(spec),
+                node_id=node.node_id,
+                slots=[[a, b] for a, b in shard.slots],
+            )
+        )
+    covered = sum(b - a + 1 for m in chosen for a, b in m.slots)
+    if covered != CLUSTER_SLOTS:
+        raise BackupError(
+            f"the cluster serves {covered} of {CLUSTER_SLOTS} slots: a backup would miss data; "
+            "fix the cluster (redis-cli --cluster check) first"
+        )
+    return chosen
+
+
+def _backup_in_parallel(
+    opts: RunOptions,
+    backup_id: str,
+    members: list[_ClusterMember],
+    now: Callable[[], datetime],
+    progress: Progress | None,
+    on_size: Callable[[int], None] | None,
+) -> list[NodeEntry]:
+    sizes: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def add_size(name: str, n: int) -> None:
+        if on_size is not None:
+            with lock:
+                sizes[name] = n
+                on_size(sum(sizes.values()))
+
+    def one(m: _ClusterMember) -> NodeEntry:
+        client = redisnode.connect(m.spec)
+        info = redisnode.node_info(client)
+        entry = _backup_node(
+            opts,
+            m.spec,
+            client,
+            info,
+            backup_id,
+            m.name,
+            now,
+            progress,
+            lambda n: add_size(m.name, n),
+        )
+        return dataclasses.replace(entry, node_id=m.node_id, slots=m.slots)
+
+    with ThreadPoolExecutor(max_workers=min(len(members), MAX_PARALLEL_NODES)) as pool:
+        futures = [pool.submit(one, m) for m in members]
+        results, errors = [], []
+        for m, fut in zip(members, futures, strict=True):
+            try:
+                results.append(fut.result())
+            except Exception as e:  # collect every shard's outcome first
+                errors.append(f"{m.name}: {e}")
+    if errors:
+        raise BackupError(
+            f"{len(errors)} of {len(members)} shards failed, so the backup set is incomplete "
+            f"(not listed as restorable): {'; '.join(errors)}"
+        )
+    return results
+
+
+def _backup_node(
+    opts: RunOptions,
+    spec: redisnode.ConnectionSpec,
+    client: redisnode.Redis,
+    info: redisnode.NodeInfo,
+    backup_id: str,
+    node_name: str,
+    now: Callable[[], datetime],
+    progress: Progress | None,
+    on_size: Callable[[int], None] | None,
+) -> NodeEntry:
+    """Snapshot one node and stream its archive into the backup folder."""
     archive_key = catalog.backup_dir(opts.target, backup_id) + catalog.archive_name(
         node_name, opts.compression
     )
-
     with ExitStack() as stack:
         if opts.method == "bgsave":
             members, snapshot_time = _bgsave_members(opts, client, info, stack, now)
         elif opts.method == "replication":
-            members, snapshot_time = _replication_members(opts, info, stack, now)
+            members, snapshot_time = _replication_members(spec, opts, info, stack, now)
         else:
             raise BackupError(f"unknown method {opts.method!r}: use bgsave or replication")
         if on_size is not None:
@@ -112,36 +263,22 @@ def run_backup(
                 if counted is not None:
                     keys = counted
             w.commit()
-    manifest = Manifest(
-        id=backup_id,
-        target=opts.target,
-        created=catalog.format_time(snapshot_time),
-        tool_version=__version__,
+    return NodeEntry(
+        name=node_name,
+        role=info.role,
         redis_version=info.redis_version,
-        method=opts.method,
-        compression=opts.compression,
-        mode="standalone",
-        nodes=[
-            NodeEntry(
-                name=node_name,
-                role=info.role,
-                redis_version=info.redis_version,
-                rdb_version=header.version,
-                snapshot_time=catalog.format_time(snapshot_time),
-                keys=keys,
-                aof_enabled=info.appendonly,
-                archive=ArchiveEntry(
-                    key=archive_key.rsplit("/", 1)[-1],
-                    size=result.size,
-                    sha256=result.sha256,
-                    compression=opts.compression,
-                ),
-                files=result.files,
-            )
-        ],
+        rdb_version=header.version,
+        snapshot_time=catalog.format_time(snapshot_time),
+        keys=keys,
+        aof_enabled=info.appendonly,
+        archive=ArchiveEntry(
+            key=archive_key.rsplit("/", 1)[-1],
+            size=result.size,
+            sha256=result.sha256,
+            compression=opts.compression,
+        ),
+        files=result.files,
     )
-    catalog.write_manifest(opts.store, manifest)
-    return manifest
 
 
 def _bgsave_members(
@@ -238,12 +375,13 @@ def _aof_manifest_files(raw: bytes) -> list[str]:
 
 
 def _replication_members(
+    spec: redisnode.ConnectionSpec,
     opts: RunOptions,
     info: redisnode.NodeInfo,
     stack: ExitStack,
     now: Callable[[], datetime],
 ) -> tuple[list[Member], datetime]:
-    dump = stack.enter_context(redisnode.replication_rdb(opts.redis, timeout=opts.timeout))
+    dump = stack.enter_context(redisnode.replication_rdb(spec, timeout=opts.timeout))
     snapshot_time = now()
     member = Member(name=info.dbfilename, size=dump.size, kind="rdb", open=lambda: dump.stream)
     return [member], snapshot_time

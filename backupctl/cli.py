@@ -215,6 +215,20 @@ def run(
     password_file: Annotated[
         Path | None, typer.Option("--password-file", help="File holding the Redis password.")
     ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Back up every shard of the Redis Cluster this node belongs to, in parallel, "
+            "as one backup set.",
+        ),
+    ] = False,
+    prefer_replica: Annotated[
+        bool,
+        typer.Option(
+            "--prefer-replica", help="With --cluster: back up a healthy replica of each shard."
+        ),
+    ] = False,
     endpoint: EndpointOpt = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for the snapshot.")
@@ -248,6 +262,8 @@ def run(
             data_dir=data_dir,
             node_name=node_name,
             timeout=timeout,
+            cluster=cluster,
+            prefer_replica=prefer_replica,
         )
         with progress_bar("backup", not as_json) as (advance, set_total):
             manifest = run_backup(opts, progress=advance, on_size=set_total)

@@ -22,7 +22,14 @@ from backupctl.archive import COMPRESSIONS, ArchiveError, Progress
 from backupctl.backup import BackupError, RunOptions, default_node_name, run_backup
 from backupctl.catalog import BackupEntry, CatalogError, Manifest
 from backupctl.redisnode import RedisNodeError, parse_redis_url
-from backupctl.restore import APPENDONLY_MODES, RestoreError, restore_to_dir
+from backupctl.restore import (
+    APPENDONLY_MODES,
+    RestoreError,
+    restore_to_dir,
+    stage_to_dir,
+    swap_staged,
+)
+from backupctl.restore import discard_staged as discard_staged_dir
 from backupctl.storage import open_store
 from backupctl.storage.base import Backend, StorageError
 from backupctl.storage.retry import RetryingBackend
@@ -428,6 +435,35 @@ def restore(
             "--tmp-dir", help="With --to-redis: where to unpack temporarily (default: system temp)."
         ),
     ] = None,
+    stage_only: Annotated[
+        bool,
+        typer.Option(
+            "--stage-only",
+            help="With --to-dir: download and verify into DIR/.backupctl-staging-ID/ and stop "
+            "there (Redis may keep running); --swap puts it in place later.",
+        ),
+    ] = False,
+    swap: Annotated[
+        bool,
+        typer.Option(
+            "--swap",
+            help="With --to-dir: move what --stage-only staged for ID into place (stop Redis "
+            "first); no download. Safe to rerun.",
+        ),
+    ] = False,
+    discard_staged: Annotated[
+        bool,
+        typer.Option(
+            "--discard-staged", help="With --to-dir: remove what --stage-only staged for ID."
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Only resolve the backup (e.g. 'latest') and print what would be restored.",
+        ),
+    ] = False,
     appendonly: Annotated[
         str,
         typer.Option(
@@ -460,6 +496,15 @@ def restore(
             f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}",
             termination_log=termination_log,
         )
+    steps = [n for n, on in (("--stage-only", stage_only), ("--swap", swap),
+             ("--discard-staged", discard_staged), ("--dry-run", dry_run)) if on]  # fmt: skip
+    if len(steps) > 1:
+        fail(f"{' and '.join(steps)} exclude each other", termination_log=termination_log)
+    if dry_run:
+        _restore_dry_run(store_url, backup, target, endpoint, as_json, termination_log)
+        return
+    if steps and to_dir is None:
+        fail(f"{steps[0]} goes with --to-dir", termination_log=termination_log)
     if (to_dir is None) == (to_redis is None):
         fail(
             "pass exactly one of --to-dir DIR (a stopped Redis' data directory) or "
@@ -479,20 +524,35 @@ def restore(
         fail("--flush goes with --to-redis", termination_log=termination_log)
     assert to_dir is not None
     with user_errors(termination_log):
-        store = get_store(store_url, endpoint)
-        entry = catalog.find(store, backup, target)
-        with progress_bar("restore", not as_json) as (advance, set_total):
-            if set_total and entry.manifest:
-                set_total(entry.manifest.size)
-            result = restore_to_dir(
-                store,
-                entry,
-                to_dir,
-                appendonly=appendonly,
-                node=node,
-                prefer_aof=prefer_aof,
-                progress=advance,
-            )
+        if swap or discard_staged:
+            backup_id = catalog.normalize_ref(backup)
+            if backup_id == "latest":
+                raise RestoreError(f"{steps[0]} needs the id of the staged backup, not 'latest'")
+            if discard_staged:
+                removed = discard_staged_dir(to_dir, backup_id)
+                data: dict[str, Any] = {"ok": True, "id": backup_id, "removed": removed}
+                if termination_log is not None:
+                    _write_termination_log(termination_log, data)
+                typer.echo(
+                    json.dumps(data, indent=2) if as_json else f"removed {', '.join(removed)}"
+                )
+                return
+            result = swap_staged(to_dir, backup_id)
+        else:
+            store = get_store(store_url, endpoint)
+            entry = catalog.find(store, backup, target)
+            with progress_bar("restore", not as_json) as (advance, set_total):
+                if set_total and entry.manifest:
+                    set_total(entry.manifest.size)
+                result = (stage_to_dir if stage_only else restore_to_dir)(
+                    store,
+                    entry,
+                    to_dir,
+                    appendonly=appendonly,
+                    node=node,
+                    prefer_aof=prefer_aof,
+                    progress=advance,
+                )
         data = {
             "ok": True,
             "id": result.id,
@@ -502,14 +562,60 @@ def restore(
             "files": result.files,
             "previous": str(result.previous) if result.previous else None,
             "keys": result.keys,
+            "staged": stage_only,
+        }
+        if termination_log is not None:
+            _write_termination_log(termination_log, data)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+        elif stage_only:
+            typer.echo(f"staged {result.id} ({result.keys} keys) in {result.dir}; run --swap next")
+        else:
+            prev = f"; previous data kept in {result.previous}" if result.previous else ""
+            typer.echo(f"restored {result.id} ({result.keys} keys) into {result.dir}{prev}")
+
+
+def _restore_dry_run(
+    store_url: str,
+    backup: str,
+    target: str | None,
+    endpoint: str | None,
+    as_json: bool,
+    termination_log: Path | None,
+) -> None:
+    """Resolve ``backup`` once and say what a restore would load."""
+    with user_errors(termination_log):
+        store = get_store(store_url, endpoint)
+        entry = catalog.find(store, backup, target)
+        m = entry.manifest
+        assert m is not None  # find() returns complete backups only
+        data = {
+            "ok": True,
+            "dryRun": True,
+            **_summary(m),
+            "redisVersion": m.redis_version,
+            "mode": m.mode,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "role": n.role,
+                    "keys": n.keys,
+                    "redisVersion": n.redis_version,
+                    "rdbVersion": n.rdb_version,
+                    "aofEnabled": n.aof_enabled,
+                }
+                for n in m.nodes
+            ],
         }
         if termination_log is not None:
             _write_termination_log(termination_log, data)
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:
-            prev = f"; previous data kept in {result.previous}" if result.previous else ""
-            typer.echo(f"restored {result.id} ({result.keys} keys) into {result.dir}{prev}")
+            typer.echo(
+                f"would restore {m.id} of {m.target} ({m.keys} keys, Redis {m.redis_version}, "
+                f"{len(m.nodes)} node(s): {', '.join(n.name for n in m.nodes)})"
+            )
 
 
 def _restore_to_redis(

@@ -14,16 +14,28 @@ backup's RDB snapshot: for a server with ``appendonly yes`` a multi-part AOF
 folder is built whose base is that RDB, so the server loads the same dataset
 whatever its ``appendonly`` setting. ``prefer_aof`` stages the AOF files that
 were copied at backup time instead (they may hold a few seconds more writes).
+
+The Kubernetes controller splits the same steps in two Jobs so Redis keeps
+serving while the (slow) download runs, and is stopped only for the (fast)
+swap: :func:`stage_to_dir` does step 1 into ``DIR/.backupctl-staging-<id>/``
+and leaves it there with a marker written last; :func:`swap_staged` does
+steps 2-3 later. The swap records its previous-data folder in the marker
+before it moves anything, so a swap interrupted at any point and run again
+finishes the same swap (and a swap run again after it finished reports the
+same result). :func:`discard_staged` removes a staged copy that will not be
+used.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from backupctl import catalog, redisnode
 from backupctl.archive import ArchiveError, Progress, extract_verified
@@ -33,6 +45,10 @@ from backupctl.storage.base import Backend
 APPENDONLY_MODES = ("auto", "yes", "no")
 STAGING_PREFIX = ".backupctl-staging-"
 PREVIOUS_PREFIX = ".backupctl-previous-"
+#: In a staging folder, written last by :func:`stage_to_dir`: what to swap in.
+STAGED_MARKER = ".backupctl-staged.json"
+#: In DIR, written by :func:`swap_staged`: the last swap's result.
+SWAP_RECORD = ".backupctl-restore.json"
 
 
 class RestoreError(Exception):
@@ -119,6 +135,106 @@ def restore_to_dir(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     progress: Progress | None = None,
 ) -> RestoreResult:
+    staging = to_dir / f"{STAGING_PREFIX}{entry.id}-{os.getpid()}"
+    plan = _stage(
+        store, entry, to_dir, staging, appendonly, node, prefer_aof, dbfilename,
+        aof_dirname, aof_filename, progress,
+    )  # fmt: skip
+    # Point of no return: everything is verified and on the same filesystem.
+    plan["previous"] = _previous_name(to_dir, now)
+    return _swap(to_dir, staging, plan)
+
+
+def stage_to_dir(
+    store: Backend,
+    entry: BackupEntry,
+    to_dir: Path,
+    *,
+    appendonly: str = "auto",
+    node: str | None = None,
+    prefer_aof: bool = False,
+    dbfilename: str | None = None,
+    aof_dirname: str = "appendonlydir",
+    aof_filename: str = "appendonly.aof",
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Download and verify into ``DIR/.backupctl-staging-<id>/`` and stop
+    there: the files Redis loads are not touched (Redis may keep running).
+    Staging folders left by earlier, unfinished restores are removed first
+    (only one restore at a time prepares a data directory)."""
+    to_dir.mkdir(parents=True, exist_ok=True)
+    for old in to_dir.glob(STAGING_PREFIX + "*"):
+        shutil.rmtree(old, ignore_errors=True)
+    staging = staged_dir(to_dir, entry.id)
+    plan = _stage(
+        store, entry, to_dir, staging, appendonly, node, prefer_aof, dbfilename,
+        aof_dirname, aof_filename, progress,
+    )  # fmt: skip
+    _write_json(staging / STAGED_MARKER, plan)  # last: the staged copy is complete
+    _fsync_dir(to_dir)
+    return _result(to_dir, plan, previous=None)
+
+
+def swap_staged(
+    to_dir: Path,
+    backup_id: str,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> RestoreResult:
+    """Move what :func:`stage_to_dir` staged for ``backup_id`` into place,
+    the current files into a dated ``.backupctl-previous-*`` folder. Stop
+    Redis first. Safe to run again after an interruption."""
+    staging = staged_dir(to_dir, backup_id)
+    marker = staging / STAGED_MARKER
+    if not marker.is_file():
+        record = _read_json(to_dir / SWAP_RECORD)
+        if record is not None and record.get("id") == backup_id and record.get("swapped"):
+            return _result(to_dir, record, previous=record.get("previous"))  # done before
+        raise RestoreError(
+            f"nothing is staged for backup {backup_id} in {to_dir} (no complete "
+            f"{staging.name}/): stage it first (restore --stage-only)"
+        )
+    plan = _read_json(marker)
+    if plan is None or plan.get("id") != backup_id:
+        raise RestoreError(f"{marker} is unreadable or names another backup; stage again")
+    if not plan.get("previous"):
+        # Decided once and recorded before anything moves, so a rerun reuses it.
+        plan["previous"] = _previous_name(to_dir, now)
+        _write_json(marker, plan)
+    return _swap(to_dir, staging, plan)
+
+
+def discard_staged(to_dir: Path, backup_id: str | None = None) -> list[str]:
+    """Remove the staging folder of ``backup_id`` (all of them when None);
+    returns the names removed. The files Redis loads are not touched."""
+    pattern = STAGING_PREFIX + (backup_id if backup_id is not None else "*")
+    removed = []
+    for path in sorted(to_dir.glob(pattern)) if to_dir.is_dir() else []:
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
+
+
+def staged_dir(to_dir: Path, backup_id: str) -> Path:
+    return to_dir / f"{STAGING_PREFIX}{backup_id}"
+
+
+def _stage(
+    store: Backend,
+    entry: BackupEntry,
+    to_dir: Path,
+    staging: Path,
+    appendonly: str,
+    node: str | None,
+    prefer_aof: bool,
+    dbfilename: str | None,
+    aof_dirname: str,
+    aof_filename: str,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """Download + verify into ``staging``; return the swap plan (JSON-able):
+    ``files`` maps names in DIR to paths inside ``staging``, ``aside`` lists
+    the names in DIR that move to the previous-data folder."""
     if appendonly not in APPENDONLY_MODES:
         raise RestoreError(f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}")
     manifest = entry.manifest
@@ -129,44 +245,83 @@ def restore_to_dir(
     if rdb is None:
         raise RestoreError(f"backup {manifest.id} node {n.name} has no RDB file")
     to_dir.mkdir(parents=True, exist_ok=True)
-    staging = to_dir / f"{STAGING_PREFIX}{manifest.id}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         download_node(store, manifest, n, staging, progress=progress)
         rdb_name = dbfilename or Path(rdb.path).name
-        staged: dict[str, Path] = {rdb_name: staging / rdb.path}
+        files = {rdb_name: rdb.path}
         if appendonly != "no":
-            staged[aof_dirname] = _stage_aof(
-                staging, n, rdb.path, aof_dirname, aof_filename, prefer_aof
-            )
+            aof = _stage_aof(staging, n, rdb.path, aof_dirname, aof_filename, prefer_aof)
+            files[aof_dirname] = aof.relative_to(staging).as_posix()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return {
+        "id": manifest.id,
+        "target": manifest.target,
+        "node": n.name,
+        "keys": n.keys,
+        "appendonly": appendonly,
+        "files": files,
+        "aside": [rdb_name, aof_dirname],
+        "previous": None,
+    }
 
-    # Point of no return: everything is verified and on the same filesystem.
-    previous = _unique(to_dir / f"{PREVIOUS_PREFIX}{now().astimezone(UTC):%Y%m%d-%H%M%S}")
-    moved_any = False
-    for name in (rdb_name, aof_dirname):
+
+def _swap(to_dir: Path, staging: Path, plan: dict[str, Any]) -> RestoreResult:
+    """Steps 2-3; every step checks what is already done, so it can be rerun."""
+    previous = to_dir / plan["previous"]
+    files: dict[str, str] = plan["files"]
+    for name in plan["aside"]:
         cur = to_dir / name
-        if cur.exists() or cur.is_symlink():
+        pending = name not in files or (staging / files[name]).exists()
+        if pending and (cur.exists() or cur.is_symlink()):
             previous.mkdir(exist_ok=True)
-            os.replace(cur, previous / name)
-            moved_any = True
-    for name, src in staged.items():
-        os.replace(src, to_dir / name)
+            os.replace(cur, _unique(previous / name))
+    for name, rel in files.items():
+        src = staging / rel
+        if src.exists():
+            os.replace(src, to_dir / name)
+    _write_json(to_dir / SWAP_RECORD, {**plan, "swapped": True})
     shutil.rmtree(staging, ignore_errors=True)
     _fsync_dir(to_dir)
+    return _result(to_dir, plan, previous=plan["previous"] if previous.exists() else None)
+
+
+def _result(to_dir: Path, plan: dict[str, Any], previous: str | None) -> RestoreResult:
     return RestoreResult(
-        id=manifest.id,
-        target=manifest.target,
-        node=n.name,
+        id=plan["id"],
+        target=plan["target"],
+        node=plan["node"],
         dir=to_dir,
-        files=sorted(staged),
-        previous=previous if moved_any else None,
-        keys=n.keys,
-        appendonly=appendonly,
+        files=sorted(plan["files"]),
+        previous=to_dir / previous if previous else None,
+        keys=int(plan["keys"]),
+        appendonly=plan["appendonly"],
     )
+
+
+def _previous_name(to_dir: Path, now: Callable[[], datetime]) -> str:
+    return _unique(to_dir / f"{PREVIOUS_PREFIX}{now().astimezone(UTC):%Y%m%d-%H%M%S}").name
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Temp file + fsync + rename: the file is either old or new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _stage_aof(

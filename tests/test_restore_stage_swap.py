@@ -1,0 +1,204 @@
+"""``restore --stage-only`` / ``--swap`` / ``--discard-staged`` / ``--dry-run``: the steps the
+RedisRestore controller runs as separate Jobs, against a real ``redis-server`` whose data
+directory is the one being restored into, and a ``file://`` store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from redisfixtures import RedisFactory, RedisServer, populate, wait_for
+
+from backupctl.restore import (
+    PREVIOUS_PREFIX,
+    STAGED_MARKER,
+    STAGING_PREFIX,
+    SWAP_RECORD,
+    swap_staged,
+)
+
+TARGET = "ns/app"
+
+
+def cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "backupctl", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"backupctl {args} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def one_error(proc: subprocess.CompletedProcess[str], needle: str) -> None:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and needle.lower() in lines[0].lower(), lines[0]
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file Redis loads (hidden folders excluded)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.relative_to(folder).parts[0].startswith(".")
+    }
+
+
+@pytest.fixture
+def backed_up(redis_factory: RedisFactory, tmp_path: Path) -> tuple[str, str, str]:
+    """(store url, backup id, digest of the backed-up dataset)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    src = redis_factory()
+    populate(src.client(), 3_000)
+    out = cli("run", "--redis", src.url, "--to", store.as_uri(), "--target", TARGET, "--json")
+    return store.as_uri(), json.loads(out.stdout)["id"], src.digest()
+
+
+def live_server(redis_factory: RedisFactory, data: Path) -> RedisServer:
+    """A Redis with appendonly yes and data of its own in ``data``."""
+    server = redis_factory(appendonly=True, dir=data)
+    populate(server.client(), 500, prefix="old:")
+    server.client().execute_command("BGREWRITEAOF")
+    wait_for(
+        lambda: server.info("persistence")["aof_rewrite_in_progress"] == 0
+        and server.info("persistence")["aof_rewrite_scheduled"] == 0
+        and (data / "appendonlydir" / "appendonly.aof.2.base.rdb").exists(),
+        what="the AOF rewrite",
+    )
+    return server
+
+
+def test_stage_only_leaves_the_live_files_alone_and_swap_puts_the_backup_in_place(
+    backed_up: tuple[str, str, str], redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    store, bid, digest = backed_up
+    data = tmp_path / "data"
+    server = live_server(redis_factory, data)
+    old_digest = server.digest()
+    server.client().save()
+    before = tree(data)
+
+    out = cli("restore", store, "latest", "--target", TARGET, "--to-dir", data,
+              "--stage-only", "--json")  # fmt: skip
+    staged = json.loads(out.stdout)
+    assert staged["id"] == bid and staged["staged"] is True and staged["previous"] is None
+    assert tree(data) == before  # nothing Redis loads changed
+    assert (data / f"{STAGING_PREFIX}{bid}" / STAGED_MARKER).is_file()
+    assert server.digest() == old_digest
+
+    server.stop()
+    out = cli("restore", store, bid, "--to-dir", data, "--swap", "--json")
+    swapped = json.loads(out.stdout)
+    previous = Path(swapped["previous"])
+    assert previous.name.startswith(PREVIOUS_PREFIX)
+    assert tree(previous) == before  # the old data, kept whole
+    assert not (data / f"{STAGING_PREFIX}{bid}").exists()
+    assert swapped["files"] == ["appendonlydir", "dump.rdb"]
+
+    server.start()  # appendonly yes: loads the staged AOF folder whose base is the backup
+    assert server.digest() == digest
+
+    again = json.loads(cli("restore", store, bid, "--to-dir", data, "--swap", "--json").stdout)
+    assert again["previous"] == swapped["previous"]  # a rerun reports the same swap
+    assert len(list(data.glob(PREVIOUS_PREFIX + "*"))) == 1
+
+
+def test_a_swap_interrupted_after_moving_the_old_files_aside_finishes_on_rerun(
+    backed_up: tuple[str, str, str], redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    store, bid, digest = backed_up
+    data = tmp_path / "data"
+    server = live_server(redis_factory, data)
+    server.client().save()
+    server.stop()
+    before = tree(data)
+    cli("restore", store, bid, "--target", TARGET, "--to-dir", data, "--stage-only")
+
+    # The state a swap killed half-way leaves: previous folder chosen and recorded,
+    # dump.rdb moved aside (and the staged one moved in), the AOF folder not yet.
+    staging = data / f"{STAGING_PREFIX}{bid}"
+    marker = json.loads((staging / STAGED_MARKER).read_text())
+    marker["previous"] = f"{PREVIOUS_PREFIX}20240101-000000"
+    (staging / STAGED_MARKER).write_text(json.dumps(marker))
+    (data / marker["previous"]).mkdir()
+    os.replace(data / "dump.rdb", data / marker["previous"] / "dump.rdb")
+    os.replace(staging / marker["files"]["dump.rdb"], data / "dump.rdb")
+
+    result = swap_staged(data, bid)
+    assert result.previous == data / marker["previous"]
+    assert tree(data / marker["previous"]) == before
+    assert not staging.exists()
+    assert json.loads((data / SWAP_RECORD).read_text())["swapped"] is True
+    server.start()
+    assert server.digest() == digest
+
+
+def test_stage_only_of_a_corrupt_archive_leaves_nothing_behind(
+    backed_up: tuple[str, str, str], tmp_path: Path
+) -> None:
+    store, bid, _ = backed_up
+    archive = next(Path(store.removeprefix("file://"), TARGET, bid).glob("*.tar.zst"))
+    raw = bytearray(archive.read_bytes())
+    raw[-100] ^= 0x55
+    archive.write_bytes(bytes(raw))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dump.rdb").write_bytes(b"live")
+    leftover = data / f"{STAGING_PREFIX}backup-20000101-000000"
+    leftover.mkdir()  # from an earlier, interrupted restore: swept
+
+    proc = cli("restore", store, bid, "--target", TARGET, "--to-dir", data, "--stage-only",
+               "--termination-log", tmp_path / "tlog", check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert json.loads((tmp_path / "tlog").read_text())["ok"] is False
+    assert sorted(p.name for p in data.iterdir()) == ["dump.rdb"]
+    assert (data / "dump.rdb").read_bytes() == b"live"
+
+
+def test_swap_without_a_staged_copy_and_discard_staged(
+    backed_up: tuple[str, str, str], tmp_path: Path
+) -> None:
+    store, bid, _ = backed_up
+    data = tmp_path / "data"
+    data.mkdir()
+    one_error(cli("restore", store, bid, "--to-dir", data, "--swap", check=False), "stage it first")
+    one_error(cli("restore", store, "latest", "--to-dir", data, "--swap", check=False), "latest")
+    one_error(
+        cli("restore", store, bid, "--swap", "--stage-only", "--to-dir", data, check=False),
+        "exclude each other",
+    )
+    one_error(cli("restore", store, bid, "--swap", check=False), "--swap goes with --to-dir")
+
+    cli("restore", store, bid, "--target", TARGET, "--to-dir", data, "--stage-only")
+    out = cli("restore", store, bid, "--to-dir", data, "--discard-staged", "--json")
+    assert json.loads(out.stdout)["removed"] == [f"{STAGING_PREFIX}{bid}"]
+    assert list(data.iterdir()) == []
+
+
+def test_dry_run_resolves_latest_once_and_reports_what_a_restore_loads(
+    backed_up: tuple[str, str, str], tmp_path: Path
+) -> None:
+    store, bid, _ = backed_up
+    tlog = tmp_path / "tlog"
+    out = cli("restore", store, "latest", "--target", TARGET, "--dry-run", "--json",
+              "--termination-log", tlog)  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result == json.loads(tlog.read_text())
+    assert result["id"] == bid and result["dryRun"] is True and result["mode"] == "standalone"
+    assert result["redisVersion"].startswith("7.")
+    (node,) = result["nodes"]
+    assert node["role"] == "master" and node["keys"] == result["keys"] and node["rdbVersion"] >= 9
+    missing = cli("restore", store, "backup-20000101-000000", "--target", TARGET, "--dry-run",
+                  "--termination-log", tlog, check=False)  # fmt: skip
+    one_error(missing, "not found")
+    assert json.loads(tlog.read_text())["ok"] is False

@@ -59,7 +59,7 @@ class PruneError(Exception):
 # --- report --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One backup folder in the report, with why it is kept or removed."""
 
@@ -77,16 +77,17 @@ class Row:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IncompleteRow(Row):
     #: "remove" (swept) or "leave" (in progress, or a manifest we cannot read)
     action: str = "leave"
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "action": self.action}
+        # Row.to_json, not super(): slotted dataclasses break zero-argument super()
+        return {**Row.to_json(self), "action": self.action}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UploadRow:
     target: str
     key: str
@@ -102,7 +103,7 @@ class UploadRow:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skipped:
     target: str
     reason: str
@@ -296,7 +297,8 @@ def prune(
 
     blocked: set[str] = set()
     for name in sorted(targets):
-        t = targets[name]
+        # pop: a target's listing is garbage once it is done (memory on huge stores)
+        t = targets.pop(name)
         why = _blocked_reason(t, cutoff, now)
         if why:
             blocked.add(name)

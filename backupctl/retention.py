@@ -235,14 +235,14 @@ class Item(Protocol):
 T = TypeVar("T", bound=Item)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict(Generic[T]):
     item: T
     keep: bool
     reasons: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision(Generic[T]):
     """Every backup with keep/remove and reasons, newest first."""
 

@@ -489,8 +489,9 @@ def restore(
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
 ) -> None:
-    """Stage a backup into a Redis data directory (verified before DIR is touched),
-    or load it into a running Redis (--to-redis)."""
+    """Restore a backup into a data directory (--to-dir) or a running Redis (--to-redis).
+
+    --to-dir verifies everything before DIR is touched and keeps the previous data."""
     if appendonly not in APPENDONLY_MODES:
         fail(
             f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}",
@@ -670,10 +671,128 @@ def _restore_to_redis(
             )
 
 
+# --- check-redis / quiesce-redis (the restore controller's Jobs) -------------------
+
+
+RedisUrlsOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--redis",
+        help="redis://[user:pass@]host:port of a server (repeat for each one). Password also "
+        "from --password-file or REDIS_PASSWORD.",
+        show_default=False,
+    ),
+]
+PasswordFileOpt = Annotated[
+    Path | None, typer.Option("--password-file", help="File holding the Redis password.")
+]
+
+
+def _redis_specs(urls: list[str], password_file: Path | None) -> list[Any]:
+    return [
+        parse_redis_url(u, password_file=str(password_file) if password_file else None)
+        for u in urls
+    ]
+
+
+@app.command("check-redis")
+def check_redis(
+    redis_urls: RedisUrlsOpt,
+    expect_keys: Annotated[
+        int | None,
+        typer.Option(
+            "--expect-keys",
+            help="Verify a restore: each primary loaded exactly N keys at its last start and "
+            "every replica holds the same data (DEBUG DIGEST where allowed).",
+        ),
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", help="Seconds to wait for servers to start, load, sync, agree."),
+    ] = 0.0,
+    password_file: PasswordFileOpt = None,
+    as_json: JsonOpt = False,
+    termination_log: TermLogOpt = None,
+) -> None:
+    """Report version, role, keys and load counters of Redis servers; verify a restore."""
+    from backupctl.restore_live import LiveError, check_nodes, restored_keys
+
+    with user_errors(termination_log):
+        try:
+            nodes = check_nodes(
+                _redis_specs(redis_urls, password_file), expect_keys=expect_keys, wait=wait
+            )
+        except LiveError as e:
+            raise RestoreError(str(e)) from None
+        data = {
+            "ok": True,
+            "nodes": [n.json() for n in nodes],
+            "restoredKeys": restored_keys(nodes) if expect_keys is not None else None,
+        }
+        if termination_log is not None:
+            # Without digests when it would not fit into a termination message.
+            small = {**data, "nodes": [{**n.json(), "digest": None} for n in nodes]}
+            _write_termination_log(termination_log, data if len(nodes) < 8 else small)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            for n in nodes:
+                typer.echo(
+                    f"{n.redis}: Redis {n.version} {n.role}, {n.keys} keys"
+                    + (f", loaded {n.loaded}" if n.loaded is not None else "")
+                )
+
+
+@app.command("quiesce-redis")
+def quiesce_redis(
+    redis_url: Annotated[
+        str,
+        typer.Option("--redis", help="redis://[user:pass@]host:port", show_default=False),
+    ],
+    state_file: Annotated[
+        Path,
+        typer.Option(
+            "--state-file",
+            help="Where the original settings are kept (a rerun reuses it; --resume reads it).",
+            show_default=False,
+        ),
+    ],
+    resume_: Annotated[
+        bool, typer.Option("--resume", help="Set back what an earlier run changed.")
+    ] = False,
+    password_file: PasswordFileOpt = None,
+    as_json: JsonOpt = False,
+    termination_log: TermLogOpt = None,
+) -> None:
+    """Stop a running Redis from writing to its data directory, or --resume it.
+
+    Sets save "", appendonly no, repl-diskless-sync yes and replica-priority 0, so files
+    restored underneath it survive its shutdown; the original values go to --state-file."""
+    from backupctl.restore_live import LiveError, quiesce, resume
+
+    with user_errors(termination_log):
+        (spec,) = _redis_specs([redis_url], password_file)
+        try:
+            settings = resume(spec, state_file) if resume_ else quiesce(spec, state_file)
+        except LiveError as e:
+            raise RestoreError(str(e)) from None
+        data = {"ok": True, "redis": spec.display, "resumed": resume_, "original": settings}
+        if termination_log is not None:
+            _write_termination_log(termination_log, data)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            what = "resumed" if resume_ else "quiesced"
+            typer.echo(f"{what} {spec.display} ({', '.join(sorted(settings)) or 'nothing'})")
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+# --- operator --------------------------------------------------------------------
 
 
 def _register_optional() -> None:

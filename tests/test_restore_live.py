@@ -1,0 +1,173 @@
+"""``backupctl quiesce-redis`` and ``check-redis``: what the restore controller's Jobs do to
+live servers, against real ``redis-server`` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from redisfixtures import RedisFactory, RedisServer, populate, wait_for
+
+
+def cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "backupctl", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"backupctl {args} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def files(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and not p.name.startswith("temp-")
+    }
+
+
+def persistent_server(redis_factory: RedisFactory, data: Path) -> RedisServer:
+    """appendonly yes and save points, as in the seed's examples."""
+    server = redis_factory(appendonly=True, dir=data, extra_args=["--save", "900 1 60 1"])
+    populate(server.client(), 2_000)
+    server.client().save()
+    return server
+
+
+def swap_in(data: Path, restored: Path) -> dict[str, str]:
+    """Put ``restored``'s dump.rdb and AOF folder in place, as a swap Job does."""
+    shutil.rmtree(data / "appendonlydir")
+    shutil.copytree(restored / "appendonlydir", data / "appendonlydir")
+    shutil.copy2(restored / "dump.rdb", data / "dump.rdb")
+    return files(data)
+
+
+def test_a_quiesced_server_leaves_files_swapped_underneath_it_alone_even_on_shutdown(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    # The "restored" dataset: another server's files.
+    other = persistent_server(redis_factory, tmp_path / "other")
+    other.client().execute_command("BGREWRITEAOF")
+    wait_for(lambda: other.info("persistence")["aof_rewrite_in_progress"] == 0, what="rewrite")
+    restored_digest = other.digest()
+    other.stop()
+
+    data = tmp_path / "data"
+    live = persistent_server(redis_factory, data)
+    state = tmp_path / "state" / "quiesce.json"
+    out = json.loads(cli("quiesce-redis", "--redis", live.url, "--state-file", state,
+                         "--json").stdout)  # fmt: skip
+    assert out["original"] == {
+        "save": "900 1 60 1",
+        "appendonly": "yes",
+        "repl-diskless-sync": "yes",
+        "replica-priority": "100",
+    }
+    with live.client() as c:
+        assert c.config_get("save") == {"save": ""}
+        assert c.config_get("appendonly") == {"appendonly": "no"}
+    # A rerun (a retried Job) keeps the true originals, not the quiesced values.
+    again = json.loads(cli("quiesce-redis", "--redis", live.url, "--state-file", state,
+                           "--json").stdout)  # fmt: skip
+    assert again["original"] == out["original"]
+
+    swapped = swap_in(data, tmp_path / "other")
+    populate(live.client(), 500, prefix="late:")  # writes after the quiesce
+    live.stop()  # SIGTERM: with its original settings Redis would save and fsync here
+    assert files(data) == swapped
+    live.start()
+    assert live.digest() == restored_digest
+
+
+def test_without_quiescing_a_shutdown_overwrites_the_swapped_files(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    """The hazard quiesce-redis exists for (and proof the test above can fail)."""
+    other = persistent_server(redis_factory, tmp_path / "other")
+    other.stop()
+    data = tmp_path / "data"
+    live = persistent_server(redis_factory, data)
+    swapped = swap_in(data, tmp_path / "other")
+    populate(live.client(), 500, prefix="late:")
+    live.stop()
+    assert files(data) != swapped
+
+
+def test_resume_sets_the_original_settings_back(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    live = persistent_server(redis_factory, tmp_path / "data")
+    state = tmp_path / "quiesce.json"
+    cli("quiesce-redis", "--redis", live.url, "--state-file", state)
+    out = json.loads(cli("quiesce-redis", "--redis", live.url, "--state-file", state,
+                         "--resume", "--json").stdout)  # fmt: skip
+    assert out["resumed"] is True and out["original"]["save"] == "900 1 60 1"
+    with live.client() as c:
+        assert c.config_get("save") == {"save": "900 1 60 1"}
+        assert c.config_get("appendonly") == {"appendonly": "yes"}
+    assert not state.exists()
+    nothing = json.loads(cli("quiesce-redis", "--redis", live.url, "--state-file", state,
+                             "--resume", "--json").stdout)  # fmt: skip
+    assert nothing["original"] == {}
+
+
+def test_check_redis_verifies_a_primary_and_its_replicas(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    data = tmp_path / "p"
+    primary = redis_factory(dir=data)
+    populate(primary.client(), 3_000)
+    primary.client().save()
+    primary.restart()  # its load counters now say what it loaded
+    n = primary.dbsize()
+    replicas = [
+        redis_factory(extra_args=["--replicaof", "127.0.0.1", str(primary.port)]) for _ in range(2)
+    ]
+    urls = [a for s in (primary, *replicas) for a in ("--redis", s.url)]
+    tlog = tmp_path / "tlog"
+    out = json.loads(cli("check-redis", *urls, "--expect-keys", str(n), "--wait", "30", "--json",
+                         "--termination-log", tlog).stdout)  # fmt: skip
+    assert out["restoredKeys"] == n
+    assert [node["role"] for node in out["nodes"]] == ["master", "replica", "replica"]
+    assert len({node["digest"] for node in out["nodes"]}) == 1
+    assert json.loads(tlog.read_text())["ok"] is True
+
+    wrong = cli("check-redis", *urls, "--expect-keys", str(n + 5), "--termination-log", tlog,
+                check=False)  # fmt: skip
+    assert wrong.returncode == 1
+    assert f"loaded {n} keys" in wrong.stderr and f"holds {n + 5}" in wrong.stderr
+    assert json.loads(tlog.read_text())["ok"] is False
+
+    replicas[0].client().execute_command("REPLICAOF", "NO", "ONE")
+    replicas[0].client().set("diverged", "1")
+    replicas[0].client().execute_command("REPLICAOF", "127.0.0.1", str(primary.port))
+    replicas[1].client().execute_command("REPLICAOF", "NO", "ONE")
+    replicas[1].client().set("diverged", "1")
+    diverged = cli("check-redis", *urls, "--expect-keys", str(n), check=False)
+    assert diverged.returncode == 1 and "expected one primary" in diverged.stderr
+
+
+def test_check_redis_without_debug_compares_key_counts(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    primary = redis_factory(dir=tmp_path / "p", extra_args=["--enable-debug-command", "no"])
+    with primary.client() as c:
+        c.mset({f"k{i}": i for i in range(100)})
+        c.save()
+    primary.restart()
+    replica = redis_factory(
+        extra_args=["--enable-debug-command", "no", "--replicaof", "127.0.0.1", str(primary.port)]
+    )
+    out = json.loads(cli("check-redis", "--redis", primary.url, "--redis", replica.url,
+                         "--expect-keys", "100", "--wait", "30", "--json").stdout)  # fmt: skip
+    assert [node["digest"] for node in out["nodes"]] == [None, None]
+    assert out["nodes"][1]["link_up"] is True and out["nodes"][1]["keys"] == 100

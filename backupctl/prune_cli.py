@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -52,9 +53,19 @@ def _count_opt(name: str, what: str) -> object:
     )
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, termination_log: Path | None = None) -> NoReturn:
+    if termination_log is not None:
+        write_termination_log(termination_log, {"ok": False, "error": message})
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
+
+
+def write_termination_log(path: Path, data: dict[str, object]) -> None:
+    """One line of JSON for the Kubernetes controller (at most 4 KiB are kept)."""
+    try:
+        path.write_text(json.dumps(data, separators=(",", ":"))[:4096])
+    except OSError as e:
+        typer.echo(f"warning: cannot write termination log {path}: {e}", err=True)
 
 
 def open_backend(url: str, endpoint: str | None) -> Backend:
@@ -107,6 +118,14 @@ def prune_command(
         bool, typer.Option("--dry-run", help="Print what would be removed; delete nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    termination_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--termination-log",
+            help="Also write the result (or the error) as compact JSON to this file "
+            "(Kubernetes: /dev/termination-log).",
+        ),
+    ] = None,
     endpoint: Annotated[
         str | None,
         typer.Option(
@@ -122,7 +141,7 @@ def prune_command(
         within = parse_duration(keep_within) if keep_within is not None else None
         grace_duration = parse_duration(incomplete_grace)
     except PolicyError as e:
-        fail(f"--keep-within/--incomplete-grace: {e}")
+        fail(f"--keep-within/--incomplete-grace: {e}", termination_log)
     grace = now - grace_duration.before(now)
     policy = Policy(
         last=keep_last,
@@ -147,17 +166,30 @@ def prune_command(
             on_delete=_pause_hook(),
         )
     except (PolicyError, PruneError, StorageError, CatalogError) as e:
-        fail(str(e))
+        fail(str(e), termination_log)
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        fail("interrupted (run prune again to finish)")
+        fail("interrupted (run prune again to finish)", termination_log)
     except Exception as e:
         if os.environ.get("BACKUPCTL_DEBUG"):
             raise
         fail(
             f"unexpected {type(e).__name__}: {e} (this is a bug; rerun with BACKUPCTL_DEBUG=1 "
-            "and report the traceback)"
+            "and report the traceback)",
+            termination_log,
+        )
+    if termination_log is not None:
+        write_termination_log(
+            termination_log,
+            {
+                "ok": True,
+                "kept": len(result.keep),
+                "removed": len(result.remove),
+                "swept": sum(1 for i in result.incomplete if i.action == "remove"),
+                "aborted": len(result.aborted_uploads),
+                "dryRun": result.dry_run,
+            },
         )
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))

@@ -759,8 +759,12 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 
 def _rewrite(value: str, mapping: dict[str, str]) -> str:
-    """Replace each mount path appearing as a whole path prefix by its local folder."""
-    for container_path in sorted(mapping, key=len, reverse=True):
-        pattern = r"(?<![\w./-])" + re.escape(container_path) + r"(?=/|$|[^\w.-])"
-        value = re.sub(pattern, lambda _m, p=mapping[container_path]: p, value)
-    return value
+    """Replace each mount path appearing as a whole path prefix by its local folder.
+
+    One pass (longest path first at each position), so a replacement is never rewritten
+    again: with ``/tmp`` mounted, ``/data`` -> ``/tmp/pytest-.../data`` must stay as is."""
+    if not mapping:
+        return value
+    paths = "|".join(re.escape(p) for p in sorted(mapping, key=len, reverse=True))
+    pattern = r"(?<![\w./-])(" + paths + r")(?=/|$|[^\w.-])"
+    return re.sub(pattern, lambda m: mapping[m.group(1)], value)

@@ -795,6 +795,60 @@ def version() -> None:
 # --- operator --------------------------------------------------------------------
 
 
+@app.command("operator")
+def operator_command(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch this namespace (repeat for several)."),
+    ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace.")
+    ] = False,
+    liveness: Annotated[
+        str | None,
+        typer.Option("--liveness", help="Serve a health check, e.g. http://0.0.0.0:8080/healthz."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port.")
+    ] = None,
+    metrics_address: Annotated[
+        str, typer.Option("--metrics-address", help="Address for --metrics-port.", hidden=True)
+    ] = "0.0.0.0",
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="Image of the Jobs (default: $BACKUPCTL_IMAGE)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Debug logging.")] = False,
+    clock_offset_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--clock-offset-file",
+            envvar="BACKUPCTL_FAKE_CLOCK",
+            hidden=True,
+            help="TESTS ONLY: add the seconds in this file to the clock (re-read when it changes).",
+        ),
+    ] = None,
+) -> None:
+    """Run the Kubernetes controller for RedisBackup (and RedisRestore) resources."""
+    if bool(namespace) == all_namespaces:
+        fail("pass --namespace NS (repeatable) or --all-namespaces")
+    from backupctl import operator
+
+    config = operator.Config(
+        image=image or os.environ.get(operator.IMAGE_ENV) or operator.DEFAULT_IMAGE,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
+        clock_file=clock_offset_file,
+    )
+    operator.run(
+        namespaces=namespace or [],
+        all_namespaces=all_namespaces,
+        liveness=liveness,
+        config=config,
+        verbose=verbose,
+    )
+
+
 def _register_optional() -> None:
     """Commands that live in their own modules."""
     try:

@@ -1,0 +1,747 @@
+"""The RedisBackup controller end to end: the real ``backupctl operator`` process.
+
+Everything is real and on 127.0.0.1: the Kubernetes API emulator (CRD schemas and CEL rules),
+the kubelet stand-in running each Job's ``backupctl run``/``prune`` as a local process,
+``redis-server``, moto's S3, Azurite and the GCS emulator. Redis targets are a StatefulSet
+plus its pod created in the emulator, with ``status.podIP: 127.0.0.1`` and the real server's
+port; ``method: bgsave`` gets the pod's PVC mapped to the server's data directory.
+
+Time is driven by the operator's test-only fake clock (an offset file): tests move it to just
+before a cron slot, then past it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes_validate
+import pytest
+from emulators import AzuriteEmulator, GCSEmulator, S3Emulator, free_port
+from k8s.client import ApiStatusError
+from k8s.fixtures import K8sApi
+from k8s.kubelet import Kubelet
+from redisfixtures import RedisFactory, RedisServer, populate
+
+REPO = Path(__file__).resolve().parent.parent
+NS = "ns"
+BACKUPCTL = str(Path(sys.executable).parent / "backupctl")
+K8S_VERSION = kubernetes_validate.utils.latest_version()
+T = TypeVar("T")
+
+
+# --- the operator process ------------------------------------------------------------
+
+
+class Operator:
+    """``backupctl operator -n ns`` as a subprocess with a fake clock."""
+
+    def __init__(self, api: K8sApi, workdir: Path) -> None:
+        self.api = api
+        self.clock = workdir / "clock-offset"
+        self.clock.write_text("0")
+        self.log_path = workdir / "operator.log"
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def set_time(self, t: datetime) -> None:
+        """Make the operator's clock read ``t`` now (and run on from there)."""
+        tmp = self.clock.with_suffix(".tmp")
+        tmp.write_text(f"{(t - datetime.now(UTC)).total_seconds():.3f}")
+        tmp.replace(self.clock)
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start {self.starts} =====\n".encode())
+            argv = [BACKUPCTL, "operator", "-n", NS, "--verbose", "--image", "backupctl:test"]
+            argv += ["--clock-offset-file", str(self.clock)]
+            argv += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
+            self.proc = subprocess.Popen(
+                argv,
+                env={**self.api.env, "PYTHONUNBUFFERED": "1"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self, tail: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+
+@pytest.fixture
+def api(k8s_api: K8sApi) -> K8sApi:
+    k8s_api.apply(REPO / "crds" / "redisbackup.yaml")
+    k8s_api.apply(REPO / "crds" / "redisrestore.yaml")
+    k8s_api.create_namespace(NS)
+    return k8s_api
+
+
+@pytest.fixture
+def operator(api: K8sApi, tmp_path: Path) -> Iterator[Operator]:
+    op = Operator(api, tmp_path)
+    try:
+        yield op
+    finally:
+        op.stop()
+        if os.environ.get("BACKUPCTL_SHOW_OPERATOR_LOG"):
+            print(op.log(100_000))
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def wait(
+    op: Operator,
+    condition: Callable[[], T],
+    timeout: float,
+    what: str,
+    context: Callable[[], Any] | None = None,
+) -> T:
+    """Poll ``condition`` (bounded); on timeout, show the operator's log and ``context()``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            extra = f"\n--- context ---\n{context()}" if context else ""
+            raise AssertionError(
+                f"timed out after {timeout}s: {what}{extra}\n--- operator log ---\n{op.log()}"
+            )
+        time.sleep(0.1)
+
+
+def redis_statefulset(api: K8sApi, name: str, server: RedisServer, *, node: str = "node-a") -> str:
+    """A StatefulSet ``name`` with one ready pod ``<name>-0`` that is ``server``; returns
+    the pod's data PVC name (map it with ``kubelet.volumes[claim] = server.dir``)."""
+    container = {
+        "name": "redis",
+        "image": "redis:7",
+        "ports": [{"name": "redis", "containerPort": server.port}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    labels = {"app": name}
+    sts = api.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": name},
+            "spec": {
+                "serviceName": name,
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data"},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "1Gi"}},
+                        },
+                    }
+                ],
+            },
+        },
+        NS,
+    )
+    claim = f"data-{name}-0"
+    owner = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": name,
+        "uid": sts["metadata"]["uid"],
+        "controller": True,
+    }
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{name}-0", "labels": labels, "ownerReferences": [owner]},
+            "spec": {
+                "nodeName": node,
+                "containers": [container],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+            },
+        },
+        NS,
+    )
+    api.patch(
+        "pods",
+        NS,
+        f"{name}-0",
+        {
+            "status": {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "hostIP": "127.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }
+        },
+        subresource="status",
+    )
+    return claim
+
+
+def secret(api: K8sApi, name: str, **data: str) -> None:
+    api.create(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}, NS
+    )
+
+
+def s3_storage(
+    s3: S3Emulator, bucket: str, creds: str = "s3-creds", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "s3": {
+            "bucket": bucket,
+            "region": "us-east-1",
+            "endpoint": s3.endpoint,
+            "accessKeyIdSecret": {"name": creds, "key": "access-key-id"},
+            "secretAccessKeySecret": {"name": creds, "key": "secret-access-key"},
+            **extra,
+        }
+    }
+
+
+def redis_backup(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "backupctl.dev/v1alpha1",
+        "kind": "RedisBackup",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def status(api: K8sApi, name: str) -> dict[str, Any]:
+    obj = api.get("redisbackups", NS, name) or {}
+    return dict(obj.get("status") or {})
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c["type"] == type_), {})
+
+
+def backup_jobs(api: K8sApi, name: str, component: str = "backup") -> list[dict[str, Any]]:
+    return api.list(
+        "jobs", NS, labels=f"backupctl.dev/backup={name},app.kubernetes.io/component={component}"
+    )
+
+
+def job_done(api: K8sApi, job: str) -> dict[str, Any] | None:
+    obj = api.get("jobs", NS, job)
+    conds = {c["type"] for c in ((obj or {}).get("status") or {}).get("conditions") or []}
+    return obj if conds & {"Complete", "Failed"} else None
+
+
+def events(api: K8sApi, name: str) -> list[tuple[str, str, str]]:
+    return [
+        (e["type"], e["reason"], e.get("message", ""))
+        for e in api.list("events", NS)
+        if e.get("involvedObject", {}).get("name") == name
+    ]
+
+
+def store_ids(url: str, env: dict[str, str], target: str) -> list[str]:
+    """``backupctl list --json`` on a store, as a user would check it."""
+    out = subprocess.run(
+        [BACKUPCTL, "list", url, "--target", target, "--json"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [b["id"] for b in json.loads(out.stdout)]
+
+
+def assert_valid_jobs(api: K8sApi) -> None:
+    """Every Job the controller made validates against the Kubernetes schemas."""
+    jobs = api.list("jobs", NS)
+    assert jobs
+    for job in jobs:
+        meta = job["metadata"]
+        created = {
+            "apiVersion": job["apiVersion"],
+            "kind": job["kind"],
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "labels", "annotations", "ownerReferences")
+                if k in meta
+            },
+            "spec": job["spec"],
+        }
+        kubernetes_validate.validate(created, K8S_VERSION, strict=True)
+        assert meta["ownerReferences"][0]["kind"] == "RedisBackup"
+
+
+def operator_requests(api: K8sApi) -> int:
+    """API requests made so far by the operator (kopf and backupctl's client)."""
+
+    def count() -> int:
+        return sum(
+            1
+            for r in api.emulator.requests
+            if str(r.headers.get("User-Agent", "")).startswith(("kopf/", "backupctl/"))
+        )
+
+    return int(api.call(count))
+
+
+# --- 1. scheduled backups to S3: replication with retention, and bgsave ------------------
+
+
+def test_scheduled_backups_run_at_each_cron_slot_upload_to_s3_and_apply_retention(
+    api: K8sApi,
+    kubelet: Kubelet,
+    operator: Operator,
+    redis_factory: RedisFactory,
+    s3_server: S3Emulator,
+) -> None:
+    bucket = s3_server.new_bucket()
+    stream, disk = redis_factory(), redis_factory()
+    keys_stream = populate(stream.client(), 2000)
+    keys_disk = populate(disk.client(), 500)
+    redis_statefulset(api, "redis-a", stream)
+    kubelet.volumes[redis_statefulset(api, "redis-b", disk)] = disk.dir
+    secret(api, "s3-creds", **{"access-key-id": "testing", "secret-access-key": "testing"})
+
+    first = datetime(2030, 1, 1, 2, tzinfo=UTC)
+    operator.set_time(first - timedelta(seconds=30))
+    operator.start()
+    api.create(
+        redis_backup(
+            "nightly",
+            target={"kind": "StatefulSet", "name": "redis-a"},
+            schedule="0 2 * * *",
+            method="replication",
+            storage=s3_storage(s3_server, bucket),
+            retention={"keepLast": 1},
+        ),
+        NS,
+    )
+    api.create(
+        redis_backup(
+            "disk",
+            redisClusterName="redis-b",  # looked up: no RedisCluster/... CRDs, then StatefulSet
+            schedule="0 2 * * *",
+            storage=s3_storage(s3_server, bucket, prefix="disk"),
+        ),
+        NS,
+    )
+    for name in ("nightly", "disk"):
+        st = wait(
+            operator,
+            lambda n=name: (s := status(api, n)).get("nextScheduleTime") and s,
+            30,
+            f"{name} scheduled",
+        )
+        assert st["nextScheduleTime"] == "2030-01-01T02:00:00Z"
+        assert st["phase"] == "Scheduled" and condition(st, "Ready")["status"] == "True"
+    assert status(api, "disk")["target"] == "StatefulSet/redis-b, pod redis-b-0"
+    assert api.list("jobs", NS) == []
+
+    second = first + timedelta(days=1)
+    for slot in (first, second):
+        operator.set_time(slot + timedelta(seconds=1))
+        stamp = slot.strftime("%Y%m%d%H%M%S")
+        for name in ("nightly", "disk"):
+            job = f"{name}-{stamp}"
+            wait(operator, lambda j=job: job_done(api, j), 60, f"{job} finished")
+            wait(
+                operator,
+                lambda n=name, j=job: (
+                    status(api, n).get("lastSuccessfulBackup", {}).get("jobName") == j
+                ),
+                20,
+                f"{name}'s status shows {job}",
+                lambda n=name, j=job: (status(api, n), kubelet.logs(j)),
+            )
+        prune = f"nightly-{stamp}-prune"
+        wait(
+            operator,
+            lambda p=prune: status(api, "nightly").get("lastRetention", {}).get("jobName") == p,
+            60,
+            f"{prune} recorded",
+        )
+
+    # One Job per slot, each of which uploaded; retention (keepLast 1) removed the older one.
+    for name in ("nightly", "disk"):
+        assert sorted(j["metadata"]["name"] for j in backup_jobs(api, name)) == [
+            f"{name}-20300101020000",
+            f"{name}-20300102020000",
+        ]
+    nightly, disk_st = status(api, "nightly"), status(api, "disk")
+    ids = store_ids(f"s3://{bucket}", s3_server.env, "ns/redis-a")
+    assert ids == [nightly["lastSuccessfulBackup"]["id"]]
+    assert len(store_ids(f"s3://{bucket}/disk", s3_server.env, "ns/redis-b")) == 2
+    last = nightly["lastSuccessfulBackup"]
+    assert last["keys"] == keys_stream and last["size"] > 0 and len(last["sha256"]) == 64
+    assert disk_st["lastSuccessfulBackup"]["keys"] == keys_disk
+    assert nightly["lastRetention"]["removed"] == 1 and nightly["lastRetention"]["kept"] == 1
+    assert nightly["lastScheduleTime"] == "2030-01-02T02:00:00Z"
+    assert nightly["nextScheduleTime"] == "2030-01-03T02:00:00Z"
+    assert [(h["slot"], h["phase"]) for h in nightly["history"]] == [
+        ("2030-01-02T02:00:00Z", "Succeeded"),
+        ("2030-01-01T02:00:00Z", "Succeeded"),
+    ]
+    assert nightly["phase"] == "Scheduled"
+    assert condition(nightly, "Failed")["status"] == "False"
+
+    # The Events tell the story.
+    reasons = [r for _, r, _ in events(api, "nightly")]
+    for reason, count in (("JobCreated", 2), ("BackupSucceeded", 2), ("RetentionApplied", 2)):
+        assert reasons.count(reason) == count, reasons
+    assert any("removed 1" in m for _, r, m in events(api, "nightly") if r == "RetentionApplied")
+
+    metrics = operator.metrics()
+    size = re.search(
+        r'backupctl_backup_last_size_bytes\{name="nightly",namespace="ns"\} (\S+)', metrics
+    )
+    assert size and float(size.group(1)) == last["size"]
+    assert 'backupctl_backup_failures_total{name="nightly",namespace="ns"} 0.0' in metrics
+    assert_valid_jobs(api)
+    bgsave = api.get("jobs", NS, "disk-20300101020000")
+    assert bgsave is not None
+    volumes = bgsave["spec"]["template"]["spec"]["volumes"]
+    assert {
+        "name": "data",
+        "persistentVolumeClaim": {"claimName": "data-redis-b-0", "readOnly": True},
+    } in volumes
+    assert operator.alive
+    s3_server.remove_bucket(bucket)
+
+
+# --- 2. one-off backups to Azurite and the GCS emulator --------------------------------
+
+
+def test_one_off_backups_run_once_to_azurite_and_to_the_gcs_emulator(
+    api: K8sApi,
+    kubelet: Kubelet,
+    operator: Operator,
+    redis_factory: RedisFactory,
+    azurite_server: AzuriteEmulator,
+    gcs_server: GCSEmulator,
+) -> None:
+    server = redis_factory()
+    keys = populate(server.client(), 1000)
+    redis_statefulset(api, "cache", server)
+    container, bucket = azurite_server.new_bucket(), gcs_server.new_bucket()
+    secret(api, "azure", connection=azurite_server.connection_string)
+    operator.start()
+    api.create(
+        redis_backup(
+            "to-azure",
+            target={"name": "cache"},
+            method="replication",
+            storage={
+                "azureBlob": {
+                    "container": container,
+                    "connectionStringSecret": {"name": "azure", "key": "connection"},
+                }
+            },
+        ),
+        NS,
+    )
+    api.create(
+        redis_backup(
+            "to-gcs",
+            target={"name": "cache"},
+            method="replication",
+            storage={"gcs": {"bucket": bucket, "endpoint": gcs_server.endpoint}},
+        ),
+        NS,
+    )
+    done = {}
+    for name in ("to-azure", "to-gcs"):
+        done[name] = wait(
+            operator,
+            lambda n=name: (s := status(api, n)).get("phase") in ("Succeeded", "Failed") and s,
+            60,
+            f"{name} finished",
+            lambda n=name: [kubelet.logs(j["metadata"]["name"]) for j in backup_jobs(api, n)],
+        )
+        st = done[name]
+        assert st["phase"] == "Succeeded", st
+        assert st["lastSuccessfulBackup"]["keys"] == keys
+        assert condition(st, "Progressing")["status"] == "False"
+        assert "nextScheduleTime" not in st
+        assert len(backup_jobs(api, name)) == 1
+    azure_ids = store_ids(f"az://{container}", azurite_server.env, "ns/cache")
+    gcs_ids = store_ids(f"gs://{bucket}", gcs_server.env, "ns/cache")
+    assert azure_ids == [done["to-azure"]["lastSuccessfulBackup"]["id"]]
+    assert gcs_ids == [done["to-gcs"]["lastSuccessfulBackup"]["id"]]
+
+    # Once means once: a later look (time moved on, a restart) makes no second Job.
+    operator.set_time(datetime.now(UTC) + timedelta(days=2))
+    operator.stop()
+    operator.start()
+    time.sleep(3)
+    assert len(backup_jobs(api, "to-azure")) == 1 and len(backup_jobs(api, "to-gcs")) == 1
+    assert_valid_jobs(api)
+    azurite_server.remove_bucket(container)
+    gcs_server.remove_bucket(bucket)
+
+
+# --- 3. the controller is killed while a Job runs -------------------------------------
+
+
+def test_killing_the_operator_during_a_run_makes_no_duplicate_job_and_loses_no_status(
+    api: K8sApi,
+    kubelet: Kubelet,
+    operator: Operator,
+    redis_factory: RedisFactory,
+    s3_server: S3Emulator,
+) -> None:
+    bucket = s3_server.new_bucket()
+    server = redis_factory()
+    keys = populate(server.client(), 1000)
+    server.client().config_set("rdb-key-save-delay", 4000)  # ~4 s per snapshot: a slow run
+    redis_statefulset(api, "redis", server)
+    secret(api, "s3-creds", **{"access-key-id": "testing", "secret-access-key": "testing"})
+    slot = datetime(2030, 3, 1, 6, tzinfo=UTC)
+    operator.set_time(slot - timedelta(seconds=20))
+    operator.start()
+    api.create(
+        redis_backup(
+            "slow",
+            target={"kind": "StatefulSet", "name": "redis"},
+            schedule="0 */6 * * *",
+            method="replication",
+            storage=s3_storage(s3_server, bucket),
+        ),
+        NS,
+    )
+    wait(operator, lambda: status(api, "slow").get("nextScheduleTime"), 30, "scheduled")
+    operator.set_time(slot + timedelta(seconds=1))
+    job = "slow-20300301060000"
+    wait(
+        operator,
+        lambda: kubelet.runs(job),
+        20,
+        "the Job's pod runs",
+        lambda: (status(api, "slow"), api.list("jobs", NS)),
+    )
+    assert status(api, "slow")["lastScheduleTime"] == "2030-03-01T06:00:00Z"
+    operator.kill()  # SIGKILL while the Job runs
+    time.sleep(1)
+    assert not job_done(api, job)
+    operator.start()
+    st = wait(
+        operator,
+        lambda: (s := status(api, "slow")).get("lastSuccessfulBackup") and s,
+        60,
+        "the result recorded by the restarted operator",
+        lambda: kubelet.logs(job),
+    )
+    assert [j["metadata"]["name"] for j in backup_jobs(api, "slow")] == [job]
+    assert len(kubelet.runs(job)) == 1
+    assert st["lastSuccessfulBackup"]["jobName"] == job
+    assert st["lastSuccessfulBackup"]["keys"] == keys
+    assert [(h["jobName"], h["phase"]) for h in st["history"]] == [(job, "Succeeded")]
+    assert st["phase"] == "Scheduled"
+    assert store_ids(f"s3://{bucket}", s3_server.env, "ns/redis") == [
+        st["lastSuccessfulBackup"]["id"]
+    ]
+    reasons = [r for _, r, _ in events(api, "slow")]
+    assert reasons.count("JobCreated") == 1 and reasons.count("BackupSucceeded") == 1
+    s3_server.remove_bucket(bucket)
+
+
+# --- 4. a three-day outage ------------------------------------------------------------
+
+
+def test_after_a_three_day_outage_exactly_one_catch_up_job_runs(
+    api: K8sApi,
+    kubelet: Kubelet,
+    operator: Operator,
+    redis_factory: RedisFactory,
+    s3_server: S3Emulator,
+) -> None:
+    bucket = s3_server.new_bucket()
+    server = redis_factory()
+    populate(server.client(), 100)
+    redis_statefulset(api, "redis", server)
+    secret(api, "s3-creds", **{"access-key-id": "testing", "secret-access-key": "testing"})
+    first = datetime(2030, 5, 1, 1, tzinfo=UTC)
+    operator.set_time(first - timedelta(seconds=20))
+    operator.start()
+    api.create(
+        redis_backup(
+            "hourly",
+            target={"name": "redis"},
+            schedule="0 * * * *",
+            method="replication",
+            storage=s3_storage(s3_server, bucket),
+        ),
+        NS,
+    )
+    wait(operator, lambda: status(api, "hourly").get("nextScheduleTime"), 30, "scheduled")
+    operator.set_time(first + timedelta(seconds=1))
+    wait(operator, lambda: job_done(api, "hourly-20300501010000"), 60, "the first run")
+    wait(operator, lambda: status(api, "hourly").get("lastSuccessfulBackup"), 20, "recorded")
+
+    operator.stop()
+    operator.set_time(first + timedelta(days=3, minutes=30))  # 72 hourly slots missed
+    operator.start()
+    catch_up = "hourly-20300504010000"
+    wait(operator, lambda: job_done(api, catch_up), 60, "the catch-up run")
+    time.sleep(3)  # a burst would show by now
+    names = sorted(j["metadata"]["name"] for j in backup_jobs(api, "hourly"))
+    assert names == ["hourly-20300501010000", catch_up]
+    st = wait(
+        operator,
+        lambda: (
+            (s := status(api, "hourly")).get("lastSuccessfulBackup", {}).get("jobName") == catch_up
+            and s
+        ),
+        20,
+        "catch-up recorded",
+    )
+    assert st["lastScheduleTime"] == "2030-05-04T01:00:00Z"
+    assert st["nextScheduleTime"] == "2030-05-04T02:00:00Z"
+    created = [m for _, r, m in events(api, "hourly") if r == "JobCreated"]
+    assert len(created) == 2
+    assert "72 runs were missed; only the latest is made up for" in created[-1]
+    assert len(store_ids(f"s3://{bucket}", s3_server.env, "ns/redis")) == 2
+    s3_server.remove_bucket(bucket)
+
+
+# --- 5. invalid resources -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"storage": {"s3": {"bucket": "b"}, "gcs": {"bucket": "bbb"}}},
+            "set exactly one of s3, azureBlob, gcs",
+        ),
+        ({}, "spec.storage: Required value"),
+        ({"storage": {"s3": {"bucket": "b"}}, "retention": {"keepLast": -1}}, "keepLast"),
+        (
+            {"storage": {"s3": {"bucket": "b"}}, "schedule": "every day"},
+            "must be a 5-field cron expression",
+        ),
+    ],
+    ids=["two-storages", "no-storage", "negative-keep", "cron-words"],
+)
+def test_the_schema_refuses_invalid_resources_with_a_readable_message(
+    api: K8sApi, spec: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ApiStatusError) as refused:
+        api.create(redis_backup("bad", redisClusterName="redis", **spec), NS)
+    assert refused.value.status == 422
+    assert message in refused.value.message, refused.value.message
+
+
+def test_invalid_specs_end_in_ready_false_with_the_reason_and_no_hot_loop(
+    api: K8sApi,
+    kubelet: Kubelet,
+    operator: Operator,
+    redis_factory: RedisFactory,
+    s3_server: S3Emulator,
+) -> None:
+    server = redis_factory()
+    redis_statefulset(api, "redis", server)
+    bucket = s3_server.new_bucket()
+    operator.start()
+    storage = s3_storage(s3_server, bucket, creds="missing")
+    cases = {
+        "bad-cron": ({"schedule": "61 * * * *"}, "InvalidSpec", "'61 * * * *'"),
+        "bad-zone": (
+            {"schedule": "0 2 * * *", "timeZone": "Mars/Olympus_Mons"},
+            "InvalidSpec",
+            "unknown time zone 'Mars/Olympus_Mons'",
+        ),
+        "ghost": (
+            {"redisClusterName": "ghost"},
+            "TargetNotFound",
+            "no RedisCluster or RedisReplication or Redis or RedisFailover or StatefulSet "
+            "named ghost in namespace ns",
+        ),
+        "no-secret": ({"method": "replication"}, "CreateContainerConfigError", 'secret "missing"'),
+    }
+    for name, (extra, _, _) in cases.items():
+        spec = {"target": {"name": "redis"}, "storage": storage, **extra}
+        if "redisClusterName" in extra:
+            del spec["target"]
+        api.create(redis_backup(name, **spec), NS)
+    for name, (_, reason, text) in cases.items():
+        st = wait(
+            operator,
+            lambda n=name, r=reason: (
+                condition(s := status(api, n), "Ready").get("reason") == r and s
+            ),
+            30,
+            f"{name}: Ready=False {reason}",
+            lambda n=name: status(api, n),
+        )
+        ready = condition(st, "Ready")
+        assert ready["status"] == "False" and text in ready["message"], ready
+        assert any(r == reason and text in m for t, r, m in events(api, name) if t == "Warning")
+    assert status(api, "bad-cron")["phase"] == "Failed"
+    assert status(api, "ghost")["phase"] == "Pending"
+    assert status(api, "no-secret")["phase"] == "Running"
+
+    # Alive, and quiet: a few requests per second at most, whatever is wrong.
+    before = operator_requests(api)
+    time.sleep(4)
+    made = operator_requests(api) - before
+    assert operator.alive
+    assert made < 30, f"{made} API requests in 4 s"
+    assert api.list("jobs", NS, labels="backupctl.dev/backup=ghost") == []
+
+    # Fixing the problem is picked up: the Secret appears, the Job runs, Ready again.
+    secret(api, "missing", **{"access-key-id": "testing", "secret-access-key": "testing"})
+    st = wait(
+        operator,
+        lambda: (s := status(api, "no-secret")).get("phase") == "Succeeded" and s,
+        60,
+        "no-secret succeeded once its Secret exists",
+    )
+    assert condition(st, "Ready")["status"] == "True"
+    # ... and so is a fixed spec.
+    api.patch("redisbackups", NS, "bad-cron", {"spec": {"schedule": "1 * * * *"}})
+    wait(
+        operator,
+        lambda: condition(status(api, "bad-cron"), "Ready").get("status") == "True",
+        20,
+        "bad-cron fixed",
+    )
+    s3_server.remove_bucket(bucket)

@@ -211,15 +211,16 @@ def _measure(n: int, sample: int) -> int:
     )
     assert len(result.keep) + len(result.remove) == n
     rss_prune = _peak_rss_mib()
+    n_keep, n_remove, ids = len(result.keep), len(result.remove), result.remove[:sample]
+    del result  # the listing below is measured on its own
 
     entries = _timed("list", lambda: catalog.scan(backend, load_manifests=False), figures)
     objects = sum(len(e.objects) for e in entries)
     complete = [e for e in entries if any(o.key.endswith("/manifest.json") for o in e.objects)]
     assert len(entries) == n and objects == 2 * n and len(complete) == n, (len(entries), objects)
     kept = _timed("decide", lambda: _decide(complete), figures)
-    assert kept == len(result.keep)
+    assert kept == n_keep
 
-    ids = result.remove[:sample]
     t0 = time.perf_counter()
     for r in ids:
         catalog.Manifest.loads(read_bytes(backend, catalog.manifest_key(r.target, r.id)))
@@ -233,7 +234,7 @@ def _measure(n: int, sample: int) -> int:
     print(f"decide (apply_policy)   {figures['decide']:>10.2f} s   "
           f"({100 * figures['decide'] / figures['list']:.1f}% of list)")
     print(f"prune --dry-run total   {figures['prune --dry-run']:>10.2f} s   "
-          f"(kept {len(result.keep)}, would remove {len(result.remove):,})")
+          f"(kept {n_keep}, would remove {n_remove:,})")
     print(f"manifest GET            {1000 * per_get:>10.2f} ms each; reading all {n:,} "
           f"(read_manifests=True) would add ~{per_get * n:,.0f} s")
     print(f"peak RSS                {_peak_rss_mib():>10.1f} MiB  "

@@ -2,10 +2,10 @@
 policy, the same keep set and the same reasons.
 
 400 backups spread irregularly over two years (several a day, gaps of
-weeks) from a seeded RNG are stored twice: as fake backups in a file store
-(pruned with ``--dry-run`` through :func:`backupctl.prune.prune`, the code
-the CLI's ``--json`` prints) and as restic snapshots (see
-``tests/resticrepo.py`` for how they are made quickly). A second copy of
+weeks) from a seeded RNG are stored twice: as fake backups in a file store,
+pruned by the command (``python -m backupctl.prune STORE --dry-run --json``),
+and as restic snapshots (see ``tests/resticrepo.py`` for how they are made
+quickly). A second copy of
 the snapshots carries Europe/Paris offsets, which restic uses for its
 calendar, so the time-zone path is checked against restic too.
 
@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +35,6 @@ import pytest
 from backupfakes import add_backup
 from resticrepo import make_repo, restic, write_snapshot
 
-from backupctl.prune import prune
 from backupctl.retention import Policy, apply_policy, parse_duration
 from backupctl.storage.local import LocalBackend
 
@@ -143,9 +145,14 @@ def test_prune_dry_run_keeps_exactly_what_restic_forget_keeps(
         add_backup(store, "utc/redis", t)
         add_backup(store, "paris/redis", t)
     for host, tz in (("utc", "UTC"), ("paris", "Europe/Paris")):
-        policy = Policy(daily=7, weekly=4, monthly=6, yearly=2, tz=tz)
-        now = oracle.times[-1] + timedelta(days=3)
-        result = prune(store, policy, now=now, target=f"{host}/redis", dry_run=True).to_json()
+        proc = subprocess.run(
+            [sys.executable, "-m", "backupctl.prune", store.url, "--target", f"{host}/redis",
+             "--timezone", tz, "--dry-run", "--json", *args],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
         ours = {_utc(r["created"]): _kinds(r["reasons"]) for r in result["keep"]}
         assert len(result["keep"]) + len(result["remove"]) == N
         assert set(ours) == set(expected[host]), host

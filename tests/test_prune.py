@@ -450,6 +450,22 @@ def test_cli_dry_run_json_and_plain_table(store: Backend) -> None:
     assert res.exit_code == 0 and len(json.loads(res.stdout)["keep"]) == 5
 
 
+def test_cli_termination_log_has_the_outcome_or_the_error(store: Backend, tmp_path: Path) -> None:
+    _daily(store, "r", 4)
+    log = tmp_path / "termination-log"
+    res = CliRunner().invoke(
+        _app(), ["prune", store.url, "--keep-last", "1", "--termination-log", str(log)]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(log.read_text()) == {
+        "ok": True, "dryRun": False, "kept": 1, "removed": 3, "swept": 0, "aborted": 0,
+    }
+    res = CliRunner().invoke(_app(), ["prune", store.url, "--termination-log", str(log)])
+    assert res.exit_code == 1
+    out = json.loads(log.read_text())
+    assert out["ok"] is False and "empty policy" in out["error"]
+
+
 # --- every backend (emulators), through the CLI in a subprocess -------------------------
 
 

@@ -16,6 +16,10 @@ The CLI contract these Jobs rely on::
         --keep-within D] --json --termination-log /dev/termination-log
     backupctl restore STORE ID|latest --target NS/NAME [--node POD]
         --to-dir /data --appendonly auto --json --termination-log /dev/termination-log
+    backupctl restore STORE ID|latest --target NS/NAME --dry-run ...
+    backupctl restore STORE ID --to-dir /data --stage-only | --swap | --discard-staged ...
+    backupctl check-redis --redis URL [--redis URL...] [--expect-keys N --wait S] ...
+    backupctl quiesce-redis --redis URL --state-file FILE [--resume] ...
 
 with ``REDIS_PASSWORD`` and the store's variables (see
 :func:`backupctl.spec.storage_env`) in the environment; TLS is
@@ -314,6 +318,97 @@ def restore_stage_job(
     )
 
 
+def restore_job(
+    spec: RestoreSpec,
+    *,
+    name: str,
+    namespace: str,
+    restore_name: str,
+    owner: Mapping[str, Any] | None,
+    image: str,
+    args: list[str],
+    storage: bool = False,
+    redis: TargetPod | None = None,
+    data: TargetPod | None = None,
+    run_as_user: int | None = None,
+    run_as_group: int | None = None,
+) -> dict[str, Any]:
+    """Any other Job of a RedisRestore (resolving the backup, checking,
+    quiescing and verifying Redis, swapping or discarding a staged copy):
+    ``backupctl <args>`` with the store's env and volumes when ``storage``,
+    the Redis password (``REDIS_PASSWORD`` by ``secretKeyRef``) and TLS CA
+    of ``redis`` when given (build its URLs with :func:`redis_url`), and
+    ``data``'s PVC at ``/data``, pinned to its node, when given (run it as
+    the Redis pod's user, so Redis can write the files it leaves)."""
+    env: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    affinity = None
+    if storage:
+        if spec.storage is None:
+            raise ValueError("the restore's storage is not resolved (fromBackup)")
+        env += storage_env(spec.storage)
+        volumes += storage_volumes(spec.storage)
+        mounts += storage_mounts(spec.storage)
+    if redis is not None:
+        pod = _with_target(redis, spec)
+        if pod.password_secret is not None:
+            ref = pod.password_secret
+            env.append(
+                {
+                    "name": "REDIS_PASSWORD",
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                }
+            )
+        if pod.tls is not None and pod.tls.enabled and pod.tls.ca_secret is not None:
+            volumes.append(secret_volume(TLS_CA_VOLUME, pod.tls.ca_secret))
+            mounts.append({"name": TLS_CA_VOLUME, "mountPath": TLS_CA_DIR, "readOnly": True})
+    if data is not None:
+        if not data.node_name or not data.data_pvc:
+            raise ValueError(f"pod {data.name} has no data PVC or node")
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": data.data_pvc}})
+        mounts.append(_data_mount(data.data_sub_path, read_only=False))
+        affinity = _pin_to_node(data.node_name)
+    labels = _base_labels("restore")
+    labels[LABEL_RESTORE] = label_value(restore_name)
+    return _job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        labels=labels,
+        annotations={},
+        options=spec.job,
+        image=spec.job.image or image,
+        args=args,
+        env=env,
+        volumes=volumes,
+        mounts=mounts,
+        affinity=affinity,
+        node_selector={} if data is not None else spec.job.node_selector,
+        ttl_seconds_after_finished=None,
+        run_as_user=run_as_user,
+        run_as_group=run_as_group,
+    )
+
+
+def redis_url(pod: TargetPod, spec: RestoreSpec | BackupSpec | None = None) -> str:
+    """``redis://HOST:PORT`` (``rediss://...`` with TLS) of ``pod`` inside a Job;
+    the spec's explicit ``target`` port/TLS win over what the pod says."""
+    return _redis_url(_with_target(pod, spec) if spec is not None else pod)
+
+
+def _with_target(pod: TargetPod, spec: RestoreSpec | BackupSpec | None) -> TargetPod:
+    if spec is None:
+        return pod
+    target = spec.target
+    return replace(
+        pod,
+        port=target.port or pod.port,
+        password_secret=target.password_secret or pod.password_secret,
+        tls=target.tls or pod.tls,
+    )
+
+
 # --- shared pieces -----------------------------------------------------------
 
 
@@ -452,5 +547,7 @@ __all__ = [
     "label_value",
     "owner_reference",
     "prune_job",
+    "redis_url",
+    "restore_job",
     "restore_stage_job",
 ]

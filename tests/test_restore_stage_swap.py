@@ -70,9 +70,11 @@ def live_server(redis_factory: RedisFactory, data: Path) -> RedisServer:
     populate(server.client(), 500, prefix="old:")
     server.client().execute_command("BGREWRITEAOF")
     wait_for(
-        lambda: server.info("persistence")["aof_rewrite_in_progress"] == 0
-        and server.info("persistence")["aof_rewrite_scheduled"] == 0
-        and (data / "appendonlydir" / "appendonly.aof.2.base.rdb").exists(),
+        lambda: (
+            server.info("persistence")["aof_rewrite_in_progress"] == 0
+            and server.info("persistence")["aof_rewrite_scheduled"] == 0
+            and (data / "appendonlydir" / "appendonly.aof.2.base.rdb").exists()
+        ),
         what="the AOF rewrite",
     )
     return server

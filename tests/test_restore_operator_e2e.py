@@ -1,0 +1,515 @@
+"""RedisRestore end to end: the real ``backupctl operator`` process restores a primary with two
+replicas whose pods are real ``redis-server`` processes.
+
+On 127.0.0.1: the Kubernetes API emulator (CRD schemas, GC), the Job kubelet stand-in running
+each Job's ``backupctl`` command, the StatefulSet stand-in (:mod:`k8s.statefulset`: pods
+``redis-<i>`` as ``redis-server`` processes on their PVC folders, ``-1``/``-2`` replicas of
+``-0``, graceful deletion, restarts) and moto's S3. Backups are taken with the CLI
+(``backupctl run``) on the primary; equality is ``DEBUG DIGEST`` on all three servers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+from emulators import S3Emulator
+from k8s.fixtures import K8sApi
+from k8s.kubelet import Kubelet
+from k8s.statefulset import StatefulSets, wait_ready
+
+REPO = Path(__file__).resolve().parent.parent
+NS = "ns"
+STS = "redis"
+BACKUPCTL = str(Path(sys.executable).parent / "backupctl")
+T = TypeVar("T")
+OPSTREE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "redisreplications.redis.redis.opstreelabs.in"},
+    "spec": {
+        "group": "redis.redis.opstreelabs.in",
+        "scope": "Namespaced",
+        "names": {"kind": "RedisReplication", "plural": "redisreplications",
+                  "singular": "redisreplication", "listKind": "RedisReplicationList"},
+        "versions": [{"name": "v1beta2", "served": True, "storage": True, "schema": {
+            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+    },
+}  # fmt: skip
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
+class Operator:
+    """``backupctl operator -n ns`` as a subprocess (restartable, killable)."""
+
+    def __init__(self, api: K8sApi, workdir: Path) -> None:
+        self.api, self.log_path = api, workdir / "operator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [BACKUPCTL, "operator", "-n", NS, "--verbose", "--image", "backupctl:test"],
+                env={**self.api.env, "PYTHONUNBUFFERED": "1"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def log(self, tail: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def api(k8s_api: K8sApi) -> K8sApi:
+    k8s_api.apply(REPO / "crds" / "redisbackup.yaml")
+    k8s_api.apply(REPO / "crds" / "redisrestore.yaml")
+    k8s_api.create_namespace(NS)
+    return k8s_api
+
+
+@pytest.fixture
+def statefulsets(api: K8sApi, kubelet: Kubelet, tmp_path: Path) -> Iterator[StatefulSets]:
+    stand_in = StatefulSets(api, kubelet, tmp_path / "sts", namespace=NS).start()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+    assert not stand_in.errors, stand_in.errors
+
+
+@pytest.fixture
+def operator(api: K8sApi, tmp_path: Path) -> Iterator[Operator]:
+    op = Operator(api, tmp_path)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        if os.environ.get("BACKUPCTL_SHOW_OPERATOR_LOG"):
+            print(op.log(200_000))
+
+
+@pytest.fixture
+def bucket(s3_server: S3Emulator, api: K8sApi, kubelet: Kubelet) -> Iterator[str]:
+    """A fresh bucket, its credentials Secret, and an AWS env the Jobs cannot escape."""
+    name = s3_server.new_bucket()
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "aws"},
+            "stringData": {"access-key-id": "testing", "secret-access-key": "testing"},
+        },
+        NS,
+    )
+    kubelet.base_env.update(
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    yield name
+    s3_server.remove_bucket(name)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def redis_statefulset(name: str, appendonly: str, replicas: int = 3) -> dict[str, Any]:
+    """A primary (``-0``) with replicas, ``appendonly`` and save points as in the seed."""
+    args = ["--appendonly", appendonly, "--appendfsync", "everysec", "--save", "900 1 300 10",
+            "--enable-debug-command", "local", "--repl-diskless-sync-delay", "0"]  # fmt: skip
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "annotations": {"test.backupctl.dev/replicaof": "0"}},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "redis",
+                            "image": "redis:7.0",
+                            "command": ["redis-server"],
+                            "args": args,
+                            "ports": [{"name": "redis", "containerPort": 6379}],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ]
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def fill(c: redis.Redis, n: int, prefix: str = "") -> None:
+    """``n`` strings and a mix of other types, written so replicas get them (DEBUG POPULATE
+    is not replicated)."""
+    pipe = c.pipeline(transaction=False)
+    for start in range(0, n, 1000):
+        pipe.mset(
+            {f"{prefix}key:{i}": f"value-{i}" * 3 for i in range(start, min(n, start + 1000))}
+        )
+    for i in range(max(1, n // 100)):
+        pipe.hset(f"{prefix}hash:{i}", mapping={f"f{j}": j for j in range(5)})
+        pipe.rpush(f"{prefix}list:{i}", *range(5))
+        pipe.zadd(f"{prefix}zset:{i}", {f"m{j}": j for j in range(5)})
+        pipe.set(f"{prefix}ttl:{i}", "x", ex=86400)
+    pipe.execute()
+
+
+def client(sts: StatefulSets, pod: str) -> redis.Redis:
+    return redis.Redis(port=sts.port(pod, NS), decode_responses=True, socket_timeout=30)
+
+
+def digests(sts: StatefulSets, name: str = STS) -> list[str]:
+    return [str(client(sts, f"{name}-{i}").execute_command("DEBUG", "DIGEST")) for i in range(3)]
+
+
+def in_sync(sts: StatefulSets, name: str = STS) -> list[str]:
+    """Wait until the replicas hold the primary's data; returns the three digests."""
+    deadline = time.monotonic() + 30
+    while True:
+        d = digests(sts, name)
+        if len(set(d)) == 1 or time.monotonic() > deadline:
+            return d
+        time.sleep(0.1)
+
+
+def start_redis(api: K8sApi, sts: StatefulSets, name: str = STS, appendonly: str = "yes") -> None:
+    api.create(redis_statefulset(name, appendonly), NS)
+    wait_ready(api, NS, name, 3)
+    primary = client(sts, f"{name}-0")
+    fill(primary, 20_000)
+    assert len(set(in_sync(sts, name))) == 1
+
+
+def take_backup(
+    s3: S3Emulator, bucket: str, sts: StatefulSets, name: str = STS
+) -> tuple[str, str, int]:
+    """``backupctl run`` on the primary: (backup id, its digest, its key count)."""
+    primary = client(sts, f"{name}-0")
+    digest, keys = str(primary.execute_command("DEBUG", "DIGEST")), int(primary.dbsize())
+    out = subprocess.run(
+        [BACKUPCTL, "run", "--redis", sts.url(f"{name}-0", NS), "--to", f"s3://{bucket}",
+         "--target", f"{NS}/{name}", "--node-name", f"{name}-0", "--json"],
+        env={**os.environ, **s3.env}, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    manifest = json.loads(out.stdout)
+    assert manifest["keys"] == keys
+    return str(manifest["id"]), digest, keys
+
+
+def restore(
+    name: str, s3: S3Emulator, bucket: str, target: str = STS, **ref: Any
+) -> dict[str, Any]:
+    storage: dict[str, Any] = {
+        "bucket": bucket,
+        "region": "us-east-1",
+        "endpoint": s3.endpoint,
+        "accessKeyIdSecret": {"name": "aws", "key": "access-key-id"},
+        "secretAccessKeySecret": {"name": "aws", "key": "secret-access-key"},
+    }
+    spec: dict[str, Any] = {"redisClusterName": target, "storage": {"s3": storage}}
+    if "key" in ref:
+        storage["key"] = ref.pop("key")
+    spec.update(ref)
+    return {
+        "apiVersion": "backupctl.dev/v1alpha1",
+        "kind": "RedisRestore",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def status(api: K8sApi, name: str) -> dict[str, Any]:
+    return dict((api.get("redisrestores", NS, name) or {}).get("status") or {})
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c["type"] == type_), {})
+
+
+def wait(op: Operator, cond: Callable[[], T], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: {what}\n--- log ---\n{op.log()}")
+        time.sleep(0.1)
+
+
+def finished(api: K8sApi, op: Operator, name: str, timeout: float = 120) -> dict[str, Any]:
+    """Completed, or Failed with its rollback done."""
+
+    def done() -> dict[str, Any] | None:
+        st = status(api, name)
+        if st.get("phase") == "Completed":
+            return st
+        if st.get("phase") == "Failed" and condition(st, "Progressing").get("status") == "False":
+            return st
+        return None
+
+    return wait(op, done, timeout, f"restore {name} to finish (last: {status(api, name)})")
+
+
+def restore_jobs(api: K8sApi, name: str) -> list[str]:
+    return sorted(
+        j["metadata"]["name"] for j in api.list("jobs", NS, f"backupctl.dev/restore={name}")
+    )
+
+
+def events(api: K8sApi, name: str) -> list[str]:
+    return [
+        str(e.get("reason"))
+        for e in api.list("events", NS)
+        if (e.get("involvedObject") or {}).get("name") == name
+    ]
+
+
+def volume_files(folder: Path) -> dict[str, str]:
+    """What Redis loads from a volume (hidden folders excluded)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.relative_to(folder).parts[0].startswith(".")
+    }
+
+
+# --- tests ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("appendonly", ["yes", "no"])
+def test_restore_primary_and_replicas_equals_the_backup_and_never_runs_again(
+    appendonly: str,
+    api: K8sApi,
+    kubelet: Kubelet,
+    statefulsets: StatefulSets,
+    s3_server: S3Emulator,
+    bucket: str,
+    operator: Operator,
+) -> None:
+    start_redis(api, statefulsets, appendonly=appendonly)
+    backup_id, digest, keys = take_backup(s3_server, bucket, statefulsets)
+    fill(client(statefulsets, "redis-0"), 3_000, prefix="after-backup:")
+    assert len(set(in_sync(statefulsets))) == 1 and digests(statefulsets)[0] != digest
+
+    started = time.monotonic()
+    api.create(restore("r1", s3_server, bucket, key=f"{backup_id}.tar.gz"), NS)  # the seed's key
+    st = finished(api, operator, "r1")
+    elapsed = time.monotonic() - started
+    assert st["phase"] == "Completed", st
+    assert in_sync(statefulsets) == [digest] * 3
+    assert st["backupId"] == backup_id and st["expectedKeys"] == keys
+    assert st["restoredKeys"] == keys and st["route"] == "ScaleDown"
+    assert condition(st, "Ready")["status"] == "True"
+    assert [p["phase"] for p in st["pods"]] == ["Verified"] * 3
+    assert [p["role"] for p in st["pods"]] == ["primary", "replica", "replica"]
+    assert st["statefulSets"] == [{"name": STS, "replicas": 3, "scaledDown": False}]
+    for i, pod in enumerate(st["pods"]):  # the old data, kept beside the restored
+        previous = statefulsets.folder(f"data-redis-{i}") / pod["previousData"]
+        assert previous.is_dir() and (previous / "dump.rdb").exists()
+    expected = {"Started", "Staging", "Quiescing", "Restarting", "Verifying", "Completed"}
+    wait(operator, lambda: expected <= set(events(api, "r1")), 10,
+         f"an Event per phase: {events(api, 'r1')}")
+    jobs = restore_jobs(api, "r1")
+    assert all(len(kubelet.runs(j, NS)) == 1 for j in jobs), jobs
+
+    # After the restore: writes persist, a pod restart restores nothing again.
+    client(statefulsets, "redis-0").set("written-after-restore", "1")
+    time.sleep(1.1)  # appendfsync everysec
+    uid = api.get("pods", NS, "redis-0")["metadata"]["uid"]  # type: ignore[index]
+    api.delete("pods", NS, "redis-0")
+    wait(operator, lambda: (p := api.get("pods", NS, "redis-0")) and p["metadata"]["uid"] != uid,
+         20, "redis-0 recreated")  # fmt: skip
+    wait_ready(api, NS, STS, 3)
+    time.sleep(1.0)  # the controller had every chance to act
+    assert client(statefulsets, "redis-0").get("written-after-restore") == "1"
+    assert restore_jobs(api, "r1") == jobs
+    assert status(api, "r1") == st
+    print(f"restore with appendonly {appendonly}: {elapsed:.1f} s")
+
+
+def test_in_place_restore_of_an_operator_managed_target(
+    api: K8sApi,
+    kubelet: Kubelet,
+    statefulsets: StatefulSets,
+    s3_server: S3Emulator,
+    bucket: str,
+    operator: Operator,
+) -> None:
+    """An OpsTree RedisReplication: its operator would undo a scale-down, so the restore
+    quiesces each server, swaps underneath it and deletes its pod (primary first)."""
+    api.apply([OPSTREE_CRD])
+    api.create(
+        {
+            "apiVersion": "redis.redis.opstreelabs.in/v1beta2",
+            "kind": "RedisReplication",
+            "metadata": {"name": "cache"},
+            "spec": {"clusterSize": 3},
+        },
+        NS,
+    )
+    start_redis(api, statefulsets, name="cache", appendonly="yes")
+    backup_id, digest, keys = take_backup(s3_server, bucket, statefulsets, name="cache")
+    fill(client(statefulsets, "cache-0"), 2_000, prefix="later:")
+    uids = [api.get("pods", NS, f"cache-{i}")["metadata"]["uid"] for i in range(3)]  # type: ignore[index]
+
+    api.create(restore("r-in-place", s3_server, bucket, target="cache", backupId=backup_id), NS)
+    st = finished(api, operator, "r-in-place")
+    assert st["phase"] == "Completed", st
+    assert st["route"] == "InPlace" and st["target"] == "RedisReplication/cache"
+    assert in_sync(statefulsets, "cache") == [digest] * 3
+    assert st["restoredKeys"] == keys
+    sts = api.get("statefulsets", NS, "cache")
+    assert sts is not None and sts["spec"]["replicas"] == 3 and sts["metadata"]["generation"] == 1
+    new_uids = [api.get("pods", NS, f"cache-{i}")["metadata"]["uid"] for i in range(3)]  # type: ignore[index]
+    assert all(a != b for a, b in zip(uids, new_uids, strict=True))  # each pod restarted once
+    assert [statefulsets.starts[(NS, f"cache-{i}")] for i in range(3)] == [2, 2, 2]
+    with client(statefulsets, "cache-0") as c:  # back to its own persistence settings
+        assert c.config_get("appendonly") == {"appendonly": "yes"}
+        assert c.config_get("save") == {"save": "900 1 300 10"}
+    jobs = restore_jobs(api, "r-in-place")
+    assert {j.rsplit("-", 1)[0] for j in jobs if j[-1].isdigit()} >= {
+        "r-in-place-stage", "r-in-place-quiesce", "r-in-place-swap"}  # fmt: skip
+
+
+def test_failed_restores_leave_live_data_untouched_and_wait_for_each_other(
+    api: K8sApi,
+    kubelet: Kubelet,
+    statefulsets: StatefulSets,
+    s3_server: S3Emulator,
+    bucket: str,
+    operator: Operator,
+) -> None:
+    start_redis(api, statefulsets, appendonly="yes")
+    ids = [take_backup(s3_server, bucket, statefulsets)[0] for _ in range(4)]
+    s3 = s3_server.client()
+    prefix = f"{NS}/{STS}"
+    archive = [f"{prefix}/{bid}/redis-0.tar.zst" for bid in ids]
+    # 0: corrupt archive (a flipped byte), 1: archive missing, 2: wrong checksum in the
+    # manifest, 3: taken by a newer Redis; 4: a backup id that does not exist.
+    body = bytearray(s3.get_object(Bucket=bucket, Key=archive[0])["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=archive[0], Body=bytes(body))
+    s3.delete_object(Bucket=bucket, Key=archive[1])
+    for bid, change in ((ids[2], "sha"), (ids[3], "version")):
+        key = f"{prefix}/{bid}/manifest.json"
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        if change == "sha":
+            manifest["nodes"][0]["archive"]["sha256"] = "0" * 64
+        else:
+            manifest["redis"]["version"] = manifest["nodes"][0]["redisVersion"] = "99.0.0"
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest).encode())
+
+    fill(client(statefulsets, "redis-0"), 1_000, prefix="live:")
+    live = in_sync(statefulsets)
+    assert len(set(live)) == 1
+    volumes = {i: volume_files(statefulsets.folder(f"data-redis-{i}")) for i in range(3)}
+    cases = [
+        ("bad-corrupt", {"backupId": ids[0]}, "StagingFailed", "corrupt"),
+        ("bad-missing", {"backupId": ids[1]}, "StagingFailed", "not found"),
+        ("bad-checksum", {"backupId": ids[2]}, "StagingFailed", "checksum"),
+        ("bad-version", {"backupId": ids[3]}, "IncompatibleVersion", "99.0.0"),
+        ("bad-unknown", {"backupId": "backup-20000101-000000"}, "BackupNotFound", "not found"),
+    ]
+    for name, ref, _, _ in cases:  # all at once: they run one after another
+        api.create(restore(name, s3_server, bucket, **ref), NS)
+    for name, _, reason, needle in cases:
+        st = finished(api, operator, name)
+        assert st["phase"] == "Failed", (name, st)
+        failed = condition(st, "Failed")
+        assert failed["reason"] == reason and needle in failed["message"].lower(), (name, failed)
+        assert "not touched" in st["message"] or reason == "BackupNotFound", st["message"]
+        assert all(p.get("rollback") in (None, "Done") for p in st.get("pods") or [])
+    assert any("WaitingForRestore" in events(api, n) for n, *_ in cases)
+    runs = sorted(
+        (status(api, n)["startTime"], status(api, n)["completionTime"]) for n, *_ in cases
+    )
+    for (_, end), (begin, _) in itertools.pairwise(runs):
+        assert end <= begin  # one at a time on the same target
+
+    assert in_sync(statefulsets) == live  # the live data never changed
+    assert [statefulsets.starts[(NS, f"redis-{i}")] for i in range(3)] == [1, 1, 1]
+    sts = api.get("statefulsets", NS, STS)
+    assert sts is not None and sts["spec"]["replicas"] == 3
+    for i in range(3):
+        folder = statefulsets.folder(f"data-redis-{i}")
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".backupctl-")]
+        assert volume_files(folder).keys() == volumes[i].keys()
+
+
+def test_controller_killed_mid_restore_finishes_it_once(
+    api: K8sApi,
+    kubelet: Kubelet,
+    statefulsets: StatefulSets,
+    s3_server: S3Emulator,
+    bucket: str,
+    operator: Operator,
+) -> None:
+    start_redis(api, statefulsets, appendonly="yes")
+    backup_id, digest, keys = take_backup(s3_server, bucket, statefulsets)
+    fill(client(statefulsets, "redis-0"), 2_000, prefix="later:")
+
+    api.create(restore("r-kill", s3_server, bucket, latest=True), NS)
+    killed = []
+    for phase in ("Staging", "Quiescing", "Restarting"):
+        wait(operator, lambda p=phase: status(api, "r-kill").get("phase") in (p, "Completed"),  # type: ignore[misc]
+             60, f"phase {phase}")  # fmt: skip
+        if status(api, "r-kill").get("phase") == "Completed":
+            break
+        operator.stop(signal.SIGKILL)
+        killed.append(phase)
+        time.sleep(0.5)
+        operator.start()
+    st = finished(api, operator, "r-kill")
+    assert st["phase"] == "Completed", st
+    assert killed, "the restore finished before the controller could be killed"
+    print("KILLED", killed)
+    assert st["backupId"] == backup_id and st["restoredKeys"] == keys
+    assert in_sync(statefulsets) == [digest] * 3
+    jobs = restore_jobs(api, "r-kill")
+    assert all(len(kubelet.runs(j, NS)) == 1 for j in jobs), {
+        j: len(kubelet.runs(j, NS)) for j in jobs
+    }
+    assert [statefulsets.starts[(NS, f"redis-{i}")] for i in range(3)] == [2, 2, 2]

@@ -728,10 +728,12 @@ class _Planner:
         st, target = self.status, self.obs.target
         spec = self.obs.spec if isinstance(self.obs.spec, RestoreSpec) else None
         pods = st.get("pods") or []
-        # A staging Job still running finishes first (its folder is removed next).
+        # A staging Job still running finishes first (its folder is removed next);
+        # one whose pod cannot start (a missing Secret) is not waited for.
         busy = any(
             (v := self.obs.jobs.get(job_name(self.obs.name, "stage", i))) is not None
             and v.state == "Running"
+            and not v.waiting
             for i in range(len(pods))
         )
         for i, pod in enumerate(pods):

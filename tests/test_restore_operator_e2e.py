@@ -455,6 +455,10 @@ def test_failed_restores_leave_live_data_untouched_and_wait_for_each_other(
     ]
     for name, ref, _, _ in cases:  # all at once: they run one after another
         api.create(restore(name, s3_server, bucket, **ref), NS)
+    orphan = restore("from-missing", s3_server, bucket, target="elsewhere", latest=True)
+    del orphan["spec"]["storage"]
+    orphan["spec"]["fromBackup"] = "nightly"  # a RedisBackup that does not exist
+    api.create(orphan, NS)
     for name, _, reason, needle in cases:
         st = finished(api, operator, name)
         assert st["phase"] == "Failed", (name, st)
@@ -468,6 +472,11 @@ def test_failed_restores_leave_live_data_untouched_and_wait_for_each_other(
     )
     for (_, end), (begin, _) in itertools.pairwise(runs):
         assert end <= begin  # one at a time on the same target
+
+    waiting = status(api, "from-missing")
+    assert waiting["phase"] == "Pending" and not waiting.get("startTime")
+    assert condition(waiting, "Ready")["reason"] == "BackupSourceNotFound"
+    assert "nightly" in waiting["message"]
 
     assert in_sync(statefulsets) == live  # the live data never changed
     assert [statefulsets.starts[(NS, f"redis-{i}")] for i in range(3)] == [1, 1, 1]

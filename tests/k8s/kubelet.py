@@ -41,8 +41,8 @@ mounts, resources, probes, securityContext, init/sidecar containers and scheduli
 emulated. Stdout/stderr of every attempt are kept: :meth:`Kubelet.logs`, :meth:`Kubelet.runs`,
 and served by the emulator as ``pods/log`` (``kubectl logs job/NAME``: stdout, then stderr).
 
-TODO: a StatefulSet stand-in (pods ``<sts>-<ordinal>`` with PVCs from volumeClaimTemplates,
-for restore tests) is not written yet.
+StatefulSets (pods ``<sts>-<ordinal>`` running ``redis-server`` on their PVC folders, scaling,
+graceful deletion) are played by :mod:`k8s.statefulset`, which shares :attr:`Kubelet.volumes`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from backupctl import __version__, catalog
+from backupctl import __version__, catalog, prune_cli
 from backupctl.archive import COMPRESSIONS, ArchiveError, Progress
 from backupctl.backup import BackupError, RunOptions, default_node_name, run_backup
 from backupctl.catalog import BackupEntry, CatalogError, Manifest
@@ -849,17 +849,24 @@ def operator_command(
     )
 
 
-def _register_optional() -> None:
-    """Commands that live in their own modules."""
+prune_cli.register(app)  # `prune` lives in its own module
+
+
+def _bound_malloc_caching() -> None:
+    """Have glibc mmap (and give back) every allocation of 256 KiB or more.
+
+    The data path allocates MiB-sized chunks on several threads; by default
+    glibc raises its mmap threshold after the first free and keeps such
+    chunks in per-thread arenas, which measured ~10 MiB of extra peak RSS on
+    an S3 upload. No-op where glibc is not the allocator."""
     try:
-        from backupctl import prune_cli
-    except ImportError:  # pragma: no cover - module not built yet
-        return
-    prune_cli.register(app)
+        import ctypes
 
-
-_register_optional()
+        ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def main() -> None:
+    _bound_malloc_caching()
     app()

@@ -209,6 +209,8 @@ class Validator:
         self.old = old
 
     def validate(self, value: Any, schema: dict[str, Any], path: str, old: Any = _MISSING) -> None:
+        if old is not _MISSING and value == old:
+            return  # validation ratcheting (on since Kubernetes 1.30): unchanged values pass
         count = len(self.errors)
         self._validate_value(value, schema, path, old)
         # CEL rules run alongside the schema checks, unless this very value has the wrong type.

@@ -1,52 +1,47 @@
-"""A small asyncio facade over the ``kubernetes`` client, for the controller.
+"""A small asyncio client for the Kubernetes API, for the controllers.
 
-The controller's handlers are coroutines (one per RedisBackup, a thousand
-must idle cheaply), while the official client is synchronous: each call runs
-in a bounded thread pool, on one shared connection pool. Objects stay plain
-dicts (custom-objects API for every group, the core API for pods only), so
-no model classes are built for Jobs and pods.
+The handlers are coroutines (one per RedisBackup; a thousand must idle
+cheaply and act together at a cron slot), so requests go out on the event
+loop with aiohttp -- the HTTP stack kopf itself uses -- rather than through
+the synchronous ``kubernetes`` client in threads, whose GIL contention slowed
+kopf's own event processing. Objects stay plain dicts.
 
-Login: ``$KUBECONFIG`` when set; in a pod, the service account; else
-``~/.kube/config``. Errors come back as :class:`ApiError` (with the
-HTTP status); 404 on ``get`` is None and 409 on ``create`` is
-:class:`AlreadyExists`.
+Login comes from the ``kubernetes`` package's loaders, so every kubeconfig
+and in-cluster flavour works, token refresh included: ``$KUBECONFIG`` when
+set; in a pod, the service account; else ``~/.kube/config``. The typed
+``kubernetes`` APIs on the same login stay available as :attr:`Kube.custom`
+and :attr:`Kube.core` for callers that want them.
+
+Errors come back as :class:`ApiError` (with the HTTP status; 503 when the
+server cannot be reached); 404 on ``get`` is None and 409 AlreadyExists on
+``create`` is :class:`AlreadyExists`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import ssl
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from backupctl import __version__
 
 JsonDict = dict[str, Any]
 REQUEST_TIMEOUT = 30.0
+MERGE_PATCH = "application/merge-patch+json"
 
 
 class ApiError(Exception):
-    """The API server refused a request; ``status`` is the HTTP code."""
+    """The API server refused a request (or could not be reached: 503)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
-
-    @classmethod
-    def from_exception(cls, e: ApiException) -> ApiError:
-        reason, message = str(e.reason or ""), str(e.reason or "")
-        try:
-            body = json.loads(e.body or "{}")
-            reason, message = str(body.get("reason", reason)), str(body.get("message", message))
-        except (ValueError, TypeError, AttributeError):
-            pass
-        return cls(int(e.status or 0), reason, message)
 
 
 class AlreadyExists(ApiError):
@@ -56,14 +51,19 @@ class AlreadyExists(ApiError):
 class Kube:
     """Async get/list/create/delete/patch-status on dict objects."""
 
-    def __init__(self, api_client: client.ApiClient, threads: int = 8) -> None:
-        self.api_client = api_client
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+    def __init__(self, configuration: client.Configuration, connections: int = 16) -> None:
+        self.configuration = configuration
+        self.connections = connections
+        self.api_client = client.ApiClient(configuration)
+        self.api_client.user_agent = f"backupctl/{__version__}"
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+        self._session: aiohttp.ClientSession | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._ssl: ssl.SSLContext | bool = self._ssl_context()
 
     @classmethod
-    def connect(cls, threads: int = 8) -> Kube:
+    def connect(cls, connections: int = 16) -> Kube:
         """Log in from ``$KUBECONFIG``; in a pod without it, as the service
         account; else from ``~/.kube/config``."""
         configuration = client.Configuration()
@@ -72,25 +72,96 @@ class Kube:
             config.load_kube_config(kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        configuration.connection_pool_maxsize = threads
-        api_client = client.ApiClient(configuration)
-        api_client.user_agent = f"backupctl/{__version__}"
-        return cls(api_client, threads)
+        return cls(configuration, connections)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        c = self.configuration
+        if not c.host.startswith("https:"):
+            return False
+        if not c.verify_ssl:
+            return False
+        context = ssl.create_default_context(cafile=c.ssl_ca_cert)
+        if c.cert_file:
+            context.load_cert_chain(c.cert_file, c.key_file)
+        return context
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": content_type,
+            "User-Agent": f"backupctl/{__version__}",
+        }
+        # The loaders' auth settings refresh expiring tokens (exec plugins,
+        # the projected service-account token) when asked for them.
+        settings: dict[str, Any] = dict(self.configuration.auth_settings())
+        for auth in settings.values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"])] = str(auth["value"])
+        return headers
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         self.api_client.close()  # type: ignore[no-untyped-call]
 
-    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        call = functools.partial(fn, *args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+    def close(self) -> None:
+        """Close from synchronous code (inside a running loop: scheduled)."""
         try:
-            return await loop.run_in_executor(self._pool, call)
-        except ApiException as e:
-            error = ApiError.from_exception(e)
-            if error.status == 409 and error.reason == "AlreadyExists":
-                raise AlreadyExists(error.status, error.reason, error.message) from None
-            raise error from None
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.api_client.close()  # type: ignore[no-untyped-call]
+            return
+        self._closing = loop.create_task(self.aclose())
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> JsonDict:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+            )
+        url = self.configuration.host.rstrip("/") + path
+        data = None if body is None else json.dumps(body)
+        try:
+            async with self._session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=self._headers(content_type),
+                proxy=self.configuration.proxy or None,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ApiError(503, "ServiceUnavailable", f"{method} {path}: {e!r}") from e
+        try:
+            decoded = json.loads(raw) if raw else {}
+        except ValueError:
+            decoded = {"message": raw[:200].decode(errors="replace")}
+        if status >= 400:
+            reason = str(decoded.get("reason") or response.reason or "")
+            message = str(decoded.get("message") or "")
+            if status == 409 and reason == "AlreadyExists":
+                raise AlreadyExists(status, reason, message)
+            raise ApiError(status, reason, message)
+        if not isinstance(decoded, dict):
+            raise ApiError(500, "InternalError", f"{method} {path}: the answer is not an object")
+        return decoded
+
+    @staticmethod
+    def _path(group: str, version: str, plural: str, namespace: str, name: str = "") -> str:
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        path = f"{base}/namespaces/{quote(namespace)}/{plural}"
+        return f"{path}/{quote(name)}" if name else path
 
     # -- verbs ------------------------------------------------------------------------
 
@@ -99,43 +170,22 @@ class Kube:
     ) -> JsonDict | None:
         """The object, or None when it (or its resource type) does not exist."""
         try:
-            if not group and plural == "pods":
-                raw = await self._run(
-                    self.core.read_namespaced_pod, name, namespace, _preload_content=False
-                )
-                return _decode(raw)
-            obj = await self._run(
-                self.custom.get_namespaced_custom_object, group, version, namespace, plural, name
-            )
+            return await self._request("GET", self._path(group, version, plural, namespace, name))
         except ApiError as e:
             if e.status == 404:
                 return None
             raise
-        return _as_dict(obj)
 
     async def list(
         self, group: str, version: str, plural: str, namespace: str, labels: str | None = None
     ) -> list[JsonDict]:
         """Objects in ``namespace`` matching the ``labels`` selector ([] for an
         unknown resource type)."""
+        params = {"labelSelector": labels} if labels else None
         try:
-            if not group and plural == "pods":
-                raw = await self._run(
-                    self.core.list_namespaced_pod,
-                    namespace,
-                    label_selector=labels,
-                    _preload_content=False,
-                )
-                result = _decode(raw)
-            else:
-                result = await self._run(
-                    self.custom.list_namespaced_custom_object,
-                    group,
-                    version,
-                    namespace,
-                    plural,
-                    label_selector=labels,
-                )
+            result = await self._request(
+                "GET", self._path(group, version, plural, namespace), params=params
+            )
         except ApiError as e:
             if e.status == 404:
                 return []
@@ -145,24 +195,16 @@ class Kube:
     async def create(
         self, group: str, version: str, plural: str, namespace: str, body: JsonDict
     ) -> JsonDict:
-        obj = await self._run(
-            self.custom.create_namespaced_custom_object, group, version, namespace, plural, body
-        )
-        return _as_dict(obj)
+        return await self._request("POST", self._path(group, version, plural, namespace), body=body)
 
     async def delete(
         self, group: str, version: str, plural: str, namespace: str, name: str
     ) -> None:
         """Delete with background propagation (a Job's pods go too); gone is fine."""
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         try:
-            await self._run(
-                self.custom.delete_namespaced_custom_object,
-                group,
-                version,
-                namespace,
-                plural,
-                name,
-                propagation_policy="Background",
+            await self._request(
+                "DELETE", self._path(group, version, plural, namespace, name), body=options
             )
         except ApiError as e:
             if e.status != 404:
@@ -172,27 +214,8 @@ class Kube:
         self, group: str, version: str, plural: str, namespace: str, name: str, status: JsonDict
     ) -> JsonDict:
         """Merge-patch ``status`` through the status subresource; returns the object."""
-        obj = await self._run(
-            self.custom.patch_namespaced_custom_object_status,
-            group,
-            version,
-            namespace,
-            plural,
-            name,
-            {"status": status},
-        )
-        return _as_dict(obj)
-
-
-def _decode(raw: Any) -> JsonDict:
-    """A raw (not preloaded) response's JSON body."""
-    return _as_dict(json.loads(raw.data if hasattr(raw, "data") else raw.read()))
-
-
-def _as_dict(obj: Any) -> JsonDict:
-    if not isinstance(obj, dict):
-        raise ApiError(500, "InternalError", "the API server answered something that is not JSON")
-    return obj
+        path = self._path(group, version, plural, namespace, name) + "/status"
+        return await self._request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
 
 
 __all__ = ["AlreadyExists", "ApiError", "Kube"]

@@ -12,8 +12,9 @@ One async daemon per RedisBackup (:func:`backup_daemon`) loops:
    exists), then delete/create Jobs (deterministic names: 409 means done),
    post Events, update metrics;
 4. sleep until the plan's wake-up time, at most :data:`MAX_SLEEP`; a spec
-   change, an event on one of its Jobs, or a move of the fake clock wakes it
-   early.
+   change, a change of one of its Jobs (both noticed by
+   :meth:`Controller.watch_changes` in kopf's caches, within
+   :data:`CHANGE_POLL`), or a move of the fake clock wakes it early.
 
 Failures the user can fix (bad spec, missing target, missing Secret) show as
 ``Ready=False`` and are retried with a growing delay inside the loop, so a
@@ -37,7 +38,7 @@ import importlib
 import importlib.util
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,53 +74,61 @@ MAX_SLEEP = 300.0
 MIN_SLEEP = 0.05
 #: How often the fake clock file is polled (only when one is configured).
 CLOCK_POLL = 0.1
-#: Checks of a started Job whose pod is not ready: first after 2 s, then doubling.
-POD_CHECK_FIRST, POD_CHECK_MAX = 2.0, 60.0
+#: How often the watch caches are compared with what each daemon last saw.
+CHANGE_POLL = 0.5
+#: Checks of a started Job whose pod is not ready: first after 5 s, then doubling to 2 min.
+POD_CHECK_FIRST, POD_CHECK_MAX = 5.0, 120.0
 FAKE_CLOCK_ENV = "BACKUPCTL_FAKE_CLOCK"
 IMAGE_ENV = "BACKUPCTL_IMAGE"
 DEFAULT_IMAGE = f"backupctl:{__version__}"
 
 log = logging.getLogger("backupctl.operator")
+#: kopf's index of Jobs: (namespace, backup label) -> (owner uid, JobView).
+JobIndex = kopf.Index[tuple[str, str], tuple[str, plan.JobView]]
 
 
 # --- time ---------------------------------------------------------------------------
 
 
 class Clock:
-    """``now()``: UTC, shifted by the offset (seconds) in a fake clock file."""
+    """``now()``: UTC, shifted by the offset (seconds) in a fake clock file.
+
+    The file is read once at start and then by :meth:`watch` (every
+    :data:`CLOCK_POLL`), never on the hot path."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._seen: tuple[int, int] | None = None
         self._offset = 0.0
+        self.refresh()
 
-    def offset(self) -> float:
+    def refresh(self) -> bool:
+        """Re-read the file if it changed; True when the offset moved."""
         if self.path is None:
-            return 0.0
+            return False
         try:
             st = self.path.stat()
-            if (st.st_mtime_ns, st.st_size) != self._seen:
-                self._seen = (st.st_mtime_ns, st.st_size)
-                self._offset = float(self.path.read_text().strip() or 0)
+            if (st.st_mtime_ns, st.st_size) == self._seen:
+                return False
+            self._seen = (st.st_mtime_ns, st.st_size)
+            offset = float(self.path.read_text().strip() or 0)
         except (OSError, ValueError):
-            pass  # keep the last good offset while the file is rewritten
-        return self._offset
+            return False  # keep the last good offset while the file is rewritten
+        changed, self._offset = offset != self._offset, offset
+        return changed
 
     def now(self) -> datetime:
-        return datetime.now(UTC) + timedelta(seconds=self.offset())
+        return datetime.now(UTC) + timedelta(seconds=self._offset)
 
     def from_real(self, t: datetime) -> datetime:
         """A timestamp the API server set, on this clock."""
-        return t + timedelta(seconds=self.offset())
+        return t + timedelta(seconds=self._offset)
 
-    async def watch(self, on_change: Any) -> None:
+    async def watch(self, on_change: Callable[[], None]) -> None:
         """Call ``on_change()`` whenever the offset changes (fake clock only)."""
-        last = self.offset()
         while True:
             await asyncio.sleep(CLOCK_POLL)
-            current = self.offset()
-            if current != last:
-                last = current
+            if self.refresh():
                 on_change()
 
 
@@ -157,11 +166,15 @@ class Tracker:
     seen: set[str] = field(default_factory=set)
     failures: int = 0
     problem: plan.Problem | None = None
+    spec: BackupSpec | SpecError | None = None  # parsed once per generation
     choice: topology.Choice | None = None
+    resolved_at: datetime | None = None
     warned: str | None = None
     results: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
     pod_checks: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     stuck: dict[str, plan.PodProblem | None] = field(default_factory=dict)
+    body: kopf.Body | None = None  # kopf's live view of the resource
+    seen_state: Any = None  # what the last pass saw (see Controller.watch_changes)
 
     async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
         """Until ``seconds`` pass, something wakes this daemon, or kopf stops it."""
@@ -191,6 +204,7 @@ class Controller:
     metrics: Metrics = field(default_factory=Metrics)
     trackers: dict[tuple[str, str], Tracker] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    jobs: JobIndex | None = None  # kopf's index of Jobs, once a daemon received it
 
     def tracker(self, namespace: str, name: str) -> Tracker:
         key = (namespace, label_value(name))
@@ -198,14 +212,27 @@ class Controller:
             self.trackers[key] = Tracker(namespace, name)
         return self.trackers[key]
 
-    def wake(self, namespace: str, label: str) -> None:
-        tracker = self.trackers.get((namespace, label))
-        if tracker is not None:
-            tracker.wake.set()
-
     def wake_all(self) -> None:
         for tracker in self.trackers.values():
             tracker.wake.set()
+
+    def state_of(self, tracker: Tracker) -> Any:
+        """What should wake a daemon when it changes: the spec's generation, and
+        its Jobs' names and states in the watch cache (not its own status writes)."""
+        generation = tracker.body.get("metadata", {}).get("generation") if tracker.body else None
+        key = (tracker.namespace, label_value(tracker.name))
+        jobs = self.jobs.get(key, ()) if self.jobs is not None else ()
+        return generation, sorted((j.name, j.state, j.ready) for _, j in jobs)
+
+    async def watch_changes(self) -> None:
+        """Wake the daemons whose spec or Jobs changed. One in-memory scan of kopf's
+        caches every :data:`CHANGE_POLL` instead of a kopf handler call per watch
+        event: at a cron slot a thousand resources change at once."""
+        while True:
+            await asyncio.sleep(CHANGE_POLL)
+            for tracker in list(self.trackers.values()):
+                if tracker.body is not None and self.state_of(tracker) != tracker.seen_state:
+                    tracker.wake.set()
 
     def forget(self, namespace: str, name: str) -> None:
         self.trackers.pop((namespace, label_value(name)), None)
@@ -239,6 +266,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     controller = Controller(config=config, kube=Kube.connect(), clock=Clock(config.clock_file))
     if config.metrics_port is not None:
         controller.metrics.serve(config.metrics_port, config.metrics_address)
+    controller.tasks.append(asyncio.create_task(controller.watch_changes()))
     if config.clock_file is not None:
         log.warning("fake clock from %s: for tests only", config.clock_file)
         controller.tasks.append(asyncio.create_task(controller.clock.watch(controller.wake_all)))
@@ -251,10 +279,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if controller is not None:
         for task in controller.tasks:
             task.cancel()
-        controller.kube.close()
-
-
-JobIndex = kopf.Index[tuple[str, str], tuple[str, plan.JobView]]
+        await controller.kube.aclose()
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_BACKUP: kopf.PRESENT})
@@ -267,24 +292,6 @@ async def backup_jobs(
     owners = [o.get("uid", "") for o in body.get("metadata", {}).get("ownerReferences") or []]
     key = (namespace or "", str(labels[LABEL_BACKUP]))
     return {key: (owners[0] if owners else "", job_view(body))}
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_BACKUP: kopf.PRESENT})
-async def job_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    """A Job changed: its RedisBackup's daemon looks at once."""
-    memo.controller.wake(namespace or "", str(labels[LABEL_BACKUP]))
-
-
-@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def backup_event(
-    namespace: str | None, name: str, meta: kopf.Meta, memo: Any, **_: Any
-) -> None:
-    """Wake the daemon on spec changes (not on its own status writes)."""
-    tracker = memo.controller.trackers.get((namespace or "", label_value(name)))
-    if tracker is not None and (
-        meta.get("generation") != tracker.generation or meta.get("deletionTimestamp")
-    ):
-        tracker.wake.set()
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=5.0, backoff=30.0)
@@ -300,11 +307,14 @@ async def backup_daemon(
     """Run the RedisBackup: observe -> plan -> execute, then sleep."""
     controller: Controller = memo.controller
     backup_jobs: JobIndex = kwargs["backup_jobs"]  # the kopf index above
+    controller.jobs = backup_jobs
     namespace = namespace or ""
     tracker = controller.tracker(namespace, name)
+    tracker.body = body
     try:
         while not stopped:
             tracker.wake.clear()
+            tracker.seen_state = controller.state_of(tracker)
             try:
                 delay = await reconcile(controller, tracker, body, backup_jobs)
             except (ApiError, OSError) as e:  # the API server, not the user
@@ -334,10 +344,14 @@ async def reconcile(
     now = controller.clock.now()
     observed = await observe(controller, tracker, body, index, now)
     planned = plan.plan(observed, now)
+    resolved = False
     if planned.needs_target:
         observed = await resolve_target(controller, tracker, observed, now)
+        resolved = observed.problem is None
         planned = plan.plan(observed, now)
-    await execute(controller, tracker, body, observed, planned)
+    failed = await execute(controller, tracker, body, observed, planned)
+    if not failed and (resolved or planned.creates):
+        tracker.failures = 0  # the retry delay grows only while attempts fail
     wake_times = [t for t in (planned.wake_at, *(w for _, w in tracker.pod_checks.values())) if t]
     if not wake_times:
         return MAX_SLEEP
@@ -353,16 +367,17 @@ async def observe(
 ) -> plan.Observed:
     meta = body.get("metadata") or {}
     generation = int(meta.get("generation") or 0)
-    if tracker.generation != generation:  # a new spec: retry at once
+    if tracker.generation != generation:  # a new spec: resolve its target, retry at once
         tracker.generation, tracker.problem, tracker.failures = generation, None, 0
+        tracker.choice = tracker.resolved_at = tracker.spec = None
     if tracker.status is None:  # first pass (or after an API error): trust the server
         tracker.status = dict(body.get("status") or {})
         restore_metrics(controller.metrics, tracker)
-    spec: BackupSpec | SpecError
-    try:
-        spec = parse_backup(body.get("spec") or {})
-    except SpecError as e:
-        spec = e
+    if tracker.spec is None:
+        try:
+            tracker.spec = parse_backup(body.get("spec") or {})
+        except SpecError as e:
+            tracker.spec = e
     uid = meta.get("uid")
     key = (tracker.namespace, label_value(tracker.name))
     jobs = [job for owner, job in index.get(key, ()) if owner == uid]
@@ -378,10 +393,12 @@ async def observe(
         namespace=tracker.namespace,
         generation=generation,
         created=controller.clock.from_real(created).replace(microsecond=0),
-        spec=spec,
+        spec=tracker.spec,
         status=tracker.status,
         jobs=tuple(jobs),
         seen=frozenset(tracker.seen),
+        target=tracker.choice.description if tracker.choice else None,
+        resolved_at=tracker.resolved_at,
         problem=tracker.problem,
     )
 
@@ -432,11 +449,11 @@ async def resolve_target(
             workload, method=spec.method, prefer_replica=spec.prefer_replica, tls=tls
         )
     except topology.TargetError as e:
-        tracker.choice = None
+        tracker.choice = tracker.resolved_at = None
         set_problem(tracker, e.reason, e.message, now)
-        return replace(observed, problem=tracker.problem)
-    tracker.choice, tracker.problem = choice, None
-    return replace(observed, target=choice.description, problem=None)
+        return replace(observed, target=None, resolved_at=None, problem=tracker.problem)
+    tracker.choice, tracker.resolved_at, tracker.problem = choice, now, None
+    return replace(observed, target=choice.description, resolved_at=now, problem=None)
 
 
 def set_problem(tracker: Tracker, reason: str, message: str, now: datetime) -> None:
@@ -451,9 +468,9 @@ async def execute(
     body: kopf.Body,
     observed: plan.Observed,
     planned: plan.Plan,
-) -> None:
+) -> bool:
     """Status first (it records the slot before its Job exists), then Jobs,
-    then Events and metrics."""
+    then Events and metrics. True when the API refused a Job."""
     kube, ns, name = controller.kube, tracker.namespace, tracker.name
     assert tracker.status is not None
     patch = status_patch(tracker.status, planned.status)
@@ -467,6 +484,7 @@ async def execute(
         try:
             manifest = job_manifest(controller, tracker, body, observed.spec, create)
             await kube.create("batch", "v1", "jobs", ns, manifest)
+            kopf.event(body, type="Normal", reason="JobCreated", message=create.message)
             if create.component == plan.BACKUP:
                 controller.metrics.job_created(ns, name)
         except AlreadyExists:
@@ -477,8 +495,6 @@ async def execute(
             failed = True  # refused (invalid, forbidden, quota): the user must act
             message = f"Job {create.name}: {e.message}"
             set_problem(tracker, "JobRejected", message, controller.clock.now())
-    if not failed and (planned.creates or observed.target is not None):
-        tracker.failures = 0
     for event in planned.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     choice = tracker.choice
@@ -497,6 +513,7 @@ async def execute(
             )
         else:
             controller.metrics.failure(ns, name)
+    return failed
 
 
 def job_manifest(

@@ -39,23 +39,23 @@ The rules, in the order :func:`plan` applies them:
    conditions, ``nextScheduleTime``, ``activeJobs``, ``message``; an Event
    for each transition.
 
-A Job needs the target resolved (which pod, which node, which PVC). When a
-Job is wanted but the target has not been resolved during this pass,
-:func:`plan` returns ``needs_target=True`` and nothing else; the operator
-resolves the target and plans again with :attr:`Observed.target` (or a
-:class:`Problem` with its retry time, which yields ``Ready=False`` and a
-wake-up at the retry time: :func:`retry_delay` grows the delay per attempt).
+A Job needs the target resolved (which pod, which node, which PVC) within
+the last :data:`TARGET_FRESH`. When a Job is wanted without that, when the
+spec is new, or :data:`PREFETCH` before a slot, :func:`plan` returns
+``needs_target=True`` and nothing else; the operator resolves the target and
+plans again with :attr:`Observed.target` (or a :class:`Problem` with its
+retry time, which yields ``Ready=False`` and a wake-up at the retry time:
+:func:`retry_delay` grows the delay per attempt).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from backupctl.schedule import due_slot, job_name, missed_slots, next_run, prev_run
+from backupctl.schedule import job_name, missed_slots, next_run, prev_run
 from backupctl.spec import BackupSpec, SpecError
 
 #: History entries kept in ``status.history`` (newest first; the CRD allows 50).
@@ -65,6 +65,11 @@ RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
 #: Longest message copied into status and Events (termination messages are <= 4 KiB).
 MESSAGE_LIMIT = 1024
+#: A backup Job is made from a target resolution at most this old (pods move).
+TARGET_FRESH = timedelta(seconds=60)
+#: A schedule resolves its target this long before each slot, so that the slot
+#: itself costs two writes: the status, then the Job.
+PREFETCH = timedelta(seconds=30)
 
 BACKUP = "backup"
 PRUNE = "prune"
@@ -140,8 +145,9 @@ class Observed:
     ``created`` is ``metadata.creationTimestamp`` (the one-off's slot and the
     start of a schedule that never ran). ``seen`` holds the names of Jobs
     this controller process has observed at least once. ``target`` describes
-    the target when it was resolved during this pass; ``problem`` is the
-    last failed resolution (kept until one succeeds or the spec changes).
+    the last successful resolution of the target (made at ``resolved_at``, for
+    the current spec); ``problem`` is the last failed one (kept until one
+    succeeds or the spec changes).
     """
 
     name: str
@@ -153,6 +159,7 @@ class Observed:
     jobs: Sequence[JobView] = ()
     seen: frozenset[str] = frozenset()
     target: str | None = None
+    resolved_at: datetime | None = None
     problem: Problem | None = None
 
 
@@ -161,12 +168,21 @@ class Observed:
 
 @dataclass(frozen=True)
 class CreateJob:
-    """Create the ``component`` Job ``name`` for ``slot`` (409 means done)."""
+    """Create the ``component`` Job ``name`` for ``slot`` (409 means done).
+
+    The operator posts the ``JobCreated`` Event (with ``note``) only when the
+    API server really created the Job, so a create planned again before the
+    Job shows in the watch cache is silent."""
 
     component: str
     name: str
     slot: datetime
     note: str = ""
+
+    @property
+    def message(self) -> str:
+        what = f"Created Job {self.name} for the run at {fmt_time(self.slot)}"
+        return what + (f" ({self.note})" if self.note else "")
 
 
 @dataclass(frozen=True)
@@ -215,6 +231,24 @@ class Plan:
     def actions(self) -> list[Action]:
         """Everything besides the status, in the order to execute it."""
         return [*self.deletes, *self.creates, *self.events, *self.outcomes]
+
+
+#: (cron, time zone) -> (latest slot, next slot) around the last instant asked about.
+_AROUND: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+
+
+def slots_around(cron: str, tz: str, now: datetime) -> tuple[datetime, datetime]:
+    """``(prev_run(now), next_run(now))``: the last slot at or before ``now``
+    and the first after it. Cached per schedule while ``now`` stays between
+    the two (many resources share a schedule; croniter is slow)."""
+    known = _AROUND.get((cron, tz))
+    if known is not None and known[0] <= now < known[1]:
+        return known
+    around = (prev_run(cron, tz, now), next_run(cron, tz, now))
+    if len(_AROUND) >= 4096:
+        _AROUND.clear()
+    _AROUND[(cron, tz)] = around
+    return around
 
 
 def retry_delay(attempts: int) -> float:
@@ -277,11 +311,12 @@ class _Planner:
     wake: list[datetime] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     replace: list[JobView] = field(default_factory=list)
+    pending: datetime | None = None
 
     def __post_init__(self) -> None:
-        self.status = {
-            k: copy.deepcopy(v) for k, v in self.obs.status.items() if k in STATUS_FIELDS
-        }
+        # Entries of history/conditions are changed in place: copy them (one level
+        # deep is enough; nested objects are replaced, never edited).
+        self.status = {k: _copy(v) for k, v in self.obs.status.items() if k in STATUS_FIELDS}
         self.status.setdefault("history", [])
         self.status.setdefault("conditions", [])
 
@@ -299,12 +334,11 @@ class _Planner:
 
         wanted = self._lost(spec, jobs)
         wanted += [c for c in self._due(spec, jobs, old_generation) if c not in wanted]
-        validate = old_generation != obs.generation or (
-            obs.problem is not None and obs.problem.retry_at <= self.now
-        )
-        if obs.target is None and (wanted or validate) and self._may_try():
+        fresh = self._resolved_since(self.now - TARGET_FRESH)
+        unknown = obs.target is None or self._prefetch_due(spec)
+        if ((wanted and not fresh) or unknown) and self._may_try():
             return Plan(status=dict(self.obs.status), needs_target=True)
-        if wanted and obs.target is not None:
+        if wanted and fresh:
             self._create_backups(wanted)
         elif obs.problem is not None:
             self.wake.append(obs.problem.retry_at)
@@ -313,9 +347,36 @@ class _Planner:
         self._conditions(spec, jobs)
         return self._result()
 
+    def _upcoming(self, spec: BackupSpec) -> datetime:
+        """The first slot after now."""
+        assert spec.schedule is not None
+        return slots_around(spec.schedule, spec.time_zone, self.now)[1]
+
+    def _latest(self, spec: BackupSpec) -> datetime:
+        """The last slot at or before now."""
+        assert spec.schedule is not None
+        return slots_around(spec.schedule, spec.time_zone, self.now)[0]
+
     def _may_try(self) -> bool:
         problem = self.obs.problem
         return problem is None or problem.retry_at <= self.now
+
+    def _resolved_since(self, t: datetime) -> bool:
+        at = self.obs.resolved_at
+        return self.obs.target is not None and at is not None and at >= t
+
+    def _prefetch_due(self, spec: BackupSpec) -> bool:
+        """Whether the next slot is close and the target not resolved for it yet;
+        otherwise wake up when it is."""
+        if spec.schedule is None or spec.suspend:
+            return False
+        upcoming = self._upcoming(spec)
+        if self._resolved_since(upcoming - PREFETCH):
+            return False
+        if upcoming - PREFETCH <= self.now:
+            return True
+        self.wake.append(upcoming - PREFETCH)
+        return False
 
     def _result(self) -> Plan:
         history = self.status.get("history") or []
@@ -463,7 +524,7 @@ class _Planner:
             if name in self.obs.seen:
                 self._record_failure(None, entry, "the Job was deleted before it finished")
             elif slot is not None and self._is_current(spec, slot):
-                again.append(CreateJob(BACKUP, name, slot, note="created again"))
+                again.append(CreateJob(BACKUP, name, slot, note="created again: it was not found"))
             else:
                 self._record_failure(
                     None,
@@ -477,7 +538,7 @@ class _Planner:
         """Whether ``slot`` is still the run to make now."""
         if spec.schedule is None:
             return True
-        return prev_run(spec.schedule, spec.time_zone, self.now) == slot
+        return self._latest(spec) == slot
 
     # -- 3. the next run ----------------------------------------------------------
 
@@ -499,10 +560,19 @@ class _Planner:
         if spec.suspend:
             return []
         base = last if last is not None else self._schedule_start(old_generation)
-        slot = due_slot(cron, tz, base, self.now, spec.starting_deadline_seconds)
-        self.wake.append(next_run(cron, tz, self.now))
+        # schedule.due_slot, with the slots around now from the shared cache.
+        latest = self._latest(spec)
+        slot: datetime | None = latest if latest > base else None
+        deadline = spec.starting_deadline_seconds
+        if (
+            slot is not None
+            and deadline is not None
+            and (self.now - slot).total_seconds() > deadline
+        ):
+            slot = None
+        self.pending = slot
+        self.wake.append(self._upcoming(spec))
         if slot is None:
-            latest = prev_run(cron, tz, self.now)
             if latest > base:  # a run was due, but is more than startingDeadlineSeconds late
                 self.notes.append(
                     f"missed the run at {fmt_time(latest)}: more than "
@@ -518,9 +588,9 @@ class _Planner:
             return []
         if active and spec.concurrency_policy == "Replace":
             self.replace = active
-        missed = missed_slots(cron, tz, base, self.now)
         note = ""
-        if missed > 1:
+        if prev_run(cron, tz, slot - _EPSILON) > base:  # more than one slot since base
+            missed = missed_slots(cron, tz, base, self.now)
             count = f"{missed}+" if missed >= 100 else str(missed)
             note = f"{count} runs were missed; only the latest is made up for"
         return [CreateJob(BACKUP, job_name(self.obs.name, slot), slot, note=note)]
@@ -556,8 +626,6 @@ class _Planner:
                 history.append(
                     {"slot": fmt_time(create.slot), "jobName": create.name, "phase": RUNNING}
                 )
-            what = f"Created Job {create.name} for the run at {fmt_time(create.slot)}"
-            self._event("Normal", "JobCreated", what + (f" ({create.note})" if create.note else ""))
             self.creates.append(create)
 
     # -- 4. retention -------------------------------------------------------------
@@ -576,8 +644,7 @@ class _Planner:
         last = self.status.get("lastRetention") or {}
         if last.get("jobName") == name or name in {j.name for j in jobs} or name in self.obs.seen:
             return
-        self.creates.append(CreateJob(PRUNE, name, slot))
-        self._event("Normal", "RetentionStarted", f"Created Job {name} to apply the retention")
+        self.creates.append(CreateJob(PRUNE, name, slot, note="to apply the retention"))
 
     # -- 5. history limits --------------------------------------------------------
 
@@ -620,7 +687,7 @@ class _Planner:
         stuck = [j for j in active if j.waiting is not None]
         if obs.target is not None:
             status["target"] = obs.target
-        if obs.problem is not None and obs.target is None:
+        if obs.problem is not None:
             self._ready(False, obs.problem.reason, obs.problem.message)
         elif stuck:
             job = stuck[-1]
@@ -640,7 +707,11 @@ class _Planner:
         ready = _condition(status, "Ready").get("status") == "True"
         next_time = None
         if spec.schedule is not None and not spec.suspend:
-            next_time = next_run(spec.schedule, spec.time_zone, self.now)
+            started = any(c.slot == self.pending for c in self.creates)
+            # A due run that could not start yet stays next (it is the schedule's baseline).
+            next_time = (
+                self.pending if self.pending is not None and not started else self._upcoming(spec)
+            )
         status["nextScheduleTime"] = fmt_time(next_time) if next_time else None
 
         if running:
@@ -691,13 +762,13 @@ class _Planner:
             self._set_condition("Progressing", False, "Idle", "no Job running")
 
     def _ready(self, ok: bool, reason: str, message: str) -> None:
-        old = _condition(self.status, "Ready")
+        was = _condition(self.status, "Ready").get("status")
         changed = self._set_condition("Ready", ok, reason, message)
         if not changed:
             return
         if not ok:
             self._event("Warning", reason, message)
-        elif old.get("status") == "False":
+        elif was == "False":
             self._event("Normal", "Ready", f"ready again: {message}")
 
     def _set_failed(self, failed: bool, reason: str, message: str) -> None:
@@ -734,6 +805,12 @@ _CONDITION_ORDER = {"Ready": 0, "Progressing": 1, "Failed": 2}
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, list):
+        return [dict(v) if isinstance(v, dict) else v for v in value]
+    return dict(value) if isinstance(value, dict) else value
 
 
 def _find(history: Iterable[dict[str, Any]], job: str) -> dict[str, Any] | None:
@@ -794,5 +871,6 @@ __all__ = [
     "parse_time",
     "plan",
     "retry_delay",
+    "slots_around",
     "unrecorded",
 ]

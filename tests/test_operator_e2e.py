@@ -424,9 +424,13 @@ def test_scheduled_backups_run_at_each_cron_slot_upload_to_s3_and_apply_retentio
     assert condition(nightly, "Failed")["status"] == "False"
 
     # The Events tell the story.
-    reasons = [r for _, r, _ in events(api, "nightly")]
-    for reason, count in (("JobCreated", 2), ("BackupSucceeded", 2), ("RetentionApplied", 2)):
+    story = events(api, "nightly")
+    reasons = [r for _, r, _ in story]
+    for reason, count in (("BackupSucceeded", 2), ("RetentionApplied", 2)):
         assert reasons.count(reason) == count, reasons
+    created = [m for _, r, m in story if r == "JobCreated"]
+    assert len([m for m in created if "-prune " not in m]) == 2, created
+    assert len([m for m in created if "-prune " in m and "apply the retention" in m]) == 2
     assert any("removed 1" in m for _, r, m in events(api, "nightly") if r == "RetentionApplied")
 
     metrics = operator.metrics()

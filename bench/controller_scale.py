@@ -1,0 +1,339 @@
+"""Benchmark: the RedisBackup controller with many scheduled RedisBackups.
+
+Starts the test Kubernetes API emulator (tests/k8s) in its own process on 127.0.0.1,
+creates N RedisBackups scheduled at the same cron slot (one StatefulSet target,
+``method: replication``), runs the real ``backupctl operator`` with its test-only fake
+clock, lets it settle, then moves the clock across the slot and watches Jobs appear.
+Jobs are not run (no kubelet): this measures the controller, not backups.
+
+Prints the operator's RSS (idle after startup, and peak over the whole run, sampled
+every 100 ms), the time to the first status on every RedisBackup, and the delay from
+the slot to each Job's creation (p50/p99/max, taken when the Job's watch event
+arrives; ``creationTimestamp`` has one-second resolution and is shown as a check).
+Goals: peak RSS < 200 MiB, p99 <= 5 s.
+
+    .venv/bin/python bench/controller_scale.py [--count 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from k8s.client import K8sClient  # noqa: E402
+from k8s.emulator import write_kubeconfig  # noqa: E402
+
+NS = "bench"
+SLOT = datetime(2030, 1, 1, 2, tzinfo=UTC)
+EMULATOR = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from k8s.emulator import EmulatorThread
+thread = EmulatorThread().start()
+print(thread.url, flush=True)
+try:
+    while True:
+        time.sleep(3600)
+except KeyboardInterrupt:
+    thread.stop(timeout=5)
+"""
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMULATOR, str(REPO / "tests")],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://127.0.0.1:"):
+        stop(proc)
+        raise SystemExit(f"the emulator did not start: {url!r}")
+    return proc, url
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+
+
+def set_clock(path: Path, fake_now: datetime) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{(fake_now - datetime.now(UTC)).total_seconds():.3f}")
+    tmp.replace(path)
+
+
+def setup(api: K8sClient, count: int) -> None:
+    api.apply(REPO / "crds" / "redisbackup.yaml")
+    api.apply(REPO / "crds" / "redisrestore.yaml")
+    api.create_namespace(NS)
+    labels = {"app": "redis"}
+    container = {"name": "redis", "image": "redis:7", "ports": [{"containerPort": 6379}]}
+    api.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "redis"},
+            "spec": {
+                "serviceName": "redis",
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+            },
+        },
+        NS,
+    )
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "redis-0", "labels": labels},
+            "spec": {"nodeName": "node-a", "containers": [container]},
+        },
+        NS,
+    )
+    api.patch(
+        "pods",
+        NS,
+        "redis-0",
+        {
+            "status": {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }
+        },
+        subresource="status",
+    )
+
+    def create(i: int) -> None:
+        api.create(
+            {
+                "apiVersion": "backupctl.dev/v1alpha1",
+                "kind": "RedisBackup",
+                "metadata": {"name": f"rb-{i:04d}"},
+                "spec": {
+                    "target": {"kind": "StatefulSet", "name": "redis"},
+                    "schedule": "0 2 * * *",
+                    "method": "replication",
+                    "storage": {"s3": {"bucket": "bench", "endpoint": "http://127.0.0.1:9"}},
+                    "retention": {"keepLast": 3},
+                },
+            },
+            NS,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(count)))
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self.last = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.last = self.process.memory_info().rss
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, self.last)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+
+class JobWatcher(threading.Thread):
+    """Records when each Job's ADDED event arrives (monotonic time)."""
+
+    def __init__(self, url: str, resource_version: str) -> None:
+        super().__init__(daemon=True)
+        host, port = url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=300)
+        self.path = (
+            f"/apis/batch/v1/namespaces/{NS}/jobs?watch=true&resourceVersion={resource_version}"
+            "&timeoutSeconds=300"
+        )
+        self.seen: dict[str, tuple[float, str]] = {}
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            self.conn.request("GET", self.path, headers={"Accept": "application/json"})
+            response = self.conn.getresponse()
+            while True:
+                line = response.readline()
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                name = (obj.get("metadata") or {}).get("name")
+                if event.get("type") == "ADDED" and name and name not in self.seen:
+                    self.seen[name] = (time.monotonic(), obj["metadata"]["creationTimestamp"])
+        except (OSError, ValueError) as e:
+            self.error = repr(e)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000, help="RedisBackups (default 1000)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="per phase, seconds")
+    parser.add_argument(
+        "--lead", type=float, default=25.0, help="seconds of clock before the slot (default 25)"
+    )
+    args = parser.parse_args()
+    count = args.count
+
+    work = Path(tempfile.mkdtemp(prefix="controller-scale-"))
+    emulator, url = start_emulator()
+    operator: subprocess.Popen[bytes] | None = None
+    sampler: RssSampler | None = None
+    try:
+        api = K8sClient(url, timeout=60)
+        kubeconfig = write_kubeconfig(work / "kubeconfig", url)
+        clock = work / "clock"
+        set_clock(clock, SLOT - timedelta(seconds=600))
+        started = time.monotonic()
+        setup(api, count)
+        print(f"created {count} RedisBackups in {time.monotonic() - started:.1f} s", flush=True)
+
+        log = open(work / "operator.log", "wb")  # noqa: SIM115 - closed with the process
+        started = time.monotonic()
+        argv = [str(Path(sys.executable).parent / "backupctl"), "operator", "-n", NS]
+        argv += ["--clock-offset-file", str(clock), "--image", "backupctl:bench"]
+        operator = subprocess.Popen(
+            argv,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        sampler = RssSampler(operator.pid)
+        sampler.start()
+
+        deadline = time.monotonic() + args.timeout
+        while True:
+            items = api.list("redisbackups", NS)
+            ready = sum(1 for b in items if (b.get("status") or {}).get("nextScheduleTime"))
+            if ready == count:
+                break
+            if time.monotonic() > deadline or operator.poll() is not None:
+                raise SystemExit(f"only {ready}/{count} RedisBackups got a status; see {work}")
+            time.sleep(0.5)
+        settle = time.monotonic() - started
+        time.sleep(3)
+        op = psutil.Process(operator.pid)
+        idle_cpu = sum(op.cpu_times()[:2])
+        time.sleep(5)
+        idle_cpu = (sum(op.cpu_times()[:2]) - idle_cpu) / 5
+        idle_rss = sampler.last
+        print(f"operator: every RedisBackup has a status after {settle:.1f} s", flush=True)
+        print(f"operator CPU while idle: {idle_cpu:.0%} of one core", flush=True)
+
+        rv = api.request("GET", f"/apis/batch/v1/namespaces/{NS}/jobs")["metadata"][
+            "resourceVersion"
+        ]
+        watcher = JobWatcher(url, rv)
+        watcher.start()
+        time.sleep(0.5)
+        # Skip the idle hours: the clock jumps to shortly before the slot, then runs on,
+        # so the controller prepares for the slot as it would in real time.
+        lead = args.lead
+        procs = {"operator": psutil.Process(operator.pid), "emulator": psutil.Process(emulator.pid)}
+        set_clock(clock, SLOT - timedelta(seconds=lead))
+        crossed, crossed_wall = time.monotonic() + lead, datetime.now(UTC) + timedelta(seconds=lead)
+        print(f"clock moved to {lead:.0f} s before the slot", flush=True)
+        deadline = crossed + args.timeout
+        while time.monotonic() < crossed:
+            time.sleep(0.01)
+        cpu = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+        while len(watcher.seen) < count and time.monotonic() < deadline and watcher.is_alive():
+            time.sleep(0.2)
+        window = time.monotonic() - crossed
+        used = {k: sum(p.cpu_times()[:2]) - cpu[k] for k, p in procs.items()}
+        time.sleep(2)  # anything extra (a second Job for a slot) would show now
+        jobs = api.list("jobs", NS)
+        early = [n for n, (t, _) in watcher.seen.items() if t < crossed]
+        if early:
+            print(f"{len(early)} Jobs were created BEFORE the slot: {early[:3]}")
+        delays = [t - crossed for t, _ in watcher.seen.values()]
+        stamps = [
+            (datetime.fromisoformat(c.replace("Z", "+00:00")) - crossed_wall).total_seconds()
+            for _, c in watcher.seen.values()
+        ]
+        sampler.stop()
+        print(f"Jobs: {len(jobs)} for {count} RedisBackups (one slot each)")
+        if watcher.error:
+            print(f"watch error: {watcher.error}")
+        if delays:
+            print(
+                "slot -> Job created (watch event): "
+                f"p50 {percentile(delays, 50):.2f} s, p99 {percentile(delays, 99):.2f} s, "
+                f"max {max(delays):.2f} s, mean {statistics.mean(delays):.2f} s"
+            )
+            print(
+                "slot -> creationTimestamp (1 s resolution): "
+                f"p50 {percentile(stamps, 50):.0f} s, p99 {percentile(stamps, 99):.0f} s"
+            )
+        print(
+            f"CPU during those {window:.1f} s: operator {used['operator']:.1f} s, "
+            f"API emulator {used['emulator']:.1f} s; load average {os.getloadavg()[0]:.1f}"
+        )
+        mib = 1024 * 1024
+        print(
+            f"operator RSS: idle {idle_rss / mib:.0f} MiB after startup, "
+            f"peak {sampler.peak / mib:.0f} MiB (goal < 200 MiB)"
+        )
+        ok = len(jobs) == count and delays and percentile(delays, 99) <= 5.0
+        ok = ok and sampler.peak < 200 * mib
+        print("goals met" if ok else "goals NOT met", f"(logs in {work})")
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if operator is not None:
+            stop(operator)
+        stop(emulator)
+
+
+if __name__ == "__main__":
+    main()

@@ -94,7 +94,7 @@ async def restore_startup(memo: kopf.Memo, **_: Any) -> None:
 async def restore_cleanup(memo: kopf.Memo, **_: Any) -> None:
     restores: Restores | None = memo.get("restores")
     if restores is not None:
-        restores.kube.close()
+        await restores.kube.aclose()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RESTORE: kopf.PRESENT})

@@ -134,6 +134,7 @@ def backup_job(
     ttl_seconds_after_finished: int | None = None,
     run_as_user: int | None = None,
     run_as_group: int | None = None,
+    cluster: bool = False,
 ) -> dict[str, Any]:
     """The Job that backs up ``target_pod`` for ``slot``.
 
@@ -141,6 +142,9 @@ def backup_job(
     controller's own image, used unless the spec sets one. With ``method:
     bgsave`` the pod's data PVC is mounted read-only at ``/data`` and the Job
     is pinned to the pod's node; ``method: replication`` mounts no data.
+    ``cluster``: ``target_pod`` is one node of a Redis Cluster; the Job backs
+    up every shard from it (``run --cluster``) over the replication protocol,
+    since one Job cannot mount every shard's volume.
     """
     target = spec.target
     pod = replace(
@@ -160,10 +164,12 @@ def backup_job(
         "--node-name",
         pod.name,
         "--method",
-        spec.method,
+        "replication" if cluster else spec.method,
         "--compression",
         spec.compression,
     ]
+    if cluster:
+        args += ["--cluster", *(["--prefer-replica"] if spec.prefer_replica else [])]
     env: list[dict[str, Any]] = []
     if pod.password_secret is not None:
         ref = pod.password_secret
@@ -176,7 +182,7 @@ def backup_job(
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     affinity: dict[str, Any] | None = None
-    if spec.method == "bgsave":
+    if spec.method == "bgsave" and not cluster:
         if not pod.node_name or not pod.data_pvc:
             raise ValueError(f"method bgsave needs the node and data PVC of pod {pod.name}")
         volumes.append(

@@ -169,7 +169,7 @@ class Tracker:
     spec: BackupSpec | SpecError | None = None  # parsed once per generation
     choice: topology.Choice | None = None
     resolved_at: datetime | None = None
-    warned: str | None = None
+    noted: str | None = None
     results: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
     pod_checks: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     stuck: dict[str, plan.PodProblem | None] = field(default_factory=dict)
@@ -498,9 +498,9 @@ async def execute(
     for event in planned.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     choice = tracker.choice
-    if choice is not None and choice.warning and choice.warning != tracker.warned:
-        kopf.event(body, type="Warning", reason="PartialBackup", message=choice.warning)
-        tracker.warned = choice.warning
+    if choice is not None and choice.note and choice.note != tracker.noted:
+        kopf.event(body, type="Normal", reason="TargetNote", message=choice.note)
+        tracker.noted = choice.note
     for outcome in planned.outcomes:
         if outcome.succeeded:
             controller.metrics.success(
@@ -535,8 +535,11 @@ def job_manifest(
     }
     if create.component == plan.PRUNE:
         return prune_job(spec, slot=create.slot, **common)
-    assert tracker.choice is not None, "a backup Job is planned only with a resolved target"
-    return backup_job(spec, target_pod=tracker.choice.pod, slot=create.slot, **common)
+    choice = tracker.choice
+    assert choice is not None, "a backup Job is planned only with a resolved target"
+    return backup_job(
+        spec, target_pod=choice.pod, slot=create.slot, cluster=choice.cluster, **common
+    )
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,11 @@ Redis passwords live in Secrets), so the choice uses what Kubernetes shows:
 3. the primary by default (a replica with ``preferReplica``), then the
    lowest StatefulSet ordinal.
 
-The Job then connects to that pod. An OpsTree RedisCluster is sharded: one
-Job backs up one shard (the first leader), which :attr:`Choice.warning` says.
+The Job then connects to that pod. A Redis Cluster (an OpsTree
+RedisCluster, or pods whose Redis runs with ``cluster-enabled yes``) is
+sharded: its Job runs ``backupctl run --cluster`` from the chosen node, which
+backs up every shard as one backup set over the replication protocol
+(:attr:`Choice.cluster`; one Job cannot mount every shard's volume).
 """
 
 from __future__ import annotations
@@ -79,10 +82,14 @@ class Workload:
 
 @dataclass(frozen=True)
 class Choice:
+    """The pod a backup starts from; ``cluster``: back up every shard from it;
+    ``note``: something the user should know (posted once as an Event)."""
+
     pod: TargetPod
     role: str | None
     description: str
-    warning: str | None = None
+    cluster: bool = False
+    note: str | None = None
 
 
 def choose(
@@ -110,6 +117,16 @@ def choose(
     pod = min(ready, key=rank)
     role = pod_role(pod, workload.roles)
     target = target_pod(pod, workload, tls=tls)
+    cluster = workload.kind == "RedisCluster" or cluster_enabled(redis_container(pod))
+    if cluster:
+        note = None
+        if method == "bgsave":
+            note = (
+                f"{workload.label} is a Redis Cluster: every shard is backed up over the "
+                "replication protocol from one Job (method bgsave would need each shard's volume)"
+            )
+        description = f"{workload.label}, every shard, from pod {target.name}"
+        return Choice(target, role, description, cluster=True, note=note)
     if method == "bgsave" and (not target.node_name or not target.data_pvc):
         raise TargetError(
             "DataVolumeNotFound",
@@ -118,14 +135,7 @@ def choose(
             "method: replication needs no volume",
         )
     description = f"{workload.label}, pod {target.name}" + (f" ({role})" if role else "")
-    warning = None
-    primaries = [p for p in workload.pods if pod_role(p, workload.roles) == "primary"]
-    if workload.kind == "RedisCluster" and len(primaries) > 1:
-        warning = (
-            f"{workload.label} is sharded over {len(primaries)} leaders; each run backs up the "
-            f"shard of pod {target.name} only (multi-shard backups are not supported yet)"
-        )
-    return Choice(pod=target, role=role, description=description, warning=warning)
+    return Choice(pod=target, role=role, description=description)
 
 
 def target_pod(pod: Mapping[str, Any], workload: Workload, *, tls: bool = False) -> TargetPod:
@@ -196,6 +206,13 @@ def redis_container(pod: Mapping[str, Any]) -> Mapping[str, Any]:
         if found:
             return found[0]
     return containers[0]
+
+
+def cluster_enabled(container: Mapping[str, Any]) -> bool:
+    """Whether the container starts Redis with ``cluster-enabled yes`` on its
+    command line (a config file is not visible to the controller)."""
+    words = [str(w) for w in [*(container.get("command") or []), *(container.get("args") or [])]]
+    return re.search(r"cluster-enabled[\s=]+yes", " ".join(words)) is not None
 
 
 def redis_port(resource: Mapping[str, Any] | None, container: Mapping[str, Any]) -> int:
@@ -303,6 +320,7 @@ __all__ = [
     "TargetError",
     "Workload",
     "choose",
+    "cluster_enabled",
     "data_volume",
     "is_ready",
     "label_selector",

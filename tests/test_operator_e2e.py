@@ -52,6 +52,7 @@ class Operator:
         self.clock.write_text("0")
         self.log_path = workdir / "operator.log"
         self.metrics_port = free_port()
+        self.liveness_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -69,6 +70,7 @@ class Operator:
             argv = [BACKUPCTL, "operator", "-n", NS, "--verbose", "--image", "backupctl:test"]
             argv += ["--clock-offset-file", str(self.clock)]
             argv += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
+            argv += ["--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]
             self.proc = subprocess.Popen(
                 argv,
                 env={**self.api.env, "PYTHONUNBUFFERED": "1"},
@@ -99,8 +101,15 @@ class Operator:
         return self.log_path.read_text(errors="replace")[-tail:]
 
     def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return self._get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+
+    def healthz(self) -> str:
+        return self._get(f"http://127.0.0.1:{self.liveness_port}/healthz")
+
+    @staticmethod
+    def _get(url: str) -> str:
         with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
             return str(response.read().decode())
 
 
@@ -439,6 +448,7 @@ def test_scheduled_backups_run_at_each_cron_slot_upload_to_s3_and_apply_retentio
     )
     assert size and float(size.group(1)) == last["size"]
     assert 'backupctl_backup_failures_total{name="nightly",namespace="ns"} 0.0' in metrics
+    operator.healthz()  # the Deployment's probes
     assert_valid_jobs(api)
     bgsave = api.get("jobs", NS, "disk-20300101020000")
     assert bgsave is not None
@@ -447,6 +457,13 @@ def test_scheduled_backups_run_at_each_cron_slot_upload_to_s3_and_apply_retentio
         "name": "data",
         "persistentVolumeClaim": {"claimName": "data-redis-b-0", "readOnly": True},
     } in volumes
+
+    # Deleting the RedisBackup: kopf releases it, its Jobs are collected, the backups stay.
+    api.delete("redisbackups", NS, "nightly")
+    wait(operator, lambda: api.get("redisbackups", NS, "nightly") is None, 20, "nightly deleted")
+    wait(operator, lambda: not backup_jobs(api, "nightly"), 20, "nightly's Jobs collected")
+    assert store_ids(f"s3://{bucket}", s3_server.env, "ns/redis-a") == ids
+    assert 'name="nightly"' not in operator.metrics()
     assert operator.alive
     s3_server.remove_bucket(bucket)
 
@@ -646,6 +663,7 @@ def test_after_a_three_day_outage_exactly_one_catch_up_job_runs(
         "(72 runs were missed; only the latest is made up for)",
     ]
     assert len(store_ids(f"s3://{bucket}", s3_server.env, "ns/redis")) == 2
+    assert_valid_jobs(api)
     s3_server.remove_bucket(bucket)
 
 

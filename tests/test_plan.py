@@ -37,6 +37,7 @@ from backupctl.plan import (
     retry_delay,
     unrecorded,
 )
+from backupctl.schedule import next_run, prev_run
 from backupctl.spec import SpecError, parse_backup
 
 CREATED = datetime(2030, 1, 1, 1, 0, tzinfo=UTC)
@@ -619,3 +620,18 @@ def test_pod_problem_reports_config_errors_and_unschedulable_pods() -> None:
         },
     }
     assert pod_problem([pending]) == PodProblem("Unschedulable", "m")
+
+
+@pytest.mark.parametrize(
+    ("cron", "tz"),
+    [("0 2 * * *", "UTC"), ("*/7 * * * *", "UTC"), ("30 2 * * *", "Europe/Paris")],
+)
+def test_the_shared_slot_cache_agrees_with_the_schedule_module(cron: str, tz: str) -> None:
+    # Across the Paris spring-forward night (02:30 does not exist on 2030-03-31).
+    start = datetime(2030, 3, 30, 23, 0, tzinfo=UTC)
+    for minutes in range(0, 6 * 60, 13):
+        now = start + timedelta(minutes=minutes, seconds=minutes % 60)
+        assert planning.slots_around(cron, tz, now) == (
+            prev_run(cron, tz, now),
+            next_run(cron, tz, now),
+        )

@@ -27,7 +27,10 @@ import zstandard
 from backupctl.catalog import FileEntry
 
 COMPRESSIONS = ("zstd", "gzip", "none")
-ZSTD_DEFAULT_LEVEL = 3
+#: Level 1 keeps the pipeline as fast as ``zstd -1``/``sha256sum`` on 2 cores
+#: (measured on a 609 MiB RDB: level 1 2.6 s, level 3 5.2 s, archives 18%
+#: larger); ``--level`` trades speed for size.
+ZSTD_DEFAULT_LEVEL = 1
 ZSTD_JOB_SIZE = 2 * 1024 * 1024
 COPY_CHUNK = 1024 * 1024
 BLOCK = tarfile.BLOCKSIZE

@@ -428,7 +428,7 @@ class _BackgroundChecker:
     so writing to its pipe overlaps compression instead of adding to it
     (measured: +1.5 s on a 600 MiB RDB when fed inline, ~0 in a thread)."""
 
-    QUEUE_CHUNKS = 4  # x 1 MiB chunks: the most this adds to memory
+    QUEUE_CHUNKS = 2  # x 1 MiB chunks: the most this adds to memory
 
     def __init__(self, checker: redisnode.RdbStreamChecker) -> None:
         self._checker = checker

@@ -37,7 +37,6 @@ from botocore.exceptions import (
 )
 
 from backupctl.storage.base import (
-    CHUNK_SIZE,
     AccessDenied,
     NotFound,
     ObjectInfo,

@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import ssl
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +34,8 @@ from backupctl import __version__
 
 JsonDict = dict[str, Any]
 REQUEST_TIMEOUT = 30.0
+#: Seconds an auth header is reused before the login's refresh hook is asked again.
+AUTH_REFRESH = 10.0
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -60,7 +63,10 @@ class Kube:
         self.core = client.CoreV1Api(self.api_client)
         self._session: aiohttp.ClientSession | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._auth: dict[str, str] = {}
+        self._auth_until = 0.0
         self._ssl: ssl.SSLContext | bool = self._ssl_context()
+        self._proxy: str | None = configuration.proxy or None
 
     @classmethod
     def connect(cls, connections: int = 16) -> Kube:
@@ -86,18 +92,24 @@ class Kube:
         return context
 
     def _headers(self, content_type: str) -> dict[str, str]:
-        headers = {
+        now = time.monotonic()
+        if now >= self._auth_until:
+            # The loaders refresh expiring tokens (exec plugins, the projected
+            # service-account token) when asked; asking costs ~50 us, so ask
+            # every AUTH_REFRESH seconds rather than per request.
+            settings: dict[str, Any] = dict(self.configuration.auth_settings())
+            self._auth = {
+                str(a["key"]): str(a["value"])
+                for a in settings.values()
+                if a.get("in") == "header" and a.get("value")
+            }
+            self._auth_until = now + AUTH_REFRESH
+        return {
             "Accept": "application/json",
             "Content-Type": content_type,
             "User-Agent": f"backupctl/{__version__}",
+            **self._auth,
         }
-        # The loaders' auth settings refresh expiring tokens (exec plugins,
-        # the projected service-account token) when asked for them.
-        settings: dict[str, Any] = dict(self.configuration.auth_settings())
-        for auth in settings.values():
-            if auth.get("in") == "header" and auth.get("value"):
-                headers[str(auth["key"])] = str(auth["value"])
-        return headers
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -137,7 +149,7 @@ class Kube:
                 params=params,
                 data=data,
                 headers=self._headers(content_type),
-                proxy=self.configuration.proxy or None,
+                proxy=self._proxy,
             ) as response:
                 raw = await response.read()
                 status = response.status

@@ -286,6 +286,22 @@ def events(api: K8sApi, name: str) -> list[tuple[str, str, str]]:
     ]
 
 
+def settled_events(
+    op: Operator, api: K8sApi, name: str, reasons: dict[str, int]
+) -> list[tuple[str, str, str]]:
+    """The Events of ``name`` once they include ``reasons`` (count each); kopf posts
+    Events after the status is written, so they can trail it a little. More than
+    expected fails at once."""
+
+    def counted() -> list[tuple[str, str, str]] | None:
+        story = events(api, name)
+        counts = {r: sum(1 for _, e, _ in story if e == r) for r in reasons}
+        assert all(counts[r] <= n for r, n in reasons.items()), story
+        return story if counts == reasons else None
+
+    return wait(op, counted, 10, f"Events {reasons} for {name}", lambda: events(api, name))
+
+
 def store_ids(url: str, env: dict[str, str], target: str) -> list[str]:
     """``backupctl list --json`` on a store, as a user would check it."""
     out = subprocess.run(
@@ -433,14 +449,13 @@ def test_scheduled_backups_run_at_each_cron_slot_upload_to_s3_and_apply_retentio
     assert condition(nightly, "Failed")["status"] == "False"
 
     # The Events tell the story.
-    story = events(api, "nightly")
-    reasons = [r for _, r, _ in story]
-    for reason, count in (("BackupSucceeded", 2), ("RetentionApplied", 2)):
-        assert reasons.count(reason) == count, reasons
+    story = settled_events(
+        operator, api, "nightly", {"JobCreated": 4, "BackupSucceeded": 2, "RetentionApplied": 2}
+    )
     created = [m for _, r, m in story if r == "JobCreated"]
     assert len([m for m in created if "-prune " not in m]) == 2, created
     assert len([m for m in created if "-prune " in m and "apply the retention" in m]) == 2
-    assert any("removed 1" in m for _, r, m in events(api, "nightly") if r == "RetentionApplied")
+    assert any("removed 1" in m for _, r, m in story if r == "RetentionApplied")
 
     metrics = operator.metrics()
     size = re.search(
@@ -599,8 +614,7 @@ def test_killing_the_operator_during_a_run_makes_no_duplicate_job_and_loses_no_s
     assert store_ids(f"s3://{bucket}", s3_server.env, "ns/redis") == [
         st["lastSuccessfulBackup"]["id"]
     ]
-    reasons = [r for _, r, _ in events(api, "slow")]
-    assert reasons.count("JobCreated") == 1 and reasons.count("BackupSucceeded") == 1
+    settled_events(operator, api, "slow", {"JobCreated": 1, "BackupSucceeded": 1})
     s3_server.remove_bucket(bucket)
 
 
@@ -656,7 +670,8 @@ def test_after_a_three_day_outage_exactly_one_catch_up_job_runs(
     )
     assert st["lastScheduleTime"] == "2030-05-04T01:00:00Z"
     assert st["nextScheduleTime"] == "2030-05-04T02:00:00Z"
-    created = sorted(m for _, r, m in events(api, "hourly") if r == "JobCreated")
+    story = settled_events(operator, api, "hourly", {"JobCreated": 2})
+    created = sorted(m for _, r, m in story if r == "JobCreated")
     assert created == [
         "Created Job hourly-20300501010000 for the run at 2030-05-01T01:00:00Z",
         "Created Job hourly-20300504010000 for the run at 2030-05-04T01:00:00Z "
@@ -739,7 +754,14 @@ def test_invalid_specs_end_in_ready_false_with_the_reason_and_no_hot_loop(
         )
         ready = condition(st, "Ready")
         assert ready["status"] == "False" and text in ready["message"], ready
-        assert any(r == reason and text in m for t, r, m in events(api, name) if t == "Warning")
+        wait(  # posted after the status is written, by kopf's Event poster
+            operator,
+            lambda n=name, r=reason, x=text: any(
+                t == "Warning" and e == r and x in m for t, e, m in events(api, n)
+            ),
+            10,
+            f"a Warning Event {reason} for {name}",
+        )
     assert status(api, "bad-cron")["phase"] == "Failed"
     assert status(api, "ghost")["phase"] == "Pending"
     assert status(api, "no-secret")["phase"] == "Running"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from clitools import assert_one_clear_error, cli
 from redisfixtures import RedisFactory, RedisServer, wait_for
-from test_datapath import assert_one_clear_error, cli
 
 from backupctl.redisnode import cluster_shards
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,35 +16,12 @@ from typing import Any
 
 import jsonschema
 import pytest
+from clitools import assert_one_clear_error, cli
 from redisfixtures import RedisFactory, populate
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "docs" / "manifest.schema.json").read_text())
 N_KEYS = 200_000
-
-
-def cli(
-    *args: str | Path, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "backupctl", *map(str, args)],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"backupctl {args} failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
-def assert_one_clear_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), lines[0]
 
 
 @pytest.mark.parametrize("method", ["bgsave", "replication"])

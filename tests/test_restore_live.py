@@ -5,26 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+from clitools import cli
 from redisfixtures import RedisFactory, RedisServer, populate, wait_for
-
-
-def cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "backupctl", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ),
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"backupctl {args} failed ({proc.returncode}): {proc.stderr}")
-    return proc
 
 
 def files(folder: Path) -> dict[str, str]:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clitools import assert_one_clear_error, cli
 from redisfixtures import RedisFactory, RedisServer, populate, wait_for
 
 from backupctl.restore import (
@@ -23,25 +22,6 @@ from backupctl.restore import (
 )
 
 TARGET = "ns/app"
-
-
-def cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "backupctl", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ),
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"backupctl {args} failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
-def one_error(proc: subprocess.CompletedProcess[str], needle: str) -> None:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and needle.lower() in lines[0].lower(), lines[0]
 
 
 def tree(folder: Path) -> dict[str, str]:
@@ -173,13 +153,19 @@ def test_swap_without_a_staged_copy_and_discard_staged(
     store, bid, _ = backed_up
     data = tmp_path / "data"
     data.mkdir()
-    one_error(cli("restore", store, bid, "--to-dir", data, "--swap", check=False), "stage it first")
-    one_error(cli("restore", store, "latest", "--to-dir", data, "--swap", check=False), "latest")
-    one_error(
+    assert_one_clear_error(
+        cli("restore", store, bid, "--to-dir", data, "--swap", check=False), "stage it first"
+    )
+    assert_one_clear_error(
+        cli("restore", store, "latest", "--to-dir", data, "--swap", check=False), "latest"
+    )
+    assert_one_clear_error(
         cli("restore", store, bid, "--swap", "--stage-only", "--to-dir", data, check=False),
         "exclude each other",
     )
-    one_error(cli("restore", store, bid, "--swap", check=False), "--swap goes with --to-dir")
+    assert_one_clear_error(
+        cli("restore", store, bid, "--swap", check=False), "--swap goes with --to-dir"
+    )
 
     cli("restore", store, bid, "--target", TARGET, "--to-dir", data, "--stage-only")
     out = cli("restore", store, bid, "--to-dir", data, "--discard-staged", "--json")
@@ -202,5 +188,5 @@ def test_dry_run_resolves_latest_once_and_reports_what_a_restore_loads(
     assert node["role"] == "master" and node["keys"] == result["keys"] and node["rdbVersion"] >= 9
     missing = cli("restore", store, "backup-20000101-000000", "--target", TARGET, "--dry-run",
                   "--termination-log", tlog, check=False)  # fmt: skip
-    one_error(missing, "not found")
+    assert_one_clear_error(missing, "not found")
     assert json.loads(tlog.read_text())["ok"] is False

@@ -8,13 +8,11 @@ Equality is Redis' own ``DEBUG DIGEST`` over every database.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from clitools import assert_one_clear_error, cli
 from redisfixtures import RedisFactory, RedisServer, populate
 
 from backupctl import catalog
@@ -25,29 +23,6 @@ from backupctl.storage import open_store
 LIBRARY = "#!lua name=backupctltest\nredis.register_function('hello', function() return 'hi' end)"
 
 
-def cli(
-    *args: str | Path, env: dict[str, str] | None = None, check: bool = True, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "backupctl", *map(str, args)],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"backupctl {args} failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
-def assert_one_clear_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), lines[0]
-    return lines[0]
 
 
 def varied_dataset(server: RedisServer, n: int = 20_000) -> int:

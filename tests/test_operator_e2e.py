@@ -15,11 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,90 +24,17 @@ from typing import Any, TypeVar
 
 import kubernetes_validate
 import pytest
-from emulators import AzuriteEmulator, GCSEmulator, S3Emulator, free_port
+from emulators import AzuriteEmulator, GCSEmulator, S3Emulator
 from k8s.client import ApiStatusError
 from k8s.fixtures import K8sApi
 from k8s.kubelet import Kubelet
+from k8s.operator_process import BACKUPCTL, Operator
 from redisfixtures import RedisFactory, RedisServer, populate
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "ns"
-BACKUPCTL = str(Path(sys.executable).parent / "backupctl")
 K8S_VERSION = kubernetes_validate.utils.latest_version()
 T = TypeVar("T")
-
-
-# --- the operator process ------------------------------------------------------------
-
-
-class Operator:
-    """``backupctl operator -n ns`` as a subprocess with a fake clock."""
-
-    def __init__(self, api: K8sApi, workdir: Path) -> None:
-        self.api = api
-        self.clock = workdir / "clock-offset"
-        self.clock.write_text("0")
-        self.log_path = workdir / "operator.log"
-        self.metrics_port = free_port()
-        self.liveness_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def set_time(self, t: datetime) -> None:
-        """Make the operator's clock read ``t`` now (and run on from there)."""
-        tmp = self.clock.with_suffix(".tmp")
-        tmp.write_text(f"{(t - datetime.now(UTC)).total_seconds():.3f}")
-        tmp.replace(self.clock)
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None
-        self.starts += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n===== start {self.starts} =====\n".encode())
-            argv = [BACKUPCTL, "operator", "-n", NS, "--verbose", "--image", "backupctl:test"]
-            argv += ["--clock-offset-file", str(self.clock)]
-            argv += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
-            argv += ["--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]
-            self.proc = subprocess.Popen(
-                argv,
-                env={**self.api.env, "PYTHONUNBUFFERED": "1"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self, tail: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-tail:]
-
-    def metrics(self) -> str:
-        return self._get(f"http://127.0.0.1:{self.metrics_port}/metrics")
-
-    def healthz(self) -> str:
-        return self._get(f"http://127.0.0.1:{self.liveness_port}/healthz")
-
-    @staticmethod
-    def _get(url: str) -> str:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            assert response.status == 200
-            return str(response.read().decode())
 
 
 @pytest.fixture
@@ -123,7 +47,7 @@ def api(k8s_api: K8sApi) -> K8sApi:
 
 @pytest.fixture
 def operator(api: K8sApi, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(api, tmp_path)
+    op = Operator(api, tmp_path, NS)
     try:
         yield op
     finally:

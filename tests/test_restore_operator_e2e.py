@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,12 +26,12 @@ import redis
 from emulators import S3Emulator
 from k8s.fixtures import K8sApi
 from k8s.kubelet import Kubelet
+from k8s.operator_process import BACKUPCTL, Operator
 from k8s.statefulset import StatefulSets, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "ns"
 STS = "redis"
-BACKUPCTL = str(Path(sys.executable).parent / "backupctl")
 T = TypeVar("T")
 OPSTREE_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -50,38 +49,6 @@ OPSTREE_CRD = {
 
 
 # --- fixtures ---------------------------------------------------------------------------
-
-
-class Operator:
-    """``backupctl operator -n ns`` as a subprocess (restartable, killable)."""
-
-    def __init__(self, api: K8sApi, workdir: Path) -> None:
-        self.api, self.log_path = api, workdir / "operator.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [BACKUPCTL, "operator", "-n", NS, "--verbose", "--image", "backupctl:test"],
-                env={**self.api.env, "PYTHONUNBUFFERED": "1"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-    def log(self, tail: int = 6000) -> str:
-        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
 
 
 @pytest.fixture
@@ -104,7 +71,7 @@ def statefulsets(api: K8sApi, kubelet: Kubelet, tmp_path: Path) -> Iterator[Stat
 
 @pytest.fixture
 def operator(api: K8sApi, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(api, tmp_path)
+    op = Operator(api, tmp_path, NS)
     op.start()
     try:
         yield op
@@ -350,8 +317,12 @@ def test_restore_primary_and_replicas_equals_the_backup_and_never_runs_again(
         previous = statefulsets.folder(f"data-redis-{i}") / pod["previousData"]
         assert previous.is_dir() and (previous / "dump.rdb").exists()
     expected = {"Started", "Staging", "Quiescing", "Restarting", "Verifying", "Completed"}
-    wait(operator, lambda: expected <= set(events(api, "r1")), 10,
-         f"an Event per phase: {events(api, 'r1')}")
+    wait(
+        operator,
+        lambda: expected <= set(events(api, "r1")),
+        10,
+        f"an Event per phase: {events(api, 'r1')}",
+    )
     jobs = restore_jobs(api, "r1")
     assert all(len(kubelet.runs(j, NS)) == 1 for j in jobs), jobs
 

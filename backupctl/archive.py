@@ -71,10 +71,9 @@ class ArchiveResult:
 class HashingWriter:
     """Counts and hashes what passes through to ``sink``."""
 
-    def __init__(self, sink: Sink, progress: Progress | None = None) -> None:
+    def __init__(self, sink: Sink) -> None:
         self._sink = sink
         self._hash = hashlib.sha256()
-        self._progress = progress
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:

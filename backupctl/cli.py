@@ -418,6 +418,43 @@ def restore(
             "host:port; password also from --password-file or REDIS_PASSWORD).",
         ),
     ] = None,
+    to_cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--to-cluster",
+            help="Restore a cluster backup set in place into this running Redis Cluster "
+            "(redis://host:port of any node): each shard's archive is staged into the data "
+            "directory of every node now serving the same slots (they must be on this machine), "
+            "then every node is quiesced and the files are swapped. Restart every node next, or "
+            "pass --restart.",
+        ),
+    ] = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="With --to-cluster: then SHUTDOWN NOSAVE every node at once and wait (up to "
+            "--timeout) until each is running again, and verify. Something must start them "
+            "again: systemd, Kubernetes, a container restart policy.",
+        ),
+    ] = False,
+    verify_only: Annotated[
+        bool,
+        typer.Option(
+            "--verify-only",
+            help="With --to-cluster: change nothing, only verify that the cluster serves backup "
+            "ID (cluster_state ok, all slots, each shard's master loaded the shard's key count, "
+            "replicas in sync).",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            help="With --to-cluster: seconds to wait for background saves to end, nodes to come "
+            "back, load and sync.",
+        ),
+    ] = 600.0,
     flush: Annotated[
         bool,
         typer.Option(
@@ -427,7 +464,9 @@ def restore(
     ] = False,
     password_file: Annotated[
         Path | None,
-        typer.Option("--password-file", help="With --to-redis: file holding the password."),
+        typer.Option(
+            "--password-file", help="With --to-redis/--to-cluster: file holding the password."
+        ),
     ] = None,
     tmp_dir: Annotated[
         Path | None,
@@ -489,9 +528,11 @@ def restore(
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
 ) -> None:
-    """Restore a backup into a data directory (--to-dir) or a running Redis (--to-redis).
+    """Restore a backup into a data directory (--to-dir), a running Redis (--to-redis) or,
+    in place, a Redis Cluster whose nodes' data directories are on this machine (--to-cluster).
 
-    --to-dir verifies everything before DIR is touched and keeps the previous data."""
+    Everything is verified before a data directory is touched, and the previous data is kept
+    in DIR/.backupctl-previous-<time>/."""
     if appendonly not in APPENDONLY_MODES:
         fail(
             f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}",
@@ -506,12 +547,31 @@ def restore(
         return
     if steps and to_dir is None:
         fail(f"{steps[0]} goes with --to-dir", termination_log=termination_log)
-    if (to_dir is None) == (to_redis is None):
+    if sum(t is not None for t in (to_dir, to_redis, to_cluster)) != 1:
         fail(
-            "pass exactly one of --to-dir DIR (a stopped Redis' data directory) or "
-            "--to-redis URL (a running Redis)",
+            "pass exactly one of --to-dir DIR (a stopped Redis' data directory), "
+            "--to-redis URL (a running Redis, key by key) or --to-cluster URL (a Redis Cluster "
+            "whose nodes' data directories are on this machine)",
             termination_log=termination_log,
         )
+    if to_cluster is None and (restart or verify_only):
+        fail("--restart and --verify-only go with --to-cluster", termination_log=termination_log)
+    if to_cluster is not None:
+        misplaced = [name for name, on in (("--node", node is not None), ("--flush", flush),
+                     ("--prefer-aof", prefer_aof), ("--tmp-dir", tmp_dir is not None),
+                     ("--restart", restart and verify_only)) if on]  # fmt: skip
+        if misplaced:
+            fail(
+                f"{misplaced[0]} does not go with --to-cluster"
+                + (" --verify-only" if misplaced[0] == "--restart" else ""),
+                termination_log=termination_log,
+            )
+        _restore_to_cluster(
+            store_url, backup, to_cluster, appendonly=appendonly, restart=restart,
+            verify_only=verify_only, timeout=timeout, password_file=password_file,
+            target=target, endpoint=endpoint, as_json=as_json, termination_log=termination_log,
+        )  # fmt: skip
+        return
     if to_redis is not None:
         if prefer_aof:
             fail("--prefer-aof goes with --to-dir", termination_log=termination_log)
@@ -669,6 +729,134 @@ def _restore_to_redis(
                 f"loaded {result.id} into {result.redis}: {result.keys} keys in "
                 f"{len(result.databases)} database(s){expired}"
             )
+
+
+def _restore_to_cluster(
+    store_url: str,
+    backup: str,
+    cluster_url: str,
+    *,
+    appendonly: str,
+    restart: bool,
+    verify_only: bool,
+    timeout: float,
+    password_file: Path | None,
+    target: str | None,
+    endpoint: str | None,
+    as_json: bool,
+    termination_log: Path | None,
+) -> None:
+    from backupctl.restore_cluster import format_slots, restore_to_cluster, verify
+
+    with user_errors(termination_log):
+        seed = parse_redis_url(
+            cluster_url, password_file=str(password_file) if password_file else None
+        )
+        if verify_only and catalog.normalize_ref(backup) == "latest":
+            raise RestoreError(
+                "--verify-only needs the id of the restored backup, not 'latest' (a newer "
+                "backup may exist by now)"
+            )
+        store = get_store(store_url, endpoint)
+        entry = catalog.find(store, backup, target)
+        assert entry.manifest is not None  # find() returns complete backups only
+        if verify_only:
+            checks = verify(entry.manifest, seed, wait=timeout)
+            data: dict[str, Any] = {
+                "ok": True,
+                "id": entry.id,
+                "verified": True,
+                "keys": entry.manifest.keys,
+                "shards": [
+                    {
+                        "slots": [list(r) for r in c.slots],
+                        "backupNode": c.backup_node,
+                        "keys": c.keys,
+                        "nodes": [n.json() for n in c.nodes],
+                    }
+                    for c in checks
+                ],
+            }
+            if termination_log is not None:
+                _write_termination_log(termination_log, data)
+            if as_json:
+                typer.echo(json.dumps(data, indent=2))
+                return
+            for c in checks:
+                typer.echo(
+                    f"slots {format_slots(c.slots)}: {c.keys} keys of {c.backup_node} on "
+                    + ", ".join(f"{n.redis} ({n.role})" for n in c.nodes)
+                )
+            typer.echo(f"verified: the cluster serves {entry.id} ({entry.manifest.keys} keys)")
+            return
+        with progress_bar("restore", not as_json) as (advance, set_total):
+            if set_total:
+                set_total(entry.manifest.size)
+            result = restore_to_cluster(
+                store, entry, seed, appendonly=appendonly, restart_nodes=restart,
+                timeout=timeout, progress=advance,
+            )  # fmt: skip
+        verify_cmd = (
+            f"backupctl restore {store_url} {result.id} --target {result.target} "
+            f"--to-cluster {seed} --verify-only"
+        )
+        data = {
+            "ok": True,
+            "id": result.id,
+            "target": result.target,
+            "keys": result.keys,
+            "restarted": result.restarted,
+            "verified": result.checks is not None,
+            "shards": [
+                {
+                    "slots": [list(r) for r in p.slots],
+                    "backupNode": p.backup.name,
+                    "keys": p.backup.keys,
+                    "nodes": [
+                        {
+                            "redis": m.display,
+                            "nodeId": m.node_id,
+                            "role": m.role,
+                            "dir": str(m.dir),
+                            "previous": _str_or_none(result.previous[m.display]),
+                        }
+                        for m in p.members
+                    ],
+                }
+                for p in result.shards
+            ],
+            "next": None if result.restarted else verify_cmd,
+        }
+        if termination_log is not None:
+            _write_termination_log(termination_log, data)
+        if as_json:
+            typer.echo(json.dumps(data, indent=2))
+            return
+        for p in result.shards:
+            typer.echo(
+                f"slots {format_slots(p.slots)}: {p.backup.keys} keys of {p.backup.name} -> "
+                + ", ".join(f"{m.display} ({m.role}, {m.dir})" for m in p.members)
+            )
+        typer.echo("previous data kept in each dir's .backupctl-previous-<time>/")
+        if result.restarted:
+            typer.echo(f"restarted and verified: the cluster serves {result.id} "
+                       f"({result.keys} keys)")  # fmt: skip
+            return
+        typer.echo(
+            f"swapped {result.id} in on every node; they still serve the old data from memory "
+            "and are quiesced (they write nothing to disk: what clients write now is lost).\n"
+            "Next, restart every node, all at once (do not resume them: a save would write the "
+            "old data over the restored files):"
+        )
+        for p in result.shards:
+            for m in p.members:
+                host, port = m.spec.host, m.spec.port
+                typer.echo(f"  redis-cli -h {host} -p {port} SHUTDOWN NOSAVE NOW   # then start it")
+        typer.echo(f"then verify:\n  {verify_cmd}")
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
 
 
 # --- check-redis / quiesce-redis (the restore controller's Jobs) -------------------

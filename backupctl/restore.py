@@ -23,11 +23,14 @@ steps 2-3 later. The swap records its previous-data folder in the marker
 before it moves anything, so a swap interrupted at any point and run again
 finishes the same swap (and a swap run again after it finished reports the
 same result). :func:`discard_staged` removes a staged copy that will not be
-used.
+used. Several data directories restored from one archive (the nodes of a
+cluster shard) download it once: :func:`stage_to_dir` with ``source`` copies
+the verified files of another staging folder, checking every sha256 again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from backupctl import catalog, redisnode
-from backupctl.archive import ArchiveError, Progress, extract_verified
+from backupctl.archive import COPY_CHUNK, ArchiveError, Progress, extract_verified
 from backupctl.catalog import BackupEntry, Manifest, NodeEntry
 from backupctl.storage.base import Backend
 
@@ -108,6 +111,31 @@ def download_node(
         check_rdb_file(dest / rdb.path)
 
 
+def copy_node_files(node: NodeEntry, source: Path, dest: Path) -> None:
+    """Copy the archive files of ``node`` from ``source`` (a folder they were
+    verified into) to ``dest``, checking each copy's size and sha256 against
+    the manifest; raises :class:`ArchiveError`."""
+    for f in node.files:
+        out = dest / f.path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(source / f.path, "rb") as src, open(out, "wb") as dst:
+                while chunk := src.read(COPY_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except OSError as e:
+            raise ArchiveError(f"{f.path}: cannot copy the staged file: {e}") from e
+        if size != f.size or digest.hexdigest() != f.sha256:
+            raise ArchiveError(
+                f"{source / f.path}: the staged copy does not match the manifest "
+                f"(size {size} vs {f.size}): it changed after it was verified"
+            )
+
+
 def check_rdb_file(path: Path) -> None:
     """Header + CRC64 trailer in Python, then ``redis-check-rdb`` when installed."""
     try:
@@ -159,18 +187,21 @@ def stage_to_dir(
     aof_dirname: str = "appendonlydir",
     aof_filename: str = "appendonly.aof",
     progress: Progress | None = None,
+    source: Path | None = None,
 ) -> RestoreResult:
     """Download and verify into ``DIR/.backupctl-staging-<id>/`` and stop
     there: the files Redis loads are not touched (Redis may keep running).
     Staging folders left by earlier, unfinished restores are removed first
-    (only one restore at a time prepares a data directory)."""
+    (only one restore at a time prepares a data directory). With ``source``
+    (the staging folder of the same backup and node in another data
+    directory) the verified files are copied from there, not downloaded."""
     to_dir.mkdir(parents=True, exist_ok=True)
     for old in to_dir.glob(STAGING_PREFIX + "*"):
         shutil.rmtree(old, ignore_errors=True)
     staging = staged_dir(to_dir, entry.id)
     plan = _stage(
         store, entry, to_dir, staging, appendonly, node, prefer_aof, dbfilename,
-        aof_dirname, aof_filename, progress,
+        aof_dirname, aof_filename, progress, source,
     )  # fmt: skip
     _write_json(staging / STAGED_MARKER, plan)  # last: the staged copy is complete
     _fsync_dir(to_dir)
@@ -233,6 +264,7 @@ def _stage(
     aof_dirname: str,
     aof_filename: str,
     progress: Progress | None,
+    source: Path | None = None,
 ) -> dict[str, Any]:
     """Download + verify into ``staging``; return the swap plan (JSON-able):
     ``files`` maps names in DIR to paths inside ``staging``, ``aside`` lists
@@ -250,7 +282,10 @@ def _stage(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        download_node(store, manifest, n, staging, progress=progress)
+        if source is None:
+            download_node(store, manifest, n, staging, progress=progress)
+        else:
+            copy_node_files(n, source, staging)
         rdb_name = dbfilename or Path(rdb.path).name
         files = {rdb_name: rdb.path}
         if appendonly != "no":

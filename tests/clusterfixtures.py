@@ -1,0 +1,143 @@
+"""Local Redis Clusters for tests: real ``redis-server`` processes in cluster
+mode on 127.0.0.1 (started by ``redis_factory``), and a :class:`Supervisor`
+that plays systemd/kubelet by starting again any of them that exited."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redisfixtures import RedisFactory, RedisServer, wait_for
+
+from backupctl.redisnode import cluster_shards
+from backupctl.restore_cluster import Ranges, normalize_slots
+
+CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+
+
+def make_cluster(
+    redis_factory: RedisFactory, n: int = 3, *, replicas: int = 0, appendonly: bool = False
+) -> list[RedisServer]:
+    """``n`` masters with the 16384 slots split evenly, then ``replicas``
+    replicas per master (the list holds the masters first, then master 0's
+    replicas, master 1's...). Returns when every node sees every other,
+    reports cluster_state:ok, and every replica is in sync."""
+    masters = [redis_factory(extra_args=CLUSTER_ARGS, appendonly=appendonly) for _ in range(n)]
+    followers = [
+        redis_factory(extra_args=CLUSTER_ARGS, appendonly=appendonly) for _ in range(n * replicas)
+    ]
+    nodes = masters + followers
+    step = 16384 // n
+    for i, node in enumerate(masters):
+        end = 16383 if i == n - 1 else (i + 1) * step - 1
+        _call(node, "CLUSTER", "ADDSLOTSRANGE", i * step, end)
+    for node in nodes[1:]:
+        _call(nodes[0], "CLUSTER", "MEET", "127.0.0.1", node.port)
+    wait_for(
+        lambda: all(_call(x, "CLUSTER", "NODES").count("\n") >= len(nodes) for x in nodes),
+        timeout=30,
+        what="every node to know every other",
+    )
+    for i, node in enumerate(followers):
+        master = masters[i // replicas]
+        _call(node, "CLUSTER", "REPLICATE", _call(master, "CLUSTER", "MYID"))
+    wait_healthy(nodes, masters=n)
+    return nodes
+
+
+def wait_healthy(nodes: Sequence[RedisServer], *, masters: int, timeout: float = 30) -> None:
+    """cluster_state:ok with ``masters`` masters on every node, replicas'
+    links up, and every master seeing its replicas online."""
+
+    def ok() -> bool:
+        for node in nodes:
+            info = node.info("replication")
+            if _call(node, "CLUSTER", "INFO").find("cluster_state:ok") < 0:
+                return False
+            if _call(node, "CLUSTER", "NODES").count("master") != masters:
+                return False
+            if info["role"] == "slave" and info.get("master_link_status") != "up":
+                return False
+        with nodes[0].client() as c:
+            shards = cluster_shards(c)
+        return all(x.health == "online" for s in shards for x in s.nodes)
+
+    wait_for(ok, timeout=timeout, poll=0.1, what="a healthy cluster")
+
+
+def fill_cluster(nodes: list[RedisServer], n_keys: int, *, prefix: str = "key") -> None:
+    rc = redis.RedisCluster(host="127.0.0.1", port=nodes[0].port)
+    try:
+        for start in range(0, n_keys, 5000):
+            pipe = rc.pipeline()
+            for i in range(start, min(start + 5000, n_keys)):
+                pipe.set(f"{prefix}:{i}", f"value-{i}")
+            pipe.execute()
+    finally:
+        rc.close()
+
+
+def failover(replica: RedisServer, nodes: Sequence[RedisServer], *, masters: int) -> None:
+    """``CLUSTER FAILOVER`` on ``replica``: it becomes its shard's master."""
+    _call(replica, "CLUSTER", "FAILOVER")
+    wait_for(
+        lambda: replica.info("replication")["role"] == "master",
+        timeout=30,
+        what=f"{replica.port} to take over",
+    )
+    wait_healthy(nodes, masters=masters)
+
+
+def shards(nodes: Sequence[RedisServer]) -> dict[Ranges, list[RedisServer]]:
+    """The live cluster: slot ranges -> [master, *replicas] (by port)."""
+    by_port = {n.port: n for n in nodes}
+    with nodes[0].client() as c:
+        live = cluster_shards(c)
+    return {
+        normalize_slots(s.slots): [by_port[x.port] for x in s.nodes] for s in live if s.slots
+    }
+
+
+def _call(node: RedisServer, *args: Any) -> Any:
+    with node.client() as c:
+        return c.execute_command(*args)
+
+
+class Supervisor:
+    """Plays the supervisor (systemd, kubelet) for a test: while the
+    ``with`` block runs, and at most ``limit`` seconds, any of ``servers``
+    whose process exited is started again with the same arguments."""
+
+    def __init__(self, servers: Sequence[RedisServer], *, limit: float = 120.0) -> None:
+        self.servers = list(servers)
+        self.limit = limit
+        self.restarts: dict[int, int] = {s.port: 0 for s in self.servers}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+
+    def __enter__(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the supervisor thread did not stop"
+        assert not self.errors, self.errors
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.wait(0.05) and time.monotonic() < deadline:
+            for server in self.servers:
+                proc = server.proc
+                if proc is None or proc.poll() is None:
+                    continue  # running, or stopped by the test itself
+                try:
+                    server.start()
+                    self.restarts[server.port] += 1
+                except Exception as e:  # reported at the end of the with block
+                    self.errors.append(f"restarting {server.port}: {e}")

@@ -497,7 +497,7 @@ def restart(
                 f"after SHUTDOWN: {', '.join(m.display for m in waiting)}. --restart needs a "
                 "supervisor (systemd, Kubernetes, a container restart policy) that starts them "
                 "again: start them yourself (they load the restored files), then verify with "
-                "--verify-only; each node's previous data is in its dir's .backupctl-previous-*"
+                "--verify-only"
             )
         sleep(0.2)
 
@@ -511,8 +511,8 @@ def _shutdown(m: Member) -> None:
         return  # the server closed the connection: it is going down
     except redis.RedisError as e:
         raise RestoreError(
-            f"{m.display} refused {' '.join(args)}: {e}; the restored files are in place: "
-            "restart every node yourself, then verify with --verify-only"
+            f"{m.display} refused {' '.join(args)}: {e}; restart every node yourself, then "
+            "verify with --verify-only"
         ) from None
     finally:
         client.close()
@@ -637,14 +637,14 @@ def restore_to_cluster(
     checks = None
     if restart_nodes:
         started = clock()
-        restart(plans, timeout=timeout, clock=clock, sleep=sleep)
-        left = max(0.0, timeout - (clock() - started))
         try:
+            restart(plans, timeout=timeout, clock=clock, sleep=sleep)
+            left = max(0.0, timeout - (clock() - started))
             checks = verify(manifest, seed, wait=left, clock=clock, sleep=sleep)
-        except RestoreError as e:
+        except (RestoreError, RedisNodeError) as e:
             raise RestoreError(
-                f"{e}; the restored files stay in place, each node's previous data is in its "
-                "dir's .backupctl-previous-*"
+                f"{e}. The restored files are in place on every node; each node's previous "
+                "data is in its dir's .backupctl-previous-*"
             ) from None
     return ClusterRestoreResult(
         id=manifest.id,

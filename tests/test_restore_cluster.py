@@ -348,3 +348,25 @@ def test_a_node_that_does_not_answer_is_refused_before_any_download(
     for node in nodes[:2]:
         assert hidden(node) == []
         assert config(node, "replica-priority") == "100"
+
+
+def test_restart_without_a_supervisor_fails_clearly_and_verify_only_passes_once_started(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    nodes = make_cluster(redis_factory)
+    fill_cluster(nodes, 6_000)
+    store = tmp_path / "store"
+    m = backup(nodes, store)
+    before = per_shard(nodes)
+    more_writes(nodes)
+
+    proc = cli("restore", store, "latest", "--to-cluster", nodes[0].url, "--restart",
+               "--timeout", "3", check=False)  # fmt: skip
+    assert_one_clear_error(proc, "3 of 3 nodes did not come back within 3 s", "supervisor",
+                           "--verify-only", ".backupctl-previous-")  # fmt: skip
+    assert all(n.proc is None or n.proc.poll() is not None for n in nodes)
+    for node in nodes:
+        node.start()  # what the user does by hand
+    cli("restore", store, m["id"], "--to-cluster", nodes[2].url, "--verify-only",
+        "--timeout", "60", timeout=120)  # fmt: skip
+    assert per_shard(nodes) == before

@@ -291,6 +291,7 @@ def _stage(
         if appendonly != "no":
             aof = _stage_aof(staging, n, rdb.path, aof_dirname, aof_filename, prefer_aof)
             files[aof_dirname] = aof.relative_to(staging).as_posix()
+        _own_like(staging, to_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -391,6 +392,20 @@ def _stage_aof(
         with open(p, "rb") as fh:
             os.fsync(fh.fileno())
     return out
+
+
+def _own_like(tree: Path, like: Path) -> None:
+    """Run as root (sudo, a Job) into a directory Redis owns as its own user:
+    give the staged files that owner, or Redis could not write into the AOF
+    folder later. Best effort (a root-squashed NFS refuses chown)."""
+    st = like.stat()
+    if os.geteuid() != 0 or (st.st_uid, st.st_gid) == (0, 0):
+        return
+    try:
+        for path in [tree, *tree.rglob("*")]:
+            os.lchown(path, st.st_uid, st.st_gid)
+    except OSError:
+        pass
 
 
 def _unique(path: Path) -> Path:

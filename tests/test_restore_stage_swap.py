@@ -190,3 +190,18 @@ def test_dry_run_resolves_latest_once_and_reports_what_a_restore_loads(
                   "--termination-log", tlog, check=False)  # fmt: skip
     assert_one_clear_error(missing, "not found")
     assert json.loads(tlog.read_text())["ok"] is False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_restored_files_get_the_owner_of_the_data_directory_when_run_as_root(
+    backed_up: tuple[str, str, str], tmp_path: Path
+) -> None:
+    # Redis runs as its own user; a restore run with sudo must leave files it can write to.
+    store, _, _ = backed_up
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 65534, 65534)
+    cli("restore", store, "latest", "--target", TARGET, "--to-dir", data)
+    restored = [data / "dump.rdb", data / "appendonlydir", *(data / "appendonlydir").iterdir()]
+    assert len(restored) == 5  # dump.rdb, the folder, its manifest, base and incr files
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in restored} == {(65534, 65534)}

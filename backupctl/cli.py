@@ -664,6 +664,8 @@ def _restore_dry_run(
                     "redisVersion": n.redis_version,
                     "rdbVersion": n.rdb_version,
                     "aofEnabled": n.aof_enabled,
+                    "nodeId": n.node_id,
+                    "slots": n.slots,
                 }
                 for n in m.nodes
             ],

@@ -19,7 +19,7 @@ from redisfixtures import RedisFactory, RedisServer, populate
 
 from backupctl.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
 from backupctl.redisnode import ClusterNode, Shard
-from backupctl.restore import PREVIOUS_PREFIX, RestoreError
+from backupctl.restore import PREVIOUS_PREFIX, SWAP_RECORD, RestoreError
 from backupctl.restore_cluster import Ranges, match_shards, normalize_slots
 
 TARGET = "prod/cache"
@@ -232,6 +232,9 @@ def test_restore_to_cluster_with_replicas_maps_by_slots_after_failovers(
         master, *replicas = members
         assert len(replicas) == 1
         assert all(r.digest() == master.digest() for r in replicas)
+    for node in nodes:  # every node was staged and swapped, replicas included
+        record = json.loads((node.dir / SWAP_RECORD).read_text())
+        assert record["id"] == m["id"] and record["swapped"], record
     # The roles the failovers left are kept (nodes.conf is untouched).
     assert {s[0].port for s in live.values()} == {nodes[3].port, nodes[4].port, nodes[2].port}
     assert all(cluster_ok(n) for n in nodes)
@@ -281,6 +284,9 @@ def test_another_shard_count_is_refused_before_any_download_and_nothing_changes(
     m = backup(three, store)
     for archive in (store / TARGET / str(m["id"])).glob("*.tar.*"):
         archive.unlink()  # any download attempt would fail with "not found" instead
+    # What the by-hand route matches live shards against (README).
+    dry = json.loads(cli("restore", store, "latest", "--dry-run", "--json").stdout)
+    assert {normalize_slots(n["slots"]) for n in dry["nodes"]} == set(shards(three))
 
     two = make_cluster(redis_factory, n=2)
     fill_cluster(two, 1_000)

@@ -23,8 +23,8 @@ whatever their names, ordinals or current roles:
    are swapped in on every node; the old ones go to ``.backupctl-previous-*``.
    The nodes keep serving the old data from memory until they restart.
 5. :func:`restart` (``--restart``): ``SHUTDOWN NOSAVE`` every node at once,
-   replicas first (so none starts a failover), and wait for its supervisor
-   to start it again (a new ``run_id``). :func:`verify` then checks
+   masters first, and wait for its supervisor to start it again (a new
+   ``run_id``). :func:`verify` then checks
    ``cluster_state:ok``, all 16384 slots served, the same slot layout, each
    shard's master loaded exactly the backup's key count for that shard, and
    its replicas are in sync with the same ``DEBUG DIGEST``.
@@ -478,10 +478,14 @@ def restart(
     clock: Clock = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> None:
-    """``SHUTDOWN NOSAVE`` every node (replicas first, all within moments, so
-    no replica starts a failover), then wait until each answers again as a
-    new process that finished loading. Something else must start them."""
-    members = sorted(members_of(plans), key=lambda m: m.role == "master")
+    """``SHUTDOWN NOSAVE`` every node, then wait until each answers again as
+    a new process that finished loading. Something else must start them.
+
+    All go down within moments, so no replica starts a failover (that takes
+    ``cluster-node-timeout``), masters first, so no replica that its
+    supervisor restarts at once syncs from a master still serving the old
+    data."""
+    members = sorted(members_of(plans), key=lambda m: m.role != "master")
     before = {m.display: _run_id(m.spec) for m in members}
     for m in members:
         _shutdown(m)

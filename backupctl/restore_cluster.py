@@ -58,6 +58,7 @@ from backupctl.restore import (
 )
 from backupctl.restore_live import LiveError, NodeState, check_nodes, quiesce, resume
 from backupctl.restore_plan import version_problem
+from backupctl.storage.base import Backend
 
 CLUSTER_SLOTS = 16384
 #: In each node's data directory while it is quiesced: its original settings.
@@ -324,7 +325,7 @@ def _require_local_dir(data: Path, config_file: str, node_id: str, where: str, n
 
 
 def stage(
-    store: Any,
+    store: Backend,
     entry: BackupEntry,
     plans: Sequence[ShardPlan],
     *,
@@ -617,7 +618,7 @@ class ClusterRestoreResult:
 
 
 def restore_to_cluster(
-    store: Any,
+    store: Backend,
     entry: BackupEntry,
     seed: ConnectionSpec,
     *,

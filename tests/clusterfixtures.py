@@ -97,9 +97,7 @@ def shards(nodes: Sequence[RedisServer]) -> dict[Ranges, list[RedisServer]]:
     by_port = {n.port: n for n in nodes}
     with nodes[0].client() as c:
         live = cluster_shards(c)
-    return {
-        normalize_slots(s.slots): [by_port[x.port] for x in s.nodes] for s in live if s.slots
-    }
+    return {normalize_slots(s.slots): [by_port[x.port] for x in s.nodes] for s in live if s.slots}
 
 
 def _call(node: RedisServer, *args: Any) -> Any:

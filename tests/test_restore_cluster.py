@@ -20,7 +20,7 @@ from redisfixtures import RedisFactory, RedisServer, populate
 from backupctl.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
 from backupctl.redisnode import ClusterNode, Shard
 from backupctl.restore import PREVIOUS_PREFIX, SWAP_RECORD, RestoreError
-from backupctl.restore_cluster import Ranges, match_shards, normalize_slots
+from backupctl.restore_cluster import Ranges, _require_local_dir, match_shards, normalize_slots
 
 TARGET = "prod/cache"
 
@@ -110,6 +110,21 @@ def test_a_standalone_backup_is_refused_as_not_a_cluster_backup_set() -> None:
     single = manifest(node_entry("redis", []), mode="standalone")
     with pytest.raises(RestoreError, match=r"not a cluster backup set.*--to-dir.*--to-redis"):
         match_shards(single, [live([(0, 16383)], 7000)])
+
+
+def test_a_data_directory_counts_as_local_only_when_it_holds_that_nodes_own_nodes_conf(
+    tmp_path: Path,
+) -> None:
+    # Two hosts can both have a /data: the node's own nodes.conf tells them apart.
+    with pytest.raises(RestoreError, match=r"not a directory on this machine.*--node redis-1"):
+        _require_local_dir(tmp_path, "nodes.conf", "abc", "10.0.0.2:6379", "redis-1")
+    (tmp_path / "nodes.conf").write_text(
+        "abc 10.0.0.2:6379@16379 master - 0 0 1 connected 0-5460\n"
+        "def 10.0.0.1:6379@16379 myself,master - 0 0 2 connected 5461-10922\n"
+    )
+    with pytest.raises(RestoreError, match="not a directory on this machine"):
+        _require_local_dir(tmp_path, "nodes.conf", "abc", "10.0.0.2:6379", "redis-1")
+    _require_local_dir(tmp_path, "nodes.conf", "def", "10.0.0.1:6379", "redis-1")
 
 
 # --- against real cluster nodes ---------------------------------------------------------

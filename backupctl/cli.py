@@ -213,6 +213,16 @@ def run(
     method: Annotated[
         str, typer.Option("--method", help="bgsave (read the RDB file) or replication (stream it).")
     ] = "bgsave",
+    keep_rdbcompression: Annotated[
+        bool,
+        typer.Option(
+            "--keep-rdbcompression",
+            help="With --method replication: never switch the server's rdbcompression off. By "
+            "default it is off only until the snapshot child is forked (then set back), so the "
+            "RDB streams without LZF and zstd alone compresses it: ~2.5x less work on the server, "
+            "smaller archives.",
+        ),
+    ] = False,
     compression: Annotated[str, typer.Option("--compression", help="zstd, gzip or none.")] = "zstd",
     level: Annotated[int | None, typer.Option("--level", help="Compression level.")] = None,
     node_name: Annotated[
@@ -271,6 +281,7 @@ def run(
             timeout=timeout,
             cluster=cluster,
             prefer_replica=prefer_replica,
+            keep_rdbcompression=keep_rdbcompression,
         )
         with progress_bar("backup", not as_json) as (advance, set_total):
             manifest = run_backup(opts, progress=advance, on_size=set_total)

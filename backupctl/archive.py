@@ -40,11 +40,11 @@ COMPRESSIONS = ("zstd", "gzip", "none")
 #: (measured on a 609 MiB RDB: level 1 2.6 s, level 3 5.2 s, archives 18%
 #: larger); ``--level`` trades speed for size.
 ZSTD_DEFAULT_LEVEL = 1
-ZSTD_JOB_SIZE = 1024 * 1024
+ZSTD_JOB_SIZE = 512 * 1024
 COPY_CHUNK = 1024 * 1024
 #: Largest part of a file of unknown size (see the module docstring): the
 #: memory one buffered part costs, against one 512-byte header per part.
-PART_SIZE = 8 * 1024 * 1024
+PART_SIZE = 4 * 1024 * 1024
 PART_SUFFIX = ".part-"
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
@@ -143,8 +143,9 @@ class _Compressor:
     def __init__(self, sink: HashingWriter, compression: str, level: int | None) -> None:
         self._raw: Sink
         if compression == "zstd":
-            # Multi-threaded (one worker per core) with 1 MiB jobs: as fast as
-            # the default job size here, at a third of the memory (26 vs 69 MiB).
+            # Multi-threaded (one worker per core) with 512 KiB jobs: the same
+            # ratio for ~7% more CPU than 1 MiB jobs, and 8 MiB of memory
+            # instead of 17 (1 MiB jobs) or ~60 (the default job size).
             params = zstandard.ZstdCompressionParameters.from_level(
                 ZSTD_DEFAULT_LEVEL if level is None else level, threads=-1, job_size=ZSTD_JOB_SIZE
             )

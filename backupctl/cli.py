@@ -651,11 +651,14 @@ def _restore_to_redis(
             "ok": True,
             "id": result.id,
             "target": result.target,
-            "node": result.node,
+            "node": result.nodes[0] if len(result.nodes) == 1 else None,
+            "nodes": list(result.nodes),
             "redis": result.redis,
+            "cluster": result.cluster,
             "keys": result.keys,
             "expired": result.expired,
             "databases": {str(db): n for db, n in result.databases.items()},
+            "masters": result.masters,
             "functions": result.functions,
             "flushed": result.flushed,
         }
@@ -665,9 +668,12 @@ def _restore_to_redis(
             typer.echo(json.dumps(data, indent=2))
         else:
             expired = f", {result.expired} expired since the backup" if result.expired else ""
+            where = f"{len(result.databases)} database(s)"
+            if result.cluster:
+                per_master = ", ".join(f"{m}: {n}" for m, n in result.masters.items())
+                where = f"{len(result.masters)} cluster masters ({per_master})"
             typer.echo(
-                f"loaded {result.id} into {result.redis}: {result.keys} keys in "
-                f"{len(result.databases)} database(s){expired}"
+                f"loaded {result.id} into {result.redis}: {result.keys} keys in {where}{expired}"
             )
 
 

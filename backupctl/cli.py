@@ -17,10 +17,11 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from backupctl import __version__, catalog, prune_cli
+from backupctl import __version__, catalog, prune_cli, sentinel
 from backupctl.archive import COMPRESSIONS, ArchiveError, Progress
 from backupctl.backup import BackupError, RunOptions, default_node_name, run_backup
 from backupctl.catalog import BackupEntry, CatalogError, Manifest
+from backupctl.redisnode import ConnectionSpec as RedisConnectionSpec
 from backupctl.redisnode import RedisNodeError, parse_redis_url
 from backupctl.restore import (
     APPENDONLY_MODES,
@@ -186,18 +187,19 @@ def _summary(m: Manifest) -> dict[str, Any]:
 
 @app.command()
 def run(
-    redis_url: Annotated[
-        str,
-        typer.Option(
-            "--redis",
-            help="redis://[user:pass@]host:port (rediss:// for TLS). Password also from "
-            "--password-file or REDIS_PASSWORD.",
-            show_default=False,
-        ),
-    ],
     to: Annotated[
         str, typer.Option("--to", help="Store URL to write the backup to.", show_default=False)
     ],
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            help="redis://[user:pass@]host:port (rediss:// for TLS). Password also from "
+            "--password-file or REDIS_PASSWORD. With --sentinel: only the user, password and "
+            "TLS options of the nodes Sentinel names (optional).",
+            show_default=False,
+        ),
+    ] = None,
     target: Annotated[
         str | None,
         typer.Option("--target", help="Name to file the backup under (default: host-port)."),
@@ -233,9 +235,40 @@ def run(
     prefer_replica: Annotated[
         bool,
         typer.Option(
-            "--prefer-replica", help="With --cluster: back up a healthy replica of each shard."
+            "--prefer-replica",
+            help="Back up a healthy replica: of each shard (--cluster), of the master Sentinel "
+            "names (--sentinel), else of the primary given (an online one in its INFO "
+            "replication); the primary when there is none, with a note on stderr.",
         ),
     ] = False,
+    require_replica: Annotated[
+        bool,
+        typer.Option(
+            "--require-replica",
+            help="Like --prefer-replica, but fail when no healthy replica is found "
+            "(not with --cluster).",
+        ),
+    ] = False,
+    sentinels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sentinel",
+            help="redis://[user:pass@]host[:26379] of a Sentinel (repeat for several): back up "
+            "the current master of --master-name (or a replica with --prefer-replica).",
+            show_default=False,
+        ),
+    ] = None,
+    master_name: Annotated[
+        str | None,
+        typer.Option("--master-name", help="With --sentinel: the monitored master's name."),
+    ] = None,
+    sentinel_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--sentinel-password-file",
+            help="File holding the Sentinels' password (also REDIS_SENTINEL_PASSWORD).",
+        ),
+    ] = None,
     endpoint: EndpointOpt = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for the snapshot.")
@@ -256,13 +289,19 @@ def run(
         )
     with user_errors(termination_log):
         spec = parse_redis_url(
-            redis_url, password_file=str(password_file) if password_file else None
+            redis_url or sentinel.ANY_HOST,
+            password_file=str(password_file) if password_file else None,
         )
+        choice = _choose_node(spec, redis_url, sentinels, master_name, sentinel_password_file,
+                              prefer_replica, require_replica, cluster)  # fmt: skip
+        if choice.note:
+            typer.echo(f"note: {choice.note}", err=True)
+        spec = choice.spec
         store = get_store(to, endpoint)
         opts = RunOptions(
             redis=spec,
             store=store,
-            target=target or default_node_name(spec),
+            target=target or choice.target,
             method=method,
             compression=compression,
             level=level,
@@ -280,6 +319,39 @@ def run(
             typer.echo(json.dumps(manifest.to_json(), indent=2))
         else:
             typer.echo(manifest.id)
+
+
+def _choose_node(
+    template: RedisConnectionSpec,
+    redis_url: str | None,
+    sentinels: list[str] | None,
+    master_name: str | None,
+    sentinel_password_file: Path | None,
+    prefer_replica: bool,
+    require_replica: bool,
+    cluster: bool,
+) -> sentinel.Choice:
+    """The node ``run`` backs up: the one given, or in a Sentinel or replication
+    setup the one :mod:`backupctl.sentinel` chooses."""
+    if sentinels and cluster:
+        raise sentinel.SentinelError("--sentinel and --cluster exclude each other")
+    if bool(sentinels) != bool(master_name):
+        raise sentinel.SentinelError("--sentinel and --master-name go together")
+    if require_replica and cluster:
+        raise sentinel.SentinelError("--require-replica does not go with --cluster")
+    if sentinels:
+        assert master_name is not None
+        password_file = str(sentinel_password_file) if sentinel_password_file else None
+        return sentinel.via_sentinel(
+            sentinel.sentinel_specs(sentinels, password_file=password_file), master_name,
+            template, prefer_replica=prefer_replica or require_replica,
+            require_replica=require_replica,
+        )  # fmt: skip
+    if redis_url is None:
+        raise sentinel.SentinelError("pass --redis URL, or --sentinel URL with --master-name")
+    if (prefer_replica or require_replica) and not cluster:
+        return sentinel.replica_of(template, require_replica=require_replica)
+    return sentinel.Choice(template, default_node_name(template))
 
 
 # --- list ------------------------------------------------------------------------

@@ -202,7 +202,10 @@ def run(
     ] = None,
     target: Annotated[
         str | None,
-        typer.Option("--target", help="Name to file the backup under (default: host-port)."),
+        typer.Option(
+            "--target",
+            help="Name to file the backup under (default: host-port, or the --master-name).",
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None,

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import redis
 
 from backupctl import redisnode
+from backupctl.backup import default_node_name
 from backupctl.redisnode import ConnectionSpec, RedisNodeError
 
 #: Seconds to wait for each Sentinel and each candidate node.
@@ -250,8 +251,8 @@ def via_sentinel(
         except _NoSuchMaster:
             unknown.append(sentinel.display)
             with suppress(RedisNodeError):
-                known_names.update(_text(_fields(m).get("name")) for m in _ask(
-                    client, sentinel, "MASTERS"))  # fmt: skip
+                masters = _ask(client, sentinel, "MASTERS")
+                known_names.update(_text(_fields(m).get("name", "")) for m in masters)
             continue
         except RedisNodeError as exc:
             problems.append(str(exc))
@@ -308,7 +309,7 @@ def via_sentinel(
 def replica_of(primary: ConnectionSpec, *, require_replica: bool = False) -> Choice:
     """Without Sentinel: a replica the primary at ``primary`` lists as online
     (a replica given directly is itself the choice)."""
-    target = target_name(f"{primary.host}-{primary.port}")
+    target = default_node_name(primary)
     client = redisnode.connect(primary)
     try:
         if redisnode.node_info(client).cluster_enabled:

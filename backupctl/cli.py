@@ -19,9 +19,8 @@ import typer
 
 from backupctl import __version__, catalog, prune_cli, sentinel
 from backupctl.archive import COMPRESSIONS, ArchiveError, Progress
-from backupctl.backup import BackupError, RunOptions, default_node_name, run_backup
+from backupctl.backup import BackupError, RunOptions, run_backup
 from backupctl.catalog import BackupEntry, CatalogError, Manifest
-from backupctl.redisnode import ConnectionSpec as RedisConnectionSpec
 from backupctl.redisnode import RedisNodeError, parse_redis_url
 from backupctl.restore import (
     APPENDONLY_MODES,
@@ -241,7 +240,7 @@ def run(
             "--prefer-replica",
             help="Back up a healthy replica: of each shard (--cluster), of the master Sentinel "
             "names (--sentinel), else of the primary given (an online one in its INFO "
-            "replication); the primary when there is none, with a note on stderr.",
+            "replication); the primary when there is none (a note on stderr says so).",
         ),
     ] = False,
     require_replica: Annotated[
@@ -295,8 +294,11 @@ def run(
             redis_url or sentinel.ANY_HOST,
             password_file=str(password_file) if password_file else None,
         )
-        choice = _choose_node(spec, redis_url, sentinels, master_name, sentinel_password_file,
-                              prefer_replica, require_replica, cluster)  # fmt: skip
+        choice = sentinel.choose_node(
+            spec, redis_url is not None, sentinels or [], master_name,
+            sentinel_password_file=str(sentinel_password_file) if sentinel_password_file else None,
+            prefer_replica=prefer_replica, require_replica=require_replica, cluster=cluster,
+        )  # fmt: skip
         if choice.note:
             typer.echo(f"note: {choice.note}", err=True)
         spec = choice.spec
@@ -322,39 +324,6 @@ def run(
             typer.echo(json.dumps(manifest.to_json(), indent=2))
         else:
             typer.echo(manifest.id)
-
-
-def _choose_node(
-    template: RedisConnectionSpec,
-    redis_url: str | None,
-    sentinels: list[str] | None,
-    master_name: str | None,
-    sentinel_password_file: Path | None,
-    prefer_replica: bool,
-    require_replica: bool,
-    cluster: bool,
-) -> sentinel.Choice:
-    """The node ``run`` backs up: the one given, or in a Sentinel or replication
-    setup the one :mod:`backupctl.sentinel` chooses."""
-    if sentinels and cluster:
-        raise sentinel.SentinelError("--sentinel and --cluster exclude each other")
-    if bool(sentinels) != bool(master_name):
-        raise sentinel.SentinelError("--sentinel and --master-name go together")
-    if require_replica and cluster:
-        raise sentinel.SentinelError("--require-replica does not go with --cluster")
-    if sentinels:
-        assert master_name is not None
-        password_file = str(sentinel_password_file) if sentinel_password_file else None
-        return sentinel.via_sentinel(
-            sentinel.sentinel_specs(sentinels, password_file=password_file), master_name,
-            template, prefer_replica=prefer_replica or require_replica,
-            require_replica=require_replica,
-        )  # fmt: skip
-    if redis_url is None:
-        raise sentinel.SentinelError("pass --redis URL, or --sentinel URL with --master-name")
-    if (prefer_replica or require_replica) and not cluster:
-        return sentinel.replica_of(template, require_replica=require_replica)
-    return sentinel.Choice(template, default_node_name(template))
 
 
 # --- list ------------------------------------------------------------------------

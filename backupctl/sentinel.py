@@ -336,6 +336,42 @@ def replica_of(primary: ConnectionSpec, *, require_replica: bool = False) -> Cho
     return Choice(primary, target, note=f"no healthy replica ({why}): backing up the primary")
 
 
+def choose_node(
+    template: ConnectionSpec,
+    redis_given: bool,
+    sentinels: Sequence[str],
+    master_name: str | None,
+    *,
+    sentinel_password_file: str | None = None,
+    prefer_replica: bool = False,
+    require_replica: bool = False,
+    cluster: bool = False,
+) -> Choice:
+    """What ``backupctl run`` backs up, from its options: the node given
+    (``template``, from ``--redis``), or the one :func:`via_sentinel` or
+    :func:`replica_of` chooses. ``--cluster`` chooses per shard later."""
+    if sentinels and cluster:
+        raise SentinelError("--sentinel and --cluster exclude each other")
+    if bool(sentinels) != bool(master_name):
+        raise SentinelError("--sentinel and --master-name go together")
+    if require_replica and cluster:
+        raise SentinelError("--require-replica does not go with --cluster (use --prefer-replica)")
+    if sentinels:
+        assert master_name is not None
+        return via_sentinel(
+            sentinel_specs(sentinels, password_file=sentinel_password_file),
+            master_name,
+            template,
+            prefer_replica=prefer_replica or require_replica,
+            require_replica=require_replica,
+        )
+    if not redis_given:
+        raise SentinelError("pass --redis URL, or --sentinel URL with --master-name")
+    if (prefer_replica or require_replica) and not cluster:
+        return replica_of(template, require_replica=require_replica)
+    return Choice(template, default_node_name(template))
+
+
 class _NoSuchMaster(Exception):
     pass
 
@@ -366,6 +402,7 @@ def _ask(client: redis.Redis, sentinel: ConnectionSpec, *args: str) -> Any:
 __all__ = [
     "Choice",
     "SentinelError",
+    "choose_node",
     "healthy_replicas",
     "master_problem",
     "online_replicas",

@@ -4,7 +4,8 @@ master owning their slot, whatever the shard count of the backup.
 Real ``redis-server`` processes in cluster mode on 127.0.0.1 (tests/clusterfixtures.py),
 the real CLI in a subprocess, a ``file://`` store. Same slot layout: each master's
 ``DEBUG DIGEST`` equals the source's at backup time; another layout: every key's
-``DUMP`` read through redis-py's ``RedisCluster`` equals the source's.
+``DEBUG DIGEST-VALUE`` equals the source's, and every key reads through redis-py's
+``RedisCluster``.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ def values(nodes: list[RedisServer]) -> dict[bytes, bytes]:
         try:
             pipe = rc.pipeline()
             for key in out:
-                pipe.exists(key)
-            assert all(pipe.execute())
+                pipe.dump(key)
+            assert None not in pipe.execute()
         finally:
             rc.close()
     return out

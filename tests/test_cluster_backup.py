@@ -7,46 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import redis
 from clitools import assert_one_clear_error, cli
-from redisfixtures import RedisFactory, RedisServer, wait_for
+from clusterfixtures import CLUSTER_ARGS, fill_cluster, make_cluster
+from redisfixtures import RedisFactory, wait_for
 
 from backupctl.redisnode import cluster_shards
-
-CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-
-
-def make_cluster(redis_factory: RedisFactory, n: int = 3) -> list[RedisServer]:
-    nodes = [redis_factory(extra_args=CLUSTER_ARGS) for _ in range(n)]
-    step = 16384 // n
-    for i, node in enumerate(nodes):
-        end = 16383 if i == n - 1 else (i + 1) * step - 1
-        node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, end)
-    first = nodes[0].client()
-    for node in nodes[1:]:
-        first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
-
-    def ok() -> bool:
-        return all(
-            node.client().cluster("info")["cluster_state"] == "ok"
-            and node.client().execute_command("CLUSTER", "NODES").count("master") == n
-            for node in nodes
-        )
-
-    wait_for(ok, timeout=30, what="cluster_state:ok")
-    return nodes
-
-
-def fill_cluster(nodes: list[RedisServer], n_keys: int) -> None:
-    rc = redis.RedisCluster(host="127.0.0.1", port=nodes[0].port)
-    try:
-        for start in range(0, n_keys, 5000):
-            pipe = rc.pipeline()
-            for i in range(start, min(start + 5000, n_keys)):
-                pipe.set(f"key:{i}", f"value-{i}")
-            pipe.execute()
-    finally:
-        rc.close()
 
 
 def test_cluster_backup_set_has_one_archive_per_shard_with_slots_and_restores_each_shard(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
 import os
 import queue
 import re
@@ -39,6 +40,8 @@ MAX_PARALLEL_NODES = 8
 #: How far the RDB's mtime may lag the snapshot before we call it stale.
 MTIME_SLACK_SECONDS = 5.0
 AOF_SNAPSHOT_ATTEMPTS = 5
+
+log = logging.getLogger(__name__)
 
 
 class BackupError(Exception):
@@ -64,6 +67,9 @@ class RunOptions:
     cluster: bool = False
     #: In a cluster, back up a healthy replica of each shard to spare the master.
     prefer_replica: bool = False
+    #: method replication: never switch the server's rdbcompression off for the
+    #: snapshot's fork (see redisnode.RdbCompressionPause).
+    keep_rdbcompression: bool = False
 
 
 def default_node_name(spec: redisnode.ConnectionSpec) -> str:
@@ -236,11 +242,12 @@ def _backup_node(
         if opts.method == "bgsave":
             members, snapshot_time = _bgsave_members(opts, client, info, stack, now)
         elif opts.method == "replication":
-            members, snapshot_time = _replication_members(spec, opts, info, stack, now)
+            members, snapshot_time = _replication_members(spec, opts, client, info, stack, now)
         else:
             raise BackupError(f"unknown method {opts.method!r}: use bgsave or replication")
-        if on_size is not None:
-            on_size(sum(m.size for m in members))
+        sizes = [m.size for m in members]
+        if on_size is not None and None not in sizes:
+            on_size(sum(s for s in sizes if s is not None))
         header = _RdbHeader()
         checker: _BackgroundChecker | _FileChecker | None = None
         fed: _BackgroundChecker | None = None
@@ -385,14 +392,31 @@ def _aof_manifest_files(raw: bytes) -> list[str]:
 def _replication_members(
     spec: redisnode.ConnectionSpec,
     opts: RunOptions,
+    client: redisnode.Redis,
     info: redisnode.NodeInfo,
     stack: ExitStack,
     now: Callable[[], datetime],
 ) -> tuple[list[Member], datetime]:
-    dump = stack.enter_context(redisnode.replication_rdb(spec, timeout=opts.timeout))
+    """The RDB of a (preferably diskless) replication sync, as one member of
+    unknown size when diskless (stored in parts, see archive.py)."""
+    pause = redisnode.RdbCompressionPause(client)
+    if opts.compression != "none" and not opts.keep_rdbcompression:
+        pause.start()
+        stack.callback(_restore_rdbcompression, pause)
+    dump = stack.enter_context(
+        redisnode.replication_rdb(spec, timeout=opts.timeout, on_fork=pause.restore)
+    )
+    _restore_rdbcompression(pause)  # the child exists by now (on_fork ran)
     snapshot_time = now()
     member = Member(name=info.dbfilename, size=dump.size, kind="rdb", open=lambda: dump.stream)
     return [member], snapshot_time
+
+
+def _restore_rdbcompression(pause: redisnode.RdbCompressionPause) -> None:
+    pause.restore()
+    if pause.restore_error is not None:
+        log.warning("warning: %s", pause.restore_error)
+        pause.restore_error = None
 
 
 def _close_member(m: Member) -> None:

@@ -47,6 +47,9 @@ class FileEntry:
     size: int
     sha256: str
     kind: str  # "rdb" | "aof" | "aof-manifest"
+    #: > 0: stored as that many tar members ``<path>.part-000001``... (a file
+    #: streamed without a known size, see archive.py); 0: one member ``<path>``.
+    parts: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,12 @@ def _node_to_json(n: dict[str, Any]) -> dict[str, Any]:
         "aofEnabled": n["aof_enabled"],
         "keys": n["keys"],
         "archive": n["archive"],
-        "files": n["files"],
+        "files": [_file_to_json(f) for f in n["files"]],
     }
+
+
+def _file_to_json(f: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in f.items() if k != "parts" or v}
 
 
 def _node_from_json(n: dict[str, Any]) -> NodeEntry:

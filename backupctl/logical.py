@@ -1,27 +1,39 @@
 """``backupctl restore --to-redis``: load a backup into a running Redis, key by key.
 
 For a Redis whose disk we cannot (or should not) touch: a managed service,
-a server on another host, a server that must stay up. How:
+a server on another host, a server that must stay up, a Redis Cluster. How:
 
-1. check the target first (reachable, password right, not cluster-enabled,
-   empty unless ``flush``), so a refusal costs no download;
-2. download the node's archive into a temporary folder and verify it exactly
-   as ``--to-dir`` does (every sha256, the RDB's CRC64, ``redis-check-rdb``);
-3. start a throwaway local ``redis-server`` on that RDB (a unix socket in a
-   private temp folder, no TCP port, ``--save ''``, ``--appendonly no``,
-   active expiry off) -- Redis itself is the only complete RDB parser;
-4. with ``flush``: ``FLUSHALL`` on the target (only now: a bad archive never
-   empties it); then, database by database, ``SCAN`` the local server and
-   copy each key with ``DUMP`` + ``PTTL`` -> ``RESTORE`` in pipelined
-   batches (``REPLACE`` only with ``flush``). Memory stays bounded by a batch:
-   batches shrink when their payloads get large. Redis Functions libraries
-   are copied with ``FUNCTION DUMP``/``FUNCTION RESTORE``.
+1. check the target first, so a refusal costs no download: a standalone
+   primary (reachable, password right, empty unless ``flush``), or, for a
+   cluster-enabled node, every master of its cluster (each reachable, a master
+   with ``cluster_state:ok``, all 16384 slots served, each empty unless
+   ``flush``); see :mod:`backupctl.load_target`;
+2. download the archives into a temporary folder and verify them exactly as
+   ``--to-dir`` does (every sha256, the RDB's CRC64, ``redis-check-rdb``): one
+   node's, or into a cluster every shard of a cluster backup set. All of them
+   before anything is written;
+3. node by node, start a throwaway local ``redis-server`` on its RDB (a unix
+   socket in a private temp folder, no TCP port, ``--save ''``,
+   ``--appendonly no``, active expiry off) -- Redis itself is the only
+   complete RDB parser;
+4. with ``flush``: ``FLUSHALL`` on the target (every master of a cluster), only
+   now: a bad archive never empties it. Then, database by database, ``SCAN``
+   the local server and copy each key with ``DUMP`` + ``PTTL`` -> ``RESTORE``
+   in pipelined batches (``REPLACE`` only with ``flush``); into a cluster each
+   key goes to the master owning its slot, whatever the shard count of the
+   backup. Memory stays bounded by a batch: batches shrink when their payloads
+   get large. Redis Functions libraries are copied with ``FUNCTION DUMP`` /
+   ``FUNCTION RESTORE`` (on every master of a cluster).
 
-Keys whose TTL passed since the backup are not loaded (the local server
-drops them, as any Redis loading that RDB would) and are counted as
-``expired``. Databases keep their numbers. Writers on the target should be
-stopped while loading: a key another client writes meanwhile makes the load
-fail (without ``flush``) or is overwritten (with it).
+A cluster has database 0 only: a backup with keys in another database is
+refused before anything is written (a cluster backup set never has any,
+its nodes cannot hold them). Keys whose TTL passed since the backup are not
+loaded (the local server drops them, as any Redis loading that RDB would)
+and are counted as ``expired``; the others keep their expiry time (the TTL
+left is read from the local server just before the key is written).
+Writers on the target should be stopped while loading: a key another
+client writes meanwhile makes the load fail (without ``flush``) or is
+overwritten (with it).
 """
 
 from __future__ import annotations
@@ -41,11 +53,11 @@ from typing import Any
 
 import redis
 
-from backupctl import redisnode
 from backupctl.archive import Progress
-from backupctl.catalog import BackupEntry
+from backupctl.catalog import BackupEntry, Manifest, NodeEntry
+from backupctl.load_target import Item, LoadError, Target, open_target, select_db
 from backupctl.redisnode import ConnectionSpec
-from backupctl.restore import RestoreError, download_node, pick_node
+from backupctl.restore import download_node, pick_node
 from backupctl.storage.base import Backend
 
 #: Keys per DUMP/RESTORE pipeline (the first batch; later ones adapt to payload size).
@@ -58,21 +70,19 @@ _KEYSPACE_DB = re.compile(r"^db(\d+)$")
 _LOG_TAIL = 3
 
 
-class LoadError(RestoreError):
-    """The load was refused or failed; ``str()`` is one line."""
-
-
 @dataclass(frozen=True)
 class LoadResult:
     id: str
     target: str
-    node: str
-    redis: str  # host:port of the server loaded into
+    nodes: tuple[str, ...]  # the backup's nodes that were loaded
+    redis: str  # host:port of the server (or cluster node) given
     keys: int  # keys written
     expired: int  # keys in the backup whose TTL had passed
     databases: dict[int, int] = field(default_factory=dict)  # db -> keys written
+    masters: dict[str, int] = field(default_factory=dict)  # master host:port -> keys written
     functions: int = 0  # Redis Functions libraries copied
     flushed: bool = False
+    cluster: bool = False  # the target is a Redis Cluster
 
 
 def restore_to_redis(
@@ -89,14 +99,11 @@ def restore_to_redis(
     batch_keys: int = BATCH_KEYS,
     batch_bytes: int = BATCH_BYTES,
 ) -> LoadResult:
-    """Load one node of ``entry`` into the running server ``target``."""
+    """Load ``entry`` into the running server ``target``: one node of the
+    backup, or into a Redis Cluster every node of it (``node`` picks one)."""
     manifest = entry.manifest
     if manifest is None:
         raise LoadError(f"backup {entry.id} is incomplete and cannot be restored")
-    n = pick_node(manifest, node)
-    rdb = n.rdb_file
-    if rdb is None:
-        raise LoadError(f"backup {manifest.id} node {n.name} has no RDB file")
     server_bin = redis_server or shutil.which("redis-server")
     if server_bin is None:
         raise LoadError(
@@ -105,109 +112,46 @@ def restore_to_redis(
             "with --to-dir"
         )
 
-    client = redisnode.connect(target)
-    try:
-        info = redisnode.node_info(client)
-        if info.cluster_enabled:
-            raise LoadError(
-                f"{target.display} is cluster-enabled; --to-redis loads a standalone server "
-                "only (cluster targets are not supported yet)"
-            )
-        if info.role != "master":
-            raise LoadError(
-                f"{target.display} is a replica; load into its primary (replicas copy it)"
-            )
-        if info.keys and not flush:
-            raise LoadError(
-                f"{target.display} already holds {info.keys} keys: pass --flush to replace "
-                "everything in it with the backup (FLUSHALL first), or load into an empty server"
-            )
-        databases = _databases(client)
-    finally:
-        client.close()
-
-    with tempfile.TemporaryDirectory(prefix="backupctl-load-", dir=tmp_dir) as tmp:
-        data = Path(tmp) / "data"
-        data.mkdir()
-        download_node(store, manifest, n, data, progress=progress)
-        rdb_path = data / rdb.path
-        with _local_server(server_bin, rdb_path, databases, timeout) as local:
-            expected = _keyspace(local)
-            with _binary_client(target, timeout) as dest:
-                if flush:
-                    _run(dest, target, "FLUSHALL")
-                functions = _copy_functions(local, dest, target, flush)
-                written: dict[int, int] = {}
-                for db in sorted(expected):
-                    written[db] = _copy_db(
-                        local, dest, target, db, flush, batch_keys, batch_bytes, timeout
-                    )
-    keys = sum(written.values())
+    with open_target(target, flush=flush, timeout=timeout) as dest:
+        nodes = _source_nodes(manifest, node, dest.cluster)
+        with tempfile.TemporaryDirectory(prefix="backupctl-load-", dir=tmp_dir) as tmp:
+            rdbs: list[Path] = []
+            for i, n in enumerate(nodes):  # every archive verified before anything is written
+                data = Path(tmp) / f"node-{i}"
+                data.mkdir()
+                download_node(store, manifest, n, data, progress=progress)
+                rdb = n.rdb_file
+                assert rdb is not None  # _source_nodes checked
+                rdbs.append(data / rdb.path)
+            copy = _Copy(dest, flush, batch_keys, batch_bytes, timeout)
+            for n, rdb_path in zip(nodes, rdbs, strict=True):
+                with _local_server(server_bin, rdb_path, dest.databases, timeout) as local:
+                    copy.node(local, n)
+            masters = dest.written()
+    keys = sum(copy.databases.values())
     return LoadResult(
         id=manifest.id,
         target=manifest.target,
-        node=n.name,
+        nodes=tuple(n.name for n in nodes),
         redis=target.display,
         keys=keys,
-        expired=max(0, n.keys - keys),
-        databases={db: c for db, c in written.items() if c},
-        functions=functions,
+        expired=max(0, sum(n.keys for n in nodes) - keys),
+        databases={db: c for db, c in sorted(copy.databases.items()) if c},
+        masters=masters,
+        functions=len(copy.functions),
         flushed=flush,
+        cluster=dest.cluster,
     )
 
 
-# --- the target ------------------------------------------------------------------
-
-
-def _databases(client: redis.Redis) -> int:
-    """How many databases the target has (16 when CONFIG is not allowed)."""
-    try:
-        raw: Any = client.config_get("databases")
-        return max(16, int(raw.get("databases", 16)))
-    except (redis.RedisError, ValueError, TypeError):
-        return 16
-
-
-@contextmanager
-def _binary_client(spec: ConnectionSpec, timeout: float) -> Iterator[redis.Redis]:
-    """A redis-py client for ``spec`` returning bytes (keys may be any bytes)."""
-    decoded = redisnode.connect(spec, timeout=min(timeout, 60.0))
-    pool = decoded.connection_pool
-    kwargs = {**pool.connection_kwargs, "decode_responses": False}
-    binary = redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    )
-    decoded.close()
-    try:
-        yield binary
-    finally:
-        binary.close()
-
-
-def _fail(spec: ConnectionSpec, what: str, exc: BaseException) -> LoadError:
-    text = str(exc)
-    if spec.password:
-        text = text.replace(spec.password, "***")
-    text = " ".join(text.split())
-    if "DUMP payload version" in text:
-        text += (
-            " (the target is an older Redis than the local redis-server that read the backup; "
-            "use a redis-server no newer than the target)"
-        )
-    return LoadError(f"{spec.display}: {what} failed: {text}")
-
-
-def _exec(client: redis.Redis, *args: Any) -> Any:
-    """``execute_command`` (untyped in redis-py) with an Any result."""
-    command: Any = client.execute_command
-    return command(*args)
-
-
-def _run(client: redis.Redis, spec: ConnectionSpec, *args: Any) -> Any:
-    try:
-        return _exec(client, *args)
-    except redis.RedisError as exc:
-        raise _fail(spec, str(args[0]), exc) from None
+def _source_nodes(manifest: Manifest, node: str | None, cluster: bool) -> list[NodeEntry]:
+    """The backup's nodes to load: into a cluster all of them (``node`` picks one),
+    into one server exactly one."""
+    nodes = manifest.nodes if cluster and node is None else [pick_node(manifest, node)]
+    for n in nodes:
+        if n.rdb_file is None:
+            raise LoadError(f"backup {manifest.id} node {n.name} has no RDB file")
+    return nodes
 
 
 # --- the throwaway server that reads the RDB ---------------------------------------
@@ -321,118 +265,122 @@ def _keyspace(client: redis.Redis) -> dict[int, int]:
 # --- copying ---------------------------------------------------------------------
 
 
-def _copy_functions(
-    local: redis.Redis, dest: redis.Redis, spec: ConnectionSpec, flush: bool
-) -> int:
-    """Copy Redis Functions libraries (Redis >= 7); returns how many."""
+class _Copy:
+    """Copies node after node into ``dest``; flushes before the first key."""
+
+    def __init__(
+        self, dest: Target, flush: bool, batch_keys: int, batch_bytes: int, timeout: float
+    ) -> None:
+        self.dest = dest
+        self.flush = flush
+        self.batch_keys = max(1, batch_keys)
+        self.batch_bytes = batch_bytes
+        self.timeout = timeout
+        self.flushed = False
+        self.databases: dict[int, int] = {}  # db -> keys written
+        self.functions: dict[str, str] = {}  # library name -> code, as copied
+
+    def node(self, local: redis.Redis, node: NodeEntry) -> None:
+        keyspace = _keyspace(local)
+        if self.dest.cluster:
+            other = sorted(db for db in keyspace if db != 0)
+            if other:
+                touched = self.flushed or self.functions or any(self.databases.values())
+                written = "" if touched else " (nothing was written)"
+                raise LoadError(
+                    f"node {node.name} of the backup has keys in database "
+                    f"{', '.join(map(str, other))} ({sum(keyspace[db] for db in other)} keys), "
+                    f"but a Redis Cluster has database 0 only{written}: load it into a "
+                    "standalone Redis, or move those keys to database 0 first"
+                )
+        if self.flush and not self.flushed:
+            self.dest.flush()
+            self.flushed = True
+        self._functions(local)
+        for db in sorted(keyspace):
+            self.databases[db] = self.databases.get(db, 0) + self._db(local, db)
+
+    def _functions(self, local: redis.Redis) -> None:
+        """Redis Functions libraries (Redis >= 7): the first node's with FUNCTION
+        DUMP/RESTORE; a later node's other libraries (a cluster's shards normally
+        all hold the same) with FUNCTION LOAD."""
+        libraries = _libraries(local)
+        new = {name: code for name, code in libraries.items() if self.functions.get(name) != code}
+        if not new:
+            return
+        if not self.functions:
+            payload = _exec(local, "FUNCTION", "DUMP")
+            self.dest.restore_functions(payload, replace=self.flush)
+        else:
+            for name, code in new.items():
+                self.dest.load_function(code, replace=self.flush or name in self.functions)
+        self.functions.update(libraries)
+
+    def _db(self, local: redis.Redis, db: int) -> int:
+        src = select_db(local, db)
+        try:
+            copied, cursor, size = 0, 0, self.batch_keys
+            deadline = time.monotonic() + self.timeout
+            while True:
+                cursor, found = src.scan(cursor, count=size)
+                keys = [k if isinstance(k, bytes) else k.encode() for k in found]
+                for start in range(0, len(keys), size):
+                    items, payload_bytes = _dump(src, keys[start : start + size])
+                    if items:
+                        copied += self.dest.write(db, items, replace=self.flush)
+                    if payload_bytes > self.batch_bytes and size > 1:
+                        size = max(1, size // 2)
+                    elif payload_bytes < self.batch_bytes // 4 and size < self.batch_keys:
+                        size = min(self.batch_keys, size * 2)
+                if cursor == 0:
+                    return copied
+                if time.monotonic() > deadline:
+                    raise LoadError(f"loading database {db} took longer than {self.timeout:g} s")
+        finally:
+            src.close()
+
+
+def _exec(client: redis.Redis, *args: Any) -> Any:
+    """``execute_command`` (untyped in redis-py) with an Any result."""
+    command: Any = client.execute_command
+    return command(*args)
+
+
+def _libraries(local: redis.Redis) -> dict[str, str]:
+    """name -> code of the Redis Functions libraries on the local server."""
     try:
-        libraries: Any = _exec(local, "FUNCTION", "LIST")
+        raw: Any = _exec(local, "FUNCTION", "LIST", "WITHCODE")
     except redis.ResponseError:
-        return 0  # a local server older than 7.0 has no functions
-    if not libraries:
-        return 0
-    payload = _exec(local, "FUNCTION", "DUMP")
-    _run(dest, spec, "FUNCTION", "RESTORE", payload, "REPLACE" if flush else "APPEND")
-    return len(libraries)
+        return {}  # a local server older than 7.0 has no functions
+    out: dict[str, str] = {}
+    for entry in raw or []:
+        if isinstance(entry, list):
+            entry = dict(zip(entry[::2], entry[1::2], strict=False))
+        fields = {_text(k): v for k, v in entry.items()}
+        out[_text(fields.get("library_name", ""))] = _text(fields.get("library_code", ""))
+    return out
 
 
-def _select(client: redis.Redis, db: int) -> redis.Redis:
-    """The same server's database ``db``, through a new pool (SELECT is per connection)."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "db": db}
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    )
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _copy_db(
-    local: redis.Redis,
-    dest: redis.Redis,
-    spec: ConnectionSpec,
-    db: int,
-    flush: bool,
-    batch_keys: int,
-    batch_bytes: int,
-    timeout: float,
-) -> int:
-    src, dst = _select(local, db), _select(dest, db)
-    try:
-        copied, cursor, size = 0, 0, max(1, batch_keys)
-        deadline = time.monotonic() + timeout
-        while True:
-            cursor, found = src.scan(cursor, count=size)
-            keys = [k if isinstance(k, bytes) else k.encode() for k in found]
-            for start in range(0, len(keys), size):
-                chunk = keys[start : start + size]
-                n, payload_bytes = _copy_batch(src, dst, spec, chunk, flush)
-                copied += n
-                if payload_bytes > batch_bytes and size > 1:
-                    size = max(1, size // 2)
-                elif payload_bytes < batch_bytes // 4 and size < batch_keys:
-                    size = min(batch_keys, size * 2)
-            if cursor == 0:
-                return copied
-            if time.monotonic() > deadline:
-                raise LoadError(f"loading database {db} took longer than {timeout:g} s")
-    finally:
-        src.close()
-        dst.close()
-
-
-def _copy_batch(
-    src: redis.Redis,
-    dst: redis.Redis,
-    spec: ConnectionSpec,
-    keys: list[bytes],
-    flush: bool,
-) -> tuple[int, int]:
-    """DUMP+PTTL ``keys`` from ``src``, RESTORE them on ``dst``: (written, payload bytes)."""
+def _dump(src: redis.Redis, keys: list[bytes]) -> tuple[list[Item], int]:
+    """DUMP + PTTL of ``keys``: the items still there, and their payload bytes."""
     read = src.pipeline(transaction=False)
     for key in keys:
         read.dump(key)
         read.pttl(key)
     values = read.execute()
-    write = dst.pipeline(transaction=False)
-    todo: list[tuple[bytes, bytes]] = []
+    items: list[Item] = []
     size = 0
     for i, key in enumerate(keys):
         payload, pttl = values[2 * i], values[2 * i + 1]
         if payload is None or pttl == -2:
             continue  # expired since the server loaded it
-        write.restore(key, max(0, int(pttl)), payload, replace=flush)
-        todo.append((key, payload))
+        items.append((key, max(0, int(pttl)), payload))
         size += len(payload)
-    if not todo:
-        return 0, 0
-    try:
-        results = write.execute(raise_on_error=False)
-    except redis.RedisError as exc:
-        raise _fail(spec, "RESTORE", exc) from None
-    for (key, payload), result in zip(todo, results, strict=True):
-        if isinstance(result, Exception):
-            _restore_failed(dst, spec, key, payload, result)
-    return len(todo), size
-
-
-def _restore_failed(
-    dst: redis.Redis,
-    spec: ConnectionSpec,
-    key: bytes,
-    payload: bytes,
-    error: Exception,
-) -> None:
-    """A RESTORE answered an error: fine only when the key already holds exactly
-    this value (SCAN may return a key twice); otherwise one clear error."""
-    shown = key[:80].decode("utf-8", "replace")
-    if "BUSYKEY" in str(error):
-        with suppress(redis.RedisError):
-            if dst.dump(key) == payload:
-                return
-        raise LoadError(
-            f"{spec.display}: key {shown!r} already exists with other data (written by another "
-            "client while loading?); stop writers and load again with --flush"
-        )
-    raise _fail(spec, f"RESTORE of key {shown!r}", error)
+    return items, size
 
 
 __all__ = ["LoadError", "LoadResult", "restore_to_redis"]

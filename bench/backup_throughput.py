@@ -10,8 +10,10 @@ with like on a noisy machine:
 2. baselines on its ``dump.rdb``: ``zstd -1`` and ``sha256sum``;
 3. ``backupctl run`` to ``file://`` (subprocess: wall time, peak RSS), and
    the post-BGSAVE pipeline alone (in-process, the BGSAVE timed apart);
-4. ``backupctl run --method replication`` to moto's S3 server vs
-   ``redis-cli --rdb - | zstd -1 | aws s3 cp -`` on the same server.
+4. ``backupctl run --method replication`` to moto's S3 server (diskless
+   sync, the server's LZF off for the fork; and again with
+   ``--keep-rdbcompression``) vs ``redis-cli --rdb - | zstd -1 | aws s3 cp -``
+   on the same server.
 
 Goals (issue 2): peak RSS <= 100 MiB; pipeline >= 0.8x the slower of zstd -1
 and sha256sum; replication to S3 <= 0.75x the DIY pipeline's wall time.
@@ -221,21 +223,22 @@ def main() -> None:
             shell=True,
             env=env,
         )
-        repl_s, repl_rss = timed(
-            [
-                str(VENV_BIN / "backupctl"),
-                "run",
-                "--redis",
-                url,
-                "--to",
-                "s3://bench/ours",
-                "--target",
-                "bench/s3",
-                "--method",
-                "replication",
-            ],
-            env=env,
-        )
+        repl_cmd = [
+            str(VENV_BIN / "backupctl"),
+            "run",
+            "--redis",
+            url,
+            "--to",
+            "s3://bench/ours",
+            "--target",
+            "bench/s3",
+            "--method",
+            "replication",
+        ]
+        repl_s, repl_rss = timed(repl_cmd, env=env)
+        # The same with the server's LZF left on: what the rdbcompression
+        # switch is worth, shown rather than hidden.
+        keep_s, keep_rss = timed([*repl_cmd, "--keep-rdbcompression"], env=env)
 
         mib_s = rdb_mib / pipe_s
         print()
@@ -248,6 +251,7 @@ def main() -> None:
             ("  post-BGSAVE pipeline (tar+zstd+sha256+check+write)", pipe_s, None),
             ("DIY: redis-cli --rdb - | zstd -1 | aws s3 cp -", diy_s, diy_rss),
             ("backupctl run --method replication -> S3", repl_s, repl_rss),
+            ("  the same with --keep-rdbcompression", keep_s, keep_rss),
         ]
         for name, secs, rss in rows:
             rss_col = "" if rss is None else f"{rss:.0f}"
@@ -257,10 +261,13 @@ def main() -> None:
             f"pipeline throughput vs slower baseline: {mib_s:.0f} vs {rdb_mib / slower:.0f} MiB/s "
             f"= {slower / pipe_s:.2f}x (goal >= 0.80x)"
         )
-        print(f"replication to S3 vs DIY wall time: {repl_s / diy_s:.2f}x (goal <= 0.75x)")
         print(
-            f"peak RSS of backupctl run: file {run_rss:.0f} MiB, S3 {repl_rss:.0f} MiB "
-            "(goal <= 100 MiB)"
+            f"replication to S3 vs DIY wall time: {repl_s / diy_s:.2f}x (goal <= 0.75x); "
+            f"{keep_s / diy_s:.2f}x with --keep-rdbcompression"
+        )
+        print(
+            f"peak RSS of backupctl run: file {run_rss:.0f} MiB, S3 {max(repl_rss, keep_rss):.0f} "
+            "MiB (goal <= 100 MiB)"
         )
     finally:
         for p in procs:

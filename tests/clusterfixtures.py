@@ -1,6 +1,8 @@
 """Local Redis Clusters for tests: real ``redis-server`` processes in cluster
-mode on 127.0.0.1 (started by ``redis_factory``), and a :class:`Supervisor`
-that plays systemd/kubelet by starting again any of them that exited."""
+mode on 127.0.0.1 (started by ``redis_factory``), slots split evenly between
+masters, optional replicas; helpers that write through redis-py's
+``RedisCluster``; and a :class:`Supervisor` that plays systemd/kubelet by
+starting again any of the nodes that exited."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from backupctl.redisnode import cluster_shards
 from backupctl.restore_cluster import Ranges, normalize_slots
 
 CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+TEN_YEARS = 10 * 365 * 24 * 3600
 
 
 def make_cluster(
@@ -69,16 +72,33 @@ def wait_healthy(nodes: Sequence[RedisServer], *, masters: int, timeout: float =
     wait_for(ok, timeout=timeout, poll=0.1, what="a healthy cluster")
 
 
-def fill_cluster(nodes: list[RedisServer], n_keys: int, *, prefix: str = "key") -> None:
-    rc = redis.RedisCluster(host="127.0.0.1", port=nodes[0].port)
+def cluster_client(nodes: list[RedisServer], **kwargs: object) -> redis.RedisCluster:
+    return redis.RedisCluster(host="127.0.0.1", port=nodes[0].port, **kwargs)  # type: ignore[arg-type]
+
+
+def fill_cluster(
+    nodes: list[RedisServer], n_keys: int, *, varied: bool = False, prefix: str = "key"
+) -> int:
+    """Write ``n_keys`` strings ``<prefix>:i`` through RedisCluster; with
+    ``varied`` also n_keys // 50 each of hashes, lists and strings with a TTL
+    ten years out. Returns the number of keys written."""
+    rc = cluster_client(nodes)
+    extra = n_keys // 50 if varied else 0
     try:
         for start in range(0, n_keys, 5000):
             pipe = rc.pipeline()
             for i in range(start, min(start + 5000, n_keys)):
                 pipe.set(f"{prefix}:{i}", f"value-{i}")
             pipe.execute()
+        pipe = rc.pipeline()
+        for i in range(extra):
+            pipe.hset(f"hash:{i}", mapping={f"f{j}": f"v{i}-{j}" for j in range(4)})
+            pipe.rpush(f"list:{i}", *[f"item{j}" for j in range(4)])
+            pipe.set(f"ttl:{i}", f"expires-{i}", ex=TEN_YEARS)
+        pipe.execute()
     finally:
         rc.close()
+    return n_keys + 3 * extra
 
 
 def failover(replica: RedisServer, nodes: Sequence[RedisServer], *, masters: int) -> None:
@@ -140,3 +160,15 @@ class Supervisor:
                     self.restarts[server.port] += 1
                 except Exception as e:  # reported at the end of the with block
                     self.errors.append(f"restarting {server.port}: {e}")
+
+
+__all__ = [
+    "CLUSTER_ARGS",
+    "Supervisor",
+    "cluster_client",
+    "failover",
+    "fill_cluster",
+    "make_cluster",
+    "shards",
+    "wait_healthy",
+]

@@ -11,6 +11,7 @@ Each server binds 127.0.0.1 on a free port, runs in the foreground as our
 child (``--daemonize no``) with ``--save ''``, ``--enable-debug-command
 local`` (DEBUG POPULATE / DEBUG DIGEST) and ``--repl-diskless-sync-delay 0``.
 Every server a test started is stopped at teardown (SIGTERM, then SIGKILL).
+``sentinel_factory`` starts ``redis-server --sentinel`` processes the same way.
 Tests needing redis-server are skipped when it is not installed.
 """
 
@@ -298,6 +299,81 @@ def redis_factory(
             server.stop()
 
 
+class SentinelFactory(Protocol):
+    def __call__(
+        self,
+        master_port: int,
+        *,
+        name: str = "mymaster",
+        quorum: int = 2,
+        password: str | None = None,
+        extra_config: Sequence[str] = (),
+    ) -> RedisServer: ...
+
+
+@pytest.fixture
+def sentinel_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelFactory]:
+    """Start ``redis-server --sentinel`` processes monitoring ``name`` at
+    127.0.0.1:``master_port`` (down after 1 s); all are stopped when the test ends.
+    ``password``: the Sentinel's own ``requirepass``; ``extra_config``: more
+    sentinel.conf lines (``sentinel auth-pass NAME PW`` for a master with a password)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server not installed")
+    servers: list[RedisServer] = []
+
+    def factory(
+        master_port: int,
+        *,
+        name: str = "mymaster",
+        quorum: int = 2,
+        password: str | None = None,
+        extra_config: Sequence[str] = (),
+    ) -> RedisServer:
+        assert REDIS_SERVER is not None
+        base = tmp_path_factory.mktemp("sentinel")
+        last_error: Exception | None = None
+        for _ in range(5):
+            port = free_port()
+            conf = base / "sentinel.conf"  # Sentinel rewrites it: one per process
+            conf.write_text(
+                "\n".join(
+                    [
+                        f"port {port}",
+                        "bind 127.0.0.1",
+                        f"dir {base}",
+                        f"sentinel monitor {name} 127.0.0.1 {master_port} {quorum}",
+                        *([f"requirepass {password}"] if password else []),
+                        *extra_config,
+                        f"sentinel down-after-milliseconds {name} 1000",
+                        f"sentinel failover-timeout {name} 10000",
+                    ]
+                )
+                + "\n"
+            )
+            server = RedisServer(
+                port=port,
+                dir=base,
+                password=password,
+                args=[REDIS_SERVER, str(conf), "--sentinel", "--daemonize", "no", "--logfile", ""],
+                log=base / "sentinel.log",
+            )
+            servers.append(server)
+            try:
+                server.start()
+                return server
+            except RuntimeError as exc:
+                last_error = exc
+                if "Address already in use" not in str(exc):
+                    raise
+        raise RuntimeError(f"could not start a sentinel: {last_error}")
+
+    try:
+        yield factory
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def populate(client: redis.Redis, n: int, *, prefix: str = "") -> int:
     """Write ``n`` strings (DEBUG POPULATE) plus a mix of other types.
 
@@ -347,6 +423,7 @@ def child_pids(pid: int) -> list[int]:
 __all__ = [
     "RedisFactory",
     "RedisServer",
+    "SentinelFactory",
     "TlsFiles",
     "child_pids",
     "free_port",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -99,6 +100,53 @@ def test_archive_opens_with_gnu_tar_and_zstd_and_its_rdb_passes_redis_check_rdb(
         ["redis-check-rdb", str(out / "dump.rdb")], capture_output=True, text=True
     )
     assert check.returncode == 0 and "RDB looks OK" in check.stdout, check.stdout
+
+
+def test_replication_streams_diskless_in_parts_that_gnu_tar_joins_back_into_the_rdb(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    src = redis_factory()
+    rnd = random.Random(3)
+    words = [rnd.randbytes(6).hex() for _ in range(3000)]
+    with src.client() as c:  # ~26 MiB of text-like values: 3+ parts of 8 MiB
+        pipe = c.pipeline(transaction=False)
+        for i in range(25_000):
+            pipe.set(f"doc:{i}", " ".join(rnd.choices(words, k=60)) + rnd.randbytes(150).hex())
+        pipe.execute()
+        assert c.config_get("rdbcompression")["rdbcompression"] == "yes"
+    store = tmp_path / "store"
+    store.mkdir()
+    runs = {}
+    for keep in (False, True):
+        args = ["run", "--redis", src.url, "--to", store, "--method", "replication", "--json"]
+        runs[keep] = json.loads(cli(*args, *(["--keep-rdbcompression"] if keep else [])).stdout)
+        jsonschema.validate(runs[keep], SCHEMA)
+        # the server's setting is back, whichever way the backup went
+        assert src.client().config_get("rdbcompression")["rdbcompression"] == "yes"
+    assert not (src.dir / "dump.rdb").exists()  # diskless: nothing written on the node
+
+    raw, lzf = (runs[k]["nodes"][0]["files"][0] for k in (False, True))
+    assert raw["parts"] >= 3 and lzf["parts"] >= 2
+    # rdbcompression was off for the default run's fork only: its RDB has no
+    # LZF strings (bigger), and the archive zstd made of it is smaller.
+    assert raw["size"] > lzf["size"]
+    assert runs[False]["size"] < runs[True]["size"]
+
+    m = runs[False]
+    archive = store / m["target"] / m["id"] / m["nodes"][0]["archive"]["key"]
+    out = tmp_path / "dump.rdb"
+    subprocess.run(
+        f"zstd -dc '{archive}' | tar -xO --wildcards 'dump.rdb.part-*' > '{out}'",
+        shell=True,
+        check=True,
+    )
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == raw["sha256"]
+    check = subprocess.run(["redis-check-rdb", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0 and "RDB looks OK" in check.stdout, check.stdout
+    assert cli("verify", store, runs[False]["id"]).returncode == 0
+    data = tmp_path / "restored"
+    cli("restore", store, runs[False]["id"], "--to-dir", data, "--appendonly", "yes")
+    assert redis_factory(appendonly=True, dir=data).digest() == src.digest()
 
 
 def test_backup_killed_mid_upload_is_listed_only_as_incomplete_and_restore_latest_skips_it(

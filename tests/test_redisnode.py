@@ -449,23 +449,31 @@ def test_bgsave_lastsave_fallback_failure(redis_factory: RedisFactory) -> None:
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("password", [None, "repl-pw"])
+@pytest.mark.parametrize(("password", "diskless"), [(None, True), ("repl-pw", True), (None, False)])
 def test_replication_rdb_matches_dataset(
-    redis_factory: RedisFactory, tmp_path: Path, password: str | None
+    redis_factory: RedisFactory, tmp_path: Path, password: str | None, diskless: bool
 ) -> None:
     server = redis_factory(password=password)
     populate(server.client(), 2000)
     spec = parse_redis_url(server.url, env={})
     out = tmp_path / "repl.rdb"
-    with rn.replication_rdb(spec) as rdb, open(out, "wb") as fh:
+    forks: list[int] = []
+    with (
+        rn.replication_rdb(spec, diskless=diskless, on_fork=lambda: forks.append(1)) as rdb,
+        open(out, "wb") as fh,
+    ):
+        assert forks == [1]  # called once the child exists, before any RDB byte
         assert rdb.replid and rdb.offset is not None
         shutil.copyfileobj(rdb.stream, fh)
-        assert rdb.stream.read(1) == b""  # EOF after exactly size bytes
+        assert rdb.stream.read(1) == b""  # EOF after the last RDB byte
         assert rdb.rdb_version == 10
-    assert out.stat().st_size == rdb.size
+    assert rdb.diskless is diskless
+    assert out.stat().st_size == rdb.received == (rdb.size or rdb.received)
     assert rn.rdb_trailer_ok(out)
-    # disk-based sync: the master wrote the same snapshot as its dump.rdb
-    assert (server.dir / "dump.rdb").read_bytes() == out.read_bytes()
+    if diskless:  # streamed from the child: nothing written on the node's disk
+        assert not (server.dir / "dump.rdb").exists()
+    else:  # disk-based sync: the master wrote the same snapshot as its dump.rdb
+        assert (server.dir / "dump.rdb").read_bytes() == out.read_bytes()
     assert load_rdb(redis_factory, out).digest() == server.digest()
 
 
@@ -478,13 +486,13 @@ def test_replication_rdb_streams(redis_factory: RedisFactory) -> None:
     tracemalloc.start()
     try:
         with rn.replication_rdb(spec) as rdb:
-            size = rdb.size
             for _ in range(100_000):
                 chunk = rdb.stream.read(64 * 1024)
                 if not chunk:
                     break
                 chunks += 1
                 total += len(chunk)
+            size = rdb.received
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -508,12 +516,15 @@ def test_replication_rdb_timeout(redis_factory: RedisFactory) -> None:
     assert time.monotonic() - started < 5
 
 
-def fake_master(payload: bytes, header: bytes | None = None) -> Callable[[socket.socket], None]:
-    """A master that answers the handshake, sends keepalives, then ``payload``."""
+def fake_master(
+    payload: bytes, header: bytes | None = None, trailer: bytes = b""
+) -> Callable[[socket.socket], None]:
+    """A master that answers the handshake, sends keepalives, then ``payload``
+    (and ``trailer``, e.g. a diskless end mark)."""
 
     def handler(conn: socket.socket) -> None:
         buf = b""
-        for _ in range(3):  # PING, REPLCONF, PSYNC
+        for _ in range(5):  # PING, REPLCONF capa eof, REPLCONF rdb-only, PSYNC
             while buf.count(b"\r\n") < 1 or not _full_command(buf):
                 data = conn.recv(4096)
                 if not data:
@@ -529,8 +540,11 @@ def fake_master(payload: bytes, header: bytes | None = None) -> Callable[[socket
                 time.sleep(0.05)
                 conn.sendall(b"\n")
                 conn.sendall(header if header is not None else b"$%d\r\n" % len(payload))
-                conn.sendall(payload)
+                for i in range(0, len(payload), 7777):  # uneven pieces, like a real socket
+                    conn.sendall(payload[i : i + 7777])
+                conn.sendall(trailer)
                 time.sleep(0.2)
+                return
 
     return handler
 
@@ -574,9 +588,36 @@ def test_replication_rdb_against_fake_master(redis_factory: RedisFactory, tmp_pa
             with pytest.raises(RedisNodeError, match="damaged: CRC64 mismatch"):
                 rdb.stream.read()
 
-    with fake_server(fake_master(b"", header=b"$EOF:" + b"x" * 40 + b"\r\n")) as port:
+    mark = b"0123456789abcdef0123456789abcdef01234567"
+    eof_header = b"$EOF:" + mark + b"\r\n"
+    with fake_server(fake_master(good, header=eof_header, trailer=mark)) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
-        with pytest.raises(RedisNodeError, match="diskless"), rn.replication_rdb(spec):
+        with rn.replication_rdb(spec, verify=True) as rdb:
+            assert rdb.diskless and rdb.size is None
+            assert rdb.stream.read() == good  # the end mark is not part of the RDB
+            assert rdb.received == len(good) and rdb.rdb_version == rn.rdb_version_from_header(
+                good[:9]
+            )
+
+    with fake_server(fake_master(bytes(bad), header=eof_header, trailer=mark)) as port:
+        spec = ConnectionSpec(host="127.0.0.1", port=port)
+        with (
+            rn.replication_rdb(spec, verify=True) as rdb,
+            pytest.raises(RedisNodeError, match="damaged: CRC64 mismatch"),
+        ):
+            rdb.stream.read()
+
+    with fake_server(fake_master(good[:5000], header=eof_header)) as port:  # no end mark
+        spec = ConnectionSpec(host="127.0.0.1", port=port)
+        with (
+            rn.replication_rdb(spec, io_timeout=5) as rdb,
+            pytest.raises(RedisNodeError, match="closed the replication connection"),
+        ):
+            rdb.stream.read()
+
+    with fake_server(fake_master(b"", header=b"$EOF:short\r\n")) as port:
+        spec = ConnectionSpec(host="127.0.0.1", port=port)
+        with pytest.raises(RedisNodeError, match="malformed end mark"), rn.replication_rdb(spec):
             pass
 
     with fake_server(fake_master(good[:100], header=b"$%d\r\n" % len(good))) as port:

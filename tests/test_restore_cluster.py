@@ -12,9 +12,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import redis
 from clitools import assert_one_clear_error, cli
-from clusterfixtures import Supervisor, failover, fill_cluster, make_cluster, shards
+from clusterfixtures import (
+    Supervisor,
+    cluster_client,
+    failover,
+    fill_cluster,
+    make_cluster,
+    shards,
+)
 from redisfixtures import RedisFactory, RedisServer, populate
 
 from backupctl.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
@@ -146,7 +152,7 @@ def per_shard(nodes: list[RedisServer]) -> dict[Ranges, tuple[str, int]]:
 def more_writes(nodes: list[RedisServer]) -> None:
     """New keys, overwritten keys and deleted keys in every shard."""
     fill_cluster(nodes, 3_000, prefix="after")
-    rc = redis.RedisCluster(host="127.0.0.1", port=nodes[0].port)
+    rc = cluster_client(nodes)
     try:
         pipe = rc.pipeline()
         for i in range(1_000):
@@ -155,19 +161,6 @@ def more_writes(nodes: list[RedisServer]) -> None:
         pipe.execute()
     finally:
         rc.close()
-
-
-def typed_keys(nodes: list[RedisServer]) -> int:
-    """A few hashes, sets and strings with a TTL (kept across the restore)."""
-    rc = redis.RedisCluster(host="127.0.0.1", port=nodes[0].port)
-    try:
-        for i in range(300):
-            rc.hset(f"hash:{i}", mapping={"a": i, "b": "x"})
-            rc.sadd(f"set:{i}", "m1", "m2")
-            rc.set(f"ttl:{i}", i, ex=10 * 365 * 24 * 3600)
-    finally:
-        rc.close()
-    return 900
 
 
 def hidden(node: RedisServer) -> list[str]:
@@ -190,8 +183,7 @@ def test_restore_to_cluster_with_restart_brings_every_shard_back_to_the_backup(
     redis_factory: RedisFactory, tmp_path: Path, appendonly: bool
 ) -> None:
     nodes = make_cluster(redis_factory, appendonly=appendonly)
-    fill_cluster(nodes, 100_000)
-    total = 100_000 + typed_keys(nodes)
+    total = fill_cluster(nodes, 100_000, varied=True)  # + hashes, lists, keys with a TTL
     store = tmp_path / "store"
     m = backup(nodes, store)
     assert m["keys"] == total

@@ -289,8 +289,10 @@ class _AzureWriter(PartUploadWriter):
     def _map_error(self, err: Exception) -> StorageError:
         return self._b._error(err, self._key)
 
-    def _upload_part(self, number: int, data: bytes) -> object:
-        self._b._client("upload").get_blob_client(self._name).stage_block(_block_id(number), data)
+    def _upload_part(self, number: int, data: bytes | bytearray) -> object:
+        # The SDK sends a bytearray as it is (no copy); its stubs say bytes only.
+        block: Any = data
+        self._b._client("upload").get_blob_client(self._name).stage_block(_block_id(number), block)
         return None
 
     def _finish(self, tail: bytes, parts: int, results: dict[int, object]) -> None:

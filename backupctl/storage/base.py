@@ -353,7 +353,7 @@ class PartUploadWriter(ManagedWriter):
     def _begin(self) -> None:
         return None
 
-    def _upload_part(self, number: int, data: bytes) -> object:
+    def _upload_part(self, number: int, data: bytes | bytearray) -> object:
         raise NotImplementedError
 
     def _finish(self, tail: bytes, parts: int, results: dict[int, object]) -> None:
@@ -387,12 +387,13 @@ class PartUploadWriter(ManagedWriter):
             self._buf += view[:take]
             view = view[take:]
             if len(self._buf) >= size:
-                self._submit(self._buf)
-                self._buf = bytearray()
+                full, self._buf = self._buf, bytearray()
+                self._submit(full, owned=True)
 
-    def _submit(self, source: bytearray | memoryview) -> None:
-        """Queue a copy of ``source`` as the next part. The copy is made only
-        once a slot is free, so at most ``workers`` parts exist at a time."""
+    def _submit(self, source: bytearray | memoryview, *, owned: bool = False) -> None:
+        """Queue ``source`` as the next part: as it is when ``owned`` (a buffer
+        nobody else holds), else a copy made once a slot is free, so at most
+        ``workers`` parts exist at a time."""
         number = self._parts + 1
         if number > self.max_parts:
             raise StorageError(
@@ -414,11 +415,12 @@ class PartUploadWriter(ManagedWriter):
         # The part travels in a list the worker empties, so it is freed when
         # the upload returns, before the slot is released (the executor keeps
         # a task's arguments a little longer).
-        fut = self._pool.submit(self._run_part, number, [bytes(source)])
+        part = source if owned and isinstance(source, bytearray) else bytes(source)
+        fut = self._pool.submit(self._run_part, number, [part])
         fut.add_done_callback(lambda _f: self._slots.release())
         self._futures.append(fut)
 
-    def _run_part(self, number: int, holder: list[bytes]) -> None:
+    def _run_part(self, number: int, holder: list[bytes | bytearray]) -> None:
         if self.state != "open" or self._error is not None:
             holder.clear()
             return  # aborted or failed meanwhile: do not start more parts

@@ -253,7 +253,7 @@ class _GCSWriter(PartUploadWriter):
         )
         self._upload = upload
 
-    def _upload_part(self, number: int, data: bytes) -> object:
+    def _upload_part(self, number: int, data: bytes | bytearray) -> object:
         assert self._upload is not None
         self._upload.write(data)  # exactly one chunk: sent now, not buffered
         return None

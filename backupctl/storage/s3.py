@@ -325,13 +325,13 @@ class _S3Writer(PartUploadWriter):
         )
         self._upload_id = resp["UploadId"]
 
-    def _upload_part(self, number: int, data: bytes) -> object:
+    def _upload_part(self, number: int, data: bytes | bytearray) -> object:
         resp = self._b._client("upload").upload_part(
             Bucket=self._b.bucket,
             Key=self._name,
             UploadId=self._upload_id,
             PartNumber=number,
-            Body=data,
+            Body=data,  # type: ignore[arg-type]  # botocore takes bytearray; stubs omit it
         )
         return resp["ETag"]
 

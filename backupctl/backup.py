@@ -226,6 +226,11 @@ def run_shard_backup(
     client, _ = _connect(opts)  # any node: it tells the topology
     store, target, backup_id = opts.store, opts.target, opts.backup_id
     own = backup_set.own_record(store, target, backup_id, index, opts.owner)
+    if own is not None and own.shards != count:
+        raise BackupError(
+            f"shard {index} of backup {backup_id} was stored as one of {own.shards} shards, not "
+            f"{count}: pick another --id"
+        )
     complete = backup_set.existing_manifest(store, target, backup_id)
     if complete is not None:
         if own is not None and own.node in complete.nodes:

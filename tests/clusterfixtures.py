@@ -13,7 +13,12 @@ from redisfixtures import RedisFactory, RedisServer, wait_for
 
 from backupctl.redisnode import cluster_shards
 
-CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+#: ``repl-ping-replica-period 1``: a master sees a new replica "online" in CLUSTER SHARDS once
+#: its replication offset moved, which an idle master does only by this ping (default 10 s).
+CLUSTER_ARGS = [
+    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+    "--repl-ping-replica-period", "1",
+]  # fmt: skip
 
 
 def make_cluster(redis_factory: RedisFactory, n: int = 3) -> list[RedisServer]:
@@ -41,9 +46,9 @@ def add_replicas(redis_factory: RedisFactory, masters: list[RedisServer]) -> lis
     """One replica per master (``replicas[i]`` replicates ``masters[i]``), in sync and seen
     online by every master; returns the replicas."""
     replicas = [redis_factory(extra_args=CLUSTER_ARGS) for _ in masters]
-    seed = masters[0].client()
-    for replica in replicas:
-        seed.execute_command("CLUSTER", "MEET", "127.0.0.1", replica.port)
+    for replica in replicas:  # meeting every master at once is faster than gossip
+        for master in masters:
+            replica.client().execute_command("CLUSTER", "MEET", "127.0.0.1", master.port)
     ids = [m.client().execute_command("CLUSTER", "MYID") for m in masters]
     for replica, master_id in zip(replicas, ids, strict=True):
         wait_for(

@@ -272,6 +272,8 @@ def test_shard_runs_refuse_a_wrong_shard_count_a_complete_id_and_a_second_owner(
     assert not (store / "c").exists(), "nothing written by refused runs"
 
     cli(*shard_args(seed, store, 1, 3, "--owner", "nightly"))
+    proc = cli(*shard_args(seed, store, 1, 4, "--owner", "nightly"), check=False)
+    assert_one_clear_error(proc, "was stored as one of 3 shards, not 4")
     proc = cli(*shard_args(seed, store, 2, 3, "--owner", "weekly"), check=False)
     assert_one_clear_error(proc, f"backup {SET_ID} of c is also written by nightly")
     assert sorted(p.name for p in (store / "c" / SET_ID).glob("*.tar.zst")) == [

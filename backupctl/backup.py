@@ -9,6 +9,12 @@ The order of operations is the safety argument:
 Until step 3 returns, the backup is incomplete and nothing lists it as
 restorable; a crash anywhere leaves at worst an incomplete folder (swept by
 ``prune``) or an aborted multipart upload.
+
+A Redis Cluster is backed up whole by one process (:func:`run_backup` with
+``cluster``: every shard in parallel threads), or by one process per shard
+(:func:`run_shard_backup`, what the Kubernetes controller's Jobs run): each
+backs up its shard and leaves a record, and the set's manifest is written by
+whichever finds all records there (:mod:`backupctl.backup_set`).
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from backupctl import __version__, catalog, redisnode
+from backupctl import __version__, backup_set, catalog, redisnode
 from backupctl.archive import ArchiveResult, Member, Progress, file_member, write_archive
+from backupctl.backup_set import ShardOutcome, ShardRecord
 from backupctl.catalog import ArchiveEntry, Manifest, NodeEntry
 from backupctl.storage.base import Backend
 
-CLUSTER_SLOTS = 16384
+CLUSTER_SLOTS = backup_set.CLUSTER_SLOTS
 #: Shards backed up at once; each is mostly waiting on its node and the store.
 MAX_PARALLEL_NODES = 8
 #: How far the RDB's mtime may lag the snapshot before we call it stale.
@@ -70,6 +77,12 @@ class RunOptions:
     #: method replication: never switch the server's rdbcompression off for the
     #: snapshot's fork (see redisnode.RdbCompressionPause).
     keep_rdbcompression: bool = False
+    #: Write into this backup id instead of a new one (refused if it is complete).
+    backup_id: str | None = None
+    #: ``(I, N)``: back up only shard I of N (see :func:`run_shard_backup`).
+    shard: tuple[int, int] | None = None
+    #: Who writes a shard set (the controller: the RedisBackup's name).
+    owner: str = backup_set.DEFAULT_OWNER
 
 
 def default_node_name(spec: redisnode.ConnectionSpec) -> str:
@@ -89,28 +102,20 @@ def run_backup(
     node each, in parallel) into one backup set; the manifest is written
     only when every shard succeeded, so a partial set is never complete.
     """
-    catalog.validate_target(opts.target)
-    opts.store.check()
-    client = redisnode.connect(opts.redis)
-    info = redisnode.node_info(client)
-    if info.cluster_enabled and not opts.cluster:
-        raise BackupError(
-            f"Redis at {opts.redis.display} is a Redis Cluster node: pass --cluster to back up "
-            "every shard as one backup set (a single node holds only its own slots)"
-        )
-    if opts.cluster and not info.cluster_enabled:
-        raise BackupError(
-            f"--cluster given, but Redis at {opts.redis.display} is not in cluster mode"
-        )
-    existing = {e.id for e in catalog.scan(opts.store, opts.target, load_manifests=False)}
-    backup_id = catalog.new_backup_id(now(), existing)
+    assert opts.shard is None, "one shard of a set is backed up by run_shard_backup"
+    client, info = _connect(opts)
+    if opts.backup_id is not None:
+        backup_id = opts.backup_id
+        if backup_set.has_manifest(opts.store, opts.target, backup_id):
+            raise BackupError(
+                f"backup {backup_id} of {opts.target} is already complete: pick another --id "
+                "(or leave it out for a new one)"
+            )
+    else:
+        existing = {e.id for e in catalog.scan(opts.store, opts.target, load_manifests=False)}
+        backup_id = catalog.new_backup_id(now(), existing)
 
     if opts.cluster:
-        if opts.data_dir is not None:
-            raise BackupError(
-                "--data-dir names one directory, but a cluster has one per node: leave it out "
-                "(each node's CONFIG GET dir is used) or use --method replication"
-            )
         nodes = _cluster_nodes(client, opts)
         entries = _backup_in_parallel(opts, backup_id, nodes, now, progress, on_size)
     else:
@@ -133,6 +138,31 @@ def run_backup(
     return manifest
 
 
+def _connect(opts: RunOptions) -> tuple[redisnode.Redis, redisnode.NodeInfo]:
+    """Check the target name, the store and the server's mode against the options."""
+    catalog.validate_target(opts.target)
+    if opts.backup_id is not None:
+        catalog.validate_id(opts.backup_id)
+    opts.store.check()
+    client = redisnode.connect(opts.redis)
+    info = redisnode.node_info(client)
+    if info.cluster_enabled and not opts.cluster:
+        raise BackupError(
+            f"Redis at {opts.redis.display} is a Redis Cluster node: pass --cluster to back up "
+            "every shard as one backup set (a single node holds only its own slots)"
+        )
+    if opts.cluster and not info.cluster_enabled:
+        raise BackupError(
+            f"--cluster given, but Redis at {opts.redis.display} is not in cluster mode"
+        )
+    if opts.cluster and opts.data_dir is not None:
+        raise BackupError(
+            "--data-dir names one directory, but a cluster has one per node: leave it out "
+            "(each node's CONFIG GET dir is used) or use --method replication"
+        )
+    return client, info
+
+
 @dataclass(frozen=True)
 class _ClusterMember:
     spec: redisnode.ConnectionSpec
@@ -144,34 +174,114 @@ class _ClusterMember:
 def _cluster_nodes(client: redisnode.Redis, opts: RunOptions) -> list[_ClusterMember]:
     """One node per shard that serves slots: the master, or with
     ``prefer_replica`` a healthy replica (falling back to the master)."""
-    chosen = []
-    for shard in redisnode.cluster_shards(client):
-        if not shard.slots:
-            continue
-        replicas = [n for n in shard.replicas if n.health == "online"]
-        node = replicas[0] if opts.prefer_replica and replicas else shard.master
-        if node is None or node.health != "online":
-            ranges = ", ".join(f"{a}-{b}" for a, b in shard.slots)
-            raise BackupError(
-                f"the shard serving slots {ranges} has no healthy master: wait for the cluster to "
-                "recover (or use --prefer-replica)"
-            )
-        spec = dataclasses.replace(opts.redis, host=node.host, port=node.port)
-        chosen.append(
-            _ClusterMember(
-                spec=spec,
-                name=default_node_name(spec),
-                node_id=node.node_id,
-                slots=[[a, b] for a, b in shard.slots],
-            )
-        )
-    covered = sum(b - a + 1 for m in chosen for a, b in m.slots)
+    return [_pick_member(shard, opts) for shard in _slot_shards(client)]
+
+
+def _slot_shards(client: redisnode.Redis) -> list[redisnode.Shard]:
+    """The shards that serve slots, sorted by first slot; refused unless
+    together they serve all 16384."""
+    shards = [s for s in redisnode.cluster_shards(client) if s.slots]
+    covered = sum(b - a + 1 for s in shards for a, b in s.slots)
     if covered != CLUSTER_SLOTS:
         raise BackupError(
             f"the cluster serves {covered} of {CLUSTER_SLOTS} slots: a backup would miss data; "
             "fix the cluster (redis-cli --cluster check) first"
         )
-    return chosen
+    return shards
+
+
+def _pick_member(shard: redisnode.Shard, opts: RunOptions) -> _ClusterMember:
+    replicas = [n for n in shard.replicas if n.health == "online"]
+    node = replicas[0] if opts.prefer_replica and replicas else shard.master
+    if node is None or node.health != "online":
+        ranges = ", ".join(f"{a}-{b}" for a, b in shard.slots)
+        raise BackupError(
+            f"the shard serving slots {ranges} has no healthy master: wait for the cluster to "
+            "recover (or use --prefer-replica)"
+        )
+    spec = dataclasses.replace(opts.redis, host=node.host, port=node.port)
+    return _ClusterMember(
+        spec=spec,
+        name=default_node_name(spec),
+        node_id=node.node_id,
+        slots=[[a, b] for a, b in shard.slots],
+    )
+
+
+def run_shard_backup(
+    opts: RunOptions,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: Progress | None = None,
+    on_size: Callable[[int], None] | None = None,
+) -> ShardOutcome:
+    """Back up shard I of the N shards of a Redis Cluster (``opts.shard``)
+    into backup ``opts.backup_id``; the manifest is written by the shard run
+    that finds all N records (see :mod:`backupctl.backup_set` for the order of
+    writes and why it is safe).
+
+    The shards are discovered from Redis each time (never from pod names:
+    primaries move on failover), sorted by first slot; the run is refused
+    when the cluster does not have exactly N shards serving slots now.
+    """
+    assert opts.shard is not None and opts.cluster
+    index, count = opts.shard
+    if opts.backup_id is None:
+        raise BackupError("--shard needs --id: all shards must write into one backup")
+    backup_set.validate_owner(opts.owner)
+    client, _ = _connect(opts)  # any node: it tells the topology
+    store, target, backup_id = opts.store, opts.target, opts.backup_id
+    own = backup_set.own_record(store, target, backup_id, index, opts.owner)
+    if own is not None and own.shards != count:
+        raise BackupError(
+            f"shard {index} of backup {backup_id} was stored as one of {own.shards} shards, not "
+            f"{count}: pick another --id"
+        )
+    complete = backup_set.existing_manifest(store, target, backup_id)
+    if complete is not None:
+        if own is not None and own.node in complete.nodes:
+            return ShardOutcome(own, len(complete.nodes), manifest=complete, reused=True)
+        raise BackupError(
+            f"backup {backup_id} of {target} is already complete without this shard's record: "
+            "pick another --id"
+        )
+    if own is not None:  # a retried run: the archive behind the record is stored
+        backup_set.claim(store, target, backup_id, opts.owner)
+        return backup_set.commit(store, own, reused=True)
+
+    shards = _slot_shards(client)
+    if len(shards) != count:
+        raise BackupError(
+            f"the cluster has {len(shards)} shards serving slots, not {count} (--shard "
+            f"{index}/{count}): it was resized or is being resharded; the backup set needs the "
+            "shard count the cluster has now"
+        )
+    member = _pick_member(shards[index - 1], opts)
+    backup_set.claim(store, target, backup_id, opts.owner)  # before anything is uploaded
+    node_client = redisnode.connect(member.spec)
+    entry = _backup_node(
+        opts,
+        member.spec,
+        node_client,
+        redisnode.node_info(node_client),
+        backup_id,
+        member.name,
+        now,
+        progress,
+        on_size,
+    )
+    record = ShardRecord(
+        id=backup_id,
+        target=target,
+        shard=index,
+        shards=count,
+        owner=opts.owner,
+        tool_version=__version__,
+        method=opts.method,
+        compression=opts.compression,
+        node=dataclasses.replace(entry, node_id=member.node_id, slots=member.slots),
+    )
+    return backup_set.commit(store, record)
 
 
 def _backup_in_parallel(

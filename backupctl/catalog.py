@@ -4,12 +4,17 @@
 
     <store root>/<target>/<backup-id>/
         <node>.tar.zst          one archive per Redis node backed up
+        shards/                 only in a cluster backup written by one process per shard
+                                (see backupctl.backup_set): each shard's record, and who
+                                writes the set
         manifest.json           written LAST: its presence means complete
 
 ``<target>`` is a ``/``-separated path (the controller uses
 ``<namespace>/<name>``); ``<backup-id>`` is sortable UTC time,
-``backup-YYYYMMDD-HHMMSS``. This module decides names and parses listings;
-it does no I/O of its own beyond calling the :class:`Backend` it is given.
+``backup-YYYYMMDD-HHMMSS``. Every key below ``<backup-id>/`` belongs to that
+backup: listing, pruning and deleting treat the folder as a whole. This
+module decides names and parses listings; it does no I/O of its own beyond
+calling the :class:`Backend` it is given.
 """
 
 from __future__ import annotations
@@ -150,6 +155,19 @@ class Manifest:
             raise CatalogError(f"manifest is not valid JSON: {e}") from e
 
 
+def node_to_json(node: NodeEntry) -> dict[str, Any]:
+    """One ``nodes[]`` entry of the manifest."""
+    return _node_to_json(asdict(node))
+
+
+def node_from_json(d: dict[str, Any]) -> NodeEntry:
+    """The inverse of :func:`node_to_json`; :class:`CatalogError` when malformed."""
+    try:
+        return _node_from_json(d)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CatalogError(f"malformed node entry: {e!r}") from e
+
+
 def _node_to_json(n: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": n["name"],
@@ -209,6 +227,21 @@ def new_backup_id(now: datetime, taken: Iterable[str] = ()) -> str:
     while f"{base}-{n}" in used:
         n += 1
     return f"{base}-{n}"
+
+
+def validate_id(backup_id: str) -> str:
+    """``backup_id`` if it is a backup id (``backup-YYYYMMDD-HHMMSS[-N]``, a real time)."""
+    m = ID_PATTERN.fullmatch(backup_id)
+    try:
+        valid = m is not None and bool(datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S"))
+    except ValueError:
+        valid = False
+    if not valid:
+        raise CatalogError(
+            f"{backup_id!r} is not a backup id: use backup-YYYYMMDD-HHMMSS (UTC), "
+            "optionally with a -N suffix"
+        )
+    return backup_id
 
 
 def id_time(backup_id: str) -> datetime:

@@ -19,7 +19,13 @@ import typer
 
 from backupctl import __version__, catalog, prune_cli, sentinel
 from backupctl.archive import COMPRESSIONS, ArchiveError, Progress
-from backupctl.backup import BackupError, RunOptions, run_backup
+from backupctl.backup import (
+    BackupError,
+    RunOptions,
+    run_backup,
+    run_shard_backup,
+)
+from backupctl.backup_set import DEFAULT_OWNER, ShardOutcome, ShardSetError, parse_shard
 from backupctl.catalog import BackupEntry, CatalogError, Manifest
 from backupctl.redisnode import RedisNodeError, parse_redis_url
 from backupctl.restore import (
@@ -51,6 +57,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ArchiveError,
     BackupError,
     RestoreError,
+    ShardSetError,
 )
 
 StoreArg = Annotated[
@@ -281,6 +288,33 @@ def run(
             help="File holding the Sentinels' password (also REDIS_SENTINEL_PASSWORD).",
         ),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="With --cluster and --id: back up only shard I of N (I/N; shards in the order "
+            "of their first slot). Run all N, in any order or at once, with the same --id; the "
+            "last one to finish writes the manifest.",
+            show_default=False,
+        ),
+    ] = None,
+    backup_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="Write into this backup id (backup-YYYYMMDD-HHMMSS) instead of a new one; "
+            "refused when that backup is already complete.",
+            show_default=False,
+        ),
+    ] = None,
+    owner: Annotated[
+        str,
+        typer.Option(
+            "--owner",
+            help="With --shard: who writes the set. Shard runs of another owner under the "
+            "same --id are refused.",
+        ),
+    ] = DEFAULT_OWNER,
     endpoint: EndpointOpt = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for the snapshot.")
@@ -297,6 +331,11 @@ def run(
     if compression not in COMPRESSIONS:
         fail(
             f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}",
+            termination_log=termination_log,
+        )
+    if shard is not None and not (cluster and backup_id):
+        fail(
+            "--shard needs --cluster and --id: every shard's run writes into the same backup",
             termination_log=termination_log,
         )
     with user_errors(termination_log):
@@ -326,7 +365,15 @@ def run(
             cluster=cluster,
             prefer_replica=prefer_replica,
             keep_rdbcompression=keep_rdbcompression,
+            backup_id=backup_id,
+            shard=parse_shard(shard) if shard is not None else None,
+            owner=owner,
         )
+        if opts.shard is not None:
+            with progress_bar("backup", not as_json) as (advance, set_total):
+                outcome = run_shard_backup(opts, progress=advance, on_size=set_total)
+            _report_shard(outcome, as_json, termination_log)
+            return
         with progress_bar("backup", not as_json) as (advance, set_total):
             manifest = run_backup(opts, progress=advance, on_size=set_total)
         if termination_log is not None:
@@ -335,6 +382,47 @@ def run(
             typer.echo(json.dumps(manifest.to_json(), indent=2))
         else:
             typer.echo(manifest.id)
+
+
+def _report_shard(outcome: ShardOutcome, as_json: bool, termination_log: Path | None) -> None:
+    """One shard's result: the shard's own figures (the controller adds up
+    the N shard Jobs), and whether the set is complete."""
+    record, node = outcome.record, outcome.record.node
+    if termination_log is not None:
+        result = {
+            "ok": True,
+            "id": record.id,
+            "target": record.target,
+            "time": node.snapshot_time,
+            "size": node.archive.size,
+            "keys": node.keys,
+            "sha256": node.archive.sha256,
+            "shard": record.shard,
+            "shards": record.shards,
+            "complete": outcome.complete,
+        }
+        _write_termination_log(termination_log, result)
+    if as_json:
+        data = {
+            "id": record.id,
+            "target": record.target,
+            "shard": record.shard,
+            "shards": record.shards,
+            "node": catalog.node_to_json(node),
+            "recorded": outcome.recorded,
+            "complete": outcome.complete,
+            "manifest": outcome.manifest.to_json() if outcome.manifest else None,
+        }
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(record.id)
+    done = "already stored" if outcome.reused else f"stored ({node.name}, {node.keys} keys)"
+    state = (
+        "the set is complete"
+        if outcome.complete
+        else f"{outcome.recorded} of {record.shards} shards stored so far"
+    )
+    typer.echo(f"shard {record.shard}/{record.shards} {done}; {state}", err=True)
 
 
 # --- list ------------------------------------------------------------------------

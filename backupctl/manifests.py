@@ -12,6 +12,8 @@ The CLI contract these Jobs rely on::
     backupctl run --redis redis://HOST:PORT --to STORE --target NS/NAME
         --node-name POD --method bgsave|replication --compression zstd|gzip|none
         [--data-dir /data] --json --termination-log /dev/termination-log
+    backupctl run ... --method replication --cluster [--prefer-replica]
+        [--shard I/N --id backup-YYYYMMDD-HHMMSS --owner NAME]
     backupctl prune STORE --target NS/NAME --timezone TZ [--keep-last N ...
         --keep-within D] --json --termination-log /dev/termination-log
     backupctl restore STORE ID|latest --target NS/NAME [--node POD]
@@ -35,7 +37,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from backupctl.schedule import bounded_name, slot_stamp
+from backupctl.catalog import new_backup_id
+from backupctl.schedule import bounded_name, job_name, slot_stamp
 from backupctl.spec import (
     BackupSpec,
     JobOptions,
@@ -64,6 +67,10 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_BACKUP = "backupctl.dev/backup"
 LABEL_RESTORE = "backupctl.dev/restore"
 LABEL_SLOT = "backupctl.dev/slot"
+#: On the Jobs of a cluster backed up one Job per shard: the run they belong
+#: to (its name, :func:`backupctl.schedule.job_name`) and ``<I>-of-<N>``.
+LABEL_RUN = "backupctl.dev/run"
+LABEL_SHARD = "backupctl.dev/shard"
 ANNOTATION_TARGET_POD = "backupctl.dev/target-pod"
 
 #: Used when the spec sets no resources: enough for streaming, and a cap.
@@ -135,6 +142,7 @@ def backup_job(
     run_as_user: int | None = None,
     run_as_group: int | None = None,
     cluster: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The Job that backs up ``target_pod`` for ``slot``.
 
@@ -144,8 +152,16 @@ def backup_job(
     is pinned to the pod's node; ``method: replication`` mounts no data.
     ``cluster``: ``target_pod`` is one node of a Redis Cluster; the Job backs
     up every shard from it (``run --cluster``) over the replication protocol,
-    since one Job cannot mount every shard's volume.
+    since one Job cannot mount every shard's volume. ``shard`` ``(I, N)``
+    (with ``cluster``): the Job backs up only shard I of N (named with
+    :func:`backupctl.schedule.shard_job_name`); the N Jobs of a slot write
+    one backup, whose id is the slot's (``backup-<slot>``), owned by the
+    RedisBackup's name, and carry the labels ``backupctl.dev/run`` and
+    ``backupctl.dev/shard``. Which node serves shard I is found out by the
+    Job from Redis (primaries move on failover), never from pod names.
     """
+    if shard is not None and not cluster:
+        raise ValueError("a shard Job backs up one shard of a Redis Cluster: pass cluster=True")
     target = spec.target
     pod = replace(
         target_pod,
@@ -170,6 +186,12 @@ def backup_job(
     ]
     if cluster:
         args += ["--cluster", *(["--prefer-replica"] if spec.prefer_replica else [])]
+    labels = backup_labels(backup_name, "backup", slot)
+    if shard is not None:
+        index, count = shard
+        args += ["--shard", f"{index}/{count}", "--id", new_backup_id(slot), "--owner", backup_name]
+        labels[LABEL_RUN] = job_name(backup_name, slot)
+        labels[LABEL_SHARD] = f"{index}-of-{count}"
     env: list[dict[str, Any]] = []
     if pod.password_secret is not None:
         ref = pod.password_secret
@@ -198,7 +220,7 @@ def backup_job(
         name=name,
         namespace=namespace,
         owner=owner,
-        labels=backup_labels(backup_name, "backup", slot),
+        labels=labels,
         annotations={ANNOTATION_TARGET_POD: pod.name},
         options=spec.job,
         image=spec.job.image or image,

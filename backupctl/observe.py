@@ -1,7 +1,8 @@
 """Reading Jobs and their pods into what the planner needs (pure).
 
 :func:`job_view` turns a batch/v1 Job made for a RedisBackup into a
-:class:`~backupctl.plan.JobView` (component and slot from its labels, state
+:class:`~backupctl.plan.JobView` (component, slot and, for the Jobs of a
+cluster backed up one Job per shard, run and shard from its labels; state
 from its ``Complete``/``Failed`` conditions). :func:`pod_result` reads the
 termination message the CLI writes (``{"ok":true,"id",...}`` or
 ``{"ok":false,"error":...}``) from the Job's last pod, and
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from backupctl.manifests import LABEL_COMPONENT, LABEL_SLOT
+from backupctl.manifests import LABEL_COMPONENT, LABEL_RUN, LABEL_SHARD, LABEL_SLOT
 from backupctl.plan import (
     BACKUP,
     FAILED,
@@ -61,6 +62,8 @@ def job_view(job: Mapping[str, Any]) -> JobView:
         finished = finished or parse_time(failed.get("lastTransitionTime"))
     else:
         state = RUNNING
+    run = str(labels.get(LABEL_RUN) or "")
+    shard = parse_shard(labels.get(LABEL_SHARD)) if run else None
     return JobView(
         name=str(meta.get("name", "")),
         component=PRUNE if labels.get(LABEL_COMPONENT) == PRUNE else BACKUP,
@@ -70,7 +73,20 @@ def job_view(job: Mapping[str, Any]) -> JobView:
         finished=finished,
         ready=int(status.get("ready") or 0) > 0,
         message=message,
+        run=run if shard else "",
+        shard=shard[0] if shard else None,
+        shards=shard[1] if shard else None,
     )
+
+
+def parse_shard(value: Any) -> tuple[int, int] | None:
+    """A ``backupctl.dev/shard`` label value (``<I>-of-<N>``), else None."""
+    if not isinstance(value, str):
+        return None
+    index, sep, count = value.partition("-of-")
+    if not (sep and index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+        return None
+    return int(index), int(count)
 
 
 def parse_slot(value: Any) -> datetime | None:
@@ -122,4 +138,4 @@ def _created(pod: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
 
 
-__all__ = ["STUCK_REASONS", "job_view", "parse_slot", "pod_problem", "pod_result"]
+__all__ = ["STUCK_REASONS", "job_view", "parse_shard", "parse_slot", "pod_problem", "pod_result"]

@@ -382,6 +382,7 @@ async def observe(
     key = (tracker.namespace, label_value(tracker.name))
     jobs = [job for owner, job in index.get(key, ()) if owner == uid]
     tracker.seen.update(j.name for j in jobs)
+    tracker.seen.update(j.run_name for j in jobs)  # a run was seen when one of its Jobs was
     names = {j.name for j in jobs}
     for cache in (tracker.results, tracker.pod_checks, tracker.stuck):
         for gone in [n for n in cache if n not in names]:
@@ -400,6 +401,7 @@ async def observe(
         target=tracker.choice.description if tracker.choice else None,
         resolved_at=tracker.resolved_at,
         problem=tracker.problem,
+        shards=tracker.choice.shards if tracker.choice else None,
     )
 
 
@@ -451,9 +453,13 @@ async def resolve_target(
     except topology.TargetError as e:
         tracker.choice = tracker.resolved_at = None
         set_problem(tracker, e.reason, e.message, now)
-        return replace(observed, target=None, resolved_at=None, problem=tracker.problem)
+        return replace(
+            observed, target=None, resolved_at=None, problem=tracker.problem, shards=None
+        )
     tracker.choice, tracker.resolved_at, tracker.problem = choice, now, None
-    return replace(observed, target=choice.description, resolved_at=now, problem=None)
+    return replace(
+        observed, target=choice.description, resolved_at=now, problem=None, shards=choice.shards
+    )
 
 
 def set_problem(tracker: Tracker, reason: str, message: str, now: datetime) -> None:
@@ -537,8 +543,14 @@ def job_manifest(
         return prune_job(spec, slot=create.slot, **common)
     choice = tracker.choice
     assert choice is not None, "a backup Job is planned only with a resolved target"
+    shard = (create.shard, create.shards or 0) if create.shard is not None else None
     return backup_job(
-        spec, target_pod=choice.pod, slot=create.slot, cluster=choice.cluster, **common
+        spec,
+        target_pod=choice.pod,
+        slot=create.slot,
+        cluster=choice.cluster or shard is not None,
+        shard=shard,
+        **common,
     )
 
 

@@ -33,6 +33,16 @@ The rules, in the order :func:`plan` applies them:
    Job for a slot (AlreadyExists means done).
 4. Retention. After the newest successful backup, a prune Job named after
    its slot (``<name>-<slot>-prune``), once.
+
+A run is one Job, or -- for a Redis Cluster whose shard count the target
+says (:attr:`Observed.shards`) -- one Job per shard, ``<name>-<slot>-shard<I>``
+(labels ``backupctl.dev/run: <name>-<slot>`` and ``backupctl.dev/shard:
+<I>-of-<N>``). The rules above see a run as one Job named ``<name>-<slot>``
+(:func:`runs`): it failed as soon as one of its Jobs failed (the message says
+which shard), and succeeded when all N did, with their sizes and key counts
+added up; history limits delete a run's Jobs together, once none runs. A
+shard Job that is missing is created again (never seen) or fails the run
+(deleted), as a lost Job does.
 5. History limits: finished, recorded Jobs beyond
    ``successfulJobsHistoryLimit`` / ``failedJobsHistoryLimit`` are deleted.
 6. Status: ``phase``, the ``Ready`` / ``Progressing`` / ``Failed``
@@ -55,7 +65,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from backupctl.schedule import job_name, missed_slots, next_run, prev_run
+from backupctl.schedule import job_name, missed_slots, next_run, prev_run, shard_job_name
 from backupctl.spec import BackupSpec, SpecError
 
 #: History entries kept in ``status.history`` (newest first; the CRD allows 50).
@@ -114,6 +124,8 @@ class JobView:
     ``result`` is the parsed termination message of the Job's last pod (the
     operator fills it in for finished Jobs that are not recorded yet);
     ``message`` says why a failed Job failed (its ``Failed`` condition).
+    A shard Job has ``run`` (its run's name), ``shard`` (I) and ``shards`` (N);
+    a whole run seen as one (:func:`runs`) has ``shards`` and no ``shard``.
     """
 
     name: str
@@ -126,6 +138,14 @@ class JobView:
     message: str = ""
     result: Mapping[str, Any] | None = None
     waiting: PodProblem | None = None
+    run: str = ""
+    shard: int | None = None
+    shards: int | None = None
+
+    @property
+    def run_name(self) -> str:
+        """The run this Job belongs to: its history entry's ``jobName``."""
+        return self.run or self.name
 
 
 @dataclass(frozen=True)
@@ -147,7 +167,8 @@ class Observed:
     this controller process has observed at least once. ``target`` describes
     the last successful resolution of the target (made at ``resolved_at``, for
     the current spec); ``problem`` is the last failed one (kept until one
-    succeeds or the spec changes).
+    succeeds or the spec changes). ``shards``: the resolved target is a Redis
+    Cluster backed up by one Job per shard, this many.
     """
 
     name: str
@@ -161,6 +182,7 @@ class Observed:
     target: str | None = None
     resolved_at: datetime | None = None
     problem: Problem | None = None
+    shards: int | None = None
 
 
 # --- what the controller should do --------------------------------------------------
@@ -172,16 +194,26 @@ class CreateJob:
 
     The operator posts the ``JobCreated`` Event (with ``note``) only when the
     API server really created the Job, so a create planned again before the
-    Job shows in the watch cache is silent."""
+    Job shows in the watch cache is silent. A shard Job has ``run``, ``shard``
+    and ``shards`` as :class:`JobView` does."""
 
     component: str
     name: str
     slot: datetime
     note: str = ""
+    run: str = ""
+    shard: int | None = None
+    shards: int | None = None
+
+    @property
+    def run_name(self) -> str:
+        return self.run or self.name
 
     @property
     def message(self) -> str:
         what = f"Created Job {self.name} for the run at {fmt_time(self.slot)}"
+        if self.shard is not None:
+            what += f" (shard {self.shard} of {self.shards})"
         return what + (f" ({self.note})" if self.note else "")
 
 
@@ -274,14 +306,15 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def is_recorded(status: Mapping[str, Any], job: JobView) -> bool:
-    """Whether a finished Job's result is already in ``status``."""
+    """Whether a finished Job's result is already in ``status`` (a shard
+    Job's: whether its run's is)."""
     if job.component == PRUNE:
         last = status.get("lastRetention") or {}
         if last.get("jobName") == job.name:
             return True
         done = parse_time(last.get("time"))
         return done is not None and job.finished is not None and job.finished <= done
-    entry = _find(status.get("history") or [], job.name)
+    entry = _find(status.get("history") or [], job.run_name)
     return entry is not None and entry.get("phase") in (SUCCEEDED, FAILED)
 
 
@@ -289,6 +322,72 @@ def unrecorded(status: Mapping[str, Any], jobs: Iterable[JobView]) -> list[str]:
     """Names of finished Jobs whose results the status lacks: the operator
     reads their pods' termination messages before planning."""
     return [j.name for j in jobs if j.state != RUNNING and not is_recorded(status, j)]
+
+
+def runs(jobs: Iterable[JobView]) -> list[JobView]:
+    """``jobs`` with the shard Jobs of each run merged into one view named
+    after the run: Failed as soon as one shard Job failed (the error names
+    each failed shard), Succeeded when all N did (sizes and keys added up,
+    the newest time), else Running. Other Jobs are returned as they are."""
+    out: list[JobView] = []
+    groups: dict[str, list[JobView]] = {}
+    for job in jobs:
+        if job.component == BACKUP and job.shard is not None:
+            groups.setdefault(job.run_name, []).append(job)
+        else:
+            out.append(job)
+    out += [_merge_run(name, members) for name, members in groups.items()]
+    return out
+
+
+def _merge_run(name: str, members: Sequence[JobView]) -> JobView:
+    members = sorted(members, key=lambda j: j.shard or 0)
+    count = max(j.shards or 0 for j in members)
+    failed = [j for j in members if j.state == FAILED]
+    state: JobState
+    result: dict[str, Any] | None = None
+    if failed:
+        state = FAILED
+        errors = [
+            f"shard {j.shard} of {count} (Job {j.name}): {_failure_message(j)}" for j in failed
+        ]
+        result = {"ok": False, "error": "; ".join(errors)}
+    elif any(j.state == RUNNING for j in members) or len({j.shard for j in members}) < count:
+        state = RUNNING
+    else:
+        state = SUCCEEDED
+        result = _sum_results([j.result or {} for j in members])
+    finished = [j.finished for j in members if j.finished is not None]
+    started = [j.started for j in members if j.started is not None]
+    return JobView(
+        name=name,
+        component=BACKUP,
+        slot=members[0].slot,
+        state=state,
+        started=min(started, default=None),
+        finished=max(finished, default=None) if state != RUNNING else None,
+        ready=any(j.ready for j in members),
+        result=result,
+        waiting=next((j.waiting for j in members if j.waiting is not None), None),
+        run=name,
+        shards=count,
+    )
+
+
+def _sum_results(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One run's result from its shard Jobs' results (all must be ok)."""
+    merged: dict[str, Any] = {"ok": all(r.get("ok") is True for r in results)}
+    ids = {r.get("id") for r in results}
+    if len(ids) == 1:
+        merged["id"] = ids.pop()
+    for key in ("size", "keys"):
+        values = [r.get(key) for r in results]
+        if all(_valid_field(key, v) for v in values):
+            merged[key] = sum(int(v) for v in values if v is not None)
+    times = [t for t in (parse_time(r.get("time")) for r in results) if t is not None]
+    if len(times) == len(results):
+        merged["time"] = fmt_time(max(times))
+    return merged
 
 
 # --- planning -----------------------------------------------------------------------
@@ -327,13 +426,15 @@ class _Planner:
         old_generation = status.get("observedGeneration")
         status["observedGeneration"] = obs.generation
         jobs = sorted(obs.jobs, key=lambda j: (j.slot or self.now, j.name))
-        self._record(jobs)
+        whole = sorted(runs(jobs), key=lambda j: (j.slot or self.now, j.name))
+        self._record(whole)
         if isinstance(obs.spec, SpecError):
             return self._invalid(obs.spec)
         spec = obs.spec
 
-        wanted = self._lost(spec, jobs)
-        wanted += [c for c in self._due(spec, jobs, old_generation) if c not in wanted]
+        wanted = self._lost(spec, jobs, whole)
+        planned = {c.name for c in wanted}
+        wanted += [c for c in self._due(spec, jobs, old_generation) if c.name not in planned]
         fresh = self._resolved_since(self.now - TARGET_FRESH)
         unknown = obs.target is None or self._prefetch_due(spec)
         if ((wanted and not fresh) or unknown) and self._may_try():
@@ -343,7 +444,7 @@ class _Planner:
         elif obs.problem is not None:
             self.wake.append(obs.problem.retry_at)
         self._prune(spec, jobs)
-        self._limit_history(spec, jobs)
+        self._limit_history(spec, jobs, whole)
         self._conditions(spec, jobs)
         return self._result()
 
@@ -462,10 +563,10 @@ class _Planner:
         self._event(
             "Normal",
             "BackupSucceeded",
-            f"Job {job.name}: backup {entry.get('backupId', '(no id reported)')}"
+            f"{_label(job)}: backup {entry.get('backupId', '(no id reported)')}"
             + (f" ({summary})" if summary else ""),
         )
-        self._set_failed(False, "BackupSucceeded", f"the run of Job {job.name} succeeded")
+        self._set_failed(False, "BackupSucceeded", f"the run of {_label(job)} succeeded")
         self.outcomes.append(
             Outcome(
                 job=job.name,
@@ -477,16 +578,24 @@ class _Planner:
             )
         )
 
-    def _record_failure(self, job: JobView | None, entry: dict[str, Any], message: str) -> None:
+    def _record_failure(
+        self,
+        job: JobView | None,
+        entry: dict[str, Any],
+        message: str,
+        shards: int | None = None,
+    ) -> None:
         name = entry.get("jobName", "")
+        shards = shards or (job.shards if job is not None else None)
+        what = _label(JobView(name, BACKUP, None, FAILED, shards=shards))
         entry["phase"] = FAILED
         entry["message"] = _clip(message)
         if job is not None and job.finished is not None:
             entry["completionTime"] = fmt_time(job.finished)
         else:
             entry["completionTime"] = fmt_time(self.now)
-        self._event("Warning", "BackupFailed", f"Job {name}: {message}")
-        self._set_failed(True, "BackupFailed", f"Job {name}: {message}")
+        self._event("Warning", "BackupFailed", f"{what}: {message}")
+        self._set_failed(True, "BackupFailed", f"{what}: {message}")
         self.outcomes.append(Outcome(job=name, succeeded=False))
 
     def _record_prune(self, job: JobView) -> None:
@@ -513,18 +622,26 @@ class _Planner:
 
     # -- 2. lost Jobs -------------------------------------------------------------
 
-    def _lost(self, spec: BackupSpec, jobs: Sequence[JobView]) -> list[CreateJob]:
-        observed = {j.name for j in jobs}
+    def _lost(
+        self, spec: BackupSpec, jobs: Sequence[JobView], whole: Sequence[JobView]
+    ) -> list[CreateJob]:
+        present = {j.name for j in jobs}
+        by_run = {r.name: r for r in whole if r.component == BACKUP}
         again: list[CreateJob] = []
         for entry in self.status["history"]:
             name = entry.get("jobName")
-            if entry.get("phase") != RUNNING or not name or name in observed:
+            if entry.get("phase") != RUNNING or not name:
                 continue
             slot = parse_time(entry.get("slot"))
+            run = by_run.get(name)
+            if run is not None:
+                if run.shards and slot is not None:
+                    again += self._lost_shards(spec, entry, run.shards, slot, present)
+                continue
             if name in self.obs.seen:
                 self._record_failure(None, entry, "the Job was deleted before it finished")
             elif slot is not None and self._is_current(spec, slot):
-                again.append(CreateJob(BACKUP, name, slot, note="created again: it was not found"))
+                again += self._run_jobs(slot, note="created again: it was not found")
             else:
                 self._record_failure(
                     None,
@@ -533,6 +650,59 @@ class _Planner:
                     "controller was down",
                 )
         return again
+
+    def _lost_shards(
+        self,
+        spec: BackupSpec,
+        entry: dict[str, Any],
+        count: int,
+        slot: datetime,
+        present: set[str],
+    ) -> list[CreateJob]:
+        """The missing shard Jobs of a run that has some: created again if never
+        seen and the slot is current; otherwise the run failed."""
+        again = []
+        for shard in range(1, count + 1):
+            name = shard_job_name(self.obs.name, slot, shard)
+            if name in present:
+                continue
+            if name not in self.obs.seen and self._is_current(spec, slot):
+                again.append(
+                    CreateJob(
+                        BACKUP,
+                        name,
+                        slot,
+                        note="created again: it was not found",
+                        run=entry["jobName"],
+                        shard=shard,
+                        shards=count,
+                    )
+                )
+                continue
+            why = "was deleted before it finished" if name in self.obs.seen else "was not found"
+            message = f"shard {shard} of {count} (Job {name}): the Job {why}"
+            self._record_failure(None, entry, message, shards=count)
+            return []
+        return again
+
+    def _run_jobs(self, slot: datetime, note: str = "") -> list[CreateJob]:
+        """The Jobs of the run at ``slot``: one, or one per shard."""
+        run = job_name(self.obs.name, slot)
+        count = self.obs.shards
+        if not count:
+            return [CreateJob(BACKUP, run, slot, note=note)]
+        return [
+            CreateJob(
+                BACKUP,
+                shard_job_name(self.obs.name, slot, shard),
+                slot,
+                note=note,
+                run=run,
+                shard=shard,
+                shards=count,
+            )
+            for shard in range(1, count + 1)
+        ]
 
     def _is_current(self, spec: BackupSpec, slot: datetime) -> bool:
         """Whether ``slot`` is still the run to make now."""
@@ -553,8 +723,7 @@ class _Planner:
         if spec.schedule is None:
             if last is not None:
                 return []
-            once = self.obs.created
-            return [CreateJob(BACKUP, job_name(self.obs.name, once), once)]
+            return self._run_jobs(self.obs.created)
 
         cron, tz = spec.schedule, spec.time_zone
         if spec.suspend:
@@ -593,7 +762,7 @@ class _Planner:
             missed = missed_slots(cron, tz, base, self.now)
             count = f"{missed}+" if missed >= 100 else str(missed)
             note = f"{count} runs were missed; only the latest is made up for"
-        return [CreateJob(BACKUP, job_name(self.obs.name, slot), slot, note=note)]
+        return self._run_jobs(slot, note)
 
     def _schedule_start(self, old_generation: Any) -> datetime:
         """Where a schedule that never ran starts: the creation time on first
@@ -614,7 +783,7 @@ class _Planner:
                     f"replaced by the run at {fmt_time(create.slot)} (concurrencyPolicy: Replace)"
                 )
                 self.deletes.append(DeleteJob(job.name, reason))
-                entry = _find(history, job.name)
+                entry = _find(history, job.run_name)
                 if entry is not None and entry.get("phase") == RUNNING:
                     entry.update(phase=FAILED, message=reason, completionTime=fmt_time(self.now))
                 self._event("Normal", "JobReplaced", f"Job {job.name} {reason}")
@@ -622,9 +791,9 @@ class _Planner:
             last = parse_time(self.status.get("lastScheduleTime"))
             if last is None or create.slot > last:
                 self.status["lastScheduleTime"] = fmt_time(create.slot)
-            if _find(history, create.name) is None:
+            if _find(history, create.run_name) is None:
                 history.append(
-                    {"slot": fmt_time(create.slot), "jobName": create.name, "phase": RUNNING}
+                    {"slot": fmt_time(create.slot), "jobName": create.run_name, "phase": RUNNING}
                 )
             self.creates.append(create)
 
@@ -648,25 +817,35 @@ class _Planner:
 
     # -- 5. history limits --------------------------------------------------------
 
-    def _limit_history(self, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
+    def _limit_history(
+        self, spec: BackupSpec, jobs: Sequence[JobView], whole: Sequence[JobView]
+    ) -> None:
+        """Finished, recorded runs beyond the limits go, all their Jobs at once
+        (a failed shard run's other Jobs only once they finished too)."""
         limits = {
             SUCCEEDED: spec.job.successful_jobs_history_limit,
             FAILED: spec.job.failed_jobs_history_limit,
         }
+        members: dict[str, list[JobView]] = {}
+        for job in jobs:
+            members.setdefault(job.run_name, []).append(job)
         replaced = {d.name for d in self.deletes}
         for component in (BACKUP, PRUNE):
             for state, limit in limits.items():
                 finished = [
-                    j
-                    for j in jobs
-                    if j.component == component
-                    and j.state == state
-                    and j.name not in replaced
-                    and is_recorded(self.status, j)
+                    r
+                    for r in whole
+                    if r.component == component
+                    and r.state == state
+                    and is_recorded(self.status, r)
+                    and not any(j.name in replaced for j in members.get(r.name, ()))
                 ]
                 finished.sort(key=lambda j: (j.slot or self.now, j.name), reverse=True)
-                for job in finished[limit:]:
-                    self.deletes.append(DeleteJob(job.name, "history limit"))
+                for run in finished[limit:]:
+                    own = members.get(run.name, [])
+                    if any(j.state == RUNNING for j in own):
+                        continue
+                    self.deletes += [DeleteJob(j.name, "history limit") for j in own]
 
     # -- 6. status ----------------------------------------------------------------
 
@@ -838,6 +1017,13 @@ def _valid_field(key: str, value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _label(job: JobView) -> str:
+    """How Events and conditions name a run: its Job, or its shard Jobs."""
+    if job.shards:
+        return f"Run {job.name} ({job.shards} shard Jobs)"
+    return f"Job {job.name}"
+
+
 def _failure_message(job: JobView) -> str:
     """Why a Job failed: the CLI's own error from the termination message,
     else the Job's condition (BackoffLimitExceeded, DeadlineExceeded...)."""
@@ -871,6 +1057,7 @@ __all__ = [
     "parse_time",
     "plan",
     "retry_delay",
+    "runs",
     "slots_around",
     "unrecorded",
 ]

@@ -126,6 +126,13 @@ def job_name(backup_name: str, slot: datetime, suffix: str = "") -> str:
     return bounded_name(backup_name, tail)
 
 
+def shard_job_name(backup_name: str, slot: datetime, shard: int) -> str:
+    """The Job backing up shard ``shard`` (1-based) of a cluster for a slot:
+    ``<backup_name>-<YYYYMMDDHHMMSS>-shard<I>``; the run's name (history,
+    ``backupctl.dev/run``) stays :func:`job_name`."""
+    return job_name(backup_name, slot, f"shard{shard}")
+
+
 def bounded_name(base: str, tail: str = "", limit: int = MAX_NAME) -> str:
     """``base + tail`` as a DNS-1123 label of at most ``limit`` characters.
     ``tail`` (lower-case letters, digits, '-') is kept whole; ``base`` is
@@ -202,5 +209,6 @@ __all__ = [
     "missed_slots",
     "next_run",
     "prev_run",
+    "shard_job_name",
     "slot_stamp",
 ]

@@ -2,9 +2,11 @@
 
 ``redisClusterName``/``target.name`` is looked up as (``target.kind`` or, in
 this order) an OpsTree ``RedisCluster`` (StatefulSets ``<name>-leader`` and
-``<name>-follower``), ``RedisReplication`` or ``Redis`` (StatefulSet
-``<name>``), a Spotahome ``RedisFailover`` (StatefulSet ``rfr-<name>``), or a
-plain ``StatefulSet``; ``target.selector`` selects pods directly. The pods
+``<name>-follower``; its shard count is read from the leader StatefulSet, see
+:func:`backupctl.topology.opstree_shards`), ``RedisReplication`` or ``Redis``
+(StatefulSet ``<name>``), a Spotahome ``RedisFailover`` (StatefulSet
+``rfr-<name>``), or a plain ``StatefulSet``; ``target.selector`` selects pods
+directly. The pods
 come from each StatefulSet's own selector. Choosing the pod, its address,
 port, data PVC and password Secret is pure (:mod:`backupctl.topology`).
 
@@ -20,7 +22,7 @@ from typing import Any
 
 from backupctl.kube import Kube
 from backupctl.spec import TARGET_KINDS, TargetSpec
-from backupctl.topology import TargetError, Workload, label_selector, owned_by
+from backupctl.topology import TargetError, Workload, label_selector, opstree_shards, owned_by
 
 OPSTREE = ("redis.redis.opstreelabs.in", "v1beta2")
 SPOTAHOME = ("databases.spotahome.com", "v1")
@@ -80,6 +82,7 @@ async def _lookup(kube: Kube, namespace: str, kind: str, name: str) -> Workload 
     pods: list[dict[str, Any]] = []
     roles: dict[str, str] = {}
     service = None
+    shards = None
     for sts_name, role in sets:
         sts = await kube.get("apps", "v1", "statefulsets", namespace, sts_name)
         if sts is None:
@@ -94,8 +97,16 @@ async def _lookup(kube: Kube, namespace: str, kind: str, name: str) -> Workload 
         service = service or _service(sts)
         if role is not None:
             roles.update({str(p["metadata"]["name"]): role for p in found})
+        if kind == "RedisCluster" and role == "primary":
+            shards = opstree_shards(resource, sts)
     return Workload(
-        kind=kind, name=name, pods=pods, roles=roles, resource=resource, service_name=service
+        kind=kind,
+        name=name,
+        pods=pods,
+        roles=roles,
+        resource=resource,
+        service_name=service,
+        shards=shards,
     )
 
 

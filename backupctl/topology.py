@@ -19,9 +19,18 @@ Redis passwords live in Secrets), so the choice uses what Kubernetes shows:
 
 The Job then connects to that pod. A Redis Cluster (an OpsTree
 RedisCluster, or pods whose Redis runs with ``cluster-enabled yes``) is
-sharded: its Job runs ``backupctl run --cluster`` from the chosen node, which
-backs up every shard as one backup set over the replication protocol
-(:attr:`Choice.cluster`; one Job cannot mount every shard's volume).
+sharded and backed up whole, over the replication protocol (one Job cannot
+mount every shard's volume; :attr:`Choice.cluster`):
+
+- an OpsTree RedisCluster, whose shard count the controller can read
+  (:func:`opstree_shards`), gets one Job per shard (:attr:`Choice.shards`):
+  Job I runs ``backupctl run --cluster --shard I/N`` from the chosen pod,
+  asks Redis which node serves the I-th slot range now, and backs up that
+  one (primaries move on failover: pod names say nothing about shards);
+- any other cluster (a StatefulSet of ``cluster-enabled`` pods: the shard
+  count is only known to Redis, which needs the password the controller does
+  not hold) gets one Job running ``backupctl run --cluster``, which backs up
+  every shard in parallel from one process.
 """
 
 from __future__ import annotations
@@ -65,7 +74,9 @@ class Workload:
 
     ``roles`` maps pod names to ``primary``/``replica`` where the workload's
     shape says so; ``resource`` is the Redis operator's custom resource (its
-    port and password Secret), ``service_name`` the pods' headless Service.
+    port and password Secret), ``service_name`` the pods' headless Service;
+    ``shards`` the number of shards of a Redis Cluster when the workload
+    says it (:func:`opstree_shards`).
     """
 
     kind: str
@@ -74,6 +85,7 @@ class Workload:
     roles: Mapping[str, str] = field(default_factory=dict)
     resource: Mapping[str, Any] | None = None
     service_name: str | None = None
+    shards: int | None = None
 
     @property
     def label(self) -> str:
@@ -82,14 +94,16 @@ class Workload:
 
 @dataclass(frozen=True)
 class Choice:
-    """The pod a backup starts from; ``cluster``: back up every shard from it;
-    ``note``: something the user should know (posted once as an Event)."""
+    """The pod a backup starts from; ``cluster``: back up every shard from it
+    (``shards``: with one Job per shard, this many); ``note``: something the
+    user should know (posted once as an Event)."""
 
     pod: TargetPod
     role: str | None
     description: str
     cluster: bool = False
     note: str | None = None
+    shards: int | None = None
 
 
 def choose(
@@ -119,14 +133,17 @@ def choose(
     target = target_pod(pod, workload, tls=tls)
     cluster = workload.kind == "RedisCluster" or cluster_enabled(redis_container(pod))
     if cluster:
+        shards = workload.shards if workload.kind == "RedisCluster" else None
+        jobs = f"one Job for each of its {shards} shards" if shards else "one Job"
         note = None
         if method == "bgsave":
             note = (
                 f"{workload.label} is a Redis Cluster: every shard is backed up over the "
-                "replication protocol from one Job (method bgsave would need each shard's volume)"
+                f"replication protocol, {jobs} (method bgsave would need each shard's volume)"
             )
-        description = f"{workload.label}, every shard, from pod {target.name}"
-        return Choice(target, role, description, cluster=True, note=note)
+        what = f"{shards} shards, one Job each" if shards else "every shard"
+        description = f"{workload.label}, {what}, from pod {target.name}"
+        return Choice(target, role, description, cluster=True, note=note, shards=shards)
     if method == "bgsave" and (not target.node_name or not target.data_pvc):
         raise TargetError(
             "DataVolumeNotFound",
@@ -136,6 +153,35 @@ def choose(
         )
     description = f"{workload.label}, pod {target.name}" + (f" ({role})" if role else "")
     return Choice(pod=target, role=role, description=description)
+
+
+def opstree_shards(
+    resource: Mapping[str, Any] | None, leader_sts: Mapping[str, Any] | None
+) -> int | None:
+    """How many shards an OpsTree RedisCluster has: its leader count.
+
+    What this relies on (OT-CONTAINER-KIT/redis-operator, api/rediscluster/
+    v1beta2 ``GetReplicaCounts`` and k8sutils ``CreateMultipleLeaderRedisCommand``):
+    the operator runs ``<name>-leader`` with ``spec.redisLeader.replicas``
+    pods (default ``spec.clusterSize``) and creates the cluster from exactly
+    those leaders (``redis-cli --cluster create leader-0 ... leader-(L-1)``);
+    followers only replicate. So the shard count is the leader StatefulSet's
+    ``spec.replicas`` -- what the operator made of the spec, read first -- else
+    ``redisLeader.replicas``, else ``clusterSize``. ``clusterSize`` counts the
+    pods of *each* StatefulSet in OpsTree's code; the seed examples' "clusterSize
+    6 = 3 primaries + 3 replicas" is the same cluster only when the leader and
+    follower replicas are set to 3, and the leader StatefulSet says which. The
+    shard Jobs check the count against Redis itself and refuse a mismatch.
+    """
+    candidates = [
+        ((leader_sts or {}).get("spec") or {}).get("replicas"),
+        (((resource or {}).get("spec") or {}).get("redisLeader") or {}).get("replicas"),
+        ((resource or {}).get("spec") or {}).get("clusterSize"),
+    ]
+    for value in candidates:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def target_pod(pod: Mapping[str, Any], workload: Workload, *, tls: bool = False) -> TargetPod:
@@ -324,6 +370,7 @@ __all__ = [
     "data_volume",
     "is_ready",
     "label_selector",
+    "opstree_shards",
     "owned_by",
     "password_secret",
     "pod_role",

@@ -17,7 +17,12 @@ from redisfixtures import RedisFactory, RedisServer, wait_for
 from backupctl.redisnode import cluster_shards
 from backupctl.restore_cluster import Ranges, normalize_slots
 
-CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+#: ``repl-ping-replica-period 1``: a master sees a new replica "online" in CLUSTER SHARDS once
+#: its replication offset moved, which an idle master does only by this ping (default 10 s).
+CLUSTER_ARGS = [
+    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+    "--repl-ping-replica-period", "1",
+]  # fmt: skip
 TEN_YEARS = 10 * 365 * 24 * 3600
 
 
@@ -28,9 +33,7 @@ def make_cluster(
     replicas per master (the list holds the masters first, then master 0's
     replicas, master 1's...). Returns when every node sees every other,
     reports cluster_state:ok, and every replica is in sync."""
-    # A replica counts as "online" (CLUSTER SHARDS) once the replication offset
-    # moves; on an idle master only its PING to replicas moves it (every 10 s).
-    args = [*CLUSTER_ARGS, "--repl-ping-replica-period", "1"]
+    args = CLUSTER_ARGS
     masters = [redis_factory(extra_args=args, appendonly=appendonly) for _ in range(n)]
     followers = [redis_factory(extra_args=args, appendonly=appendonly) for _ in range(n * replicas)]
     nodes = masters + followers
@@ -172,3 +175,43 @@ __all__ = [
     "shards",
     "wait_healthy",
 ]
+
+
+def add_replicas(redis_factory: RedisFactory, masters: list[RedisServer]) -> list[RedisServer]:
+    """One replica per master (``replicas[i]`` replicates ``masters[i]``), in sync and seen
+    online by every master; returns the replicas."""
+    replicas = [redis_factory(extra_args=CLUSTER_ARGS) for _ in masters]
+    for replica in replicas:  # meeting every master at once is faster than gossip
+        for master in masters:
+            replica.client().execute_command("CLUSTER", "MEET", "127.0.0.1", master.port)
+    ids = [m.client().execute_command("CLUSTER", "MYID") for m in masters]
+    for replica, master_id in zip(replicas, ids, strict=True):
+        wait_for(
+            lambda r=replica, m=master_id: m in r.client().execute_command("CLUSTER", "NODES"),
+            timeout=20,
+            what="the replica to learn its master",
+        )
+        replica.client().execute_command("CLUSTER", "REPLICATE", master_id)
+
+    def all_online() -> bool:
+        ports = {r.port for r in replicas}
+        for m in masters:
+            shards = cluster_shards(m.client())
+            seen = {r.port for s in shards for r in s.replicas if r.health == "online"}
+            if not ports <= seen:
+                return False
+        return all(
+            r.client().info("replication").get("master_link_status") == "up" for r in replicas
+        )
+
+    wait_for(all_online, timeout=30, what="every replica linked and seen online")
+    return replicas
+
+
+def wait_replicas_in_sync(masters: list[RedisServer], replicas: list[RedisServer]) -> None:
+    for master, replica in zip(masters, replicas, strict=True):
+        wait_for(
+            lambda m=master, r=replica: r.dbsize() == m.dbsize(),
+            timeout=20,
+            what="replica in sync",
+        )

@@ -21,7 +21,8 @@ from backupctl.manifests import (
     prune_job,
     restore_stage_job,
 )
-from backupctl.schedule import job_name
+from backupctl.observe import job_view, parse_shard
+from backupctl.schedule import job_name, shard_job_name
 from backupctl.spec import (
     GCS_CREDENTIALS_DIR,
     SecretRef,
@@ -183,6 +184,55 @@ def test_replication_job_has_no_volume_and_no_node_pinning() -> None:
     assert args[args.index("--redis") + 1] == "redis://10.0.0.5:6380"
     assert args[args.index("--method") + 1] == "replication"
     assert "REDIS_PASSWORD" not in env_of(job)
+
+
+def test_shard_jobs_back_up_one_shard_each_into_the_slots_backup_id() -> None:
+    def shard_job(i: int, **spec: Any) -> dict[str, Any]:
+        return backup_job(
+            _backup(**spec),
+            name=shard_job_name("nightly", SLOT, i),
+            namespace="redis",
+            backup_name="nightly",
+            owner=OWNER,
+            target_pod=POD,
+            slot=SLOT,
+            image=IMAGE,
+            cluster=True,
+            shard=(i, 3),
+        )
+
+    jobs = [shard_job(i, preferReplica=True) for i in (1, 2, 3)]
+    for i, job in enumerate(jobs, 1):
+        assert_valid(job)
+        assert_no_secret_values(job)
+        assert job["metadata"]["name"] == f"nightly-20240101020000-shard{i}"
+        args = container(job)["args"]
+        assert args[args.index("--method") + 1] == "replication"
+        assert args[args.index("--cluster") :] == [
+            "--cluster", "--prefer-replica", "--shard", f"{i}/3",
+            "--id", "backup-20240101-020000", "--owner", "nightly",
+            "--json", "--termination-log", TERMINATION_LOG,
+        ]  # fmt: skip
+        labels = job["metadata"]["labels"]
+        assert labels["backupctl.dev/run"] == "nightly-20240101020000"
+        assert labels["backupctl.dev/shard"] == f"{i}-of-3"
+        assert labels["backupctl.dev/slot"] == "20240101020000"
+        view = job_view(job)  # what the controller reads back
+        assert (view.name, view.run_name, view.shard, view.shards, view.slot) == (
+            f"nightly-20240101020000-shard{i}", "nightly-20240101020000", i, 3, SLOT,
+        )  # fmt: skip
+    # bgsave is not possible per shard either: no data volume, no node pinning.
+    disk = shard_job(1, method="bgsave")
+    assert "--data-dir" not in container(disk)["args"] and "affinity" not in pod_spec(disk)
+    assert [v["name"] for v in pod_spec(disk)["volumes"]] == ["tmp"]
+    with pytest.raises(ValueError, match="cluster=True"):
+        backup_job(_backup(), name="x", namespace="redis", backup_name="nightly", owner=None,
+                   target_pod=POD, slot=SLOT, image=IMAGE, shard=(1, 3))  # fmt: skip
+    single = job_view(make_backup_job())
+    assert (single.run_name, single.shard, single.shards) == (single.name, None, None)
+    assert [parse_shard(v) for v in ("2-of-3", "0-of-3", "4-of-3", "x", None)] == [
+        (2, 3), None, None, None, None,
+    ]  # fmt: skip
 
 
 def test_credentials_reach_the_job_only_by_secret_key_ref() -> None:

@@ -24,12 +24,15 @@ from typing import Any, TypeVar
 
 import kubernetes_validate
 import pytest
+from clusterfixtures import add_replicas, fill_cluster, make_cluster, wait_replicas_in_sync
 from emulators import AzuriteEmulator, GCSEmulator, S3Emulator
 from k8s.client import ApiStatusError
 from k8s.fixtures import K8sApi
 from k8s.kubelet import Kubelet
 from k8s.operator_process import BACKUPCTL, Operator
-from redisfixtures import RedisFactory, RedisServer, populate
+from redisfixtures import RedisFactory, RedisServer, populate, wait_for
+
+from backupctl.redisnode import cluster_shards
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "ns"
@@ -606,7 +609,189 @@ def test_after_a_three_day_outage_exactly_one_catch_up_job_runs(
     s3_server.remove_bucket(bucket)
 
 
-# --- 5. invalid resources -------------------------------------------------------------
+# --- 5. an OpsTree RedisCluster: one Job per shard ----------------------------------------
+
+OPSTREE_CLUSTER_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "redisclusters.redis.redis.opstreelabs.in"},
+    "spec": {
+        "group": "redis.redis.opstreelabs.in",
+        "scope": "Namespaced",
+        "names": {"kind": "RedisCluster", "plural": "redisclusters", "singular": "rediscluster"},
+        "versions": [
+            {
+                "name": "v1beta2",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
+}
+
+
+def redis_pods(api: K8sApi, sts_name: str, servers: list[RedisServer]) -> None:
+    """A StatefulSet ``sts_name`` whose ready pods ``<sts_name>-<i>`` are ``servers``."""
+    labels = {"app": sts_name}
+    sts = api.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": sts_name},
+            "spec": {
+                "replicas": len(servers),
+                "serviceName": f"{sts_name}-headless",
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "redis", "image": "redis:7"}]},
+                },
+            },
+        },
+        NS,
+    )
+    owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts_name,
+             "uid": sts["metadata"]["uid"], "controller": True}  # fmt: skip
+    for i, server in enumerate(servers):
+        container = {
+            "name": "redis",
+            "image": "redis:7",
+            "args": ["--cluster-enabled", "yes"],
+            "ports": [{"name": "redis", "containerPort": server.port}],
+        }
+        name = f"{sts_name}-{i}"
+        api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": labels, "ownerReferences": [owner]},
+                "spec": {"nodeName": "node-a", "containers": [container]},
+            },
+            NS,
+        )
+        api.patch(
+            "pods",
+            NS,
+            name,
+            {
+                "status": {
+                    "phase": "Running",
+                    "podIP": "127.0.0.1",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                }
+            },
+            subresource="status",
+        )
+
+
+def test_an_opstree_cluster_of_size_6_is_backed_up_by_one_job_per_shard_into_one_set(
+    api: K8sApi,
+    kubelet: Kubelet,
+    operator: Operator,
+    redis_factory: RedisFactory,
+    s3_server: S3Emulator,
+) -> None:
+    leaders = make_cluster(redis_factory)
+    followers = add_replicas(redis_factory, leaders)
+    fill_cluster(leaders, 20_000)
+    wait_replicas_in_sync(leaders, followers)
+    # A failover moved shard 2's primary to its follower pod: pod names say nothing about
+    # which node serves which slots now, and each shard Job must find out from Redis.
+    followers[1].client().execute_command("CLUSTER", "FAILOVER")
+    wait_for(lambda: followers[1].info("replication")["role"] == "master", timeout=20,
+             what="the failover")  # fmt: skip
+    primaries = [leaders[0], followers[1], leaders[2]]
+    wait_for(
+        lambda: all(
+            [(s.master.port if s.master else None) for s in cluster_shards(n.client())]
+            == [p.port for p in primaries]
+            for n in leaders + followers
+        ),
+        timeout=20,
+        what="every node to see the new primary",
+    )
+    total = sum(p.dbsize() for p in primaries)
+    assert total == 20_000
+
+    api.apply([OPSTREE_CLUSTER_CRD])
+    api.create(
+        {
+            "apiVersion": "redis.redis.opstreelabs.in/v1beta2",
+            "kind": "RedisCluster",
+            "metadata": {"name": "redis-cluster"},
+            # The seed's "clusterSize 6 = 3 primaries + 3 replicas", spelled as OpsTree reads
+            # it: clusterSize is each StatefulSet's default size; the leader count says 3.
+            "spec": {
+                "clusterSize": 6,
+                "redisLeader": {"replicas": 3},
+                "redisFollower": {"replicas": 3},
+            },
+        },
+        NS,
+    )
+    redis_pods(api, "redis-cluster-leader", leaders)
+    redis_pods(api, "redis-cluster-follower", followers)
+    bucket = s3_server.new_bucket()
+    secret(api, "s3-creds", **{"access-key-id": "testing", "secret-access-key": "testing"})
+    operator.start()
+    api.create(
+        redis_backup(
+            "rc-backup",
+            redisClusterName="redis-cluster",  # method: bgsave (default) -> replication per shard
+            storage=s3_storage(s3_server, bucket),
+            retention={"keepLast": 2},
+        ),
+        NS,
+    )
+
+    def logs() -> Any:
+        return (status(api, "rc-backup"),
+                {j["metadata"]["name"]: kubelet.logs(j["metadata"]["name"])
+                 for j in api.list("jobs", NS)})  # fmt: skip
+
+    st = wait(
+        operator,
+        lambda: (s := status(api, "rc-backup")).get("lastRetention") and s,
+        60,
+        "the run and its prune recorded",
+        logs,
+    )
+    run = st["history"][0]["jobName"]
+    assert re.fullmatch(r"rc-backup-\d{14}", run), run
+    jobs = sorted(j["metadata"]["name"] for j in backup_jobs(api, "rc-backup"))
+    assert jobs == [f"{run}-shard{i}" for i in (1, 2, 3)]
+    assert all(job_done(api, j)["status"].get("succeeded") == 1 for j in jobs)  # type: ignore[index]
+    assert st["phase"] == "Succeeded" and condition(st, "Ready")["status"] == "True"
+    assert st["target"] == (
+        "RedisCluster/redis-cluster, 3 shards, one Job each, from pod redis-cluster-leader-0"
+    )
+    assert [(h["jobName"], h["phase"], h["keys"]) for h in st["history"]] == [
+        (run, "Succeeded", total)
+    ]
+    last = st["lastSuccessfulBackup"]
+    assert (last["jobName"], last["keys"], last["id"]) == (run, total, st["history"][0]["backupId"])
+    assert st["lastRetention"]["jobName"] == f"{run}-prune" and st["lastRetention"]["kept"] == 1
+
+    out = subprocess.run(
+        [BACKUPCTL, "list", f"s3://{bucket}", "--all", "--json"],
+        env={**os.environ, **s3_server.env}, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    (listed,) = json.loads(out.stdout)  # one set, complete; no stray folder
+    assert (listed["id"], listed["target"], listed["complete"], listed["keys"]) == (
+        last["id"], "ns/redis-cluster", True, total,
+    )  # fmt: skip
+    assert listed["nodes"] == [f"127.0.0.1-{p.port}" for p in primaries]
+    assert listed["id"] == "backup-" + run.rsplit("-", 1)[1][:8] + "-" + run[-6:]
+
+    settled_events(
+        operator, api, "rc-backup", {"JobCreated": 4, "BackupSucceeded": 1, "RetentionApplied": 1}
+    )
+    assert_valid_jobs(api)
+    s3_server.remove_bucket(bucket)
+
+
+# --- 6. invalid resources -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

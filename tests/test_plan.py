@@ -427,6 +427,166 @@ def test_a_failed_prune_sets_the_failed_condition_until_one_succeeds() -> None:
     ]
 
 
+# --- a cluster backed up one Job per shard ------------------------------------------------
+
+RUN = "nb-20300101020000"
+
+
+def shard_job(
+    shard: int, state: str = RUNNING, *, shards: int = 3, slot: datetime = SLOT, **kw: Any
+) -> JobView:
+    view = job(slot, state, **kw)
+    return replace(
+        view,
+        name=f"nb-{slot:%Y%m%d%H%M%S}-shard{shard}",
+        run=f"nb-{slot:%Y%m%d%H%M%S}",
+        shard=shard,
+        shards=shards,
+    )
+
+
+def shard_ok(shard: int) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "id": "backup-20300101-020000",
+        "size": 100 * shard,
+        "keys": 10 * shard,
+        "sha256": f"{shard}" * 64,
+        "time": f"2030-01-01T02:00:0{shard}Z",
+        "shard": shard,
+        "shards": 3,
+        "complete": shard == 3,
+    }
+
+
+def test_a_sharded_target_gets_one_job_per_shard_and_one_history_entry() -> None:
+    now = SLOT + timedelta(seconds=3)
+    obs = observed(status=scheduled_status(), shards=3)
+    p = plan(obs, now)
+    assert p.creates == tuple(
+        CreateJob(BACKUP, f"{RUN}-shard{i}", SLOT, run=RUN, shard=i, shards=3) for i in (1, 2, 3)
+    )
+    assert p.creates[1].message == (
+        f"Created Job {RUN}-shard2 for the run at 2030-01-01T02:00:00Z (shard 2 of 3)"
+    )
+    assert p.status["history"] == [
+        {"slot": "2030-01-01T02:00:00Z", "jobName": RUN, "phase": RUNNING}
+    ]
+    assert p.status["activeJobs"] == [f"{RUN}-shard{i}" for i in (1, 2, 3)]
+    # Seen in the watch cache: nothing more to do; not seen yet: the same names again.
+    jobs = tuple(shard_job(i) for i in (1, 2, 3))
+    seen = plan(replace(obs, status=p.status, jobs=jobs), now + timedelta(seconds=1))
+    assert not seen.creates and not seen.events and seen.status["phase"] == RUNNING
+    assert [c.name for c in settle(obs, p, now).creates] == [c.name for c in p.creates]
+
+
+def test_a_shard_run_succeeds_only_when_all_its_jobs_did_and_then_prunes_once() -> None:
+    backup = nightly(retention={"keepLast": 2})
+    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    obs = observed(backup, status, shards=3)
+    now = SLOT + timedelta(minutes=2)
+    two_done = (
+        shard_job(1, SUCCEEDED, result=shard_ok(1)),
+        shard_job(2, SUCCEEDED, result=shard_ok(2)),
+        shard_job(3),
+    )
+    waiting = plan(replace(obs, jobs=two_done), now)
+    assert waiting.status["history"][0]["phase"] == RUNNING
+    assert waiting.status["phase"] == RUNNING and waiting.status["activeJobs"] == [f"{RUN}-shard3"]
+    assert not waiting.creates and not waiting.outcomes
+    assert "BackupSucceeded" not in reasons(waiting)
+    assert unrecorded(waiting.status, two_done) == [f"{RUN}-shard1", f"{RUN}-shard2"]
+
+    all_done = (*two_done[:2], shard_job(3, SUCCEEDED, result=shard_ok(3)))
+    done = plan(replace(obs, status=waiting.status, jobs=all_done), now)
+    entry = done.status["history"][0]
+    assert entry["phase"] == SUCCEEDED and entry["jobName"] == RUN
+    assert (entry["backupId"], entry["size"], entry["keys"]) == ("backup-20300101-020000", 600, 60)
+    last = done.status["lastSuccessfulBackup"]
+    assert (last["jobName"], last["id"], last["keys"], last["time"]) == (
+        RUN, "backup-20300101-020000", 60, "2030-01-01T02:00:03Z",
+    )  # fmt: skip
+    assert "sha256" not in last  # one per archive: in the manifest
+    assert [e.message for e in done.events if e.reason == "BackupSucceeded"] == [
+        f"Run {RUN} (3 shard Jobs): backup backup-20300101-020000 (keys 60, bytes 600)"
+    ]
+    assert [(o.succeeded, o.keys) for o in done.outcomes] == [(True, 60)]
+    assert done.creates == (CreateJob(PRUNE, f"{RUN}-prune", SLOT, note="to apply the retention"),)
+    assert unrecorded(done.status, all_done) == []
+    quiet = settle(replace(obs, jobs=all_done), done, now)
+    assert quiet.events == () and quiet.outcomes == ()
+
+
+def test_one_failed_shard_job_fails_the_run_at_once_and_says_which() -> None:
+    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    obs = observed(status=status, shards=3)
+    error = "the cluster has 4 shards serving slots, not 3"
+    jobs = (
+        shard_job(1, SUCCEEDED, result=shard_ok(1)),
+        shard_job(2, FAILED, result={"ok": False, "error": error}),
+        shard_job(3),
+    )
+    now = SLOT + timedelta(minutes=2)
+    p = plan(replace(obs, jobs=jobs), now)
+    entry = p.status["history"][0]
+    expected = f"shard 2 of 3 (Job {RUN}-shard2): {error}"
+    assert entry["phase"] == FAILED and entry["message"] == expected
+    assert [(e.type, e.reason, e.message) for e in p.events if e.reason == "BackupFailed"] == [
+        ("Warning", "BackupFailed", f"Run {RUN} (3 shard Jobs): {expected}")
+    ]
+    assert cond(p, "Failed")["status"] == "True" and "shard 2 of 3" in cond(p, "Failed")["message"]
+    assert [o.succeeded for o in p.outcomes] == [False]
+    assert p.status["activeJobs"] == [f"{RUN}-shard3"] and p.status["phase"] == RUNNING
+    # The last shard Job finishing changes nothing: the run was recorded.
+    finished = (*jobs[:2], shard_job(3, SUCCEEDED, result=shard_ok(3)))
+    later = plan(replace(obs, status=p.status, jobs=finished), now + timedelta(minutes=1))
+    assert later.events == () and later.outcomes == () and later.status["phase"] == FAILED
+    assert "lastSuccessfulBackup" not in later.status
+
+
+def test_a_missing_shard_job_is_created_again_or_fails_the_run_when_deleted() -> None:
+    status = running_status()
+    present = (shard_job(1, SUCCEEDED, result=shard_ok(1)), shard_job(3))
+    obs = observed(status=status, jobs=present, shards=3)
+    now = SLOT + timedelta(minutes=1)
+    p = plan(obs, now)
+    assert p.status["history"][0]["phase"] == RUNNING and not p.outcomes
+    assert p.creates == (
+        CreateJob(
+            BACKUP, f"{RUN}-shard2", SLOT, note="created again: it was not found",
+            run=RUN, shard=2, shards=3,
+        ),
+    )  # fmt: skip
+    two_done = (present[0], shard_job(3, SUCCEEDED, result=shard_ok(3)))
+    assert plan(replace(obs, jobs=two_done), now).status["history"][0]["phase"] == RUNNING
+    deleted = plan(replace(obs, seen=frozenset({f"{RUN}-shard2", RUN})), now)
+    assert not deleted.creates
+    entry = deleted.status["history"][0]
+    assert entry["phase"] == FAILED
+    assert entry["message"] == (
+        f"shard 2 of 3 (Job {RUN}-shard2): the Job was deleted before it finished"
+    )
+    # No Job of the run at all: all of them again, under the same names.
+    again = plan(replace(obs, jobs=()), now)
+    assert [c.name for c in again.creates] == [f"{RUN}-shard{i}" for i in (1, 2, 3)]
+    gone = plan(replace(obs, jobs=(), seen=frozenset({RUN})), now)
+    assert gone.status["history"][0]["phase"] == FAILED and not gone.creates
+
+
+def test_history_limits_delete_a_shard_runs_jobs_together_once_none_runs() -> None:
+    backup = nightly(successfulJobsHistoryLimit=1, failedJobsHistoryLimit=1)
+    day2 = SLOT + timedelta(days=1)
+    old = [shard_job(i, SUCCEEDED, result=shard_ok(i)) for i in (1, 2, 3)]
+    new = [shard_job(i, SUCCEEDED, result=shard_ok(i), slot=day2) for i in (1, 2, 3)]
+    status = scheduled_status(lastScheduleTime=fmt_time(day2))
+    p = plan(observed(backup, status, (*old, *new), shards=3), day2 + timedelta(hours=1))
+    assert sorted(d.name for d in p.deletes) == [f"{RUN}-shard{i}" for i in (1, 2, 3)]
+    failed_old = [shard_job(1, FAILED), shard_job(2), shard_job(3)]  # failed, still running
+    failed_new = [shard_job(i, FAILED, slot=day2) for i in (1, 2, 3)]
+    p = plan(observed(backup, status, (*failed_old, *failed_new), shards=3), day2)
+    assert p.deletes == ()
+
+
 # --- lost Jobs, history ---------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from backupctl.topology import (
     cluster_enabled,
     data_volume,
     label_selector,
+    opstree_shards,
     password_secret,
     redis_container,
     redis_port,
@@ -223,6 +224,34 @@ def test_a_redis_cluster_is_backed_up_whole_from_one_node() -> None:
     assert "affinity" not in job["spec"]["template"]["spec"]
 
 
+def test_the_shard_count_of_an_opstree_cluster_is_its_leader_count() -> None:
+    def sts(replicas: int | None) -> dict[str, Any]:
+        return {"spec": {} if replicas is None else {"replicas": replicas}}
+
+    # The seed's "clusterSize: 6 = 3 primaries + 3 replicas": the leader StatefulSet says 3.
+    seed = {"spec": {"clusterSize": 6, "redisLeader": {"replicas": 3}}}
+    assert opstree_shards(seed, sts(3)) == 3
+    assert opstree_shards({"spec": {"clusterSize": 6}}, sts(3)) == 3  # what the operator made
+    # Without the StatefulSet's count, OpsTree's own rule: redisLeader.replicas, else clusterSize.
+    assert opstree_shards(seed, sts(None)) == 3
+    assert opstree_shards({"spec": {"clusterSize": 3}}, None) == 3
+    assert opstree_shards({"spec": {"clusterSize": 0}}, sts(None)) is None
+    assert opstree_shards(None, sts(True)) is None  # type: ignore[arg-type]
+
+
+def test_an_opstree_cluster_gets_one_job_per_shard_a_plain_cluster_statefulset_one() -> None:
+    leaders = [pod(f"c-leader-{i}") for i in range(3)]
+    roles = {p["metadata"]["name"]: "primary" for p in leaders}
+    choice = choose(Workload("RedisCluster", "c", leaders, roles, shards=3))
+    assert (choice.cluster, choice.shards, choice.pod.name) == (True, 3, "c-leader-0")
+    assert choice.description == "RedisCluster/c, 3 shards, one Job each, from pod c-leader-0"
+    assert choice.note and "one Job for each of its 3 shards" in choice.note
+    plain = [pod(f"s-{i}", args=["--cluster-enabled", "yes"]) for i in range(6)]
+    choice = choose(Workload("StatefulSet", "s", plain, shards=6))
+    assert (choice.cluster, choice.shards) == (True, None)  # one `run --cluster` Job
+    assert choice.description == "StatefulSet/s, every shard, from pod s-0"
+
+
 # --- targets.resolve against the API emulator -------------------------------------------
 
 
@@ -266,7 +295,9 @@ def kube(api: K8sApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kube]:
     client.close()
 
 
-def statefulset(api: K8sApi, name: str, pods: list[dict[str, Any]]) -> None:
+def statefulset(
+    api: K8sApi, name: str, pods: list[dict[str, Any]], replicas: int | None = None
+) -> None:
     labels = {"app": name}
     sts = api.create(
         {
@@ -274,6 +305,7 @@ def statefulset(api: K8sApi, name: str, pods: list[dict[str, Any]]) -> None:
             "kind": "StatefulSet",
             "metadata": {"name": name},
             "spec": {
+                **({"replicas": replicas} if replicas is not None else {}),
                 "serviceName": f"{name}-headless",
                 "selector": {"matchLabels": labels},
                 "template": {
@@ -361,6 +393,26 @@ def test_an_opstree_redis_cluster_resolves_to_its_leader_and_follower_pods(
     assert choice.pod.port == 6390 and choice.pod.password_secret == SecretRef(
         "rc-auth", "password"
     )
+    assert workload.shards == choice.shards == 2  # clusterSize: no replicas on the StatefulSet
+
+
+def test_an_opstree_cluster_of_size_6_with_3_leaders_is_3_shards(api: K8sApi, kube: Kube) -> None:
+    api.apply([crd("redis.redis.opstreelabs.in", "v1beta2", "RedisCluster", "redisclusters")])
+    api.create(
+        {
+            "apiVersion": "redis.redis.opstreelabs.in/v1beta2",
+            "kind": "RedisCluster",
+            "metadata": {"name": "redis-cluster"},
+            "spec": {"clusterSize": 6},
+        },
+        NS,
+    )
+    for role in ("leader", "follower"):
+        name = f"redis-cluster-{role}"
+        statefulset(api, name, [pod(f"{name}-{i}") for i in range(3)], replicas=3)
+    workload = run(kube, TargetSpec(name="redis-cluster"))
+    assert (workload.kind, workload.shards, len(workload.pods)) == ("RedisCluster", 3, 6)
+    assert choose(workload).shards == 3
 
 
 def test_a_spotahome_redis_failover_resolves_to_rfr_pods_and_their_master(

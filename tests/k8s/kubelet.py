@@ -36,7 +36,8 @@ Path mapping (containers see paths such as ``/data`` that cannot exist here):
 
 The image is ignored; a command word found in ``executables`` (default: ``backupctl`` ->
 ``<venv>/bin/backupctl``) is resolved to that path, anything else through ``PATH``. The process
-env is the container env plus ``PATH``, ``HOME``, ``HOSTNAME`` and ``base_env``; read-only
+env is the container env plus ``PATH``, ``PYTHONPATH`` (when set, so that Jobs run the
+same ``backupctl`` as the test), ``HOME``, ``HOSTNAME`` and ``base_env``; read-only
 mounts, resources, probes, securityContext, init/sidecar containers and scheduling are not
 emulated. Stdout/stderr of every attempt are kept: :meth:`Kubelet.logs`, :meth:`Kubelet.runs`,
 and served by the emulator as ``pods/log`` (``kubectl logs job/NAME``: stdout, then stderr).
@@ -728,8 +729,11 @@ class Kubelet:
         argv[0] = self.executables.get(argv[0], shutil.which(argv[0]) or argv[0])
         home = run.root / "home"
         home.mkdir(exist_ok=True)
+        # PYTHONPATH too: a Job must import the same backupctl as the test (a worktree's).
+        python_path = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            **python_path,
             "HOME": str(home),
             "HOSTNAME": run.pod,
             "LANG": "C.UTF-8",

@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backupctl import __version__, backup_set, catalog, redisnode
-from backupctl.archive import ArchiveResult, Member, Progress, file_member, write_archive
+from backupctl.archive import (
+    RAW_RDB_ZSTD_LEVEL,
+    ArchiveResult,
+    Member,
+    Progress,
+    file_member,
+    write_archive,
+)
 from backupctl.backup_set import ShardOutcome, ShardRecord
 from backupctl.catalog import ArchiveEntry, Manifest, NodeEntry
 from backupctl.storage.base import Backend
@@ -351,8 +358,11 @@ def _backup_node(
     with ExitStack() as stack:
         if opts.method == "bgsave":
             members, snapshot_time = _bgsave_members(opts, client, info, stack, now)
+            raw = False
         elif opts.method == "replication":
-            members, snapshot_time = _replication_members(spec, opts, client, info, stack, now)
+            members, snapshot_time, raw = _replication_members(
+                spec, opts, client, info, stack, now
+            )
         else:
             raise BackupError(f"unknown method {opts.method!r}: use bgsave or replication")
         sizes = [m.size for m in members]
@@ -374,8 +384,11 @@ def _backup_node(
             stack.callback(checker.stop)
         members = [header.wrap(m, fed) if m.kind == "rdb" else m for m in members]
         with opts.store.writer(archive_key) as w:
+            level = opts.level
+            if level is None and raw and opts.compression == "zstd":
+                level = RAW_RDB_ZSTD_LEVEL
             result: ArchiveResult = write_archive(
-                w, members, opts.compression, level=opts.level, progress=progress
+                w, members, opts.compression, level=level, progress=progress
             )
             keys = info.keys
             if checker is not None:
@@ -506,9 +519,10 @@ def _replication_members(
     info: redisnode.NodeInfo,
     stack: ExitStack,
     now: Callable[[], datetime],
-) -> tuple[list[Member], datetime]:
+) -> tuple[list[Member], datetime, bool]:
     """The RDB of a (preferably diskless) replication sync, as one member of
-    unknown size when diskless (stored in parts, see archive.py)."""
+    unknown size when diskless (stored in parts, see archive.py); and whether
+    it holds no LZF strings."""
     pause = redisnode.RdbCompressionPause(client)
     if opts.compression != "none" and not opts.keep_rdbcompression:
         pause.start()
@@ -519,7 +533,7 @@ def _replication_members(
     _restore_rdbcompression(pause)  # the child exists by now (on_fork ran)
     snapshot_time = now()
     member = Member(name=info.dbfilename, size=dump.size, kind="rdb", open=lambda: dump.stream)
-    return [member], snapshot_time
+    return [member], snapshot_time, pause.uncompressed
 
 
 def _restore_rdbcompression(pause: redisnode.RdbCompressionPause) -> None:

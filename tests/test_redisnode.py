@@ -599,6 +599,19 @@ def test_replication_rdb_against_fake_master(redis_factory: RedisFactory, tmp_pa
                 good[:9]
             )
 
+    with fake_server(fake_master(good, header=eof_header, trailer=mark)) as port:
+        spec = ConnectionSpec(host="127.0.0.1", port=port)
+        with rn.replication_rdb(spec, verify=True) as rdb:  # tiny reads on the raw stream
+            raw = rdb.stream.raw  # type: ignore[attr-defined]
+            got = bytearray()
+            for _ in range(len(good)):
+                piece = bytearray(7)
+                n = raw.readinto(piece)
+                if not n:
+                    break
+                got += piece[:n]
+            assert bytes(got) == good
+
     with fake_server(fake_master(bytes(bad), header=eof_header, trailer=mark)) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
         with (

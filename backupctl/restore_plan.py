@@ -371,8 +371,9 @@ class _Planner:
         if obs.target.kind == "RedisCluster":
             raise _Failure(
                 "Unsupported",
-                f"{obs.target.label} is a sharded Redis Cluster; restoring clusters is not "
-                "supported yet",
+                f"{obs.target.label} is a sharded Redis Cluster, which RedisRestore does not "
+                "restore yet; restore it with `backupctl restore STORE ID --to-cluster "
+                "redis://<any node>` (slot-aware, in place) or `--to-redis` (logical)",
             )
         if not obs.target.pods:
             self._waiting("TargetNotReady", f"{obs.target.label} has no pods")
@@ -437,7 +438,11 @@ class _Planner:
         """Record the resolved backup and refuse what cannot work."""
         st = self.status
         if resolved.get("mode", "standalone") != "standalone":
-            raise _Failure("Unsupported", "cluster-mode backups cannot be restored yet")
+            raise _Failure(
+                "Unsupported",
+                "a cluster backup set cannot be restored by RedisRestore yet: use `backupctl "
+                "restore STORE ID --to-cluster redis://<any node>` or `--to-redis`",
+            )
         nodes = list(resolved.get("nodes") or [])
         if not nodes:
             raise _Failure("BackupNotFound", "the backup's manifest lists no node")
@@ -450,7 +455,9 @@ class _Planner:
             pod["role"] = "primary" if server.get("role") == "master" else "replica"
             if server.get("cluster"):
                 raise _Failure(
-                    "Unsupported", f"pod {pod['name']} runs cluster mode: not supported yet"
+                    "Unsupported",
+                    f"pod {pod['name']} runs cluster mode, which RedisRestore does not restore "
+                    "yet: use `backupctl restore STORE ID --to-cluster redis://<any node>`",
                 )
             if st.get("route") == IN_PLACE and not server.get("config"):
                 raise _Failure(

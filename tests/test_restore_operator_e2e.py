@@ -559,7 +559,8 @@ def cluster_view(sts: StatefulSets) -> dict[tuple[tuple[int, int], ...], list[st
 
 
 def start_cluster(api: K8sApi, sts: StatefulSets) -> None:
-    """leader-i serves a third of the slots, follower-i replicates it."""
+    """leader-i serves a third of the slots; follower-i replicates leader-(i+1)%3, so no pod
+    ordinal says which shard a follower belongs to."""
     api.apply([OPSTREE_CLUSTER_CRD])
     api.create(
         {
@@ -582,8 +583,8 @@ def start_cluster(api: K8sApi, sts: StatefulSets) -> None:
     for pod in cluster_pods()[1:]:
         cluster_call(sts, leaders[0], "CLUSTER", "MEET", "127.0.0.1", sts.port(pod, NS))
     ids = [cluster_call(sts, p, "CLUSTER", "MYID") for p in leaders]
-    for i, master_id in enumerate(ids):
-        follower = f"{CLUSTER}-follower-{i}"
+    for i in range(3):
+        master_id, follower = ids[(i + 1) % 3], f"{CLUSTER}-follower-{i}"
         deadline = time.monotonic() + 30
         while master_id not in cluster_call(sts, follower, "CLUSTER", "NODES"):
             assert time.monotonic() < deadline, "the follower never learned its leader"
@@ -644,7 +645,7 @@ def test_an_opstree_redis_cluster_is_restored_shard_by_shard_in_place(
     wait_cluster(sts, leaders)
     fill_cluster_pods(sts, 30_000, "key")
     cluster_call(sts, f"{CLUSTER}-follower-1", "CLUSTER", "FAILOVER")
-    masters = [leaders[0], f"{CLUSTER}-follower-1", leaders[2]]
+    masters = [leaders[0], leaders[1], f"{CLUSTER}-follower-1"]  # follower-1 took leader-2's
     view = wait_cluster(sts, masters)
     backed_up = shard_digests(sts, view)
     out = subprocess.run(
@@ -674,13 +675,14 @@ def test_an_opstree_redis_cluster_is_restored_shard_by_shard_in_place(
         assert "cluster_state:ok" in cluster_call(sts, pod, "CLUSTER", "INFO")
         assert "cluster_slots_ok:16384" in cluster_call(sts, pod, "CLUSTER", "INFO")
     # Each pod got its shard's archive, found by slots: follower-1 (now a primary) and
-    # leader-1 (its replica) the same node of the set.
+    # leader-2 (its replica) the same node of the set.
     node_of = {p["name"]: p["sourceNode"] for p in st["pods"]}
     by_slots = {tuple(tuple(r) for r in n["slots"]): n["name"] for n in manifest["nodes"]}
     for slots, pods in after.items():
         assert {node_of[p] for p in pods} == {by_slots[slots]}
     roles = {p["name"]: p["role"] for p in st["pods"]}
     assert [roles[p] for p in masters] == ["primary"] * 3
+    assert node_of[f"{CLUSTER}-follower-1"] == node_of[leaders[2]] != node_of[leaders[1]]
     # Every pod restarted exactly once, all in one go.
     new_uids = {p: api.get("pods", NS, p)["metadata"]["uid"] for p in cluster_pods()}  # type: ignore[index]
     assert all(new_uids[p] != uids[p] for p in uids)

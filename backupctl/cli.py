@@ -91,6 +91,9 @@ TermLogOpt = Annotated[
 ]
 
 
+TERMINATION_LIMIT = 4096
+
+
 def fail(message: str, *, termination_log: Path | None = None) -> NoReturn:
     if termination_log is not None:
         _write_termination_log(termination_log, {"ok": False, "error": message})
@@ -120,9 +123,20 @@ def user_errors(termination_log: Path | None = None) -> Iterator[None]:
         )
 
 
-def _write_termination_log(path: Path, data: dict[str, Any]) -> None:
-    # Kubernetes keeps at most 4096 bytes of a termination message.
-    raw = json.dumps(data, separators=(",", ":"))[:4096]
+def _write_termination_log(path: Path, data: dict[str, Any], *smaller: dict[str, Any]) -> None:
+    """Kubernetes keeps at most 4096 bytes of a termination message: the first
+    of ``data``, ``*smaller`` that fits (a cut JSON would not parse), else an
+    error saying so."""
+    raw = ""
+    for candidate in (data, *smaller):
+        raw = json.dumps(candidate, separators=(",", ":"))
+        if len(raw.encode()) <= TERMINATION_LIMIT:
+            break
+    else:
+        error = str(data.get("error") or (
+            f"the result ({len(raw)} bytes) does not fit into a termination message "
+            f"({TERMINATION_LIMIT} bytes)"))  # fmt: skip
+        raw = json.dumps({"ok": False, "error": error[: TERMINATION_LIMIT // 2]})
     try:
         path.write_text(raw)
     except OSError as e:
@@ -918,6 +932,8 @@ def _restore_to_cluster(
                 "id": entry.id,
                 "verified": True,
                 "keys": entry.manifest.keys,
+                # Every shard's master loaded exactly its shard's keys at its last start.
+                "restoredKeys": sum(c.keys for c in checks),
                 "shards": [
                     {
                         "slots": [list(r) for r in c.slots],
@@ -929,7 +945,10 @@ def _restore_to_cluster(
                 ],
             }
             if termination_log is not None:
-                _write_termination_log(termination_log, data)
+                small = {**data, "shards": [
+                    {k: v for k, v in shard.items() if k != "nodes"} for shard in data["shards"]
+                ]}  # fmt: skip
+                _write_termination_log(termination_log, data, small)
             if as_json:
                 typer.echo(json.dumps(data, indent=2))
                 return
@@ -1071,7 +1090,7 @@ def check_redis(
         if termination_log is not None:
             # Without digests when it would not fit into a termination message.
             small = {**data, "nodes": [{**n.json(), "digest": None} for n in nodes]}
-            _write_termination_log(termination_log, data if len(nodes) < 8 else small)
+            _write_termination_log(termination_log, data, small)
         if as_json:
             typer.echo(json.dumps(data, indent=2))
         else:

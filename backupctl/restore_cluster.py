@@ -58,35 +58,21 @@ from backupctl.restore import (
 )
 from backupctl.restore_live import LiveError, NodeState, check_nodes, quiesce, resume
 from backupctl.restore_plan import version_problem
+from backupctl.slots import CLUSTER_SLOTS as CLUSTER_SLOTS
+from backupctl.slots import Ranges as Ranges
+from backupctl.slots import format_slots as format_slots
+from backupctl.slots import normalize_slots as normalize_slots
 from backupctl.storage.base import Backend
 
-CLUSTER_SLOTS = 16384
 #: In each node's data directory while it is quiesced: its original settings.
 QUIESCE_STATE = ".backupctl-quiesce.json"
 MAX_PARALLEL_SHARDS = 8
 
-Ranges = tuple[tuple[int, int], ...]
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
 
 # --- the mapping (pure) -------------------------------------------------------------
-
-
-def normalize_slots(ranges: Iterable[Sequence[int]]) -> Ranges:
-    """Sorted, with overlapping and adjacent ranges merged: ``[[5,9],[0,4]]``
-    and ``[[0,9]]`` are the same slots."""
-    merged: list[list[int]] = []
-    for a, b in sorted((int(r[0]), int(r[1])) for r in ranges):
-        if merged and a <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    return tuple((a, b) for a, b in merged)
-
-
-def format_slots(ranges: Ranges) -> str:
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges) or "no slots"
 
 
 @dataclass(frozen=True)

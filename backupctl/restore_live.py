@@ -4,7 +4,9 @@ The RedisRestore controller holds no Redis password (it lives in a Secret), so
 these run in Jobs (``backupctl check-redis`` / ``backupctl quiesce-redis``,
 password from ``REDIS_PASSWORD``), and are plain commands for anyone else:
 
-* :func:`check_nodes`: versions, roles, cluster mode, whether CONFIG works,
+* :func:`check_nodes`: versions, roles, cluster mode (node id, ``cluster_state``
+  and the slot ranges of the node's shard: a replica reports its master's),
+  whether CONFIG works,
   what each server loaded at its last start (``rdb_last_load_keys_loaded`` +
   ``rdb_last_load_keys_expired``, Redis >= 7.0: exact, and unaffected by
   writes after the load), key counts and ``DEBUG DIGEST`` where DEBUG is
@@ -37,6 +39,7 @@ import redis
 
 from backupctl import redisnode
 from backupctl.redisnode import ConnectionSpec, RedisNodeError
+from backupctl.slots import normalize_slots
 
 #: CONFIG settings quiesce changes, and the value it sets.
 QUIESCE_SETTINGS: dict[str, str] = {
@@ -72,6 +75,11 @@ class NodeState:
     digest: str | None  # DEBUG DIGEST, when DEBUG is allowed
     master: str | None = None  # a replica's primary, host:port
     link_up: bool = True  # a replica's replication link (and no sync in progress)
+    # Cluster mode: this node's id, ``cluster_state``, and the slot ranges its
+    # shard serves now (a replica: its master's), as Redis says, not the pod name.
+    node_id: str | None = None
+    cluster_state: str | None = None
+    slots: list[list[int]] | None = None
 
     def json(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +132,9 @@ def _node_state(spec: ConnectionSpec) -> NodeState:
             )
         loaded = raw.get("rdb_last_load_keys_loaded")
         expired = raw.get("rdb_last_load_keys_expired")
+        node_id = cluster_state = slots = None
+        if info.cluster_enabled:
+            node_id, cluster_state, slots = _cluster_place(client)
         return NodeState(
             redis=spec.display,
             version=info.redis_version,
@@ -137,11 +148,28 @@ def _node_state(spec: ConnectionSpec) -> NodeState:
             digest=digest,
             master=master,
             link_up=link_up,
+            node_id=node_id,
+            cluster_state=cluster_state,
+            slots=slots,
         )
     except redis.RedisError as e:
         raise RedisNodeError(f"{spec.display}: {e}") from None
     finally:
         client.close()
+
+
+def _cluster_place(client: redis.Redis) -> tuple[str, str, list[list[int]]]:
+    """(node id, cluster_state, the slot ranges of the shard this node is in)."""
+    myid = _text(_exec(client, "CLUSTER", "MYID"))
+    raw = _text(_exec(client, "CLUSTER", "INFO"))
+    fields = dict(line.split(":", 1) for line in raw.splitlines() if ":" in line)
+    state = fields.get("cluster_state", "?").strip()
+    shard = next(
+        (s for s in redisnode.cluster_shards(client) if any(n.node_id == myid for n in s.nodes)),
+        None,
+    )
+    slots = [[a, b] for a, b in normalize_slots(shard.slots)] if shard is not None else []
+    return myid, state, slots
 
 
 def _problem(nodes: Sequence[NodeState], expect_keys: int | None) -> str | None:
@@ -258,6 +286,10 @@ def _exec(client: redis.Redis, *args: Any) -> Any:
     """``execute_command`` (untyped in redis-py) with an Any result."""
     command: Any = client.execute_command
     return command(*args)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _info(client: redis.Redis, section: str) -> dict[str, Any]:

@@ -20,14 +20,19 @@ The flow (``status.phase``; each pod's progress in ``status.pods[].phase``):
     ``<name>-resolve`` (``backupctl restore ... --dry-run``: the backup is
     resolved ONCE, ``latest`` included; missing or incomplete fails here)
     and ``<name>-check`` (``backupctl check-redis``: each server's version,
-    role, cluster mode, CONFIG). Refused: a backup taken by a newer Redis
-    major (or RDB format) than the target runs, cluster mode, a target
-    without exactly one primary, and for the in-place route a server
-    without CONFIG.
+    role, cluster mode, CONFIG; in cluster mode the node id, cluster_state and
+    the slots its shard serves). Refused: a backup taken by a newer Redis
+    major (or RDB format) than the target runs, a target without exactly one
+    primary, and for the in-place route a server without CONFIG.
+    A cluster backup set into a Redis Cluster (in place only): each pod is
+    mapped to the backup shard whose slot ranges its shard serves now
+    (:func:`cluster_sources`, from what Redis said, never the pod name);
+    another shard count or layout, or a cluster_state not ok: refused.
 ``Staging``
     ``<name>-stage-<i>`` per data PVC (``restore --stage-only``): download
     and verify into a hidden folder of the volume while Redis keeps
-    serving. Every replica gets the same backup as the primary.
+    serving. Every replica gets the same backup as the primary (a cluster:
+    as its shard's primary).
 ``Quiescing``
     Stop Redis from writing to its volume. A plain StatefulSet is scaled to
     0 (the original replicas are in ``status.statefulSets``) and the pods
@@ -40,12 +45,14 @@ The flow (``status.phase``; each pod's progress in ``status.pods[].phase``):
     the previous ones into ``.backupctl-previous-<time>/``. Then the plain
     StatefulSet is scaled back; in place, the primary's pod is deleted
     first (it restarts on the restored files with its own configuration),
-    and once it is ready the replicas' pods. A pod that restarted on its
-    own while quiesced (its settings back to normal) stops the restore.
+    and once it is ready the replicas' pods; a Redis Cluster's pods all at
+    once. A pod that restarted on its own while quiesced (its settings back
+    to normal) stops the restore.
 ``Verifying``
     ``<name>-verify`` (``check-redis --expect-keys N``): the primary loaded
     exactly the backup's key count, every replica is in sync and holds the
-    same data (DEBUG DIGEST where allowed). Then ``Completed`` with
+    same data (DEBUG DIGEST where allowed); a cluster: ``restore
+    --to-cluster --verify-only`` (per shard). Then ``Completed`` with
     ``restoredKeys``.
 ``Failed``
     With the reason in the ``Failed`` condition. Before the swap nothing
@@ -65,7 +72,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -74,6 +81,7 @@ from backupctl.catalog import format_time, parse_time
 from backupctl.manifests import DATA_DIR, TargetPod, owner_reference, redis_url, restore_job
 from backupctl.restore import STAGING_PREFIX
 from backupctl.schedule import bounded_name
+from backupctl.slots import CLUSTER_SLOTS, Ranges, format_slots, normalize_slots, slot_count
 from backupctl.spec import GROUP_VERSION, RestoreSpec, SpecError, restore_source_target, store_url
 
 KIND = "RedisRestore"
@@ -368,13 +376,6 @@ class _Planner:
             reason, message = obs.target_problem or ("TargetNotFound", "the target was not found")
             self._waiting(reason, message)
             return False
-        if obs.target.kind == "RedisCluster":
-            raise _Failure(
-                "Unsupported",
-                f"{obs.target.label} is a sharded Redis Cluster, which RedisRestore does not "
-                "restore yet; restore it with `backupctl restore STORE ID --to-cluster "
-                "redis://<any node>` (slot-aware, in place) or `--to-redis` (logical)",
-            )
         if not obs.target.pods:
             self._waiting("TargetNotReady", f"{obs.target.label} has no pods")
             return False
@@ -437,34 +438,39 @@ class _Planner:
     def _accept(self, resolved: Mapping[str, Any], checked: Mapping[str, Any]) -> None:
         """Record the resolved backup and refuse what cannot work."""
         st = self.status
-        if resolved.get("mode", "standalone") != "standalone":
+        if not resolved.get("id"):
             raise _Failure(
-                "Unsupported",
-                "a cluster backup set cannot be restored by RedisRestore yet: use `backupctl "
-                "restore STORE ID --to-cluster redis://<any node>` or `--to-redis`",
+                "BackupNotFound", f"resolving the backup failed: {_job_error_of(resolved)}"
             )
         nodes = list(resolved.get("nodes") or [])
         if not nodes:
             raise _Failure("BackupNotFound", "the backup's manifest lists no node")
-        source = next((n for n in nodes if n.get("role") == "master"), nodes[0])
         servers = list(checked.get("nodes") or [])
         pods = st["pods"]
         if len(servers) != len(pods):
             raise _Failure("TargetCheckFailed", "the target check did not report every pod")
+        cluster_pods = [p["name"] for p, s in zip(pods, servers, strict=True) if s.get("cluster")]
+        if resolved.get("mode") == "cluster":
+            self._accept_cluster(resolved, nodes, servers)
+            return
+        if resolved.get("mode", "standalone") != "standalone":
+            raise _Failure(
+                "Unsupported",
+                f"a {resolved.get('mode')} backup cannot be restored by RedisRestore: use "
+                "`backupctl restore STORE ID --to-redis redis://<primary>`",
+            )
+        if cluster_pods:
+            raise _Failure(
+                "Unsupported",
+                f"backup {resolved['id']} is a single server's backup and pods "
+                f"{', '.join(cluster_pods)} run cluster mode: its keys belong to every shard, "
+                "which a file restore cannot split; load it through the cluster with "
+                f"`backupctl restore STORE {resolved['id']} --to-redis redis://<any node>`",
+            )
+        source = next((n for n in nodes if n.get("role") == "master"), nodes[0])
         for pod, server in zip(pods, servers, strict=True):
             pod["role"] = "primary" if server.get("role") == "master" else "replica"
-            if server.get("cluster"):
-                raise _Failure(
-                    "Unsupported",
-                    f"pod {pod['name']} runs cluster mode, which RedisRestore does not restore "
-                    "yet: use `backupctl restore STORE ID --to-cluster redis://<any node>`",
-                )
-            if st.get("route") == IN_PLACE and not server.get("config"):
-                raise _Failure(
-                    "ConfigDisabled",
-                    f"pod {pod['name']}: CONFIG is disabled or renamed, so Redis cannot be kept "
-                    "from overwriting the restored files while it runs (in-place route)",
-                )
+            self._require_config(pod, server)
             problem = version_problem(
                 str(source.get("redisVersion") or resolved.get("redisVersion") or ""),
                 source.get("rdbVersion"),
@@ -487,6 +493,66 @@ class _Planner:
             redisVersion=str(servers[0].get("version") or ""),
         )
 
+    def _require_config(self, pod: Mapping[str, Any], server: Mapping[str, Any]) -> None:
+        if self.status.get("route") == IN_PLACE and not server.get("config"):
+            raise _Failure(
+                "ConfigDisabled",
+                f"pod {pod['name']}: CONFIG is disabled or renamed, so Redis cannot be kept "
+                "from overwriting the restored files while it runs (in-place route)",
+            )
+
+    def _accept_cluster(
+        self,
+        resolved: Mapping[str, Any],
+        nodes: Sequence[Mapping[str, Any]],
+        servers: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """A cluster backup set into a Redis Cluster: each pod gets the archive
+        of the backup shard whose slots its shard serves now (Redis said so in
+        the check Job), whatever its name or current role."""
+        st = self.status
+        backup_id = str(resolved["id"])
+        pods = st["pods"]
+        if st.get("route") != IN_PLACE:
+            raise _Failure(
+                "Unsupported",
+                f"{st['target']} is a plain StatefulSet: RedisRestore restores a cluster backup "
+                "set into an operator-managed Redis Cluster (OpsTree RedisCluster) only; use "
+                f"`backupctl restore STORE {backup_id} --to-cluster redis://<any node> "
+                "--restart`",
+            )
+        not_cluster = [
+            p["name"] for p, s in zip(pods, servers, strict=True) if not s.get("cluster")
+        ]
+        if not_cluster:
+            raise _Failure(
+                "Unsupported",
+                f"backup {backup_id} is a cluster backup set, but pods {', '.join(not_cluster)} "
+                "do not run cluster mode: load it key by key with `backupctl restore STORE "
+                f"{backup_id} --to-redis redis://<primary>`",
+            )
+        sources = cluster_sources(backup_id, nodes, [p["name"] for p in pods], servers)
+        for pod, server, source in zip(pods, servers, sources, strict=True):
+            pod["role"] = "primary" if server.get("role") == "master" else "replica"
+            pod["sourceNode"] = str(source["name"])
+            pod["slots"] = format_slots(normalize_slots(source.get("slots") or []))
+            self._require_config(pod, server)
+            problem = version_problem(
+                str(source.get("redisVersion") or resolved.get("redisVersion") or ""),
+                source.get("rdbVersion"),
+                str(server.get("version") or ""),
+            )
+            if problem is not None:
+                raise _Failure("IncompatibleVersion", f"pod {pod['name']}: {problem}")
+        st.update(
+            backupId=backup_id,
+            cluster=True,
+            shards=len(nodes),
+            expectedKeys=sum(int(n.get("keys") or 0) for n in nodes),
+            backupRedisVersion=str(resolved.get("redisVersion") or ""),
+            redisVersion=str(servers[0].get("version") or ""),
+        )
+
     # -- Staging ----------------------------------------------------------------------------
 
     def _staging(self, spec: RestoreSpec) -> None:
@@ -494,7 +560,7 @@ class _Planner:
         for i, pod in enumerate(pods):
             if pod["phase"] == "Staged":
                 continue
-            job = self._data_job(spec, "stage", i, self._stage_args(spec))
+            job = self._data_job(spec, "stage", i, self._stage_args(spec, pod))
             view = self._job(job, pod)
             if view is None or view.state == "Running":
                 pod["phase"] = "Staging"
@@ -632,13 +698,21 @@ class _Planner:
             self.out.wake = 1.0
 
     def _restart_in_place(self) -> None:
-        """The primary first; its replicas once it is ready."""
+        """The primary first; its replicas once it is ready. A Redis Cluster:
+        every pod at once (a node down longer than ``cluster-node-timeout``
+        makes its replica take over, and a replica must not sync the old data
+        from a master not restarted yet)."""
         st, target = self.status, self.obs.target
         pods = st["pods"]
-        for wave in (
-            [p for p in pods if p.get("role") == "primary"],
-            [p for p in pods if p.get("role") != "primary"],
-        ):
+        waves = (
+            [pods]
+            if st.get("cluster")
+            else [
+                [p for p in pods if p.get("role") == "primary"],
+                [p for p in pods if p.get("role") != "primary"],
+            ]
+        )
+        for wave in waves:
             for pod in wave:
                 live = target.pod(pod["name"]) if target is not None else None
                 if pod["phase"] == "Swapped":
@@ -663,10 +737,19 @@ class _Planner:
         view = self.obs.jobs.get(name)
         if view is None:
             lives = [self._live_pod(p) for p in st["pods"]]
-            urls = [a for p in lives for a in ("--redis", redis_url(p.target, spec))]
-            args = ["check-redis", *urls, "--expect-keys", str(st["expectedKeys"]),
-                    "--wait", str(VERIFY_WAIT_SECONDS)]  # fmt: skip
-            self.out.jobs.append(self._job_manifest(spec, name, args, redis=lives[0].target))
+            if st.get("cluster"):
+                # Per shard: its master loaded exactly that shard's keys, replicas in
+                # sync, cluster_state ok and every slot served on every node.
+                args = ["restore", self._store(spec), st["backupId"], "--target",
+                        st["sourceTarget"], "--to-cluster", redis_url(lives[0].target, spec),
+                        "--verify-only", "--timeout", str(VERIFY_WAIT_SECONDS)]  # fmt: skip
+                job = self._job_manifest(spec, name, args, storage=True, redis=lives[0].target)
+            else:
+                urls = [a for p in lives for a in ("--redis", redis_url(p.target, spec))]
+                args = ["check-redis", *urls, "--expect-keys", str(st["expectedKeys"]),
+                        "--wait", str(VERIFY_WAIT_SECONDS)]  # fmt: skip
+                job = self._job_manifest(spec, name, args, redis=lives[0].target)
+            self.out.jobs.append(job)
         self._progress("Verifying", "checking the restored data")
         if view is None or view.state == "Running":
             self.out.wake = 2.0
@@ -812,10 +895,13 @@ class _Planner:
         name = job_name(self.obs.name, "check")
         return self._job_manifest(spec, name, args, redis=lives[0].target)
 
-    def _stage_args(self, spec: RestoreSpec) -> list[str]:
+    def _stage_args(self, spec: RestoreSpec, pod: Mapping[str, Any]) -> list[str]:
         st = self.status
+        node = pod.get("sourceNode") or st.get("sourceNode")  # a cluster: the pod's shard
+        if not node:
+            raise _Failure("InvalidStatus", f"the status names no backup node for {pod['name']}")
         return ["restore", self._store(spec), st["backupId"], "--target", st["sourceTarget"],
-                "--node", st["sourceNode"], "--to-dir", DATA_DIR, "--appendonly", "auto",
+                "--node", node, "--to-dir", DATA_DIR, "--appendonly", "auto",
                 "--stage-only"]  # fmt: skip
 
     def _data_job(
@@ -984,6 +1070,74 @@ def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
     return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
 
 
+def cluster_sources(
+    backup_id: str,
+    nodes: Sequence[Mapping[str, Any]],
+    pods: Sequence[str],
+    servers: Sequence[Mapping[str, Any]],
+) -> list[Mapping[str, Any]]:
+    """The backup node (a shard of the set: ``name``, ``slots``) whose archive
+    each pod gets: the one with exactly the slot ranges the pod's shard serves
+    now (``servers[i]["slots"]``, from Redis: a replica reports its master's).
+    :class:`_Failure` (nothing touched) for an unhealthy cluster, a backup set
+    that does not cover every slot, or another shard count or slot layout."""
+    redo = (
+        "a file restore needs the same shards serving the same slots: reshard the cluster to "
+        "the backup's layout, or load the backup key by key through the cluster with "
+        f"`backupctl restore STORE {backup_id} --to-redis redis://<any node>` (any layout)"
+    )
+    for pod, server in zip(pods, servers, strict=True):
+        if server.get("cluster_state") != "ok":
+            raise _Failure(
+                "ClusterNotHealthy",
+                f"pod {pod} reports cluster_state:{server.get('cluster_state') or '?'}: restore "
+                "into a healthy cluster only (redis-cli --cluster check; wait for failovers to "
+                "end)",
+            )
+    ours: dict[Ranges, Mapping[str, Any]] = {}
+    for node in nodes:
+        ranges = normalize_slots(node.get("slots") or [])
+        if not ranges or ranges in ours:
+            raise _Failure(
+                "InvalidBackup",
+                f"backup {backup_id}: node {node.get('name')} has no or the same slot ranges as "
+                "another: not a complete cluster backup set",
+            )
+        ours[ranges] = node
+    covered = sum(slot_count(r) for r in ours)
+    if covered != CLUSTER_SLOTS:
+        raise _Failure(
+            "InvalidBackup",
+            f"backup {backup_id}'s shards cover {covered} of {CLUSTER_SLOTS} slots: not a "
+            "complete cluster backup set",
+        )
+    theirs = [normalize_slots(s.get("slots") or []) for s in servers]
+    live = {r for r in theirs if r}
+    if set(ours) != live or not all(theirs):
+        idle = [p for p, r in zip(pods, theirs, strict=True) if not r]
+        if idle:
+            detail = f"pods {', '.join(idle)} belong to no shard serving slots"
+        elif len(ours) != len(live):
+            detail = f"the backup holds {len(ours)} shards, the cluster has {len(live)}"
+        else:
+            detail = "the cluster's slot layout differs from the backup's"
+        raise _Failure(
+            "TopologyMismatch",
+            f"{detail} (backup: {_layout(ours)}; cluster: {_layout(live)}): {redo}",
+        )
+    return [ours[r] for r in theirs]
+
+
+def _layout(keys: Iterable[Ranges], limit: int = 8) -> str:
+    items = sorted(keys)
+    shown = "; ".join(format_slots(k) for k in items[:limit])
+    return shown + (f"; ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _job_error_of(result: Mapping[str, Any]) -> str:
+    return str(result.get("error") or "the result names no backup")
+
+
 def _job_error(view: JobView) -> str:
     result = view.result or {}
     return str(result.get("error") or view.message or f"Job {view.name} failed")
@@ -1026,6 +1180,7 @@ __all__ = [
     "Plan",
     "PodView",
     "TargetView",
+    "cluster_sources",
     "is_finished",
     "job_name",
     "plan",

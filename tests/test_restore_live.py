@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from clitools import cli
+from clusterfixtures import failover, make_cluster, shards
 from redisfixtures import RedisFactory, RedisServer, populate, wait_for
 
 
@@ -156,3 +157,30 @@ def test_check_redis_without_debug_compares_key_counts(
                          "--expect-keys", "100", "--wait", "30", "--json").stdout)  # fmt: skip
     assert [node["digest"] for node in out["nodes"]] == [None, None]
     assert out["nodes"][1]["link_up"] is True and out["nodes"][1]["keys"] == 100
+
+
+def test_check_redis_reports_each_cluster_nodes_shard_slots_from_redis(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    """What the RedisRestore controller maps pods by: each node's id, cluster_state and the
+    slot ranges its shard serves now (a replica: its master's), after a failover too; the
+    termination message of a 6-node check still parses."""
+    nodes = make_cluster(redis_factory, 3, replicas=1)  # masters 0-2, replica i+3 of master i
+    failover(nodes[4], nodes, masters=3)  # node 4 is now the primary of shard 1
+    urls = [a for s in nodes for a in ("--redis", s.url)]
+    tlog = tmp_path / "tlog"
+    out = json.loads(cli("check-redis", *urls, "--wait", "10", "--json",
+                         "--termination-log", tlog).stdout)  # fmt: skip
+    live = shards(nodes)
+    slots_of = {s.port: [list(r) for r in ranges] for ranges, ss in live.items() for s in ss}
+    assert [n["slots"] for n in out["nodes"]] == [slots_of[s.port] for s in nodes]
+    assert [n["slots"] for n in out["nodes"][:3]] == [n["slots"] for n in out["nodes"][3:]]
+    assert [n["role"] for n in out["nodes"]] == ["master", "replica", "master",
+                                                 "replica", "master", "replica"]  # fmt: skip
+    assert all(n["cluster_state"] == "ok" and n["cluster"] for n in out["nodes"])
+    ids = [s.client().execute_command("CLUSTER", "MYID") for s in nodes]
+    assert [n["node_id"] for n in out["nodes"]] == [i.decode() if isinstance(i, bytes) else i
+                                                    for i in ids]  # fmt: skip
+    logged = json.loads(tlog.read_text())
+    assert logged["ok"] is True and [n["slots"] for n in logged["nodes"]] == [
+        n["slots"] for n in out["nodes"]]  # fmt: skip

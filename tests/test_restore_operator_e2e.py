@@ -10,6 +10,7 @@ each Job's ``backupctl`` command, the StatefulSet stand-in (:mod:`k8s.statefulse
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -28,6 +29,9 @@ from k8s.fixtures import K8sApi
 from k8s.kubelet import Kubelet
 from k8s.operator_process import BACKUPCTL, Operator
 from k8s.statefulset import StatefulSets, wait_ready
+
+from backupctl.redisnode import cluster_shards
+from backupctl.slots import normalize_slots
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "ns"
@@ -493,3 +497,199 @@ def test_controller_killed_mid_restore_finishes_it_once(
         j: len(kubelet.runs(j, NS)) for j in jobs
     }
     assert [statefulsets.starts[(NS, f"redis-{i}")] for i in range(3)] == [2, 2, 2]
+
+
+# --- an OpsTree RedisCluster -------------------------------------------------------------
+
+OPSTREE_CLUSTER_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "redisclusters.redis.redis.opstreelabs.in"},
+    "spec": {
+        "group": "redis.redis.opstreelabs.in",
+        "scope": "Namespaced",
+        "names": {"kind": "RedisCluster", "plural": "redisclusters",
+                  "singular": "rediscluster", "listKind": "RedisClusterList"},
+        "versions": [{"name": "v1beta2", "served": True, "storage": True, "schema": {
+            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}],
+    },
+}  # fmt: skip
+CLUSTER = "redis-cluster"
+
+
+def cluster_statefulset(name: str) -> dict[str, Any]:
+    """``<name>`` of 3 cluster-mode pods, AOF on as in the seed; nodes.conf on the volume."""
+    sts = redis_statefulset(name, "yes")
+    del sts["metadata"]["annotations"]  # no --replicaof: the cluster says who replicates whom
+    sts["spec"]["podManagementPolicy"] = "Parallel"
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    container["args"] += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                          "--repl-ping-replica-period", "1"]  # fmt: skip
+    return sts
+
+
+def cluster_pods() -> list[str]:
+    return [f"{CLUSTER}-{role}-{i}" for role in ("leader", "follower") for i in range(3)]
+
+
+def cluster_call(sts: StatefulSets, pod: str, *args: Any) -> Any:
+    with client(sts, pod) as c:
+        return c.execute_command(*args)
+
+
+def cluster_view(sts: StatefulSets) -> dict[tuple[tuple[int, int], ...], list[str]]:
+    """Slot ranges -> [master pod, replica pods] as CLUSTER SHARDS says, seen from every pod
+    (None unless all agree and each shard has its master and one replica online)."""
+    by_port = {sts.port(p, NS): p for p in cluster_pods()}
+    views = []
+    for pod in cluster_pods():
+        with client(sts, pod) as c:
+            if "cluster_state:ok" not in c.execute_command("CLUSTER", "INFO"):
+                return {}
+            live = cluster_shards(c)
+        views.append(
+            {
+                normalize_slots(s.slots): [by_port[n.port] for n in s.nodes]
+                for s in live
+                if s.slots and len(s.nodes) == 2 and all(n.health == "online" for n in s.nodes)
+            }
+        )
+    first = views[0]
+    return first if len(first) == 3 and all(v == first for v in views) else {}
+
+
+def start_cluster(api: K8sApi, sts: StatefulSets) -> None:
+    """leader-i serves a third of the slots; follower-i replicates leader-(i+1)%3, so no pod
+    ordinal says which shard a follower belongs to."""
+    api.apply([OPSTREE_CLUSTER_CRD])
+    api.create(
+        {
+            "apiVersion": "redis.redis.opstreelabs.in/v1beta2",
+            "kind": "RedisCluster",
+            "metadata": {"name": CLUSTER},
+            "spec": {"clusterSize": 3, "redisLeader": {"replicas": 3},
+                     "redisFollower": {"replicas": 3}},
+        },
+        NS,
+    )  # fmt: skip
+    for role in ("leader", "follower"):
+        api.create(cluster_statefulset(f"{CLUSTER}-{role}"), NS)
+    for role in ("leader", "follower"):
+        wait_ready(api, NS, f"{CLUSTER}-{role}", 3)
+    leaders = [f"{CLUSTER}-leader-{i}" for i in range(3)]
+    for i, pod in enumerate(leaders):
+        end = 16383 if i == 2 else (i + 1) * (16384 // 3) - 1
+        cluster_call(sts, pod, "CLUSTER", "ADDSLOTSRANGE", i * (16384 // 3), end)
+    for pod in cluster_pods()[1:]:
+        cluster_call(sts, leaders[0], "CLUSTER", "MEET", "127.0.0.1", sts.port(pod, NS))
+    ids = [cluster_call(sts, p, "CLUSTER", "MYID") for p in leaders]
+    for i in range(3):
+        master_id, follower = ids[(i + 1) % 3], f"{CLUSTER}-follower-{i}"
+        deadline = time.monotonic() + 30
+        while master_id not in cluster_call(sts, follower, "CLUSTER", "NODES"):
+            assert time.monotonic() < deadline, "the follower never learned its leader"
+            time.sleep(0.1)
+        cluster_call(sts, follower, "CLUSTER", "REPLICATE", master_id)
+
+
+def wait_cluster(
+    sts: StatefulSets, masters: list[str], timeout: float = 60
+) -> dict[Any, list[str]]:
+    """The three shards healthy with these masters, every replica holding its master's data."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view: dict[Any, list[str]] = {}
+        with contextlib.suppress(redis.RedisError):
+            view = cluster_view(sts)
+            if view and sorted(v[0] for v in view.values()) == sorted(masters):
+                digests = {p: cluster_call(sts, p, "DEBUG", "DIGEST") for p in cluster_pods()}
+                if all(digests[m] == digests[r] for m, r in view.values()):
+                    return view
+        assert time.monotonic() < deadline, f"cluster not healthy with masters {masters}: {view}"
+        time.sleep(0.2)
+
+
+def fill_cluster_pods(sts: StatefulSets, n: int, prefix: str) -> None:
+    rc = redis.RedisCluster(host="127.0.0.1", port=sts.port(f"{CLUSTER}-leader-0", NS))
+    try:
+        for start in range(0, n, 5000):
+            pipe = rc.pipeline()
+            for i in range(start, min(n, start + 5000)):
+                pipe.set(f"{prefix}:{i}", f"value-{i}" * 3)
+            pipe.execute()
+    finally:
+        rc.close()
+
+
+def shard_digests(sts: StatefulSets, view: dict[Any, list[str]]) -> dict[Any, tuple[str, int]]:
+    return {
+        slots: (cluster_call(sts, pods[0], "DEBUG", "DIGEST"), cluster_call(sts, pods[0], "DBSIZE"))
+        for slots, pods in view.items()
+    }
+
+
+def test_an_opstree_redis_cluster_is_restored_shard_by_shard_in_place(
+    api: K8sApi,
+    kubelet: Kubelet,
+    statefulsets: StatefulSets,
+    s3_server: S3Emulator,
+    bucket: str,
+    operator: Operator,
+) -> None:
+    """The seed's RedisRestore (``redisClusterName: redis-cluster``) into 3 leaders + 3 followers
+    after a failover made follower-1 a primary: each pod gets the archive of the shard whose
+    slots it serves, all pods restart at once, every shard equals the backup's."""
+    sts = statefulsets
+    start_cluster(api, sts)
+    leaders = [f"{CLUSTER}-leader-{i}" for i in range(3)]
+    wait_cluster(sts, leaders)
+    fill_cluster_pods(sts, 30_000, "key")
+    cluster_call(sts, f"{CLUSTER}-follower-1", "CLUSTER", "FAILOVER")
+    masters = [leaders[0], leaders[1], f"{CLUSTER}-follower-1"]  # follower-1 took leader-2's
+    view = wait_cluster(sts, masters)
+    backed_up = shard_digests(sts, view)
+    out = subprocess.run(
+        [BACKUPCTL, "run", "--redis", sts.url(leaders[0], NS), "--cluster", "--method",
+         "replication", "--to", f"s3://{bucket}", "--target", f"{NS}/{CLUSTER}", "--json"],
+        env={**os.environ, **s3_server.env}, capture_output=True, text=True, timeout=120,
+        check=True,
+    )  # fmt: skip
+    manifest = json.loads(out.stdout)
+    backup_id, keys = str(manifest["id"]), int(manifest["keys"])
+    assert keys == 30_000 == sum(k for _, k in backed_up.values())
+    fill_cluster_pods(sts, 5_000, "after-backup")
+    assert shard_digests(sts, wait_cluster(sts, masters)) != backed_up
+    uids = {p: api.get("pods", NS, p)["metadata"]["uid"] for p in cluster_pods()}  # type: ignore[index]
+
+    started = time.monotonic()
+    api.create(restore("rc-restore", s3_server, bucket, target=CLUSTER,
+                       key=f"{backup_id}.tar.gz"), NS)  # fmt: skip
+    st = finished(api, operator, "rc-restore", timeout=90)
+    elapsed = time.monotonic() - started
+    assert st["phase"] == "Completed", st
+    assert st["route"] == "InPlace" and st["target"] == f"RedisCluster/{CLUSTER}"
+    assert st["backupId"] == backup_id and st["restoredKeys"] == keys and st["cluster"] is True
+    after = wait_cluster(sts, masters)  # same primaries, replicas equal to their masters
+    assert shard_digests(sts, after) == backed_up
+    for pod in cluster_pods():
+        assert "cluster_state:ok" in cluster_call(sts, pod, "CLUSTER", "INFO")
+        assert "cluster_slots_ok:16384" in cluster_call(sts, pod, "CLUSTER", "INFO")
+    # Each pod got its shard's archive, found by slots: follower-1 (now a primary) and
+    # leader-2 (its replica) the same node of the set.
+    node_of = {p["name"]: p["sourceNode"] for p in st["pods"]}
+    by_slots = {tuple(tuple(r) for r in n["slots"]): n["name"] for n in manifest["nodes"]}
+    for slots, pods in after.items():
+        assert {node_of[p] for p in pods} == {by_slots[slots]}
+    roles = {p["name"]: p["role"] for p in st["pods"]}
+    assert [roles[p] for p in masters] == ["primary"] * 3
+    assert node_of[f"{CLUSTER}-follower-1"] == node_of[leaders[2]] != node_of[leaders[1]]
+    # Every pod restarted exactly once, all in one go.
+    new_uids = {p: api.get("pods", NS, p)["metadata"]["uid"] for p in cluster_pods()}  # type: ignore[index]
+    assert all(new_uids[p] != uids[p] for p in uids)
+    assert all(sts.starts[(NS, p)] == 2 for p in cluster_pods())
+    jobs = restore_jobs(api, "rc-restore")
+    assert all(len(kubelet.runs(j, NS)) == 1 for j in jobs), jobs
+    assert "rc-restore-verify" in jobs
+    with client(sts, masters[1]) as c:  # back to its own persistence settings
+        assert c.config_get("appendonly") == {"appendonly": "yes"}
+    print(f"cluster restore: {elapsed:.1f} s")

@@ -352,15 +352,143 @@ def test_in_place_refuses_servers_without_config() -> None:
     assert condition(st, "Failed")["reason"] == "ConfigDisabled"
 
 
-def test_invalid_spec_and_redis_cluster_targets_fail_at_once() -> None:
+def test_invalid_spec_fails_at_once() -> None:
     world = World()
     bad = {"redisClusterName": "redis", "storage": {"s3": {"bucket": "b"}}}  # no backup chosen
     st = plan(observed(world, {}, spec=bad), T0).status
     assert st["phase"] == "Failed" and condition(st, "Failed")["reason"] == "InvalidSpec"
     assert is_finished(st)
-    cluster = replace(world.target(), kind="RedisCluster")
-    st = plan(observed(world, {}, target=cluster), T0).status
-    assert condition(st, "Failed")["reason"] == "Unsupported" and is_finished(st)
+
+
+# --- a Redis Cluster ------------------------------------------------------------------------
+
+SHARDS = [[[0, 5460]], [[5461, 10922]], [[10923, 16383]]]
+CLUSTER_RESOLVED = {
+    "ok": True,
+    "id": BACKUP_ID,
+    "keys": 3000,
+    "redisVersion": "7.0.15",
+    "mode": "cluster",
+    "nodes": [{"name": f"node-{i}", "role": "master", "keys": 1000 + i, "redisVersion": "7.0.15",
+               "rdbVersion": 10, "aofEnabled": True, "slots": slots}
+              for i, slots in enumerate(SHARDS)],
+}  # fmt: skip
+
+
+def cluster_server(role: str, slots: list[list[int]], **extra: Any) -> dict[str, Any]:
+    return server(role, **{"cluster": True, "cluster_state": "ok", "slots": slots, **extra})
+
+
+# Pods redis-0..2 are the leader StatefulSet's, redis-3..5 the follower's (redis-3 replicates
+# redis-0 ...). A failover made redis-4 the primary of the second shard; shard 2's slots are
+# reported in two ranges by its replica.
+AFTER_FAILOVER = {"nodes": [
+    cluster_server("master", SHARDS[0]),
+    cluster_server("replica", SHARDS[1]),
+    cluster_server("master", SHARDS[2]),
+    cluster_server("replica", SHARDS[0]),
+    cluster_server("master", SHARDS[1]),
+    cluster_server("replica", [[12000, 16383], [10923, 11999]]),
+]}  # fmt: skip
+
+
+def cluster_results(**changes: Any) -> dict[str, dict[str, Any]]:
+    verify = {"verified": True, "keys": 3003, "restoredKeys": 3003}
+    return {**default_results(), "resolve": CLUSTER_RESOLVED, "check": AFTER_FAILOVER,
+            "verify": verify, **changes}  # fmt: skip
+
+
+def args_of(world: World, job: str) -> list[str]:
+    return list(world.manifests[job]["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def cluster_is_safe(world: World, p: Plan) -> None:
+    """No swap before every node is quiesced; every pod deleted in the same pass, only after
+    every swap succeeded."""
+    swaps = [j for n, j in world.jobs.items() if "-swap-" in n]
+    for job in p.jobs:
+        if "-swap-" in job["metadata"]["name"]:
+            quiesced = [j for n, j in world.jobs.items() if "-quiesce-" in n]
+            assert len(quiesced) == 6 and all(j.state == "Succeeded" for j in quiesced)
+    if p.delete_pods:
+        assert len(swaps) == 6 and all(j.state == "Succeeded" for j in swaps)
+        assert sorted(n for n, _ in p.delete_pods) == [f"redis-{i}" for i in range(6)]
+    assert not p.scale
+
+
+def test_a_redis_cluster_gets_each_shards_archive_by_slots_and_restarts_all_pods_at_once() -> None:
+    world = World(kind="RedisCluster", replicas=6, results=cluster_results())
+    uids = {n: p.uid for n, p in world.pods.items()}
+    st = run(world, invariant=cluster_is_safe)
+    assert st["phase"] == "Completed" and st["route"] == IN_PLACE and st["cluster"] is True
+    assert st["restoredKeys"] == 3003 and st["expectedKeys"] == 3003 and st["shards"] == 3
+    nodes = [args_of(world, f"r1-stage-{i}") for i in range(6)]
+    assert [a[a.index("--node") + 1] for a in nodes] == [
+        "node-0", "node-1", "node-2", "node-0", "node-1", "node-2"]  # fmt: skip
+    assert [p["role"] for p in st["pods"]] == ["primary", "replica", "primary",
+                                                "replica", "primary", "replica"]  # fmt: skip
+    assert st["pods"][5]["slots"] == "10923-16383"
+    deletes = [line for line in world.log if line.startswith("delete")]
+    assert sorted(deletes) == [f"delete redis-{i}" for i in range(6)]
+    assert all(world.pods[n].uid != uid for n, uid in uids.items())
+    verify = args_of(world, "r1-verify")
+    assert verify[:3] == ["restore", "s3://b", BACKUP_ID]  # the resolved id, not latest
+    assert verify[verify.index("--to-cluster") + 1] == "redis://10.0.0.0:6379"
+    assert "--verify-only" in verify and "check-redis" not in verify
+    check = args_of(world, "r1-check")
+    assert check.count("--redis") == 6
+    order = [re.sub(r"^create (.*?)(-\d+)?$", r"\1", line) for line in world.log]
+    assert order.index("r1-stage") < order.index("r1-quiesce") < order.index("r1-swap")
+    assert order.index("r1-swap") < order.index("delete redis-0") < order.index("r1-verify")
+
+
+@pytest.mark.parametrize(
+    ("resolved", "checked", "reason", "needle"),
+    [
+        ({**CLUSTER_RESOLVED, "nodes": [
+            {**CLUSTER_RESOLVED["nodes"][0], "slots": [[0, 8191]]},
+            {**CLUSTER_RESOLVED["nodes"][1], "name": "node-1", "slots": [[8192, 16383]]}]},
+         AFTER_FAILOVER, "TopologyMismatch", "the backup holds 2 shards, the cluster has 3"),
+        (CLUSTER_RESOLVED, {"nodes": [
+            cluster_server(role, slots) for role, slots in zip(
+                ["master", "replica", "master", "replica", "master", "replica"],
+                [[[0, 5000]], [[5001, 10922]], SHARDS[2]] * 2, strict=True)]},
+         "TopologyMismatch", "slot layout differs"),
+        (CLUSTER_RESOLVED, {"nodes": [*AFTER_FAILOVER["nodes"][:5],
+                                      cluster_server("replica", SHARDS[2], cluster_state="fail")]},
+         "ClusterNotHealthy", "cluster_state:fail"),
+        (CLUSTER_RESOLVED, {"nodes": [server("master")] * 6}, "Unsupported", "--to-redis"),
+        (RESOLVED, AFTER_FAILOVER, "Unsupported", "--to-redis"),
+    ],
+)  # fmt: skip
+def test_a_cluster_restore_that_cannot_map_every_pod_fails_before_staging(
+    resolved: dict[str, Any], checked: dict[str, Any], reason: str, needle: str
+) -> None:
+    world = World(kind="RedisCluster", replicas=6, results={"resolve": resolved,
+                                                          "check": checked})  # fmt: skip
+    st = run(world)
+    assert st["phase"] == "Failed" and condition(st, "Failed")["reason"] == reason
+    assert needle in st["message"] and is_finished(st)
+    if reason == "TopologyMismatch":
+        assert "reshard" in st["message"] and "--to-redis" in st["message"]
+    assert not [n for n in world.created if n.split("-")[1] not in ("resolve", "check")]
+    assert not any(line.startswith(("scale", "delete")) for line in world.log)
+
+
+def test_a_cluster_set_into_a_plain_statefulset_is_refused() -> None:
+    world = World(replicas=6, results={"resolve": CLUSTER_RESOLVED, "check": AFTER_FAILOVER})
+    st = run(world)
+    assert condition(st, "Failed")["reason"] == "Unsupported" and "--to-cluster" in st["message"]
+
+
+def test_a_cluster_quiesce_failure_resumes_and_discards_on_every_pod() -> None:
+    world = World(kind="RedisCluster", replicas=6, results=cluster_results(),
+                  fail={"r1-quiesce-4"})  # fmt: skip
+    st = run(world)
+    assert condition(st, "Failed")["reason"] == "QuiesceFailed"
+    assert {f"r1-discard-{i}" for i in range(6)} <= set(world.created)
+    assert not any(n.startswith("r1-swap") for n in world.created)
+    assert not any(line.startswith("delete") for line in world.log)
 
 
 # --- failures and rollback -----------------------------------------------------------------

@@ -98,7 +98,7 @@ async def _lookup(kube: Kube, namespace: str, kind: str, name: str) -> Workload 
         if role is not None:
             roles.update({str(p["metadata"]["name"]): role for p in found})
         if kind == "RedisCluster" and role == "primary":
-            shards = opstree_shards(resource, sts)
+            shards = opstree_shards(resource, sts, len(found))
     return Workload(
         kind=kind,
         name=name,

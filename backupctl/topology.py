@@ -156,7 +156,9 @@ def choose(
 
 
 def opstree_shards(
-    resource: Mapping[str, Any] | None, leader_sts: Mapping[str, Any] | None
+    resource: Mapping[str, Any] | None,
+    leader_sts: Mapping[str, Any] | None,
+    leader_pods: int = 0,
 ) -> int | None:
     """How many shards an OpsTree RedisCluster has: its leader count.
 
@@ -167,6 +169,7 @@ def opstree_shards(
     those leaders (``redis-cli --cluster create leader-0 ... leader-(L-1)``);
     followers only replicate. So the shard count is the leader StatefulSet's
     ``spec.replicas`` -- what the operator made of the spec, read first -- else
+    the number of leader pods there are (``leader_pods``), else
     ``redisLeader.replicas``, else ``clusterSize``. ``clusterSize`` counts the
     pods of *each* StatefulSet in OpsTree's code; the seed examples' "clusterSize
     6 = 3 primaries + 3 replicas" is the same cluster only when the leader and
@@ -175,6 +178,7 @@ def opstree_shards(
     """
     candidates = [
         ((leader_sts or {}).get("spec") or {}).get("replicas"),
+        leader_pods,
         (((resource or {}).get("spec") or {}).get("redisLeader") or {}).get("replicas"),
         ((resource or {}).get("spec") or {}).get("clusterSize"),
     ]

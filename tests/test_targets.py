@@ -232,7 +232,10 @@ def test_the_shard_count_of_an_opstree_cluster_is_its_leader_count() -> None:
     seed = {"spec": {"clusterSize": 6, "redisLeader": {"replicas": 3}}}
     assert opstree_shards(seed, sts(3)) == 3
     assert opstree_shards({"spec": {"clusterSize": 6}}, sts(3)) == 3  # what the operator made
-    # Without the StatefulSet's count, OpsTree's own rule: redisLeader.replicas, else clusterSize.
+    # Without the StatefulSet's count: the leader pods there are, else OpsTree's own
+    # rule (redisLeader.replicas, else clusterSize).
+    assert opstree_shards({"spec": {"clusterSize": 6}}, sts(None), leader_pods=3) == 3
+    assert opstree_shards({"spec": {"clusterSize": 6}}, sts(4), leader_pods=3) == 4
     assert opstree_shards(seed, sts(None)) == 3
     assert opstree_shards({"spec": {"clusterSize": 3}}, None) == 3
     assert opstree_shards({"spec": {"clusterSize": 0}}, sts(None)) is None

@@ -202,6 +202,22 @@ def _summary(m: Manifest) -> dict[str, Any]:
     }
 
 
+def _redis_spec(url: str, password_file: Path | None) -> Any:
+    """``--redis URL`` with ``--password-file`` (else REDIS_PASSWORD) applied."""
+    return parse_redis_url(url, password_file=str(password_file) if password_file else None)
+
+
+@contextmanager
+def _backup_progress(
+    description: str, entry: BackupEntry, enabled: bool
+) -> Iterator[Progress | None]:
+    """A progress bar (see :func:`progress_bar`) sized to the backup's archives."""
+    with progress_bar(description, enabled) as (advance, set_total):
+        if set_total and entry.manifest:
+            set_total(entry.manifest.size)
+        yield advance
+
+
 # --- run -------------------------------------------------------------------------
 
 
@@ -353,10 +369,7 @@ def run(
             termination_log=termination_log,
         )
     with user_errors(termination_log):
-        spec = parse_redis_url(
-            redis_url or sentinel.ANY_HOST,
-            password_file=str(password_file) if password_file else None,
-        )
+        spec = _redis_spec(redis_url or sentinel.ANY_HOST, password_file)
         choice = sentinel.choose_node(
             spec, redis_url is not None, sentinels or [], master_name,
             sentinel_password_file=str(sentinel_password_file) if sentinel_password_file else None,
@@ -527,9 +540,7 @@ def verify(
     with user_errors():
         store = get_store(store_url, endpoint)
         entry = catalog.find(store, backup, target)
-        with progress_bar("verify", not as_json) as (advance, set_total):
-            if set_total and entry.manifest:
-                set_total(entry.manifest.size)
+        with _backup_progress("verify", entry, not as_json) as advance:
             report = verify_backup(store, entry, tmp_dir=tmp_dir, progress=advance)
         if as_json:
             typer.echo(
@@ -759,9 +770,7 @@ def restore(
         else:
             store = get_store(store_url, endpoint)
             entry = catalog.find(store, backup, target)
-            with progress_bar("restore", not as_json) as (advance, set_total):
-                if set_total and entry.manifest:
-                    set_total(entry.manifest.size)
+            with _backup_progress("restore", entry, not as_json) as advance:
                 result = (stage_to_dir if stage_only else restore_to_dir)(
                     store,
                     entry,
@@ -855,14 +864,10 @@ def _restore_to_redis(
     from backupctl.logical import restore_to_redis
 
     with user_errors(termination_log):
-        spec = parse_redis_url(
-            redis_url, password_file=str(password_file) if password_file else None
-        )
+        spec = _redis_spec(redis_url, password_file)
         store = get_store(store_url, endpoint)
         entry = catalog.find(store, backup, target)
-        with progress_bar("download", not as_json) as (advance, set_total):
-            if set_total and entry.manifest:
-                set_total(entry.manifest.size)
+        with _backup_progress("download", entry, not as_json) as advance:
             result = restore_to_redis(
                 store, entry, spec, flush=flush, node=node, tmp_dir=tmp_dir, progress=advance
             )
@@ -914,9 +919,7 @@ def _restore_to_cluster(
     from backupctl.restore_cluster import format_slots, restore_to_cluster, verify
 
     with user_errors(termination_log):
-        seed = parse_redis_url(
-            cluster_url, password_file=str(password_file) if password_file else None
-        )
+        seed = _redis_spec(cluster_url, password_file)
         if verify_only and catalog.normalize_ref(backup) == "latest":
             raise RestoreError(
                 "--verify-only needs the id of the restored backup, not 'latest' (a newer "
@@ -959,9 +962,7 @@ def _restore_to_cluster(
                 )
             typer.echo(f"verified: the cluster serves {entry.id} ({entry.manifest.keys} keys)")
             return
-        with progress_bar("restore", not as_json) as (advance, set_total):
-            if set_total:
-                set_total(entry.manifest.size)
+        with _backup_progress("restore", entry, not as_json) as advance:
             result = restore_to_cluster(
                 store, entry, seed, appendonly=appendonly, restart_nodes=restart,
                 timeout=timeout, progress=advance,
@@ -1047,10 +1048,7 @@ PasswordFileOpt = Annotated[
 
 
 def _redis_specs(urls: list[str], password_file: Path | None) -> list[Any]:
-    return [
-        parse_redis_url(u, password_file=str(password_file) if password_file else None)
-        for u in urls
-    ]
+    return [_redis_spec(u, password_file) for u in urls]
 
 
 @app.command("check-redis")

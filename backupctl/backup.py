@@ -46,9 +46,9 @@ from backupctl.archive import (
 )
 from backupctl.backup_set import ShardOutcome, ShardRecord
 from backupctl.catalog import ArchiveEntry, Manifest, NodeEntry
+from backupctl.slots import CLUSTER_SLOTS, slot_count
 from backupctl.storage.base import Backend
 
-CLUSTER_SLOTS = backup_set.CLUSTER_SLOTS
 #: Shards backed up at once; each is mostly waiting on its node and the store.
 MAX_PARALLEL_NODES = 8
 #: How far the RDB's mtime may lag the snapshot before we call it stale.
@@ -188,7 +188,7 @@ def _slot_shards(client: redisnode.Redis) -> list[redisnode.Shard]:
     """The shards that serve slots, sorted by first slot; refused unless
     together they serve all 16384."""
     shards = [s for s in redisnode.cluster_shards(client) if s.slots]
-    covered = sum(b - a + 1 for s in shards for a, b in s.slots)
+    covered = sum(slot_count(s.slots) for s in shards)
     if covered != CLUSTER_SLOTS:
         raise BackupError(
             f"the cluster serves {covered} of {CLUSTER_SLOTS} slots: a backup would miss data; "

@@ -43,9 +43,9 @@ from typing import Any
 
 from backupctl import catalog
 from backupctl.catalog import CatalogError, Manifest, NodeEntry
+from backupctl.slots import CLUSTER_SLOTS
 from backupctl.storage.base import Backend, NotFound, put_bytes, read_bytes
 
-CLUSTER_SLOTS = 16384
 RECORD_FORMAT = "backupctl.dev/shard-record/v1"
 SHARDS_DIR = "shards"
 CLAIM_PREFIX = "owner."
@@ -305,7 +305,6 @@ def _names(store: Backend, prefix: str) -> list[str]:
 
 
 __all__ = [
-    "CLUSTER_SLOTS",
     "DEFAULT_OWNER",
     "ShardOutcome",
     "ShardRecord",

@@ -29,10 +29,10 @@ import redis
 from redis.crc import key_slot
 
 from backupctl import redisnode
-from backupctl.redisnode import ConnectionSpec
+from backupctl.redisnode import ConnectionSpec, exec_command
 from backupctl.restore import RestoreError
+from backupctl.slots import CLUSTER_SLOTS
 
-CLUSTER_SLOTS = 16384
 #: Rounds of MOVED/ASK redirects one batch may take before we give up.
 MAX_REDIRECTS = 5
 
@@ -107,15 +107,10 @@ def fail(spec: ConnectionSpec, what: str, exc: BaseException) -> LoadError:
     return LoadError(f"{spec.display}: {what} failed: {text}")
 
 
-def _exec(client: Any, *args: Any) -> Any:
-    """``execute_command`` (untyped in redis-py) with an Any result."""
-    command: Any = client.execute_command
-    return command(*args)
-
 
 def _run(client: redis.Redis, spec: ConnectionSpec, *args: Any) -> Any:
     try:
-        return _exec(client, *args)
+        return exec_command(client, *args)
     except redis.RedisError as exc:
         raise fail(spec, " ".join(str(a) for a in args[:2]), exc) from None
 
@@ -158,7 +153,7 @@ def _same_value(client: redis.Redis, key: bytes, payload: bytes, *, asking: bool
     with suppress(redis.RedisError):
         if asking:
             pipe = client.pipeline(transaction=False)
-            _exec(pipe, "ASKING")
+            exec_command(pipe, "ASKING")
             pipe.dump(key)
             return bool(pipe.execute()[1] == payload)
         return bool(client.dump(key) == payload)
@@ -446,7 +441,7 @@ class Cluster:
         pipe = client.pipeline(transaction=False)
         for item in items:
             if asking:
-                _exec(pipe, "ASKING")
+                exec_command(pipe, "ASKING")
             _restore(pipe, item, replace)
         try:
             results = pipe.execute(raise_on_error=False)

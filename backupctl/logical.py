@@ -56,7 +56,7 @@ import redis
 from backupctl.archive import Progress
 from backupctl.catalog import BackupEntry, Manifest, NodeEntry
 from backupctl.load_target import Item, LoadError, Target, open_target, select_db
-from backupctl.redisnode import ConnectionSpec
+from backupctl.redisnode import ConnectionSpec, as_text, exec_command
 from backupctl.restore import download_node, pick_node
 from backupctl.storage.base import Backend
 
@@ -204,7 +204,7 @@ def _local_server(
     try:
         _wait_loaded(client, proc, log, timeout)
         # No key may vanish while we SCAN it (a rehash could repeat keys).
-        _exec(client, "DEBUG", "SET-ACTIVE-EXPIRE", "0")
+        exec_command(client, "DEBUG", "SET-ACTIVE-EXPIRE", "0")
         yield client
     finally:
         client.close()
@@ -309,7 +309,7 @@ class _Copy:
         if not new:
             return
         if not self.functions:
-            payload = _exec(local, "FUNCTION", "DUMP")
+            payload = exec_command(local, "FUNCTION", "DUMP")
             self.dest.restore_functions(payload, replace=self.flush)
         else:
             for name, code in new.items():
@@ -340,29 +340,21 @@ class _Copy:
             src.close()
 
 
-def _exec(client: redis.Redis, *args: Any) -> Any:
-    """``execute_command`` (untyped in redis-py) with an Any result."""
-    command: Any = client.execute_command
-    return command(*args)
-
 
 def _libraries(local: redis.Redis) -> dict[str, str]:
     """name -> code of the Redis Functions libraries on the local server."""
     try:
-        raw: Any = _exec(local, "FUNCTION", "LIST", "WITHCODE")
+        raw: Any = exec_command(local, "FUNCTION", "LIST", "WITHCODE")
     except redis.ResponseError:
         return {}  # a local server older than 7.0 has no functions
     out: dict[str, str] = {}
     for entry in raw or []:
         if isinstance(entry, list):
             entry = dict(zip(entry[::2], entry[1::2], strict=False))
-        fields = {_text(k): v for k, v in entry.items()}
-        out[_text(fields.get("library_name", ""))] = _text(fields.get("library_code", ""))
+        fields = {as_text(k): v for k, v in entry.items()}
+        out[as_text(fields.get("library_name", ""))] = as_text(fields.get("library_code", ""))
     return out
 
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _dump(src: redis.Redis, keys: list[bytes]) -> tuple[list[Item], int]:

@@ -55,18 +55,21 @@ __all__ = [
     "ConnectionSpec",
     "Crc64",
     "NodeInfo",
+    "RdbCompressionPause",
     "RdbStreamChecker",
     "RdbTrailerCheck",
     "Redis",
     "RedisNodeError",
     "ReplicationRDB",
     "Shard",
+    "as_text",
     "bgsave",
     "check_rdb",
     "cluster_shards",
     "connect",
     "count_rdb_keys",
     "crc64_redis",
+    "exec_command",
     "node_info",
     "parse_redis_url",
     "rdb_trailer_check",
@@ -453,13 +456,15 @@ def _client_spec(client: redis.Redis) -> ConnectionSpec:
         return ConnectionSpec(host="?", port=6379)
 
 
-def _exec(client: redis.Redis, *args: Any) -> Any:
-    """``client.execute_command`` (untyped in redis-py) with an Any result."""
+def exec_command(client: redis.Redis, *args: Any) -> Any:
+    """``client.execute_command`` (untyped in redis-py) with an Any result;
+    no retries, no error mapping (see :func:`_call` for those)."""
     command: Any = client.execute_command
     return command(*args)
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A reply as text, whether the client decodes responses or not."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
@@ -469,7 +474,7 @@ def _call(client: redis.Redis, *args: Any, retries: int = 2, sleep: Sleep = time
     timeout = float(client.connection_pool.connection_kwargs.get("socket_timeout") or 0)
     for attempt in range(retries + 1):
         try:
-            return _exec(client, *args)
+            return exec_command(client, *args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if isinstance(exc, redis.AuthenticationError) or attempt == retries:
                 raise _error_for(exc, spec, timeout) from None
@@ -485,8 +490,8 @@ def _info(
     args: tuple[str, ...] = ("INFO", section) if section else ("INFO",)
     raw = _call(client, *args, sleep=sleep)
     if isinstance(raw, dict):
-        return {_text(k): v for k, v in raw.items()}
-    return _parse_info(_text(raw))
+        return {as_text(k): v for k, v in raw.items()}
+    return _parse_info(as_text(raw))
 
 
 def _parse_info(text: str) -> dict[str, Any]:
@@ -568,19 +573,19 @@ class NodeInfo:
 def _config_get(client: redis.Redis, name: str) -> tuple[str | None, str | None]:
     """(value, None) or (None, why it could not be read)."""
     try:
-        raw = _exec(client, "CONFIG", "GET", name)
+        raw = exec_command(client, "CONFIG", "GET", name)
     except redis.ResponseError as exc:
-        msg = _text(exc)
+        msg = as_text(exc)
         if "unknown command" in msg.lower():
             return None, "CONFIG is renamed or disabled"
         return None, " ".join(msg.split())
     except redis.RedisError as exc:
         raise _error_for(exc, _client_spec(client), 0) from None
     if isinstance(raw, dict):
-        items = {_text(k): _text(v) for k, v in raw.items()}
+        items = {as_text(k): as_text(v) for k, v in raw.items()}
     else:
         seq = list(raw or [])
-        items = {_text(seq[i]): _text(seq[i + 1]) for i in range(0, len(seq) - 1, 2)}
+        items = {as_text(seq[i]): as_text(seq[i + 1]) for i in range(0, len(seq) - 1, 2)}
     if name not in items:
         return None, "not known to this Redis version"
     return items[name], None
@@ -604,7 +609,7 @@ def node_info(client: redis.Redis) -> NodeInfo:
             return default
         return value
 
-    version = _text(info.get("redis_version", "0"))
+    version = as_text(info.get("redis_version", "0"))
     major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
     directory = config("dir")
     dbfilename = config_or("dbfilename", "dump.rdb")
@@ -620,11 +625,11 @@ def node_info(client: redis.Redis) -> NodeInfo:
         for k, v in info.items()
         if re.fullmatch(r"db\d+", k) and isinstance(v, dict)
     )
-    role = _text(info.get("role", "master"))
+    role = as_text(info.get("role", "master"))
     return NodeInfo(
         redis_version=version,
         role="replica" if role in ("slave", "replica") else role,
-        run_id=_text(info.get("run_id", "")),
+        run_id=as_text(info.get("run_id", "")),
         dir=directory,
         dbfilename=dbfilename,
         appendonly=appendonly,
@@ -635,7 +640,7 @@ def node_info(client: redis.Redis) -> NodeInfo:
         cluster_enabled=bool(_int(info, "cluster_enabled")),
         tcp_port=_int(info, "tcp_port"),
         rdb_saves=_int(info, "rdb_saves") if "rdb_saves" in info else None,
-        rdb_last_bgsave_status=_text(info.get("rdb_last_bgsave_status", "ok")),
+        rdb_last_bgsave_status=as_text(info.get("rdb_last_bgsave_status", "ok")),
         missing=tuple(missing),
     )
 
@@ -688,7 +693,7 @@ def _bgsave_failed(client: redis.Redis, p: Mapping[str, Any]) -> RedisNodeError:
     in_dir = f" in {dir_value}" if dir_value else ""
     return RedisNodeError(
         f"BGSAVE on Redis at {where} failed "
-        f"(rdb_last_bgsave_status:{_text(p.get('rdb_last_bgsave_status', '?'))}): "
+        f"(rdb_last_bgsave_status:{as_text(p.get('rdb_last_bgsave_status', '?'))}): "
         f"look at the Redis log for the reason, and check free disk space and that "
         f"the data dir{in_dir} is writable",
         reason="bgsave",
@@ -700,9 +705,9 @@ def _start_bgsave(client: redis.Redis) -> str:
     spec = _client_spec(client)
     for args in (("BGSAVE", "SCHEDULE"), ("BGSAVE",)):
         try:
-            reply = _text(_exec(client, *args)).lower()
+            reply = as_text(exec_command(client, *args)).lower()
         except redis.ResponseError as exc:
-            msg = _text(exc).lower()
+            msg = as_text(exc).lower()
             if "already in progress" in msg:
                 return "busy"
             if "another child process is active" in msg:
@@ -783,7 +788,7 @@ def bgsave(
 
     _wait_until(done, deadline, poll, sleep, too_slow("finish"))
     p = state["p"]
-    if _text(p.get("rdb_last_bgsave_status", "ok")) != "ok":
+    if as_text(p.get("rdb_last_bgsave_status", "ok")) != "ok":
         raise _bgsave_failed(client, p)
     return datetime.fromtimestamp(_int(p, "rdb_last_save_time"), UTC)
 
@@ -809,7 +814,7 @@ def _bgsave_by_lastsave(
     # is past the previous save's second, so our completion time is later.
     def past_last0() -> bool:
         now = _call(client, "TIME", sleep=sleep)
-        return int(_text(now[0])) > int(state["last0"])
+        return int(as_text(now[0])) > int(state["last0"])
 
     outcome = "busy"
     last0 = 0
@@ -817,7 +822,7 @@ def _bgsave_by_lastsave(
     for _ in range(1000):
         _wait_until(idle, deadline, poll, sleep, too_slow("get a chance to start"))
         last0 = state["last0"] = _int(state["p"], "rdb_last_save_time")
-        status0 = _text(state["p"].get("rdb_last_bgsave_status", "ok"))
+        status0 = as_text(state["p"].get("rdb_last_bgsave_status", "ok"))
         _wait_until(past_last0, deadline, poll, sleep, too_slow("get a chance to start"))
         outcome = _start_bgsave(client)
         if outcome != "busy":
@@ -838,12 +843,12 @@ def _bgsave_by_lastsave(
             return False
         if _int(p, "rdb_last_save_time") > last0:
             return True
-        status = _text(p.get("rdb_last_bgsave_status", "ok"))
+        status = as_text(p.get("rdb_last_bgsave_status", "ok"))
         return saw_running or (status != "ok" and status0 == "ok")
 
     _wait_until(done, deadline, poll, sleep, too_slow("finish"))
     p = state["p"]
-    if _int(p, "rdb_last_save_time") <= last0 or _text(p.get("rdb_last_bgsave_status")) != "ok":
+    if _int(p, "rdb_last_save_time") <= last0 or as_text(p.get("rdb_last_bgsave_status")) != "ok":
         raise _bgsave_failed(client, p)
     return datetime.fromtimestamp(_int(p, "rdb_last_save_time"), UTC)
 
@@ -1554,7 +1559,7 @@ class RdbCompressionPause:
         if diskless != "yes" or current != "yes":
             return False
         try:
-            _exec(self._client, "CONFIG", "SET", "rdbcompression", "no")
+            exec_command(self._client, "CONFIG", "SET", "rdbcompression", "no")
         except redis.ResponseError:
             return False  # CONFIG SET denied (ACL, protected config): keep LZF
         except redis.RedisError as exc:
@@ -1567,11 +1572,11 @@ class RdbCompressionPause:
             return
         self.active = False
         try:
-            _exec(self._client, "CONFIG", "SET", "rdbcompression", "yes")
+            exec_command(self._client, "CONFIG", "SET", "rdbcompression", "yes")
         except redis.RedisError as exc:
             self.restore_error = (
                 f"could not set rdbcompression back to yes on Redis at "
-                f"{_where(self._client)} ({_text(exc)}): run CONFIG SET rdbcompression yes"
+                f"{_where(self._client)} ({as_text(exc)}): run CONFIG SET rdbcompression yes"
             )
 
 
@@ -1690,33 +1695,33 @@ class Shard:
 
 def _pairs(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
-        return {_text(k): v for k, v in value.items()}
+        return {as_text(k): v for k, v in value.items()}
     seq = list(value)
-    return {_text(seq[i]): seq[i + 1] for i in range(0, len(seq) - 1, 2)}
+    return {as_text(seq[i]): seq[i + 1] for i in range(0, len(seq) - 1, 2)}
 
 
 def _shards_from_cluster_shards(raw: Sequence[Any], default_host: str = "") -> list[Shard]:
     shards: list[Shard] = []
     for item in raw:
         entry = _pairs(item)
-        flat = [int(_text(s)) for s in entry.get("slots", [])]
+        flat = [int(as_text(s)) for s in entry.get("slots", [])]
         slots = tuple((flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2))
         nodes: list[ClusterNode] = []
         for node_raw in entry.get("nodes", []):
             node = _pairs(node_raw)
             # A node that has met no peer does not know its own IP: it is the one we asked.
-            host = _text(
+            host = as_text(
                 node.get("ip") or node.get("endpoint") or node.get("hostname") or default_host
             )
-            port = int(_text(node.get("port") or node.get("tls-port") or 0))
-            role = _text(node.get("role", "master"))
+            port = int(as_text(node.get("port") or node.get("tls-port") or 0))
+            role = as_text(node.get("role", "master"))
             nodes.append(
                 ClusterNode(
-                    node_id=_text(node.get("id", "")),
+                    node_id=as_text(node.get("id", "")),
                     host=host,
                     port=port,
                     role="replica" if role in ("replica", "slave") else role,
-                    health=_text(node.get("health", "online")),
+                    health=as_text(node.get("health", "online")),
                 )
             )
         nodes.sort(key=lambda n: (n.role != "master", n.node_id))
@@ -1778,11 +1783,11 @@ def cluster_shards(client: redis.Redis) -> list[Shard]:
     """
     spec = _client_spec(client)
     try:
-        raw = _exec(client, "CLUSTER SHARDS")
+        raw = exec_command(client, "CLUSTER SHARDS")
         if isinstance(raw, list | tuple):
             return _shards_from_cluster_shards(raw, spec.host)
     except redis.ResponseError as exc:
-        msg = _text(exc).lower()
+        msg = as_text(exc).lower()
         if "cluster support disabled" in msg or "cluster mode" in msg:
             raise RedisNodeError(
                 f"Redis at {spec.display} is not in cluster mode", reason="config"
@@ -1794,7 +1799,7 @@ def cluster_shards(client: redis.Redis) -> list[Shard]:
     try:
         # "CLUSTER", "NODES" as separate words: redis-py's parser for
         # "CLUSTER NODES" drops fields we need, this gets the raw text.
-        text = _exec(client, "CLUSTER", "NODES")
+        text = exec_command(client, "CLUSTER", "NODES")
     except redis.RedisError as exc:
         raise _error_for(exc, spec, 0) from None
-    return _shards_from_cluster_nodes(_text(text), spec.host)
+    return _shards_from_cluster_nodes(as_text(text), spec.host)

@@ -47,7 +47,14 @@ import redis
 from backupctl import redisnode
 from backupctl.archive import Progress
 from backupctl.catalog import BackupEntry, Manifest, NodeEntry
-from backupctl.redisnode import ClusterNode, ConnectionSpec, RedisNodeError, Shard
+from backupctl.redisnode import (
+    ClusterNode,
+    ConnectionSpec,
+    RedisNodeError,
+    Shard,
+    as_text,
+    exec_command,
+)
 from backupctl.restore import (
     APPENDONLY_MODES,
     RestoreError,
@@ -62,6 +69,7 @@ from backupctl.slots import CLUSTER_SLOTS as CLUSTER_SLOTS
 from backupctl.slots import Ranges as Ranges
 from backupctl.slots import format_slots as format_slots
 from backupctl.slots import normalize_slots as normalize_slots
+from backupctl.slots import slot_count
 from backupctl.storage.base import Backend
 
 #: In each node's data directory while it is quiesced: its original settings.
@@ -95,7 +103,7 @@ def check_cluster_backup(manifest: Manifest) -> None:
             "restore it with --to-dir DIR (a stopped server's data directory) or "
             "--to-redis URL (a running server)"
         )
-    covered = sum(b - a + 1 for n in manifest.nodes for a, b in normalize_slots(n.slots))
+    covered = sum(slot_count(normalize_slots(n.slots)) for n in manifest.nodes)
     if covered != CLUSTER_SLOTS or any(not n.slots for n in manifest.nodes):
         raise RestoreError(
             f"backup {manifest.id}'s shards cover {covered} of {CLUSTER_SLOTS} slots "
@@ -244,7 +252,7 @@ def _member(match: ShardMatch, node: ClusterNode, seed: ConnectionSpec) -> Membe
             "restore starts"
         ) from None
     try:
-        myid = _text(_exec(client, "CLUSTER", "MYID"))
+        myid = as_text(exec_command(client, "CLUSTER", "MYID"))
         if myid != node.node_id:
             raise RestoreError(
                 f"{spec.display} is node {myid[:12]}, the cluster lists {node.node_id[:12]} "
@@ -497,7 +505,7 @@ def _shutdown(m: Member) -> None:
     args = ["SHUTDOWN", "NOSAVE"] + (["NOW"] if _major(m.version) >= 7 else [])
     client = redisnode.connect(m.spec)
     try:
-        _exec(client, *args)
+        exec_command(client, *args)
     except (redis.ConnectionError, redis.TimeoutError):
         return  # the server closed the connection: it is going down
     except redis.RedisError as e:
@@ -651,14 +659,10 @@ def restore_to_cluster(
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _exec(client: redis.Redis, *args: Any) -> Any:
-    command: Any = client.execute_command
-    return command(*args)
-
 
 def _cluster_info(client: redis.Redis, spec: ConnectionSpec) -> dict[str, str]:
     try:
-        raw = _text(_exec(client, "CLUSTER", "INFO"))
+        raw = as_text(exec_command(client, "CLUSTER", "INFO"))
     except redis.RedisError as e:
         raise RestoreError(f"{spec.display}: CLUSTER INFO failed: {e}") from None
     pairs = (line.split(":", 1) for line in raw.splitlines() if ":" in line)
@@ -667,19 +671,16 @@ def _cluster_info(client: redis.Redis, spec: ConnectionSpec) -> dict[str, str]:
 
 def _config(client: redis.Redis, name: str, default: str) -> str:
     try:
-        raw = _exec(client, "CONFIG", "GET", name)
+        raw = exec_command(client, "CONFIG", "GET", name)
     except redis.ResponseError:
         return default
     if isinstance(raw, dict):
-        items = {_text(k): _text(v) for k, v in raw.items()}
+        items = {as_text(k): as_text(v) for k, v in raw.items()}
     else:
         seq = list(raw or [])
-        items = {_text(seq[i]): _text(seq[i + 1]) for i in range(0, len(seq) - 1, 2)}
+        items = {as_text(seq[i]): as_text(seq[i + 1]) for i in range(0, len(seq) - 1, 2)}
     return items.get(name) or default
 
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _run_id(spec: ConnectionSpec) -> str:

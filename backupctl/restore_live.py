@@ -38,7 +38,7 @@ from typing import Any
 import redis
 
 from backupctl import redisnode
-from backupctl.redisnode import ConnectionSpec, RedisNodeError
+from backupctl.redisnode import ConnectionSpec, RedisNodeError, as_text, exec_command
 from backupctl.slots import normalize_slots
 
 #: CONFIG settings quiesce changes, and the value it sets.
@@ -121,7 +121,7 @@ def _node_state(spec: ConnectionSpec) -> NodeState:
             raise RedisNodeError(f"{spec.display} is still loading its data", reason="loading")
         digest: str | None
         try:
-            digest = str(_exec(client, "DEBUG", "DIGEST"))
+            digest = str(exec_command(client, "DEBUG", "DIGEST"))
         except redis.ResponseError:
             digest = None  # DEBUG not enabled (the default since Redis 7.0)
         master, link_up = None, True
@@ -160,8 +160,8 @@ def _node_state(spec: ConnectionSpec) -> NodeState:
 
 def _cluster_place(client: redis.Redis) -> tuple[str, str, list[list[int]]]:
     """(node id, cluster_state, the slot ranges of the shard this node is in)."""
-    myid = _text(_exec(client, "CLUSTER", "MYID"))
-    raw = _text(_exec(client, "CLUSTER", "INFO"))
+    myid = as_text(exec_command(client, "CLUSTER", "MYID"))
+    raw = as_text(exec_command(client, "CLUSTER", "INFO"))
     fields = dict(line.split(":", 1) for line in raw.splitlines() if ":" in line)
     state = fields.get("cluster_state", "?").strip()
     shard = next(
@@ -230,7 +230,7 @@ def quiesce(
             original = {}
             for name in QUIESCE_SETTINGS:
                 try:
-                    found: Any = _exec(client, "CONFIG", "GET", name)
+                    found: Any = exec_command(client, "CONFIG", "GET", name)
                 except redis.RedisError as e:
                     raise LiveError(
                         f"{spec.display}: CONFIG GET {name} failed ({e}); the in-place restore "
@@ -277,19 +277,11 @@ def resume(spec: ConnectionSpec, state_file: Path) -> dict[str, str]:
 
 def _config_set(client: redis.Redis, spec: ConnectionSpec, name: str, value: str) -> None:
     try:
-        _exec(client, "CONFIG", "SET", name, value)
+        exec_command(client, "CONFIG", "SET", name, value)
     except redis.RedisError as e:
         raise LiveError(f"{spec.display}: CONFIG SET {name} failed: {e}") from None
 
 
-def _exec(client: redis.Redis, *args: Any) -> Any:
-    """``execute_command`` (untyped in redis-py) with an Any result."""
-    command: Any = client.execute_command
-    return command(*args)
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _info(client: redis.Redis, section: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ import redis
 
 from backupctl import redisnode
 from backupctl.backup import default_node_name
-from backupctl.redisnode import ConnectionSpec, RedisNodeError
+from backupctl.redisnode import ConnectionSpec, RedisNodeError, as_text
 
 #: Seconds to wait for each Sentinel and each candidate node.
 TIMEOUT = 5.0
@@ -72,27 +72,24 @@ class Choice:
 # --- reading answers (pure) ----------------------------------------------------------
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
 
 def _fields(raw: Any) -> dict[str, Any]:
     """A Sentinel state (a dict, or a flat name/value list) with str keys."""
     if isinstance(raw, Mapping):
-        return {_text(k): v for k, v in raw.items()}
+        return {as_text(k): v for k, v in raw.items()}
     seq = list(raw)
-    return {_text(seq[i]): seq[i + 1] for i in range(0, len(seq) - 1, 2)}
+    return {as_text(seq[i]): seq[i + 1] for i in range(0, len(seq) - 1, 2)}
 
 
 def _flags(state: Mapping[str, Any]) -> set[str]:
     flags = state.get("flags", "")
     if isinstance(flags, set | frozenset | list | tuple):
-        return {_text(f) for f in flags}
-    return set(_text(flags).split(","))
+        return {as_text(f) for f in flags}
+    return set(as_text(flags).split(","))
 
 
 def _address(state: Mapping[str, Any], host: str = "ip", port: str = "port") -> Address:
-    return _text(state.get(host, "")), int(_text(state.get(port, 0)) or 0)
+    return as_text(state.get(host, "")), int(as_text(state.get(port, 0)) or 0)
 
 
 def _shown(addr: Address) -> str:
@@ -121,11 +118,11 @@ def healthy_replicas(replicas: Sequence[Any], master: Address) -> list[Address]:
         state = _fields(raw)
         if _flags(state) & _UNHEALTHY:
             continue
-        if _text(state.get("master-link-status", "")) != "ok":
+        if as_text(state.get("master-link-status", "")) != "ok":
             continue
         if "master-host" in state and _address(state, "master-host", "master-port") != master:
             continue
-        offset = int(_text(state.get("slave-repl-offset", 0)) or 0)
+        offset = int(as_text(state.get("slave-repl-offset", 0)) or 0)
         fit.append((-offset, _address(state)))
     return [addr for _, addr in sorted(fit)]
 
@@ -133,8 +130,8 @@ def healthy_replicas(replicas: Sequence[Any], master: Address) -> list[Address]:
 def _info_pairs(value: Any) -> dict[str, str]:
     """``ip=...,port=...,state=online`` (as text, or as redis-py parsed it)."""
     if isinstance(value, Mapping):
-        return {_text(k): _text(v) for k, v in value.items()}
-    return dict(p.partition("=")[::2] for p in _text(value).split(","))
+        return {as_text(k): as_text(v) for k, v in value.items()}
+    return dict(p.partition("=")[::2] for p in as_text(value).split(","))
 
 
 def online_replicas(info: Mapping[str, Any]) -> list[Address]:
@@ -142,7 +139,7 @@ def online_replicas(info: Mapping[str, Any]) -> list[Address]:
     the freshest (largest offset) first."""
     fit: list[tuple[int, Address]] = []
     for key, value in info.items():
-        if not _SLAVE_KEY.match(_text(key)):
+        if not _SLAVE_KEY.match(as_text(key)):
             continue
         entry = _info_pairs(value)
         if entry.get("state") != "online" or not entry.get("port", "").isdigit():
@@ -187,12 +184,12 @@ def _role(spec: ConnectionSpec) -> tuple[str, dict[str, Any]]:
     """The node's own role (``master``/``replica``) and INFO replication."""
     client = redisnode.connect(spec, timeout=TIMEOUT)
     try:
-        info: dict[str, Any] = {_text(k): v for k, v in client.info("replication").items()}
+        info: dict[str, Any] = {as_text(k): v for k, v in client.info("replication").items()}
     except redis.RedisError as exc:
         raise redisnode.RedisNodeError(f"Redis at {spec.display}: INFO failed: {exc}") from None
     finally:
         client.close()
-    role = _text(info.get("role", "master"))
+    role = as_text(info.get("role", "master"))
     return ("replica" if role in ("slave", "replica") else role), info
 
 
@@ -204,7 +201,7 @@ def _replica_ok(spec: ConnectionSpec) -> str | None:
         return str(exc)
     if role != "replica":
         return f"{spec.display} says it is a {role}"
-    if _text(info.get("master_link_status", "")) != "up":
+    if as_text(info.get("master_link_status", "")) != "up":
         return f"{spec.display}: master_link_status is {info.get('master_link_status')}"
     return None
 
@@ -252,7 +249,7 @@ def via_sentinel(
             unknown.append(sentinel.display)
             with suppress(RedisNodeError):
                 masters = _ask(client, sentinel, "MASTERS")
-                known_names.update(_text(_fields(m).get("name", "")) for m in masters)
+                known_names.update(as_text(_fields(m).get("name", "")) for m in masters)
             continue
         except RedisNodeError as exc:
             problems.append(str(exc))
@@ -314,12 +311,12 @@ def replica_of(primary: ConnectionSpec, *, require_replica: bool = False) -> Cho
     try:
         if redisnode.node_info(client).cluster_enabled:
             return Choice(primary, target)  # run --cluster chooses per shard
-        info = {_text(k): v for k, v in client.info("replication").items()}
+        info = {as_text(k): v for k, v in client.info("replication").items()}
     except redis.RedisError as exc:
         raise RedisNodeError(f"Redis at {primary.display}: INFO failed: {exc}") from None
     finally:
         client.close()
-    if _text(info.get("role")) in ("slave", "replica"):
+    if as_text(info.get("role")) in ("slave", "replica"):
         return Choice(primary, target)
     spec, why = _pick_replica(
         primary,

@@ -26,8 +26,9 @@ def format_slots(ranges: Ranges) -> str:
     return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges) or "no slots"
 
 
-def slot_count(ranges: Ranges) -> int:
-    return sum(b - a + 1 for a, b in ranges)
+def slot_count(ranges: Iterable[Sequence[int]]) -> int:
+    """Slots in ``ranges`` (inclusive pairs), overlaps counted twice."""
+    return sum(int(r[1]) - int(r[0]) + 1 for r in ranges)
 
 
 __all__ = ["CLUSTER_SLOTS", "Ranges", "format_slots", "normalize_slots", "slot_count"]

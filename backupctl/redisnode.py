@@ -1552,20 +1552,20 @@ class RdbCompressionPause:
         self.uncompressed = False
         self.restore_error: str | None = None
 
-    def start(self) -> bool:
+    def start(self) -> None:
+        """Switch it off if allowed (see the class); ``active`` says whether it did."""
         diskless, _ = _config_get(self._client, "repl-diskless-sync")
         current, _ = _config_get(self._client, "rdbcompression")
         self.uncompressed = current == "no"
         if diskless != "yes" or current != "yes":
-            return False
+            return
         try:
             exec_command(self._client, "CONFIG", "SET", "rdbcompression", "no")
         except redis.ResponseError:
-            return False  # CONFIG SET denied (ACL, protected config): keep LZF
+            return  # CONFIG SET denied (ACL, protected config): keep LZF
         except redis.RedisError as exc:
             raise _error_for(exc, _client_spec(self._client), 0) from None
         self.active = self.uncompressed = True
-        return True
 
     def restore(self) -> None:
         if not self.active:

@@ -1,5 +1,5 @@
 """``python -m backupctl`` runs the CLI."""
 
-from backupctl.cli import main
+from backupctl.cli.app import main
 
 main()

@@ -100,8 +100,9 @@ def bgsave(client: redis.Redis, timeout: float = 600) -> float:
 
 def pipeline_in_process(redis_url: str, store_dir: Path) -> tuple[float, float]:
     """(post-BGSAVE seconds, BGSAVE seconds) of backupctl's own run_backup."""
-    from backupctl import backup, redisnode
-    from backupctl.storage import open_store
+    from backupctl.ops import backup
+    from backupctl.redis import node as redisnode
+    from backupctl.store.backends import open_store
 
     marks: dict[str, float] = {}
     real_bgsave = redisnode.bgsave

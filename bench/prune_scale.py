@@ -35,11 +35,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from backupctl import catalog
-from backupctl.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
-from backupctl.prune import prune
-from backupctl.retention import Policy, apply_policy
-from backupctl.storage.base import read_bytes
+from backupctl.store import catalog
+from backupctl.store.backends.base import read_bytes
+from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
+from backupctl.store.prune import prune
+from backupctl.store.retention import Policy, apply_policy
 
 HOST = "127.0.0.1"
 BUCKET = "bench"
@@ -195,7 +195,7 @@ def _stop(child: subprocess.Popen[str]) -> None:
 
 
 def _measure(n: int, sample: int) -> int:
-    from backupctl.storage import open_store
+    from backupctl.store.backends import open_store
 
     backend = open_store(f"s3://{BUCKET}")
     figures: dict[str, float] = {}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from backupctl import catalog
-from backupctl.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
-from backupctl.storage.base import Backend, put_bytes
+from backupctl.store import catalog
+from backupctl.store.backends.base import Backend, put_bytes
+from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
 
 
 def backup_id(created: datetime) -> str:

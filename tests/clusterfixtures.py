@@ -14,8 +14,8 @@ from typing import Any
 import redis
 from redisfixtures import RedisFactory, RedisServer, wait_for
 
-from backupctl.redisnode import cluster_shards
-from backupctl.restore_cluster import Ranges, normalize_slots
+from backupctl.ops.restore_cluster import Ranges, normalize_slots
+from backupctl.redis.node import cluster_shards
 
 #: ``repl-ping-replica-period 1``: a master sees a new replica "online" in CLUSTER SHARDS once
 #: its replication offset moved, which an idle master does only by this ping (default 10 s).

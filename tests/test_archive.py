@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backupctl import archive
-from backupctl.archive import ArchiveError, Member, extract_verified, write_archive
-from backupctl.catalog import FileEntry
+from backupctl.store import archive
+from backupctl.store.archive import ArchiveError, Member, extract_verified, write_archive
+from backupctl.store.catalog import FileEntry
 
 PART = 1000  # tiny parts, so a few KiB exercise the splitting
 

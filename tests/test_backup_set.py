@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from backupctl import catalog
-from backupctl.backup_set import (
+from backupctl.store import catalog
+from backupctl.store.backends.base import Backend, put_bytes
+from backupctl.store.backends.local import LocalBackend
+from backupctl.store.backup_set import (
     ShardRecord,
     ShardSetError,
     assemble,
@@ -26,11 +28,9 @@ from backupctl.backup_set import (
     record_key,
     validate_owner,
 )
-from backupctl.catalog import ArchiveEntry, FileEntry, NodeEntry
-from backupctl.prune import prune
-from backupctl.retention import Policy
-from backupctl.storage.base import Backend, put_bytes
-from backupctl.storage.local import LocalBackend
+from backupctl.store.catalog import ArchiveEntry, FileEntry, NodeEntry
+from backupctl.store.prune import prune
+from backupctl.store.retention import Policy
 
 BID = "backup-20300101-020000"
 TARGET = "ns/rc"

@@ -20,7 +20,7 @@ from clusterfixtures import (
 )
 from redisfixtures import RedisFactory, RedisServer, wait_for
 
-from backupctl.redisnode import cluster_shards
+from backupctl.redis.node import cluster_shards
 
 
 def test_cluster_backup_set_has_one_archive_per_shard_with_slots_and_restores_each_shard(

@@ -26,7 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from backupctl import spec as specmod
+from backupctl.controller import spec as specmod
 
 try:
     import celpy

@@ -10,7 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from backupctl.manifests import (
+from backupctl.controller.manifests import (
     DATA_DIR,
     TERMINATION_LOG,
     TargetPod,
@@ -21,9 +21,9 @@ from backupctl.manifests import (
     prune_job,
     restore_stage_job,
 )
-from backupctl.observe import job_view, parse_shard
-from backupctl.schedule import job_name, shard_job_name
-from backupctl.spec import (
+from backupctl.controller.observe import job_view, parse_shard
+from backupctl.controller.schedule import job_name, shard_job_name
+from backupctl.controller.spec import (
     GCS_CREDENTIALS_DIR,
     SecretRef,
     TLSSpec,

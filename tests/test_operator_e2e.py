@@ -32,7 +32,7 @@ from k8s.kubelet import Kubelet
 from k8s.operator_process import BACKUPCTL, Operator
 from redisfixtures import RedisFactory, RedisServer, populate, wait_for
 
-from backupctl.redisnode import cluster_shards
+from backupctl.redis.node import cluster_shards
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "ns"

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from backupctl import plan as planning
-from backupctl.observe import job_view, pod_problem, pod_result
-from backupctl.plan import (
+from backupctl.controller.backup import plan as planning
+from backupctl.controller.backup.plan import (
     BACKUP,
     FAILED,
     HISTORY_LIMIT,
@@ -37,8 +36,9 @@ from backupctl.plan import (
     retry_delay,
     unrecorded,
 )
-from backupctl.schedule import next_run, prev_run
-from backupctl.spec import SpecError, parse_backup
+from backupctl.controller.observe import job_view, pod_problem, pod_result
+from backupctl.controller.schedule import next_run, prev_run
+from backupctl.controller.spec import SpecError, parse_backup
 
 CREATED = datetime(2030, 1, 1, 1, 0, tzinfo=UTC)
 SLOT = datetime(2030, 1, 1, 2, 0, tzinfo=UTC)
@@ -103,7 +103,7 @@ def scheduled_status(**extra: Any) -> dict[str, Any]:
 
 
 def plan(obs: Observed, now: datetime) -> Plan:
-    """:func:`backupctl.plan.plan`, with a described target resolved just now
+    """:func:`backupctl.controller.backup.plan.plan`, with a described target resolved just now
     unless the test says when."""
     if obs.target is not None and obs.resolved_at is None:
         obs = replace(obs, resolved_at=now)

@@ -27,14 +27,20 @@ from backupfakes import add_backup, check_only_intact_backups_are_listed, keys
 from emulators import StoreURL, store_env
 from typer.testing import CliRunner
 
-from backupctl import catalog
-from backupctl import prune as prune_mod
-from backupctl.prune import DELETING_MARKER, PruneError, prune
-from backupctl.prune_cli import PAUSE_ENV, register
-from backupctl.retention import Decision, Policy, PolicyError, Verdict
-from backupctl.storage import open_store
-from backupctl.storage.base import Backend, ObjectInfo, ObjectWriter, PendingUpload, put_bytes
-from backupctl.storage.local import LocalBackend
+from backupctl.cli.prune import PAUSE_ENV, register
+from backupctl.store import catalog
+from backupctl.store import prune as prune_mod
+from backupctl.store.backends import open_store
+from backupctl.store.backends.base import (
+    Backend,
+    ObjectInfo,
+    ObjectWriter,
+    PendingUpload,
+    put_bytes,
+)
+from backupctl.store.backends.local import LocalBackend
+from backupctl.store.prune import DELETING_MARKER, PruneError, prune
+from backupctl.store.retention import Decision, Policy, PolicyError, Verdict
 
 # The emulator fixtures (tests/emulators.py is a plugin module, not a conftest).
 s3_server = emulators.s3_server
@@ -322,7 +328,7 @@ def _cli_env(env: dict[str, str] | None = None, pause: float | None = None) -> d
     return out
 
 
-PRUNE = [sys.executable, "-m", "backupctl.prune"]
+PRUNE = [sys.executable, "-m", "backupctl", "prune"]
 
 
 @pytest.mark.parametrize("seed", range(6))

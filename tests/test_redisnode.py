@@ -1,4 +1,4 @@
-"""backupctl.redisnode against real redis-server processes (and a few fakes).
+"""backupctl.redis.node against real redis-server processes (and a few fakes).
 
 Servers come from the ``redis_factory`` fixture (tests/redisfixtures.py);
 everything binds 127.0.0.1.
@@ -21,8 +21,8 @@ import pytest
 import redis
 from redisfixtures import RedisFactory, RedisServer, free_port, populate, wait_for
 
-from backupctl import redisnode as rn
-from backupctl.redisnode import ConnectionSpec, RedisNodeError, parse_redis_url
+from backupctl.redis import node as rn
+from backupctl.redis.node import ConnectionSpec, RedisNodeError, parse_redis_url
 
 HAVE_CHECK_RDB = shutil.which("redis-check-rdb") is not None
 needs_check_rdb = pytest.mark.skipif(not HAVE_CHECK_RDB, reason="redis-check-rdb not installed")

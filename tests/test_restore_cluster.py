@@ -23,10 +23,10 @@ from clusterfixtures import (
 )
 from redisfixtures import RedisFactory, RedisServer, populate
 
-from backupctl.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
-from backupctl.redisnode import ClusterNode, Shard
-from backupctl.restore import PREVIOUS_PREFIX, SWAP_RECORD, RestoreError
-from backupctl.restore_cluster import Ranges, _require_local_dir, match_shards, normalize_slots
+from backupctl.ops.restore_cluster import Ranges, _require_local_dir, match_shards, normalize_slots
+from backupctl.ops.restore_dir import PREVIOUS_PREFIX, SWAP_RECORD, RestoreError
+from backupctl.redis.node import ClusterNode, Shard
+from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
 
 TARGET = "prod/cache"
 

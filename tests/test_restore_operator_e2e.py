@@ -30,8 +30,8 @@ from k8s.kubelet import Kubelet
 from k8s.operator_process import BACKUPCTL, Operator
 from k8s.statefulset import StatefulSets, wait_ready
 
-from backupctl.redisnode import cluster_shards
-from backupctl.slots import normalize_slots
+from backupctl.core.slots import normalize_slots
+from backupctl.redis.node import cluster_shards
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "ns"

@@ -1,4 +1,4 @@
-"""The RedisRestore state machine (:mod:`backupctl.restore_plan`), pure and fast.
+"""The RedisRestore state machine (:mod:`backupctl.controller.restore.plan`), pure and fast.
 
 A small simulated world runs each plan the way the operator does (status first, then Jobs,
 scaling, pod deletions) and lets Jobs finish; the tests check the order of the steps that
@@ -19,8 +19,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from backupctl.manifests import TargetPod
-from backupctl.restore_plan import (
+from backupctl.controller.manifests import TargetPod
+from backupctl.controller.restore.plan import (
     IN_PLACE,
     SCALE_DOWN,
     JobView,
@@ -33,9 +33,9 @@ from backupctl.restore_plan import (
     job_name,
     plan,
     target_key,
-    version_problem,
 )
-from backupctl.spec import SpecError, parse_restore
+from backupctl.controller.spec import SpecError, parse_restore
+from backupctl.core.versions import version_problem
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 NS = "redis"

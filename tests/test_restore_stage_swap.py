@@ -13,7 +13,7 @@ import pytest
 from clitools import assert_one_clear_error, cli
 from redisfixtures import RedisFactory, RedisServer, populate, wait_for
 
-from backupctl.restore import (
+from backupctl.ops.restore_dir import (
     PREVIOUS_PREFIX,
     STAGED_MARKER,
     STAGING_PREFIX,

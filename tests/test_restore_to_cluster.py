@@ -19,8 +19,8 @@ from clusterfixtures import cluster_client, fill_cluster, make_cluster
 from redis.crc import key_slot
 from redisfixtures import RedisFactory, RedisServer, populate
 
-from backupctl.load_target import Cluster, open_target
-from backupctl.redisnode import parse_redis_url
+from backupctl.redis.load import Cluster, open_target
+from backupctl.redis.node import parse_redis_url
 
 LIBRARY = "#!lua name=clustertest\nredis.register_function('hello', function() return 'hi' end)"
 N_KEYS = 20_000

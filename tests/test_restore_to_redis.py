@@ -15,10 +15,10 @@ import pytest
 from clitools import assert_one_clear_error, cli
 from redisfixtures import RedisFactory, RedisServer, populate
 
-from backupctl import catalog
-from backupctl.logical import restore_to_redis
-from backupctl.redisnode import parse_redis_url
-from backupctl.storage import open_store
+from backupctl.ops.restore_server import restore_to_redis
+from backupctl.redis.node import parse_redis_url
+from backupctl.store import catalog
+from backupctl.store.backends import open_store
 
 LIBRARY = "#!lua name=backupctltest\nredis.register_function('hello', function() return 'hi' end)"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from backupctl.retention import (
+from backupctl.store.retention import (
     Duration,
     Policy,
     PolicyError,

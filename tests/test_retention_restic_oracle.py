@@ -3,7 +3,7 @@ policy, the same keep set and the same reasons.
 
 400 backups spread irregularly over two years (several a day, gaps of
 weeks) from a seeded RNG are stored twice: as fake backups in a file store,
-pruned by the command (``python -m backupctl.prune STORE --dry-run --json``),
+pruned by the command (``python -m backupctl.store.prune STORE --dry-run --json``),
 and as restic snapshots (see ``tests/resticrepo.py`` for how they are made
 quickly). A second copy of
 the snapshots carries Europe/Paris offsets, which restic uses for its
@@ -35,8 +35,8 @@ import pytest
 from backupfakes import add_backup
 from resticrepo import make_repo, restic, write_snapshot
 
-from backupctl.retention import Policy, apply_policy, parse_duration
-from backupctl.storage.local import LocalBackend
+from backupctl.store.backends.local import LocalBackend
+from backupctl.store.retention import Policy, apply_policy, parse_duration
 
 pytestmark = pytest.mark.skipif(
     shutil.which("restic") is None, reason="restic is not installed (apt-get install restic)"
@@ -146,7 +146,7 @@ def test_prune_dry_run_keeps_exactly_what_restic_forget_keeps(
         add_backup(store, "paris/redis", t)
     for host, tz in (("utc", "UTC"), ("paris", "Europe/Paris")):
         proc = subprocess.run(
-            [sys.executable, "-m", "backupctl.prune", store.url, "--target", f"{host}/redis",
+            [sys.executable, "-m", "backupctl", "prune", store.url, "--target", f"{host}/redis",
              "--timezone", tz, "--dry-run", "--json", *args],
             capture_output=True, text=True, timeout=60, check=False,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},

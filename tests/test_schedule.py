@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from backupctl.schedule import (
+from backupctl.controller.schedule import (
     bounded_name,
     due_slot,
     job_name,
@@ -17,7 +17,7 @@ from backupctl.schedule import (
     prev_run,
     slot_stamp,
 )
-from backupctl.spec import SpecError
+from backupctl.controller.spec import SpecError
 
 PARIS = "Europe/Paris"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -3,7 +3,7 @@
 Real processes on 127.0.0.1: a primary, a replica and three ``redis-server
 --sentinel`` (tests/redisfixtures.py ``sentinel_factory``); the real CLI in a
 subprocess; each backup restored into a fresh server gives the source's
-``DEBUG DIGEST``. The pure parts of :mod:`backupctl.sentinel` are checked on
+``DEBUG DIGEST``. The pure parts of :mod:`backupctl.redis.sentinel` are checked on
 literal Sentinel and INFO answers.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from clitools import assert_one_clear_error, cli
 from redisfixtures import RedisFactory, RedisServer, SentinelFactory, free_port, populate, wait_for
 
-from backupctl.sentinel import (
+from backupctl.redis.sentinel import (
     healthy_replicas,
     master_problem,
     online_replicas,

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from backupctl import spec as specmod
-from backupctl.spec import (
+from backupctl.controller import spec as specmod
+from backupctl.controller.spec import (
     AzureBlobStorage,
     GCSStorage,
     RetentionSpec,

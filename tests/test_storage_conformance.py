@@ -26,7 +26,7 @@ from typing import BinaryIO, cast
 import pytest
 from emulators import AzuriteEmulator, S3Emulator, StoreURL, store_env, unique_bucket_name
 
-from backupctl.storage import (
+from backupctl.store.backends import (
     CHUNK_SIZE,
     AccessDenied,
     Backend,
@@ -43,13 +43,13 @@ from backupctl.storage import (
     put_stream,
     read_bytes,
 )
-from backupctl.storage import memory as memory_store
-from backupctl.storage import s3 as s3_module
-from backupctl.storage.azure import AzureBackend
-from backupctl.storage.gcs import GCSBackend
-from backupctl.storage.local import LocalBackend
-from backupctl.storage.memory import MemoryBackend
-from backupctl.storage.s3 import S3Backend
+from backupctl.store.backends import memory as memory_store
+from backupctl.store.backends import s3 as s3_module
+from backupctl.store.backends.azure import AzureBackend
+from backupctl.store.backends.gcs import GCSBackend
+from backupctl.store.backends.local import LocalBackend
+from backupctl.store.backends.memory import MemoryBackend
+from backupctl.store.backends.s3 import S3Backend
 
 KINDS = ["memory", "file", "s3", "azure", "gcs"]
 

@@ -2,7 +2,8 @@
 
 The emulator gets minimal CRDs for the Redis operators (OpsTree ``redis.redis.opstreelabs.in``,
 Spotahome ``databases.spotahome.com``) and StatefulSets + pods shaped like those operators make
-them; :func:`backupctl.targets.resolve` reads them over HTTP with the controller's own client.
+them; :func:`backupctl.controller.targets.resolve` reads them over HTTP with the controller's
+own client.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import kubernetes_validate
 import pytest
 from k8s.fixtures import K8sApi
 
-from backupctl.kube import Kube
-from backupctl.manifests import backup_job
-from backupctl.spec import SecretRef, TargetSpec, parse_backup
-from backupctl.targets import resolve
-from backupctl.topology import (
+from backupctl.controller.kube import Kube
+from backupctl.controller.manifests import backup_job
+from backupctl.controller.spec import SecretRef, TargetSpec, parse_backup
+from backupctl.controller.targets import resolve
+from backupctl.controller.topology import (
     TargetError,
     Workload,
     choose,

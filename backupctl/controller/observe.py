@@ -1,0 +1,141 @@
+"""Reading Jobs and their pods into what the planner needs (pure).
+
+:func:`job_view` turns a batch/v1 Job made for a RedisBackup into a
+:class:`~backupctl.controller.backup.plan.JobView` (component, slot and, for the Jobs of a
+cluster backed up one Job per shard, run and shard from its labels; state
+from its ``Complete``/``Failed`` conditions). :func:`pod_result` reads the
+termination message the CLI writes (``{"ok":true,"id",...}`` or
+``{"ok":false,"error":...}``) from the Job's last pod, and
+:func:`pod_problem` tells why a pod does not start (a missing Secret shows
+as ``CreateContainerConfigError``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from backupctl.controller.backup.plan import (
+    BACKUP,
+    FAILED,
+    PRUNE,
+    RUNNING,
+    SUCCEEDED,
+    JobState,
+    JobView,
+    PodProblem,
+    parse_time,
+)
+from backupctl.controller.manifests import LABEL_COMPONENT, LABEL_RUN, LABEL_SHARD, LABEL_SLOT
+from backupctl.controller.schedule import SLOT_FORMAT
+
+#: Container waiting reasons that need a person (not just time) to fix.
+STUCK_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+    }
+)
+
+
+def job_view(job: Mapping[str, Any]) -> JobView:
+    """A Job labelled ``backupctl.dev/backup`` as the planner sees it."""
+    meta = job.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = job.get("status") or {}
+    true = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    finished = parse_time(status.get("completionTime"))
+    message = ""
+    state: JobState
+    if "Complete" in true or "SuccessCriteriaMet" in true:
+        state = SUCCEEDED
+    elif "Failed" in true:
+        state = FAILED
+        failed = true["Failed"]
+        message = ": ".join(x for x in (failed.get("reason"), failed.get("message")) if x)
+        finished = finished or parse_time(failed.get("lastTransitionTime"))
+    else:
+        state = RUNNING
+    run = str(labels.get(LABEL_RUN) or "")
+    shard = parse_shard(labels.get(LABEL_SHARD)) if run else None
+    return JobView(
+        name=str(meta.get("name", "")),
+        component=PRUNE if labels.get(LABEL_COMPONENT) == PRUNE else BACKUP,
+        slot=parse_slot(labels.get(LABEL_SLOT)),
+        state=state,
+        started=parse_time(status.get("startTime")),
+        finished=finished,
+        ready=int(status.get("ready") or 0) > 0,
+        message=message,
+        run=run if shard else "",
+        shard=shard[0] if shard else None,
+        shards=shard[1] if shard else None,
+    )
+
+
+def parse_shard(value: Any) -> tuple[int, int] | None:
+    """A ``backupctl.dev/shard`` label value (``<I>-of-<N>``), else None."""
+    if not isinstance(value, str):
+        return None
+    index, sep, count = value.partition("-of-")
+    if not (sep and index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+        return None
+    return int(index), int(count)
+
+
+def parse_slot(value: Any) -> datetime | None:
+    """A ``backupctl.dev/slot`` label value (``YYYYMMDDHHMMSS`` UTC)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, SLOT_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def pod_result(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The parsed termination message of the newest pod that left one; a
+    message that is not JSON becomes ``{"ok": false, "error": <text>}``."""
+    for pod in sorted(pods, key=_created, reverse=True):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+            text = terminated.get("message")
+            if not text:
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = None
+            if isinstance(value, dict):
+                return value
+            return {"ok": False, "error": " ".join(str(text).split())[:1024]}
+    return None
+
+
+def pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
+    """Why the newest pod of a Job cannot start, if it cannot."""
+    for pod in sorted(pods, key=_created, reverse=True):
+        status = pod.get("status") or {}
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_REASONS:
+                return PodProblem(str(waiting["reason"]), str(waiting.get("message", "")))
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                return PodProblem("Unschedulable", str(cond.get("message", "")))
+        return None
+    return None
+
+
+def _created(pod: Mapping[str, Any]) -> tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
+
+
+__all__ = ["STUCK_REASONS", "job_view", "parse_shard", "parse_slot", "pod_problem", "pod_result"]

@@ -1,0 +1,282 @@
+"""Google Cloud Storage store: ``gs://bucket[/prefix]``.
+
+Credentials come from the standard Google chain (``GOOGLE_APPLICATION_CREDENTIALS``
+pointing at a service-account key, workload identity, gcloud's application
+default credentials); the project from ``GOOGLE_CLOUD_PROJECT`` when set.
+Against an emulator (``STORAGE_EMULATOR_HOST``, or the ``endpoint``
+argument without ``GOOGLE_APPLICATION_CREDENTIALS``) the client uses
+anonymous credentials and a dummy project. The client is created on first
+use, so :func:`open_store` itself never touches the network.
+
+Writes are resumable uploads in 8 MiB chunks. GCS requires the chunks of one
+upload in order, so one chunk is in flight while the caller fills the next;
+an object smaller than one chunk is a single request on commit. Resumable
+sessions cannot be listed, so ``pending_uploads`` is always empty (GCS drops
+unfinished sessions after a week; they are never visible as objects).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import google.auth.exceptions
+import requests
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from google.cloud.storage.fileio import BlobWriter
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from backupctl.store.backends.base import (
+    CHUNK_SIZE,
+    AccessDenied,
+    NotFound,
+    ObjectInfo,
+    ObjectWriter,
+    PartUploadWriter,
+    PendingUpload,
+    StorageError,
+    buffered_reader,
+    check_key,
+    check_prefix,
+    join_key,
+    strip_root,
+)
+
+log = logging.getLogger(__name__)
+
+#: Metadata calls give up after ~6 s so an unreachable endpoint fails fast
+#: (RetryingBackend retries them again); upload chunks retry for a minute,
+#: since a failed chunk fails the whole backup.
+OPS_RETRY = DEFAULT_RETRY.with_timeout(6.0).with_delay(initial=0.5, maximum=4.0)
+UPLOAD_RETRY = DEFAULT_RETRY.with_timeout(60.0).with_delay(initial=0.5, maximum=8.0)
+TIMEOUT = (5, 60)  # connect, read (seconds)
+
+_TRANSIENT = (
+    gexc.RetryError,
+    gexc.ServerError,
+    gexc.TooManyRequests,
+    requests.ConnectionError,
+    requests.Timeout,
+    google.auth.exceptions.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class GCSBackend:
+    """A :class:`~backupctl.store.backends.base.Backend` over one bucket (+ prefix)."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None) -> None:
+        self.bucket_name = bucket
+        self.root = prefix.strip("/")
+        self.url = f"gs://{bucket}" + (f"/{self.root}" if self.root else "")
+        self._endpoint_arg = endpoint
+        self._lock = threading.Lock()
+        self._bucket: storage.Bucket | None = None
+        self.endpoint = endpoint or "https://storage.googleapis.com"
+
+    # -- client and errors ----------------------------------------------------
+    def _b(self) -> storage.Bucket:
+        with self._lock:
+            if self._bucket is None:
+                self._bucket = self._make_client().bucket(self.bucket_name)
+            return self._bucket
+
+    def _make_client(self) -> storage.Client:
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        endpoint = self._endpoint_arg or emulator
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT")
+        if endpoint and "://" not in endpoint:
+            endpoint = "http://" + endpoint  # STORAGE_EMULATOR_HOST is often host:port
+        if endpoint:
+            self.endpoint = endpoint
+        options = {"api_endpoint": endpoint} if endpoint else None
+        try:
+            if endpoint and (emulator or not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")):
+                return storage.Client(
+                    project=project or "backupctl-emulator",
+                    credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                    client_options=options,
+                )
+            return storage.Client(project=project, client_options=options)
+        except google.auth.exceptions.DefaultCredentialsError as err:
+            raise AccessDenied(
+                "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a "
+                "service account key file (or use workload identity)"
+            ) from err
+
+    def _error(self, err: Exception, key: str | None = None) -> StorageError:
+        """Map a google-cloud exception to a one-line StorageError."""
+        if isinstance(err, StorageError):
+            return err
+        where = f"GCS bucket '{self.bucket_name}' at {self.endpoint}"
+        if isinstance(err, gexc.NotFound):
+            if key is None:
+                return NotFound(f"{where} does not exist: create it or fix the store URL")
+            return NotFound(f"object {key!r} not found in {self.url}")
+        if isinstance(
+            err,
+            gexc.Forbidden
+            | gexc.Unauthorized
+            | google.auth.exceptions.RefreshError
+            | google.auth.exceptions.DefaultCredentialsError,
+        ):
+            return AccessDenied(
+                f"access to {where} denied ({_first_line(err)}): check "
+                "GOOGLE_APPLICATION_CREDENTIALS and the bucket's IAM permissions"
+            )
+        if isinstance(err, _TRANSIENT):
+            return StorageError(
+                f"cannot reach GCS endpoint {self.endpoint}: {_first_line(err)}", transient=True
+            )
+        if isinstance(err, gexc.GoogleAPIError):
+            return StorageError(f"{where}: {_first_line(err)}")
+        return StorageError(f"{where}: unexpected {type(err).__name__}: {_first_line(err)}")
+
+    def _name(self, key: str) -> str:
+        return join_key(self.root, check_key(key))
+
+    # -- Backend --------------------------------------------------------------
+    def check(self) -> None:
+        # Listing needs only storage.objects.list, which a backup needs anyway
+        # (bucket metadata would need storage.buckets.get).
+        try:
+            bucket = self._b()
+            blobs = bucket.client.list_blobs(
+                bucket, prefix=join_key(self.root, "") or None, max_results=1,
+                retry=OPS_RETRY, timeout=TIMEOUT,
+            )
+            next(iter(blobs), None)
+        except Exception as err:
+            raise self._error(err) from err
+
+    def writer(self, key: str) -> ObjectWriter:
+        return _GCSWriter(self, key, self._name(key))
+
+    def open(self, key: str) -> BinaryIO:
+        name = self._name(key)
+        try:
+            blob = self._b().blob(name)
+            blob.reload(retry=OPS_RETRY, timeout=TIMEOUT)
+        except Exception as err:
+            raise self._error(err, key) from err
+        size, generation = int(blob.size or 0), blob.generation
+        # A fresh Blob: downloads then go to the configured endpoint, not to
+        # the server-reported mediaLink (which may name another host).
+        media = self._b().blob(name)
+
+        def chunks() -> Iterator[bytes]:
+            # Ranged reads pinned to the generation stat saw: a concurrent
+            # overwrite fails the read instead of mixing two objects.
+            for start in range(0, size, CHUNK_SIZE):
+                try:
+                    yield media.download_as_bytes(
+                        start=start,
+                        end=min(start + CHUNK_SIZE, size) - 1,
+                        if_generation_match=generation,
+                        raw_download=True,
+                        checksum=None,
+                        retry=UPLOAD_RETRY,
+                        timeout=TIMEOUT,
+                    )
+                except Exception as err:
+                    raise self._error(err, key) from err
+
+        return buffered_reader(chunks())
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = join_key(self.root, check_prefix(prefix))
+        try:
+            bucket = self._b()
+            for blob in bucket.client.list_blobs(
+                bucket, prefix=full or None, retry=OPS_RETRY, timeout=TIMEOUT
+            ):
+                if blob.name.endswith("/"):
+                    continue  # a "folder" marker, not an object
+                yield ObjectInfo(strip_root(self.root, blob.name), int(blob.size), blob.updated)
+        except Exception as err:
+            raise self._error(err) from err
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            blob = self._b().blob(self._name(key))
+            blob.reload(retry=OPS_RETRY, timeout=TIMEOUT)
+        except Exception as err:
+            raise self._error(err, key) from err
+        return ObjectInfo(key, int(blob.size or 0), blob.updated)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._b().blob(self._name(key)).delete(retry=OPS_RETRY, timeout=TIMEOUT)
+        except gexc.NotFound:
+            return  # GCS does not say whether the object or the bucket is missing
+        except Exception as err:
+            raise self._error(err, key) from err
+
+    def pending_uploads(self, prefix: str = "") -> Iterator[PendingUpload]:
+        check_prefix(prefix)
+        return iter(())  # GCS has no API to list resumable upload sessions
+
+    def abort_upload(self, upload: PendingUpload) -> None:
+        return None  # nothing is ever listed, so nothing to abort
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class _GCSWriter(PartUploadWriter):
+    """A resumable upload fed one 8 MiB chunk at a time, in order."""
+
+    max_parts = 1 << 40  # no part limit on resumable uploads
+
+    def __init__(self, backend: GCSBackend, key: str, name: str) -> None:
+        super().__init__(f"{backend.url}/{key}", workers=1)
+        self._gb = backend
+        self._key = key
+        self._name = name
+        self._upload: BlobWriter | None = None
+
+    def _map_error(self, err: Exception) -> StorageError:
+        return self._gb._error(err)  # a 404 while writing means the bucket is missing
+
+    def _begin(self) -> None:
+        blob = self._gb._b().blob(self._name, chunk_size=CHUNK_SIZE)
+        upload: Any = blob.open(
+            "wb", chunk_size=CHUNK_SIZE, ignore_flush=True, retry=UPLOAD_RETRY, timeout=TIMEOUT
+        )
+        self._upload = upload
+
+    def _upload_part(self, number: int, data: bytes | bytearray) -> object:
+        assert self._upload is not None
+        self._upload.write(data)  # exactly one chunk: sent now, not buffered
+        return None
+
+    def _finish(self, tail: bytes, parts: int, results: dict[int, object]) -> None:
+        if self._upload is None:
+            self._gb._b().blob(self._name).upload_from_string(
+                tail, content_type="application/octet-stream", retry=UPLOAD_RETRY, timeout=TIMEOUT
+            )
+            return
+        self._upload.write(tail)
+        self._upload.close()  # sends the final chunk: the object appears now
+
+    def _discard(self, parts: int) -> None:
+        if self._upload is None:
+            return
+        try:
+            self._upload.terminate()  # cancels the resumable session
+        except Exception as err:
+            log.debug("cancelling resumable upload of %s: %s", self.description, err)
+        finally:
+            # Never let BlobWriter.close() run later (IOBase.__del__ calls it)
+            # and finalize half an object: close its buffer if terminate did not.
+            buffer = getattr(self._upload, "_buffer", None)
+            if buffer is not None and not buffer.closed:
+                buffer.close()

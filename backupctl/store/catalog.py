@@ -1,0 +1,431 @@
+"""Archive layout and manifest format: the contract with users' buckets.
+
+::
+
+    <store root>/<target>/<backup-id>/
+        <node>.tar.zst          one archive per Redis node backed up
+        shards/                 only in a cluster backup written by one process per shard
+                                (see backupctl.store.backup_set): each shard's record, and who
+                                writes the set
+        manifest.json           written LAST: its presence means complete
+
+``<target>`` is a ``/``-separated path (the controller uses
+``<namespace>/<name>``); ``<backup-id>`` is sortable UTC time,
+``backup-YYYYMMDD-HHMMSS``. Every key below ``<backup-id>/`` belongs to that
+backup: listing, pruning and deleting treat the folder as a whole. This
+module decides names and parses listings; it does no I/O of its own beyond
+calling the :class:`Backend` it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from backupctl.store.backends.base import (
+    Backend,
+    ObjectInfo,
+    PendingUpload,
+    StorageError,
+    put_bytes,
+    read_bytes,
+)
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "backupctl.dev/manifest/v1"
+ID_PATTERN = re.compile(r"^backup-(\d{8})-(\d{6})(?:-(\d+))?$")
+TARGET_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+ARCHIVE_SUFFIXES = (".tar.zst", ".tar.gz", ".tgz", ".tar", ".zst", ".gz")
+
+
+class CatalogError(Exception):
+    """A backup reference that does not resolve, or a manifest that is unreadable."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # path inside the archive, e.g. "dump.rdb", "appendonlydir/appendonly.aof.1.incr.aof"
+    size: int
+    sha256: str
+    kind: str  # "rdb" | "aof" | "aof-manifest"
+    #: > 0: stored as that many tar members ``<path>.part-000001``... (a file
+    #: streamed without a known size, see archive.py); 0: one member ``<path>``.
+    parts: int = 0
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    key: str  # object name relative to the backup folder, e.g. "redis-0.tar.zst"
+    size: int
+    sha256: str
+    compression: str  # "zstd" | "gzip" | "none"
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    name: str  # pod name or host-port
+    role: str  # "master" | "replica"
+    redis_version: str
+    rdb_version: int | None
+    snapshot_time: str  # RFC 3339 UTC
+    keys: int
+    archive: ArchiveEntry
+    files: list[FileEntry]
+    node_id: str | None = None  # cluster node id
+    slots: list[list[int]] = field(default_factory=list)  # [[start, end], ...] inclusive
+    aof_enabled: bool = False
+
+    @property
+    def rdb_file(self) -> FileEntry | None:
+        return next((f for f in self.files if f.kind == "rdb"), None)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    target: str
+    created: str  # RFC 3339 UTC, the time list and retention use
+    tool_version: str
+    redis_version: str
+    method: str
+    compression: str
+    nodes: list[NodeEntry]
+    mode: str = "standalone"  # "standalone" | "cluster"
+    format: str = MANIFEST_FORMAT
+
+    @property
+    def keys(self) -> int:
+        return sum(n.keys for n in self.nodes)
+
+    @property
+    def size(self) -> int:
+        return sum(n.archive.size for n in self.nodes)
+
+    @property
+    def created_at(self) -> datetime:
+        return parse_time(self.created)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {
+            "format": d.pop("format"),
+            "id": d.pop("id"),
+            "target": d.pop("target"),
+            "created": d.pop("created"),
+            "tool": {"name": "backupctl", "version": d.pop("tool_version")},
+            "redis": {"version": d.pop("redis_version"), "mode": d.pop("mode")},
+            "method": d.pop("method"),
+            "compression": d.pop("compression"),
+            "keys": self.keys,
+            "size": self.size,
+            "nodes": [_node_to_json(n) for n in d.pop("nodes")],
+        }
+
+    def dumps(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Manifest:
+        try:
+            if d.get("format") != MANIFEST_FORMAT:
+                raise CatalogError(f"unsupported manifest format {d.get('format')!r}")
+            return cls(
+                id=d["id"],
+                target=d["target"],
+                created=d["created"],
+                tool_version=d["tool"]["version"],
+                redis_version=d["redis"]["version"],
+                mode=d["redis"].get("mode", "standalone"),
+                method=d["method"],
+                compression=d["compression"],
+                nodes=[_node_from_json(n) for n in d["nodes"]],
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CatalogError(f"malformed manifest: {e!r}") from e
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Manifest:
+        try:
+            return cls.from_json(json.loads(raw))
+        except json.JSONDecodeError as e:
+            raise CatalogError(f"manifest is not valid JSON: {e}") from e
+
+
+def node_to_json(node: NodeEntry) -> dict[str, Any]:
+    """One ``nodes[]`` entry of the manifest."""
+    return _node_to_json(asdict(node))
+
+
+def node_from_json(d: dict[str, Any]) -> NodeEntry:
+    """The inverse of :func:`node_to_json`; :class:`CatalogError` when malformed."""
+    try:
+        return _node_from_json(d)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CatalogError(f"malformed node entry: {e!r}") from e
+
+
+def _node_to_json(n: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": n["name"],
+        "role": n["role"],
+        "nodeId": n["node_id"],
+        "slots": n["slots"],
+        "redisVersion": n["redis_version"],
+        "rdbVersion": n["rdb_version"],
+        "snapshotTime": n["snapshot_time"],
+        "aofEnabled": n["aof_enabled"],
+        "keys": n["keys"],
+        "archive": n["archive"],
+        "files": [_file_to_json(f) for f in n["files"]],
+    }
+
+
+def _file_to_json(f: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in f.items() if k != "parts" or v}
+
+
+def _node_from_json(n: dict[str, Any]) -> NodeEntry:
+    return NodeEntry(
+        name=n["name"],
+        role=n["role"],
+        node_id=n.get("nodeId"),
+        slots=[list(map(int, r)) for r in n.get("slots", [])],
+        redis_version=n["redisVersion"],
+        rdb_version=n.get("rdbVersion"),
+        snapshot_time=n["snapshotTime"],
+        aof_enabled=bool(n.get("aofEnabled", False)),
+        keys=int(n["keys"]),
+        archive=ArchiveEntry(**n["archive"]),
+        files=[FileEntry(**f) for f in n["files"]],
+    )
+
+
+# --- names -----------------------------------------------------------------
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 UTC with a ``Z``, second precision."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def new_backup_id(now: datetime, taken: Iterable[str] = ()) -> str:
+    """``backup-YYYYMMDD-HHMMSS`` for ``now`` (UTC); a ``-N`` suffix keeps it
+    unique (and still sortable) when that second is already ``taken``."""
+    base = "backup-" + now.astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+    used = set(taken)
+    if base not in used:
+        return base
+    n = 2
+    while f"{base}-{n}" in used:
+        n += 1
+    return f"{base}-{n}"
+
+
+def validate_id(backup_id: str) -> str:
+    """``backup_id`` if it is a backup id (``backup-YYYYMMDD-HHMMSS[-N]``, a real time)."""
+    m = ID_PATTERN.fullmatch(backup_id)
+    try:
+        valid = m is not None and bool(datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S"))
+    except ValueError:
+        valid = False
+    if not valid:
+        raise CatalogError(
+            f"{backup_id!r} is not a backup id: use backup-YYYYMMDD-HHMMSS (UTC), "
+            "optionally with a -N suffix"
+        )
+    return backup_id
+
+
+def id_time(backup_id: str) -> datetime:
+    m = ID_PATTERN.match(backup_id)
+    if not m:
+        raise CatalogError(f"{backup_id!r} is not a backup id (expected backup-YYYYMMDD-HHMMSS)")
+    return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+
+
+def normalize_ref(ref: str) -> str:
+    """Accept ``backup-20240101-120000``, ``backup-20240101-120000.tar.gz``
+    (the seed examples' ``storage.s3.key``), or a key path ending in either;
+    return the bare id, or ``latest``."""
+    ref = ref.strip().rstrip("/")
+    if ref == "latest":
+        return ref
+    name = ref.rsplit("/", 1)[-1]
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    if not ID_PATTERN.match(name):
+        raise CatalogError(
+            f"{ref!r} is not a backup id: use 'latest' or an id like backup-20240101-120000 "
+            "(see 'backupctl list')"
+        )
+    return name
+
+
+def validate_target(target: str) -> str:
+    if not TARGET_PATTERN.match(target) or any(ID_PATTERN.match(p) for p in target.split("/")):
+        raise CatalogError(
+            f"target {target!r} is not valid: use letters, digits, '.', '_', '-' "
+            "and '/' between parts, e.g. 'redis/redis-cluster'"
+        )
+    return target
+
+
+def backup_dir(target: str, backup_id: str) -> str:
+    return f"{target}/{backup_id}/"
+
+
+def manifest_key(target: str, backup_id: str) -> str:
+    return backup_dir(target, backup_id) + MANIFEST_NAME
+
+
+def archive_name(node: str, compression: str) -> str:
+    ext = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}[compression]
+    return node + ext
+
+
+# --- listing -----------------------------------------------------------------
+
+
+@dataclass
+class BackupEntry:
+    """One backup folder in a store, complete (has a manifest) or not."""
+
+    target: str
+    id: str
+    objects: list[ObjectInfo] = field(default_factory=list)
+    #: unfinished uploads into this folder (a run in progress, or killed)
+    pending: list[PendingUpload] = field(default_factory=list)
+    manifest: Manifest | None = None
+    manifest_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest is not None
+
+    @property
+    def created(self) -> datetime:
+        if self.manifest is not None:
+            return self.manifest.created_at
+        return id_time(self.id)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+    @property
+    def last_modified(self) -> datetime | None:
+        return max((o.modified for o in self.objects), default=None)
+
+    @property
+    def prefix(self) -> str:
+        return backup_dir(self.target, self.id)
+
+
+def split_key(key: str) -> tuple[str, str] | None:
+    """``(target, backup_id)`` of a key inside a backup folder, else None."""
+    parts = key.split("/")
+    for i in range(1, len(parts) - 1):
+        if ID_PATTERN.match(parts[i]):
+            return "/".join(parts[:i]), parts[i]
+    return None
+
+
+def group_listing(
+    objects: Iterable[ObjectInfo], pending: Iterable[PendingUpload] = ()
+) -> list[BackupEntry]:
+    """Group a flat listing (and unfinished uploads) into backup folders
+    (pure). Keys that are not inside a ``<target>/<backup-id>/`` folder are
+    ignored."""
+    entries: dict[tuple[str, str], BackupEntry] = {}
+    for obj in objects:
+        where = split_key(obj.key)
+        if where is not None:
+            entries.setdefault(where, BackupEntry(*where)).objects.append(obj)
+    for upload in pending:
+        where = split_key(upload.key)
+        if where is not None:
+            entries.setdefault(where, BackupEntry(*where)).pending.append(upload)
+    return sorted(entries.values(), key=lambda e: (e.target, e.id))
+
+
+def scan(
+    backend: Backend,
+    target: str | None = None,
+    *,
+    load_manifests: bool = True,
+    include_pending: bool = False,
+) -> list[BackupEntry]:
+    """All backup folders under ``target`` (or the whole store), newest first.
+    Folders with a manifest are read so ``complete`` and ``created`` are
+    right; a manifest that cannot be parsed makes the folder incomplete.
+    ``include_pending`` also reports folders that so far hold only an
+    unfinished upload (a backup running now, or killed mid-upload)."""
+    prefix = backup_dir(target, "").rstrip("/") + "/" if target else ""
+    pending = backend.pending_uploads(prefix) if include_pending else ()
+    entries = group_listing(backend.list(prefix), pending)
+    if target:
+        entries = [e for e in entries if e.target == target]
+    if load_manifests:
+        for e in entries:
+            if any(o.key.endswith("/" + MANIFEST_NAME) for o in e.objects):
+                try:
+                    e.manifest = Manifest.loads(read_bytes(backend, manifest_key(e.target, e.id)))
+                except (CatalogError, StorageError) as err:
+                    e.manifest_error = str(err)
+    entries.sort(key=lambda e: (e.created, e.id), reverse=True)
+    return entries
+
+
+def find(backend: Backend, ref: str, target: str | None = None) -> BackupEntry:
+    """Resolve ``ref`` (an id, an archive name, or ``latest``) to one complete
+    backup; clear :class:`CatalogError` otherwise."""
+    bid = normalize_ref(ref)
+    entries = scan(backend, target)
+    if bid == "latest":
+        complete = [e for e in entries if e.complete]
+        targets = {e.target for e in complete}
+        if len(targets) > 1:
+            raise CatalogError(
+                f"'latest' is ambiguous: the store holds backups of {len(targets)} targets "
+                f"({', '.join(sorted(targets))}); pass --target"
+            )
+        if not complete:
+            where = f" of target {target!r}" if target else ""
+            raise CatalogError(f"no complete backup{where} in {backend.url}")
+        return complete[0]
+    matches = [e for e in entries if e.id == bid]
+    if not matches:
+        raise CatalogError(f"backup {bid!r} not found in {backend.url} (see 'backupctl list')")
+    if len(matches) > 1:
+        raise CatalogError(f"backup id {bid!r} exists for several targets; pass --target")
+    entry = matches[0]
+    if not entry.complete:
+        why = entry.manifest_error or "it has no manifest (interrupted or still running)"
+        raise CatalogError(f"backup {bid!r} is incomplete: {why}; it cannot be restored")
+    return entry
+
+
+def write_manifest(backend: Backend, manifest: Manifest) -> None:
+    """Write the manifest: the last step of a backup, which makes it complete."""
+    put_bytes(backend, manifest_key(manifest.target, manifest.id), manifest.dumps())
+
+
+def delete_backup(backend: Backend, entry: BackupEntry) -> None:
+    """Delete manifest first (the backup stops being listed as good at once),
+    then the archives; an interruption leaves an incomplete folder that a
+    later prune sweeps."""
+    mkey = manifest_key(entry.target, entry.id)
+    backend.delete(mkey)
+    for obj in entry.objects:
+        if obj.key != mkey:
+            backend.delete(obj.key)

@@ -1,0 +1,455 @@
+"""Prune a store: apply a retention policy per target and sweep leftovers.
+
+The side-effecting half of retention (:mod:`backupctl.store.retention` decides).
+For each target in the store:
+
+1. List its backup folders (one listing; manifests read unless
+   ``read_manifests=False``, which trusts the id for the creation time).
+2. If a backup of the target is being written (a folder without a manifest,
+   or an unfinished upload, younger than ``incomplete_grace``), or a
+   manifest cannot be read, touch nothing of that target and say why.
+3. Otherwise decide over its *complete* backups with
+   :func:`~backupctl.store.retention.apply_policy`; the newest complete backup is
+   never removed, whatever the policy says.
+4. Delete each removed backup: write a ``DELETING`` marker, delete the
+   manifest (from then on the backup is not listed as restorable), the
+   archives, then the marker. A prune killed at any point leaves complete
+   backups and folders that the next prune recognises and finishes: a
+   marked folder is swept at once, not after the grace period.
+5. Sweep incomplete folders older than the grace period and abort unfinished
+   uploads (S3 multipart, Azure uncommitted blocks) older than it.
+
+Dry-run wraps the backend in :class:`~backupctl.store.backends.retry.DryRunBackend`
+(writes, deletes and aborts do nothing); the decision and the report are
+the same code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO
+
+from backupctl.store import catalog
+from backupctl.store.backends.base import (
+    Backend,
+    ObjectInfo,
+    ObjectWriter,
+    PendingUpload,
+    StorageError,
+    put_bytes,
+)
+from backupctl.store.backends.retry import DryRunBackend
+from backupctl.store.catalog import BackupEntry
+from backupctl.store.retention import Policy, PolicyError, apply_policy
+
+DEFAULT_INCOMPLETE_GRACE = timedelta(hours=24)
+#: Written into a backup folder before its manifest is deleted.
+DELETING_MARKER = "DELETING"
+_MARKER_TEXT = b"backupctl prune is deleting this backup; the next prune finishes the job\n"
+
+
+class PruneError(Exception):
+    """A prune that must not run as asked. ``str()`` is one line."""
+
+
+# --- report --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One backup folder in the report, with why it is kept or removed."""
+
+    target: str
+    id: str
+    created: datetime
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "id": self.id,
+            "created": catalog.format_time(self.created),
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IncompleteRow(Row):
+    #: "remove" (swept) or "leave" (in progress, or a manifest we cannot read)
+    action: str = "leave"
+
+    def to_json(self) -> dict[str, Any]:
+        # Row.to_json, not super(): slotted dataclasses break zero-argument super()
+        return {**Row.to_json(self), "action": self.action}
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRow:
+    target: str
+    key: str
+    started: datetime
+    upload_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "key": self.key,
+            "started": catalog.format_time(self.started),
+            "upload_id": self.upload_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    target: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "reason": self.reason}
+
+
+@dataclass
+class PruneResult:
+    store: str
+    policy: Policy
+    dry_run: bool
+    keep: list[Row] = field(default_factory=list)
+    remove: list[Row] = field(default_factory=list)
+    incomplete: list[IncompleteRow] = field(default_factory=list)
+    aborted_uploads: list[UploadRow] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "policy": self.policy.describe(),
+            "dry_run": self.dry_run,
+            "keep": [r.to_json() for r in self.keep],
+            "remove": [r.to_json() for r in self.remove],
+            "incomplete": [r.to_json() for r in self.incomplete],
+            "aborted_uploads": [u.to_json() for u in self.aborted_uploads],
+            "skipped_targets": [s.to_json() for s in self.skipped],
+        }
+
+
+# --- wrappers ------------------------------------------------------------------
+
+
+class Observed:
+    """Passes everything through to ``inner`` and calls ``on_delete(key)``
+    after each delete (progress output; the SIGKILL tests pause there)."""
+
+    def __init__(self, inner: Backend, on_delete: Callable[[str], None]) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.on_delete = on_delete
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def writer(self, key: str) -> ObjectWriter:
+        return self.inner.writer(key)
+
+    def open(self, key: str) -> BinaryIO:
+        return self.inner.open(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self.inner.stat(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+        self.on_delete(key)
+
+    def pending_uploads(self, prefix: str = "") -> Iterator[PendingUpload]:
+        return self.inner.pending_uploads(prefix)
+
+    def abort_upload(self, upload: PendingUpload) -> None:
+        self.inner.abort_upload(upload)
+
+
+# --- prune ---------------------------------------------------------------------
+
+
+def _ago(delta: timedelta) -> str:
+    secs = max(0, int(delta.total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def _span(delta: timedelta) -> str:
+    """A grace period as the user would write it: 24h, 3d, 90m."""
+    secs = int(delta.total_seconds())
+    if secs >= 2 * 86400 and secs % 86400 == 0:
+        return f"{secs // 86400}d"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if secs and secs % size == 0:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def _has(entry: BackupEntry, name: str) -> bool:
+    return any(o.key.rsplit("/", 1)[-1] == name for o in entry.objects)
+
+
+def _last_activity(entry: BackupEntry) -> datetime:
+    """The later of the backup's start (its id) and its newest object."""
+    started = catalog.id_time(entry.id)
+    modified = entry.last_modified
+    return max(started, modified) if modified else started
+
+
+def _upload_target(key: str) -> str:
+    """The target of an unfinished upload's key (``""`` outside any backup folder)."""
+    parts = key.split("/")
+    for i in range(1, len(parts) - 1):
+        if catalog.ID_PATTERN.match(parts[i]):
+            return "/".join(parts[:i])
+    return ""
+
+
+@dataclass
+class _Target:
+    name: str
+    complete: list[BackupEntry] = field(default_factory=list)
+    unreadable: list[BackupEntry] = field(default_factory=list)
+    half_deleted: list[BackupEntry] = field(default_factory=list)
+    incomplete: list[BackupEntry] = field(default_factory=list)
+    uploads: list[PendingUpload] = field(default_factory=list)
+
+
+class _CreatedFromId:
+    """A complete backup whose manifest was not read: created = id time."""
+
+    __slots__ = ("created", "entry", "id")
+
+    def __init__(self, entry: BackupEntry) -> None:
+        self.entry = entry
+        self.id = entry.id
+        self.created = catalog.id_time(entry.id)
+
+
+def check_request(policy: Policy, dry_run: bool) -> None:
+    """Refuse a policy that may not be used to delete (raises before any I/O)."""
+    policy.validate()
+    if policy.empty and not dry_run:
+        raise PruneError(
+            "refusing to prune with an empty policy: it would keep every backup and only "
+            "sweep leftovers; set at least one --keep-* option (e.g. --keep-last 1), "
+            "or use --dry-run to see the listing"
+        )
+
+
+def prune(
+    backend: Backend,
+    policy: Policy,
+    *,
+    now: datetime,
+    target: str | None = None,
+    incomplete_grace: timedelta = DEFAULT_INCOMPLETE_GRACE,
+    dry_run: bool = False,
+    read_manifests: bool = True,
+    keep_oldest: bool = True,
+    on_delete: Callable[[str], None] | None = None,
+) -> PruneResult:
+    """Apply ``policy`` to every target in ``backend`` (or only ``target``)
+    and sweep leftovers; see the module docstring. ``on_delete`` is called
+    with each key after it is deleted (progress, tests). Raises
+    :class:`PolicyError` / :class:`PruneError` before touching anything when
+    the request is bad, and :class:`StorageError` from the store."""
+    policy.validate()
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if incomplete_grace < timedelta(0):
+        raise PruneError("--incomplete-grace must not be negative")
+    check_request(policy, dry_run)
+    if target is not None:
+        catalog.validate_target(target)
+
+    sink: Backend = DryRunBackend(backend) if dry_run else backend
+    if on_delete is not None:
+        sink = Observed(sink, on_delete)
+    result = PruneResult(store=backend.url, policy=policy, dry_run=dry_run)
+    cutoff = now - incomplete_grace
+    grace = _span(incomplete_grace)
+
+    targets = _classify(backend, target, read_manifests)
+    prefix = f"{target}/" if target else ""
+    stale_uploads: list[PendingUpload] = []
+    for up in backend.pending_uploads(prefix):
+        owner = _upload_target(up.key)
+        if target is not None and owner != target:
+            continue  # a nested target's upload, e.g. a/b/... under --target a
+        if up.key.rsplit("/", 1)[-1] == DELETING_MARKER:
+            stale_uploads.append(up)  # a killed prune's marker: not a backup
+        elif up.started > cutoff and owner:
+            targets.setdefault(owner, _Target(owner)).uploads.append(up)
+        elif up.started <= cutoff:
+            stale_uploads.append(up)
+
+    blocked: set[str] = set()
+    for name in sorted(targets):
+        # pop: a target's listing is garbage once it is done (memory on huge stores)
+        t = targets.pop(name)
+        why = _blocked_reason(t, cutoff, now)
+        if why:
+            blocked.add(name)
+            result.skipped.append(Skipped(name, why))
+            _report_blocked(result, t, cutoff, now, grace, why)
+            continue
+        _prune_target(sink, result, t, policy, now, grace, keep_oldest)
+
+    for up in stale_uploads:
+        t_name = _upload_target(up.key)
+        if t_name in blocked:
+            continue
+        sink.abort_upload(up)
+        result.aborted_uploads.append(UploadRow(t_name, up.key, up.started, up.upload_id))
+    return result
+
+
+def _classify(backend: Backend, target: str | None, read_manifests: bool) -> dict[str, _Target]:
+    targets: dict[str, _Target] = {}
+    for e in catalog.scan(backend, target, load_manifests=read_manifests):
+        t = targets.setdefault(e.target, _Target(e.target))
+        has_manifest = _has(e, catalog.MANIFEST_NAME)
+        if has_manifest and (e.manifest is not None or not read_manifests):
+            t.complete.append(e)
+        elif has_manifest:
+            t.unreadable.append(e)
+        elif _has(e, DELETING_MARKER):
+            t.half_deleted.append(e)
+        else:
+            t.incomplete.append(e)
+    return targets
+
+
+def _blocked_reason(t: _Target, cutoff: datetime, now: datetime) -> str:
+    young = [e for e in t.incomplete if _last_activity(e) > cutoff]
+    if young:
+        e = max(young, key=_last_activity)
+        return (
+            f"backup {e.id} is being written (no manifest yet, last written "
+            f"{_ago(now - _last_activity(e))} ago): nothing of this target is pruned"
+        )
+    if t.uploads:
+        up = max(t.uploads, key=lambda u: u.started)
+        return (
+            f"an upload to {up.key} started {_ago(now - up.started)} ago is unfinished: "
+            "nothing of this target is pruned"
+        )
+    if t.unreadable:
+        e = t.unreadable[0]
+        return (
+            f"{len(t.unreadable)} backup(s) have a manifest that cannot be read "
+            f"({e.id}: {e.manifest_error}): nothing of this target is pruned; "
+            "check them with 'backupctl verify'"
+        )
+    return ""
+
+
+def _report_blocked(
+    result: PruneResult, t: _Target, cutoff: datetime, now: datetime, grace: str, why: str
+) -> None:
+    for e in t.complete:
+        result.keep.append(Row(t.name, e.id, _created(e), (f"target skipped: {why}",)))
+    for e in t.unreadable:
+        reason = f"manifest unreadable: {e.manifest_error}"
+        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "leave"))
+    for e in t.incomplete:
+        age = _ago(now - _last_activity(e))
+        if _last_activity(e) > cutoff:
+            reason = f"in progress: no manifest, last written {age} ago (grace {grace})"
+        else:
+            reason = f"target skipped: {why}"
+        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "leave"))
+    for e in t.half_deleted:
+        reason = f"target skipped: {why}"
+        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "leave"))
+
+
+def _created(e: BackupEntry) -> datetime:
+    return e.created if e.manifest is not None else catalog.id_time(e.id)
+
+
+def _prune_target(
+    sink: Backend,
+    result: PruneResult,
+    t: _Target,
+    policy: Policy,
+    now: datetime,
+    grace: str,
+    keep_oldest: bool,
+) -> None:
+    items = [_CreatedFromId(e) if e.manifest is None else e for e in t.complete]
+    decision = apply_policy(items, policy, now=now, keep_oldest=keep_oldest)
+    to_remove: list[BackupEntry] = []
+    for i, v in enumerate(decision.verdicts):
+        entry = v.item.entry if isinstance(v.item, _CreatedFromId) else v.item
+        keep, reasons = v.keep, v.reasons
+        if i == 0 and not keep:  # belt and braces: retention keeps it anyway
+            keep, reasons = True, ("newest complete backup (never removed)",)
+        row = Row(t.name, entry.id, v.item.created, reasons)
+        if keep:
+            result.keep.append(row)
+            if _has(entry, DELETING_MARKER):  # a marker left by a killed prune
+                sink.delete(entry.prefix + DELETING_MARKER)
+        else:
+            result.remove.append(row)
+            to_remove.append(entry)
+
+    for e in t.half_deleted:
+        reason = "half-deleted by an interrupted prune"
+        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "remove"))
+        to_remove.append(e)
+    for e in t.incomplete:  # all older than the grace, or the target is blocked
+        reason = (
+            f"incomplete: no manifest, last written {_ago(now - _last_activity(e))} ago "
+            f"(older than {grace})"
+        )
+        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "remove"))
+        to_remove.append(e)
+
+    for e in to_remove:
+        _delete_backup(sink, e)
+
+
+def _delete_backup(sink: Backend, e: BackupEntry) -> None:
+    """Marker, manifest, archives, marker: every prefix of this sequence
+    leaves either a complete backup or a folder the next prune sweeps."""
+    marker = e.prefix + DELETING_MARKER
+    try:
+        if not _has(e, DELETING_MARKER):
+            put_bytes(sink, marker, _MARKER_TEXT)
+        rest = [o for o in e.objects if o.key != marker]
+        # catalog.delete_backup deletes the manifest first, then the rest.
+        catalog.delete_backup(sink, dataclasses.replace(e, objects=rest))
+        sink.delete(marker)
+    except StorageError as err:
+        raise StorageError(
+            f"while deleting backup {e.id} of {e.target}: {err} (run prune again to finish)",
+            transient=err.transient,
+        ) from err
+
+
+__all__ = [
+    "DEFAULT_INCOMPLETE_GRACE",
+    "DELETING_MARKER",
+    "IncompleteRow",
+    "Observed",
+    "PolicyError",
+    "PruneError",
+    "PruneResult",
+    "Row",
+    "Skipped",
+    "UploadRow",
+    "check_request",
+    "prune",
+]

@@ -1,6 +1,6 @@
 """Benchmark: the RedisBackup controller with many scheduled RedisBackups.
 
-Starts the test Kubernetes API emulator (tests/k8s) in its own process on 127.0.0.1,
+Starts the test Kubernetes API emulator (tests/support/kube) in its own process on 127.0.0.1,
 creates N RedisBackups scheduled at the same cron slot (one StatefulSet target,
 ``method: replication``), runs the real ``backupctl operator`` with its test-only fake
 clock, lets it settle, then moves the clock across the slot and watches Jobs appear.
@@ -38,15 +38,15 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from k8s.client import K8sClient  # noqa: E402
-from k8s.emulator import write_kubeconfig  # noqa: E402
+from support.kube.api_client import K8sClient  # noqa: E402
+from support.kube.api_server import write_kubeconfig  # noqa: E402
 
 NS = "bench"
 SLOT = datetime(2030, 1, 1, 2, tzinfo=UTC)
 EMULATOR = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from k8s.emulator import EmulatorThread
+from support.kube.api_server import EmulatorThread
 thread = EmulatorThread().start()
 print(thread.url, flush=True)
 try:

@@ -17,10 +17,11 @@ from typing import Any
 
 import jsonschema
 import pytest
-from clitools import assert_one_clear_error, cli
-from redisfixtures import RedisFactory, populate
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.cli_runner import assert_one_clear_error, cli
+from support.redis_servers import RedisFactory, populate
+
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "manifest.schema.json").read_text())
 N_KEYS = 200_000
 
@@ -222,7 +223,7 @@ def test_wrong_password_gives_one_clear_error(redis_factory: RedisFactory, tmp_p
 
 
 def test_unreachable_redis_gives_one_clear_error(tmp_path: Path) -> None:
-    from redisfixtures import free_port
+    from support.redis_servers import free_port
 
     proc = cli("run", "--redis", f"redis://127.0.0.1:{free_port()}", "--to", tmp_path, check=False)
     assert_one_clear_error(proc, "connect")

@@ -4,7 +4,7 @@ policy, the same keep set and the same reasons.
 400 backups spread irregularly over two years (several a day, gaps of
 weeks) from a seeded RNG are stored twice: as fake backups in a file store,
 pruned by the command (``python -m backupctl.store.prune STORE --dry-run --json``),
-and as restic snapshots (see ``tests/resticrepo.py`` for how they are made
+and as restic snapshots (see ``tests/support/restic_repo.py`` for how they are made
 quickly). A second copy of
 the snapshots carries Europe/Paris offsets, which restic uses for its
 calendar, so the time-zone path is checked against restic too.
@@ -32,11 +32,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from backupfakes import add_backup
-from resticrepo import make_repo, restic, write_snapshot
 
 from backupctl.store.backends.local import LocalBackend
 from backupctl.store.retention import Policy, apply_policy, parse_duration
+
+from support.fake_backups import add_backup
+from support.restic_repo import make_repo, restic, write_snapshot
 
 pytestmark = pytest.mark.skipif(
     shutil.which("restic") is None, reason="restic is not installed (apt-get install restic)"
@@ -149,7 +150,7 @@ def test_prune_dry_run_keeps_exactly_what_restic_forget_keeps(
             [sys.executable, "-m", "backupctl", "prune", store.url, "--target", f"{host}/redis",
              "--timezone", tz, "--dry-run", "--json", *args],
             capture_output=True, text=True, timeout=60, check=False,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)

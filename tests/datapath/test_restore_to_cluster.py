@@ -1,7 +1,7 @@
 """``backupctl restore --to-redis`` into a Redis Cluster: keys routed to the
 master owning their slot, whatever the shard count of the backup.
 
-Real ``redis-server`` processes in cluster mode on 127.0.0.1 (tests/clusterfixtures.py),
+Real ``redis-server`` processes in cluster mode on 127.0.0.1 (tests/support/redis_cluster.py),
 the real CLI in a subprocess, a ``file://`` store. Same slot layout: each master's
 ``DEBUG DIGEST`` equals the source's at backup time; another layout: every key's
 ``DEBUG DIGEST-VALUE`` equals the source's, and every key reads through redis-py's
@@ -14,13 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clitools import assert_one_clear_error, cli
-from clusterfixtures import cluster_client, fill_cluster, make_cluster
 from redis.crc import key_slot
-from redisfixtures import RedisFactory, RedisServer, populate
 
 from backupctl.redis.load import Cluster, open_target
 from backupctl.redis.node import parse_redis_url
+
+from support.cli_runner import assert_one_clear_error, cli
+from support.redis_cluster import cluster_client, fill_cluster, make_cluster
+from support.redis_servers import RedisFactory, RedisServer, populate
 
 LIBRARY = "#!lua name=clustertest\nredis.register_function('hello', function() return 'hi' end)"
 N_KEYS = 20_000

@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import assert_one_clear_error, cli
-from redisfixtures import RedisFactory, RedisServer, populate
 
 from backupctl.ops.restore_server import restore_to_redis
 from backupctl.redis.node import parse_redis_url
 from backupctl.store import catalog
 from backupctl.store.backends import open_store
+
+from support.cli_runner import assert_one_clear_error, cli
+from support.redis_servers import RedisFactory, RedisServer, populate
 
 LIBRARY = "#!lua name=backupctltest\nredis.register_function('hello', function() return 'hi' end)"
 

@@ -23,7 +23,7 @@ assertions) and bundled discovery data, and replaces the request semantics:
   orphan by default like the real API); dependents of vanished owners are collected;
 * CRDs register their resources in discovery (core group says ``groupVersion: v1``) and custom
   resources are pruned, defaulted and validated against ``openAPIV3Schema`` + CEL
-  (:mod:`k8s.schema`), refused with kube-apiserver's 422 messages;
+  (:mod:`support.kube.schema`), refused with kube-apiserver's 422 messages;
 * built-in defaulting/validation where tests care: Job selector/labels/backoffLimit and
   restartPolicy, Pod phase and terminationMessagePath, Secret ``stringData``.
 * ``pods/log`` serves the output the kubelet stand-in captured (``kubectl logs job/x``).

@@ -10,17 +10,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from clitools import assert_one_clear_error, cli
-from clusterfixtures import (
+
+from backupctl.redis.node import cluster_shards
+
+from support.cli_runner import assert_one_clear_error, cli
+from support.redis_cluster import (
     CLUSTER_ARGS,
     add_replicas,
     fill_cluster,
     make_cluster,
     wait_replicas_in_sync,
 )
-from redisfixtures import RedisFactory, RedisServer, wait_for
-
-from backupctl.redis.node import cluster_shards
+from support.redis_servers import RedisFactory, RedisServer, wait_for
 
 
 def test_cluster_backup_set_has_one_archive_per_shard_with_slots_and_restores_each_shard(

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redisfixtures import RedisFactory, RedisServer, wait_for
 
 from backupctl.ops.restore_cluster import Ranges, normalize_slots
 from backupctl.redis.node import cluster_shards
+
+from support.redis_servers import RedisFactory, RedisServer, wait_for
 
 #: ``repl-ping-replica-period 1``: a master sees a new replica "online" in CLUSTER SHARDS once
 #: its replication offset moved, which an idle master does only by this ping (default 10 s).

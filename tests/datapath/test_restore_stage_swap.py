@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-from clitools import assert_one_clear_error, cli
-from redisfixtures import RedisFactory, RedisServer, populate, wait_for
 
 from backupctl.ops.restore_dir import (
     PREVIOUS_PREFIX,
@@ -20,6 +18,9 @@ from backupctl.ops.restore_dir import (
     SWAP_RECORD,
     swap_staged,
 )
+
+from support.cli_runner import assert_one_clear_error, cli
+from support.redis_servers import RedisFactory, RedisServer, populate, wait_for
 
 TARGET = "ns/app"
 

@@ -2,7 +2,8 @@
 replicas whose pods are real ``redis-server`` processes.
 
 On 127.0.0.1: the Kubernetes API emulator (CRD schemas, GC), the Job kubelet stand-in running
-each Job's ``backupctl`` command, the StatefulSet stand-in (:mod:`k8s.statefulset`: pods
+each Job's ``backupctl`` command, the StatefulSet stand-in
+(:mod:`support.kube.statefulset_controller`: pods
 ``redis-<i>`` as ``redis-server`` processes on their PVC folders, ``-1``/``-2`` replicas of
 ``-0``, graceful deletion, restarts) and moto's S3. Backups are taken with the CLI
 (``backupctl run``) on the primary; equality is ``DEBUG DIGEST`` on all three servers.
@@ -24,16 +25,17 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
-from emulators import S3Emulator
-from k8s.fixtures import K8sApi
-from k8s.kubelet import Kubelet
-from k8s.operator_process import BACKUPCTL, Operator
-from k8s.statefulset import StatefulSets, wait_ready
 
 from backupctl.core.slots import normalize_slots
 from backupctl.redis.node import cluster_shards
 
-REPO = Path(__file__).resolve().parent.parent
+from support.kube.fixtures import K8sApi
+from support.kube.kubelet import Kubelet
+from support.kube.operator_process import BACKUPCTL, Operator
+from support.kube.statefulset_controller import StatefulSets, wait_ready
+from support.object_stores import S3Emulator
+
+REPO = Path(__file__).resolve().parents[2]
 NS = "ns"
 STS = "redis"
 T = TypeVar("T")

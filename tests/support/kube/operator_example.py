@@ -5,7 +5,7 @@ by the Backup (``kopf.adopt``), whose container writes ``{"ok":1}`` to its termi
 when the Job succeeds it copies the Pod's termination message into the Backup's status.
 Every handler call is appended to ``$EMU_OPERATOR_CALLS`` so a test can count re-runs.
 
-Run: ``kopf run --standalone -n NS tests/k8s/operator_example.py`` with ``KUBECONFIG`` set.
+Run: ``kopf run --standalone -n NS tests/support/kube/operator_example.py`` with ``KUBECONFIG`` set.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Throwaway redis-server processes for tests (a pytest plugin).
 
-Loaded from tests/conftest.py (``pytest_plugins = ["redisfixtures"]``)::
+Loaded from tests/conftest.py (``pytest_plugins = ["support.redis_servers", ...]``)::
 
     def test_x(redis_factory):
         server = redis_factory(appendonly=True, password="s3cret")

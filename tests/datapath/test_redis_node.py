@@ -1,6 +1,6 @@
 """backupctl.redis.node against real redis-server processes (and a few fakes).
 
-Servers come from the ``redis_factory`` fixture (tests/redisfixtures.py);
+Servers come from the ``redis_factory`` fixture (tests/support/redis_servers.py);
 everything binds 127.0.0.1.
 """
 
@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 import redis
-from redisfixtures import RedisFactory, RedisServer, free_port, populate, wait_for
 
 from backupctl.redis import node as rn
 from backupctl.redis.node import ConnectionSpec, RedisNodeError, parse_redis_url
+
+from support.redis_servers import RedisFactory, RedisServer, free_port, populate, wait_for
 
 HAVE_CHECK_RDB = shutil.which("redis-check-rdb") is not None
 needs_check_rdb = pytest.mark.skipif(not HAVE_CHECK_RDB, reason="redis-check-rdb not installed")

@@ -2,7 +2,7 @@
 so every test checks what is left in the store, not only what prune says.
 
 Fake backups (tiny archives + a valid manifest, no Redis) are written with
-``tests/backupfakes.py``. Most tests use a directory store; the last ones
+``tests/support/fake_backups.py``. Most tests use a directory store; the last ones
 run the CLI against the S3, Azure and GCS emulators (``store_url``).
 """
 
@@ -20,11 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import emulators
 import pytest
 import typer
-from backupfakes import add_backup, check_only_intact_backups_are_listed, keys
-from emulators import StoreURL, store_env
 from typer.testing import CliRunner
 
 from backupctl.cli.prune import PAUSE_ENV, register
@@ -42,17 +39,21 @@ from backupctl.store.backends.local import LocalBackend
 from backupctl.store.prune import DELETING_MARKER, PruneError, prune
 from backupctl.store.retention import Decision, Policy, PolicyError, Verdict
 
-# The emulator fixtures (tests/emulators.py is a plugin module, not a conftest).
-s3_server = emulators.s3_server
-azurite_server = emulators.azurite_server
-gcs_server = emulators.gcs_server
-file_store = emulators.file_store
-s3_store = emulators.s3_store
-azure_store = emulators.azure_store
-gcs_store = emulators.gcs_store
-store_url = emulators.store_url
+from support import object_stores
+from support.fake_backups import add_backup, check_only_intact_backups_are_listed, keys
+from support.object_stores import StoreURL, store_env
 
-REPO = Path(__file__).resolve().parent.parent
+# The emulator fixtures (tests/support/object_stores.py is a plugin module, not a conftest).
+s3_server = object_stores.s3_server
+azurite_server = object_stores.azurite_server
+gcs_server = object_stores.gcs_server
+file_store = object_stores.file_store
+s3_store = object_stores.s3_store
+azure_store = object_stores.azure_store
+gcs_store = object_stores.gcs_store
+store_url = object_stores.store_url
+
+REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
 
 

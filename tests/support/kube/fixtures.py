@@ -1,6 +1,6 @@
 """pytest fixtures: ``k8s_api`` (the API emulator on a free loopback port) and ``kubelet``.
 
-Registered for the whole suite by ``pytest_plugins = [..., "k8s.fixtures"]`` in
+Registered for the whole suite by ``pytest_plugins = [..., "support.kube.fixtures"]`` in
 tests/conftest.py. A controller test writes::
 
     def test_backup(k8s_api, kubelet, tmp_path):
@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from .client import K8sClient, run_kubectl, wait_for
-from .emulator import EmulatorThread, KubeEmulator, write_kubeconfig
+from .api_client import K8sClient, run_kubectl, wait_for
+from .api_server import EmulatorThread, KubeEmulator, write_kubeconfig
 
 T = TypeVar("T")
 

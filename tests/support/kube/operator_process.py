@@ -12,9 +12,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from emulators import free_port
-
-from k8s.fixtures import K8sApi
+from support.kube.fixtures import K8sApi
+from support.object_stores import free_port
 
 BACKUPCTL = str(Path(sys.executable).parent / "backupctl")
 

@@ -1,7 +1,7 @@
 """``backupctl run`` in replication and Sentinel setups: which node is backed up.
 
 Real processes on 127.0.0.1: a primary, a replica and three ``redis-server
---sentinel`` (tests/redisfixtures.py ``sentinel_factory``); the real CLI in a
+--sentinel`` (tests/support/redis_servers.py ``sentinel_factory``); the real CLI in a
 subprocess; each backup restored into a fresh server gives the source's
 ``DEBUG DIGEST``. The pure parts of :mod:`backupctl.redis.sentinel` are checked on
 literal Sentinel and INFO answers.
@@ -15,8 +15,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from clitools import assert_one_clear_error, cli
-from redisfixtures import RedisFactory, RedisServer, SentinelFactory, free_port, populate, wait_for
 
 from backupctl.redis.sentinel import (
     healthy_replicas,
@@ -26,7 +24,17 @@ from backupctl.redis.sentinel import (
     target_name,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.cli_runner import assert_one_clear_error, cli
+from support.redis_servers import (
+    RedisFactory,
+    RedisServer,
+    SentinelFactory,
+    free_port,
+    populate,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "manifest.schema.json").read_text())
 
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .client import ApiStatusError, K8sClient
+from .api_client import ApiStatusError, K8sClient
 from .kubelet import Kubelet, _expand, _rewrite
 
 JsonDict = dict[str, Any]

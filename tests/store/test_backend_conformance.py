@@ -2,7 +2,7 @@
 
 memory, a local directory, S3 (moto server), Azure Blob (Azurite) and GCS
 (gcp-storage-emulator), the last three over real HTTP on 127.0.0.1 (see
-``emulators.py``). A backend that passes behaves the same for catalog,
+``support/object_stores.py``). A backend that passes behaves the same for catalog,
 backup, restore and prune. Below the suite: store URL parsing, credential
 and reachability errors as a user sees them, and the retry / dry-run
 wrappers.
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 import pytest
-from emulators import AzuriteEmulator, S3Emulator, StoreURL, store_env, unique_bucket_name
 
 from backupctl.store.backends import (
     CHUNK_SIZE,
@@ -50,6 +49,14 @@ from backupctl.store.backends.gcs import GCSBackend
 from backupctl.store.backends.local import LocalBackend
 from backupctl.store.backends.memory import MemoryBackend
 from backupctl.store.backends.s3 import S3Backend
+
+from support.object_stores import (
+    AzuriteEmulator,
+    S3Emulator,
+    StoreURL,
+    store_env,
+    unique_bucket_name,
+)
 
 KINDS = ["memory", "file", "s3", "azure", "gcs"]
 

@@ -35,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover - cel-python is an optional test dependency
     CEL = False
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSIONS = ["1.31.0", kubernetes_validate.utils.latest_version()]
 SEED_API_VERSION = "redis.redis.opstreelabs.in/v1beta2"
 SEED_MD = [ROOT.parent / "shared" / "seed-examples.md", ROOT / "shared" / "seed-examples.md"]
@@ -242,7 +242,7 @@ def test_examples_only_reference_secrets_by_name_and_key() -> None:
 
 def _apiserver(doc: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
     """The test API emulator's create path: prune, default, validate (with CEL)."""
-    from k8s.schema import process_custom_resource
+    from support.kube.schema import process_custom_resource
 
     obj = copy.deepcopy(doc)
     pruned, errors = process_custom_resource(obj, schema_of(doc["kind"]))

@@ -8,9 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
-from clitools import cli
-from clusterfixtures import failover, make_cluster, shards
-from redisfixtures import RedisFactory, RedisServer, populate, wait_for
+from support.cli_runner import cli
+from support.redis_cluster import failover, make_cluster, shards
+from support.redis_servers import RedisFactory, RedisServer, populate, wait_for
 
 
 def files(folder: Path) -> dict[str, str]:

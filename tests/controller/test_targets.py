@@ -15,7 +15,6 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from k8s.fixtures import K8sApi
 
 from backupctl.controller.kube import Kube
 from backupctl.controller.manifests import backup_job
@@ -33,6 +32,8 @@ from backupctl.controller.topology import (
     redis_container,
     redis_port,
 )
+
+from support.kube.fixtures import K8sApi
 
 NS = "ns"
 

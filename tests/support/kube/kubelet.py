@@ -43,7 +43,8 @@ emulated. Stdout/stderr of every attempt are kept: :meth:`Kubelet.logs`, :meth:`
 and served by the emulator as ``pods/log`` (``kubectl logs job/NAME``: stdout, then stderr).
 
 StatefulSets (pods ``<sts>-<ordinal>`` running ``redis-server`` on their PVC folders, scaling,
-graceful deletion) are played by :mod:`k8s.statefulset`, which shares :attr:`Kubelet.volumes`.
+graceful deletion) are played by :mod:`support.kube.statefulset_controller`, which shares
+:attr:`Kubelet.volumes`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .client import ApiStatusError, K8sClient
+from .api_client import ApiStatusError, K8sClient
 
 JsonDict = dict[str, Any]
 _POD_SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names

@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 AZURITE_BIN = REPO / "node_modules" / ".bin" / "azurite-blob"
 HOST = "127.0.0.1"
 

@@ -1,4 +1,4 @@
-"""Proves the Kubernetes test substrate (tests/k8s) with real clients.
+"""Proves the Kubernetes test substrate (tests/support/kube) with real clients.
 
 The ``kubernetes`` client, ``kubectl`` and a real ``kopf run`` talk HTTP to the emulator;
 the kubelet stand-in runs Jobs as local processes. Each test gets a fresh emulator.
@@ -21,13 +21,14 @@ from typing import Any
 
 import kmock
 import pytest
-from k8s.client import ApiStatusError
-from k8s.fixtures import K8sApi
-from k8s.kubelet import Kubelet
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-HERE = Path(__file__).parent / "k8s"
+from support.kube.api_client import ApiStatusError
+from support.kube.fixtures import K8sApi
+from support.kube.kubelet import Kubelet
+
+HERE = Path(__file__).parents[1] / "support" / "kube"
 CRD = HERE / "testdata" / "backup-crd.yaml"
 GROUP, VERSION, PLURAL = "emu.backupctl.dev", "v1alpha1", "backups"
 NS = "ns"

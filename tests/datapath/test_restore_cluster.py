@@ -12,8 +12,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from clitools import assert_one_clear_error, cli
-from clusterfixtures import (
+
+from backupctl.ops.restore_cluster import Ranges, _require_local_dir, match_shards, normalize_slots
+from backupctl.ops.restore_dir import PREVIOUS_PREFIX, SWAP_RECORD, RestoreError
+from backupctl.redis.node import ClusterNode, Shard
+from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
+
+from support.cli_runner import assert_one_clear_error, cli
+from support.redis_cluster import (
     Supervisor,
     cluster_client,
     failover,
@@ -21,12 +27,7 @@ from clusterfixtures import (
     make_cluster,
     shards,
 )
-from redisfixtures import RedisFactory, RedisServer, populate
-
-from backupctl.ops.restore_cluster import Ranges, _require_local_dir, match_shards, normalize_slots
-from backupctl.ops.restore_dir import PREVIOUS_PREFIX, SWAP_RECORD, RestoreError
-from backupctl.redis.node import ClusterNode, Shard
-from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
+from support.redis_servers import RedisFactory, RedisServer, populate
 
 TARGET = "prod/cache"
 

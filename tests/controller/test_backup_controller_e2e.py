@@ -24,17 +24,18 @@ from typing import Any, TypeVar
 
 import kubernetes_validate
 import pytest
-from clusterfixtures import add_replicas, fill_cluster, make_cluster, wait_replicas_in_sync
-from emulators import AzuriteEmulator, GCSEmulator, S3Emulator
-from k8s.client import ApiStatusError
-from k8s.fixtures import K8sApi
-from k8s.kubelet import Kubelet
-from k8s.operator_process import BACKUPCTL, Operator
-from redisfixtures import RedisFactory, RedisServer, populate, wait_for
 
 from backupctl.redis.node import cluster_shards
 
-REPO = Path(__file__).resolve().parent.parent
+from support.kube.api_client import ApiStatusError
+from support.kube.fixtures import K8sApi
+from support.kube.kubelet import Kubelet
+from support.kube.operator_process import BACKUPCTL, Operator
+from support.object_stores import AzuriteEmulator, GCSEmulator, S3Emulator
+from support.redis_cluster import add_replicas, fill_cluster, make_cluster, wait_replicas_in_sync
+from support.redis_servers import RedisFactory, RedisServer, populate, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
 NS = "ns"
 K8S_VERSION = kubernetes_validate.utils.latest_version()
 T = TypeVar("T")

@@ -34,8 +34,6 @@ is imported here so that both run in one operator process.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -60,6 +58,9 @@ from backupctl.controller.manifests import (
 )
 from backupctl.controller.metrics import Metrics
 from backupctl.controller.observe import job_view, pod_problem, pod_result
+
+# Importing the RedisRestore handlers registers them with kopf: one process serves both.
+from backupctl.controller.restore.handlers import Restores
 from backupctl.controller.spec import (
     API_GROUP,
     API_VERSION,
@@ -241,10 +242,6 @@ class Controller:
         self.metrics.forget(namespace, name)
 
 
-#: Set by ``backupctl operator`` before kopf starts; ``kopf run`` uses the env.
-CONFIG: Config | None = None
-
-
 # --- kopf handlers ------------------------------------------------------------------
 
 
@@ -264,8 +261,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}=backupctl"
     settings.watching.reconnect_backoff = 1.0
     settings.posting.loggers = False  # Events are posted explicitly, one per transition
-    config = CONFIG or Config.from_env()
-    controller = Controller(config=config, kube=Kube.connect(), clock=Clock(config.clock_file))
+    config: Config = memo.config
+    clock = Clock(config.clock_file)
+    memo.clock = clock
+    memo.kube = kube = Kube.connect()  # the one API client of both controllers
+    controller = Controller(config=config, kube=kube, clock=clock)
+    memo.restores = Restores(kube=kube, image=config.image, clock=clock)
     if config.metrics_port is not None:
         controller.metrics.serve(config.metrics_port, config.metrics_address)
     controller.tasks.append(asyncio.create_task(controller.watch_changes()))
@@ -281,7 +282,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if controller is not None:
         for task in controller.tasks:
             task.cancel()
-        await controller.kube.aclose()
+    kube: Kube | None = memo.get("kube")
+    if kube is not None:
+        await kube.aclose()
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_BACKUP: kopf.PRESENT})
@@ -589,23 +592,13 @@ def run(
     verbose: bool = False,
 ) -> None:
     """Run the controller in this process until SIGTERM/SIGINT."""
-    global CONFIG
-    CONFIG = config or Config.from_env()
     kopf.configure(verbose=verbose)
     kopf.run(
         standalone=True,
         clusterwide=all_namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness,
+        memo=kopf.Memo(config=config or Config.from_env()),
     )
-
-
-def _load_restore_controller() -> None:
-    """The RedisRestore handlers live in their own module, when it exists."""
-    if importlib.util.find_spec("backupctl.controller.restore.handlers") is not None:
-        importlib.import_module("backupctl.controller.restore.handlers")
-
-
-_load_restore_controller()
 
 __all__ = ["Clock", "Config", "Controller", "run"]

@@ -28,23 +28,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import kopf
 from kubernetes.client import V1DeleteOptions, V1Preconditions
 from kubernetes.client.exceptions import ApiException
 
-from backupctl import __version__
 from backupctl.controller import targets, topology
 from backupctl.controller.kube import AlreadyExists, ApiError, Kube
 from backupctl.controller.manifests import LABEL_RESTORE, label_value
 from backupctl.controller.observe import job_view, pod_problem, pod_result
 from backupctl.controller.restore import plan as restore_plan
+from backupctl.controller.runtime import Clock
 from backupctl.controller.spec import (
     API_GROUP,
     API_VERSION,
@@ -57,8 +55,6 @@ from backupctl.store.catalog import parse_time
 
 PLURAL = "redisrestores"
 log = logging.getLogger("backupctl.controller.restore.handlers")
-IMAGE_ENV = "BACKUPCTL_IMAGE"
-DEFAULT_IMAGE = f"backupctl:{__version__}"
 MIN_SLEEP, MAX_SLEEP = 0.05, 60.0
 #: Passes one daemon makes without sleeping while a plan keeps acting (no hot loop).
 MAX_BURST = 20
@@ -66,10 +62,12 @@ MAX_BURST = 20
 
 @dataclass
 class Restores:
-    """Shared by the handlers through kopf's ``memo``."""
+    """Shared by the handlers through kopf's ``memo`` (made by the startup
+    handler of :mod:`backupctl.controller.app`, with the one API client and clock)."""
 
     kube: Kube
-    image: str = DEFAULT_IMAGE
+    image: str
+    clock: Clock
     wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
     def waker(self, namespace: str, name: str) -> asyncio.Event:
@@ -82,21 +80,6 @@ class Restores:
 
 
 # --- kopf handlers -------------------------------------------------------------------------
-
-
-@kopf.on.startup()
-async def restore_startup(memo: kopf.Memo, **_: Any) -> None:
-    # ``backupctl operator --image`` (its Config) when it started us, else the env.
-    config = getattr(sys.modules.get("backupctl.controller.app"), "CONFIG", None)
-    image = getattr(config, "image", None) or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
-    memo.restores = Restores(Kube.connect(), str(image))
-
-
-@kopf.on.cleanup()
-async def restore_cleanup(memo: kopf.Memo, **_: Any) -> None:
-    restores: Restores | None = memo.get("restores")
-    if restores is not None:
-        await restores.kube.aclose()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_RESTORE: kopf.PRESENT})
@@ -153,7 +136,7 @@ async def reconcile(restores: Restores, namespace: str, name: str) -> restore_pl
     body = await restores.kube.get(API_GROUP, API_VERSION, PLURAL, namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return None
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = restores.clock.now().replace(microsecond=0)
     observed = await observe(restores, body, now)
     planned = restore_plan.plan(observed, now)
     await execute(restores, body, planned)
@@ -302,14 +285,16 @@ async def execute(restores: Restores, body: Mapping[str, Any], planned: restore_
             if e.status not in (404, 409):  # gone, or already replaced: done
                 raise
     for event in planned.events:
-        await post_event(kube, body, event)
+        await post_event(kube, body, event, restores.clock.now())
 
 
-async def post_event(kube: Kube, body: Mapping[str, Any], event: restore_plan.Event) -> None:
+async def post_event(
+    kube: Kube, body: Mapping[str, Any], event: restore_plan.Event, at: datetime
+) -> None:
     """A core/v1 Event about the RedisRestore, posted directly (in order, and not
     lost when the daemon ends right after); a failure is logged, never fatal."""
     meta = body["metadata"]
-    now = datetime.now(UTC).isoformat()
+    now = at.isoformat()
     obj = {
         "apiVersion": "v1",
         "kind": "Event",

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from backupctl.core.timefmt import format_time
 from backupctl.store import catalog
 from backupctl.store.backends.base import read_bytes
 from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
@@ -60,7 +61,7 @@ def _manifest(target: str, bid: str, created: datetime) -> bytes:
         role="master",
         redis_version="7.0.15",
         rdb_version=10,
-        snapshot_time=catalog.format_time(created),
+        snapshot_time=format_time(created),
         keys=1000,
         archive=ArchiveEntry(key="redis-0.tar.zst", size=len(data), sha256=sha, compression="zstd"),
         files=[FileEntry(path="dump.rdb", size=4096, sha256=sha, kind="rdb")],
@@ -68,7 +69,7 @@ def _manifest(target: str, bid: str, created: datetime) -> bytes:
     return Manifest(
         id=bid,
         target=target,
-        created=catalog.format_time(created),
+        created=format_time(created),
         tool_version="0.1.0",
         redis_version="7.0.15",
         method="bgsave",

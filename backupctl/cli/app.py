@@ -19,6 +19,7 @@ import typer
 
 from backupctl import __version__
 from backupctl.cli import prune as prune_cli
+from backupctl.core.timefmt import format_time
 from backupctl.ops.backup import (
     BackupError,
     RunOptions,
@@ -470,7 +471,7 @@ def _entry_json(e: BackupEntry) -> dict[str, Any]:
         "id": e.id,
         "target": e.target,
         "complete": e.complete,
-        "created": catalog.format_time(e.created),
+        "created": format_time(e.created),
         "size": m.size if m else e.stored_bytes,
         "keys": m.keys if m else None,
         "nodes": [n.name for n in m.nodes] if m else [],
@@ -507,7 +508,7 @@ def list_cmd(
         rows = [
             (
                 e.id,
-                catalog.format_time(e.created),
+                format_time(e.created),
                 e.target,
                 _human(e.manifest.size if e.manifest else e.stored_bytes),
                 str(e.manifest.keys) if e.manifest else "-",

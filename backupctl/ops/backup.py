@@ -36,6 +36,7 @@ from typing import BinaryIO
 
 from backupctl import __version__
 from backupctl.core.slots import CLUSTER_SLOTS, slot_count
+from backupctl.core.timefmt import format_time
 from backupctl.redis import node as redisnode
 from backupctl.store import backup_set, catalog
 from backupctl.store.archive import (
@@ -403,7 +404,7 @@ def _backup_node(
         role=info.role,
         redis_version=info.redis_version,
         rdb_version=header.version,
-        snapshot_time=catalog.format_time(snapshot_time),
+        snapshot_time=format_time(snapshot_time),
         keys=keys,
         aof_enabled=info.appendonly,
         archive=ArchiveEntry(

@@ -39,9 +39,11 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from backupctl.core.slots import CLUSTER_SLOTS
+from backupctl.core.timefmt import parse_time
 from backupctl.store import catalog
 from backupctl.store.backends.base import Backend, NotFound, put_bytes, read_bytes
 from backupctl.store.catalog import CatalogError, Manifest, NodeEntry
@@ -191,7 +193,7 @@ def assemble(records: Sequence[ShardRecord]) -> Manifest:
     return Manifest(
         id=first.id,
         target=first.target,
-        created=max((r.node.snapshot_time for r in records), key=catalog.parse_time),
+        created=max((r.node.snapshot_time for r in records), key=_snapshot_time),
         tool_version=max((r.tool_version for r in records), key=_version_key),
         redis_version=max((r.node.redis_version for r in records), key=_version_key),
         method=first.method,
@@ -224,6 +226,13 @@ def _check_slots(what: str, records: Iterable[ShardRecord]) -> None:
             f"slots {_span(end, CLUSTER_SLOTS - 1)} are in no shard of {what}: {moved}; "
             "this set stays incomplete, the next run takes a consistent one"
         )
+
+
+def _snapshot_time(value: str) -> datetime:
+    t = parse_time(value)
+    if t is None:
+        raise ShardSetError(f"a shard record's snapshot time is not an RFC 3339 time: {value!r}")
+    return t
 
 
 def _span(a: int, b: int) -> str:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from backupctl.core.timefmt import parse_time
 from backupctl.store.backends.base import (
     Backend,
     ObjectInfo,
@@ -107,7 +108,12 @@ class Manifest:
 
     @property
     def created_at(self) -> datetime:
-        return parse_time(self.created)
+        t = parse_time(self.created)
+        if t is None:
+            raise CatalogError(
+                f"backup {self.id}: 'created' is not an RFC 3339 time: {self.created!r}"
+            )
+        return t
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -205,15 +211,6 @@ def _node_from_json(n: dict[str, Any]) -> NodeEntry:
 
 
 # --- names -----------------------------------------------------------------
-
-
-def format_time(t: datetime) -> str:
-    """RFC 3339 UTC with a ``Z``, second precision."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(s: str) -> datetime:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def new_backup_id(now: datetime, taken: Iterable[str] = ()) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
+from backupctl.core.timefmt import format_time
 from backupctl.store import catalog
 from backupctl.store.backends.base import (
     Backend,
@@ -71,7 +72,7 @@ class Row:
         return {
             "target": self.target,
             "id": self.id,
-            "created": catalog.format_time(self.created),
+            "created": format_time(self.created),
             "reasons": list(self.reasons),
         }
 
@@ -97,7 +98,7 @@ class UploadRow:
         return {
             "target": self.target,
             "key": self.key,
-            "started": catalog.format_time(self.started),
+            "started": format_time(self.started),
             "upload_id": self.upload_id,
         }
 

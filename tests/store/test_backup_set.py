@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from backupctl.core.timefmt import format_time
 from backupctl.store import catalog
 from backupctl.store.backends.base import Backend, put_bytes
 from backupctl.store.backends.local import LocalBackend
@@ -212,10 +213,10 @@ def test_prune_treats_a_shard_set_folder_as_one_backup(store: Backend) -> None:
     stale = "backup-20300101-120000"
     for bid in (old, new):
         for i in (1, 2, 3):
-            r = record(i, bid=bid, snapshot=catalog.format_time(catalog.id_time(bid)))
+            r = record(i, bid=bid, snapshot=format_time(catalog.id_time(bid)))
             store_shard(store, r)
             commit(store, r)
-    r = record(1, bid=stale, snapshot=catalog.format_time(catalog.id_time(stale)))
+    r = record(1, bid=stale, snapshot=format_time(catalog.id_time(stale)))
     store_shard(store, r)
     commit(store, r)  # 1 of 3: incomplete
     now = datetime(2030, 1, 5, tzinfo=UTC)

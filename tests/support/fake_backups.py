@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+from backupctl.core.timefmt import format_time
 from backupctl.store import catalog
 from backupctl.store.backends.base import Backend, put_bytes
 from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
@@ -38,7 +39,7 @@ def add_backup(
                 role="master",
                 redis_version="7.0.15",
                 rdb_version=10,
-                snapshot_time=catalog.format_time(created),
+                snapshot_time=format_time(created),
                 keys=1,
                 archive=ArchiveEntry(key=name, size=len(data), sha256=sha, compression="zstd"),
                 files=[FileEntry(path="dump.rdb", size=len(data), sha256=sha, kind="rdb")],
@@ -50,7 +51,7 @@ def add_backup(
             Manifest(
                 id=bid,
                 target=target,
-                created=catalog.format_time(created),
+                created=format_time(created),
                 tool_version="0.1.0",
                 redis_version="7.0.15",
                 method="bgsave",

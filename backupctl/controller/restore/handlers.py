@@ -30,7 +30,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -51,10 +51,12 @@ from backupctl.controller.spec import (
     parse_restore,
     with_backup_source,
 )
-from backupctl.store.catalog import parse_time
+from backupctl.core.timefmt import parse_time
 
 PLURAL = "redisrestores"
 log = logging.getLogger("backupctl.controller.restore.handlers")
+#: Creation time of an object without one (sorts first).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_SLEEP, MAX_SLEEP = 0.05, 60.0
 #: Passes one daemon makes without sleeping while a plan keeps acting (no hot loop).
 MAX_BURST = 20
@@ -177,7 +179,7 @@ async def observe(
     others = [
         restore_plan.OtherRestore(
             name=str(o["metadata"]["name"]),
-            created=parse_time(o["metadata"].get("creationTimestamp") or "1970-01-01T00:00:00Z"),
+            created=parse_time(o["metadata"].get("creationTimestamp")) or EPOCH,
             target_key=restore_plan.target_key(o.get("spec") or {}),
             started=bool((o.get("status") or {}).get("startTime")),
             active=bool((o.get("status") or {}).get("startTime"))
@@ -190,7 +192,7 @@ async def observe(
         name=name,
         namespace=namespace,
         uid=uid,
-        created=parse_time(meta.get("creationTimestamp") or now.isoformat()),
+        created=parse_time(meta.get("creationTimestamp")) or now,
         generation=int(meta.get("generation") or 1),
         spec=spec,
         status=status,

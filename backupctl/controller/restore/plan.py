@@ -94,8 +94,8 @@ from backupctl.controller.spec import (
 )
 from backupctl.core.datadir import STAGING_PREFIX
 from backupctl.core.slots import CLUSTER_SLOTS, Ranges, format_slots, normalize_slots, slot_count
+from backupctl.core.timefmt import format_time, parse_time
 from backupctl.core.versions import version_problem
-from backupctl.store.catalog import format_time, parse_time
 
 KIND = "RedisRestore"
 TERMINAL = ("Completed", "Failed")
@@ -990,7 +990,7 @@ class _Planner:
         self.out.wake = 10.0 if reason != "WaitingForRestore" else 5.0
 
     def _timeout(self, message: str) -> None:
-        started = parse_time(self.status.get("stepStartTime") or format_time(self.now))
+        started = parse_time(self.status.get("stepStartTime")) or self.now
         if (self.now - started).total_seconds() > POD_TIMEOUT_SECONDS:
             raise _Failure("Timeout", f"{message} within {POD_TIMEOUT_SECONDS:.0f} s")
 

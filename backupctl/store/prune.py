@@ -42,7 +42,7 @@ from backupctl.store.backends.base import (
     StorageError,
     put_bytes,
 )
-from backupctl.store.backends.retry import DryRunBackend
+from backupctl.store.backends.wrappers import DryRunBackend
 from backupctl.store.catalog import BackupEntry
 from backupctl.store.retention import Policy, PolicyError, apply_policy
 

@@ -35,7 +35,8 @@ from backupctl.store.backends.base import (
     put_stream,
     read_bytes,
 )
-from backupctl.store.backends.retry import DryRunBackend, RetryingBackend
+from backupctl.store.backends.retry import RetryingBackend
+from backupctl.store.backends.wrappers import DryRunBackend
 
 __all__ = [
     "CHUNK_SIZE",

@@ -1,13 +1,13 @@
-"""Backend wrappers: retry of transient errors, and dry run.
+"""Retry of transient storage errors, as a wrapper around any backend.
 
-They exist so no backend needs flags for either: the CLI wraps whatever
+It exists so no backend needs retry flags: the CLI wraps whatever
 :func:`~backupctl.store.backends.open_store` returned. ``RetryingBackend`` retries
 calls that failed with a ``transient`` :class:`StorageError` (timeouts, 5xx,
 an endpoint that is briefly down) with exponential backoff and jitter,
 bounded in attempts and in total time; it never retries ``NotFound``,
 ``AccessDenied`` or other permanent errors. Writers are passed through
 unretried: a stream cannot be replayed, and the SDKs already retry each
-part. ``DryRunBackend`` reads for real and only records deletions.
+part.
 """
 
 from __future__ import annotations
@@ -18,20 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, TypeVar
 
-from backupctl.store.backends.base import (
-    Backend,
-    ManagedWriter,
-    ObjectInfo,
-    ObjectWriter,
-    PendingUpload,
-    StorageError,
-)
+from backupctl.store.backends.base import Backend, ObjectInfo, PendingUpload, StorageError
+from backupctl.store.backends.wrappers import ForwardingBackend
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RetryingBackend:
+class RetryingBackend(ForwardingBackend):
     """Retries transient failures of ``inner``'s calls (see module doc).
 
     Delays grow as ``base_delay * 2**n`` capped at ``max_delay``, each drawn
@@ -50,8 +44,7 @@ class RetryingBackend:
         max_elapsed: float = 60,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.attempts = max(1, attempts)
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -108,9 +101,6 @@ class RetryingBackend:
     def check(self) -> None:
         self._call("check", self.inner.check)
 
-    def writer(self, key: str) -> ObjectWriter:
-        return self.inner.writer(key)
-
     def open(self, key: str) -> BinaryIO:
         return self._call(f"open {key}", lambda: self.inner.open(key))
 
@@ -132,59 +122,3 @@ class RetryingBackend:
 
     def abort_upload(self, upload: PendingUpload) -> None:
         self._call(f"abort upload {upload.key}", lambda: self.inner.abort_upload(upload))
-
-
-class DryRunBackend:
-    """Reads from ``inner`` for real; ``delete`` and ``abort_upload`` only
-    record what they would do (``would_delete``: keys, ``would_abort``:
-    uploads), and writers discard their data (``would_write``: keys)."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.would_delete: list[str] = []
-        self.would_abort: list[PendingUpload] = []
-        self.would_write: list[str] = []
-
-    def check(self) -> None:
-        self.inner.check()
-
-    def writer(self, key: str) -> ObjectWriter:
-        return _DiscardingWriter(self, key)
-
-    def open(self, key: str) -> BinaryIO:
-        return self.inner.open(key)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def stat(self, key: str) -> ObjectInfo:
-        return self.inner.stat(key)
-
-    def delete(self, key: str) -> None:
-        log.info("dry run: would delete %s/%s", self.url, key)
-        self.would_delete.append(key)
-
-    def pending_uploads(self, prefix: str = "") -> Iterator[PendingUpload]:
-        return self.inner.pending_uploads(prefix)
-
-    def abort_upload(self, upload: PendingUpload) -> None:
-        log.info("dry run: would abort the unfinished upload of %s/%s", self.url, upload.key)
-        self.would_abort.append(upload)
-
-
-class _DiscardingWriter(ManagedWriter):
-    def __init__(self, backend: DryRunBackend, key: str) -> None:
-        super().__init__(f"{backend.url}/{key}")
-        self._backend = backend
-        self._key = key
-
-    def _write(self, data: bytes | bytearray | memoryview) -> None:
-        return None
-
-    def _commit(self) -> None:
-        log.info("dry run: would write %s", self.description)
-        self._backend.would_write.append(self._key)
-
-    def _abort(self) -> None:
-        return None

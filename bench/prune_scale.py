@@ -81,7 +81,7 @@ def _manifest(target: str, bid: str, created: datetime) -> bytes:
 def serve(n: int) -> None:
     """Child: moto server + seeded bucket; prints the port, serves until stdin closes."""
     import boto3
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
     from moto.server import ThreadedMotoServer
 

@@ -332,7 +332,7 @@ class GCSEmulator:
 
         return storage.Client(
             project="test",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=AnonymousCredentials(),
             client_options={"api_endpoint": self.endpoint},
         )
 

@@ -229,5 +229,28 @@ class Kube:
         path = self._path(group, version, plural, namespace, name) + "/status"
         return await self._request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
 
+    async def patch(
+        self, group: str, version: str, plural: str, namespace: str, name: str, patch: JsonDict
+    ) -> JsonDict:
+        """Merge-patch the object (``{"spec": {"replicas": 0}}`` scales a
+        StatefulSet); returns it."""
+        path = self._path(group, version, plural, namespace, name)
+        return await self._request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def delete_instance(
+        self, group: str, version: str, plural: str, namespace: str, name: str, uid: str
+    ) -> None:
+        """Delete the object only while it is the instance ``uid``
+        (``preconditions.uid``): gone (404) or replaced by a new instance (409)
+        is done, so an instance is deleted at most once."""
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
+        try:
+            await self._request(
+                "DELETE", self._path(group, version, plural, namespace, name), body=options
+            )
+        except ApiError as e:
+            if e.status not in (404, 409):
+                raise
+
 
 __all__ = ["AlreadyExists", "ApiError", "Kube"]

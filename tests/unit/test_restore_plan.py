@@ -19,11 +19,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from backupctl.controller.jobs import JobView
 from backupctl.controller.manifests import TargetPod
-from backupctl.controller.restore.plan import (
+from backupctl.controller.restore.model import (
     IN_PLACE,
     SCALE_DOWN,
-    JobView,
     Observed,
     OtherRestore,
     Plan,
@@ -31,9 +31,9 @@ from backupctl.controller.restore.plan import (
     TargetView,
     is_finished,
     job_name,
-    plan,
     target_key,
 )
+from backupctl.controller.restore.plan import plan
 from backupctl.controller.spec import SpecError, parse_restore
 from backupctl.core.versions import version_problem
 
@@ -107,14 +107,14 @@ class World:
             self.manifests[name] = job
             self.jobs[name] = JobView(name, "Running")
             self.log.append(f"create {name}")
-        for sts, n in p.scale.items():
+        for sts, n in ((s.name, s.replicas) for s in p.scale):
             self.log.append(f"scale {sts} {n}")
             self.replicas = n
             self.pods = {k: v for k, v in self.pods.items() if int(k.rsplit("-", 1)[1]) < n}
             for i in range(n):
                 if f"redis-{i}" not in self.pods:
                     self.add_pod(i)
-        for pod, uid in p.delete_pods:
+        for pod, uid in ((d.name, d.uid) for d in p.delete_pods):
             if pod in self.pods and self.pods[pod].uid == uid:
                 self.log.append(f"delete {pod}")
                 idx = int(pod.rsplit("-", 1)[1])
@@ -127,10 +127,12 @@ class World:
                 continue
             step = name.split("-")[1]
             if name in self.fail:
-                self.jobs[name] = JobView(name, "Failed", {"ok": False, "error": f"{name} broke"})
+                self.jobs[name] = JobView(
+                    name, "Failed", result={"ok": False, "error": f"{name} broke"}
+                )
             else:
                 result = {"ok": True, **self.results.get(step, {})}
-                self.jobs[name] = JobView(name, "Succeeded", result)
+                self.jobs[name] = JobView(name, "Succeeded", result=result)
 
 
 def observed(world: World, status: dict[str, Any], **kw: Any) -> Observed:
@@ -203,7 +205,8 @@ def scale_down_is_safe(world: World, p: Plan) -> None:
     for job in p.jobs:
         if "-swap-" in job["metadata"]["name"]:
             assert not world.pods, "swap while Redis runs"
-    if p.scale.get("redis", 0) > 0 and p.status.get("phase") != "Failed":
+    scaled_to = {s.name: s.replicas for s in p.scale}
+    if scaled_to.get("redis", 0) > 0 and p.status.get("phase") != "Failed":
         swaps = [j for n, j in world.jobs.items() if "-swap-" in n]
         assert len(swaps) == 3 and all(j.state == "Succeeded" for j in swaps)
 
@@ -255,7 +258,7 @@ def in_place_is_safe(world: World, p: Plan) -> None:
             quiesced = [j for n, j in world.jobs.items() if "-quiesce-" in n]
             assert len(quiesced) == 3 and all(j.state == "Succeeded" for j in quiesced)
     assert not p.scale, "an operator-managed StatefulSet is never scaled"
-    if any(name != "redis-0" for name, _ in p.delete_pods):
+    if any(d.name != "redis-0" for d in p.delete_pods):
         assert "delete redis-0" in world.log
 
 
@@ -412,7 +415,7 @@ def cluster_is_safe(world: World, p: Plan) -> None:
             assert len(quiesced) == 6 and all(j.state == "Succeeded" for j in quiesced)
     if p.delete_pods:
         assert len(swaps) == 6 and all(j.state == "Succeeded" for j in swaps)
-        assert sorted(n for n, _ in p.delete_pods) == [f"redis-{i}" for i in range(6)]
+        assert sorted(d.name for d in p.delete_pods) == [f"redis-{i}" for i in range(6)]
     assert not p.scale
 
 

@@ -46,11 +46,11 @@ from backupctl.controller.runtime import Clock
 from backupctl.controller.spec import (
     API_GROUP,
     API_VERSION,
-    SpecError,
     parse_backup,
     parse_restore,
     with_backup_source,
 )
+from backupctl.controller.spec_fields import SpecError
 from backupctl.core.timefmt import parse_time
 
 PLURAL = "redisrestores"

@@ -88,10 +88,10 @@ from backupctl.controller.schedule import bounded_name
 from backupctl.controller.spec import (
     GROUP_VERSION,
     RestoreSpec,
-    SpecError,
     restore_source_target,
     store_url,
 )
+from backupctl.controller.spec_fields import SpecError
 from backupctl.core.datadir import STAGING_PREFIX
 from backupctl.core.slots import CLUSTER_SLOTS, Ranges, format_slots, normalize_slots, slot_count
 from backupctl.core.timefmt import format_time, parse_time

@@ -2,8 +2,9 @@
 
 Starts the test Kubernetes API emulator (tests/support/kube) in its own process on 127.0.0.1,
 creates N RedisBackups scheduled at the same cron slot (one StatefulSet target,
-``method: replication``), runs the real ``backupctl operator`` with its test-only fake
-clock, lets it settle, then moves the clock across the slot and watches Jobs appear.
+``method: replication``), runs the real controller on the tests' file-offset clock
+(tests/support/kube/run_operator.py), lets it settle, then moves the clock across the
+slot and watches Jobs appear.
 Jobs are not run (no kubelet): this measures the controller, not backups.
 
 Prints the operator's RSS (idle after startup, and peak over the whole run, sampled
@@ -40,6 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from support.kube.api_client import K8sClient  # noqa: E402
 from support.kube.api_server import write_kubeconfig  # noqa: E402
+from support.kube.operator_process import operator_command, operator_env  # noqa: E402
 
 NS = "bench"
 SLOT = datetime(2030, 1, 1, 2, tzinfo=UTC)
@@ -239,11 +241,9 @@ def main() -> None:
 
         log = open(work / "operator.log", "wb")  # noqa: SIM115 - closed with the process
         started = time.monotonic()
-        argv = [str(Path(sys.executable).parent / "backupctl"), "operator", "-n", NS]
-        argv += ["--clock-offset-file", str(clock), "--image", "backupctl:bench"]
         operator = subprocess.Popen(
-            argv,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            operator_command(clock, "-n", NS, "--image", "backupctl:bench"),
+            env=operator_env({**os.environ, "KUBECONFIG": str(kubeconfig)}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

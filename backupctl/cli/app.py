@@ -1198,7 +1198,6 @@ def operator_command(
         image=image or os.environ.get(operator.IMAGE_ENV) or operator.DEFAULT_IMAGE,
         metrics_port=metrics_port,
         metrics_address=metrics_address,
-        clock_file=clock_offset_file,
     )
     operator.run(
         namespaces=namespace or [],

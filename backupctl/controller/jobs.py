@@ -12,6 +12,9 @@ JobState = Literal["Running", "Succeeded", "Failed"]
 RUNNING: Final = "Running"
 SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"
+#: ``component`` of a RedisBackup's Jobs: a backup run, or the prune after it.
+BACKUP: Final = "backup"
+PRUNE: Final = "prune"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from backupctl.controller.job_env import (
+    retention_args,
+    secret_volume,
+    storage_env,
+    storage_mounts,
+    storage_volumes,
+)
 from backupctl.controller.schedule import bounded_name, job_name, slot_stamp
 from backupctl.controller.spec import (
     BackupSpec,
@@ -46,11 +53,6 @@ from backupctl.controller.spec import (
     TLSSpec,
     catalog_target,
     restore_source_target,
-    retention_args,
-    secret_volume,
-    storage_env,
-    storage_mounts,
-    storage_volumes,
     store_url,
 )
 from backupctl.store.catalog import new_backup_id

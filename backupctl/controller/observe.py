@@ -1,7 +1,7 @@
-"""Reading Jobs and their pods into what the planner needs (pure).
+"""Reading Jobs and their pods into what the planners need (pure).
 
 :func:`job_view` turns a batch/v1 Job made for a RedisBackup into a
-:class:`~backupctl.controller.backup.plan.JobView` (component, slot and, for the Jobs of a
+:class:`~backupctl.controller.jobs.JobView` (component, slot and, for the Jobs of a
 cluster backed up one Job per shard, run and shard from its labels; state
 from its ``Complete``/``Failed`` conditions). :func:`pod_result` reads the
 termination message the CLI writes (``{"ok":true,"id",...}`` or
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from backupctl.controller.backup.plan import (
+from backupctl.controller.jobs import (
     BACKUP,
     FAILED,
     PRUNE,
@@ -26,10 +26,11 @@ from backupctl.controller.backup.plan import (
     JobState,
     JobView,
     PodProblem,
-    parse_time,
 )
 from backupctl.controller.manifests import LABEL_COMPONENT, LABEL_RUN, LABEL_SHARD, LABEL_SLOT
 from backupctl.controller.schedule import SLOT_FORMAT
+from backupctl.controller.status import MESSAGE_LIMIT
+from backupctl.core.timefmt import parse_time
 
 #: Container waiting reasons that need a person (not just time) to fix.
 STUCK_REASONS = frozenset(
@@ -114,7 +115,7 @@ def pod_result(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
                 value = None
             if isinstance(value, dict):
                 return value
-            return {"ok": False, "error": " ".join(str(text).split())[:1024]}
+            return {"ok": False, "error": " ".join(str(text).split())[:MESSAGE_LIMIT]}
     return None
 
 
@@ -125,10 +126,12 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
         for cs in status.get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STUCK_REASONS:
-                return PodProblem(str(waiting["reason"]), str(waiting.get("message", "")))
+                return PodProblem(
+                    reason=str(waiting["reason"]), message=str(waiting.get("message", ""))
+                )
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
-                return PodProblem("Unschedulable", str(cond.get("message", "")))
+                return PodProblem(reason="Unschedulable", message=str(cond.get("message", "")))
         return None
     return None
 

@@ -16,6 +16,9 @@ The missed-run policy (:func:`due_slot`): after any downtime at most ONE
 catch-up run, for the most recent missed slot, and only within
 ``startingDeadlineSeconds`` when that is set. Never a burst.
 
+:func:`parse_cron` and :func:`check_time_zone` check ``spec.schedule`` and
+``spec.timeZone`` for the spec parser, in the terms of the slots computed here.
+
 Job names (:func:`job_name`) are a function of the resource name and the
 slot only, so a retried reconcile or a restarted controller computes the
 same name and gets AlreadyExists instead of making a second Job (the
@@ -33,8 +36,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
+from croniter.croniter import CroniterError
 
-from backupctl.controller.spec import parse_cron
+from backupctl.controller.spec_fields import SpecError
 
 #: The most a time zone's UTC offset moves in one day, with margin. Bounds
 #: how far the naive wall-clock search starts from the instant asked about.
@@ -44,6 +48,52 @@ _MINUTE = timedelta(minutes=1)
 MAX_NAME = 63
 SLOT_FORMAT = "%Y%m%d%H%M%S"
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+#: ``@`` shortcuts, as in cron(8) and Kubernetes CronJobs.
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+CRON_FORMAT = (
+    "must be a 5-field cron expression (minute hour day-of-month month day-of-week), "
+    "e.g. '0 2 * * *', or one of @hourly, @daily, @weekly, @monthly, @yearly"
+)
+# croniter extensions that are not cron: H (hashed) and R (random) make slots
+# depend on something other than the expression.
+_NON_CRON_TOKEN = re.compile(r"(^|[,/])[HR](\(|$|[,/])", re.IGNORECASE)
+
+
+def parse_cron(expr: str, p: str = "spec.schedule") -> str:
+    """Check a cron expression; return it with ``@`` macros expanded."""
+    text = " ".join(expr.split())
+    if text.lower() in CRON_MACROS:
+        return CRON_MACROS[text.lower()]
+    fields = text.split(" ")
+    if len(fields) != 5 or text.startswith("@"):
+        raise SpecError(p, f"{expr!r}: {CRON_FORMAT}")
+    if any(_NON_CRON_TOKEN.search(f) for f in fields):
+        raise SpecError(p, f"{expr!r}: hashed (H) and random (R) fields are not supported")
+    try:
+        croniter(text, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterError as e:
+        raise SpecError(p, f"{expr!r} is not a valid cron expression: {e}") from None
+    except (ValueError, KeyError) as e:  # croniter raises these for some odd input
+        raise SpecError(p, f"{expr!r} is not a valid cron expression: {e}") from None
+    return text
+
+
+def check_time_zone(tz: str, p: str = "spec.timeZone") -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SpecError(
+            p, f"unknown time zone {tz!r}: use an IANA name like UTC or Europe/Paris"
+        ) from None
 
 
 def next_run(cron: str, tz: str, after: datetime) -> datetime:
@@ -202,12 +252,16 @@ def _instant(wall: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
 
 
 __all__ = [
+    "CRON_FORMAT",
+    "CRON_MACROS",
     "MAX_NAME",
     "bounded_name",
+    "check_time_zone",
     "due_slot",
     "job_name",
     "missed_slots",
     "next_run",
+    "parse_cron",
     "prev_run",
     "shard_job_name",
     "slot_stamp",

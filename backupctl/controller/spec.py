@@ -4,15 +4,16 @@ The CRDs in ``crds/`` are the first line of defence; this module parses the
 ``spec`` dict of a custom resource into frozen dataclasses with the CRD's
 defaults applied, and re-checks everything the controller relies on, so a
 resource that reached the controller without schema validation (an old CRD,
-an API emulator) still ends in one clear :class:`SpecError`
+an API emulator) still ends in one clear
+:class:`~backupctl.controller.spec_fields.SpecError`
 (``spec.storage: set exactly one of s3, azureBlob, gcs``) instead of a crash.
 It also checks what a schema cannot: the cron expression parses, the time
 zone exists, the backup reference names a backup.
 
-Helpers turn a storage spec into what a Job needs: the store URL the CLI
-understands (:func:`store_url`), container env that takes credentials from
-Secrets by ``secretKeyRef`` only (:func:`storage_env`, :func:`storage_volumes`,
-:func:`storage_mounts`), and ``backupctl prune`` flags (:func:`retention_args`).
+:func:`store_url` gives the store URL the CLI understands; what else a Job
+needs from a spec (env from Secrets, volumes, prune flags) is in
+:mod:`backupctl.controller.job_env`, the field getters in
+:mod:`backupctl.controller.spec_fields`.
 
 No kopf, kubernetes, redis or cloud SDK imports here.
 """
@@ -20,15 +21,24 @@ No kopf, kubernetes, redis or cloud SDK imports here.
 from __future__ import annotations
 
 import re
-import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any, TypeAlias
 
-from croniter import croniter
-from croniter.croniter import CroniterError
-
+from backupctl.controller.schedule import check_time_zone, parse_cron
+from backupctl.controller.spec_fields import (
+    DNS_SUBDOMAIN,
+    SpecError,
+    check_name,
+    enum,
+    int_default,
+    obj,
+    opt_bool,
+    opt_endpoint,
+    opt_int,
+    opt_str,
+    req_str,
+)
 from backupctl.store.catalog import CatalogError, normalize_ref, validate_target
 
 API_GROUP = "backupctl.dev"
@@ -53,41 +63,8 @@ METHODS = ("bgsave", "replication")
 COMPRESSIONS = ("zstd", "gzip", "none")
 STORAGE_BACKENDS = ("s3", "azureBlob", "gcs")
 
-#: ``@`` shortcuts, as in cron(8) and Kubernetes CronJobs.
-CRON_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-CRON_FORMAT = (
-    "must be a 5-field cron expression (minute hour day-of-month month day-of-week), "
-    "e.g. '0 2 * * *', or one of @hourly, @daily, @weekly, @monthly, @yearly"
-)
-# croniter extensions that are not cron: H (hashed) and R (random) make slots
-# depend on something other than the expression.
-_NON_CRON_TOKEN = re.compile(r"(^|[,/])[HR](\(|$|[,/])", re.IGNORECASE)
 #: restic's duration syntax (no weeks), as ``backupctl prune --keep-within`` takes it.
 KEEP_WITHIN_PATTERN = re.compile(r"^(?=\d)(\d+y)?(\d+m)?(\d+d)?(\d+h)?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_ENDPOINT = re.compile(r"^https?://[^\s/]+(/\S*)?$")
-
-#: Where a GCS credentials Secret is mounted in Job containers.
-GCS_CREDENTIALS_DIR = "/var/run/secrets/backupctl/gcs"
-GCS_CREDENTIALS_VOLUME = "gcs-credentials"
-
-
-class SpecError(ValueError):
-    """A spec a user wrote cannot work. ``str()`` is ``<path>: <message>``."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.message = message
-
 
 # --- dataclasses -------------------------------------------------------------
 
@@ -175,7 +152,7 @@ class RetentionSpec:
     @property
     def empty(self) -> bool:
         """True when no rule is set: nothing is ever pruned."""
-        return all(getattr(self, f) is None for f in _RETENTION_FIELDS.values())
+        return all(getattr(self, f) is None for f in RETENTION_FIELDS.values())
 
 
 @dataclass(frozen=True)
@@ -229,7 +206,8 @@ class RestoreSpec:
 
 # --- parsing -----------------------------------------------------------------
 
-_RETENTION_FIELDS = {
+#: ``spec.retention`` field -> :class:`RetentionSpec` attribute.
+RETENTION_FIELDS = {
     "keepLast": "keep_last",
     "keepHourly": "keep_hourly",
     "keepDaily": "keep_daily",
@@ -243,15 +221,15 @@ _RETENTION_FIELDS = {
 def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
     """Parse a RedisBackup ``spec`` with the CRD's defaults applied."""
     p = "spec"
-    spec = _obj(spec, p)
+    spec = obj(spec, p)
     storage = parse_storage(spec.get("storage"), f"{p}.storage")
     if storage.key is not None:
         raise SpecError(
             f"{p}.storage.{_backend_name(storage)}.key",
             "names a backup to restore; it belongs in a RedisRestore, not a RedisBackup",
         )
-    schedule = _opt_str(spec, "schedule", p)
-    tz = _opt_str(spec, "timeZone", p) or "UTC"
+    schedule = opt_str(spec, "schedule", p)
+    tz = opt_str(spec, "timeZone", p) or "UTC"
     check_time_zone(tz, f"{p}.timeZone")
     if schedule is not None:
         schedule = parse_cron(schedule, f"{p}.schedule")
@@ -260,13 +238,13 @@ def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
         storage=storage,
         schedule=schedule,
         time_zone=tz,
-        suspend=_opt_bool(spec, "suspend", p, False),
-        concurrency_policy=_enum(spec, "concurrencyPolicy", p, CONCURRENCY_POLICIES),
-        starting_deadline_seconds=_opt_int(spec, "startingDeadlineSeconds", p, minimum=1),
+        suspend=opt_bool(spec, "suspend", p, False),
+        concurrency_policy=enum(spec, "concurrencyPolicy", p, CONCURRENCY_POLICIES),
+        starting_deadline_seconds=opt_int(spec, "startingDeadlineSeconds", p, minimum=1),
         retention=parse_retention(spec.get("retention"), f"{p}.retention"),
-        method=_enum(spec, "method", p, METHODS),
-        compression=_enum(spec, "compression", p, COMPRESSIONS),
-        prefer_replica=_opt_bool(spec, "preferReplica", p, False),
+        method=enum(spec, "method", p, METHODS),
+        compression=enum(spec, "compression", p, COMPRESSIONS),
+        prefer_replica=opt_bool(spec, "preferReplica", p, False),
         job=parse_job_options(spec, p),
     )
 
@@ -275,17 +253,17 @@ def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
     """Parse a RedisRestore ``spec``. Exactly one of ``backupId``,
     ``latest: true`` and ``storage.<backend>.key`` chooses the backup."""
     p = "spec"
-    spec = _obj(spec, p)
-    from_backup = _opt_str(spec, "fromBackup", p)
+    spec = obj(spec, p)
+    from_backup = opt_str(spec, "fromBackup", p)
     raw_storage = spec.get("storage")
     if (raw_storage is None) == (from_backup is None):
         raise SpecError(p, "set exactly one of storage or fromBackup (a RedisBackup's name)")
     if from_backup is not None:
-        _check_name(from_backup, f"{p}.fromBackup", _DNS_SUBDOMAIN)
+        check_name(from_backup, f"{p}.fromBackup", DNS_SUBDOMAIN)
     storage = parse_storage(raw_storage, f"{p}.storage") if raw_storage is not None else None
 
-    backup_id = _opt_str(spec, "backupId", p)
-    latest = _opt_bool(spec, "latest", p, False)
+    backup_id = opt_str(spec, "backupId", p)
+    latest = opt_bool(spec, "latest", p, False)
     refs = [(f"{p}.backupId", backup_id), (f"{p}.latest", "latest" if latest else None)]
     if storage is not None:
         refs.append((f"{p}.storage.{_backend_name(storage)}.key", storage.key))
@@ -303,7 +281,7 @@ def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
         raise SpecError(path, str(e)) from None
 
     target = parse_target(spec, p)
-    source_target = _opt_str(spec, "sourceTarget", p)
+    source_target = opt_str(spec, "sourceTarget", p)
     if source_target is not None:
         try:
             validate_target(source_target)
@@ -357,44 +335,44 @@ def catalog_target(namespace: str, target: TargetSpec, resource_name: str) -> st
 
 
 def parse_target(spec: Mapping[str, Any], p: str) -> TargetSpec:
-    cluster = _opt_str(spec, "redisClusterName", p)
+    cluster = opt_str(spec, "redisClusterName", p)
     raw = spec.get("target")
     if (cluster is None) == (raw is None):
         raise SpecError(p, "set exactly one of redisClusterName or target")
     if cluster is not None:
-        _check_name(cluster, f"{p}.redisClusterName", _DNS_SUBDOMAIN)
+        check_name(cluster, f"{p}.redisClusterName", DNS_SUBDOMAIN)
         return TargetSpec(name=cluster)
     tp = f"{p}.target"
-    raw = _obj(raw, tp)
-    name = _opt_str(raw, "name", tp)
+    raw = obj(raw, tp)
+    name = opt_str(raw, "name", tp)
     selector = raw.get("selector")
     if (name is None) == (selector is None):
         raise SpecError(tp, "set exactly one of name or selector")
     if name is not None:
-        _check_name(name, f"{tp}.name", _DNS_SUBDOMAIN)
+        check_name(name, f"{tp}.name", DNS_SUBDOMAIN)
     if selector is not None:
-        selector = _obj(selector, f"{tp}.selector")
+        selector = obj(selector, f"{tp}.selector")
         if not selector.get("matchLabels") and not selector.get("matchExpressions"):
             raise SpecError(f"{tp}.selector", "set matchLabels or matchExpressions")
     kind = raw.get("kind")
     if kind is not None:
-        kind = _enum(raw, "kind", tp, TARGET_KINDS)
+        kind = enum(raw, "kind", tp, TARGET_KINDS)
         if name is None:
             raise SpecError(f"{tp}.kind", "kind goes with target.name, not with a selector")
     tls = None
     if raw.get("tls") is not None:
         tlp = f"{tp}.tls"
-        raw_tls = _obj(raw["tls"], tlp)
+        raw_tls = obj(raw["tls"], tlp)
         tls = TLSSpec(
-            enabled=_opt_bool(raw_tls, "enabled", tlp, True),
+            enabled=opt_bool(raw_tls, "enabled", tlp, True),
             ca_secret=_opt_secret(raw_tls, "caSecret", tlp),
-            insecure_skip_verify=_opt_bool(raw_tls, "insecureSkipVerify", tlp, False),
+            insecure_skip_verify=opt_bool(raw_tls, "insecureSkipVerify", tlp, False),
         )
     return TargetSpec(
         name=name,
         kind=kind,
         selector=dict(selector) if selector is not None else None,
-        port=_opt_int(raw, "port", tp, minimum=1, maximum=65535),
+        port=opt_int(raw, "port", tp, minimum=1, maximum=65535),
         password_secret=_opt_secret(raw, "passwordSecret", tp),
         tls=tls,
     )
@@ -403,16 +381,16 @@ def parse_target(spec: Mapping[str, Any], p: str) -> TargetSpec:
 def parse_storage(raw: Any, p: str) -> Storage:
     if raw is None:
         raise SpecError(p, "is required: set one of s3, azureBlob, gcs")
-    raw = _obj(raw, p)
+    raw = obj(raw, p)
     present = [b for b in STORAGE_BACKENDS if raw.get(b) is not None]
     if len(present) != 1:
         raise SpecError(p, "set exactly one of s3, azureBlob, gcs")
     backend = present[0]
     bp = f"{p}.{backend}"
-    d = _obj(raw[backend], bp)
-    endpoint = _opt_endpoint(d, bp)
-    prefix = (_opt_str(d, "prefix", bp) or "").strip("/")
-    key = _opt_str(d, "key", bp)
+    d = obj(raw[backend], bp)
+    endpoint = opt_endpoint(d, bp)
+    prefix = (opt_str(d, "prefix", bp) or "").strip("/")
+    key = opt_str(d, "key", bp)
     if backend == "s3":
         ak = _opt_secret(d, "accessKeyIdSecret", bp)
         sk = _opt_secret(d, "secretAccessKeySecret", bp)
@@ -423,8 +401,8 @@ def parse_storage(raw: Any, p: str) -> Storage:
                 "(to use the pod's own identity)",
             )
         return S3Storage(
-            bucket=_req_str(d, "bucket", bp),
-            region=_opt_str(d, "region", bp),
+            bucket=req_str(d, "bucket", bp),
+            region=opt_str(d, "region", bp),
             endpoint=endpoint,
             prefix=prefix,
             key=key,
@@ -434,13 +412,13 @@ def parse_storage(raw: Any, p: str) -> Storage:
     if backend == "azureBlob":
         key_secret = _opt_secret(d, "storageAccountKeySecret", bp)
         conn = _opt_secret(d, "connectionStringSecret", bp)
-        account = _opt_str(d, "storageAccount", bp)
+        account = opt_str(d, "storageAccount", bp)
         if key_secret is not None and conn is not None:
             raise SpecError(bp, "set storageAccountKeySecret or connectionStringSecret, not both")
         if conn is None and account is None:
             raise SpecError(bp, "storageAccount is required unless connectionStringSecret is set")
         return AzureBlobStorage(
-            container=_req_str(d, "container", bp),
+            container=req_str(d, "container", bp),
             storage_account=account,
             storage_account_key_secret=key_secret,
             connection_string_secret=conn,
@@ -449,7 +427,7 @@ def parse_storage(raw: Any, p: str) -> Storage:
             key=key,
         )
     return GCSStorage(
-        bucket=_req_str(d, "bucket", bp),
+        bucket=req_str(d, "bucket", bp),
         credentials_secret=_opt_secret(d, "credentialsSecret", bp),
         endpoint=endpoint,
         prefix=prefix,
@@ -460,11 +438,11 @@ def parse_storage(raw: Any, p: str) -> Storage:
 def parse_retention(raw: Any, p: str) -> RetentionSpec:
     if raw is None:
         return RetentionSpec()
-    raw = _obj(raw, p)
+    raw = obj(raw, p)
     values: dict[str, Any] = {}
-    for camel, snake in _RETENTION_FIELDS.items():
+    for camel, snake in RETENTION_FIELDS.items():
         if camel == "keepWithin":
-            within = _opt_str(raw, camel, p)
+            within = opt_str(raw, camel, p)
             if within is not None and not KEEP_WITHIN_PATTERN.match(within):
                 raise SpecError(
                     f"{p}.keepWithin",
@@ -472,7 +450,7 @@ def parse_retention(raw: Any, p: str) -> RetentionSpec:
                 )
             values[snake] = within
         else:
-            values[snake] = _opt_int(raw, camel, p, minimum=0)
+            values[snake] = opt_int(raw, camel, p, minimum=0)
     return RetentionSpec(**values)
 
 
@@ -485,56 +463,28 @@ def parse_job_options(spec: Mapping[str, Any], p: str) -> JobOptions:
         isinstance(v, str) for v in node_selector.values()
     ):
         raise SpecError(f"{p}.nodeSelector", "must map label names to strings")
-    resources = _obj(spec.get("resources") or {}, f"{p}.resources")
-    sa = _opt_str(spec, "serviceAccountName", p)
+    resources = obj(spec.get("resources") or {}, f"{p}.resources")
+    sa = opt_str(spec, "serviceAccountName", p)
     if sa is not None:
-        _check_name(sa, f"{p}.serviceAccountName", _DNS_SUBDOMAIN)
+        check_name(sa, f"{p}.serviceAccountName", DNS_SUBDOMAIN)
     return JobOptions(
-        backoff_limit=_int_default(spec, "backoffLimit", p, JobOptions.backoff_limit),
-        active_deadline_seconds=_opt_int(spec, "activeDeadlineSeconds", p, minimum=1),
-        successful_jobs_history_limit=_int_default(
+        backoff_limit=int_default(spec, "backoffLimit", p, JobOptions.backoff_limit),
+        active_deadline_seconds=opt_int(spec, "activeDeadlineSeconds", p, minimum=1),
+        successful_jobs_history_limit=int_default(
             spec, "successfulJobsHistoryLimit", p, JobOptions.successful_jobs_history_limit
         ),
-        failed_jobs_history_limit=_int_default(
+        failed_jobs_history_limit=int_default(
             spec, "failedJobsHistoryLimit", p, JobOptions.failed_jobs_history_limit
         ),
         resources=dict(resources),
-        image=_opt_str(spec, "image", p),
+        image=opt_str(spec, "image", p),
         node_selector=dict(node_selector),
         tolerations=tuple(dict(t) for t in tolerations),
         service_account_name=sa,
     )
 
 
-def parse_cron(expr: str, p: str = "spec.schedule") -> str:
-    """Check a cron expression; return it with ``@`` macros expanded."""
-    text = " ".join(expr.split())
-    if text.lower() in CRON_MACROS:
-        return CRON_MACROS[text.lower()]
-    fields = text.split(" ")
-    if len(fields) != 5 or text.startswith("@"):
-        raise SpecError(p, f"{expr!r}: {CRON_FORMAT}")
-    if any(_NON_CRON_TOKEN.search(f) for f in fields):
-        raise SpecError(p, f"{expr!r}: hashed (H) and random (R) fields are not supported")
-    try:
-        croniter(text, datetime(2000, 1, 1)).get_next(datetime)
-    except CroniterError as e:
-        raise SpecError(p, f"{expr!r} is not a valid cron expression: {e}") from None
-    except (ValueError, KeyError) as e:  # croniter raises these for some odd input
-        raise SpecError(p, f"{expr!r} is not a valid cron expression: {e}") from None
-    return text
-
-
-def check_time_zone(tz: str, p: str = "spec.timeZone") -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise SpecError(
-            p, f"unknown time zone {tz!r}: use an IANA name like UTC or Europe/Paris"
-        ) from None
-
-
-# --- storage helpers ---------------------------------------------------------
+# --- store URL, secret references ---------------------------------------------
 
 
 def _backend_name(storage: Storage) -> str:
@@ -556,182 +506,27 @@ def store_url(storage: Storage) -> str:
     return f"{base}/{storage.prefix}" if storage.prefix else base
 
 
-def storage_env(storage: Storage) -> list[dict[str, Any]]:
-    """Container env for the CLI to reach the store. Credentials come only as
-    ``valueFrom.secretKeyRef``; plain settings (region, endpoint, account)
-    are values."""
-    env: list[dict[str, Any]] = []
-    if isinstance(storage, S3Storage):
-        _secret_env(env, "AWS_ACCESS_KEY_ID", storage.access_key_id_secret)
-        _secret_env(env, "AWS_SECRET_ACCESS_KEY", storage.secret_access_key_secret)
-        if storage.region:
-            # boto3 reads AWS_DEFAULT_REGION, other AWS tools AWS_REGION.
-            env.append({"name": "AWS_REGION", "value": storage.region})
-            env.append({"name": "AWS_DEFAULT_REGION", "value": storage.region})
-        if storage.endpoint:
-            env.append({"name": "AWS_ENDPOINT_URL", "value": storage.endpoint})
-    elif isinstance(storage, AzureBlobStorage):
-        if storage.storage_account:
-            env.append({"name": "AZURE_STORAGE_ACCOUNT", "value": storage.storage_account})
-        _secret_env(env, "AZURE_STORAGE_KEY", storage.storage_account_key_secret)
-        _secret_env(env, "AZURE_STORAGE_CONNECTION_STRING", storage.connection_string_secret)
-        if storage.endpoint:
-            env.append({"name": "AZURE_STORAGE_ENDPOINT", "value": storage.endpoint})
-    else:
-        if storage.credentials_secret is not None:
-            path = f"{GCS_CREDENTIALS_DIR}/{storage.credentials_secret.key}"
-            env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": path})
-        if storage.endpoint:
-            env.append({"name": "STORAGE_EMULATOR_HOST", "value": storage.endpoint})
-    return env
-
-
-def storage_volumes(storage: Storage) -> list[dict[str, Any]]:
-    """Pod volumes a storage needs: the GCS credentials Secret, nothing else."""
-    if isinstance(storage, GCSStorage) and storage.credentials_secret is not None:
-        return [secret_volume(GCS_CREDENTIALS_VOLUME, storage.credentials_secret)]
-    return []
-
-
-def secret_volume(name: str, ref: SecretRef) -> dict[str, Any]:
-    """A pod volume holding one key of a Secret as a file named after the key."""
-    return {
-        "name": name,
-        "secret": {
-            "secretName": ref.name,
-            "items": [{"key": ref.key, "path": ref.key}],
-            "defaultMode": 0o440,
-        },
-    }
-
-
-def storage_mounts(storage: Storage) -> list[dict[str, Any]]:
-    """Container volumeMounts matching :func:`storage_volumes`."""
-    return [
-        {"name": v["name"], "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True}
-        for v in storage_volumes(storage)
-    ]
-
-
-def retention_args(retention: RetentionSpec) -> list[str]:
-    """``backupctl prune`` flags: ``--keep-daily 7 --keep-weekly 4 ...``."""
-    args: list[str] = []
-    for camel, snake in _RETENTION_FIELDS.items():
-        value = getattr(retention, snake)
-        if value is not None:
-            flag = "--" + re.sub(r"(?<!^)([A-Z])", r"-\1", camel).lower()
-            args += [flag, str(value)]
-    return args
-
-
-def _secret_env(env: list[dict[str, Any]], name: str, ref: SecretRef | None) -> None:
-    if ref is not None:
-        env.append(
-            {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        )
-
-
-# --- small typed getters -----------------------------------------------------
-
-
-def _obj(value: Any, p: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise SpecError(p, "must be an object")
-    return value
-
-
-def _opt_str(d: Mapping[str, Any], k: str, p: str) -> str | None:
-    v = d.get(k)
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise SpecError(f"{p}.{k}", "must be a string")
-    if not v.strip():
-        raise SpecError(f"{p}.{k}", "must not be empty")
-    return v
-
-
-def _req_str(d: Mapping[str, Any], k: str, p: str) -> str:
-    v = _opt_str(d, k, p)
-    if v is None:
-        raise SpecError(f"{p}.{k}", "is required")
-    return v
-
-
-def _opt_bool(d: Mapping[str, Any], k: str, p: str, default: bool) -> bool:
-    v = d.get(k)
-    if v is None:
-        return default
-    if not isinstance(v, bool):
-        raise SpecError(f"{p}.{k}", "must be true or false")
-    return v
-
-
-def _opt_int(
-    d: Mapping[str, Any], k: str, p: str, *, minimum: int, maximum: int | None = None
-) -> int | None:
-    v = d.get(k)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise SpecError(f"{p}.{k}", "must be a whole number")
-    if v < minimum:
-        raise SpecError(f"{p}.{k}", f"must be {minimum} or more, not {v}")
-    if maximum is not None and v > maximum:
-        raise SpecError(f"{p}.{k}", f"must be {maximum} or less, not {v}")
-    return v
-
-
-def _int_default(d: Mapping[str, Any], k: str, p: str, default: int) -> int:
-    v = _opt_int(d, k, p, minimum=0)
-    return default if v is None else v
-
-
-def _enum(d: Mapping[str, Any], k: str, p: str, allowed: tuple[str, ...]) -> str:
-    v = d.get(k)
-    if v is None:
-        return allowed[0]
-    if v not in allowed:
-        raise SpecError(f"{p}.{k}", f"must be one of {', '.join(allowed)}, not {v!r}")
-    return str(v)
-
-
 def _opt_secret(d: Mapping[str, Any], k: str, p: str) -> SecretRef | None:
     v = d.get(k)
     if v is None:
         return None
     sp = f"{p}.{k}"
-    v = _obj(v, sp)
-    name, key = _opt_str(v, "name", sp), _opt_str(v, "key", sp)
+    v = obj(v, sp)
+    name, key = opt_str(v, "name", sp), opt_str(v, "key", sp)
     if name is None or key is None:
         raise SpecError(sp, "a secret reference needs both name and key")
-    _check_name(name, f"{sp}.name", _DNS_SUBDOMAIN)
+    check_name(name, f"{sp}.name", DNS_SUBDOMAIN)
     return SecretRef(name=name, key=key)
-
-
-def _check_name(value: str, p: str, pattern: re.Pattern[str]) -> None:
-    if len(value) > 253 or not pattern.match(value):
-        raise SpecError(
-            p, f"{value!r} is not a Kubernetes name (lower-case letters, digits, '-' and '.')"
-        )
-
-
-def _opt_endpoint(d: Mapping[str, Any], p: str) -> str | None:
-    v = _opt_str(d, "endpoint", p)
-    if v is not None and not _ENDPOINT.match(v):
-        raise SpecError(f"{p}.endpoint", f"{v!r} is not an http(s) URL")
-    return v
 
 
 __all__ = [
     "BACKUP_PHASES",
     "COMPRESSIONS",
     "CONCURRENCY_POLICIES",
-    "CRON_MACROS",
-    "GCS_CREDENTIALS_DIR",
     "GROUP_VERSION",
     "METHODS",
     "RESTORE_PHASES",
+    "RETENTION_FIELDS",
     "TARGET_KINDS",
     "AzureBlobStorage",
     "BackupSpec",
@@ -741,22 +536,14 @@ __all__ = [
     "RetentionSpec",
     "S3Storage",
     "SecretRef",
-    "SpecError",
     "Storage",
     "TLSSpec",
     "TargetSpec",
     "catalog_target",
-    "check_time_zone",
     "parse_backup",
-    "parse_cron",
     "parse_restore",
     "parse_storage",
     "restore_source_target",
-    "retention_args",
-    "secret_volume",
-    "storage_env",
-    "storage_mounts",
-    "storage_volumes",
     "store_url",
     "with_backup_source",
 ]

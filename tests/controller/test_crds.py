@@ -26,7 +26,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from backupctl.controller import schedule
 from backupctl.controller import spec as specmod
+from backupctl.controller.spec_fields import SpecError
 
 try:
     import celpy
@@ -348,11 +350,11 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], Mutation, bool, str]] = [
      "set exactly one of s3, azureBlob, gcs"),
     ("no-storage", _base_backup, _set("spec.storage", None), True, "storage"),
     ("cron-garbage", _base_backup, _set("spec.schedule", "every day"), True,
-     specmod.CRON_FORMAT),
+     schedule.CRON_FORMAT),
     ("cron-six-fields", _base_backup, _set("spec.schedule", "0 0 2 * * *"), True,
-     specmod.CRON_FORMAT),
+     schedule.CRON_FORMAT),
     ("cron-unknown-macro", _base_backup, _set("spec.schedule", "@reboot"), True,
-     specmod.CRON_FORMAT),
+     schedule.CRON_FORMAT),
     ("cron-out-of-range", _base_backup, _set("spec.schedule", "0 25 * * *"), False,
      "not a valid cron expression"),
     ("cron-never-fires", _base_backup, _set("spec.schedule", "0 0 31 2 *"), False,
@@ -422,7 +424,7 @@ def test_invalid_resources_are_refused_with_a_readable_message(
     doc = base()
     assert schema_errors(doc) == [] and parse(doc)  # the base is valid
     mutate(doc)
-    with pytest.raises(specmod.SpecError) as err:
+    with pytest.raises(SpecError) as err:
         parse(doc)
     assert message in str(err.value)
     assert str(err.value).startswith("spec")

@@ -16,29 +16,33 @@ from typing import Any
 import pytest
 
 from backupctl.controller.backup import plan as planning
-from backupctl.controller.backup.plan import (
-    BACKUP,
-    FAILED,
+from backupctl.controller.backup.model import (
     HISTORY_LIMIT,
     PREFETCH,
-    PRUNE,
-    RUNNING,
-    SUCCEEDED,
     TARGET_FRESH,
     CreateJob,
     DeleteJob,
-    JobView,
     Observed,
     Plan,
-    PodProblem,
     Problem,
-    fmt_time,
     retry_delay,
-    unrecorded,
+)
+from backupctl.controller.backup.runs import unrecorded
+from backupctl.controller.backup.schedule_runs import slots_around
+from backupctl.controller.jobs import (
+    BACKUP,
+    FAILED,
+    PRUNE,
+    RUNNING,
+    SUCCEEDED,
+    JobView,
+    PodProblem,
 )
 from backupctl.controller.observe import job_view, pod_problem, pod_result
 from backupctl.controller.schedule import next_run, prev_run
-from backupctl.controller.spec import SpecError, parse_backup
+from backupctl.controller.spec import parse_backup
+from backupctl.controller.spec_fields import SpecError
+from backupctl.core.timefmt import format_time
 
 CREATED = datetime(2030, 1, 1, 1, 0, tzinfo=UTC)
 SLOT = datetime(2030, 1, 1, 2, 0, tzinfo=UTC)
@@ -99,7 +103,7 @@ def job(
 
 def scheduled_status(**extra: Any) -> dict[str, Any]:
     """A resource the controller has seen once: announced its first slot."""
-    return {"observedGeneration": 1, "nextScheduleTime": fmt_time(SLOT), **extra}
+    return {"observedGeneration": 1, "nextScheduleTime": format_time(SLOT), **extra}
 
 
 def plan(obs: Observed, now: datetime) -> Plan:
@@ -224,7 +228,7 @@ def test_a_one_off_runs_once_for_its_creation_time() -> None:
 
 
 def test_forbid_makes_the_next_run_wait_for_the_active_job() -> None:
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     running = job(SLOT)
     now = SLOT + timedelta(days=1, seconds=5)
     p = plan(observed(status=status, jobs=(running,)), now)
@@ -240,8 +244,8 @@ def test_forbid_makes_the_next_run_wait_for_the_active_job() -> None:
 
 def test_replace_deletes_the_active_job_and_starts_the_new_one() -> None:
     status = scheduled_status(
-        lastScheduleTime=fmt_time(SLOT),
-        history=[{"slot": fmt_time(SLOT), "jobName": "nb-20300101020000", "phase": RUNNING}],
+        lastScheduleTime=format_time(SLOT),
+        history=[{"slot": format_time(SLOT), "jobName": "nb-20300101020000", "phase": RUNNING}],
     )
     now = SLOT + timedelta(days=1, seconds=5)
     p = plan(observed(nightly(concurrencyPolicy="Replace"), status, (job(SLOT),)), now)
@@ -253,7 +257,7 @@ def test_replace_deletes_the_active_job_and_starts_the_new_one() -> None:
 
 
 def test_replace_keeps_the_active_job_when_the_new_one_cannot_start() -> None:
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     now = SLOT + timedelta(days=1, seconds=5)
     problem = Problem("TargetNotFound", "gone", 1, now + timedelta(seconds=5))
     obs = observed(nightly(concurrencyPolicy="Replace"), status, (job(SLOT),), target=None)
@@ -262,7 +266,7 @@ def test_replace_keeps_the_active_job_when_the_new_one_cannot_start() -> None:
 
 
 def test_allow_runs_alongside_the_active_job() -> None:
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     now = SLOT + timedelta(days=1, seconds=5)
     p = plan(observed(nightly(concurrencyPolicy="Allow"), status, (job(SLOT),)), now)
     assert [c.name for c in p.creates] == ["nb-20300102020000"]
@@ -280,7 +284,7 @@ def test_suspend_makes_no_new_jobs_and_says_so() -> None:
 
 def test_after_a_three_day_outage_exactly_one_catch_up_run() -> None:
     hourly = spec(schedule="0 * * * *")
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     now = SLOT + timedelta(days=3, minutes=30)
     p = plan(observed(hourly, status), now)
     assert [c.slot for c in p.creates] == [SLOT + timedelta(days=3)]
@@ -293,7 +297,7 @@ def test_after_a_three_day_outage_exactly_one_catch_up_run() -> None:
 
 
 def test_starting_deadline_skips_a_run_that_is_too_late() -> None:
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     late = SLOT + timedelta(days=1, minutes=10)
     p = plan(observed(nightly(startingDeadlineSeconds=300), status), late)
     assert not p.creates
@@ -321,7 +325,7 @@ def test_a_changed_spec_restarts_the_schedule_from_now() -> None:
 
 
 def test_a_success_is_recorded_from_the_termination_message() -> None:
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     done = job(SLOT, SUCCEEDED, result=OK)
     now = SLOT + timedelta(minutes=2)
     p = plan(observed(status=status, jobs=(done,)), now)
@@ -346,7 +350,7 @@ def test_a_success_is_recorded_from_the_termination_message() -> None:
 
 
 def test_a_failure_is_recorded_with_the_cli_error() -> None:
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     failed = job(
         SLOT,
         FAILED,
@@ -383,7 +387,7 @@ def test_unrecorded_lists_only_finished_jobs_the_status_lacks() -> None:
 
 def test_a_success_is_followed_by_one_prune_job_named_after_its_slot() -> None:
     backup = nightly(retention={"keepLast": 2})
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     done = job(SLOT, SUCCEEDED, result=OK)
     now = SLOT + timedelta(minutes=2)
     p = plan(observed(backup, status, (done,)), now)
@@ -398,7 +402,7 @@ def test_a_success_is_followed_by_one_prune_job_named_after_its_slot() -> None:
     )
     recorded = plan(observed(backup, again.status, (done, pruned)), now + timedelta(minutes=1))
     assert recorded.status["lastRetention"] == {
-        "time": fmt_time(now),
+        "time": format_time(now),
         "jobName": "nb-20300101020000-prune",
         "kept": 2,
         "removed": 1,
@@ -482,7 +486,7 @@ def test_a_sharded_target_gets_one_job_per_shard_and_one_history_entry() -> None
 
 def test_a_shard_run_succeeds_only_when_all_its_jobs_did_and_then_prunes_once() -> None:
     backup = nightly(retention={"keepLast": 2})
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     obs = observed(backup, status, shards=3)
     now = SLOT + timedelta(minutes=2)
     two_done = (
@@ -518,7 +522,7 @@ def test_a_shard_run_succeeds_only_when_all_its_jobs_did_and_then_prunes_once() 
 
 
 def test_one_failed_shard_job_fails_the_run_at_once_and_says_which() -> None:
-    status = scheduled_status(lastScheduleTime=fmt_time(SLOT))
+    status = scheduled_status(lastScheduleTime=format_time(SLOT))
     obs = observed(status=status, shards=3)
     error = "the cluster has 4 shards serving slots, not 3"
     jobs = (
@@ -578,7 +582,7 @@ def test_history_limits_delete_a_shard_runs_jobs_together_once_none_runs() -> No
     day2 = SLOT + timedelta(days=1)
     old = [shard_job(i, SUCCEEDED, result=shard_ok(i)) for i in (1, 2, 3)]
     new = [shard_job(i, SUCCEEDED, result=shard_ok(i), slot=day2) for i in (1, 2, 3)]
-    status = scheduled_status(lastScheduleTime=fmt_time(day2))
+    status = scheduled_status(lastScheduleTime=format_time(day2))
     p = plan(observed(backup, status, (*old, *new), shards=3), day2 + timedelta(hours=1))
     assert sorted(d.name for d in p.deletes) == [f"{RUN}-shard{i}" for i in (1, 2, 3)]
     failed_old = [shard_job(1, FAILED), shard_job(2), shard_job(3)]  # failed, still running
@@ -593,8 +597,8 @@ def test_history_limits_delete_a_shard_runs_jobs_together_once_none_runs() -> No
 def running_status(slot: datetime = SLOT) -> dict[str, Any]:
     name = f"nb-{slot:%Y%m%d%H%M%S}"
     return scheduled_status(
-        lastScheduleTime=fmt_time(slot),
-        history=[{"slot": fmt_time(slot), "jobName": name, "phase": RUNNING}],
+        lastScheduleTime=format_time(slot),
+        history=[{"slot": format_time(slot), "jobName": name, "phase": RUNNING}],
     )
 
 
@@ -624,14 +628,14 @@ def test_finished_jobs_beyond_the_history_limits_are_deleted_once_recorded() -> 
         job(slots[3], FAILED),
     )
     now = slots[3] + timedelta(hours=1)
-    p = plan(observed(backup, scheduled_status(lastScheduleTime=fmt_time(slots[3])), jobs), now)
+    p = plan(observed(backup, scheduled_status(lastScheduleTime=format_time(slots[3])), jobs), now)
     assert sorted(d.name for d in p.deletes) == ["nb-20300101020000", "nb-20300102020000"]
     assert all(isinstance(d, DeleteJob) and d.reason == "history limit" for d in p.deletes)
 
 
 def test_history_keeps_the_newest_entries() -> None:
     entries = [
-        {"slot": fmt_time(SLOT + timedelta(hours=h)), "jobName": f"j{h}", "phase": SUCCEEDED}
+        {"slot": format_time(SLOT + timedelta(hours=h)), "jobName": f"j{h}", "phase": SUCCEEDED}
         for h in range(HISTORY_LIMIT + 5)
     ]
     backup = nightly(suspend=True)
@@ -667,7 +671,7 @@ def test_a_missing_target_is_ready_false_and_retried_with_a_growing_delay() -> N
     assert p.status["phase"] == "Pending"
     assert "lastScheduleTime" not in p.status  # nothing recorded for a Job not made
     assert p.wake_at == problem.retry_at
-    assert p.status["nextScheduleTime"] == fmt_time(SLOT)  # the run that waits
+    assert p.status["nextScheduleTime"] == format_time(SLOT)  # the run that waits
     assert [(e.type, e.reason) for e in p.events] == [("Warning", "TargetNotFound")]
     retry = plan(replace(obs, status=p.status, problem=problem), problem.retry_at)
     assert retry.needs_target
@@ -791,7 +795,7 @@ def test_the_shared_slot_cache_agrees_with_the_schedule_module(cron: str, tz: st
     start = datetime(2030, 3, 30, 23, 0, tzinfo=UTC)
     for minutes in range(0, 6 * 60, 13):
         now = start + timedelta(minutes=minutes, seconds=minutes % 60)
-        assert planning.slots_around(cron, tz, now) == (
+        assert slots_around(cron, tz, now) == (
             prev_run(cron, tz, now),
             next_run(cron, tz, now),
         )

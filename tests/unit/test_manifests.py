@@ -10,6 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from backupctl.controller.job_env import GCS_CREDENTIALS_DIR
 from backupctl.controller.manifests import (
     DATA_DIR,
     TERMINATION_LOG,
@@ -24,7 +25,6 @@ from backupctl.controller.manifests import (
 from backupctl.controller.observe import job_view, parse_shard
 from backupctl.controller.schedule import job_name, shard_job_name
 from backupctl.controller.spec import (
-    GCS_CREDENTIALS_DIR,
     SecretRef,
     TLSSpec,
     parse_backup,

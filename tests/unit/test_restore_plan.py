@@ -34,7 +34,8 @@ from backupctl.controller.restore.model import (
     target_key,
 )
 from backupctl.controller.restore.plan import plan
-from backupctl.controller.spec import SpecError, parse_restore
+from backupctl.controller.spec import parse_restore
+from backupctl.controller.spec_fields import SpecError
 from backupctl.core.versions import version_problem
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)

@@ -17,7 +17,7 @@ from backupctl.controller.schedule import (
     prev_run,
     slot_stamp,
 )
-from backupctl.controller.spec import SpecError
+from backupctl.controller.spec_fields import SpecError
 
 PARIS = "Europe/Paris"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

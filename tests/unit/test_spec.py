@@ -9,21 +9,24 @@ from typing import Any
 import pytest
 
 from backupctl.controller import spec as specmod
+from backupctl.controller.job_env import (
+    GCS_CREDENTIALS_DIR,
+    retention_args,
+    storage_env,
+    storage_mounts,
+    storage_volumes,
+)
 from backupctl.controller.spec import (
     AzureBlobStorage,
     GCSStorage,
     RetentionSpec,
     S3Storage,
     SecretRef,
-    SpecError,
     parse_backup,
     parse_restore,
-    retention_args,
-    storage_env,
-    storage_mounts,
-    storage_volumes,
     store_url,
 )
+from backupctl.controller.spec_fields import SpecError
 
 S3 = {
     "bucket": "my-redis-backups",
@@ -39,7 +42,7 @@ def backup(**spec: Any) -> dict[str, Any]:
 
 
 def test_pure_module_imports_no_kopf_kubernetes_redis_or_cloud_sdk() -> None:
-    for name in ("spec", "schedule", "manifests"):
+    for name in ("spec", "spec_fields", "job_env", "schedule", "manifests"):
         source = Path(specmod.__file__).with_name(f"{name}.py").read_text()
         imported = {
             (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
@@ -197,14 +200,14 @@ def test_gcs_credentials_come_as_a_mounted_secret_file() -> None:
         bucket="g", credentials_secret=SecretRef("gcs", "sa.json"), endpoint="http://127.0.0.1:9023"
     )
     assert _refs(storage_env(gcs)) == {
-        "GOOGLE_APPLICATION_CREDENTIALS": f"{specmod.GCS_CREDENTIALS_DIR}/sa.json",
+        "GOOGLE_APPLICATION_CREDENTIALS": f"{GCS_CREDENTIALS_DIR}/sa.json",
         "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023",
     }
     (volume,) = storage_volumes(gcs)
     assert volume["secret"]["secretName"] == "gcs"
     assert volume["secret"]["items"] == [{"key": "sa.json", "path": "sa.json"}]
     assert storage_mounts(gcs) == [
-        {"name": volume["name"], "mountPath": specmod.GCS_CREDENTIALS_DIR, "readOnly": True}
+        {"name": volume["name"], "mountPath": GCS_CREDENTIALS_DIR, "readOnly": True}
     ]
     assert storage_volumes(GCSStorage(bucket="g")) == storage_mounts(GCSStorage(bucket="g")) == []
 

@@ -20,7 +20,8 @@ from typing import Any
 from backupctl.controller.jobs import JobView
 from backupctl.controller.manifests import TargetPod
 from backupctl.controller.schedule import bounded_name
-from backupctl.controller.spec import RestoreSpec, SpecError
+from backupctl.controller.spec import RestoreSpec
+from backupctl.controller.spec_fields import SpecError
 from backupctl.controller.status import Event, condition
 
 KIND = "RedisRestore"

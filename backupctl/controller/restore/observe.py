@@ -13,11 +13,12 @@ controller's :class:`~backupctl.controller.kube.Kube`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from backupctl.controller import targets, topology
-from backupctl.controller.jobs import RUNNING, JobView, PodProblem
+from backupctl.controller.jobs import RUNNING, JobView
 from backupctl.controller.kube import Kube
 from backupctl.controller.manifests import LABEL_RESTORE, label_value
 from backupctl.controller.observe import job_view, pod_problem, pod_result
@@ -33,12 +34,12 @@ from backupctl.controller.spec import (
     API_GROUP,
     API_VERSION,
     RestoreSpec,
-    SpecError,
     TargetSpec,
     parse_backup,
     parse_restore,
     with_backup_source,
 )
+from backupctl.controller.spec_fields import SpecError
 from backupctl.core.timefmt import parse_time
 
 PLURAL = "redisrestores"
@@ -146,12 +147,8 @@ async def observe_jobs(kube: Kube, namespace: str, name: str, uid: str) -> dict[
         base = job_view(job)
         pods = pods_by_job.get(base.name, [])
         stuck = pod_problem(pods) if base.state == RUNNING else None
-        views[base.name] = JobView(
-            name=base.name,
-            state=base.state,
-            result=pod_result(pods) if base.state != RUNNING else None,
-            message=base.message,
-            waiting=PodProblem(reason=stuck.reason, message=stuck.message) if stuck else None,
+        views[base.name] = replace(
+            base, result=pod_result(pods) if base.state != RUNNING else None, waiting=stuck
         )
     return views
 

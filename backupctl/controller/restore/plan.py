@@ -93,7 +93,7 @@ from backupctl.controller.restore.restart import Restart, Verify
 from backupctl.controller.restore.rollback import Rollback
 from backupctl.controller.restore.routes import route_of
 from backupctl.controller.restore.staging import Staging
-from backupctl.controller.spec import SpecError
+from backupctl.controller.spec_fields import SpecError
 
 
 def plan(obs: Observed, now: datetime) -> Plan:

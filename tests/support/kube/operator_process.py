@@ -1,6 +1,7 @@
 """``backupctl operator -n NS`` as a restartable, killable subprocess for the
-controller e2e tests, with the test-only fake clock (an offset file), the
-metrics and liveness endpoints on free loopback ports, and its log kept."""
+controller e2e tests, on a test clock (real time plus an offset file, see
+:mod:`support.kube.fake_clock`; started through :mod:`support.kube.run_operator`),
+with the metrics and liveness endpoints on free loopback ports, and its log kept."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,10 +18,26 @@ from support.kube.fixtures import K8sApi
 from support.object_stores import free_port
 
 BACKUPCTL = str(Path(sys.executable).parent / "backupctl")
+#: The folder that holds ``support`` (put on the launcher's PYTHONPATH).
+TESTS = Path(__file__).resolve().parents[2]
+
+
+def operator_command(clock_file: Path, *flags: str) -> list[str]:
+    """The command that runs the real controller with ``backupctl operator``'s
+    ``flags`` on the clock of ``clock_file`` (:mod:`support.kube.run_operator`)."""
+    launcher = [sys.executable, "-m", "support.kube.run_operator"]
+    return [*launcher, *flags, "--clock-offset-file", str(clock_file)]
+
+
+def operator_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with ``tests/`` added to PYTHONPATH, after what is there (so a
+    worktree's ``backupctl`` on PYTHONPATH still wins)."""
+    path = [p for p in (env.get("PYTHONPATH", ""), str(TESTS)) if p]
+    return {**env, "PYTHONPATH": os.pathsep.join(path)}
 
 
 class Operator:
-    """``backupctl operator -n ns`` as a subprocess with a fake clock."""
+    """``backupctl operator -n ns`` as a subprocess on a test clock."""
 
     def __init__(self, api: K8sApi, workdir: Path, namespace: str = "ns") -> None:
         self.api = api
@@ -43,14 +61,12 @@ class Operator:
         self.starts += 1
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start {self.starts} =====\n".encode())
-            argv = [BACKUPCTL, "operator", "-n", self.namespace, "--verbose"]
-            argv += ["--image", "backupctl:test"]
-            argv += ["--clock-offset-file", str(self.clock)]
-            argv += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
-            argv += ["--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]
+            flags = ["-n", self.namespace, "--verbose", "--image", "backupctl:test"]
+            flags += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
+            flags += ["--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]
             self.proc = subprocess.Popen(
-                argv,
-                env={**self.api.env, "PYTHONUNBUFFERED": "1"},
+                operator_command(self.clock, *flags),
+                env=operator_env({**self.api.env, "PYTHONUNBUFFERED": "1"}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -1,0 +1,70 @@
+"""Planning steps 4 and 5: the Jobs that clean up and the Jobs cleaned up (pure).
+
+Retention: after the newest successful backup, one prune Job named after its
+slot (``<name>-<slot>-prune``), once. History limits: finished, recorded runs
+beyond ``successfulJobsHistoryLimit`` / ``failedJobsHistoryLimit`` are
+deleted, all Jobs of a run together, once none of them runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from backupctl.controller.backup.draft import Draft
+from backupctl.controller.backup.model import CreateJob, DeleteJob
+from backupctl.controller.backup.runs import find_entry, is_recorded
+from backupctl.controller.jobs import BACKUP, FAILED, PRUNE, RUNNING, SUCCEEDED, JobView
+from backupctl.controller.schedule import job_name
+from backupctl.controller.spec import BackupSpec
+from backupctl.core.timefmt import parse_time
+
+
+def prune(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
+    """One prune Job after the newest successful backup (found from the
+    status, so it does not matter whether that Job still exists)."""
+    if spec.retention.empty:
+        return
+    backup = (d.status.get("lastSuccessfulBackup") or {}).get("jobName")
+    entry = find_entry(d.history, backup) if backup else None
+    slot = parse_time(entry.get("slot")) if entry else None
+    if slot is None:
+        return
+    name = job_name(d.obs.name, slot, PRUNE)
+    last = d.status.get("lastRetention") or {}
+    if last.get("jobName") == name or name in {j.name for j in jobs} or name in d.obs.seen:
+        return
+    d.creates.append(CreateJob(PRUNE, name, slot, note="to apply the retention"))
+
+
+def limit_history(
+    d: Draft, spec: BackupSpec, jobs: Sequence[JobView], runs: Sequence[JobView]
+) -> None:
+    """Finished, recorded runs beyond the limits go, all their Jobs at once
+    (a failed shard run's other Jobs only once they finished too)."""
+    limits = {
+        SUCCEEDED: spec.job.successful_jobs_history_limit,
+        FAILED: spec.job.failed_jobs_history_limit,
+    }
+    members: dict[str, list[JobView]] = {}
+    for job in jobs:
+        members.setdefault(job.run_name, []).append(job)
+    replaced = {x.name for x in d.deletes}
+    for component in (BACKUP, PRUNE):
+        for state, limit in limits.items():
+            finished = [
+                r
+                for r in runs
+                if r.component == component
+                and r.state == state
+                and is_recorded(d.status, r)
+                and not any(j.name in replaced for j in members.get(r.name, ()))
+            ]
+            finished.sort(key=lambda j: (j.slot or d.now, j.name), reverse=True)
+            for run in finished[limit:]:
+                own = members.get(run.name, [])
+                if any(j.state == RUNNING for j in own):
+                    continue
+                d.deletes += [DeleteJob(j.name, "history limit") for j in own]
+
+
+__all__ = ["limit_history", "prune"]

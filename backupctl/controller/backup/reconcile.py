@@ -1,0 +1,310 @@
+"""One pass of a RedisBackup daemon: observe -> plan -> execute.
+
+1. observe: the live spec, the status this controller last wrote, the Jobs
+   labelled for the resource (kopf's index), and -- only for finished Jobs
+   not recorded yet, or Jobs whose pod does not start -- their pods'
+   termination messages / waiting reasons;
+2. plan: :func:`backupctl.controller.backup.plan.plan`, pure; when it wants a
+   Job it asks for the target, which :mod:`backupctl.controller.targets`
+   resolves, and plans again;
+3. execute: write the status first (``lastScheduleTime`` before the Job
+   exists), then delete/create Jobs (deterministic names: 409 means done),
+   post Events, update metrics.
+
+A failure the user can fix (missing target, a Job the API refuses) becomes a
+:class:`~backupctl.controller.backup.model.Problem` with a growing retry
+delay; API failures propagate to the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import kopf
+
+from backupctl.controller import targets, topology
+from backupctl.controller.backup.model import (
+    STATUS_FIELDS,
+    CreateJob,
+    Observed,
+    Plan,
+    Problem,
+    retry_delay,
+)
+from backupctl.controller.backup.plan import plan
+from backupctl.controller.backup.runs import is_recorded
+from backupctl.controller.backup.state import MAX_SLEEP, Controller, JobIndex, Tracker
+from backupctl.controller.jobs import BACKUP, PRUNE, RUNNING, JobView
+from backupctl.controller.kube import AlreadyExists, ApiError
+from backupctl.controller.manifests import (
+    backup_job,
+    label_value,
+    owner_reference,
+    prune_job,
+)
+from backupctl.controller.metrics import Metrics
+from backupctl.controller.observe import pod_problem, pod_result
+from backupctl.controller.spec import (
+    API_GROUP,
+    API_VERSION,
+    GROUP_VERSION,
+    BackupSpec,
+    parse_backup,
+)
+from backupctl.controller.spec_fields import SpecError
+from backupctl.core.timefmt import parse_time
+
+PLURAL = "redisbackups"
+#: Checks of a started Job whose pod is not ready: first after 5 s, then doubling to 2 min.
+POD_CHECK_FIRST, POD_CHECK_MAX = 5.0, 120.0
+
+
+async def reconcile(
+    controller: Controller,
+    tracker: Tracker,
+    body: kopf.Body,
+    index: JobIndex,
+) -> float:
+    """One pass; returns the seconds to sleep."""
+    now = controller.clock.now()
+    observed = await observe(controller, tracker, body, index, now)
+    planned = plan(observed, now)
+    resolved = False
+    if planned.needs_target:
+        observed = await resolve_target(controller, tracker, observed, now)
+        resolved = observed.problem is None
+        planned = plan(observed, now)
+    failed = await execute(controller, tracker, body, observed, planned)
+    if not failed and (resolved or planned.creates):
+        tracker.failures = 0  # the retry delay grows only while attempts fail
+    wake_times = [t for t in (planned.wake_at, *(w for _, w in tracker.pod_checks.values())) if t]
+    if not wake_times:
+        return MAX_SLEEP
+    return (min(wake_times) - controller.clock.now()).total_seconds()
+
+
+# --- observe ------------------------------------------------------------------------------
+
+
+async def observe(
+    controller: Controller,
+    tracker: Tracker,
+    body: kopf.Body,
+    index: JobIndex,
+    now: datetime,
+) -> Observed:
+    meta = body.get("metadata") or {}
+    generation = int(meta.get("generation") or 0)
+    if tracker.generation != generation:  # a new spec: resolve its target, retry at once
+        tracker.generation, tracker.problem, tracker.failures = generation, None, 0
+        tracker.choice = tracker.resolved_at = tracker.spec = None
+    if tracker.status is None:  # first pass (or after an API error): trust the server
+        tracker.status = dict(body.get("status") or {})
+        restore_metrics(controller.metrics, tracker)
+    if tracker.spec is None:
+        try:
+            tracker.spec = parse_backup(body.get("spec") or {})
+        except SpecError as e:
+            tracker.spec = e
+    uid = meta.get("uid")
+    key = (tracker.namespace, label_value(tracker.name))
+    jobs = [job for owner, job in index.get(key, ()) if owner == uid]
+    tracker.seen.update(j.name for j in jobs)
+    tracker.seen.update(j.run_name for j in jobs)  # a run was seen when one of its Jobs was
+    names = {j.name for j in jobs}
+    for cache in (tracker.results, tracker.pod_checks, tracker.stuck):
+        for gone in [n for n in cache if n not in names]:
+            del cache[gone]
+    jobs = [await read_pods(controller, tracker, job, now) for job in jobs]
+    created = parse_time(meta.get("creationTimestamp")) or now
+    return Observed(
+        name=tracker.name,
+        namespace=tracker.namespace,
+        generation=generation,
+        created=controller.clock.from_real(created).replace(microsecond=0),
+        spec=tracker.spec,
+        status=tracker.status,
+        jobs=tuple(jobs),
+        seen=frozenset(tracker.seen),
+        target=tracker.choice.description if tracker.choice else None,
+        resolved_at=tracker.resolved_at,
+        problem=tracker.problem,
+        shards=tracker.choice.shards if tracker.choice else None,
+    )
+
+
+async def read_pods(
+    controller: Controller, tracker: Tracker, job: JobView, now: datetime
+) -> JobView:
+    """Add the termination message of a finished, unrecorded Job, or the
+    reason a started Job's pod does not run (checked with growing pauses)."""
+    assert tracker.status is not None
+    if job.state != RUNNING:
+        if is_recorded(tracker.status, job):
+            return job
+        if job.name not in tracker.results:
+            tracker.results[job.name] = pod_result(await job_pods(controller, tracker, job))
+        return replace(job, result=tracker.results[job.name])
+    if job.ready:
+        tracker.pod_checks.pop(job.name, None)
+        tracker.stuck.pop(job.name, None)
+        return job
+    checks, due = tracker.pod_checks.get(job.name, (0, now + timedelta(seconds=POD_CHECK_FIRST)))
+    if due <= now:
+        tracker.stuck[job.name] = pod_problem(await job_pods(controller, tracker, job))
+        checks += 1
+        pause = min(POD_CHECK_FIRST * 2**checks, POD_CHECK_MAX)
+        due = now + timedelta(seconds=pause)
+    tracker.pod_checks[job.name] = (checks, due)
+    return replace(job, waiting=tracker.stuck.get(job.name))
+
+
+async def job_pods(controller: Controller, tracker: Tracker, job: JobView) -> list[dict[str, Any]]:
+    return await controller.kube.list("", "v1", "pods", tracker.namespace, f"job-name={job.name}")
+
+
+async def resolve_target(
+    controller: Controller, tracker: Tracker, observed: Observed, now: datetime
+) -> Observed:
+    """Find the pod to back up; a failure becomes a :class:`Problem` with a
+    growing retry delay."""
+    spec = observed.spec
+    assert isinstance(spec, BackupSpec)
+    tls = spec.target.tls is not None and spec.target.tls.enabled
+    try:
+        workload = await targets.resolve(controller.kube, tracker.namespace, spec.target)
+        choice = topology.choose(
+            workload, method=spec.method, prefer_replica=spec.prefer_replica, tls=tls
+        )
+    except topology.TargetError as e:
+        tracker.choice = tracker.resolved_at = None
+        set_problem(tracker, e.reason, e.message, now)
+        return replace(
+            observed, target=None, resolved_at=None, problem=tracker.problem, shards=None
+        )
+    tracker.choice, tracker.resolved_at, tracker.problem = choice, now, None
+    return replace(
+        observed, target=choice.description, resolved_at=now, problem=None, shards=choice.shards
+    )
+
+
+def set_problem(tracker: Tracker, reason: str, message: str, now: datetime) -> None:
+    tracker.failures += 1
+    retry_at = now + timedelta(seconds=retry_delay(tracker.failures))
+    tracker.problem = Problem(reason, message, tracker.failures, retry_at)
+
+
+# --- execute ------------------------------------------------------------------------------
+
+
+async def execute(
+    controller: Controller,
+    tracker: Tracker,
+    body: kopf.Body,
+    observed: Observed,
+    planned: Plan,
+) -> bool:
+    """Status first (it records the slot before its Job exists), then Jobs,
+    then Events and metrics. True when the API refused a Job."""
+    kube, ns, name = controller.kube, tracker.namespace, tracker.name
+    assert tracker.status is not None
+    patch = status_patch(tracker.status, planned.status)
+    if patch:
+        obj = await kube.patch_status(API_GROUP, API_VERSION, PLURAL, ns, name, patch)
+        tracker.status = dict(obj.get("status") or {})
+    for delete in planned.deletes:
+        await kube.delete("batch", "v1", "jobs", ns, delete.name)
+    failed = False
+    for create in planned.creates:
+        try:
+            manifest = job_manifest(controller, tracker, body, observed.spec, create)
+            await kube.create("batch", "v1", "jobs", ns, manifest)
+            kopf.event(body, type="Normal", reason="JobCreated", message=create.message)
+            if create.component == BACKUP:
+                controller.metrics.job_created(ns, name)
+        except AlreadyExists:
+            pass  # made before a restart or by a retry: this slot is done
+        except ApiError as e:
+            if e.status >= 500 or e.status == 429:
+                raise
+            failed = True  # refused (invalid, forbidden, quota): the user must act
+            message = f"Job {create.name}: {e.message}"
+            set_problem(tracker, "JobRejected", message, controller.clock.now())
+    for event in planned.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    choice = tracker.choice
+    if choice is not None and choice.note and choice.note != tracker.noted:
+        kopf.event(body, type="Normal", reason="TargetNote", message=choice.note)
+        tracker.noted = choice.note
+    for outcome in planned.outcomes:
+        if outcome.succeeded:
+            controller.metrics.success(
+                ns,
+                name,
+                time=outcome.time,
+                duration=outcome.duration,
+                size=outcome.size,
+                keys=outcome.keys,
+            )
+        else:
+            controller.metrics.failure(ns, name)
+    return failed
+
+
+def job_manifest(
+    controller: Controller,
+    tracker: Tracker,
+    body: kopf.Body,
+    spec: BackupSpec | SpecError,
+    create: CreateJob,
+) -> dict[str, Any]:
+    assert isinstance(spec, BackupSpec), "Jobs are planned only for a valid spec"
+    meta = body["metadata"]
+    owner = owner_reference(GROUP_VERSION, "RedisBackup", meta["name"], meta["uid"])
+    common = {
+        "name": create.name,
+        "namespace": meta["namespace"],
+        "backup_name": meta["name"],
+        "owner": owner,
+        "image": controller.image,
+    }
+    if create.component == PRUNE:
+        return prune_job(spec, slot=create.slot, **common)
+    choice = tracker.choice
+    assert choice is not None, "a backup Job is planned only with a resolved target"
+    shard = (create.shard, create.shards or 0) if create.shard is not None else None
+    return backup_job(
+        spec,
+        target_pod=choice.pod,
+        slot=create.slot,
+        cluster=choice.cluster or shard is not None,
+        shard=shard,
+        **common,
+    )
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch from ``old`` to ``new`` over the fields the plan owns."""
+    patch = {k: v for k, v in new.items() if k in STATUS_FIELDS and old.get(k) != v}
+    patch.update({k: None for k in STATUS_FIELDS if k in old and k not in new})
+    return patch
+
+
+def restore_metrics(metrics: Metrics, tracker: Tracker) -> None:
+    """Gauges from ``status.lastSuccessfulBackup`` (they survive restarts)."""
+    last = (tracker.status or {}).get("lastSuccessfulBackup") or {}
+    if last:
+        metrics.success(
+            tracker.namespace,
+            tracker.name,
+            time=parse_time(last.get("time")),
+            duration=last.get("durationSeconds"),
+            size=last.get("size"),
+            keys=last.get("keys"),
+        )
+
+
+__all__ = ["PLURAL", "reconcile", "status_patch"]

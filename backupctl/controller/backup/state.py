@@ -1,0 +1,127 @@
+"""What the RedisBackup handlers keep in memory between passes.
+
+One :class:`Controller` per operator process (in kopf's ``memo``: the API
+client, the clock, the metrics, kopf's index of Jobs) and one
+:class:`Tracker` per RedisBackup daemon. Nothing here must survive a
+restart: the status and the Jobs hold all of that, by design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import kopf
+
+from backupctl.controller import topology
+from backupctl.controller.backup.model import Problem
+from backupctl.controller.jobs import JobView, PodProblem
+from backupctl.controller.kube import Kube
+from backupctl.controller.manifests import label_value
+from backupctl.controller.metrics import Metrics
+from backupctl.controller.runtime import Clock
+from backupctl.controller.spec import BackupSpec
+from backupctl.controller.spec_fields import SpecError
+
+#: Longest sleep of a daemon, whatever the plan says (re-checks the world).
+MAX_SLEEP = 300.0
+#: Shortest sleep between two passes of one daemon (no hot loop, ever).
+MIN_SLEEP = 0.05
+#: How often the watch caches are compared with what each daemon last saw.
+CHANGE_POLL = 0.5
+
+#: kopf's index of Jobs: (namespace, backup label) -> (owner uid, JobView).
+JobIndex = kopf.Index[tuple[str, str], tuple[str, JobView]]
+
+
+@dataclass
+class Tracker:
+    """What one daemon remembers between passes (lost on restart, by design:
+    the status and the Jobs hold everything that must survive)."""
+
+    namespace: str
+    name: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    generation: int | None = None
+    status: dict[str, Any] | None = None
+    seen: set[str] = field(default_factory=set)
+    failures: int = 0
+    problem: Problem | None = None
+    spec: BackupSpec | SpecError | None = None  # parsed once per generation
+    choice: topology.Choice | None = None
+    resolved_at: datetime | None = None
+    noted: str | None = None
+    results: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    pod_checks: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+    stuck: dict[str, PodProblem | None] = field(default_factory=dict)
+    body: kopf.Body | None = None  # kopf's live view of the resource
+    seen_state: Any = None  # what the last pass saw (see Controller.watch_changes)
+
+    async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
+        """Until ``seconds`` pass, something wakes this daemon, or kopf stops it."""
+        timeout = min(max(seconds, MIN_SLEEP), MAX_SLEEP)
+
+        async def until_stopped() -> None:
+            await stopped.wait(timeout)
+
+        waiters = [
+            asyncio.ensure_future(self.wake.wait()),
+            asyncio.ensure_future(until_stopped()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+@dataclass
+class Controller:
+    """Shared by all RedisBackup handlers through kopf's ``memo``: the one API
+    client and clock of the operator, the Job image, the metrics."""
+
+    kube: Kube
+    image: str
+    clock: Clock
+    metrics: Metrics = field(default_factory=Metrics)
+    trackers: dict[tuple[str, str], Tracker] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    jobs: JobIndex | None = None  # kopf's index of Jobs, once a daemon received it
+
+    def tracker(self, namespace: str, name: str) -> Tracker:
+        key = (namespace, label_value(name))
+        if key not in self.trackers:
+            self.trackers[key] = Tracker(namespace, name)
+        return self.trackers[key]
+
+    def wake_all(self) -> None:
+        for tracker in self.trackers.values():
+            tracker.wake.set()
+
+    def state_of(self, tracker: Tracker) -> Any:
+        """What should wake a daemon when it changes: the spec's generation, and
+        its Jobs' names and states in the watch cache (not its own status writes)."""
+        generation = tracker.body.get("metadata", {}).get("generation") if tracker.body else None
+        key = (tracker.namespace, label_value(tracker.name))
+        jobs = self.jobs.get(key, ()) if self.jobs is not None else ()
+        return generation, sorted((j.name, j.state, j.ready) for _, j in jobs)
+
+    async def watch_changes(self) -> None:
+        """Wake the daemons whose spec or Jobs changed. One in-memory scan of kopf's
+        caches every :data:`CHANGE_POLL` instead of a kopf handler call per watch
+        event: at a cron slot a thousand resources change at once."""
+        while True:
+            await asyncio.sleep(CHANGE_POLL)
+            for tracker in list(self.trackers.values()):
+                if tracker.body is not None and self.state_of(tracker) != tracker.seen_state:
+                    tracker.wake.set()
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.trackers.pop((namespace, label_value(name)), None)
+        self.metrics.forget(namespace, name)
+
+
+__all__ = ["MAX_SLEEP", "Controller", "JobIndex", "Tracker"]

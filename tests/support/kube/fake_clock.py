@@ -1,0 +1,57 @@
+"""A controller clock for tests: real time plus an offset read from a file.
+
+The e2e tests move the controller across cron slots by writing a number of
+seconds into a file (:meth:`support.kube.operator_process.Operator.set_time`).
+:class:`FileOffsetClock` is a :class:`backupctl.controller.runtime.Clock`:
+``now()`` is real UTC time plus that offset; the file is read once at start
+and then by :meth:`FileOffsetClock.watch` (every :data:`POLL` seconds, never
+on the hot path), which calls ``on_change`` whenever the offset moves, so the
+controller's daemons wake up and plan at the new time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+#: How often the offset file is polled.
+POLL = 0.1
+
+
+class FileOffsetClock:
+    """UTC, shifted by the offset (seconds) in ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._offset = 0.0
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Re-read the file if it changed; True when the offset moved."""
+        try:
+            st = self.path.stat()
+            if (st.st_mtime_ns, st.st_size) == self._seen:
+                return False
+            self._seen = (st.st_mtime_ns, st.st_size)
+            offset = float(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return False  # keep the last good offset while the file is rewritten
+        changed, self._offset = offset != self._offset, offset
+        return changed
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self._offset)
+
+    def from_real(self, t: datetime) -> datetime:
+        """A timestamp the API server set, on this clock."""
+        return t + timedelta(seconds=self._offset)
+
+    async def watch(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change()`` whenever the offset changes."""
+        while True:
+            await asyncio.sleep(POLL)
+            if self.refresh():
+                on_change()

@@ -1,0 +1,52 @@
+"""``backupctl operator`` on a test clock: the real controller, started with
+:class:`support.kube.fake_clock.FileOffsetClock`.
+
+    PYTHONPATH=tests python -m support.kube.run_operator -n NS [--image I]
+        [--metrics-port P] [--metrics-address A] [--liveness URL] [--verbose]
+        --clock-offset-file F
+
+The flags are those of ``backupctl operator`` (parsed into the same
+:class:`backupctl.controller.app.Config`) plus ``--clock-offset-file``;
+:func:`support.kube.operator_process.operator_command` builds the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from backupctl.controller import app
+
+from support.kube.fake_clock import FileOffsetClock
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="run_operator", description=__doc__)
+    parser.add_argument("-n", "--namespace", action="append", default=[])
+    parser.add_argument("-A", "--all-namespaces", action="store_true")
+    parser.add_argument("--image")
+    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--metrics-address", default=app.Config.metrics_address)
+    parser.add_argument("--liveness")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--clock-offset-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if bool(args.namespace) == args.all_namespaces:
+        parser.error("pass --namespace NS (repeatable) or --all-namespaces")
+    config = app.Config.from_env()
+    if args.image:
+        config.image = args.image
+    config.metrics_port = args.metrics_port
+    config.metrics_address = args.metrics_address
+    app.run(
+        namespaces=args.namespace,
+        all_namespaces=args.all_namespaces,
+        liveness=args.liveness,
+        config=config,
+        verbose=args.verbose,
+        clock=FileOffsetClock(args.clock_offset_file),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kmock
 import pytest
@@ -59,14 +59,14 @@ def kube(api: K8sApi) -> Iterator[client.ApiClient]:
 
 
 def status_of(e: ApiException) -> dict[str, Any]:
-    return json.loads(e.body)  # type: ignore[no-any-return]
+    return json.loads(cast(str, e.body))  # type: ignore[no-any-return]
 
 
 # -- the kubernetes client ---------------------------------------------------------------------
 
 
 def test_custom_objects_with_the_kubernetes_client(api: K8sApi, kube: client.ApiClient) -> None:
-    co = client.CustomObjectsApi(kube)
+    co: Any = client.CustomObjectsApi(kube)  # dict bodies and results: not its typed models
     created = co.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, backup("one"))
     meta = created["metadata"]
     assert meta["namespace"] == NS and meta["uid"] and meta["creationTimestamp"].endswith("Z")
@@ -140,7 +140,7 @@ def test_custom_objects_with_the_kubernetes_client(api: K8sApi, kube: client.Api
 
 
 def test_core_resources_namespaces_and_discovery(api: K8sApi, kube: client.ApiClient) -> None:
-    core = client.CoreV1Api(kube)
+    core: Any = client.CoreV1Api(kube)  # dict bodies: not its typed models
     assert {NS, "default"} <= {n.metadata.name for n in core.list_namespace().items}
     assert api.request("GET", "/api/v1")["groupVersion"] == "v1"
     kinds = {r["kind"] for r in api.request("GET", f"/apis/{GROUP}/{VERSION}")["resources"]}
@@ -174,7 +174,7 @@ def test_core_resources_namespaces_and_discovery(api: K8sApi, kube: client.ApiCl
 
 
 def test_watch_resume_timeout_and_selector(api: K8sApi, kube: client.ApiClient) -> None:
-    core = client.CoreV1Api(kube)
+    core: Any = client.CoreV1Api(kube)  # dict bodies: not its typed models
     first = core.create_namespaced_config_map(NS, {"metadata": {"name": "a", "labels": {"w": "1"}}})
     rv = first.metadata.resource_version
     core.patch_namespaced_config_map("a", NS, {"data": {"x": "1"}})
@@ -303,7 +303,7 @@ def test_schema_validation_answers_422(
 
 
 def test_schema_defaults_pruning_and_updates(api: K8sApi, kube: client.ApiClient) -> None:
-    co = client.CustomObjectsApi(kube)
+    co: Any = client.CustomObjectsApi(kube)  # dict bodies and results: not its typed models
     body = backup("d", target="r", s3={"bucket": "b"}, unknown=1)
     created = co.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
     assert created["spec"] == {
@@ -548,7 +548,10 @@ def test_kubelet_runs_jobs_with_env_volumes_and_termination_message(
         ),
         NS,
     )
-    done = api.wait_for(lambda: finished(api, "ok"), timeout=15, message="job ok finished")
+    done = cast(  # wait_for returns the first truthy value: never None
+        dict[str, Any],
+        api.wait_for(lambda: finished(api, "ok"), timeout=15, message="job ok finished"),
+    )
     status = done["status"]
     assert (
         status["succeeded"] == 1
@@ -590,7 +593,10 @@ def test_kubelet_retries_fails_and_reports_config_errors(api: K8sApi, kubelet: K
         NS,
     )
 
-    failed = api.wait_for(lambda: finished(api, "flaky"), timeout=15, message="flaky failed")
+    failed = cast(
+        dict[str, Any],
+        api.wait_for(lambda: finished(api, "flaky"), timeout=15, message="flaky failed"),
+    )
     assert failed["status"]["failed"] == 3
     assert [(c["type"], c["reason"]) for c in failed["status"]["conditions"]] == [
         ("FailureTarget", "BackoffLimitExceeded"),
@@ -604,7 +610,10 @@ def test_kubelet_retries_fails_and_reports_config_errors(api: K8sApi, kubelet: K
     ]["terminated"]
     assert term["exitCode"] == 3 and term["reason"] == "Error"
 
-    slow = api.wait_for(lambda: finished(api, "slow"), timeout=15, message="slow hit its deadline")
+    slow = cast(
+        dict[str, Any],
+        api.wait_for(lambda: finished(api, "slow"), timeout=15, message="slow hit its deadline"),
+    )
     assert slow["status"]["conditions"][-1]["reason"] == "DeadlineExceeded"
 
     def waiting() -> dict[str, Any] | None:
@@ -623,7 +632,8 @@ def test_kubelet_retries_fails_and_reports_config_errors(api: K8sApi, kubelet: K
         },
         NS,
     )
-    assert api.wait_for(lambda: finished(api, "nosecret"), timeout=10)["status"]["succeeded"] == 1
+    nosecret = cast(dict[str, Any], api.wait_for(lambda: finished(api, "nosecret"), timeout=10))
+    assert nosecret["status"]["succeeded"] == 1
 
 
 # -- a real kopf operator ----------------------------------------------------------------------
@@ -661,14 +671,17 @@ def test_kopf_operator_end_to_end(
 ) -> None:
     proc, calls = operator
     api.create(backup("b1"), NS)
-    done = api.wait_for(
-        lambda: (
-            (b := api.get(PLURAL, NS, "b1"))
-            and b.get("status", {}).get("phase") == "Completed"
-            and b
+    done = cast(  # wait_for returns the first truthy value: never None
+        dict[str, Any],
+        api.wait_for(
+            lambda: (
+                (b := api.get(PLURAL, NS, "b1"))
+                and b.get("status", {}).get("phase") == "Completed"
+                and b
+            ),
+            timeout=30,
+            message="the operator completed b1",
         ),
-        timeout=30,
-        message="the operator completed b1",
     )
     assert done["status"]["result"] == {"ok": 1}
     assert done["status"]["create_job"] == {"job": "b1-job"}  # kopf's handler result, via /status
@@ -694,7 +707,7 @@ def test_kopf_operator_end_to_end(
             lambda: sum(
                 1
                 for r in api.emulator.requests
-                if r.action == kmock.action.WATCH and r.resource.plural == PLURAL
+                if r.action == kmock.action.WATCH and r.resource and r.resource.plural == PLURAL
             )
         )
 

@@ -8,13 +8,14 @@ the Status body.
 
 from __future__ import annotations
 
+import builtins
 import http.client
 import json
 import os
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,7 +61,7 @@ class K8sClient:
         path: str,
         body: Any = None,
         *,
-        params: dict[str, str] | None = None,
+        params: Mapping[str, str | None] | None = None,
         content_type: str = "application/json",
     ) -> Any:
         if params:
@@ -205,7 +206,7 @@ class K8sClient:
 
     def apply(
         self, docs: str | Path | Iterable[JsonDict], namespace: str | None = None
-    ) -> list[JsonDict]:
+    ) -> builtins.list[JsonDict]:  # "list" alone is the method above
         """Create each document, or merge-patch it when it exists (like a client-side apply)."""
         if isinstance(docs, Path):
             docs = docs.read_text()

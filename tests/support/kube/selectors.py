@@ -47,9 +47,9 @@ def parse_label_selector(text: str | None) -> Predicate:
         if m := _OP_RE.match(req):
             key, op, value = m.groups()
             if op == "!=":
-                checks.append(lambda lb, k=key, v=value: lb.get(k) != v)
+                checks.append(_label_not_equal(key, value))
             else:
-                checks.append(lambda lb, k=key, v=value: k in lb and lb[k] == v)
+                checks.append(_label_equal(key, value))
         elif m := _SET_RE.match(req):
             neg, key, op, values = m.groups()
             if op:
@@ -57,13 +57,13 @@ def parse_label_selector(text: str | None) -> Predicate:
                     raise SelectorError(f"unable to parse requirement: {req!r}")
                 vals = {v.strip() for v in values.split(",") if v.strip()}
                 if op == "in":
-                    checks.append(lambda lb, k=key, vs=vals: k in lb and lb[k] in vs)
+                    checks.append(_label_in(key, vals))
                 else:
-                    checks.append(lambda lb, k=key, vs=vals: lb.get(k) not in vs)
+                    checks.append(_label_not_in(key, vals))
             elif neg:
-                checks.append(lambda lb, k=key: k not in lb)
+                checks.append(_label_absent(key))
             else:
-                checks.append(lambda lb, k=key: k in lb)
+                checks.append(_label_present(key))
         else:
             raise SelectorError(f"unable to parse requirement: {req!r}")
     return lambda labels: all(check(labels) for check in checks)
@@ -94,7 +94,42 @@ def parse_field_selector(text: str | None) -> Predicate:
             raise SelectorError(f"invalid selector: {req!r}; can't understand {req!r}")
         path, op, value = m.groups()
         if op == "!=":
-            checks.append(lambda o, p=path, v=value: _field_value(o, p) != v)
+            checks.append(_field_not_equal(path, value))
         else:
-            checks.append(lambda o, p=path, v=value: _field_value(o, p) == v)
+            checks.append(_field_equal(path, value))
     return lambda obj: all(check(obj) for check in checks)
+
+
+# One predicate per requirement (closures, so each keeps its own key and values).
+
+
+def _label_equal(key: str, value: str) -> Predicate:
+    return lambda labels: key in labels and labels[key] == value
+
+
+def _label_not_equal(key: str, value: str) -> Predicate:
+    return lambda labels: labels.get(key) != value
+
+
+def _label_in(key: str, values: set[str]) -> Predicate:
+    return lambda labels: key in labels and labels[key] in values
+
+
+def _label_not_in(key: str, values: set[str]) -> Predicate:
+    return lambda labels: labels.get(key) not in values
+
+
+def _label_present(key: str) -> Predicate:
+    return lambda labels: key in labels
+
+
+def _label_absent(key: str) -> Predicate:
+    return lambda labels: key not in labels
+
+
+def _field_equal(path: str, value: str) -> Predicate:
+    return lambda obj: _field_value(obj, path) == value
+
+
+def _field_not_equal(path: str, value: str) -> Predicate:
+    return lambda obj: _field_value(obj, path) != value

@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from .api_client import ApiStatusError, K8sClient
-from .kubelet import Kubelet, _expand, _rewrite
+from .container_setup import expand, rewrite
+from .kubelet import Kubelet
 
 JsonDict = dict[str, Any]
 FINALIZER = "test.backupctl.dev/redis-process"
@@ -407,8 +408,8 @@ class StatefulSets:
         if data_dir is None:
             data_dir = self.workdir / "emptydir" / ns / name
             data_dir.mkdir(parents=True, exist_ok=True)
-        env = self.kubelet._env(pod, container)
-        args = [_rewrite(_expand(a, env), mapping) for a in container.get("args") or []]
+        env = self.kubelet.container_setup().env(pod, container)
+        args = [rewrite(expand(a, env), mapping) for a in container.get("args") or []]
         command = container.get("command") or ["redis-server"]
         args = [*command[1:], *args]
         port = self.port(name, ns)

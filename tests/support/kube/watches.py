@@ -1,0 +1,105 @@
+"""Watch events: who is watching what, and the recent changes a resumed watch replays.
+
+Why: kopf, kubectl ``wait`` and the ``kubernetes`` client depend on watch semantics kmock lacks:
+label/field selectors, ``ADDED``/``DELETED`` when an object enters or leaves a selector,
+resuming from a ``resourceVersion`` (and 410 Gone when it is too old), and the server ending
+streams. The store reports every change here (:meth:`WatchHub.record`); the HTTP front turns
+a :class:`Watcher`'s queue into a stream. Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass
+
+from . import selectors
+from .errors import ApiError, JsonDict
+from .resources import StorageKey
+
+WATCH_LOG_SIZE = 20000  # events kept to replay watches that resume from a resourceVersion
+
+# One change: (resourceVersion, storage key, old object or None, new object or None).
+Change = tuple[int, StorageKey, JsonDict | None, JsonDict | None]
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One open watch stream."""
+
+    key: StorageKey
+    namespace: str | None
+    labels: selectors.Predicate
+    fields: selectors.Predicate
+    queue: asyncio.Queue[JsonDict | None]
+
+    def matches(self, obj: JsonDict | None) -> bool:
+        if obj is None:
+            return False
+        meta = obj.get("metadata", {})
+        if self.namespace is not None and meta.get("namespace") != self.namespace:
+            return False
+        return self.labels(meta.get("labels") or {}) and self.fields(obj)
+
+    def event_for(self, old: JsonDict | None, new: JsonDict | None) -> JsonDict | None:
+        """The event this watcher sees for a change, if any (selector transitions included)."""
+        was, now = self.matches(old), self.matches(new)
+        if new is None:  # removed: old carries the final state
+            return {"type": "DELETED", "object": old} if was else None
+        if was and now:
+            return {"type": "MODIFIED", "object": new}
+        if now:
+            return {"type": "ADDED", "object": new}
+        if was:  # stopped matching the selector
+            return {"type": "DELETED", "object": new}
+        return None
+
+
+class WatchHub:
+    """The open watches and a bounded log of recent changes."""
+
+    def __init__(self, log_size: int = WATCH_LOG_SIZE) -> None:
+        self._log: collections.deque[Change] = collections.deque(maxlen=log_size)
+        self._watchers: set[Watcher] = set()
+
+    def record(self, rv: int, key: StorageKey, old: JsonDict | None, new: JsonDict | None) -> None:
+        """A change was stored at resourceVersion ``rv``: log it and tell matching watchers."""
+        self._log.append((rv, key, old, new))
+        for watcher in list(self._watchers):
+            if watcher.key == key:
+                event = watcher.event_for(old, new)
+                if event is not None:
+                    watcher.queue.put_nowait(event)
+
+    def replay(self, watcher: Watcher, since_rv: int, current_rv: int) -> list[JsonDict]:
+        """What happened after ``since_rv`` for ``watcher``, or one 410 ERROR if it is too old."""
+        oldest = self._log[0][0] if self._log else current_rv + 1
+        if len(self._log) == self._log.maxlen and since_rv < oldest - 1:
+            return [
+                {
+                    "type": "ERROR",
+                    "object": ApiError(
+                        410, "Expired", f"too old resource version: {since_rv} ({oldest - 1})"
+                    ).status(),
+                }
+            ]
+        events = []
+        for rv, key, old, new in self._log:
+            if rv > since_rv and key == watcher.key:
+                event = watcher.event_for(old, new)
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def subscribe(self, watcher: Watcher) -> None:
+        self._watchers.add(watcher)
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    def close_all(self) -> int:
+        """End every open watch stream (their queues get ``None``); returns how many."""
+        count = len(self._watchers)
+        for watcher in list(self._watchers):
+            watcher.queue.put_nowait(None)
+        return count

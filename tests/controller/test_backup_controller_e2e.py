@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import kubernetes_validate
 import pytest
@@ -65,7 +65,7 @@ def operator(api: K8sApi, tmp_path: Path) -> Iterator[Operator]:
 
 def wait(
     op: Operator,
-    condition: Callable[[], T],
+    condition: Callable[[], T | None | Literal[False]],
     timeout: float,
     what: str,
     context: Callable[[], Any] | None = None,

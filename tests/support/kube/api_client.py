@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -233,14 +233,14 @@ class K8sClient:
 
 
 def wait_for(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None | Literal[False]],
     timeout: float = 10.0,
     interval: float = 0.05,
     message: str = "condition",
 ) -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    last: T = condition()
+    last = condition()
     while not last:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {message}; last: {last!r}")

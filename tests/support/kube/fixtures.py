@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 
@@ -69,7 +69,7 @@ class K8sApi(K8sClient):
 
     @staticmethod
     def wait_for(
-        condition: Callable[[], T],
+        condition: Callable[[], T | None | Literal[False]],
         timeout: float = 10.0,
         interval: float = 0.05,
         message: str = "condition",

@@ -65,7 +65,7 @@ def operator(api: K8sApi, tmp_path: Path) -> Iterator[Operator]:
 
 def wait(
     op: Operator,
-    condition: Callable[[], T | None | Literal[False]],
+    condition: Callable[[], T | Literal[False] | None],
     timeout: float,
     what: str,
     context: Callable[[], Any] | None = None,

@@ -69,7 +69,7 @@ class K8sApi(K8sClient):
 
     @staticmethod
     def wait_for(
-        condition: Callable[[], T | None | Literal[False]],
+        condition: Callable[[], T | Literal[False] | None],
         timeout: float = 10.0,
         interval: float = 0.05,
         message: str = "condition",

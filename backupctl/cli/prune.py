@@ -1,33 +1,34 @@
-"""The ``backupctl prune`` command (registered into the main typer app by
-:func:`register`).
+"""``backupctl prune``: apply a retention policy (restic's forget semantics)
+to the backups in a store, and sweep incomplete backups and unfinished
+uploads (the work is :func:`backupctl.store.prune.prune`; this is its options
+and its report).
 
-Errors a user can cause end in one line on stderr and exit code 1; typer's
-own usage errors (an unknown option, a count that is not a number) exit 2.
-Set ``BACKUPCTL_DEBUG=1`` for tracebacks of unexpected errors.
+A program that runs the CLI in-process can watch the deletes: pass a
+:class:`PruneHooks` as click's context object (``app(args, obj=PruneHooks(...))``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from backupctl.store.backends import RetryingBackend, open_store
-from backupctl.store.backends.base import Backend, StorageError
-from backupctl.store.catalog import CatalogError
-from backupctl.store.prune import PruneError, PruneResult, check_request, prune
+from backupctl.cli.options import JsonOpt, TermLogOpt, get_store
+from backupctl.cli.output import CommandResult, fail, print_table, report, user_errors
+from backupctl.store.prune import PruneResult, check_request, prune
 from backupctl.store.retention import Policy, PolicyError, parse_duration
 
-#: Test hook: seconds to sleep after each delete (and report it on stderr),
-#: so a test can SIGKILL a prune in the middle of its work.
-PAUSE_ENV = "BACKUPCTL_PRUNE_TEST_PAUSE"
+
+@dataclass(frozen=True)
+class PruneHooks:
+    """Callbacks of a prune run in-process: ``on_delete(key)`` after each
+    object deleted (progress output, or a pause to stop a prune midway)."""
+
+    on_delete: Callable[[str], None] | None = None
 
 
 def _count(value: str | int) -> int:
@@ -42,97 +43,147 @@ def _count(value: str | int) -> int:
         raise typer.BadParameter(f"{value!r} is not a whole number (or 'unlimited')") from None
 
 
-def _count_opt(name: str, what: str) -> object:
+def _count_opt(name: str, what: str) -> Any:
     text = (
         "Keep the N most recent backups"
         if what == "backups"
         else f"Keep the newest backup of each of the N most recent {what} that have one"
     )
-    return typer.Option(
-        name, parser=_count, metavar="N", help=f"{text} (-1 or 'unlimited': all)."
-    )
+    return typer.Option(name, parser=_count, metavar="N", help=f"{text} (-1 or 'unlimited': all).")
 
 
-def fail(message: str, termination_log: Path | None = None) -> NoReturn:
-    if termination_log is not None:
-        write_termination_log(termination_log, {"ok": False, "error": message})
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+StoreArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="STORE",
+        help="Store URL: /path or file:///path, s3://bucket/prefix, az://container/prefix, "
+        "gs://bucket/prefix",
+        show_default=False,
+    ),
+]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option("--target", help="Only this target (default: every target in the store)."),
+]
+KeepWithinOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--keep-within",
+        metavar="DURATION",
+        help="Keep every backup newer than this before the newest one, e.g. 30d, 1y6m, 36h.",
+    ),
+]
+TimezoneOpt = Annotated[
+    str, typer.Option("--timezone", help="Time zone of hours/days/weeks/... (IANA name).")
+]
+IncompleteGraceOpt = Annotated[
+    str,
+    typer.Option(
+        "--incomplete-grace",
+        metavar="DURATION",
+        help="Folders without a manifest and unfinished uploads older than this are "
+        "removed; younger ones mean a backup is running and its target is left alone.",
+    ),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print what would be removed; delete nothing.")
+]
+PruneEndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        help="Object-store endpoint for S3-compatible stores, Azurite or a GCS emulator.",
+    ),
+]
 
 
-def write_termination_log(path: Path, data: dict[str, object]) -> None:
-    """One line of JSON for the Kubernetes controller (at most 4 KiB are kept)."""
-    try:
-        path.write_text(json.dumps(data, separators=(",", ":"))[:4096])
-    except OSError as e:
-        typer.echo(f"warning: cannot write termination log {path}: {e}", err=True)
+@dataclass(frozen=True)
+class Pruned(CommandResult):
+    result: PruneResult
 
+    def to_json(self) -> dict[str, Any]:
+        return self.result.to_json()
 
-def open_backend(url: str, endpoint: str | None) -> Backend:
-    """The store behind ``url``, with the storage package's retry wrapper."""
-    return RetryingBackend(open_store(url, endpoint=endpoint))
+    def termination_json(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "ok": True,
+            "kept": len(r.keep),
+            "removed": len(r.remove),
+            "swept": sum(1 for i in r.incomplete if i.action == "remove"),
+            "aborted": len(r.aborted_uploads),
+            "dryRun": r.dry_run,
+        }
+
+    def print_text(self) -> None:
+        if sys.stdout.isatty():
+            self._print_rich()
+            return
+        typer.echo(f"store {self.result.store}: {self.result.policy.describe()}")
+        print_table(("ACTION", "TARGET", "ID", "CREATED", "REASONS"), self._rows())
+        typer.echo(self._summary())
+
+    def _print_rich(self) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        r = self.result
+        table = Table(title=f"{r.store}: {r.policy.describe()}", title_justify="left")
+        for h in ("action", "target", "id", "created", "reasons"):
+            table.add_column(h)
+        styles = {
+            "keep": "green", "remove": "red", "sweep": "red", "abort": "red", "leave": "yellow",
+        }  # fmt: skip
+        for row in self._rows():
+            table.add_row(*row, style=styles.get(row[0]))
+        console = Console()
+        console.print(table)
+        console.print(self._summary())
+
+    def _rows(self) -> list[tuple[str, str, str, str, str]]:
+        r = self.result
+        out = []
+        for action, rows in (("keep", r.keep), ("remove", r.remove)):
+            for row in rows:
+                created = row.to_json()["created"]
+                out.append((action, row.target, row.id, created, "; ".join(row.reasons)))
+        for inc in r.incomplete:
+            action = "sweep" if inc.action == "remove" else "leave"
+            created = inc.to_json()["created"]
+            out.append((action, inc.target, inc.id, created, "; ".join(inc.reasons)))
+        for u in r.aborted_uploads:
+            started = u.to_json()["started"]
+            out.append(("abort", u.target, u.key, started, f"unfinished upload {u.upload_id}"))
+        return out
+
+    def _summary(self) -> str:
+        r = self.result
+        swept = sum(1 for i in r.incomplete if i.action == "remove")
+        verb = "would remove" if r.dry_run else "removed"
+        text = (
+            f"{len(r.keep)} kept, {verb} {len(r.remove)} backups and {swept} incomplete, "
+            f"{'would abort' if r.dry_run else 'aborted'} {len(r.aborted_uploads)} uploads"
+        )
+        return text + (" (dry run: nothing was deleted)" if r.dry_run else "")
 
 
 def prune_command(
-    store_url: Annotated[
-        str,
-        typer.Argument(
-            metavar="STORE",
-            help="Store URL: /path or file:///path, s3://bucket/prefix, az://container/prefix, "
-            "gs://bucket/prefix",
-            show_default=False,
-        ),
-    ],
-    target: Annotated[
-        str | None,
-        typer.Option("--target", help="Only this target (default: every target in the store)."),
-    ] = None,
+    ctx: typer.Context,
+    store_url: StoreArg,
+    target: TargetOpt = None,
     keep_last: Annotated[int, _count_opt("--keep-last", "backups")] = 0,
     keep_hourly: Annotated[int, _count_opt("--keep-hourly", "hours")] = 0,
     keep_daily: Annotated[int, _count_opt("--keep-daily", "days")] = 0,
     keep_weekly: Annotated[int, _count_opt("--keep-weekly", "ISO weeks")] = 0,
     keep_monthly: Annotated[int, _count_opt("--keep-monthly", "months")] = 0,
     keep_yearly: Annotated[int, _count_opt("--keep-yearly", "years")] = 0,
-    keep_within: Annotated[
-        str | None,
-        typer.Option(
-            "--keep-within",
-            metavar="DURATION",
-            help="Keep every backup newer than this before the newest one, e.g. 30d, 1y6m, 36h.",
-        ),
-    ] = None,
-    timezone: Annotated[
-        str,
-        typer.Option("--timezone", help="Time zone of hours/days/weeks/... (IANA name)."),
-    ] = "UTC",
-    incomplete_grace: Annotated[
-        str,
-        typer.Option(
-            "--incomplete-grace",
-            metavar="DURATION",
-            help="Folders without a manifest and unfinished uploads older than this are "
-            "removed; younger ones mean a backup is running and its target is left alone.",
-        ),
-    ] = "24h",
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print what would be removed; delete nothing.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
-    termination_log: Annotated[
-        Path | None,
-        typer.Option(
-            "--termination-log",
-            help="Also write the result (or the error) as compact JSON to this file "
-            "(Kubernetes: /dev/termination-log).",
-        ),
-    ] = None,
-    endpoint: Annotated[
-        str | None,
-        typer.Option(
-            "--endpoint",
-            help="Object-store endpoint for S3-compatible stores, Azurite or a GCS emulator.",
-        ),
-    ] = None,
+    keep_within: KeepWithinOpt = None,
+    timezone: TimezoneOpt = "UTC",
+    incomplete_grace: IncompleteGraceOpt = "24h",
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    termination_log: TermLogOpt = None,
+    endpoint: PruneEndpointOpt = None,
 ) -> None:
     """Apply a retention policy (restic's forget semantics) to the backups in a
     store, and sweep incomplete backups and unfinished uploads."""
@@ -141,8 +192,7 @@ def prune_command(
         within = parse_duration(keep_within) if keep_within is not None else None
         grace_duration = parse_duration(incomplete_grace)
     except PolicyError as e:
-        fail(f"--keep-within/--incomplete-grace: {e}", termination_log)
-    grace = now - grace_duration.before(now)
+        fail(f"--keep-within/--incomplete-grace: {e}", termination_log=termination_log)
     policy = Policy(
         last=keep_last,
         hourly=keep_hourly,
@@ -153,120 +203,18 @@ def prune_command(
         within=within,
         tz=timezone,
     )
-    try:
+    hooks = ctx.find_object(PruneHooks) or PruneHooks()
+    with user_errors(termination_log, interrupted="interrupted (run prune again to finish)"):
         check_request(policy, dry_run)  # before the store is opened
-        backend = open_backend(store_url, endpoint)
         result = prune(
-            backend,
+            get_store(store_url, endpoint),
             policy,
             now=now,
             target=target,
-            incomplete_grace=grace,
+            incomplete_grace=now - grace_duration.before(now),
             dry_run=dry_run,
-            on_delete=_pause_hook(),
+            on_delete=hooks.on_delete,
         )
-    except (PolicyError, PruneError, StorageError, CatalogError) as e:
-        fail(str(e), termination_log)
-    except typer.Exit:
-        raise
-    except KeyboardInterrupt:
-        fail("interrupted (run prune again to finish)", termination_log)
-    except Exception as e:
-        if os.environ.get("BACKUPCTL_DEBUG"):
-            raise
-        fail(
-            f"unexpected {type(e).__name__}: {e} (this is a bug; rerun with BACKUPCTL_DEBUG=1 "
-            "and report the traceback)",
-            termination_log,
-        )
-    if termination_log is not None:
-        write_termination_log(
-            termination_log,
-            {
-                "ok": True,
-                "kept": len(result.keep),
-                "removed": len(result.remove),
-                "swept": sum(1 for i in result.incomplete if i.action == "remove"),
-                "aborted": len(result.aborted_uploads),
-                "dryRun": result.dry_run,
-            },
-        )
-    if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
-    elif sys.stdout.isatty():
-        print_rich(result)
-    else:
-        print_plain(result)
+    report(Pruned(result), as_json=as_json, termination_log=termination_log)
     for s in result.skipped:
         typer.echo(f"warning: target {s.target} skipped: {s.reason}", err=True)
-
-
-def _pause_hook() -> Callable[[str], None] | None:
-    raw = os.environ.get(PAUSE_ENV)
-    if not raw:
-        return None
-    pause = float(raw)
-
-    def hook(key: str) -> None:
-        sys.stderr.write(f"deleted {key}\n")
-        sys.stderr.flush()
-        time.sleep(pause)
-
-    return hook
-
-
-def _rows(result: PruneResult) -> list[tuple[str, str, str, str, str]]:
-    out = []
-    for action, rows in (("keep", result.keep), ("remove", result.remove)):
-        for r in rows:
-            d = r.to_json()
-            out.append((action, r.target, r.id, d["created"], "; ".join(r.reasons)))
-    for inc in result.incomplete:
-        action = "sweep" if inc.action == "remove" else "leave"
-        d = inc.to_json()
-        out.append((action, inc.target, inc.id, d["created"], "; ".join(inc.reasons)))
-    for u in result.aborted_uploads:
-        d = u.to_json()
-        out.append(("abort", u.target, u.key, d["started"], f"unfinished upload {u.upload_id}"))
-    return out
-
-
-def _summary(result: PruneResult) -> str:
-    swept = sum(1 for i in result.incomplete if i.action == "remove")
-    verb = "would remove" if result.dry_run else "removed"
-    text = (
-        f"{len(result.keep)} kept, {verb} {len(result.remove)} backups and {swept} incomplete, "
-        f"{'would abort' if result.dry_run else 'aborted'} {len(result.aborted_uploads)} uploads"
-    )
-    return text + (" (dry run: nothing was deleted)" if result.dry_run else "")
-
-
-def print_plain(result: PruneResult) -> None:
-    typer.echo(f"store {result.store}: {result.policy.describe()}")
-    headers = ("ACTION", "TARGET", "ID", "CREATED", "REASONS")
-    rows = _rows(result)
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    for line in (headers, *rows):
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
-    typer.echo(_summary(result))
-
-
-def print_rich(result: PruneResult) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{result.store}: {result.policy.describe()}", title_justify="left")
-    for h in ("action", "target", "id", "created", "reasons"):
-        table.add_column(h)
-    styles = {"keep": "green", "remove": "red", "sweep": "red", "abort": "red", "leave": "yellow"}
-    for row in _rows(result):
-        table.add_row(*row, style=styles.get(row[0]))
-    console = Console()
-    console.print(table)
-    console.print(_summary(result))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``prune`` to the main CLI."""
-    app.command("prune")(prune_command)
-

@@ -24,7 +24,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from backupctl.cli.prune import PAUSE_ENV, register
+from backupctl.cli.app import app
 from backupctl.store import catalog
 from backupctl.store import prune as prune_mod
 from backupctl.store.backends import open_store
@@ -322,14 +322,13 @@ def test_invalid_policy_deletes_nothing(store: Backend) -> None:
 # --- interrupted prunes --------------------------------------------------------------
 
 
-def _cli_env(env: dict[str, str] | None = None, pause: float | None = None) -> dict[str, str]:
-    out = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
-    if pause is not None:
-        out[PAUSE_ENV] = str(pause)
-    return out
+def _cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
 
 
 PRUNE = [sys.executable, "-m", "backupctl", "prune"]
+#: prune with a pause of that many seconds after each delete (reported on stderr)
+PRUNE_WITH_PAUSE = [sys.executable, str(REPO / "tests" / "support" / "prune_with_pause.py")]
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -350,7 +349,7 @@ def test_sigkill_at_any_point_leaves_only_intact_backups_and_a_rerun_finishes(
 
     kill_after = rng.randrange(1, deletes_total)
     proc = subprocess.Popen(
-        [*PRUNE, *args], env=_cli_env(pause=0.02), stderr=subprocess.PIPE, text=True,
+        [*PRUNE_WITH_PAUSE, "0.02", *args], env=_cli_env(), stderr=subprocess.PIPE, text=True,
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -384,13 +383,6 @@ def test_sigkill_at_any_point_leaves_only_intact_backups_and_a_rerun_finishes(
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-
-    @app.command("noop")
-    def _noop() -> None:  # a second command keeps "prune" a subcommand
-        pass
-
     return app
 
 

@@ -1,0 +1,61 @@
+"""Options several commands share, and turning their values into a store or
+a Redis connection.
+
+Declared once so ``--endpoint``, ``--json``, ``--termination-log`` and friends
+read (and parse) the same in every command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from backupctl.redis.node import ConnectionSpec, parse_redis_url
+from backupctl.store.backends import open_store
+from backupctl.store.backends.base import Backend
+from backupctl.store.backends.retry import RetryingBackend
+
+StoreArg = Annotated[
+    str,
+    typer.Argument(
+        help="Store URL: /path or file:///path, s3://bucket/prefix, az://container/prefix, "
+        "gs://bucket/prefix",
+        show_default=False,
+    ),
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint",
+        help="Object-store endpoint for S3-compatible stores, Azurite or a GCS emulator "
+        "(default: AWS_ENDPOINT_URL / AZURE_STORAGE_ENDPOINT / STORAGE_EMULATOR_HOST).",
+    ),
+]
+TargetOpt = Annotated[
+    str | None,
+    typer.Option("--target", help="Which target's backups (a name like 'redis/redis-cluster')."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+TermLogOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--termination-log",
+        help="Also write the result (or the error) as compact JSON to this file "
+        "(Kubernetes: /dev/termination-log).",
+    ),
+]
+PasswordFileOpt = Annotated[
+    Path | None, typer.Option("--password-file", help="File holding the Redis password.")
+]
+
+
+def get_store(url: str, endpoint: str | None) -> Backend:
+    """The store behind ``url``, with the storage package's retry wrapper."""
+    return RetryingBackend(open_store(url, endpoint=endpoint))
+
+
+def redis_spec(url: str, password_file: Path | None) -> ConnectionSpec:
+    """``--redis URL`` with ``--password-file`` (else REDIS_PASSWORD) applied."""
+    return parse_redis_url(url, password_file=str(password_file) if password_file else None)

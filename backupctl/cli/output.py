@@ -1,0 +1,203 @@
+"""How every command ends, in one place: its result (text on stdout, or JSON
+with ``--json``, and the termination log), or one ``error: ...`` line on
+stderr with exit code 1 (and ``{"ok": false, "error": ...}`` in the
+termination log). Also the progress bars and the small formatting helpers
+the commands share.
+
+Errors a user can cause are :data:`USER_ERRORS`; anything else is our bug and
+is reported in one line too, unless ``BACKUPCTL_DEBUG`` is set (then the
+traceback). Typer's own usage errors exit 2 before any of this runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+from backupctl.cli.termination import termination_message
+from backupctl.ops.backup import BackupError
+from backupctl.ops.restore_dir import RestoreError
+from backupctl.redis.live import LiveError
+from backupctl.redis.node import RedisNodeError
+from backupctl.store.archive import ArchiveError, Progress
+from backupctl.store.backends.base import StorageError
+from backupctl.store.backup_set import ShardSetError
+from backupctl.store.catalog import BackupEntry, CatalogError, Manifest
+from backupctl.store.prune import PruneError
+from backupctl.store.retention import PolicyError
+
+#: Exceptions that are a user's problem to fix; anything else is our bug.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    StorageError,
+    RedisNodeError,
+    LiveError,
+    CatalogError,
+    ArchiveError,
+    BackupError,
+    RestoreError,
+    ShardSetError,
+    PolicyError,
+    PruneError,
+)
+
+
+class CommandResult(ABC):
+    """What a command reports: JSON for ``--json``, the termination message,
+    and text for people."""
+
+    @abstractmethod
+    def to_json(self) -> Any:
+        """What ``--json`` prints."""
+
+    def termination_json(self) -> dict[str, Any]:
+        """What the termination log holds (by default ``ok`` and :meth:`to_json`)."""
+        return {"ok": True, **self.to_json()}
+
+    def termination_fallbacks(self) -> tuple[dict[str, Any], ...]:
+        """Smaller variants of :meth:`termination_json`, tried in order when it
+        is too big (see :mod:`backupctl.cli.termination`)."""
+        return ()
+
+    @abstractmethod
+    def print_text(self) -> None:
+        """Print the result for a person."""
+
+
+def report(result: CommandResult, *, as_json: bool, termination_log: Path | None) -> None:
+    """The success path of every command."""
+    if termination_log is not None:
+        write_termination_log(
+            termination_log, result.termination_json(), *result.termination_fallbacks()
+        )
+    if as_json:
+        print_json(result.to_json())
+    else:
+        result.print_text()
+
+
+def fail(message: str, *, termination_log: Path | None = None) -> NoReturn:
+    """The failure path of every command: one line on stderr, exit code 1."""
+    if termination_log is not None:
+        write_termination_log(termination_log, {"ok": False, "error": message})
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def user_errors(
+    termination_log: Path | None = None, *, interrupted: str = "interrupted"
+) -> Iterator[None]:
+    """Turn known errors into one line + exit 1 (and bugs into one line too,
+    unless BACKUPCTL_DEBUG is set); ``interrupted`` is the message for Ctrl-C."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except USER_ERRORS as e:
+        fail(str(e), termination_log=termination_log)
+    except KeyboardInterrupt:
+        fail(interrupted, termination_log=termination_log)
+    except Exception as e:
+        if os.environ.get("BACKUPCTL_DEBUG"):
+            raise
+        fail(
+            f"unexpected {type(e).__name__}: {e} (this is a bug; rerun with BACKUPCTL_DEBUG=1 "
+            "and report the traceback)",
+            termination_log=termination_log,
+        )
+
+
+def write_termination_log(path: Path, data: dict[str, Any], *smaller: dict[str, Any]) -> None:
+    """The termination message (fitted into 4096 bytes) to ``path``; a
+    warning on stderr when it cannot be written."""
+    try:
+        path.write_bytes(termination_message(data, *smaller))
+    except OSError as e:
+        typer.echo(f"warning: cannot write termination log {path}: {e}", err=True)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+def print_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    for line in (headers, *rows):
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def human(n: float) -> str:
+    """A byte count for people: 512 B, 1.5 KiB, 3.2 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def backup_summary(m: Manifest) -> dict[str, Any]:
+    """A backup in a few fields (``run``'s termination message, ``restore --dry-run``)."""
+    return {
+        "id": m.id,
+        "target": m.target,
+        "time": m.created,
+        "size": m.size,
+        "keys": m.keys,
+        "sha256": m.nodes[0].archive.sha256 if len(m.nodes) == 1 else None,
+    }
+
+
+@contextmanager
+def progress_bar(
+    description: str, enabled: bool
+) -> Iterator[tuple[Progress | None, Callable[[int], None] | None]]:
+    """A rich progress bar on stderr when it is a terminal; yields
+    (advance, set_total) callbacks, or Nones when there is no terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield None, None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import (
+        Progress as RichProgress,
+    )
+
+    with RichProgress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+        yield (
+            lambda n: bar.advance(task, n),
+            lambda total: bar.update(task, total=total),
+        )
+
+
+@contextmanager
+def backup_progress(
+    description: str, entry: BackupEntry, enabled: bool
+) -> Iterator[Progress | None]:
+    """A progress bar (see :func:`progress_bar`) sized to the backup's archives."""
+    with progress_bar(description, enabled) as (advance, set_total):
+        if set_total and entry.manifest:
+            set_total(entry.manifest.size)
+        yield advance

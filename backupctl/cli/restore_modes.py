@@ -1,0 +1,110 @@
+"""Which restore a ``backupctl restore`` command line asks for.
+
+``restore`` has one mode per destination (``--to-dir``, ``--to-redis``,
+``--to-cluster``) and a dry run; most of its options belong to one or two of
+them. :data:`FLAG_MODES` is the one table of which flag goes with which
+destination, :data:`EXCLUSIVE` the flags of which at most one may be given;
+:func:`mode_of` checks a command line against both and names the mode, or
+raises :class:`FlagError` with one message naming the flag and the mode.
+:class:`RestoreRequest` is what the mode functions receive.
+
+No typer here: the flags come in as the names the user typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+DIR = "--to-dir"
+REDIS = "--to-redis"
+CLUSTER = "--to-cluster"
+#: The destinations: exactly one per restore (none for a dry run).
+DESTINATIONS = (DIR, REDIS, CLUSTER)
+
+#: Which destinations each flag goes with. Flags not listed (--target,
+#: --endpoint, --json, --termination-log, --dry-run) go with every mode.
+FLAG_MODES: dict[str, tuple[str, ...]] = {
+    "--stage-only": (DIR,),
+    "--swap": (DIR,),
+    "--discard-staged": (DIR,),
+    "--prefer-aof": (DIR,),
+    "--node": (DIR, REDIS),
+    "--appendonly": (DIR, CLUSTER),
+    "--flush": (REDIS,),
+    "--tmp-dir": (REDIS,),
+    "--password-file": (REDIS, CLUSTER),
+    "--restart": (CLUSTER,),
+    "--verify-only": (CLUSTER,),
+    "--timeout": (CLUSTER,),
+}
+
+#: Groups of flags of which at most one may be given: the steps of a
+#: restore to a directory (and the dry run), and the two ends of a cluster
+#: restore.
+EXCLUSIVE: tuple[tuple[str, ...], ...] = (
+    ("--stage-only", "--swap", "--discard-staged", "--dry-run"),
+    ("--restart", "--verify-only"),
+)
+
+EXACTLY_ONE = (
+    "pass exactly one of --to-dir DIR (a stopped Redis' data directory), "
+    "--to-redis URL (a running Redis, key by key) or --to-cluster URL (a Redis Cluster "
+    "whose nodes' data directories are on this machine)"
+)
+
+
+class FlagError(Exception):
+    """Flags that do not go together; ``str()`` is the one-line message."""
+
+
+def mode_of(given: Collection[str]) -> str | None:
+    """The destination flag of the command line whose flags are ``given``
+    (None: a dry run without one), or :class:`FlagError`."""
+    for group in EXCLUSIVE:
+        chosen = [f for f in group if f in given]
+        if len(chosen) > 1:
+            raise FlagError(f"{' and '.join(chosen)} exclude each other")
+    destinations = [d for d in DESTINATIONS if d in given]
+    if len(destinations) > 1:
+        raise FlagError(EXACTLY_ONE)
+    mode = destinations[0] if destinations else None
+    shown = mode or ("--dry-run" if "--dry-run" in given else None)
+    for flag, modes in FLAG_MODES.items():
+        if flag in given and mode not in modes:
+            where = " or ".join(modes)
+            raise FlagError(f"{flag} goes with {where}" + (f", not with {shown}" if shown else ""))
+    if mode is None and "--dry-run" not in given:
+        raise FlagError(EXACTLY_ONE)
+    return mode
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """A restore as the user asked for it (the flags already checked)."""
+
+    store_url: str
+    backup: str
+    target: str | None
+    endpoint: str | None
+    as_json: bool
+    termination_log: Path | None
+    to_dir: Path | None = None
+    to_redis: str | None = None
+    to_cluster: str | None = None
+    # --to-dir (and --to-cluster: appendonly)
+    appendonly: str = "auto"
+    node: str | None = None
+    prefer_aof: bool = False
+    stage_only: bool = False
+    swap: bool = False
+    discard_staged: bool = False
+    # --to-redis (and --to-cluster: password_file)
+    flush: bool = False
+    tmp_dir: Path | None = None
+    password_file: Path | None = None
+    # --to-cluster
+    restart: bool = False
+    verify_only: bool = False
+    timeout: float = 600.0

@@ -1,0 +1,60 @@
+"""``backupctl verify``: download a backup and check every checksum and RDB,
+without restoring it anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, get_store
+from backupctl.cli.output import CommandResult, backup_progress, human, report, user_errors
+from backupctl.ops.verify import VerifyReport, verify_backup
+from backupctl.store import catalog
+
+BackupArg = Annotated[str, typer.Argument(help="Backup id, or 'latest'.", show_default=False)]
+TmpDirOpt = Annotated[
+    Path | None,
+    typer.Option("--tmp-dir", help="Where to unpack temporarily (default: system temp)."),
+]
+
+
+@dataclass(frozen=True)
+class Verified(CommandResult):
+    report: VerifyReport
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.report
+        return {
+            "ok": True,
+            "id": r.id,
+            "target": r.target,
+            "nodes": r.nodes,
+            "files": r.files,
+            "bytes": r.bytes,
+        }
+
+    def print_text(self) -> None:
+        r = self.report
+        typer.echo(
+            f"{r.id}: OK ({r.files} files in {len(r.nodes)} archive(s), {human(r.bytes)} checked)"
+        )
+
+
+def verify(
+    store_url: StoreArg,
+    backup: BackupArg,
+    target: TargetOpt = None,
+    tmp_dir: TmpDirOpt = None,
+    endpoint: EndpointOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a backup and check every checksum and RDB, without restoring it."""
+    with user_errors():
+        store = get_store(store_url, endpoint)
+        entry = catalog.find(store, backup, target)
+        with backup_progress("verify", entry, not as_json) as advance:
+            result = verify_backup(store, entry, tmp_dir=tmp_dir, progress=advance)
+        report(Verified(result), as_json=as_json, termination_log=None)

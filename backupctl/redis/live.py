@@ -38,8 +38,11 @@ from typing import Any
 import redis
 
 from backupctl.core.slots import normalize_slots
-from backupctl.redis import node as redisnode
-from backupctl.redis.node import ConnectionSpec, RedisNodeError, as_text, exec_command
+from backupctl.redis.address import ConnectionSpec
+from backupctl.redis.cluster import cluster_shards
+from backupctl.redis.connection import as_text, connect, exec_command
+from backupctl.redis.errors import RedisNodeError
+from backupctl.redis.info import node_info
 
 #: CONFIG settings quiesce changes, and the value it sets.
 QUIESCE_SETTINGS: dict[str, str] = {
@@ -113,9 +116,9 @@ def check_nodes(
 
 
 def _node_state(spec: ConnectionSpec) -> NodeState:
-    client = redisnode.connect(spec)
+    client = connect(spec)
     try:
-        info = redisnode.node_info(client)
+        info = node_info(client)
         raw = _info(client, "persistence") | _info(client, "replication")
         if int(raw.get("loading", 0)) or int(raw.get("async_loading", 0)):
             raise RedisNodeError(f"{spec.display} is still loading its data", reason="loading")
@@ -165,7 +168,7 @@ def _cluster_place(client: redis.Redis) -> tuple[str, str, list[list[int]]]:
     fields = dict(line.split(":", 1) for line in raw.splitlines() if ":" in line)
     state = fields.get("cluster_state", "?").strip()
     shard = next(
-        (s for s in redisnode.cluster_shards(client) if any(n.node_id == myid for n in s.nodes)),
+        (s for s in cluster_shards(client) if any(n.node_id == myid for n in s.nodes)),
         None,
     )
     slots = [[a, b] for a, b in normalize_slots(shard.slots)] if shard is not None else []
@@ -223,7 +226,7 @@ def quiesce(
 ) -> dict[str, str]:
     """Stop ``spec`` from writing to its data directory; returns the original
     settings (also kept in ``state_file``)."""
-    client = redisnode.connect(spec)
+    client = connect(spec)
     try:
         original = _read_state(state_file)
         if original is None:
@@ -265,7 +268,7 @@ def resume(spec: ConnectionSpec, state_file: Path) -> dict[str, str]:
     original = _read_state(state_file)
     if original is None:
         return {}
-    client = redisnode.connect(spec)
+    client = connect(spec)
     try:
         for name, value in original.items():
             _config_set(client, spec, name, value)
@@ -280,8 +283,6 @@ def _config_set(client: redis.Redis, spec: ConnectionSpec, name: str, value: str
         exec_command(client, "CONFIG", "SET", name, value)
     except redis.RedisError as e:
         raise LiveError(f"{spec.display}: CONFIG SET {name} failed: {e}") from None
-
-
 
 
 def _info(client: redis.Redis, section: str) -> dict[str, Any]:

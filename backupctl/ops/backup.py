@@ -291,4 +291,3 @@ def _backup_in_parallel(
             f"(not listed as restorable): {'; '.join(errors)}"
         )
     return results
-

@@ -242,4 +242,3 @@ def _restore_rdbcompression(pause: RdbCompressionPause) -> None:
 def _close_member(m: Member) -> None:
     with contextlib.suppress(OSError):
         m.open().close()
-

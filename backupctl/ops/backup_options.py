@@ -52,4 +52,3 @@ class RunOptions:
     shard: tuple[int, int] | None = None
     #: Who writes a shard set (the controller: the RedisBackup's name).
     owner: str = backup_set.DEFAULT_OWNER
-

@@ -340,7 +340,6 @@ class _Copy:
             src.close()
 
 
-
 def _libraries(local: redis.Redis) -> dict[str, str]:
     """name -> code of the Redis Functions libraries on the local server."""
     try:
@@ -354,7 +353,6 @@ def _libraries(local: redis.Redis) -> dict[str, str]:
         fields = {as_text(k): v for k, v in entry.items()}
         out[as_text(fields.get("library_name", ""))] = as_text(fields.get("library_code", ""))
     return out
-
 
 
 def _dump(src: redis.Redis, keys: list[bytes]) -> tuple[list[Item], int]:

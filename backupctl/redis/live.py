@@ -23,6 +23,9 @@ password from ``REDIS_PASSWORD``), and are plain commands for anyone else:
   running BGSAVE to end. The original values are written to a state file
   first, and a rerun reuses that file (it never records the quiesced values
   as originals). :func:`resume` sets them back.
+* :func:`shutdown`, :func:`run_id`, :func:`loading`: what a restore that
+  restarts the servers itself (``restore --to-cluster --restart``) needs to
+  stop one and to see it come back as a new process with its data loaded.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import redis
 from backupctl.core.slots import normalize_slots
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.cluster import cluster_shards
-from backupctl.redis.connection import as_text, connect, exec_command
+from backupctl.redis.connection import as_text, command_error, connect, exec_command
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import node_info
 
@@ -278,6 +281,39 @@ def resume(spec: ConnectionSpec, state_file: Path) -> dict[str, str]:
     return original
 
 
+# --- restart -----------------------------------------------------------------------
+
+
+def shutdown(client: redis.Redis, *modifiers: str) -> None:
+    """``SHUTDOWN`` with ``modifiers`` (``NOSAVE``, ``NOW``). Returns once the
+    server dropped the connection (it is going down); :class:`RedisNodeError`
+    with redis-py's words when it refused."""
+    try:
+        exec_command(client, "SHUTDOWN", *modifiers)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return  # the server closed the connection: it is going down
+    except redis.RedisError as exc:
+        raise command_error(exc, client) from None
+
+
+def run_id(client: redis.Redis) -> str:
+    """The server process's ``run_id`` (INFO server): another one means it
+    restarted. :class:`RedisNodeError` with redis-py's words on failure."""
+    try:
+        return str(_info(client, "server").get("run_id", ""))
+    except redis.RedisError as exc:
+        raise command_error(exc, client) from None
+
+
+def loading(client: redis.Redis) -> bool:
+    """The server is still loading its dataset (INFO persistence ``loading``).
+    :class:`RedisNodeError` with redis-py's words on failure."""
+    try:
+        return bool(int(_info(client, "persistence").get("loading", 0)))
+    except redis.RedisError as exc:
+        raise command_error(exc, client) from None
+
+
 def _config_set(client: redis.Redis, spec: ConnectionSpec, name: str, value: str) -> None:
     try:
         exec_command(client, "CONFIG", "SET", name, value)
@@ -322,7 +358,10 @@ __all__ = [
     "LiveError",
     "NodeState",
     "check_nodes",
+    "loading",
     "quiesce",
     "restored_keys",
     "resume",
+    "run_id",
+    "shutdown",
 ]

@@ -20,12 +20,8 @@ import typer
 from backupctl import __version__
 from backupctl.cli import prune as prune_cli
 from backupctl.core.timefmt import format_time
-from backupctl.ops.backup import (
-    BackupError,
-    RunOptions,
-    run_backup,
-    run_shard_backup,
-)
+from backupctl.ops.backup import run_backup, run_shard_backup
+from backupctl.ops.backup_options import BackupError, RunOptions
 from backupctl.ops.restore_dir import (
     APPENDONLY_MODES,
     RestoreError,
@@ -36,7 +32,8 @@ from backupctl.ops.restore_dir import (
 from backupctl.ops.restore_dir import discard_staged as discard_staged_dir
 from backupctl.ops.verify import verify_backup
 from backupctl.redis import sentinel
-from backupctl.redis.node import RedisNodeError, parse_redis_url
+from backupctl.redis.address import parse_redis_url
+from backupctl.redis.errors import RedisNodeError
 from backupctl.store import catalog
 from backupctl.store.archive import COMPRESSIONS, ArchiveError, Progress
 from backupctl.store.backends import open_store
@@ -920,7 +917,9 @@ def _restore_to_cluster(
     as_json: bool,
     termination_log: Path | None,
 ) -> None:
-    from backupctl.ops.restore_cluster import format_slots, restore_to_cluster, verify
+    from backupctl.core.slots import format_slots
+    from backupctl.ops.restore_cluster import restore_to_cluster
+    from backupctl.ops.restore_cluster_restart import verify
 
     with user_errors(termination_log):
         seed = _redis_spec(cluster_url, password_file)

@@ -53,6 +53,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def scrub(text: str, spec: ConnectionSpec) -> str:
+    """``text`` on one line, with ``spec``'s password replaced by ``***``."""
     if spec.password:
         text = text.replace(spec.password, "***")
     return " ".join(text.split())
@@ -193,12 +194,15 @@ def connect(spec: ConnectionSpec, *, timeout: float = 10.0) -> redis.Redis:
 
 
 def client_address(client: redis.Redis) -> str:
+    """``host:port`` of the node ``client`` talks to, for messages."""
     kw = client.connection_pool.connection_kwargs
     host, port = kw.get("host", "?"), kw.get("port", "?")
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def client_spec(client: redis.Redis) -> ConnectionSpec:
+    """The :class:`ConnectionSpec` behind ``client`` (address and credentials
+    only: enough to name the node and scrub its password from messages)."""
     kw = client.connection_pool.connection_kwargs
     try:
         return ConnectionSpec(

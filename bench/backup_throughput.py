@@ -100,12 +100,12 @@ def bgsave(client: redis.Redis, timeout: float = 600) -> float:
 
 def pipeline_in_process(redis_url: str, store_dir: Path) -> tuple[float, float]:
     """(post-BGSAVE seconds, BGSAVE seconds) of backupctl's own run_backup."""
-    from backupctl.ops import backup
-    from backupctl.redis import node as redisnode
+    from backupctl.ops import backup, backup_node, backup_options
+    from backupctl.redis.address import parse_redis_url
     from backupctl.store.backends import open_store
 
     marks: dict[str, float] = {}
-    real_bgsave = redisnode.bgsave
+    real_bgsave = backup_node.bgsave
 
     def bgsave_marked(*a: object, **k: object) -> object:
         start = time.perf_counter()
@@ -114,16 +114,16 @@ def pipeline_in_process(redis_url: str, store_dir: Path) -> tuple[float, float]:
         marks["after"] = time.perf_counter()
         return out
 
-    redisnode.bgsave = bgsave_marked  # type: ignore[assignment]
+    backup_node.bgsave = bgsave_marked  # type: ignore[assignment]
     try:
-        opts = backup.RunOptions(
-            redis=redisnode.parse_redis_url(redis_url),
+        opts = backup_options.RunOptions(
+            redis=parse_redis_url(redis_url),
             store=open_store(str(store_dir)),
             target="bench/inproc",
         )
         backup.run_backup(opts)
     finally:
-        redisnode.bgsave = real_bgsave
+        backup_node.bgsave = real_bgsave
     return time.perf_counter() - marks["after"], marks["bgsave"]
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from backupctl.redis.node import ConnectionSpec, parse_redis_url
+from backupctl.redis.address import ConnectionSpec, parse_redis_url
 from backupctl.store.backends import open_store
 from backupctl.store.backends.base import Backend
 from backupctl.store.backends.retry import RetryingBackend

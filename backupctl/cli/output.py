@@ -23,10 +23,10 @@ from typing import Any, NoReturn
 import typer
 
 from backupctl.cli.termination import termination_message
-from backupctl.ops.backup import BackupError
+from backupctl.ops.backup_options import BackupError
 from backupctl.ops.restore_dir import RestoreError
+from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.live import LiveError
-from backupctl.redis.node import RedisNodeError
 from backupctl.store.archive import ArchiveError, Progress
 from backupctl.store.backends.base import StorageError
 from backupctl.store.backup_set import ShardSetError

@@ -18,7 +18,8 @@ from backupctl.ops.restore_dir import RestoreError
 from backupctl.store import catalog
 
 if TYPE_CHECKING:  # the ops modules themselves are imported by the commands that use them
-    from backupctl.ops.restore_cluster import ClusterRestoreResult, ShardCheck
+    from backupctl.ops.restore_cluster import ClusterRestoreResult
+    from backupctl.ops.restore_cluster_restart import ShardCheck
     from backupctl.ops.restore_server import LoadResult
 
 
@@ -89,7 +90,7 @@ class ClusterVerified(CommandResult):
         return ({**data, "shards": shards},)
 
     def print_text(self) -> None:
-        from backupctl.ops.restore_cluster import format_slots
+        from backupctl.core.slots import format_slots
 
         for c in self.checks:
             typer.echo(
@@ -137,7 +138,7 @@ class ClusterRestored(CommandResult):
         }
 
     def print_text(self) -> None:
-        from backupctl.ops.restore_cluster import format_slots
+        from backupctl.core.slots import format_slots
 
         r = self.result
         for p in r.shards:
@@ -186,7 +187,8 @@ def restore_into_redis(req: RestoreRequest) -> None:
 def restore_into_cluster(req: RestoreRequest) -> None:
     """``--to-cluster``: stage, swap (and with ``--restart`` restart and
     verify) in place; or with ``--verify-only`` only verify."""
-    from backupctl.ops.restore_cluster import restore_to_cluster, verify
+    from backupctl.ops.restore_cluster import restore_to_cluster
+    from backupctl.ops.restore_cluster_restart import verify
 
     assert req.to_cluster is not None
     with user_errors(req.termination_log):

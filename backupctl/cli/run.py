@@ -22,7 +22,8 @@ from backupctl.cli.output import (
     report,
     user_errors,
 )
-from backupctl.ops.backup import RunOptions, run_backup, run_shard_backup
+from backupctl.ops.backup import run_backup, run_shard_backup
+from backupctl.ops.backup_options import RunOptions
 from backupctl.redis import sentinel
 from backupctl.store import catalog
 from backupctl.store.archive import COMPRESSIONS

@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.core.datadir import PREVIOUS_PREFIX, STAGING_PREFIX
-from backupctl.redis import node as redisnode
+from backupctl.redis.rdb import rdb_trailer_ok
+from backupctl.redis.rdb_tool import RdbStreamChecker, check_rdb
 from backupctl.store import catalog
 from backupctl.store.archive import COPY_CHUNK, ArchiveError, Progress, extract_verified
 from backupctl.store.backends.base import Backend
@@ -139,14 +140,14 @@ def copy_node_files(node: NodeEntry, source: Path, dest: Path) -> None:
 def check_rdb_file(path: Path) -> None:
     """Header + CRC64 trailer in Python, then ``redis-check-rdb`` when installed."""
     try:
-        ok = redisnode.rdb_trailer_ok(str(path))
+        ok = rdb_trailer_ok(str(path))
     except ValueError as e:
         raise ArchiveError(f"{path.name}: not a valid RDB file: {e}") from e
     if not ok:
         raise ArchiveError(f"{path.name}: RDB checksum (CRC64) does not match: the RDB is corrupt")
-    if not redisnode.RdbStreamChecker.available():
+    if not RdbStreamChecker.available():
         return  # check_rdb would only repeat the trailer check above
-    ok, tail = redisnode.check_rdb(str(path))
+    ok, tail = check_rdb(str(path))
     if not ok:
         raise ArchiveError(f"{path.name}: redis-check-rdb rejects it: {tail}")
 

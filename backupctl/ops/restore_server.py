@@ -14,8 +14,8 @@ a server on another host, a server that must stay up, a Redis Cluster. How:
    before anything is written;
 3. node by node, start a throwaway local ``redis-server`` on its RDB (a unix
    socket in a private temp folder, no TCP port, ``--save ''``,
-   ``--appendonly no``, active expiry off) -- Redis itself is the only
-   complete RDB parser;
+   ``--appendonly no``, active expiry off; :mod:`backupctl.redis.local_server`)
+   -- Redis itself is the only complete RDB parser;
 4. with ``flush``: ``FLUSHALL`` on the target (every master of a cluster), only
    now: a bad archive never empties it. Then, database by database, ``SCAN``
    the local server and copy each key with ``DUMP`` + ``PTTL`` -> ``RESTORE``
@@ -38,24 +38,16 @@ overwritten (with it).
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import redis
 
 from backupctl.ops.restore_dir import download_node, pick_node
-from backupctl.redis.load import Item, LoadError, Target, open_target, select_db
-from backupctl.redis.node import ConnectionSpec, as_text, exec_command
+from backupctl.redis.address import ConnectionSpec
+from backupctl.redis.load import LoadError, Target, open_target
+from backupctl.redis.local_server import LocalDatabase, LocalServer, local_server
 from backupctl.store.archive import Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
@@ -64,10 +56,6 @@ from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
 BATCH_KEYS = 512
 #: Payload bytes a batch should stay under; a bigger batch halves the next one.
 BATCH_BYTES = 16 * 1024 * 1024
-#: Longest unix socket path Linux accepts (sun_path is 108 bytes with the NUL).
-_MAX_SOCKET_PATH = 100
-_KEYSPACE_DB = re.compile(r"^db(\d+)$")
-_LOG_TAIL = 3
 
 
 @dataclass(frozen=True)
@@ -125,7 +113,7 @@ def restore_to_redis(
                 rdbs.append(data / rdb.path)
             copy = _Copy(dest, flush, batch_keys, batch_bytes, timeout)
             for n, rdb_path in zip(nodes, rdbs, strict=True):
-                with _local_server(server_bin, rdb_path, dest.databases, timeout) as local:
+                with local_server(server_bin, rdb_path, dest.databases, timeout) as local:
                     copy.node(local, n)
             masters = dest.written()
     keys = sum(copy.databases.values())
@@ -154,114 +142,6 @@ def _source_nodes(manifest: Manifest, node: str | None, cluster: bool) -> list[N
     return nodes
 
 
-# --- the throwaway server that reads the RDB ---------------------------------------
-
-
-def _socket_dir() -> str:
-    """A private folder for the unix socket, with a path short enough for one."""
-    base = tempfile.gettempdir()
-    if len(base) > _MAX_SOCKET_PATH - 30:
-        base = "/tmp"
-    return tempfile.mkdtemp(prefix="bkctl-", dir=base)
-
-
-@contextmanager
-def _local_server(
-    server_bin: str, rdb_path: Path, databases: int, timeout: float
-) -> Iterator[redis.Redis]:
-    """``redis-server`` on ``rdb_path``, reachable only through a unix socket;
-    yields a bytes client once the RDB is loaded; always stopped."""
-    sock_dir = _socket_dir()
-    sock = os.path.join(sock_dir, "redis.sock")
-    log = rdb_path.parent / "local-redis.log"
-    args = [
-        server_bin,
-        "--port", "0",
-        "--unixsocket", sock,
-        "--unixsocketperm", "700",
-        "--dir", str(rdb_path.parent),
-        "--dbfilename", rdb_path.name,
-        "--save", "",
-        "--appendonly", "no",
-        "--databases", str(databases),
-        "--daemonize", "no",
-        "--logfile", str(log),
-        "--loglevel", "warning",
-        "--enable-debug-command", "local",
-        "--maxmemory", "0",
-    ]  # fmt: skip
-    setpriv = shutil.which("setpriv")
-    if setpriv is not None:  # util-linux: the server goes when we do, even on SIGKILL
-        args = [setpriv, "--pdeathsig", "TERM", "--", *args]
-    proc = subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # a Ctrl-C reaches us; we stop it ourselves
-    )
-    client = redis.Redis(unix_socket_path=sock, socket_timeout=60, decode_responses=False)
-    try:
-        _wait_loaded(client, proc, log, timeout)
-        # No key may vanish while we SCAN it (a rehash could repeat keys).
-        exec_command(client, "DEBUG", "SET-ACTIVE-EXPIRE", "0")
-        yield client
-    finally:
-        client.close()
-        _stop(proc)
-        shutil.rmtree(sock_dir, ignore_errors=True)
-
-
-def _wait_loaded(
-    client: redis.Redis, proc: subprocess.Popen[bytes], log: Path, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise LoadError(_why_local_failed(log))
-        try:
-            client.ping()
-            return
-        except (redis.ConnectionError, redis.BusyLoadingError):
-            pass
-        if time.monotonic() > deadline:
-            raise LoadError(f"the local redis-server did not load the backup within {timeout:g} s")
-        time.sleep(0.05)
-
-
-def _why_local_failed(log: Path) -> str:
-    text = log.read_text(errors="replace") if log.exists() else ""
-    lines = [ln.split(" # ", 1)[-1].strip() for ln in text.splitlines() if ln.strip()]
-    tail = "; ".join(lines[-_LOG_TAIL:]) or "no log output"
-    hint = ""
-    if "RDB format version" in text:
-        hint = " (the backup was written by a newer Redis: install a newer redis-server here)"
-    return f"the local redis-server could not read the backup's RDB: {tail}{hint}"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)  # --save '': nothing is written on the way out
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
-def _keyspace(client: redis.Redis) -> dict[int, int]:
-    """db number -> keys, for the databases that hold any."""
-    raw: Any = client.info("keyspace")
-    out: dict[int, int] = {}
-    for name, value in raw.items():
-        m = _KEYSPACE_DB.match(name.decode() if isinstance(name, bytes) else str(name))
-        if m and isinstance(value, dict) and int(value.get("keys", 0)):
-            out[int(m.group(1))] = int(value["keys"])
-    return out
-
-
 # --- copying ---------------------------------------------------------------------
 
 
@@ -280,8 +160,8 @@ class _Copy:
         self.databases: dict[int, int] = {}  # db -> keys written
         self.functions: dict[str, str] = {}  # library name -> code, as copied
 
-    def node(self, local: redis.Redis, node: NodeEntry) -> None:
-        keyspace = _keyspace(local)
+    def node(self, local: LocalServer, node: NodeEntry) -> None:
+        keyspace = local.keyspace()
         if self.dest.cluster:
             other = sorted(db for db in keyspace if db != 0)
             if other:
@@ -298,81 +178,42 @@ class _Copy:
             self.flushed = True
         self._functions(local)
         for db in sorted(keyspace):
-            self.databases[db] = self.databases.get(db, 0) + self._db(local, db)
+            with local.database(db) as src:
+                self.databases[db] = self.databases.get(db, 0) + self._db(src, db)
 
-    def _functions(self, local: redis.Redis) -> None:
+    def _functions(self, local: LocalServer) -> None:
         """Redis Functions libraries (Redis >= 7): the first node's with FUNCTION
         DUMP/RESTORE; a later node's other libraries (a cluster's shards normally
         all hold the same) with FUNCTION LOAD."""
-        libraries = _libraries(local)
+        libraries = local.libraries()
         new = {name: code for name, code in libraries.items() if self.functions.get(name) != code}
         if not new:
             return
         if not self.functions:
-            payload = exec_command(local, "FUNCTION", "DUMP")
+            payload = local.function_dump()
             self.dest.restore_functions(payload, replace=self.flush)
         else:
             for name, code in new.items():
                 self.dest.load_function(code, replace=self.flush or name in self.functions)
         self.functions.update(libraries)
 
-    def _db(self, local: redis.Redis, db: int) -> int:
-        src = select_db(local, db)
-        try:
-            copied, cursor, size = 0, 0, self.batch_keys
-            deadline = time.monotonic() + self.timeout
-            while True:
-                cursor, found = src.scan(cursor, count=size)
-                keys = [k if isinstance(k, bytes) else k.encode() for k in found]
-                for start in range(0, len(keys), size):
-                    items, payload_bytes = _dump(src, keys[start : start + size])
-                    if items:
-                        copied += self.dest.write(db, items, replace=self.flush)
-                    if payload_bytes > self.batch_bytes and size > 1:
-                        size = max(1, size // 2)
-                    elif payload_bytes < self.batch_bytes // 4 and size < self.batch_keys:
-                        size = min(self.batch_keys, size * 2)
-                if cursor == 0:
-                    return copied
-                if time.monotonic() > deadline:
-                    raise LoadError(f"loading database {db} took longer than {self.timeout:g} s")
-        finally:
-            src.close()
-
-
-
-def _libraries(local: redis.Redis) -> dict[str, str]:
-    """name -> code of the Redis Functions libraries on the local server."""
-    try:
-        raw: Any = exec_command(local, "FUNCTION", "LIST", "WITHCODE")
-    except redis.ResponseError:
-        return {}  # a local server older than 7.0 has no functions
-    out: dict[str, str] = {}
-    for entry in raw or []:
-        if isinstance(entry, list):
-            entry = dict(zip(entry[::2], entry[1::2], strict=False))
-        fields = {as_text(k): v for k, v in entry.items()}
-        out[as_text(fields.get("library_name", ""))] = as_text(fields.get("library_code", ""))
-    return out
-
-
-
-def _dump(src: redis.Redis, keys: list[bytes]) -> tuple[list[Item], int]:
-    """DUMP + PTTL of ``keys``: the items still there, and their payload bytes."""
-    read = src.pipeline(transaction=False)
-    for key in keys:
-        read.dump(key)
-        read.pttl(key)
-    values = read.execute()
-    items: list[Item] = []
-    size = 0
-    for i, key in enumerate(keys):
-        payload, pttl = values[2 * i], values[2 * i + 1]
-        if payload is None or pttl == -2:
-            continue  # expired since the server loaded it
-        items.append((key, max(0, int(pttl)), payload))
-        size += len(payload)
-    return items, size
+    def _db(self, src: LocalDatabase, db: int) -> int:
+        copied, cursor, size = 0, 0, self.batch_keys
+        deadline = time.monotonic() + self.timeout
+        while True:
+            cursor, keys = src.scan(cursor, size)
+            for start in range(0, len(keys), size):
+                items, payload_bytes = src.dump(keys[start : start + size])
+                if items:
+                    copied += self.dest.write(db, items, replace=self.flush)
+                if payload_bytes > self.batch_bytes and size > 1:
+                    size = max(1, size // 2)
+                elif payload_bytes < self.batch_bytes // 4 and size < self.batch_keys:
+                    size = min(self.batch_keys, size * 2)
+            if cursor == 0:
+                return copied
+            if time.monotonic() > deadline:
+                raise LoadError(f"loading database {db} took longer than {self.timeout:g} s")
 
 
 __all__ = ["LoadError", "LoadResult", "restore_to_redis"]

@@ -23,6 +23,9 @@ password from ``REDIS_PASSWORD``), and are plain commands for anyone else:
   running BGSAVE to end. The original values are written to a state file
   first, and a rerun reuses that file (it never records the quiesced values
   as originals). :func:`resume` sets them back.
+* :func:`shutdown`, :func:`run_id`, :func:`loading`: what a restore that
+  restarts the servers itself (``restore --to-cluster --restart``) needs to
+  stop one and to see it come back as a new process with its data loaded.
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ from typing import Any
 import redis
 
 from backupctl.core.slots import normalize_slots
-from backupctl.redis import node as redisnode
-from backupctl.redis.node import ConnectionSpec, RedisNodeError, as_text, exec_command
+from backupctl.redis.address import ConnectionSpec
+from backupctl.redis.cluster import cluster_shards
+from backupctl.redis.connection import as_text, command_error, connect, exec_command
+from backupctl.redis.errors import RedisNodeError
+from backupctl.redis.info import node_info
 
 #: CONFIG settings quiesce changes, and the value it sets.
 QUIESCE_SETTINGS: dict[str, str] = {
@@ -113,9 +119,9 @@ def check_nodes(
 
 
 def _node_state(spec: ConnectionSpec) -> NodeState:
-    client = redisnode.connect(spec)
+    client = connect(spec)
     try:
-        info = redisnode.node_info(client)
+        info = node_info(client)
         raw = _info(client, "persistence") | _info(client, "replication")
         if int(raw.get("loading", 0)) or int(raw.get("async_loading", 0)):
             raise RedisNodeError(f"{spec.display} is still loading its data", reason="loading")
@@ -165,7 +171,7 @@ def _cluster_place(client: redis.Redis) -> tuple[str, str, list[list[int]]]:
     fields = dict(line.split(":", 1) for line in raw.splitlines() if ":" in line)
     state = fields.get("cluster_state", "?").strip()
     shard = next(
-        (s for s in redisnode.cluster_shards(client) if any(n.node_id == myid for n in s.nodes)),
+        (s for s in cluster_shards(client) if any(n.node_id == myid for n in s.nodes)),
         None,
     )
     slots = [[a, b] for a, b in normalize_slots(shard.slots)] if shard is not None else []
@@ -223,7 +229,7 @@ def quiesce(
 ) -> dict[str, str]:
     """Stop ``spec`` from writing to its data directory; returns the original
     settings (also kept in ``state_file``)."""
-    client = redisnode.connect(spec)
+    client = connect(spec)
     try:
         original = _read_state(state_file)
         if original is None:
@@ -265,7 +271,7 @@ def resume(spec: ConnectionSpec, state_file: Path) -> dict[str, str]:
     original = _read_state(state_file)
     if original is None:
         return {}
-    client = redisnode.connect(spec)
+    client = connect(spec)
     try:
         for name, value in original.items():
             _config_set(client, spec, name, value)
@@ -275,13 +281,44 @@ def resume(spec: ConnectionSpec, state_file: Path) -> dict[str, str]:
     return original
 
 
+# --- restart -----------------------------------------------------------------------
+
+
+def shutdown(client: redis.Redis, *modifiers: str) -> None:
+    """``SHUTDOWN`` with ``modifiers`` (``NOSAVE``, ``NOW``). Returns once the
+    server dropped the connection (it is going down); :class:`RedisNodeError`
+    with redis-py's words when it refused."""
+    try:
+        exec_command(client, "SHUTDOWN", *modifiers)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return  # the server closed the connection: it is going down
+    except redis.RedisError as exc:
+        raise command_error(exc, client) from None
+
+
+def run_id(client: redis.Redis) -> str:
+    """The server process's ``run_id`` (INFO server): another one means it
+    restarted. :class:`RedisNodeError` with redis-py's words on failure."""
+    try:
+        return str(_info(client, "server").get("run_id", ""))
+    except redis.RedisError as exc:
+        raise command_error(exc, client) from None
+
+
+def loading(client: redis.Redis) -> bool:
+    """The server is still loading its dataset (INFO persistence ``loading``).
+    :class:`RedisNodeError` with redis-py's words on failure."""
+    try:
+        return bool(int(_info(client, "persistence").get("loading", 0)))
+    except redis.RedisError as exc:
+        raise command_error(exc, client) from None
+
+
 def _config_set(client: redis.Redis, spec: ConnectionSpec, name: str, value: str) -> None:
     try:
         exec_command(client, "CONFIG", "SET", name, value)
     except redis.RedisError as e:
         raise LiveError(f"{spec.display}: CONFIG SET {name} failed: {e}") from None
-
-
 
 
 def _info(client: redis.Redis, section: str) -> dict[str, Any]:
@@ -321,7 +358,10 @@ __all__ = [
     "LiveError",
     "NodeState",
     "check_nodes",
+    "loading",
     "quiesce",
     "restored_keys",
     "resume",
+    "run_id",
+    "shutdown",
 ]

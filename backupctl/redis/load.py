@@ -29,8 +29,11 @@ import redis
 from redis.crc import key_slot
 
 from backupctl.core.slots import CLUSTER_SLOTS
-from backupctl.redis import node as redisnode
-from backupctl.redis.node import ConnectionSpec, RedisNodeError, exec_command
+from backupctl.redis.address import ConnectionSpec
+from backupctl.redis.cluster import cluster_shards
+from backupctl.redis.connection import connect, exec_command
+from backupctl.redis.errors import RedisNodeError
+from backupctl.redis.info import NodeInfo, node_info
 
 #: Rounds of MOVED/ASK redirects one batch may take before we give up.
 MAX_REDIRECTS = 5
@@ -73,9 +76,9 @@ class Target(Protocol):
 def open_target(spec: ConnectionSpec, *, flush: bool, timeout: float) -> Iterator[Target]:
     """Check the server at ``spec`` (a standalone primary, or any node of a
     cluster) and yield a :class:`Target` for it; refusals raise :class:`LoadError`."""
-    client = redisnode.connect(spec)
+    client = connect(spec)
     try:
-        info = redisnode.node_info(client)
+        info = node_info(client)
         target: Target = (
             Cluster(spec, client, flush=flush, timeout=timeout)
             if info.cluster_enabled
@@ -106,7 +109,6 @@ def fail(spec: ConnectionSpec, what: str, exc: BaseException) -> LoadError:
     return LoadError(f"{spec.display}: {what} failed: {text}")
 
 
-
 def _run(client: redis.Redis, spec: ConnectionSpec, *args: Any) -> Any:
     try:
         return exec_command(client, *args)
@@ -116,7 +118,7 @@ def _run(client: redis.Redis, spec: ConnectionSpec, *args: Any) -> Any:
 
 def binary_client(spec: ConnectionSpec, timeout: float) -> redis.Redis:
     """A redis-py client for ``spec`` returning bytes (keys may be any bytes)."""
-    decoded = redisnode.connect(spec, timeout=min(timeout, 60.0))
+    decoded = connect(spec, timeout=min(timeout, 60.0))
     pool = decoded.connection_pool
     kwargs = {**pool.connection_kwargs, "decode_responses": False}
     decoded.close()
@@ -188,7 +190,7 @@ class Server:
         self,
         spec: ConnectionSpec,
         client: redis.Redis,
-        info: redisnode.NodeInfo,
+        info: NodeInfo,
         *,
         flush: bool,
         timeout: float,
@@ -294,7 +296,7 @@ class Cluster:
         master address) and return the masters that serve slots."""
         owner: list[str | None] = [None] * CLUSTER_SLOTS
         masters: dict[str, ConnectionSpec] = {}
-        for shard in redisnode.cluster_shards(client):
+        for shard in cluster_shards(client):
             if not shard.slots:
                 continue
             master = shard.master
@@ -325,8 +327,8 @@ class Cluster:
         last: Exception | None = None
         for spec in list(self._specs.values()):
             try:
-                client = redisnode.connect(spec, timeout=min(self.timeout, 10.0))
-            except redisnode.RedisNodeError as exc:
+                client = connect(spec, timeout=min(self.timeout, 10.0))
+            except RedisNodeError as exc:
                 last = exc
                 continue
             try:
@@ -342,9 +344,9 @@ class Cluster:
         raise LoadError(f"the slot map of the cluster of {self.display} could not be read: {last}")
 
     def _check_master(self, spec: ConnectionSpec, flush: bool) -> None:
-        client = redisnode.connect(spec)
+        client = connect(spec)
         try:
-            info = redisnode.node_info(client)
+            info = node_info(client)
             raw = _run(client, spec, "CLUSTER", "INFO")
             state = _parse_pairs(raw.decode() if isinstance(raw, bytes) else str(raw))
         finally:

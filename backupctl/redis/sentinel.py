@@ -38,8 +38,10 @@ from urllib.parse import urlsplit
 
 import redis
 
-from backupctl.redis import node as redisnode
-from backupctl.redis.node import ConnectionSpec, RedisNodeError, as_text, default_node_name
+from backupctl.redis.address import ConnectionSpec, default_node_name, parse_redis_url
+from backupctl.redis.connection import as_text, connect
+from backupctl.redis.errors import RedisNodeError
+from backupctl.redis.info import node_info
 
 #: Seconds to wait for each Sentinel and each candidate node.
 TIMEOUT = 5.0
@@ -69,7 +71,6 @@ class Choice:
 
 
 # --- reading answers (pure) ----------------------------------------------------------
-
 
 
 def _fields(raw: Any) -> dict[str, Any]:
@@ -167,7 +168,7 @@ def sentinel_specs(
     own_env = {"REDIS_PASSWORD": env.get(SENTINEL_PASSWORD_ENV, "")}
     specs = []
     for url in urls:
-        spec = redisnode.parse_redis_url(url, password_file=password_file, env=own_env)
+        spec = parse_redis_url(url, password_file=password_file, env=own_env)
         with suppress(ValueError):
             if urlsplit(url.strip()).port is None:
                 spec = dataclasses.replace(spec, port=SENTINEL_PORT)
@@ -181,11 +182,11 @@ def _node(template: ConnectionSpec, addr: Address) -> ConnectionSpec:
 
 def _role(spec: ConnectionSpec) -> tuple[str, dict[str, Any]]:
     """The node's own role (``master``/``replica``) and INFO replication."""
-    client = redisnode.connect(spec, timeout=TIMEOUT)
+    client = connect(spec, timeout=TIMEOUT)
     try:
         info: dict[str, Any] = {as_text(k): v for k, v in client.info("replication").items()}
     except redis.RedisError as exc:
-        raise redisnode.RedisNodeError(f"Redis at {spec.display}: INFO failed: {exc}") from None
+        raise RedisNodeError(f"Redis at {spec.display}: INFO failed: {exc}") from None
     finally:
         client.close()
     role = as_text(info.get("role", "master"))
@@ -237,7 +238,7 @@ def via_sentinel(
     known_names: set[str] = set()
     for sentinel in sentinels:
         try:
-            client = redisnode.connect(sentinel, timeout=TIMEOUT)
+            client = connect(sentinel, timeout=TIMEOUT)
         except RedisNodeError as exc:
             problems.append(_about_sentinel(exc))
             continue
@@ -306,9 +307,9 @@ def replica_of(primary: ConnectionSpec, *, require_replica: bool = False) -> Cho
     """Without Sentinel: a replica the primary at ``primary`` lists as online
     (a replica given directly is itself the choice)."""
     target = default_node_name(primary)
-    client = redisnode.connect(primary)
+    client = connect(primary)
     try:
-        if redisnode.node_info(client).cluster_enabled:
+        if node_info(client).cluster_enabled:
             return Choice(primary, target)  # run --cluster chooses per shard
         info = {as_text(k): v for k, v in client.info("replication").items()}
     except redis.RedisError as exc:

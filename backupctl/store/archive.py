@@ -42,7 +42,7 @@ COMPRESSIONS = ("zstd", "gzip", "none")
 #: larger); ``--level`` trades speed for size.
 ZSTD_DEFAULT_LEVEL = 1
 #: An RDB without LZF strings (rdbcompression off, see
-#: redisnode.RdbCompressionPause) has long repeats level 2's matcher finds:
+#: backupctl.redis.replication.RdbCompressionPause) has long repeats level 2's matcher finds:
 #: on the 642 MB benchmark RDB, level 1 gave 270 MB, level 2 198 MB for 10%
 #: more CPU (level 3: 194 MB for 60% more), and a smaller upload is what a
 #: store's ingest costs. On LZF'd RDBs level 2 gains less (12%) for 20%.

@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 import kubernetes_validate
 import pytest
 
-from backupctl.redis.node import cluster_shards
+from backupctl.redis.cluster import cluster_shards
 
 from support.kube.api_client import ApiStatusError
 from support.kube.fixtures import K8sApi

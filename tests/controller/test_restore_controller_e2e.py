@@ -27,7 +27,7 @@ import pytest
 import redis
 
 from backupctl.core.slots import normalize_slots
-from backupctl.redis.node import cluster_shards
+from backupctl.redis.cluster import cluster_shards
 
 from support.kube.fixtures import K8sApi
 from support.kube.kubelet import Kubelet

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backupctl.redis.node import cluster_shards
+from backupctl.redis.cluster import cluster_shards
 
 from support.cli_runner import assert_one_clear_error, cli
 from support.redis_cluster import (

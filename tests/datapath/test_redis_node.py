@@ -1,4 +1,6 @@
-"""backupctl.redis.node against real redis-server processes (and a few fakes).
+"""The Redis side's node protocol (backupctl.redis: address, connection,
+info, bgsave, replication, rdb, rdb_tool, cluster) against real redis-server
+processes (and a few fakes).
 
 Servers come from the ``redis_factory`` fixture (tests/support/redis_servers.py);
 everything binds 127.0.0.1.
@@ -20,8 +22,21 @@ from typing import Any
 import pytest
 import redis
 
-from backupctl.redis import node as rn
-from backupctl.redis.node import ConnectionSpec, RedisNodeError, parse_redis_url
+from backupctl.redis.address import ConnectionSpec, parse_redis_url
+from backupctl.redis.bgsave import bgsave, wait_aof_rewrite_idle
+from backupctl.redis.cluster import _shards_from_cluster_nodes, cluster_shards
+from backupctl.redis.connection import connect
+from backupctl.redis.errors import RedisNodeError
+from backupctl.redis.info import node_info
+from backupctl.redis.rdb import (
+    Crc64,
+    crc64_redis,
+    rdb_trailer_check,
+    rdb_trailer_ok,
+    rdb_version_from_header,
+)
+from backupctl.redis.rdb_tool import RdbStreamChecker, check_rdb, count_rdb_keys
+from backupctl.redis.replication import replication_rdb
 
 from support.redis_servers import RedisFactory, RedisServer, free_port, populate, wait_for
 
@@ -130,7 +145,7 @@ def test_wrong_password_and_noauth(redis_factory: RedisFactory) -> None:
     where = f"127.0.0.1:{server.port}"
     bad = parse_redis_url(f"redis://127.0.0.1:{server.port}", password="wrong-pw", env={})
     with pytest.raises(RedisNodeError) as err:
-        rn.connect(bad)
+        connect(bad)
     assert str(err.value) == (
         f"Redis at {where} rejected the password: "
         "check --password / REDIS_PASSWORD / --password-file"
@@ -139,19 +154,19 @@ def test_wrong_password_and_noauth(redis_factory: RedisFactory) -> None:
 
     none = parse_redis_url(f"redis://127.0.0.1:{server.port}", env={})
     with pytest.raises(RedisNodeError) as err:
-        rn.connect(none)
+        connect(none)
     assert str(err.value) == (
         f"Redis at {where} requires a password: check --password / REDIS_PASSWORD / --password-file"
     )
     assert err.value.reason == "noauth"
 
     good = parse_redis_url(server.url, env={})
-    assert rn.connect(good).ping()
+    assert connect(good).ping()
 
     # the raw replication handshake maps the same way
-    with pytest.raises(RedisNodeError, match="rejected the password"), rn.replication_rdb(bad):
+    with pytest.raises(RedisNodeError, match="rejected the password"), replication_rdb(bad):
         pass
-    with pytest.raises(RedisNodeError, match="requires a password"), rn.replication_rdb(none):
+    with pytest.raises(RedisNodeError, match="requires a password"), replication_rdb(none):
         pass
 
 
@@ -159,13 +174,13 @@ def test_unreachable() -> None:
     port = free_port()  # nothing listens there
     spec = ConnectionSpec(host="127.0.0.1", port=port)
     with pytest.raises(RedisNodeError) as err:
-        rn.connect(spec, timeout=2)
+        connect(spec, timeout=2)
     assert str(err.value) == (
         f"cannot connect to Redis at 127.0.0.1:{port}: connection refused"
         " — is the address right and the server up?"
     )
     assert err.value.reason == "unreachable"
-    with pytest.raises(RedisNodeError, match="connection refused"), rn.replication_rdb(spec):
+    with pytest.raises(RedisNodeError, match="connection refused"), replication_rdb(spec):
         pass
 
 
@@ -208,12 +223,12 @@ def test_not_a_redis_server() -> None:
     with fake_server(http) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
         with pytest.raises(RedisNodeError) as err:
-            rn.connect(spec, timeout=2)
+            connect(spec, timeout=2)
         assert "did not answer like a Redis server" in str(err.value)
         assert err.value.reason == "protocol"
         with (
             pytest.raises(RedisNodeError, match="did not answer like a Redis server"),
-            rn.replication_rdb(spec, connect_timeout=2),
+            replication_rdb(spec, connect_timeout=2),
         ):
             pass
 
@@ -228,7 +243,7 @@ def test_timeout() -> None:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
         started = time.monotonic()
         with pytest.raises(RedisNodeError) as err:
-            rn.connect(spec, timeout=0.3)
+            connect(spec, timeout=0.3)
         assert time.monotonic() - started < 5
         assert str(err.value).startswith(f"Redis at 127.0.0.1:{port} did not answer within 0.3 s")
         assert err.value.reason == "timeout"
@@ -241,33 +256,33 @@ def test_tls(redis_factory: RedisFactory, tmp_path: Path) -> None:
     populate(server.client(), 100)
     spec = parse_redis_url(server.url, env={})
     assert spec.tls and spec.tls_ca_certs
-    assert rn.connect(spec).ping()
+    assert connect(spec).ping()
     insecure = parse_redis_url(
         f"rediss://:tls-pw@127.0.0.1:{server.port}?ssl_cert_reqs=none", env={}
     )
-    assert rn.connect(insecure).ping()
+    assert connect(insecure).ping()
 
     # no CA given: the self-signed certificate does not verify
     unverified = parse_redis_url(f"rediss://:tls-pw@127.0.0.1:{server.port}", env={})
     with pytest.raises(RedisNodeError) as err:
-        rn.connect(unverified, timeout=5)
+        connect(unverified, timeout=5)
     assert err.value.reason == "tls" and "TLS handshake" in str(err.value)
     assert "tls-pw" not in str(err.value)
-    with pytest.raises(RedisNodeError, match="TLS handshake"), rn.replication_rdb(unverified):
+    with pytest.raises(RedisNodeError, match="TLS handshake"), replication_rdb(unverified):
         pass
 
     # plain text against the TLS port
     plain = parse_redis_url(f"redis://:tls-pw@127.0.0.1:{server.port}", env={})
     with pytest.raises(RedisNodeError) as err:
-        rn.connect(plain, timeout=2)
+        connect(plain, timeout=2)
     assert "rediss://" in str(err.value) or "did not answer" in str(err.value)
 
     # the replication stream over TLS
-    with rn.replication_rdb(spec) as rdb:
+    with replication_rdb(spec) as rdb:
         out = tmp_path / "dump.rdb"
         with open(out, "wb") as fh:
             shutil.copyfileobj(rdb.stream, fh)
-    assert rn.rdb_trailer_ok(out)
+    assert rdb_trailer_ok(out)
     assert load_rdb(redis_factory, out).digest() == server.digest()
 
 
@@ -275,7 +290,7 @@ def test_tls_to_plain_port(redis_factory: RedisFactory) -> None:
     server = redis_factory()
     spec = parse_redis_url(f"rediss://127.0.0.1:{server.port}?ssl_cert_reqs=none", env={})
     with pytest.raises(RedisNodeError) as err:
-        rn.connect(spec, timeout=0.5)
+        connect(spec, timeout=0.5)
     assert err.value.reason == "tls"
     assert "is TLS enabled on that port" in str(err.value)
 
@@ -287,9 +302,9 @@ def test_tls_to_plain_port(redis_factory: RedisFactory) -> None:
 
 def test_node_info(redis_factory: RedisFactory) -> None:
     server = redis_factory(appendonly=True)
-    client = rn.connect(parse_redis_url(server.url, env={}))
+    client = connect(parse_redis_url(server.url, env={}))
     written = populate(client, 500)
-    info = rn.node_info(client)
+    info = node_info(client)
     assert info.redis_version.startswith("7.") and info.major_version == 7
     assert info.role == "master" and len(info.run_id) == 40
     assert Path(info.dir or "") == server.dir and info.dbfilename == "dump.rdb"
@@ -302,7 +317,7 @@ def test_node_info(redis_factory: RedisFactory) -> None:
 
 def test_node_info_without_config(redis_factory: RedisFactory) -> None:
     server = redis_factory(appendonly=True, extra_args=["--rename-command", "CONFIG", ""])
-    info = rn.node_info(server.client())
+    info = node_info(server.client())
     assert info.dir is None and info.rdb_path is None
     assert info.dbfilename == "dump.rdb" and info.appendonly  # from INFO aof_enabled
     assert any(m.startswith("dir: CONFIG is renamed or disabled") for m in info.missing)
@@ -320,11 +335,11 @@ def test_replica(redis_factory: RedisFactory, tmp_path: Path) -> None:
         ),
         what="the replica to sync",
     )
-    info = rn.node_info(replica.client())
+    info = node_info(replica.client())
     assert info.role == "replica" and info.keys == master.dbsize()
     # a replica serves the replication stream too (chained replication)
     out = tmp_path / "from-replica.rdb"
-    with rn.replication_rdb(parse_redis_url(replica.url, env={})) as rdb, open(out, "wb") as fh:
+    with replication_rdb(parse_redis_url(replica.url, env={})) as rdb, open(out, "wb") as fh:
         shutil.copyfileobj(rdb.stream, fh)
     assert load_rdb(redis_factory, out).digest() == master.digest()
 
@@ -337,16 +352,16 @@ def test_replica(redis_factory: RedisFactory, tmp_path: Path) -> None:
 @needs_check_rdb
 def test_bgsave_twice_within_a_second(redis_factory: RedisFactory) -> None:
     server = redis_factory()
-    client = rn.connect(parse_redis_url(server.url, env={}))
+    client = connect(parse_redis_url(server.url, env={}))
     n = populate(client, 200)
     rdb = server.dir / "dump.rdb"
     started = time.monotonic()
     before = saves(server)
-    first = rn.bgsave(client)
-    assert rn.count_rdb_keys(rdb) == n
+    first = bgsave(client)
+    assert count_rdb_keys(rdb) == n
     client.set("written-between", "1")
-    second = rn.bgsave(client)
-    assert rn.count_rdb_keys(rdb) == n + 1  # the second snapshot is a new one
+    second = bgsave(client)
+    assert count_rdb_keys(rdb) == n + 1  # the second snapshot is a new one
     assert saves(server) == before + 2
     assert time.monotonic() - started < 1.5
     assert first.tzinfo is not None and second >= first
@@ -365,9 +380,9 @@ def test_bgsave_while_another_runs(redis_factory: RedisFactory) -> None:
     before = saves(server)
     assert server.info("persistence")["rdb_bgsave_in_progress"] == 1
 
-    rn.bgsave(rn.connect(parse_redis_url(server.url, env={})))
+    bgsave(connect(parse_redis_url(server.url, env={})))
     assert saves(server) == before + 1  # ours, after the running one
-    assert rn.count_rdb_keys(server.dir / "dump.rdb") == n + 1
+    assert count_rdb_keys(server.dir / "dump.rdb") == n + 1
 
 
 @needs_check_rdb
@@ -375,16 +390,16 @@ def test_bgsave_during_aof_rewrite(redis_factory: RedisFactory) -> None:
     server = redis_factory(appendonly=True)
     client = server.client()
     n = populate(client, 1000)
-    rn.wait_aof_rewrite_idle(client, timeout=10)
+    wait_aof_rewrite_idle(client, timeout=10)
     client.config_set("rdb-key-save-delay", 500)  # the rewrite's RDB preamble: ~0.5 s
     client.bgrewriteaof()
     client.config_set("rdb-key-save-delay", 0)
     client.set("acked-during-rewrite", "1")
     assert server.info("persistence")["aof_rewrite_in_progress"] == 1
 
-    rn.bgsave(client, timeout=30)
-    assert rn.count_rdb_keys(server.dir / "dump.rdb") == n + 1
-    rn.wait_aof_rewrite_idle(client, timeout=10)
+    bgsave(client, timeout=30)
+    assert count_rdb_keys(server.dir / "dump.rdb") == n + 1
+    wait_aof_rewrite_idle(client, timeout=10)
     assert server.info("persistence")["aof_rewrite_in_progress"] == 0
 
 
@@ -397,7 +412,7 @@ def test_bgsave_failure(redis_factory: RedisFactory) -> None:
     (server.dir / "dump.rdb").mkdir()
     (server.dir / "dump.rdb" / "keep").write_text("x")
     with pytest.raises(RedisNodeError) as err:
-        rn.bgsave(client, timeout=20)
+        bgsave(client, timeout=20)
     msg = str(err.value)
     assert "rdb_last_bgsave_status:err" in msg and "Redis log" in msg
     assert str(server.dir) in msg and err.value.reason == "bgsave"
@@ -410,7 +425,7 @@ def test_bgsave_timeout(redis_factory: RedisFactory) -> None:
     client.config_set("rdb-key-save-delay", 10_000)  # 10 s
     started = time.monotonic()
     with pytest.raises(RedisNodeError, match=r"did not finish within 0\.3 s") as err:
-        rn.bgsave(client, timeout=0.3)
+        bgsave(client, timeout=0.3)
     assert err.value.reason == "timeout" and time.monotonic() - started < 3
 
 
@@ -429,11 +444,11 @@ def test_bgsave_lastsave_fallback(redis_factory: RedisFactory) -> None:
     server = redis_factory()
     client = NoRdbSaves(host="127.0.0.1", port=server.port, decode_responses=True)
     n = populate(client, 100)
-    first = rn.bgsave(client, timeout=10)
+    first = bgsave(client, timeout=10)
     client.set("between", "1")
-    second = rn.bgsave(client, timeout=10)  # must wait for LASTSAVE's next second
+    second = bgsave(client, timeout=10)  # must wait for LASTSAVE's next second
     assert second > first
-    assert rn.count_rdb_keys(server.dir / "dump.rdb") == n + 1
+    assert count_rdb_keys(server.dir / "dump.rdb") == n + 1
 
 
 def test_bgsave_lastsave_fallback_failure(redis_factory: RedisFactory) -> None:
@@ -442,7 +457,7 @@ def test_bgsave_lastsave_fallback_failure(redis_factory: RedisFactory) -> None:
     (server.dir / "dump.rdb").mkdir()
     (server.dir / "dump.rdb" / "keep").write_text("x")
     with pytest.raises(RedisNodeError, match="rdb_last_bgsave_status:err"):
-        rn.bgsave(client, timeout=10)
+        bgsave(client, timeout=10)
 
 
 # --------------------------------------------------------------------------
@@ -460,7 +475,7 @@ def test_replication_rdb_matches_dataset(
     out = tmp_path / "repl.rdb"
     forks: list[int] = []
     with (
-        rn.replication_rdb(spec, diskless=diskless, on_fork=lambda: forks.append(1)) as rdb,
+        replication_rdb(spec, diskless=diskless, on_fork=lambda: forks.append(1)) as rdb,
         open(out, "wb") as fh,
     ):
         assert forks == [1]  # called once the child exists, before any RDB byte
@@ -470,7 +485,7 @@ def test_replication_rdb_matches_dataset(
         assert rdb.rdb_version == 10
     assert rdb.diskless is diskless
     assert out.stat().st_size == rdb.received == (rdb.size or rdb.received)
-    assert rn.rdb_trailer_ok(out)
+    assert rdb_trailer_ok(out)
     if diskless:  # streamed from the child: nothing written on the node's disk
         assert not (server.dir / "dump.rdb").exists()
     else:  # disk-based sync: the master wrote the same snapshot as its dump.rdb
@@ -486,7 +501,7 @@ def test_replication_rdb_streams(redis_factory: RedisFactory) -> None:
     total = 0
     tracemalloc.start()
     try:
-        with rn.replication_rdb(spec) as rdb:
+        with replication_rdb(spec) as rdb:
             for _ in range(100_000):
                 chunk = rdb.stream.read(64 * 1024)
                 if not chunk:
@@ -511,7 +526,7 @@ def test_replication_rdb_timeout(redis_factory: RedisFactory) -> None:
     started = time.monotonic()
     with (
         pytest.raises(RedisNodeError, match=r"did not start sending the RDB within 0\.5 s"),
-        rn.replication_rdb(spec, timeout=0.5),
+        replication_rdb(spec, timeout=0.5),
     ):
         pass
     assert time.monotonic() - started < 5
@@ -571,12 +586,12 @@ def _split_command(buf: bytes) -> tuple[list[bytes], bytes]:
 def test_replication_rdb_against_fake_master(redis_factory: RedisFactory, tmp_path: Path) -> None:
     server = redis_factory()
     populate(server.client(), 300)
-    rn.bgsave(server.client())
+    bgsave(server.client())
     good = (server.dir / "dump.rdb").read_bytes()
 
     with fake_server(fake_master(good)) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
-        with rn.replication_rdb(spec) as rdb:
+        with replication_rdb(spec) as rdb:
             assert (rdb.replid, rdb.offset) == ("a" * 40, 1234)
             assert rdb.stream.read() == good
 
@@ -584,7 +599,7 @@ def test_replication_rdb_against_fake_master(redis_factory: RedisFactory, tmp_pa
     bad[len(bad) // 2] ^= 0x01
     with fake_server(fake_master(bytes(bad))) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
-        with rn.replication_rdb(spec, verify=True) as rdb:
+        with replication_rdb(spec, verify=True) as rdb:
             assert rdb.verified
             with pytest.raises(RedisNodeError, match="damaged: CRC64 mismatch"):
                 rdb.stream.read()
@@ -593,16 +608,16 @@ def test_replication_rdb_against_fake_master(redis_factory: RedisFactory, tmp_pa
     eof_header = b"$EOF:" + mark + b"\r\n"
     with fake_server(fake_master(good, header=eof_header, trailer=mark)) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
-        with rn.replication_rdb(spec, verify=True) as rdb:
+        with replication_rdb(spec, verify=True) as rdb:
             assert rdb.diskless and rdb.size is None
             assert rdb.stream.read() == good  # the end mark is not part of the RDB
-            assert rdb.received == len(good) and rdb.rdb_version == rn.rdb_version_from_header(
+            assert rdb.received == len(good) and rdb.rdb_version == rdb_version_from_header(
                 good[:9]
             )
 
     with fake_server(fake_master(good, header=eof_header, trailer=mark)) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
-        with rn.replication_rdb(spec, verify=True) as rdb:  # tiny reads on the raw stream
+        with replication_rdb(spec, verify=True) as rdb:  # tiny reads on the raw stream
             raw = rdb.stream.raw  # type: ignore[attr-defined]
             got = bytearray()
             for _ in range(len(good)):
@@ -616,7 +631,7 @@ def test_replication_rdb_against_fake_master(redis_factory: RedisFactory, tmp_pa
     with fake_server(fake_master(bytes(bad), header=eof_header, trailer=mark)) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
         with (
-            rn.replication_rdb(spec, verify=True) as rdb,
+            replication_rdb(spec, verify=True) as rdb,
             pytest.raises(RedisNodeError, match="damaged: CRC64 mismatch"),
         ):
             rdb.stream.read()
@@ -624,20 +639,20 @@ def test_replication_rdb_against_fake_master(redis_factory: RedisFactory, tmp_pa
     with fake_server(fake_master(good[:5000], header=eof_header)) as port:  # no end mark
         spec = ConnectionSpec(host="127.0.0.1", port=port)
         with (
-            rn.replication_rdb(spec, io_timeout=5) as rdb,
+            replication_rdb(spec, io_timeout=5) as rdb,
             pytest.raises(RedisNodeError, match="closed the replication connection"),
         ):
             rdb.stream.read()
 
     with fake_server(fake_master(b"", header=b"$EOF:short\r\n")) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
-        with pytest.raises(RedisNodeError, match="malformed end mark"), rn.replication_rdb(spec):
+        with pytest.raises(RedisNodeError, match="malformed end mark"), replication_rdb(spec):
             pass
 
     with fake_server(fake_master(good[:100], header=b"$%d\r\n" % len(good))) as port:
         spec = ConnectionSpec(host="127.0.0.1", port=port)
         with (
-            rn.replication_rdb(spec, io_timeout=5) as rdb,
+            replication_rdb(spec, io_timeout=5) as rdb,
             pytest.raises(RedisNodeError, match=f"after 100 of {len(good)} bytes"),
         ):
             rdb.stream.read()
@@ -649,53 +664,53 @@ def test_replication_rdb_against_fake_master(redis_factory: RedisFactory, tmp_pa
 
 
 def test_crc64_known_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert rn.crc64_redis(b"123456789") == 0xE9C6D914C4B8D9CA
+    assert crc64_redis(b"123456789") == 0xE9C6D914C4B8D9CA
     data = os.urandom(10_000)
-    whole = rn.crc64_redis(data)
-    crc = rn.Crc64()
+    whole = crc64_redis(data)
+    crc = Crc64()
     for i in range(0, len(data), 777):
         crc.update(memoryview(data)[i : i + 777])
     assert crc.value == whole
-    monkeypatch.setattr(rn, "_ANYCRC", None)  # the pure-Python path agrees
-    assert rn.crc64_redis(b"123456789") == 0xE9C6D914C4B8D9CA
-    assert rn.crc64_redis(data) == whole
+    monkeypatch.setattr("backupctl.redis.rdb._ANYCRC", None)  # the pure-Python path agrees
+    assert crc64_redis(b"123456789") == 0xE9C6D914C4B8D9CA
+    assert crc64_redis(data) == whole
 
 
 def test_rdb_version_from_header() -> None:
-    assert rn.rdb_version_from_header(b"REDIS0010") == 10
-    assert rn.rdb_version_from_header(b"REDIS0009\xfa") == 9
+    assert rdb_version_from_header(b"REDIS0010") == 10
+    assert rdb_version_from_header(b"REDIS0009\xfa") == 9
     for bad in (b"REDIS", b"RUBIS0010", b"REDIS00x0", b""):
         with pytest.raises(ValueError):
-            rn.rdb_version_from_header(bad)
+            rdb_version_from_header(bad)
 
 
 def test_rdb_trailer(redis_factory: RedisFactory, tmp_path: Path) -> None:
     server = redis_factory()
     populate(server.client(), 500)
-    rn.bgsave(server.client())
+    bgsave(server.client())
     good = (server.dir / "dump.rdb").read_bytes()
     path = tmp_path / "x.rdb"
     path.write_bytes(good)
-    check = rn.rdb_trailer_check(path)
+    check = rdb_trailer_check(path)
     assert check.ok and check.version == 10 and check.message == "CRC64 OK"
-    assert rn.rdb_trailer_check(path, chunk_size=7).ok  # chunk borders don't matter
+    assert rdb_trailer_check(path, chunk_size=7).ok  # chunk borders don't matter
 
     for pos in (9, len(good) // 2, len(good) - 10, len(good) - 1):
         flipped = bytearray(good)
         flipped[pos] ^= 0x40
         path.write_bytes(bytes(flipped))
-        assert not rn.rdb_trailer_ok(path), pos
+        assert not rdb_trailer_ok(path), pos
     path.write_bytes(good[:-3])
-    assert not rn.rdb_trailer_ok(path)
+    assert not rdb_trailer_ok(path)
     path.write_bytes(b"GARBAGE" * 10)
-    assert "not an RDB file" in rn.rdb_trailer_check(path).message
+    assert "not an RDB file" in rdb_trailer_check(path).message
 
 
 def test_rdb_trailer_checksum_disabled(redis_factory: RedisFactory) -> None:
     server = redis_factory(extra_args=["--rdbchecksum", "no"])
     populate(server.client(), 10)
-    rn.bgsave(server.client())
-    check = rn.rdb_trailer_check(server.dir / "dump.rdb")
+    bgsave(server.client())
+    check = rdb_trailer_check(server.dir / "dump.rdb")
     assert check.ok and "checksum disabled" in check.message
 
 
@@ -705,37 +720,37 @@ def test_count_and_check_rdb(
 ) -> None:
     server = redis_factory()
     n = populate(server.client(), 3000)
-    rn.bgsave(server.client())
+    bgsave(server.client())
     rdb = server.dir / "dump.rdb"
-    assert rn.count_rdb_keys(rdb) == n == server.dbsize()
-    ok, tail = rn.check_rdb(rdb)
+    assert count_rdb_keys(rdb) == n == server.dbsize()
+    ok, tail = check_rdb(rdb)
     assert ok and f"{n} keys read" in tail and "\n" not in tail
 
     broken = tmp_path / "broken.rdb"
     data = bytearray(rdb.read_bytes())
     data[len(data) // 2] ^= 0xFF
     broken.write_bytes(bytes(data))
-    ok, tail = rn.check_rdb(broken)
+    ok, tail = check_rdb(broken)
     assert not ok and tail
     with pytest.raises(RedisNodeError, match="corrupt"):
-        rn.count_rdb_keys(broken)
+        count_rdb_keys(broken)
 
-    monkeypatch.setattr(rn, "_check_rdb_tool", lambda: None)
-    assert rn.count_rdb_keys(rdb) is None
-    ok, tail = rn.check_rdb(rdb)
+    monkeypatch.setattr("backupctl.redis.rdb_tool._check_rdb_tool", lambda: None)
+    assert count_rdb_keys(rdb) is None
+    ok, tail = check_rdb(rdb)
     assert ok and "not on PATH" in tail
-    assert not rn.check_rdb(broken)[0]
+    assert not check_rdb(broken)[0]
 
 
 @needs_check_rdb
 def test_rdb_stream_checker(redis_factory: RedisFactory) -> None:
     server = redis_factory()
     n = populate(server.client(), 20_000)
-    rn.bgsave(server.client())
+    bgsave(server.client())
     data = (server.dir / "dump.rdb").read_bytes()
     assert len(data) > 256 * 1024  # more than a pipe buffer
 
-    with rn.RdbStreamChecker(timeout=30) as checker:
+    with RdbStreamChecker(timeout=30) as checker:
         for i in range(0, len(data), 10_000):
             checker.write(data[i : i + 10_000])
         assert checker.close() == (True, n)
@@ -743,13 +758,13 @@ def test_rdb_stream_checker(redis_factory: RedisFactory) -> None:
 
     bad = bytearray(data)
     bad[len(bad) // 3] ^= 0xFF
-    with rn.RdbStreamChecker(timeout=30) as checker:
+    with RdbStreamChecker(timeout=30) as checker:
         for i in range(0, len(bad), 10_000):
             checker.write(bad[i : i + 10_000])
         ok, _ = checker.close()
     assert not ok
 
-    with rn.RdbStreamChecker(timeout=30) as checker:
+    with RdbStreamChecker(timeout=30) as checker:
         checker.write(data[: len(data) // 2])  # truncated
     assert checker.close()[0] is False
 
@@ -772,7 +787,7 @@ def test_cluster_shards(redis_factory: RedisFactory) -> None:
     cc.execute_command("CLUSTER", "REPLICATE", a_id)
 
     def settled() -> bool:
-        shards = rn.cluster_shards(ca)
+        shards = cluster_shards(ca)
         return (
             len(shards) == 2
             and [len(s.nodes) for s in shards] == [2, 1]
@@ -780,7 +795,7 @@ def test_cluster_shards(redis_factory: RedisFactory) -> None:
         )
 
     wait_for(settled, timeout=15, what="the cluster to settle")
-    shards = rn.cluster_shards(ca)
+    shards = cluster_shards(ca)
     first, second = shards
     assert first.slots == ((0, 8191),) and second.slots == ((8192, 16383),)
     assert first.master is not None and first.master.port == a.port
@@ -791,7 +806,7 @@ def test_cluster_shards(redis_factory: RedisFactory) -> None:
     assert second.replicas == ()
 
     # the CLUSTER NODES fallback (Redis < 7.0) sees the same topology
-    fallback = rn._shards_from_cluster_nodes(ca.execute_command("CLUSTER", "NODES"))
+    fallback = _shards_from_cluster_nodes(ca.execute_command("CLUSTER", "NODES"))
     assert [(s.slots, [(n.node_id, n.port, n.role) for n in s.nodes]) for s in fallback] == [
         (s.slots, [(n.node_id, n.port, n.role) for n in s.nodes]) for s in shards
     ]
@@ -800,7 +815,7 @@ def test_cluster_shards(redis_factory: RedisFactory) -> None:
 def test_cluster_shards_not_cluster(redis_factory: RedisFactory) -> None:
     server = redis_factory()
     with pytest.raises(RedisNodeError, match="not in cluster mode"):
-        rn.cluster_shards(server.client())
+        cluster_shards(server.client())
 
 
 def test_cluster_nodes_parsing() -> None:
@@ -813,7 +828,7 @@ def test_cluster_nodes_parsing() -> None:
         " [5460->-67ed]\n"
         "abcd :0@0 handshake - 0 0 0 connected\n"
     )
-    shards = rn._shards_from_cluster_nodes(text)
+    shards = _shards_from_cluster_nodes(text)
     assert [s.slots for s in shards] == [
         ((0, 5459), (5460, 5460)),
         ((5461, 10922),),

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from backupctl.ops.restore_cluster import Ranges, _require_local_dir, match_shards, normalize_slots
+from backupctl.core.slots import Ranges, normalize_slots
+from backupctl.ops.restore_cluster_plan import _require_local_dir, match_shards
 from backupctl.ops.restore_dir import PREVIOUS_PREFIX, SWAP_RECORD, RestoreError
-from backupctl.redis.node import ClusterNode, Shard
+from backupctl.redis.cluster import ClusterNode, Shard
 from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
 
 from support.cli_runner import assert_one_clear_error, cli

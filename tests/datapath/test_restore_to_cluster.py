@@ -16,8 +16,8 @@ from typing import Any
 
 from redis.crc import key_slot
 
+from backupctl.redis.address import parse_redis_url
 from backupctl.redis.load import Cluster, open_target
-from backupctl.redis.node import parse_redis_url
 
 from support.cli_runner import assert_one_clear_error, cli
 from support.redis_cluster import cluster_client, fill_cluster, make_cluster

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backupctl.ops.restore_server import restore_to_redis
-from backupctl.redis.node import parse_redis_url
+from backupctl.redis.address import parse_redis_url
 from backupctl.store import catalog
 from backupctl.store.backends import open_store
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import redis
 
-from backupctl.ops.restore_cluster import Ranges, normalize_slots
-from backupctl.redis.node import cluster_shards
+from backupctl.core.slots import Ranges, normalize_slots
+from backupctl.redis.cluster import cluster_shards
 
 from support.redis_servers import RedisFactory, RedisServer, wait_for
 

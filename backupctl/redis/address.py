@@ -1,0 +1,200 @@
+"""Where a Redis node is and how to log in: :class:`ConnectionSpec` and the
+``redis://`` URL parser.
+
+Why a module of its own: the address, credentials and TLS options of a node
+are plain data that the CLI, the Sentinel lookup and the cluster discovery
+build and copy (``dataclasses.replace`` with another host), and the password
+precedence (flag, file, URL, environment) is a rule worth reading in one
+place. Nothing here talks to a server, so nothing here imports redis-py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from backupctl.redis.errors import RedisNodeError
+
+__all__ = ["URL_EXAMPLE", "ConnectionSpec", "default_node_name", "parse_redis_url"]
+
+URL_EXAMPLE = "redis://[user:pass@]host:port[/db] (or rediss:// for TLS)"
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """Address, credentials and TLS options of one Redis node.
+
+    The password never appears in ``repr()``/``str()``; use :attr:`display`
+    in messages.
+    """
+
+    host: str
+    port: int = 6379
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_ca_certs: str | None = None  # ?ssl_ca_certs=/path/ca.pem
+    tls_insecure: bool = False  # ?ssl_cert_reqs=none: no certificate verification
+    tls_certfile: str | None = None  # ?ssl_certfile= (client certificate, mutual TLS)
+    tls_keyfile: str | None = None  # ?ssl_keyfile=
+    tls_check_hostname: bool = True  # ?ssl_check_hostname=false
+    db: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise RedisNodeError(f"a Redis address needs a host: {URL_EXAMPLE}", reason="config")
+        if not 0 < self.port < 65536:
+            raise RedisNodeError(
+                f"Redis port {self.port} is out of range (1-65535)", reason="config"
+            )
+
+    @property
+    def display(self) -> str:
+        """``host:port`` (``[v6addr]:port``), safe for messages and logs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.display}/{self.db}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client-side TLS context these options describe."""
+        ctx = ssl.create_default_context(cafile=self.tls_ca_certs)
+        if self.tls_insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx.check_hostname = self.tls_check_hostname
+        if self.tls_certfile:
+            ctx.load_cert_chain(self.tls_certfile, self.tls_keyfile)
+        return ctx
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_TLS_QUERY = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
+
+
+def default_node_name(spec: ConnectionSpec) -> str:
+    """``host-port`` with anything but ``[A-Za-z0-9._-]`` replaced: the
+    default archive name and target folder of a node."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", f"{spec.host}-{spec.port}")
+
+
+def _redact_url(url: str) -> str:
+    """``url`` with any password in its userinfo replaced by ``***``."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def _read_password_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read()
+    except OSError as exc:
+        raise RedisNodeError(
+            f"cannot read password file {path}: {exc.strerror or exc}", reason="config"
+        ) from None
+    value = value.rstrip("\r\n")
+    if not value:
+        raise RedisNodeError(f"password file {path} is empty", reason="config")
+    return value
+
+
+def parse_redis_url(
+    url: str,
+    *,
+    password: str | None = None,
+    password_file: str | None = None,
+    username: str | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> ConnectionSpec:
+    """Parse ``redis://[user:pass@]host:port[/db][?options]`` (``rediss://`` = TLS).
+
+    Password precedence: ``password`` > ``password_file`` (trailing newline
+    stripped) > password in the URL > ``$REDIS_PASSWORD``. Username: explicit
+    ``username`` > URL > ``$REDIS_USERNAME``. Empty values count as unset.
+
+    Query options: ``db``, and for rediss:// ``ssl_cert_reqs=none|required``,
+    ``ssl_ca_certs=PATH``, ``ssl_certfile=PATH``, ``ssl_keyfile=PATH``,
+    ``ssl_check_hostname=true|false``.
+    """
+    shown = _redact_url(url.strip())
+
+    def bad(why: str) -> RedisNodeError:
+        return RedisNodeError(
+            f"invalid Redis URL {shown!r}: {why}; expected {URL_EXAMPLE}", reason="config"
+        )
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise bad(str(exc).replace(url, shown)) from None
+    if parts.scheme not in ("redis", "rediss"):
+        raise bad(f"unsupported scheme {parts.scheme + '://' if parts.scheme else '(none)'}")
+    host = parts.hostname
+    if not host:
+        raise bad("no host")
+    db = 0
+    path = parts.path.strip("/")
+    if path:
+        if not path.isdigit():
+            raise bad(f"the path must be a database number, not {path!r}")
+        db = int(path)
+    tls = parts.scheme == "rediss"
+    opts: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key != "db" and key not in _TLS_QUERY:
+            known = ", ".join(sorted({"db", *_TLS_QUERY}))
+            raise bad(f"unknown option {key!r} (known: {known})")
+        opts[key] = value
+    if "db" in opts:
+        if not opts["db"].isdigit():
+            raise bad("db must be a number")
+        db = int(opts["db"])
+    if not tls and _TLS_QUERY & opts.keys():
+        raise bad("ssl_* options need the rediss:// scheme")
+    insecure = False
+    if "ssl_cert_reqs" in opts:
+        reqs = opts["ssl_cert_reqs"].lower()
+        if reqs in ("none", "cert_none"):
+            insecure = True
+        elif reqs not in ("required", "cert_required", "optional", "cert_optional"):
+            raise bad("ssl_cert_reqs must be none or required")
+    check_hostname = True
+    if "ssl_check_hostname" in opts:
+        flag = opts["ssl_check_hostname"].lower()
+        if flag not in _TRUE | _FALSE:
+            raise bad("ssl_check_hostname must be true or false")
+        check_hostname = flag in _TRUE
+
+    if password:
+        secret: str | None = password
+    elif password_file:
+        secret = _read_password_file(password_file)
+    elif parts.password:
+        secret = unquote(parts.password)
+    else:
+        secret = env.get("REDIS_PASSWORD") or None
+    user = username or (unquote(parts.username) if parts.username else None)
+    user = user or env.get("REDIS_USERNAME") or None
+
+    return ConnectionSpec(
+        host=host,
+        port=port if port is not None else 6379,
+        username=user,
+        password=secret,
+        tls=tls,
+        tls_ca_certs=opts.get("ssl_ca_certs") or None,
+        tls_insecure=insecure,
+        tls_certfile=opts.get("ssl_certfile") or None,
+        tls_keyfile=opts.get("ssl_keyfile") or None,
+        tls_check_hostname=check_hostname,
+        db=db,
+    )

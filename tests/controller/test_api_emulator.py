@@ -22,7 +22,7 @@ from typing import Any, cast
 import kmock
 import pytest
 from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from support.kube.api_client import ApiStatusError
 from support.kube.fixtures import K8sApi
@@ -548,10 +548,7 @@ def test_kubelet_runs_jobs_with_env_volumes_and_termination_message(
         ),
         NS,
     )
-    done = cast(  # wait_for returns the first truthy value: never None
-        dict[str, Any],
-        api.wait_for(lambda: finished(api, "ok"), timeout=15, message="job ok finished"),
-    )
+    done = api.wait_for(lambda: finished(api, "ok"), timeout=15, message="job ok finished")
     status = done["status"]
     assert (
         status["succeeded"] == 1
@@ -593,10 +590,7 @@ def test_kubelet_retries_fails_and_reports_config_errors(api: K8sApi, kubelet: K
         NS,
     )
 
-    failed = cast(
-        dict[str, Any],
-        api.wait_for(lambda: finished(api, "flaky"), timeout=15, message="flaky failed"),
-    )
+    failed = api.wait_for(lambda: finished(api, "flaky"), timeout=15, message="flaky failed")
     assert failed["status"]["failed"] == 3
     assert [(c["type"], c["reason"]) for c in failed["status"]["conditions"]] == [
         ("FailureTarget", "BackoffLimitExceeded"),
@@ -610,10 +604,7 @@ def test_kubelet_retries_fails_and_reports_config_errors(api: K8sApi, kubelet: K
     ]["terminated"]
     assert term["exitCode"] == 3 and term["reason"] == "Error"
 
-    slow = cast(
-        dict[str, Any],
-        api.wait_for(lambda: finished(api, "slow"), timeout=15, message="slow hit its deadline"),
-    )
+    slow = api.wait_for(lambda: finished(api, "slow"), timeout=15, message="slow hit its deadline")
     assert slow["status"]["conditions"][-1]["reason"] == "DeadlineExceeded"
 
     def waiting() -> dict[str, Any] | None:
@@ -632,7 +623,7 @@ def test_kubelet_retries_fails_and_reports_config_errors(api: K8sApi, kubelet: K
         },
         NS,
     )
-    nosecret = cast(dict[str, Any], api.wait_for(lambda: finished(api, "nosecret"), timeout=10))
+    nosecret = api.wait_for(lambda: finished(api, "nosecret"), timeout=10)
     assert nosecret["status"]["succeeded"] == 1
 
 

@@ -318,12 +318,12 @@ def test_scheduled_backups_run_at_each_cron_slot_upload_to_s3_and_apply_retentio
         NS,
     )
     for name in ("nightly", "disk"):
-        st = wait(
-            operator,
-            lambda n=name: (s := status(api, n)).get("nextScheduleTime") and s,
-            30,
-            f"{name} scheduled",
-        )
+
+        def scheduled(n: str = name) -> dict[str, Any] | None:
+            s = status(api, n)
+            return s if s.get("nextScheduleTime") else None
+
+        st = wait(operator, scheduled, 30, f"{name} scheduled")
         assert st["nextScheduleTime"] == "2030-01-01T02:00:00Z"
         assert st["phase"] == "Scheduled" and condition(st, "Ready")["status"] == "True"
     assert status(api, "disk")["target"] == "StatefulSet/redis-b, pod redis-b-0"
@@ -335,23 +335,24 @@ def test_scheduled_backups_run_at_each_cron_slot_upload_to_s3_and_apply_retentio
         stamp = slot.strftime("%Y%m%d%H%M%S")
         for name in ("nightly", "disk"):
             job = f"{name}-{stamp}"
-            wait(operator, lambda j=job: job_done(api, j), 60, f"{job} finished")
-            wait(
-                operator,
-                lambda n=name, j=job: (
-                    status(api, n).get("lastSuccessfulBackup", {}).get("jobName") == j
-                ),
-                20,
-                f"{name}'s status shows {job}",
-                lambda n=name, j=job: (status(api, n), kubelet.logs(j)),
-            )
+
+            def job_finished(j: str = job) -> dict[str, Any] | None:
+                return job_done(api, j)
+
+            def shows_job(n: str = name, j: str = job) -> bool:
+                return status(api, n).get("lastSuccessfulBackup", {}).get("jobName") == j
+
+            def status_and_logs(n: str = name, j: str = job) -> tuple[dict[str, Any], str]:
+                return status(api, n), kubelet.logs(j)
+
+            wait(operator, job_finished, 60, f"{job} finished")
+            wait(operator, shows_job, 20, f"{name}'s status shows {job}", status_and_logs)
         prune = f"nightly-{stamp}-prune"
-        wait(
-            operator,
-            lambda p=prune: status(api, "nightly").get("lastRetention", {}).get("jobName") == p,
-            60,
-            f"{prune} recorded",
-        )
+
+        def prune_recorded(p: str = prune) -> bool:
+            return status(api, "nightly").get("lastRetention", {}).get("jobName") == p
+
+        wait(operator, prune_recorded, 60, f"{prune} recorded")
 
     # One Job per slot, each of which uploaded; retention (keepLast 1) removed the older one.
     for name in ("nightly", "disk"):
@@ -453,13 +454,15 @@ def test_one_off_backups_run_once_to_azurite_and_to_the_gcs_emulator(
     )
     done = {}
     for name in ("to-azure", "to-gcs"):
-        done[name] = wait(
-            operator,
-            lambda n=name: (s := status(api, n)).get("phase") in ("Succeeded", "Failed") and s,
-            60,
-            f"{name} finished",
-            lambda n=name: [kubelet.logs(j["metadata"]["name"]) for j in backup_jobs(api, n)],
-        )
+
+        def finished(n: str = name) -> dict[str, Any] | None:
+            s = status(api, n)
+            return s if s.get("phase") in ("Succeeded", "Failed") else None
+
+        def job_logs(n: str = name) -> list[str]:
+            return [kubelet.logs(j["metadata"]["name"]) for j in backup_jobs(api, n)]
+
+        done[name] = wait(operator, finished, 60, f"{name} finished", job_logs)
         st = done[name]
         assert st["phase"] == "Succeeded", st
         assert st["lastSuccessfulBackup"]["keys"] == keys
@@ -853,25 +856,22 @@ def test_invalid_specs_end_in_ready_false_with_the_reason_and_no_hot_loop(
             del spec["target"]
         api.create(redis_backup(name, **spec), NS)
     for name, (_, reason, text) in cases.items():
-        st = wait(
-            operator,
-            lambda n=name, r=reason: (
-                condition(s := status(api, n), "Ready").get("reason") == r and s
-            ),
-            30,
-            f"{name}: Ready=False {reason}",
-            lambda n=name: status(api, n),
-        )
+
+        def ready_reason(n: str = name, r: str = reason) -> dict[str, Any] | None:
+            s = status(api, n)
+            return s if condition(s, "Ready").get("reason") == r else None
+
+        def current_status(n: str = name) -> dict[str, Any]:
+            return status(api, n)
+
+        def warned(n: str = name, r: str = reason, x: str = text) -> bool:
+            return any(t == "Warning" and e == r and x in m for t, e, m in events(api, n))
+
+        st = wait(operator, ready_reason, 30, f"{name}: Ready=False {reason}", current_status)
         ready = condition(st, "Ready")
         assert ready["status"] == "False" and text in ready["message"], ready
-        wait(  # posted after the status is written, by kopf's Event poster
-            operator,
-            lambda n=name, r=reason, x=text: any(
-                t == "Warning" and e == r and x in m for t, e, m in events(api, n)
-            ),
-            10,
-            f"a Warning Event {reason} for {name}",
-        )
+        # posted after the status is written, by kopf's Event poster
+        wait(operator, warned, 10, f"a Warning Event {reason} for {name}")
     assert status(api, "bad-cron")["phase"] == "Failed"
     assert status(api, "ghost")["phase"] == "Pending"
     assert status(api, "no-secret")["phase"] == "Running"

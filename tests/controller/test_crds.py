@@ -32,6 +32,7 @@ from backupctl.controller.spec_fields import SpecError
 
 try:
     import celpy
+    import celpy.adapter
 
     CEL = True
 except ImportError:  # pragma: no cover - cel-python is an optional test dependency
@@ -118,12 +119,12 @@ def cel_errors(obj: dict[str, Any], schema: dict[str, Any], old: Any = None) -> 
         uses_old = "oldSelf" in rule["rule"]
         if uses_old and old is None:
             continue
-        activation = {"self": celpy.json_to_cel(value)}
+        activation = {"self": celpy.adapter.json_to_cel(value)}
         if uses_old:
             old_value = _lookup(old, path)
             if old_value is None:
                 continue
-            activation["oldSelf"] = celpy.json_to_cel(old_value)
+            activation["oldSelf"] = celpy.adapter.json_to_cel(old_value)
         result = _cel_program(rule["rule"]).evaluate(activation)
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and result):
             errors.append(f"{path}: {' '.join(rule['message'].split())}")
@@ -339,6 +340,16 @@ def _set(path: str, value: Any) -> Mutation:
     return mutate
 
 
+def _chain(*mutations: Mutation) -> Mutation:
+    """The mutations applied in order."""
+
+    def mutate(doc: dict[str, Any]) -> None:
+        for m in mutations:
+            m(doc)
+
+    return mutate
+
+
 GCS = {"bucket": "bkt", "credentialsSecret": {"name": "gcs", "key": "sa.json"}}
 AZ = {"container": "backups", "storageAccount": "acct"}
 
@@ -371,16 +382,16 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], Mutation, bool, str]] = [
     ("no-target", _base_backup, _set("spec.redisClusterName", None), True,
      "set exactly one of redisClusterName or target"),
     ("target-name-and-selector", _base_backup,
-     lambda d: (_set("spec.redisClusterName", None)(d), _set(
-         "spec.target", {"name": "r", "selector": {"matchLabels": {"app": "r"}}})(d)), True,
+     _chain(_set("spec.redisClusterName", None), _set(
+         "spec.target", {"name": "r", "selector": {"matchLabels": {"app": "r"}}})), True,
      "set exactly one of name or selector"),
     ("kind-with-selector", _base_backup,
-     lambda d: (_set("spec.redisClusterName", None)(d), _set(
-         "spec.target", {"kind": "Redis", "selector": {"matchLabels": {"app": "r"}}})(d)), True,
+     _chain(_set("spec.redisClusterName", None), _set(
+         "spec.target", {"kind": "Redis", "selector": {"matchLabels": {"app": "r"}}})), True,
      "kind goes with target.name, not with a selector"),
     ("empty-selector", _base_backup,
-     lambda d: (_set("spec.redisClusterName", None)(d), _set(
-         "spec.target", {"selector": {"matchLabels": {}}})(d)), True,
+     _chain(_set("spec.redisClusterName", None), _set(
+         "spec.target", {"selector": {"matchLabels": {}}})), True,
      "set matchLabels or matchExpressions"),
     ("half-a-secret-ref", _base_backup, _set("spec.storage.s3.accessKeyIdSecret", {"name": "a"}),
      True, "key"),

@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 import redis
@@ -241,7 +241,9 @@ def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in st.get("conditions") or [] if c["type"] == type_), {})
 
 
-def wait(op: Operator, cond: Callable[[], T], timeout: float, what: str) -> T:
+def wait(
+    op: Operator, cond: Callable[[], T | Literal[False] | None], timeout: float, what: str
+) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = cond()

@@ -41,13 +41,13 @@ from backupctl.core.versions import version_problem
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 NS = "redis"
 BACKUP_ID = "backup-20240101-120000"
-SPEC = {
+SPEC: dict[str, Any] = {
     "redisClusterName": "redis",
     "storage": {"s3": {"bucket": "b", "region": "us-east-1", "key": f"{BACKUP_ID}.tar.gz",
                        "accessKeyIdSecret": {"name": "aws", "key": "id"},
                        "secretAccessKeySecret": {"name": "aws", "key": "secret"}}},
 }  # fmt: skip
-RESOLVED = {
+RESOLVED: dict[str, Any] = {
     "ok": True,
     "id": BACKUP_ID,
     "keys": 1000,
@@ -367,7 +367,7 @@ def test_invalid_spec_fails_at_once() -> None:
 # --- a Redis Cluster ------------------------------------------------------------------------
 
 SHARDS = [[[0, 5460]], [[5461, 10922]], [[10923, 16383]]]
-CLUSTER_RESOLVED = {
+CLUSTER_RESOLVED: dict[str, Any] = {
     "ok": True,
     "id": BACKUP_ID,
     "keys": 3000,

@@ -12,12 +12,13 @@ unknown endpoints). Its request *handling* breaks kopf, kubectl and the ``kubern
 3. anything else (``/``, discovery, unknown paths) goes to kmock's scaffold, whose discovery
    hooks render :attr:`KmockFront.discovery`.
 
-This is the only module that depends on kmock beyond its public names, because kmock has no
-public API for these: ``kmock._internal.rendering.StreamingError`` (how a DSL stream reports a
-failure after its headers were sent), the handler's ``_requests`` and ``_payloads`` (the log and
-the DSL reactions, matched as kmock's own ``RawHandler._handle`` does via ``_source`` and
-``_disabled``), ``RawHandler._handle`` itself (the scaffold's routing), and the scaffold's
-``_serve_*``/``_get_resources``/``_render_error`` hooks. A kmock upgrade is checked here.
+This is the only module that depends on kmock beyond its public names, because kmock has no public
+API for these: ``kmock._internal.rendering.StreamingError`` (how a DSL stream reports a failure
+after its headers were sent) and ``ReactionMismatchError`` (the package has it but leaves it out of
+its ``__all__``, so typed code imports it from where it is defined), the handler's ``_requests`` and
+``_payloads`` (the log and the DSL reactions, matched as kmock's own ``RawHandler._handle`` does via
+``_source`` and ``_disabled``), ``RawHandler._handle`` itself (the scaffold's routing), and the
+scaffold's ``_serve_*``/``_get_resources``/``_render_error`` hooks. A kmock upgrade is checked here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ import traceback
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal.rendering import StreamingError  # no public equivalent (see above)
+from kmock._internal.rendering import (  # no public equivalent (see above)
+    ReactionMismatchError,
+    StreamingError,
+)
 
 from .discovery import Discovery
 from .http_request import HttpRequest, Parsed, parse_path
@@ -137,7 +141,7 @@ class KmockFront(kmock.KubernetesEmulator):
             if request in payload._source and not payload._disabled.is_set():
                 try:
                     return await payload(request)
-                except kmock.ReactionMismatchError:
+                except ReactionMismatchError:
                     payload._disabled.set()
                 except NotImplementedError:
                     pass

@@ -44,9 +44,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.create("emu.backupctl.dev", "v1alpha1", "backups")
 def create_job(
-    name: str, namespace: str, body: kopf.Body, patch: kopf.Patch, **_: Any
+    name: str, namespace: str | None, body: kopf.Body, patch: kopf.Patch, **_: Any
 ) -> dict[str, str]:
     _record("create", name)
+    assert namespace is not None  # Backups are namespaced
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -69,27 +70,37 @@ def create_job(
     }
     kopf.adopt(job, owner=body)
     with _client() as api:
-        kubernetes.client.BatchV1Api(api).create_namespaced_job(namespace, job)
+        kubernetes.client.BatchV1Api(api).create_namespaced_job(
+            namespace, kubernetes.client.V1Job.model_validate(job)
+        )
     patch.status["phase"] = "Running"
     return {"job": job["metadata"]["name"]}
 
 
 @kopf.on.field("batch", "v1", "jobs", field="status.succeeded", labels={"emu-backup": kopf.PRESENT})
-def job_succeeded(name: str, namespace: str, labels: kopf.Labels, new: Any, **_: Any) -> None:
+def job_succeeded(
+    name: str, namespace: str | None, labels: kopf.Labels, new: Any, **_: Any
+) -> None:
     if not new:
         return
+    assert namespace is not None  # Jobs are namespaced
     _record("succeeded", name)
     with _client() as api:
         pods = kubernetes.client.CoreV1Api(api).list_namespaced_pod(
             namespace, label_selector=f"job-name={name}"
         )
-        messages = [
-            cs.state.terminated.message
-            for pod in pods.items
-            for cs in pod.status.container_statuses or []
-            if cs.state.terminated
-        ]
-        result = json.loads(messages[-1]) if messages else None
+        messages: list[str | None] = []
+        for pod in pods.items:
+            assert pod.status is not None
+            for cs in pod.status.container_statuses or []:
+                assert cs.state is not None
+                if cs.state.terminated:
+                    messages.append(cs.state.terminated.message)
+        result = None
+        if messages:
+            last = messages[-1]
+            assert last is not None  # the container always writes its termination log
+            result = json.loads(last)
         kubernetes.client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
             "emu.backupctl.dev",
             "v1alpha1",

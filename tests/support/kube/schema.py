@@ -22,6 +22,7 @@ from typing import Any
 
 try:
     import celpy
+    import celpy.adapter
     import celpy.celtypes as celtypes
 
     CEL_AVAILABLE = True
@@ -451,9 +452,9 @@ class Validator:
         uses_old = "oldSelf" in expr
         if uses_old and old is _MISSING:
             return  # transition rules only run on updates with an old value
-        activation: dict[str, Any] = {"self": celpy.json_to_cel(value)}
+        activation: dict[str, Any] = {"self": celpy.adapter.json_to_cel(value)}
         if uses_old:
-            activation["oldSelf"] = celpy.json_to_cel(old)
+            activation["oldSelf"] = celpy.adapter.json_to_cel(old)
         result = evaluate_cel(expr, activation)
         if result is True:
             return

@@ -82,7 +82,7 @@ def test_password_precedence(tmp_path: Path) -> None:
     pw_file.write_text("from-file\n")
     env = {"REDIS_PASSWORD": "from-env", "REDIS_USERNAME": "envuser"}
     url = "redis://urluser:from%40url@h:1"
-    both = {"password_file": str(pw_file), "env": env}
+    both: dict[str, Any] = {"password_file": str(pw_file), "env": env}
     assert parse_redis_url(url, password="explicit", **both).password == "explicit"
     assert parse_redis_url(url, **both).password == "from-file"  # newline stripped
     assert parse_redis_url(url, env=env).password == "from@url"  # percent-decoded

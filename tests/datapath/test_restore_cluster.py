@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from backupctl.core.datadir import PREVIOUS_PREFIX
 from backupctl.core.slots import Ranges, normalize_slots
 from backupctl.ops.restore_cluster_plan import _require_local_dir, match_shards
-from backupctl.ops.restore_dir import PREVIOUS_PREFIX, SWAP_RECORD, RestoreError
+from backupctl.ops.restore_dir import SWAP_RECORD, RestoreError
 from backupctl.redis.cluster import ClusterNode, Shard
 from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
 

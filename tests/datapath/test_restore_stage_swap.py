@@ -11,13 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from backupctl.ops.restore_dir import (
-    PREVIOUS_PREFIX,
-    STAGED_MARKER,
-    STAGING_PREFIX,
-    SWAP_RECORD,
-    swap_staged,
-)
+from backupctl.core.datadir import PREVIOUS_PREFIX, STAGING_PREFIX
+from backupctl.ops.restore_dir import STAGED_MARKER, SWAP_RECORD, swap_staged
 
 from support.cli_runner import assert_one_clear_error, cli
 from support.redis_servers import RedisFactory, RedisServer, populate, wait_for

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,9 +45,9 @@ def varied_dataset(server: RedisServer, n: int = 20_000) -> int:
     return written + 3 + 50 + 7
 
 
-def backup(server: RedisServer, store: str, env: dict[str, str] | None = None) -> dict[str, str]:
+def backup(server: RedisServer, store: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     out = cli("run", "--redis", server.url, "--to", store, "--target", "ns/src", "--json", env=env)
-    manifest: dict[str, str] = json.loads(out.stdout)
+    manifest: dict[str, Any] = json.loads(out.stdout)
     return manifest
 
 

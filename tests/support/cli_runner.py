@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 
 def cli(
-    *args: str | Path, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300
+    *args: object, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run ``backupctl ARGS``; with ``check``, fail the test on a non-zero exit."""
     proc = subprocess.run(

@@ -43,8 +43,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backupctl.core.timing import Monotonic, Sleep
 from backupctl.ops.restore_cluster_plan import ShardPlan, prepare
-from backupctl.ops.restore_cluster_restart import Clock, ShardCheck, Sleep, restart, verify
+from backupctl.ops.restore_cluster_restart import ShardCheck, restart, verify
 from backupctl.ops.restore_cluster_swap import quiesce_and_swap, stage
 from backupctl.ops.restore_dir import RestoreError
 from backupctl.redis.address import ConnectionSpec
@@ -77,7 +78,7 @@ def restore_to_cluster(
     timeout: float = 600.0,
     progress: Progress | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    clock: Clock = time.monotonic,
+    clock: Monotonic = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> ClusterRestoreResult:
     """Steps 1-4 of the module docstring, and with ``restart_nodes`` step 5.

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backupctl.core.slots import CLUSTER_SLOTS, Ranges, format_slots
+from backupctl.core.timing import Monotonic, Sleep
 from backupctl.ops.restore_cluster_plan import (
     Member,
     ShardPlan,
@@ -33,17 +34,15 @@ from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.live import LiveError, NodeState, check_nodes, loading, run_id, shutdown
 from backupctl.store.catalog import Manifest
 
-__all__ = ["Clock", "ShardCheck", "Sleep", "restart", "verify"]
+__all__ = ["ShardCheck", "restart", "verify"]
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
 
 
 def restart(
     plans: Sequence[ShardPlan],
     *,
     timeout: float,
-    clock: Clock = time.monotonic,
+    clock: Monotonic = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> None:
     """``SHUTDOWN NOSAVE`` every node, then wait until each answers again as
@@ -114,7 +113,7 @@ def verify(
     seed: ConnectionSpec,
     *,
     wait: float = 0.0,
-    clock: Clock = time.monotonic,
+    clock: Monotonic = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> list[ShardCheck]:
     """Is the cluster serving the backup set? ``cluster_state:ok`` and all

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from backupctl.core.timing import Monotonic, Sleep
 from backupctl.redis.connection import (
     as_text,
     call,
@@ -28,7 +29,7 @@ from backupctl.redis.connection import (
 )
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import config_get, int_field, read_info
-from backupctl.redis.polling import Clock, Deadline, Sleep, wait_until
+from backupctl.redis.polling import Deadline, wait_until
 
 __all__ = ["bgsave", "wait_aof_rewrite_idle"]
 
@@ -76,7 +77,7 @@ def bgsave(
     *,
     timeout: float = 3600,
     poll: float = 0.05,
-    clock: Clock = time.monotonic,
+    clock: Monotonic = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> datetime:
     """Make a NEW RDB snapshot on disk and return its completion time (UTC).
@@ -209,7 +210,7 @@ def wait_aof_rewrite_idle(
     *,
     timeout: float = 3600,
     poll: float = 0.05,
-    clock: Clock = time.monotonic,
+    clock: Monotonic = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> None:
     """Wait until no AOF rewrite runs or is scheduled (the AOF dir is stable)."""

@@ -20,9 +20,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from backupctl.core.timing import Sleep
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.errors import RedisNodeError
-from backupctl.redis.polling import Sleep
 
 __all__ = [
     "Redis",

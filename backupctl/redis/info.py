@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from backupctl.core.timing import Sleep
 from backupctl.redis.connection import (
     as_text,
     call,
@@ -27,7 +28,6 @@ from backupctl.redis.connection import (
     error_for,
     exec_command,
 )
-from backupctl.redis.polling import Sleep
 
 __all__ = [
     "NodeInfo",

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from typing import Any
 import redis
 
 from backupctl.core.slots import normalize_slots
+from backupctl.core.timing import Monotonic, Sleep
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.cluster import cluster_shards
 from backupctl.redis.connection import as_text, command_error, connect, exec_command
@@ -57,8 +58,6 @@ QUIESCE_SETTINGS: dict[str, str] = {
 #: Errors worth waiting out while a server starts, loads or restarts.
 _TRANSIENT = ("unreachable", "timeout", "loading")
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
 
 
 class LiveError(Exception):
@@ -96,7 +95,7 @@ def check_nodes(
     *,
     expect_keys: int | None = None,
     wait: float = 0.0,
-    clock: Clock = time.monotonic,
+    clock: Monotonic = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> list[NodeState]:
     """Look at every server (see the module docstring); with ``expect_keys``
@@ -224,7 +223,7 @@ def quiesce(
     state_file: Path,
     *,
     timeout: float = 600.0,
-    clock: Clock = time.monotonic,
+    clock: Monotonic = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> dict[str, str]:
     """Stop ``spec`` from writing to its data directory; returns the original

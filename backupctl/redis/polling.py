@@ -12,18 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from backupctl.core.timing import Monotonic, Sleep
 from backupctl.redis.errors import RedisNodeError
 
-__all__ = ["Clock", "Deadline", "Sleep", "wait_until"]
+__all__ = ["Deadline", "wait_until"]
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
 
 
 class Deadline:
     """``timeout`` seconds from now on ``clock``."""
 
-    def __init__(self, timeout: float, clock: Clock) -> None:
+    def __init__(self, timeout: float, clock: Monotonic) -> None:
         self.clock = clock
         self.end = clock() + timeout
         self.timeout = timeout

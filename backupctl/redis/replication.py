@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import redis
 
+from backupctl.core.timing import Monotonic
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.connection import (
     as_text,
@@ -35,7 +36,7 @@ from backupctl.redis.connection import (
 )
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import config_get
-from backupctl.redis.polling import Clock, Deadline
+from backupctl.redis.polling import Deadline
 from backupctl.redis.rdb import FAST_CRC64, RdbValidator
 
 __all__ = ["RdbCompressionPause", "ReplicationRDB", "replication_rdb"]
@@ -272,7 +273,7 @@ def replication_rdb(
     verify: bool | None = None,
     diskless: bool = True,
     on_fork: Callable[[], None] | None = None,
-    clock: Clock = time.monotonic,
+    clock: Monotonic = time.monotonic,
 ) -> Iterator[ReplicationRDB]:
     """Stream the node's RDB over the replication protocol (like ``redis-cli --rdb``).
 

@@ -352,18 +352,19 @@ def test_sigkill_at_any_point_leaves_only_intact_backups_and_a_rerun_finishes(
         [*PRUNE_WITH_PAUSE, "0.02", *args], env=_cli_env(), stderr=subprocess.PIPE, text=True,
         stdout=subprocess.DEVNULL,
     )
-    try:
-        assert proc.stderr is not None
-        seen, deadline = 0, time.monotonic() + 30
-        while seen < kill_after and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen += line.startswith("deleted ")
-        time.sleep(rng.uniform(0, 0.02))  # sometimes mid-operation
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    with proc:  # closes the stderr pipe
+        try:
+            assert proc.stderr is not None
+            seen, deadline = 0, time.monotonic() + 30
+            while seen < kill_after and time.monotonic() < deadline:
+                line = proc.stderr.readline()
+                if not line:
+                    break
+                seen += line.startswith("deleted ")
+            time.sleep(rng.uniform(0, 0.02))  # sometimes mid-operation
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, f"prune ended before the kill ({seen} deletes)"
 
     listed = set(check_only_intact_backups_are_listed(store))

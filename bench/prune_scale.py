@@ -146,8 +146,9 @@ def main() -> int:
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
-    print(f"seeding {args.backups:,} backups ({2 * args.backups:,} objects) into moto ...",
-          flush=True)
+    print(
+        f"seeding {args.backups:,} backups ({2 * args.backups:,} objects) into moto ...", flush=True
+    )
     t0 = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--backups", str(args.backups)],
@@ -232,14 +233,22 @@ def _measure(n: int, sample: int) -> int:
     print(f"objects listed          {2 * n:>10,}")
     print(f"policy                  {POLICY.describe()}")
     print(f"list (scan, HTTP)       {figures['list']:>10.2f} s")
-    print(f"decide (apply_policy)   {figures['decide']:>10.2f} s   "
-          f"({100 * figures['decide'] / figures['list']:.1f}% of list)")
-    print(f"prune --dry-run total   {figures['prune --dry-run']:>10.2f} s   "
-          f"(kept {n_keep}, would remove {n_remove:,})")
-    print(f"manifest GET            {1000 * per_get:>10.2f} ms each; reading all {n:,} "
-          f"(read_manifests=True) would add ~{per_get * n:,.0f} s")
-    print(f"peak RSS                {_peak_rss_mib():>10.1f} MiB  "
-          f"(at start {rss_start:.1f}, after prune --dry-run {rss_prune:.1f})")
+    print(
+        f"decide (apply_policy)   {figures['decide']:>10.2f} s   "
+        f"({100 * figures['decide'] / figures['list']:.1f}% of list)"
+    )
+    print(
+        f"prune --dry-run total   {figures['prune --dry-run']:>10.2f} s   "
+        f"(kept {n_keep}, would remove {n_remove:,})"
+    )
+    print(
+        f"manifest GET            {1000 * per_get:>10.2f} ms each; reading all {n:,} "
+        f"(read_manifests=True) would add ~{per_get * n:,.0f} s"
+    )
+    print(
+        f"peak RSS                {_peak_rss_mib():>10.1f} MiB  "
+        f"(at start {rss_start:.1f}, after prune --dry-run {rss_prune:.1f})"
+    )
     return 0
 
 

@@ -68,9 +68,7 @@ def backup_node(
             members, snapshot_time = _bgsave_members(opts, client, info, stack, now)
             raw = False
         elif opts.method == "replication":
-            members, snapshot_time, raw = _replication_members(
-                spec, opts, client, info, stack, now
-            )
+            members, snapshot_time, raw = _replication_members(spec, opts, client, info, stack, now)
         else:
             raise BackupError(f"unknown method {opts.method!r}: use bgsave or replication")
         sizes = [m.size for m in members]
@@ -223,9 +221,7 @@ def _replication_members(
     if opts.compression != "none" and not opts.keep_rdbcompression:
         pause.start()
         stack.callback(_restore_rdbcompression, pause)
-    dump = stack.enter_context(
-        replication_rdb(spec, timeout=opts.timeout, on_fork=pause.restore)
-    )
+    dump = stack.enter_context(replication_rdb(spec, timeout=opts.timeout, on_fork=pause.restore))
     _restore_rdbcompression(pause)  # the child exists by now (on_fork ran)
     snapshot_time = now()
     member = Member(name=info.dbfilename, size=dump.size, kind="rdb", open=lambda: dump.stream)

@@ -37,7 +37,6 @@ from backupctl.store.catalog import Manifest
 __all__ = ["ShardCheck", "restart", "verify"]
 
 
-
 def restart(
     plans: Sequence[ShardPlan],
     *,

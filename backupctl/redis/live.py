@@ -59,7 +59,6 @@ QUIESCE_SETTINGS: dict[str, str] = {
 _TRANSIENT = ("unreachable", "timeout", "loading")
 
 
-
 class LiveError(Exception):
     """A check failed or a server cannot be quiesced; ``str()`` is one line."""
 
@@ -256,9 +255,7 @@ def quiesce(
             ):
                 return original
             if clock() > deadline:
-                raise LiveError(
-                    f"{spec.display}: a background save still runs after {timeout:g} s"
-                )
+                raise LiveError(f"{spec.display}: a background save still runs after {timeout:g} s")
             sleep(0.2)
     finally:
         client.close()

@@ -18,7 +18,6 @@ from backupctl.redis.errors import RedisNodeError
 __all__ = ["Deadline", "wait_until"]
 
 
-
 class Deadline:
     """``timeout`` seconds from now on ``clock``."""
 

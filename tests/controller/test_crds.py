@@ -53,10 +53,7 @@ def load_docs(path: Path) -> list[dict[str, Any]]:
 
 def yaml_files(*dirs: str) -> list[Path]:
     return sorted(
-        p
-        for d in dirs
-        for p in (ROOT / d).glob("*.yaml")
-        if p.name != "kustomization.yaml"
+        p for d in dirs for p in (ROOT / d).glob("*.yaml") if p.name != "kustomization.yaml"
     )
 
 
@@ -355,71 +352,185 @@ AZ = {"container": "backups", "storageAccount": "acct"}
 
 # (id, base, mutation, schema refuses it, what both say)
 INVALID: list[tuple[str, Callable[[], dict[str, Any]], Mutation, bool, str]] = [
-    ("two-storages", _base_backup, _set("spec.storage.gcs", GCS), True,
-     "set exactly one of s3, azureBlob, gcs"),
-    ("no-storage-backend", _base_backup, _set("spec.storage.s3", None), True,
-     "set exactly one of s3, azureBlob, gcs"),
+    (
+        "two-storages",
+        _base_backup,
+        _set("spec.storage.gcs", GCS),
+        True,
+        "set exactly one of s3, azureBlob, gcs",
+    ),
+    (
+        "no-storage-backend",
+        _base_backup,
+        _set("spec.storage.s3", None),
+        True,
+        "set exactly one of s3, azureBlob, gcs",
+    ),
     ("no-storage", _base_backup, _set("spec.storage", None), True, "storage"),
-    ("cron-garbage", _base_backup, _set("spec.schedule", "every day"), True,
-     schedule.CRON_FORMAT),
-    ("cron-six-fields", _base_backup, _set("spec.schedule", "0 0 2 * * *"), True,
-     schedule.CRON_FORMAT),
-    ("cron-unknown-macro", _base_backup, _set("spec.schedule", "@reboot"), True,
-     schedule.CRON_FORMAT),
-    ("cron-out-of-range", _base_backup, _set("spec.schedule", "0 25 * * *"), False,
-     "not a valid cron expression"),
-    ("cron-never-fires", _base_backup, _set("spec.schedule", "0 0 31 2 *"), False,
-     "not a valid cron expression"),
-    ("cron-random", _base_backup, _set("spec.schedule", "R 2 * * *"), False,
-     "random (R)"),
-    ("unknown-time-zone", _base_backup, _set("spec.timeZone", "Mars/Olympus_Mons"), False,
-     "unknown time zone"),
+    ("cron-garbage", _base_backup, _set("spec.schedule", "every day"), True, schedule.CRON_FORMAT),
+    (
+        "cron-six-fields",
+        _base_backup,
+        _set("spec.schedule", "0 0 2 * * *"),
+        True,
+        schedule.CRON_FORMAT,
+    ),
+    (
+        "cron-unknown-macro",
+        _base_backup,
+        _set("spec.schedule", "@reboot"),
+        True,
+        schedule.CRON_FORMAT,
+    ),
+    (
+        "cron-out-of-range",
+        _base_backup,
+        _set("spec.schedule", "0 25 * * *"),
+        False,
+        "not a valid cron expression",
+    ),
+    (
+        "cron-never-fires",
+        _base_backup,
+        _set("spec.schedule", "0 0 31 2 *"),
+        False,
+        "not a valid cron expression",
+    ),
+    ("cron-random", _base_backup, _set("spec.schedule", "R 2 * * *"), False, "random (R)"),
+    (
+        "unknown-time-zone",
+        _base_backup,
+        _set("spec.timeZone", "Mars/Olympus_Mons"),
+        False,
+        "unknown time zone",
+    ),
     ("negative-keep", _base_backup, _set("spec.retention.keepDaily", -1), True, "keepDaily"),
-    ("bad-keep-within", _base_backup, _set("spec.retention.keepWithin", "2w"), True,
-     "keepWithin"),
-    ("both-targets", _base_backup, _set("spec.target", {"name": "redis"}), True,
-     "set exactly one of redisClusterName or target"),
-    ("no-target", _base_backup, _set("spec.redisClusterName", None), True,
-     "set exactly one of redisClusterName or target"),
-    ("target-name-and-selector", _base_backup,
-     _chain(_set("spec.redisClusterName", None), _set(
-         "spec.target", {"name": "r", "selector": {"matchLabels": {"app": "r"}}})), True,
-     "set exactly one of name or selector"),
-    ("kind-with-selector", _base_backup,
-     _chain(_set("spec.redisClusterName", None), _set(
-         "spec.target", {"kind": "Redis", "selector": {"matchLabels": {"app": "r"}}})), True,
-     "kind goes with target.name, not with a selector"),
-    ("empty-selector", _base_backup,
-     _chain(_set("spec.redisClusterName", None), _set(
-         "spec.target", {"selector": {"matchLabels": {}}})), True,
-     "set matchLabels or matchExpressions"),
-    ("half-a-secret-ref", _base_backup, _set("spec.storage.s3.accessKeyIdSecret", {"name": "a"}),
-     True, "key"),
-    ("one-s3-secret-only", _base_backup, _set("spec.storage.s3.secretAccessKeySecret", None), True,
-     "set both accessKeyIdSecret and secretAccessKeySecret, or neither (to use the pod's own "
-     "identity)"),
-    ("azure-two-credentials", _base_backup,
-     lambda d: d["spec"].__setitem__("storage", {"azureBlob": {
-         **AZ, "storageAccountKeySecret": {"name": "a", "key": "k"},
-         "connectionStringSecret": {"name": "a", "key": "c"}}}), True,
-     "set storageAccountKeySecret or connectionStringSecret, not both"),
-    ("azure-no-account", _base_backup,
-     lambda d: d["spec"].__setitem__("storage", {"azureBlob": {"container": "backups"}}), True,
-     "storageAccount is required unless connectionStringSecret is set"),
-    ("backup-with-restore-key", _base_backup,
-     _set("spec.storage.s3.key", "backup-20240101-120000.tar.gz"), True,
-     "names a backup to restore; it belongs in a RedisRestore, not a RedisBackup"),
+    ("bad-keep-within", _base_backup, _set("spec.retention.keepWithin", "2w"), True, "keepWithin"),
+    (
+        "both-targets",
+        _base_backup,
+        _set("spec.target", {"name": "redis"}),
+        True,
+        "set exactly one of redisClusterName or target",
+    ),
+    (
+        "no-target",
+        _base_backup,
+        _set("spec.redisClusterName", None),
+        True,
+        "set exactly one of redisClusterName or target",
+    ),
+    (
+        "target-name-and-selector",
+        _base_backup,
+        _chain(
+            _set("spec.redisClusterName", None),
+            _set("spec.target", {"name": "r", "selector": {"matchLabels": {"app": "r"}}}),
+        ),
+        True,
+        "set exactly one of name or selector",
+    ),
+    (
+        "kind-with-selector",
+        _base_backup,
+        _chain(
+            _set("spec.redisClusterName", None),
+            _set("spec.target", {"kind": "Redis", "selector": {"matchLabels": {"app": "r"}}}),
+        ),
+        True,
+        "kind goes with target.name, not with a selector",
+    ),
+    (
+        "empty-selector",
+        _base_backup,
+        _chain(
+            _set("spec.redisClusterName", None),
+            _set("spec.target", {"selector": {"matchLabels": {}}}),
+        ),
+        True,
+        "set matchLabels or matchExpressions",
+    ),
+    (
+        "half-a-secret-ref",
+        _base_backup,
+        _set("spec.storage.s3.accessKeyIdSecret", {"name": "a"}),
+        True,
+        "key",
+    ),
+    (
+        "one-s3-secret-only",
+        _base_backup,
+        _set("spec.storage.s3.secretAccessKeySecret", None),
+        True,
+        "set both accessKeyIdSecret and secretAccessKeySecret, or neither (to use the pod's own "
+        "identity)",
+    ),
+    (
+        "azure-two-credentials",
+        _base_backup,
+        lambda d: d["spec"].__setitem__(
+            "storage",
+            {
+                "azureBlob": {
+                    **AZ,
+                    "storageAccountKeySecret": {"name": "a", "key": "k"},
+                    "connectionStringSecret": {"name": "a", "key": "c"},
+                }
+            },
+        ),
+        True,
+        "set storageAccountKeySecret or connectionStringSecret, not both",
+    ),
+    (
+        "azure-no-account",
+        _base_backup,
+        lambda d: d["spec"].__setitem__("storage", {"azureBlob": {"container": "backups"}}),
+        True,
+        "storageAccount is required unless connectionStringSecret is set",
+    ),
+    (
+        "backup-with-restore-key",
+        _base_backup,
+        _set("spec.storage.s3.key", "backup-20240101-120000.tar.gz"),
+        True,
+        "names a backup to restore; it belongs in a RedisRestore, not a RedisBackup",
+    ),
     ("bad-method", _base_backup, _set("spec.method", "copy"), True, "method"),
-    ("bad-concurrency", _base_backup, _set("spec.concurrencyPolicy", "Skip"), True,
-     "concurrencyPolicy"),
-    ("restore-two-backups", _base_restore, _set("spec.latest", True), True,
-     "set exactly one of backupId, latest: true, or storage.<backend>.key"),
-    ("restore-no-backup", _base_restore, _set("spec.backupId", None), True,
-     "set exactly one of backupId, latest: true, or storage.<backend>.key"),
-    ("restore-storage-and-from-backup", _base_restore, _set("spec.fromBackup", "nightly"), True,
-     "set exactly one of storage or fromBackup (a RedisBackup's name)"),
-    ("restore-neither-storage-nor-from-backup", _base_restore, _set("spec.storage", None), True,
-     "set exactly one of storage or fromBackup (a RedisBackup's name)"),
+    (
+        "bad-concurrency",
+        _base_backup,
+        _set("spec.concurrencyPolicy", "Skip"),
+        True,
+        "concurrencyPolicy",
+    ),
+    (
+        "restore-two-backups",
+        _base_restore,
+        _set("spec.latest", True),
+        True,
+        "set exactly one of backupId, latest: true, or storage.<backend>.key",
+    ),
+    (
+        "restore-no-backup",
+        _base_restore,
+        _set("spec.backupId", None),
+        True,
+        "set exactly one of backupId, latest: true, or storage.<backend>.key",
+    ),
+    (
+        "restore-storage-and-from-backup",
+        _base_restore,
+        _set("spec.fromBackup", "nightly"),
+        True,
+        "set exactly one of storage or fromBackup (a RedisBackup's name)",
+    ),
+    (
+        "restore-neither-storage-nor-from-backup",
+        _base_restore,
+        _set("spec.storage", None),
+        True,
+        "set exactly one of storage or fromBackup (a RedisBackup's name)",
+    ),
     ("restore-bad-id", _base_restore, _set("spec.backupId", "yesterday"), True, "backupId"),
 ]
 
@@ -546,8 +657,14 @@ def test_status_phases_match_spec_py() -> None:
 def test_shared_sections_are_identical_in_both_crds() -> None:
     backup = schema_of("RedisBackup")["properties"]["spec"]["properties"]
     restore = schema_of("RedisRestore")["properties"]["spec"]["properties"]
-    for key in ("redisClusterName", "target", "resources", "tolerations", "image",
-                "serviceAccountName"):
+    for key in (
+        "redisClusterName",
+        "target",
+        "resources",
+        "tolerations",
+        "image",
+        "serviceAccountName",
+    ):
         assert backup[key] == restore[key], key
     storage_b, storage_r = copy.deepcopy(backup["storage"]), copy.deepcopy(restore["storage"])
     for s in (storage_b, storage_r):
@@ -569,8 +686,7 @@ def test_crd_defaults_are_the_dataclass_defaults() -> None:
     assert props["preferReplica"]["default"] is parsed.prefer_replica
     assert props["backoffLimit"]["default"] == parsed.job.backoff_limit
     assert (
-        props["successfulJobsHistoryLimit"]["default"]
-        == parsed.job.successful_jobs_history_limit
+        props["successfulJobsHistoryLimit"]["default"] == parsed.job.successful_jobs_history_limit
     )
     assert props["failedJobsHistoryLimit"]["default"] == parsed.job.failed_jobs_history_limit
     tls = props["target"]["properties"]["tls"]["properties"]
@@ -604,18 +720,28 @@ OPSTREE = "redis.redis.opstreelabs.in"
 
 def test_controller_role_covers_what_it_watches() -> None:
     (role,) = [
-        d for d in _manifest_docs()
+        d
+        for d in _manifest_docs()
         if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "backupctl-controller"
     ]
     grants = {
-        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
-        for r in rule["resources"] for v in rule["verbs"]
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
     }
     for group, resource in [
-        ("backupctl.dev", "redisbackups"), ("backupctl.dev", "redisrestores"),
-        ("batch", "jobs"), ("", "pods"), ("", "persistentvolumeclaims"),
-        ("apps", "statefulsets"), (OPSTREE, "redisclusters"), (OPSTREE, "redisreplications"),
-        (OPSTREE, "redis"), ("databases.spotahome.com", "redisfailovers"),
+        ("backupctl.dev", "redisbackups"),
+        ("backupctl.dev", "redisrestores"),
+        ("batch", "jobs"),
+        ("", "pods"),
+        ("", "persistentvolumeclaims"),
+        ("apps", "statefulsets"),
+        (OPSTREE, "redisclusters"),
+        (OPSTREE, "redisreplications"),
+        (OPSTREE, "redis"),
+        ("databases.spotahome.com", "redisfailovers"),
     ]:
         for verb in ("get", "list", "watch"):
             assert (group, resource, verb) in grants, (group, resource, verb)
@@ -649,7 +775,10 @@ def kustomized() -> list[dict[str, Any]]:
         pytest.skip("kubectl is not installed")
     out = subprocess.run(
         [kubectl, "kustomize", str(ROOT / "manifests")],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
@@ -657,12 +786,22 @@ def kustomized() -> list[dict[str, Any]]:
 def test_kustomize_builds_everything(kustomized: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in kustomized)
     assert kinds.count("CustomResourceDefinition") == 2
-    assert {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
-            "Service"} <= set(kinds)
+    assert {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+    } <= set(kinds)
     for doc in kustomized:
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
-        if doc["kind"] not in ("Namespace", "CustomResourceDefinition", "ClusterRole",
-                               "ClusterRoleBinding"):
+        if doc["kind"] not in (
+            "Namespace",
+            "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        ):
             assert doc["metadata"]["namespace"] == "backupctl-system"
 
 

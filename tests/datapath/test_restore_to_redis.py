@@ -25,8 +25,6 @@ from support.redis_servers import RedisFactory, RedisServer, populate
 LIBRARY = "#!lua name=backupctltest\nredis.register_function('hello', function() return 'hi' end)"
 
 
-
-
 def varied_dataset(server: RedisServer, n: int = 20_000) -> int:
     """Strings, every collection type, TTLs, binary keys, three databases, a function."""
     c = server.client()

@@ -91,8 +91,11 @@ def _tar(members: list[tuple[str, bytes]]) -> bytes:
 def test_parts_missing_out_of_order_or_miscounted_are_refused(tmp_path: Path) -> None:
     a, b, c = b"a" * PART, b"b" * PART, b"c" * 10
     whole = FileEntry(
-        path="dump.rdb", size=len(a + b + c), sha256=hashlib.sha256(a + b + c).hexdigest(),
-        kind="rdb", parts=3,
+        path="dump.rdb",
+        size=len(a + b + c),
+        sha256=hashlib.sha256(a + b + c).hexdigest(),
+        kind="rdb",
+        parts=3,
     )
     p = [f"dump.rdb.part-00000{i}" for i in (1, 2, 3)]
     ok = _tar([(p[0], a), (p[1], b), (p[2], c)])

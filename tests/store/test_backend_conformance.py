@@ -727,8 +727,13 @@ def test_retry_is_bounded_in_total_time(mem: Backend) -> None:
 
     flaky = Flaky(mem, {"check": [transient() for _ in range(100)]})
     b = RetryingBackend(
-        flaky, attempts=100, base_delay=1, max_delay=10, sleep=fake_sleep,
-        max_elapsed=30, clock=lambda: now[0],
+        flaky,
+        attempts=100,
+        base_delay=1,
+        max_delay=10,
+        sleep=fake_sleep,
+        max_elapsed=30,
+        clock=lambda: now[0],
     )
     with pytest.raises(StorageError):
         b.check()
@@ -770,4 +775,3 @@ def test_dry_run_records_instead_of_deleting(mem: Backend) -> None:
     assert list(mem.pending_uploads()) == [upload]
     assert [o.key for o in dry.list()] == ["keep/me"]
     w.abort()
-

@@ -349,7 +349,10 @@ def test_sigkill_at_any_point_leaves_only_intact_backups_and_a_rerun_finishes(
 
     kill_after = rng.randrange(1, deletes_total)
     proc = subprocess.Popen(
-        [*PRUNE_WITH_PAUSE, "0.02", *args], env=_cli_env(), stderr=subprocess.PIPE, text=True,
+        [*PRUNE_WITH_PAUSE, "0.02", *args],
+        env=_cli_env(),
+        stderr=subprocess.PIPE,
+        text=True,
         stdout=subprocess.DEVNULL,
     )
     with proc:  # closes the stderr pipe
@@ -371,7 +374,11 @@ def test_sigkill_at_any_point_leaves_only_intact_backups_and_a_rerun_finishes(
     assert expected <= listed, "a backup the policy keeps was touched"
 
     rerun = subprocess.run(
-        [*PRUNE, *args, "--json"], env=_cli_env(), capture_output=True, text=True, timeout=60,
+        [*PRUNE, *args, "--json"],
+        env=_cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert rerun.returncode == 0, rerun.stderr
@@ -458,7 +465,12 @@ def test_cli_termination_log_has_the_outcome_or_the_error(store: Backend, tmp_pa
     )
     assert res.exit_code == 0, res.output
     assert json.loads(log.read_text()) == {
-        "ok": True, "dryRun": False, "kept": 1, "removed": 3, "swept": 0, "aborted": 0,
+        "ok": True,
+        "dryRun": False,
+        "kept": 1,
+        "removed": 3,
+        "swept": 0,
+        "aborted": 0,
     }
     res = CliRunner().invoke(_app(), ["prune", store.url, "--termination-log", str(log)])
     assert res.exit_code == 1

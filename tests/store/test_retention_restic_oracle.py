@@ -86,9 +86,7 @@ class Oracle:
         out = json.loads(restic(self.repo, "forget", "--dry-run", "--json", *args))
         result: dict[str, dict[datetime, list[str]]] = {}
         for group in out:
-            reasons = {
-                _utc(r["snapshot"]["time"]): list(r["matches"]) for r in group["reasons"]
-            }
+            reasons = {_utc(r["snapshot"]["time"]): list(r["matches"]) for r in group["reasons"]}
             kept = {_utc(s["time"]) for s in group["keep"]}
             assert kept == set(reasons)
             assert len(group["keep"]) + len(group["remove"] or []) == N
@@ -147,9 +145,24 @@ def test_prune_dry_run_keeps_exactly_what_restic_forget_keeps(
         add_backup(store, "paris/redis", t)
     for host, tz in (("utc", "UTC"), ("paris", "Europe/Paris")):
         proc = subprocess.run(
-            [sys.executable, "-m", "backupctl", "prune", store.url, "--target", f"{host}/redis",
-             "--timezone", tz, "--dry-run", "--json", *args],
-            capture_output=True, text=True, timeout=60, check=False,
+            [
+                sys.executable,
+                "-m",
+                "backupctl",
+                "prune",
+                store.url,
+                "--target",
+                f"{host}/redis",
+                "--timezone",
+                tz,
+                "--dry-run",
+                "--json",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
         assert proc.returncode == 0, proc.stderr
@@ -166,8 +179,16 @@ def test_prune_dry_run_keeps_exactly_what_restic_forget_keeps(
     ("args", "policy"),
     [
         (
-            ["--keep-last", "3", "--keep-hourly", "30", "--keep-weekly", "150",
-             "--keep-monthly", "30"],
+            [
+                "--keep-last",
+                "3",
+                "--keep-hourly",
+                "30",
+                "--keep-weekly",
+                "150",
+                "--keep-monthly",
+                "30",
+            ],
             Policy(last=3, hourly=30, weekly=150, monthly=30),
         ),
         (

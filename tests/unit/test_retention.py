@@ -45,8 +45,7 @@ def _backups(case: dict[str, Any]) -> list[B]:
             t += step
         return out
     return [
-        B(b, _t(b)) if isinstance(b, str) else B(b["id"], _t(b["created"]))
-        for b in case["backups"]
+        B(b, _t(b)) if isinstance(b, str) else B(b["id"], _t(b["created"])) for b in case["backups"]
     ]
 
 

@@ -65,9 +65,7 @@ def test_slots_follow_the_time_zone_wall_clock() -> None:
     # 02:00 in Paris is 01:00 UTC in winter (CET) and 00:00 UTC in summer (CEST).
     assert next_run("0 2 * * *", PARIS, utc(2024, 1, 10)) == utc(2024, 1, 10, 1)
     assert next_run("0 2 * * *", PARIS, utc(2024, 7, 9, 12)) == utc(2024, 7, 10, 0)
-    assert next_run("0 9 * * MON-FRI", "America/New_York", utc(2024, 7, 13)) == utc(
-        2024, 7, 15, 13
-    )
+    assert next_run("0 9 * * MON-FRI", "America/New_York", utc(2024, 7, 13)) == utc(2024, 7, 15, 13)
 
 
 def test_spring_forward_runs_a_skipped_wall_time_when_the_clocks_jump() -> None:

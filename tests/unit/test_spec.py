@@ -161,9 +161,7 @@ def _refs(env: list[dict[str, Any]]) -> dict[str, Any]:
 def test_s3_env_takes_credentials_by_secret_key_ref_only() -> None:
     env = storage_env(parse_backup(backup()).storage)
     assert _refs(env) == {
-        "AWS_ACCESS_KEY_ID": {
-            "secretKeyRef": {"name": "aws-credentials", "key": "access-key-id"}
-        },
+        "AWS_ACCESS_KEY_ID": {"secretKeyRef": {"name": "aws-credentials", "key": "access-key-id"}},
         "AWS_SECRET_ACCESS_KEY": {
             "secretKeyRef": {"name": "aws-credentials", "key": "secret-access-key"}
         },
@@ -215,8 +213,16 @@ def test_gcs_credentials_come_as_a_mounted_secret_file() -> None:
 def test_retention_args_for_backupctl_prune() -> None:
     r = RetentionSpec(keep_last=3, keep_daily=7, keep_weekly=4, keep_yearly=0, keep_within="30d")
     assert retention_args(r) == [
-        "--keep-last", "3", "--keep-daily", "7", "--keep-weekly", "4",
-        "--keep-yearly", "0", "--keep-within", "30d",
+        "--keep-last",
+        "3",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+        "--keep-yearly",
+        "0",
+        "--keep-within",
+        "30d",
     ]
     assert retention_args(RetentionSpec()) == [] and RetentionSpec().empty
     assert not r.empty
@@ -235,30 +241,45 @@ def test_restore_backup_reference_forms() -> None:
 
 
 def test_from_backup_takes_storage_and_store_path_from_the_backup() -> None:
-    restore = parse_restore({"redisClusterName": "new-cluster", "fromBackup": "nightly",
-                             "latest": True})
+    restore = parse_restore(
+        {"redisClusterName": "new-cluster", "fromBackup": "nightly", "latest": True}
+    )
     b = parse_backup(backup())
     resolved = specmod.with_backup_source(restore, b, namespace="redis", backup_name="nightly")
     assert resolved.storage == b.storage
     assert resolved.source_target == "redis/redis-cluster"
     explicit = parse_restore(
-        {"redisClusterName": "x", "fromBackup": "nightly", "latest": True,
-         "sourceTarget": "prod/redis-cluster"}
+        {
+            "redisClusterName": "x",
+            "fromBackup": "nightly",
+            "latest": True,
+            "sourceTarget": "prod/redis-cluster",
+        }
     )
     again = specmod.with_backup_source(explicit, b, namespace="redis", backup_name="nightly")
     assert again.source_target == "prod/redis-cluster"
 
 
 def test_restore_source_target_defaults_to_this_namespace_and_target_name() -> None:
-    r = parse_restore({"redisClusterName": "redis-cluster", "storage": {"s3": S3},
-                       "latest": True})
+    r = parse_restore({"redisClusterName": "redis-cluster", "storage": {"s3": S3}, "latest": True})
     assert specmod.restore_source_target(r, "redis") == "redis/redis-cluster"
-    moved = parse_restore({"redisClusterName": "copy", "storage": {"s3": S3}, "latest": True,
-                           "sourceTarget": "prod/redis-cluster"})
+    moved = parse_restore(
+        {
+            "redisClusterName": "copy",
+            "storage": {"s3": S3},
+            "latest": True,
+            "sourceTarget": "prod/redis-cluster",
+        }
+    )
     assert specmod.restore_source_target(moved, "staging") == "prod/redis-cluster"
     with pytest.raises(SpecError, match="sourceTarget: is required with a target selector"):
-        parse_restore({"target": {"selector": {"matchLabels": {"app": "r"}}},
-                       "storage": {"s3": S3}, "latest": True})
+        parse_restore(
+            {
+                "target": {"selector": {"matchLabels": {"app": "r"}}},
+                "storage": {"s3": S3},
+                "latest": True,
+            }
+        )
 
 
 def test_catalog_target_uses_the_resource_name_for_selector_targets() -> None:
@@ -301,8 +322,10 @@ def test_catalog_target_uses_the_resource_name_for_selector_targets() -> None:
             "http(s) URL",
         ),
         (
-            backup(redisClusterName=None, target={"selector": {"matchLabels": {"a": "b"}},
-                                                  "kind": "Redis"}),
+            backup(
+                redisClusterName=None,
+                target={"selector": {"matchLabels": {"a": "b"}}, "kind": "Redis"},
+            ),
             "spec.target.kind",
             "goes with target.name",
         ),
@@ -355,8 +378,12 @@ def test_restore_errors_name_the_field(spec: dict[str, Any], path: str, words: s
 
 def test_latest_false_counts_as_not_chosen() -> None:
     r = parse_restore(
-        {"redisClusterName": "r", "fromBackup": "b", "latest": False,
-         "backupId": "backup-20240101-120000"}
+        {
+            "redisClusterName": "r",
+            "fromBackup": "b",
+            "latest": False,
+            "backupId": "backup-20240101-120000",
+        }
     )
     assert r.backup == "backup-20240101-120000"
 

@@ -57,12 +57,21 @@ __all__ = [
 ]
 
 EXAMPLES = (
-    "file:///var/backups/redis, s3://my-bucket/redis, az://my-container/redis, "
-    "gs://my-bucket/redis"
+    "file:///var/backups/redis, s3://my-bucket/redis, az://my-container/redis, gs://my-bucket/redis"
 )
 _SUGGEST = {
-    "azure": "az", "wasb": "az", "wasbs": "az", "abfs": "az", "abfss": "az", "https": "az",
-    "gcs": "gs", "google": "gs", "s3a": "s3", "s3n": "s3", "aws": "s3", "minio": "s3",
+    "azure": "az",
+    "wasb": "az",
+    "wasbs": "az",
+    "abfs": "az",
+    "abfss": "az",
+    "https": "az",
+    "gcs": "gs",
+    "google": "gs",
+    "s3a": "s3",
+    "s3n": "s3",
+    "aws": "s3",
+    "minio": "s3",
 }
 _CLOUD = {"s3": "S3 bucket", "az": "Azure container", "gs": "GCS bucket"}
 
@@ -219,4 +228,3 @@ def _example(scheme: str) -> str:
         "file": "file:///var/backups/redis",
         "memory": "memory://test",
     }.get(scheme, EXAMPLES)
-

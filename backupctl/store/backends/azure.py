@@ -202,9 +202,11 @@ class AzureBackend:
     # -- Backend --------------------------------------------------------------
     def check(self) -> None:
         try:
-            pages = self._client().list_blobs(
-                name_starts_with=join_key(self.root, "") or None, results_per_page=1
-            ).by_page()
+            pages = (
+                self._client()
+                .list_blobs(name_starts_with=join_key(self.root, "") or None, results_per_page=1)
+                .by_page()
+            )
             next(pages, None)
         except Exception as err:
             raise self._error(err) from err

@@ -184,9 +184,7 @@ class ChunkReader(io.RawIOBase):
     readable file object, so every backend's ``open`` looks the same.
     ``on_close`` releases the SDK stream (returns the HTTP connection)."""
 
-    def __init__(
-        self, chunks: Iterator[bytes], on_close: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, chunks: Iterator[bytes], on_close: Callable[[], None] | None = None) -> None:
         self._chunks = chunks
         self._buf = memoryview(b"")
         self._on_close = on_close

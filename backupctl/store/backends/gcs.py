@@ -148,8 +148,11 @@ class GCSBackend:
         try:
             bucket = self._b()
             blobs = bucket.client.list_blobs(
-                bucket, prefix=join_key(self.root, "") or None, max_results=1,
-                retry=OPS_RETRY, timeout=TIMEOUT,
+                bucket,
+                prefix=join_key(self.root, "") or None,
+                max_results=1,
+                retry=OPS_RETRY,
+                timeout=TIMEOUT,
             )
             next(iter(blobs), None)
         except Exception as err:

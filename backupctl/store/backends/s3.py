@@ -132,9 +132,7 @@ class S3Backend:
         with self._lock:
             if purpose not in self._clients:
                 session = _session()
-                self._region = (
-                    os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
-                )
+                self._region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
                 self._endpoint = (
                     self._endpoint_arg
                     or os.environ.get("AWS_ENDPOINT_URL_S3")

@@ -27,22 +27,20 @@ the same code path.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any
 
 from backupctl.core.timefmt import format_time
 from backupctl.store import catalog
 from backupctl.store.backends.base import (
     Backend,
-    ObjectInfo,
-    ObjectWriter,
     PendingUpload,
     StorageError,
     put_bytes,
 )
-from backupctl.store.backends.wrappers import DryRunBackend
+from backupctl.store.backends.wrappers import DryRunBackend, ObservingBackend
 from backupctl.store.catalog import BackupEntry
 from backupctl.store.retention import Policy, PolicyError, apply_policy
 
@@ -134,44 +132,6 @@ class PruneResult:
             "aborted_uploads": [u.to_json() for u in self.aborted_uploads],
             "skipped_targets": [s.to_json() for s in self.skipped],
         }
-
-
-# --- wrappers ------------------------------------------------------------------
-
-
-class Observed:
-    """Passes everything through to ``inner`` and calls ``on_delete(key)``
-    after each delete (progress output; the SIGKILL tests pause there)."""
-
-    def __init__(self, inner: Backend, on_delete: Callable[[str], None]) -> None:
-        self.inner = inner
-        self.url = inner.url
-        self.on_delete = on_delete
-
-    def check(self) -> None:
-        self.inner.check()
-
-    def writer(self, key: str) -> ObjectWriter:
-        return self.inner.writer(key)
-
-    def open(self, key: str) -> BinaryIO:
-        return self.inner.open(key)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def stat(self, key: str) -> ObjectInfo:
-        return self.inner.stat(key)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-        self.on_delete(key)
-
-    def pending_uploads(self, prefix: str = "") -> Iterator[PendingUpload]:
-        return self.inner.pending_uploads(prefix)
-
-    def abort_upload(self, upload: PendingUpload) -> None:
-        self.inner.abort_upload(upload)
 
 
 # --- prune ---------------------------------------------------------------------
@@ -276,7 +236,7 @@ def prune(
 
     sink: Backend = DryRunBackend(backend) if dry_run else backend
     if on_delete is not None:
-        sink = Observed(sink, on_delete)
+        sink = ObservingBackend(sink, on_delete)
     result = PruneResult(store=backend.url, policy=policy, dry_run=dry_run)
     cutoff = now - incomplete_grace
     grace = _span(incomplete_grace)
@@ -444,7 +404,6 @@ __all__ = [
     "DEFAULT_INCOMPLETE_GRACE",
     "DELETING_MARKER",
     "IncompleteRow",
-    "Observed",
     "PolicyError",
     "PruneError",
     "PruneResult",

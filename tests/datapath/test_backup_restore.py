@@ -179,8 +179,8 @@ def test_backup_killed_mid_upload_is_listed_only_as_incomplete_and_restore_lates
                 "--compression",
                 "none",
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:

@@ -149,6 +149,7 @@ def _download(req: RestoreRequest, to_dir: Path) -> RestoreResult:
             node=req.node,
             prefer_aof=req.prefer_aof,
             progress=advance,
+            redis_server=req.redis_server,
         )
 
 

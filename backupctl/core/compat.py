@@ -54,6 +54,7 @@ __all__ = [
     "Release",
     "display",
     "load_problem",
+    "parse_server_version",
     "parse_version",
     "reads",
     "release",
@@ -201,16 +202,27 @@ def load_problem(
     if _loads(t, magic, rdb_version):
         return None
     what = f"{magic}{rdb_version:04d}" if magic == REDIS_MAGIC else f"{magic}{rdb_version:03d}"
-    problem = (
-        f"the backup's RDB ({what}, written by {source}) does not load in {target}, "
-        f"which reads {_readable(t)}"
-    )
+    newest = {REDIS_MAGIC: t.reads_redis, VALKEY_MAGIC: t.reads_valkey}.get(magic, 0)
+    how = f"is newer than {target} reads" if newest else f"is a format {target} does not read"
+    problem = f"the backup's RDB ({what}, written by {source}) {how} ({_readable(t)})"
     if magic == REDIS_MAGIC and rdb_version <= t.relaxed_redis:
         problem += (
-            f" ({target} loads it only with `rdb-version-check relaxed`, and only when the "
+            f"; {target} loads it only with `rdb-version-check relaxed`, and only when the "
             "data holds no hash field TTLs)"
         )
     return problem
+
+
+_SERVER_VERSION = re.compile(r"\b(Redis|Valkey|KeyDB) server v=(\d+\.\d+(?:\.\d+)?)", re.I)
+
+
+def parse_server_version(version_output: str) -> tuple[str, str] | None:
+    """``redis-server --version`` ("Redis server v=7.0.15 sha=...", "Valkey
+    server v=9.1.2 ...") -> ("redis", "7.0.15"); None when it is neither."""
+    m = _SERVER_VERSION.search(version_output or "")
+    if m is None or m.group(1).lower() not in FLAVOURS:
+        return None
+    return m.group(1).lower(), m.group(2)
 
 
 _TOOL_VERSION = re.compile(r"(redis|valkey)-check-rdb\s+(?:v=)?(\d+\.\d+(?:\.\d+)?)")

@@ -8,6 +8,7 @@ import pytest
 from backupctl.core.compat import (
     display,
     load_problem,
+    parse_server_version,
     parse_version,
     reads,
     supported,
@@ -161,3 +162,20 @@ def test_supported_and_parse() -> None:
     assert supported("valkey", "8.1.1") and supported("valkey", "9.1.2")
     assert not supported("redis", "6.2.14") and not supported("valkey", "7.2.4")
     assert parse_version("v7.4") == (7, 4) and parse_version("x") is None
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [  # `redis-server --version` / `valkey-server --version`, seen
+        (
+            "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1",
+            ("redis", "7.0.15"),
+        ),
+        ("Redis server v=8.0.2 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64", ("redis", "8.0.2")),
+        ("Valkey server v=9.1.2 sha=00000000:0 malloc=libc bits=64 build=1", ("valkey", "9.1.2")),
+        ("KeyDB server v=6.3.4", None),
+        ("bash: redis-server: not found", None),
+    ],
+)
+def test_parse_server_version(output: str, expected: tuple[str, str] | None) -> None:
+    assert parse_server_version(output) == expected

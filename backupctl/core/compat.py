@@ -208,7 +208,7 @@ def load_problem(
     if magic == REDIS_MAGIC and rdb_version <= t.relaxed_redis:
         problem += (
             f"; {target} loads it only with `rdb-version-check relaxed`, and only when the "
-            "data holds no hash field TTLs)"
+            "data holds no hash field TTLs"
         )
     return problem
 

@@ -186,13 +186,6 @@ def load_problem(
     t = release(target_flavour, target_version)
     if t is None:
         return None
-    b_mm, t_mm = parse_version(backup_version), parse_version(target_version)
-    same = backup_flavour == target_flavour and b_mm is not None and t_mm is not None
-    if same and b_mm is not None and t_mm is not None and b_mm[0] > t_mm[0]:
-        return (
-            f"the backup was taken by {source}, the target runs {target}: a newer "
-            "major version's RDB does not load in an older one"
-        )
     if magic is None or rdb_version is None:
         known = writes(backup_flavour, backup_version)
         if known is None:
@@ -200,6 +193,13 @@ def load_problem(
         magic = magic or known[0]
         rdb_version = rdb_version if rdb_version is not None else known[1]
     if _loads(t, magic, rdb_version):
+        b_mm, t_mm = parse_version(backup_version), parse_version(target_version)
+        same = backup_flavour == target_flavour and b_mm is not None and t_mm is not None
+        if same and b_mm is not None and t_mm is not None and b_mm[0] > t_mm[0]:
+            return (
+                f"the backup was taken by {source}, the target runs {target}: a newer "
+                "major version's RDB does not load in an older one"
+            )
         return None
     what = f"{magic}{rdb_version:04d}" if magic == REDIS_MAGIC else f"{magic}{rdb_version:03d}"
     newest = {REDIS_MAGIC: t.reads_redis, VALKEY_MAGIC: t.reads_valkey}.get(magic, 0)

@@ -106,7 +106,9 @@ def test_messages_name_both_sides_and_the_way_out() -> None:
     p = load_problem("redis", "8.0.2", "REDIS", 12, "valkey", "8.1.1")
     assert p is not None and "relaxed" not in p
     p = load_problem("redis", "8.0.2", "REDIS", 12, "redis", "7.0.15")
-    assert p is not None and "major" in p and "Redis 8.0.2" in p and "Redis 7.0.15" in p
+    assert p is not None and "REDIS0012" in p and "Redis 8.0.2" in p and "Redis 7.0.15" in p
+    p = load_problem("redis", "8.0.2", "REDIS", 12, "redis", "7.4.1")  # same format, older major
+    assert p is not None and "major" in p and "Redis 8.0.2" in p and "Redis 7.4.1" in p
 
 
 @pytest.mark.parametrize(

@@ -155,8 +155,8 @@ def _check_versions(nodes: list[NodeEntry], target: tuple[str, str], server_bin:
         problem = load_problem(n.flavour, n.version, n.rdb_magic, n.rdb_version, *local)
         if problem is not None:
             raise LoadError(
-                f"refused, nothing was touched: the local {server_bin} reads the backup, and "
-                f"{problem}; pass --redis-server with a server that reads it"
+                f"refused, nothing was touched: --to-redis reads the backup with the local "
+                f"{server_bin}, and {problem}; pass --redis-server with a server that reads it"
             )
     dump = writes(*local) if local is not None else None
     if local is not None and dump is not None and reads(*target, *dump) is False:

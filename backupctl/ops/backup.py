@@ -90,7 +90,7 @@ def run_backup(
         tool_version=__version__,
         redis_version=info.redis_version,
         flavour=info.flavour,
-        server_version=info.version,
+        server_version=catalog.own_version(info.version, info.redis_version),
         method=opts.method,
         compression=opts.compression,
         mode="cluster" if opts.cluster else "standalone",

@@ -101,7 +101,7 @@ def backup_node(
         redis_version=info.redis_version,
         rdb_version=header.version,
         flavour=info.flavour,
-        server_version=info.version,
+        server_version=catalog.own_version(info.version, info.redis_version),
         rdb_magic=header.magic,
         snapshot_time=format_time(snapshot_time),
         keys=keys,

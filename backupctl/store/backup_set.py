@@ -198,7 +198,7 @@ def assemble(records: Sequence[ShardRecord]) -> Manifest:
         tool_version=max((r.tool_version for r in records), key=_version_key),
         redis_version=max((r.node.redis_version for r in records), key=_version_key),
         flavour=newest.node.flavour,
-        server_version=newest.node.version,
+        server_version=newest.node.server_version,
         method=first.method,
         compression=first.compression,
         mode="cluster",

@@ -170,7 +170,7 @@ class Manifest:
                 redis_version=d["redis"]["version"],
                 mode=d["redis"].get("mode", "standalone"),
                 flavour=d["redis"].get("flavour", "redis"),
-                server_version=d["redis"].get("serverVersion", ""),
+                server_version=own_version(d["redis"].get("serverVersion"), d["redis"]["version"]),
                 method=d["method"],
                 compression=d["compression"],
                 nodes=[_node_from_json(n) for n in d["nodes"]],
@@ -222,6 +222,12 @@ def _file_to_json(f: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in f.items() if k != "parts" or v}
 
 
+def own_version(server_version: str | None, redis_version: str) -> str:
+    """The server's own version as the dataclasses hold it: "" when it is
+    ``redis_version`` (Redis), so a manifest reads back equal to what wrote it."""
+    return "" if not server_version or server_version == redis_version else str(server_version)
+
+
 def _node_from_json(n: dict[str, Any]) -> NodeEntry:
     return NodeEntry(
         name=n["name"],
@@ -231,7 +237,7 @@ def _node_from_json(n: dict[str, Any]) -> NodeEntry:
         redis_version=n["redisVersion"],
         rdb_version=n.get("rdbVersion"),
         flavour=n.get("flavour", "redis"),
-        server_version=n.get("serverVersion", ""),
+        server_version=own_version(n.get("serverVersion"), n["redisVersion"]),
         rdb_magic=n.get("rdbMagic"),
         snapshot_time=n["snapshotTime"],
         aof_enabled=bool(n.get("aofEnabled", False)),

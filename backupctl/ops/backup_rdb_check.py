@@ -191,14 +191,19 @@ class StreamChecker:
     def write(self, data: bytes) -> None:
         self._queue.put(data)
 
-    def stop(self) -> None:
+    def stop(self, *, keep_tool: bool = False) -> None:
+        """End the stream and wait for the reader; the tool, if one runs, is
+        killed unless ``keep_tool`` (a backup that failed for another reason)."""
         if not self._stopped:
             self._stopped = True
             self._queue.put(None)
             self._thread.join()
+        tool = self._stream.tool
+        if tool is not None and not keep_tool:
+            tool.__exit__(RuntimeError, None, None)  # kills it unless it was closed
 
     def close(self) -> RdbVerdict:
-        self.stop()
+        self.stop(keep_tool=True)
         tool = self._stream.tool
         if tool is None or self._verdict.problem is not None:
             if tool is not None:

@@ -109,10 +109,10 @@ class RdbSource:
 
     def check_fits(self, n: int, what: str) -> None:
         """Refuse a declared length that cannot be in the rest of the file."""
-        if n > MAX_MATERIALISED and self._limit is None:
-            return  # a stream: only skipped, never held; truncation shows at its end
-        left = None if self._limit is None else self._limit - self.offset
-        if left is not None and n > left:
+        if self._limit is None:
+            return  # a stream of unknown size: a short one shows as 'truncated' at its end
+        left = self._limit - self.offset
+        if n > left:
             raise RdbFormatError(
                 f"{what} declares {n} bytes but only {left} are left in the file", self.offset
             )

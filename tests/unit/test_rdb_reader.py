@@ -348,3 +348,24 @@ def test_the_servers_own_checker_counts_the_same(path, tmp_path):
     expires = int(re.search(r"\[info\] (\d+) expires", out).group(1))  # type: ignore[union-attr]
     report = read_rdb_file(path)
     assert (report.total_keys, sum(report.expires.values())) == (keys, expires)
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["python-lzf", "pure-python"])
+def test_lzf_decodes_and_locates_damage_with_and_without_the_c_library(accelerated, monkeypatch):
+    from backupctl.redis import lzf
+
+    if not accelerated:
+        monkeypatch.setattr(lzf, "_C_LZF", None)
+    elif lzf._C_LZF is None:
+        pytest.skip("python-lzf is not installed")
+    assert lzf.lzf_decompress(bytes([2]) + b"abc" + bytes([0xE0, 0x00, 0x02]), 12) == b"abc" * 4
+    assert lzf.lzf_decompress(bytes([1]) + b"ab" + bytes([0x20, 0x01]), 5) == b"ababa"
+    with pytest.raises(lzf.LzfError, match="before the start") as err:
+        lzf.lzf_decompress(bytes([0x20, 0x09, 0]), 5)
+    assert err.value.pos == 0
+    with pytest.raises(lzf.LzfError, match="longer than declared"):
+        lzf.lzf_decompress(bytes([2]) + b"abc" + bytes([0xE0, 0x00, 0x02]), 11)
+    with pytest.raises(lzf.LzfError, match="4 bytes, 6 declared"):
+        lzf.lzf_decompress(bytes([3]) + b"abcd", 6)
+    with pytest.raises(lzf.LzfError, match="more than LZF can expand"):
+        lzf.lzf_decompress(b"\x00a", 10_000)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from backupctl.redis.rdb_source import RdbFormatError, RdbSource, RdbVersionError
-from backupctl.redis.rdb_values import module_opcodes, value_type
+from backupctl.redis.rdb_values import ValueType, module_opcodes, value_type
 
 __all__ = [
     "LargeValue",
@@ -118,7 +118,9 @@ class _Walk:
         self.aux: dict[str, str] = {}
         self.keys: dict[int, int] = {}
         self.expires: dict[int, int] = {}
-        self.types: dict[str, int] = {}
+        self.type_counts = [0] * 256
+        self.table: list[ValueType | None] = []
+        self.version = 0
         self.largest: list[tuple[int, int, int, bytes, str]] = []  # min-heap
         self.functions = 0
         self.module_aux = 0
@@ -127,14 +129,15 @@ class _Walk:
     def run(self) -> RdbReport:
         src = self.src
         magic, version = _header(src)
-        valkey = magic == "VALKEY"
+        self.version = version
+        self.table = [value_type(t, magic == "VALKEY") for t in range(256)]
         db = 0
         expiry = False
         for _ in range(1 << 62):  # every record consumes input: bounded by the file
             at = src.offset
             op = src.u8("an opcode")
             if op < _SLOT_INFO:
-                self._key(op, at, db, expiry, version, valkey)
+                self._key(op, at, db, expiry)
                 expiry = False
             elif op == _EOF:
                 break
@@ -164,15 +167,15 @@ class _Walk:
             raise RdbFormatError("data after the end of the RDB", src.offset)
         return self._report(magic, version, checksum)
 
-    def _key(self, op: int, at: int, db: int, expiry: bool, version: int, valkey: bool) -> None:
+    def _key(self, op: int, at: int, db: int, expiry: bool) -> None:
         src = self.src
-        vtype = value_type(op, valkey)
+        vtype = self.table[op]
         if vtype is None:
             raise RdbFormatError(f"unknown value type or opcode {op}", at)
-        if vtype.since > version:
+        if vtype.since > self.version:
             raise RdbFormatError(
                 f"value type {op} ({vtype.kind} {vtype.encoding}) needs RDB {vtype.since}, "
-                f"the file is RDB {version}",
+                f"the file is RDB {self.version}",
                 at,
             )
         key = src.string("a key")
@@ -182,10 +185,11 @@ class _Walk:
         except RdbFormatError as exc:
             raise exc.located(f"key '{printable_key(key)}' ({vtype.kind})") from None
         size = src.offset - start
-        self.keys[db] = self.keys.get(db, 0) + 1
+        keys = self.keys
+        keys[db] = keys.get(db, 0) + 1
         if expiry:
             self.expires[db] = self.expires.get(db, 0) + 1
-        self.types[vtype.kind] = self.types.get(vtype.kind, 0) + 1
+        self.type_counts[op] += 1
         largest = self.largest
         if len(largest) < LARGEST_KEPT or size > largest[0][0]:
             self.seq += 1
@@ -240,6 +244,14 @@ class _Walk:
         else:
             raise RdbFormatError(f"unknown value type or opcode {op}", at)
 
+    def _types(self) -> dict[str, int]:
+        types: dict[str, int] = {}
+        for type_id, count in enumerate(self.type_counts):
+            vtype = self.table[type_id]
+            if count and vtype is not None:
+                types[vtype.kind] = types.get(vtype.kind, 0) + count
+        return dict(sorted(types.items()))
+
     def _report(self, magic: str, version: int, checksum: int | None) -> RdbReport:
         ordered = sorted(self.largest, reverse=True)
         return RdbReport(
@@ -248,7 +260,7 @@ class _Walk:
             aux=self.aux,
             keys=dict(sorted(self.keys.items())),
             expires=dict(sorted(self.expires.items())),
-            types=dict(sorted(self.types.items())),
+            types=self._types(),
             largest=tuple(
                 LargeValue(db=db, key=printable_key(key), type=kind, size=size)
                 for size, _, db, key, kind in ordered

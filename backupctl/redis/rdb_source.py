@@ -92,7 +92,7 @@ class RdbSource:
         self._drop_consumed()
         parts = [self._buf]
         have = len(self._buf)
-        for _ in range(need // _CHUNK + 2 + need // 4096):  # reads may return short
+        for _ in range(need + 1):  # every read that returns data brings a byte or more
             if have >= need:
                 break
             data = self._stream.read(min(max(_CHUNK, need - have), _MAX_READ))
@@ -109,10 +109,10 @@ class RdbSource:
 
     def check_fits(self, n: int, what: str) -> None:
         """Refuse a declared length that cannot be in the rest of the file."""
-        if n > MAX_MATERIALISED and self._limit is None:
-            return  # a stream: only skipped, never held; truncation shows at its end
-        left = None if self._limit is None else self._limit - self.offset
-        if left is not None and n > left:
+        if self._limit is None:
+            return  # a stream of unknown size: a short one shows as 'truncated' at its end
+        left = self._limit - self.offset
+        if n > left:
             raise RdbFormatError(
                 f"{what} declares {n} bytes but only {left} are left in the file", self.offset
             )
@@ -169,7 +169,7 @@ class RdbSource:
         left = n - (len(self._buf) - self._pos)
         self._pos = len(self._buf)
         self._drop_consumed()
-        for _ in range(left // _CHUNK + left // 4096 + 2):  # reads may return short
+        for _ in range(left + 1):  # every read that returns data brings a byte or more
             if left <= 0:
                 break
             data = self._stream.read(min(left, _MAX_READ))
@@ -229,6 +229,20 @@ class RdbSource:
 
     def string(self, what: str) -> bytes:
         """A whole string, integers rendered as ASCII and LZF decompressed."""
+        buf = self._buf
+        pos = self._pos
+        if pos + 2 <= len(buf):  # fast path: a short raw string wholly in the buffer
+            b = buf[pos]
+            if b < 0x40:
+                end = pos + 1 + b
+                if end <= len(buf):
+                    self._pos = end
+                    return buf[pos + 1 : end]
+            elif b < 0x80:
+                end = pos + 2 + (((b & 0x3F) << 8) | buf[pos + 1])
+                if end <= len(buf):
+                    self._pos = end
+                    return buf[pos + 2 : end]
         kind, n = self._string_header(what)
         if kind == -1:
             return self.take(n, what)
@@ -242,6 +256,20 @@ class RdbSource:
 
     def skip_string(self, what: str) -> None:
         """Pass a string without decoding it (LZF lengths are still checked)."""
+        buf = self._buf
+        pos = self._pos
+        if pos + 5 <= len(buf):  # fast path: a raw string wholly in the buffer
+            b = buf[pos]
+            end = -1
+            if b < 0x40:
+                end = pos + 1 + b
+            elif b < 0x80:
+                end = pos + 2 + (((b & 0x3F) << 8) | buf[pos + 1])
+            elif b == 0x80:
+                end = pos + 5 + int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            if 0 <= end <= len(buf):
+                self._pos = end
+                return
         kind, n = self._string_header(what)
         if kind == -1:
             self.skip(n, what)

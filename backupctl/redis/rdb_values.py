@@ -106,7 +106,7 @@ def module_opcodes(src: RdbSource, what: str) -> None:
 def _module_v1(src: RdbSource, deep: bool) -> None:
     raise RdbFormatError(
         "module value of the pre-release type 6 cannot be walked without its module",
-        src.offset - 1,
+        src.offset,
     )
 
 

@@ -90,7 +90,7 @@ def test_the_pipeline_notes_a_checker_too_old_for_the_rdb_once(
     for _ in range(2):
         with ExitStack() as stack:
             member = file_member(SAMPLES / "redis-8.0.2.rdb", "dump.rdb", "rdb")
-            stack.callback(lambda m=member: m.open().close())
+            stack.callback(member.open().close)
             members, header, checker = watch_rdb([member], check=True, timeout=60, stack=stack)
             with members[0].open() as fh:
                 while fh.read(4096):

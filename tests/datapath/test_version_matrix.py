@@ -309,6 +309,8 @@ def test_every_server_of_the_matrix_is_installed_and_reports_its_version(
     redis_factory: RedisFactory,
 ) -> None:
     """A missing server fails here, naming the bootstrap step (never a skip)."""
+    missing = [reason for s in SERVERS.values() if (reason := s.missing()) is not None]
+    assert not missing, "\n".join(missing)
     for server in SERVERS.values():
         started = redis_factory(server=server)
         info = started.info("server")

@@ -79,6 +79,17 @@ class NodeEntry:
     node_id: str | None = None  # cluster node id
     slots: list[list[int]] = field(default_factory=list)  # [[start, end], ...] inclusive
     aof_enabled: bool = False
+    #: "redis" | "valkey" (manifests before these fields: Redis)
+    flavour: str = "redis"
+    #: the server's own version (Valkey: valkey_version); "" = ``redis_version``
+    server_version: str = ""
+    #: the RDB header's magic, "REDIS" or "VALKEY"; None when not recorded
+    rdb_magic: str | None = None
+
+    @property
+    def version(self) -> str:
+        """The server's own version (``valkey_version`` for Valkey)."""
+        return self.server_version or self.redis_version
 
     @property
     def rdb_file(self) -> FileEntry | None:
@@ -97,6 +108,13 @@ class Manifest:
     nodes: list[NodeEntry]
     mode: str = "standalone"  # "standalone" | "cluster"
     format: str = MANIFEST_FORMAT
+    flavour: str = "redis"  # "redis" | "valkey"
+    server_version: str = ""  # the server's own version; "" = redis_version
+
+    @property
+    def version(self) -> str:
+        """The server's own version (``valkey_version`` for Valkey)."""
+        return self.server_version or self.redis_version
 
     @property
     def keys(self) -> int:
@@ -123,7 +141,12 @@ class Manifest:
             "target": d.pop("target"),
             "created": d.pop("created"),
             "tool": {"name": "backupctl", "version": d.pop("tool_version")},
-            "redis": {"version": d.pop("redis_version"), "mode": d.pop("mode")},
+            "redis": {
+                "version": d.pop("redis_version"),
+                "mode": d.pop("mode"),
+                "flavour": d.pop("flavour"),
+                "serverVersion": d.pop("server_version") or self.redis_version,
+            },
             "method": d.pop("method"),
             "compression": d.pop("compression"),
             "keys": self.keys,
@@ -146,6 +169,8 @@ class Manifest:
                 tool_version=d["tool"]["version"],
                 redis_version=d["redis"]["version"],
                 mode=d["redis"].get("mode", "standalone"),
+                flavour=d["redis"].get("flavour", "redis"),
+                server_version=d["redis"].get("serverVersion", ""),
                 method=d["method"],
                 compression=d["compression"],
                 nodes=[_node_from_json(n) for n in d["nodes"]],
@@ -180,7 +205,10 @@ def _node_to_json(n: dict[str, Any]) -> dict[str, Any]:
         "role": n["role"],
         "nodeId": n["node_id"],
         "slots": n["slots"],
+        "flavour": n["flavour"],
+        "serverVersion": n["server_version"] or n["redis_version"],
         "redisVersion": n["redis_version"],
+        "rdbMagic": n["rdb_magic"],
         "rdbVersion": n["rdb_version"],
         "snapshotTime": n["snapshot_time"],
         "aofEnabled": n["aof_enabled"],
@@ -202,6 +230,9 @@ def _node_from_json(n: dict[str, Any]) -> NodeEntry:
         slots=[list(map(int, r)) for r in n.get("slots", [])],
         redis_version=n["redisVersion"],
         rdb_version=n.get("rdbVersion"),
+        flavour=n.get("flavour", "redis"),
+        server_version=n.get("serverVersion", ""),
+        rdb_magic=n.get("rdbMagic"),
         snapshot_time=n["snapshotTime"],
         aof_enabled=bool(n.get("aofEnabled", False)),
         keys=int(n["keys"]),

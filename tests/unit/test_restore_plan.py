@@ -36,7 +36,6 @@ from backupctl.controller.restore.model import (
 from backupctl.controller.restore.plan import plan
 from backupctl.controller.spec import parse_restore
 from backupctl.controller.spec_fields import SpecError
-from backupctl.core.versions import version_problem
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 NS = "redis"
@@ -566,22 +565,6 @@ def test_pods_that_never_come_back_time_out() -> None:
 
 
 # --- small pure pieces ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("backup", "rdb", "target", "ok"),
-    [
-        ("7.0.15", 10, "7.0.11", True),
-        ("7.2.4", 11, "7.0.15", False),
-        ("7.4.1", 12, "7.2.5", False),
-        ("6.2.14", 9, "7.4.0", True),
-        ("8.0.2", 12, "7.4.0", False),
-        ("7.4.0", 12, "8.2.1", True),
-        ("unknown", None, "7.0.0", True),
-    ],
-)
-def test_version_problem(backup: str, rdb: int | None, target: str, ok: bool) -> None:
-    assert (version_problem(backup, rdb, target) is None) == ok
 
 
 def test_target_key_and_job_names() -> None:

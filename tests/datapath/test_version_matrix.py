@@ -298,7 +298,7 @@ def test_a_backup_restores_into_another_version_or_is_refused_before_anything_is
     (data / "marker").write_text("the target's own data\n")
     # --redis-server: the server that will load the folder, so a refusal can come first
     to_dir = cli("restore", store, "latest", "--to-dir", data, "--appendonly", "no",
-                 *([] if loads else ["--redis-server", target_server]), check=False)  # fmt: skip
+                 "--redis-server", target_server, check=False)  # fmt: skip
     target = redis_factory(server=target_id)
     target.client().set("kept", "1")
     to_redis = cli("restore", store, "latest", "--to-redis", target.url, "--flush",
@@ -315,6 +315,26 @@ def test_a_backup_restores_into_another_version_or_is_refused_before_anything_is
         assert src.flavour in line.lower() and dst.flavour in line.lower()
     assert sorted(p.name for p in data.iterdir()) == ["marker"]  # nothing staged or moved
     assert target.client().get("kept") == "1" and target.dbsize() == 1  # not flushed
+
+
+def test_to_redis_refuses_a_backup_the_local_reading_server_cannot_load_and_flushes_nothing(
+    redis_factory: RedisFactory, tools_env: ToolsEnv, tmp_path: Path
+) -> None:
+    """A Redis 8.0 backup, a Redis 8.0 target, but only Debian 12's redis-server 7.0 on
+    PATH to read the backup with: refused up front, naming both, the target untouched."""
+    source = redis_factory(server="redis-8.0")
+    fill(source)
+    store = tmp_path / "store"
+    backup(source, store)
+    target = redis_factory(server="redis-8.0")
+    target.client().set("kept", "1")
+    refused = cli("restore", store, "latest", "--to-redis", target.url, "--flush", check=False)
+    assert_one_clear_error(refused, "8.0.2", "7.0.15")
+    assert target.client().get("kept") == "1" and target.dbsize() == 1
+    # The same with a reading server that loads it, named by --redis-server.
+    reader = str(Path(tools_env("redis-8.0")["PATH"].split(os.pathsep)[0]) / "redis-server")
+    cli("restore", store, "latest", "--to-redis", target.url, "--flush", "--redis-server", reader)
+    assert state(target) == state(source)
 
 
 def test_every_server_of_the_matrix_is_installed_and_reports_its_version(

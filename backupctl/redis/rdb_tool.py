@@ -1,5 +1,5 @@
-"""``redis-check-rdb``: Redis' own RDB parser as a second opinion, on a file
-or on a pipe while the RDB streams into the archive.
+"""``redis-check-rdb``: Redis' own RDB parser as a second opinion on a file
+(``verify`` and every restore), or on a pipe.
 
 Why a module of its own: backupctl's own reader
 (:mod:`backupctl.redis.rdb_reader`) decides whether an RDB is valid; the

@@ -36,8 +36,10 @@ Sources, per row (``RELEASES``):
   DIGEST); Valkey 8.1.1 refused it either way. ``redis-check-rdb`` 7.0.15
   calls RDB 11, 12 and VALKEY080 errors; ``valkey-check-rdb`` 8.1.1 accepts
   10 and 11; ``redis-check-rdb`` 8.0.2 accepts 10, 11, 12.
-  Over replication (``--method replication``: a PSYNC without announcing a
-  newer format) Valkey 9.1.2 sent ``REDIS0011``, not ``VALKEY080``: the
+  Over replication Valkey 9.1.2 writes the format of the version the replica
+  announces (``REPLCONF version``); without one it sent ``REDIS0011`` and
+  failed the sync on a key that needs ``VALKEY080`` ("Can't store key (db 0)
+  in RDB version 11"), so backupctl announces the server's own version. The
   manifest records the header actually read, never the table's guess.
   ``redis-check-rdb --version`` prints ``redis-check-rdb 7.0.15`` (7.0) or
   ``redis-check-rdb v=8.0.2 sha=...`` (8.x; Valkey: ``valkey-check-rdb

@@ -224,7 +224,14 @@ def _replication_members(
     if opts.compression != "none" and not opts.keep_rdbcompression:
         pause.start()
         stack.callback(_restore_rdbcompression, pause)
-    dump = stack.enter_context(replication_rdb(spec, timeout=opts.timeout, on_fork=pause.restore))
+    # Valkey writes for a replica the format of the version it announces: ours
+    # is the server's own, so the stream is the RDB its BGSAVE would write.
+    announce = info.version if info.flavour == "valkey" else None
+    dump = stack.enter_context(
+        replication_rdb(
+            spec, timeout=opts.timeout, on_fork=pause.restore, announce_version=announce
+        )
+    )
     _restore_rdbcompression(pause)  # the child exists by now (on_fork ran)
     snapshot_time = now()
     member = Member(name=info.dbfilename, size=dump.size, kind="rdb", open=lambda: dump.stream)

@@ -88,8 +88,9 @@ class NodeEntry:
 
     @property
     def version(self) -> str:
-        """The server's own version (``valkey_version`` for Valkey)."""
-        return self.server_version or self.redis_version
+        """The server's own version (``valkey_version`` for Valkey; for Redis
+        ``redis_version``, the field restores have always read)."""
+        return (self.flavour != "redis" and self.server_version) or self.redis_version
 
     @property
     def rdb_file(self) -> FileEntry | None:
@@ -113,8 +114,8 @@ class Manifest:
 
     @property
     def version(self) -> str:
-        """The server's own version (``valkey_version`` for Valkey)."""
-        return self.server_version or self.redis_version
+        """The server's own version (``valkey_version`` for Valkey, else ``redis_version``)."""
+        return (self.flavour != "redis" and self.server_version) or self.redis_version
 
     @property
     def keys(self) -> int:

@@ -130,15 +130,14 @@ def _accept_server(
             f"pod {pod['name']}: CONFIG is disabled or renamed, so Redis cannot be kept "
             "from overwriting the restored files while it runs (in-place route)",
         )
+    flavour = str(source.get("flavour") or resolved.get("flavour") or "redis")
+    own = source.get("serverVersion") or resolved.get("serverVersion")
+    version = (own if flavour != "redis" else None) or (
+        source.get("redisVersion") or resolved.get("redisVersion") or ""
+    )
     problem = load_problem(
-        str(source.get("flavour") or resolved.get("flavour") or "redis"),
-        str(
-            source.get("serverVersion")
-            or source.get("redisVersion")
-            or resolved.get("serverVersion")
-            or resolved.get("redisVersion")
-            or ""
-        ),
+        flavour,
+        str(version),
         source.get("rdbMagic"),
         source.get("rdbVersion"),
         str(server.get("flavour") or "redis"),

@@ -1,13 +1,34 @@
 # One image for the controller (`backupctl operator`) and for the Jobs it
 # creates (`backupctl run`, `prune`, `restore`).
 #   docker build -t backupctl:0.1.0 .
+
+# The newest supported Redis, for its redis-server and redis-check-rdb.
+# Why: bookworm's redis-tools is Redis 7.0.15, whose redis-check-rdb reads RDB
+# 10 at most and calls every snapshot of Redis 7.2+ (RDB 11/12) corrupt, and
+# whose redis-server cannot read them for `restore --to-redis`. backupctl
+# checks every RDB with its own reader (backupctl/redis/rdb_reader.py) and asks
+# redis-check-rdb only when it reads that version (backupctl/core/compat.py),
+# so an older tool costs only the second opinion; this one gives it for every
+# Redis 7.0-8.x snapshot and Valkey 8's (REDIS0011), not for Valkey 9's
+# VALKEY080. The official image is Debian bookworm, like the base below, so
+# its binary finds the same glibc and OpenSSL. Pinned by digest (the
+# multi-arch index of redis:8.0.2), so a rebuild gets the same bytes; the suite
+# runs Redis 8.0.2 (see tests/datapath/test_version_matrix.py).
+FROM redis:8.0.2@sha256:b43d2dcbbdb1f9e1582e3a0f37e53bf79038522ccffb56a25858969d7a9b6c11 AS redis
+
 FROM python:3.11-slim-bookworm
 
-# redis-tools: redis-check-rdb / redis-check-aof to check archives;
-# tzdata: schedules in any IANA time zone.
+# tzdata: schedules in any IANA time zone. No redis-tools: see above.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends redis-tools tzdata \
+    && apt-get install -y --no-install-recommends tzdata \
     && rm -rf /var/lib/apt/lists/*
+
+# redis-check-rdb is redis-server under another name (argv[0] picks the mode),
+# as in the official image. `--version` fails the build if a library is missing.
+COPY --from=redis /usr/local/bin/redis-server /usr/local/bin/redis-server
+RUN ln -s redis-server /usr/local/bin/redis-check-rdb \
+    && redis-server --version \
+    && redis-check-rdb --version
 
 # The uid the manifests expect (runAsUser: 10001). Restore Jobs may run as the
 # Redis pod's uid instead, so nothing in the image depends on this one.

@@ -12,6 +12,7 @@ import typer
 
 from backupctl.cli.options import JsonOpt, PasswordFileOpt, TermLogOpt, redis_spec
 from backupctl.cli.output import CommandResult, report, user_errors
+from backupctl.core.compat import display
 from backupctl.redis.live import NodeState, check_nodes, quiesce, restored_keys, resume
 
 RedisUrlsOpt = Annotated[
@@ -69,8 +70,8 @@ class Checked(CommandResult):
     def print_text(self) -> None:
         for n in self.nodes:
             typer.echo(
-                f"{n.redis}: Redis {n.version} {n.role}, {n.keys} keys"
-                + (f", loaded {n.loaded}" if n.loaded is not None else "")
+                f"{n.redis}: {display(n.flavour, n.server_version or n.version)} {n.role}, "
+                f"{n.keys} keys" + (f", loaded {n.loaded}" if n.loaded is not None else "")
             )
 
 

@@ -97,6 +97,16 @@ TmpDirOpt = Annotated[
         "--tmp-dir", help="With --to-redis: where to unpack temporarily (default: system temp)."
     ),
 ]
+RedisServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-server",
+        help="The redis-server (or valkey-server) binary: with --to-dir, the one that will "
+        "load DIR (a backup it cannot load is refused before DIR is touched); with --to-redis, "
+        "the one that reads the backup locally (default: redis-server on PATH).",
+        show_default=False,
+    ),
+]
 StageOnlyOpt = Annotated[
     bool,
     typer.Option(
@@ -169,6 +179,7 @@ def restore(
     flush: FlushOpt = False,
     password_file: PasswordFileOpt = None,
     tmp_dir: TmpDirOpt = None,
+    redis_server: RedisServerOpt = None,
     stage_only: StageOnlyOpt = False,
     swap: SwapOpt = False,
     discard_staged: DiscardStagedOpt = False,
@@ -200,7 +211,7 @@ def restore(
         termination_log=termination_log, to_dir=to_dir, to_redis=to_redis, to_cluster=to_cluster,
         appendonly=appendonly, node=node, prefer_aof=prefer_aof, stage_only=stage_only, swap=swap,
         discard_staged=discard_staged, flush=flush, tmp_dir=tmp_dir, password_file=password_file,
-        restart=restart, verify_only=verify_only, timeout=timeout,
+        restart=restart, verify_only=verify_only, timeout=timeout, redis_server=redis_server,
     )  # fmt: skip
     if dry_run or mode is None:  # mode_of allows no destination only with --dry-run
         restore_dry_run(req)

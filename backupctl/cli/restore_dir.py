@@ -20,6 +20,7 @@ from backupctl.cli.output import (
     user_errors,
 )
 from backupctl.cli.restore_modes import RestoreRequest
+from backupctl.core.compat import display
 from backupctl.ops.restore_dir import (
     RestoreError,
     RestoreResult,
@@ -87,6 +88,8 @@ class WouldRestore(CommandResult):
             "dryRun": True,
             **backup_summary(m),
             "redisVersion": m.redis_version,
+            "flavour": m.flavour,
+            "serverVersion": m.version,
             "mode": m.mode,
             "nodes": [
                 {
@@ -94,6 +97,9 @@ class WouldRestore(CommandResult):
                     "role": n.role,
                     "keys": n.keys,
                     "redisVersion": n.redis_version,
+                    "flavour": n.flavour,
+                    "serverVersion": n.version,
+                    "rdbMagic": n.rdb_magic,
                     "rdbVersion": n.rdb_version,
                     "aofEnabled": n.aof_enabled,
                     "nodeId": n.node_id,
@@ -106,7 +112,7 @@ class WouldRestore(CommandResult):
     def print_text(self) -> None:
         m = self.manifest
         typer.echo(
-            f"would restore {m.id} of {m.target} ({m.keys} keys, Redis {m.redis_version}, "
+            f"would restore {m.id} of {m.target} ({m.keys} keys, {display(m.flavour, m.version)}, "
             f"{len(m.nodes)} node(s): {', '.join(n.name for n in m.nodes)})"
         )
 
@@ -143,6 +149,7 @@ def _download(req: RestoreRequest, to_dir: Path) -> RestoreResult:
             node=req.node,
             prefer_aof=req.prefer_aof,
             progress=advance,
+            redis_server=req.redis_server,
         )
 
 

@@ -179,7 +179,7 @@ def restore_into_redis(req: RestoreRequest) -> None:
         with backup_progress("download", entry, not req.as_json) as advance:
             result = restore_to_redis(
                 store, entry, spec, flush=req.flush, node=req.node, tmp_dir=req.tmp_dir,
-                progress=advance,
+                redis_server=req.redis_server, progress=advance,
             )  # fmt: skip
         report(Loaded(result), as_json=req.as_json, termination_log=req.termination_log)
 

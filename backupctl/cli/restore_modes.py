@@ -34,6 +34,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--appendonly": (DIR, CLUSTER),
     "--flush": (REDIS,),
     "--tmp-dir": (REDIS,),
+    "--redis-server": (DIR, REDIS),
     "--password-file": (REDIS, CLUSTER),
     "--restart": (CLUSTER,),
     "--verify-only": (CLUSTER,),
@@ -103,6 +104,7 @@ class RestoreRequest:
     # --to-redis (and --to-cluster: password_file)
     flush: bool = False
     tmp_dir: Path | None = None
+    redis_server: str | None = None  # also --to-dir: the server that will load DIR
     password_file: Path | None = None
     # --to-cluster
     restart: bool = False

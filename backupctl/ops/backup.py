@@ -89,6 +89,8 @@ def run_backup(
         created=max(e.snapshot_time for e in entries),
         tool_version=__version__,
         redis_version=info.redis_version,
+        flavour=info.flavour,
+        server_version=catalog.own_version(info.version, info.redis_version),
         method=opts.method,
         compression=opts.compression,
         mode="cluster" if opts.cluster else "standalone",

@@ -7,7 +7,8 @@ server, one shard of a cluster set, or every shard in parallel
 method -- BGSAVE and the files on the node's disk (RDB, plus the AOF
 directory held open against rewrites), or the RDB streamed over replication
 -- and returns the :class:`~backupctl.store.catalog.NodeEntry` the manifest
-records; the archive is committed only once redis-check-rdb accepted it.
+records; the archive is committed only once backupctl's RDB reader (and
+redis-check-rdb, when it reads that version) accepted it.
 """
 
 from __future__ import annotations
@@ -86,20 +87,22 @@ def backup_node(
             )
             keys = info.keys
             if checker is not None:
-                ok, counted = checker.close()
-                if not ok:
+                verdict = checker.close()
+                if verdict.problem is not None:
                     raise BackupError(
-                        f"the RDB snapshot failed redis-check-rdb, so it was not kept: "
-                        f"{checker.summary.splitlines()[-1] if checker.summary else 'no output'}"
+                        f"the RDB snapshot is not valid, so it was not kept: {verdict.problem}"
                     )
-                if counted is not None:
-                    keys = counted
+                if verdict.keys is not None:
+                    keys = verdict.keys
             w.commit()
     return NodeEntry(
         name=node_name,
         role=info.role,
         redis_version=info.redis_version,
         rdb_version=header.version,
+        flavour=info.flavour,
+        server_version=catalog.own_version(info.version, info.redis_version),
+        rdb_magic=header.magic,
         snapshot_time=format_time(snapshot_time),
         keys=keys,
         aof_enabled=info.appendonly,
@@ -221,7 +224,14 @@ def _replication_members(
     if opts.compression != "none" and not opts.keep_rdbcompression:
         pause.start()
         stack.callback(_restore_rdbcompression, pause)
-    dump = stack.enter_context(replication_rdb(spec, timeout=opts.timeout, on_fork=pause.restore))
+    # Valkey writes for a replica the format of the version it announces: ours
+    # is the server's own, so the stream is the RDB its BGSAVE would write.
+    announce = info.version if info.flavour == "valkey" else None
+    dump = stack.enter_context(
+        replication_rdb(
+            spec, timeout=opts.timeout, on_fork=pause.restore, announce_version=announce
+        )
+    )
     _restore_rdbcompression(pause)  # the child exists by now (on_fork ran)
     snapshot_time = now()
     member = Member(name=info.dbfilename, size=dump.size, kind="rdb", open=lambda: dump.stream)

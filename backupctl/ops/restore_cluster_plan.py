@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from backupctl.core.compat import load_problem
 from backupctl.core.slots import CLUSTER_SLOTS, Ranges, format_slots, normalize_slots, slot_count
-from backupctl.core.versions import version_problem
 from backupctl.ops.restore_dir import APPENDONLY_MODES, RestoreError
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.cluster import ClusterNode, Shard, cluster_info, cluster_myid, cluster_shards
@@ -225,8 +225,9 @@ def _member(match: ShardMatch, node: ClusterNode, seed: ConnectionSpec) -> Membe
                 f"{where}: cannot read its data directory (CONFIG GET dir: "
                 f"{'; '.join(info.missing)}); --to-cluster needs CONFIG GET/SET on every node"
             )
-        problem = version_problem(
-            match.backup.redis_version, match.backup.rdb_version, info.redis_version
+        b = match.backup
+        problem = load_problem(
+            b.flavour, b.version, b.rdb_magic, b.rdb_version, info.flavour, info.version
         )
         if problem is not None:
             raise RestoreError(f"{where}: {problem}")

@@ -4,7 +4,9 @@ Safety order (the reason this module exists rather than ``tar x``):
 
 1. download every archive byte into a hidden staging folder *inside* DIR
    (same filesystem, so the final moves are renames), checking each file's
-   sha256, the archive's sha256, and the RDB itself;
+   sha256, the archive's sha256, and the RDB itself (backupctl's reader walks
+   every value to the CRC64 trailer; ``redis-check-rdb`` too when it reads
+   that version);
 2. only then move the files Redis would load (``dump.rdb``, the AOF folder)
    into a dated ``.backupctl-previous-<time>`` folder of DIR;
 3. rename the staged files into place.
@@ -40,9 +42,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from backupctl.core.compat import load_problem
 from backupctl.core.datadir import PREVIOUS_PREFIX, STAGING_PREFIX
-from backupctl.redis.rdb import rdb_trailer_ok
-from backupctl.redis.rdb_tool import RdbStreamChecker, check_rdb
+from backupctl.redis.local_server import server_version
+from backupctl.redis.rdb_reader import RdbFormatError, RdbReport, read_rdb_file
+from backupctl.redis.rdb_tool import check_rdb, second_opinion
 from backupctl.store import catalog
 from backupctl.store.archive import COPY_CHUNK, ArchiveError, Progress, extract_verified
 from backupctl.store.backends.base import Backend
@@ -137,19 +141,36 @@ def copy_node_files(node: NodeEntry, source: Path, dest: Path) -> None:
             )
 
 
-def check_rdb_file(path: Path) -> None:
-    """Header + CRC64 trailer in Python, then ``redis-check-rdb`` when installed."""
+def check_rdb_file(path: Path) -> RdbReport:
+    """Walk the whole RDB with backupctl's reader (every value, to the CRC64
+    trailer); then ``redis-check-rdb`` as a second opinion when it reads that
+    magic and version (else one note on stderr). :class:`ArchiveError` naming
+    the offset of the first problem."""
     try:
-        ok = rdb_trailer_ok(str(path))
-    except ValueError as e:
-        raise ArchiveError(f"{path.name}: not a valid RDB file: {e}") from e
-    if not ok:
-        raise ArchiveError(f"{path.name}: RDB checksum (CRC64) does not match: the RDB is corrupt")
-    if not RdbStreamChecker.available():
-        return  # check_rdb would only repeat the trailer check above
-    ok, tail = check_rdb(str(path))
-    if not ok:
-        raise ArchiveError(f"{path.name}: redis-check-rdb rejects it: {tail}")
+        report = read_rdb_file(path, deep=True)
+    except RdbFormatError as e:
+        raise ArchiveError(f"{path.name}: the RDB is corrupt: {e}") from e
+    except OSError as e:
+        raise ArchiveError(f"{path.name}: cannot read the RDB: {e}") from e
+    if second_opinion(report.magic, report.version):
+        ok, tail = check_rdb(str(path))
+        if not ok:
+            raise ArchiveError(f"{path.name}: redis-check-rdb rejects it: {tail}")
+    return report
+
+
+def refuse_unloadable(node: NodeEntry, redis_server: str) -> None:
+    """:class:`RestoreError` (nothing touched yet) when the server binary
+    ``redis_server`` cannot load ``node``'s RDB, both sides named."""
+    server = server_version(redis_server)
+    if server is None:
+        raise RestoreError(
+            f"{redis_server} --version does not say which Redis or Valkey it is: pass the "
+            "path of the redis-server (or valkey-server) that will load DIR"
+        )
+    problem = load_problem(node.flavour, node.version, node.rdb_magic, node.rdb_version, *server)
+    if problem is not None:
+        raise RestoreError(f"refused, nothing was touched: {problem}")
 
 
 def restore_to_dir(
@@ -165,11 +186,14 @@ def restore_to_dir(
     aof_filename: str = "appendonly.aof",
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     progress: Progress | None = None,
+    redis_server: str | None = None,
 ) -> RestoreResult:
+    """Stage, then swap in (see the module docstring). With ``redis_server``
+    (the binary that will load DIR) a backup it cannot load is refused first."""
     staging = to_dir / f"{STAGING_PREFIX}{entry.id}-{os.getpid()}"
     plan = _stage(
         store, entry, to_dir, staging, appendonly, node, prefer_aof, dbfilename,
-        aof_dirname, aof_filename, progress,
+        aof_dirname, aof_filename, progress, redis_server=redis_server,
     )  # fmt: skip
     # Point of no return: everything is verified and on the same filesystem.
     plan["previous"] = _previous_name(to_dir, now)
@@ -189,6 +213,7 @@ def stage_to_dir(
     aof_filename: str = "appendonly.aof",
     progress: Progress | None = None,
     source: Path | None = None,
+    redis_server: str | None = None,
 ) -> RestoreResult:
     """Download and verify into ``DIR/.backupctl-staging-<id>/`` and stop
     there: the files Redis loads are not touched (Redis may keep running).
@@ -202,7 +227,7 @@ def stage_to_dir(
     staging = staged_dir(to_dir, entry.id)
     plan = _stage(
         store, entry, to_dir, staging, appendonly, node, prefer_aof, dbfilename,
-        aof_dirname, aof_filename, progress, source,
+        aof_dirname, aof_filename, progress, source, redis_server=redis_server,
     )  # fmt: skip
     _write_json(staging / STAGED_MARKER, plan)  # last: the staged copy is complete
     _fsync_dir(to_dir)
@@ -266,6 +291,8 @@ def _stage(
     aof_filename: str,
     progress: Progress | None,
     source: Path | None = None,
+    *,
+    redis_server: str | None = None,
 ) -> dict[str, Any]:
     """Download + verify into ``staging``; return the swap plan (JSON-able):
     ``files`` maps names in DIR to paths inside ``staging``, ``aside`` lists
@@ -279,6 +306,8 @@ def _stage(
     rdb = n.rdb_file
     if rdb is None:
         raise RestoreError(f"backup {manifest.id} node {n.name} has no RDB file")
+    if redis_server is not None:
+        refuse_unloadable(n, redis_server)
     to_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()

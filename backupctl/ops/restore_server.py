@@ -3,7 +3,9 @@
 For a Redis whose disk we cannot (or should not) touch: a managed service,
 a server on another host, a server that must stay up, a Redis Cluster. How:
 
-1. check the target first, so a refusal costs no download: a standalone
+1. check the target first, so a refusal costs no download: a backup that
+   the target or the local ``redis-server`` cannot load is refused, both
+   sides named (:func:`backupctl.core.compat.load_problem`); a standalone
    primary (reachable, password right, empty unless ``flush``), or, for a
    cluster-enabled node, every master of its cluster (each reachable, a master
    with ``cluster_state:ok``, all 16384 slots served, each empty unless
@@ -44,10 +46,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backupctl.core.compat import display, load_problem, reads, writes
 from backupctl.ops.restore_dir import download_node, pick_node
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.load import LoadError, Target, open_target
-from backupctl.redis.local_server import LocalDatabase, LocalServer, local_server
+from backupctl.redis.local_server import (
+    LocalDatabase,
+    LocalServer,
+    local_server,
+    server_version,
+)
 from backupctl.store.archive import Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
@@ -102,6 +110,7 @@ def restore_to_redis(
 
     with open_target(target, flush=flush, timeout=timeout) as dest:
         nodes = _source_nodes(manifest, node, dest.cluster)
+        _check_versions(nodes, dest.server, server_bin)
         with tempfile.TemporaryDirectory(prefix="backupctl-load-", dir=tmp_dir) as tmp:
             rdbs: list[Path] = []
             for i, n in enumerate(nodes):  # every archive verified before anything is written
@@ -130,6 +139,32 @@ def restore_to_redis(
         flushed=flush,
         cluster=dest.cluster,
     )
+
+
+def _check_versions(nodes: list[NodeEntry], target: tuple[str, str], server_bin: str) -> None:
+    """Refuse, before anything is downloaded or written, a backup that the
+    local server cannot read, or whose keys (DUMP payloads of the local
+    server's RDB version) the target cannot take; both sides named."""
+    local = server_version(server_bin)
+    for n in nodes:
+        problem = load_problem(n.flavour, n.version, n.rdb_magic, n.rdb_version, *target)
+        if problem is not None:
+            raise LoadError(f"refused, nothing was touched: {problem}")
+        if local is None:
+            continue
+        problem = load_problem(n.flavour, n.version, n.rdb_magic, n.rdb_version, *local)
+        if problem is not None:
+            raise LoadError(
+                f"refused, nothing was touched: --to-redis reads the backup with the local "
+                f"{server_bin}, and {problem}; pass --redis-server with a server that reads it"
+            )
+    dump = writes(*local) if local is not None else None
+    if local is not None and dump is not None and reads(*target, *dump) is False:
+        raise LoadError(
+            f"refused, nothing was touched: keys are copied as DUMP payloads in the format "
+            f"of the local {display(*local)} (RDB {dump[1]}), which {display(*target)} does "
+            "not read; pass --redis-server with a server no newer than the target"
+        )
 
 
 def _source_nodes(manifest: Manifest, node: str | None, cluster: bool) -> list[NodeEntry]:

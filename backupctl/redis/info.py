@@ -37,6 +37,7 @@ __all__ = [
     "node_info",
     "parse_info",
     "read_info",
+    "server_flavour",
 ]
 
 
@@ -103,6 +104,15 @@ class NodeInfo:
     rdb_saves: int | None = None  # Redis >= 7.0
     rdb_last_bgsave_status: str = "ok"
     missing: tuple[str, ...] = ()
+    #: "redis" or "valkey" (INFO ``server_name:valkey`` / ``valkey_version``)
+    flavour: str = "redis"
+    #: the server's own version: ``valkey_version`` on Valkey (whose
+    #: ``redis_version`` is a compatibility level, 7.2.4), else ``redis_version``
+    server_version: str = ""
+
+    @property
+    def version(self) -> str:
+        return self.server_version or self.redis_version
 
     @property
     def major_version(self) -> int:
@@ -180,6 +190,7 @@ def node_info(client: redis.Redis) -> NodeInfo:
         if re.fullmatch(r"db\d+", k) and isinstance(v, dict)
     )
     role = as_text(info.get("role", "master"))
+    flavour, server_version = server_flavour(info)
     return NodeInfo(
         redis_version=version,
         role="replica" if role in ("slave", "replica") else role,
@@ -196,7 +207,19 @@ def node_info(client: redis.Redis) -> NodeInfo:
         rdb_saves=int_field(info, "rdb_saves") if "rdb_saves" in info else None,
         rdb_last_bgsave_status=as_text(info.get("rdb_last_bgsave_status", "ok")),
         missing=tuple(missing),
+        flavour=flavour,
+        server_version=server_version,
     )
+
+
+def server_flavour(info: Mapping[str, Any]) -> tuple[str, str]:
+    """("valkey", valkey_version) or ("redis", redis_version) from INFO server.
+    Valkey 8 and 9 say ``server_name:valkey`` and ``valkey_version:9.1.2``, and
+    ``redis_version:7.2.4`` for clients that check it; Redis says neither."""
+    valkey = as_text(info.get("valkey_version", "") or "")
+    if valkey or as_text(info.get("server_name", "") or "").lower() == "valkey":
+        return "valkey", valkey or as_text(info.get("redis_version", "0"))
+    return "redis", as_text(info.get("redis_version", "0"))
 
 
 def config_value(client: redis.Redis, name: str, default: str) -> str:

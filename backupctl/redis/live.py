@@ -84,6 +84,10 @@ class NodeState:
     node_id: str | None = None
     cluster_state: str | None = None
     slots: list[list[int]] | None = None
+    #: "redis" or "valkey", and the server's own version (``version`` is its
+    #: ``redis_version``: 7.2.4 on every Valkey 8 and 9)
+    flavour: str = "redis"
+    server_version: str = ""
 
     def json(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +159,8 @@ def _node_state(spec: ConnectionSpec) -> NodeState:
             node_id=node_id,
             cluster_state=cluster_state,
             slots=slots,
+            flavour=info.flavour,
+            server_version=info.version,
         )
     except redis.RedisError as e:
         raise RedisNodeError(f"{spec.display}: {e}") from None

@@ -52,6 +52,7 @@ class Target(Protocol):
 
     display: str  # host:port as given, for messages and results
     cluster: bool
+    server: tuple[str, str]  # (flavour, version) of the node given
     databases: int  # how many databases the local reader may need (>= 16)
 
     def flush(self) -> None:
@@ -84,6 +85,7 @@ def open_target(spec: ConnectionSpec, *, flush: bool, timeout: float) -> Iterato
             if info.cluster_enabled
             else Server(spec, client, info, flush=flush, timeout=timeout)
         )
+        target.server = (info.flavour, info.version)
     finally:
         client.close()
     try:
@@ -185,6 +187,7 @@ class Server:
     """A standalone primary."""
 
     cluster = False
+    server = ("redis", "")
 
     def __init__(
         self,
@@ -263,6 +266,7 @@ class Cluster:
     """Every master of a Redis Cluster, keys routed by slot."""
 
     cluster = True
+    server = ("redis", "")
 
     def __init__(
         self, spec: ConnectionSpec, client: redis.Redis, *, flush: bool, timeout: float

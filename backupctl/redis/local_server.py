@@ -26,10 +26,11 @@ from typing import Any
 
 import redis
 
+from backupctl.core.compat import parse_server_version
 from backupctl.redis.connection import as_text, exec_command
 from backupctl.redis.load import Item, LoadError, select_db
 
-__all__ = ["LocalDatabase", "LocalServer", "local_server"]
+__all__ = ["LocalDatabase", "LocalServer", "local_server", "server_version"]
 
 #: Longest unix socket path Linux accepts (sun_path is 108 bytes with the NUL).
 _MAX_SOCKET_PATH = 100
@@ -183,6 +184,23 @@ def _wait_loaded(
         if time.monotonic() > deadline:
             raise LoadError(f"the local redis-server did not load the backup within {timeout:g} s")
         time.sleep(0.05)
+
+
+def server_version(server_bin: str) -> tuple[str, str] | None:
+    """(flavour, version) of the ``redis-server`` / ``valkey-server`` binary
+    ``server_bin`` from its ``--version``; None when it does not say."""
+    try:
+        proc = subprocess.run(
+            [server_bin, "--version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_server_version(proc.stdout.decode("utf-8", "replace"))
 
 
 def _why_local_failed(log: Path) -> str:

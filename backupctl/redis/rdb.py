@@ -1,5 +1,5 @@
 """An RDB's own integrity marks, checked in Python as the bytes stream past:
-the ``REDIS0011`` header (format version), the EOF opcode and the CRC-64
+the ``REDIS0011`` / ``VALKEY080`` header (format version), the EOF opcode and the CRC-64
 trailer.
 
 Why a module of its own: a backup must never commit a truncated or damaged
@@ -22,6 +22,7 @@ __all__ = [
     "RdbTrailerCheck",
     "RdbValidator",
     "crc64_redis",
+    "rdb_header",
     "rdb_trailer_check",
     "rdb_trailer_ok",
     "rdb_version_from_header",
@@ -78,16 +79,27 @@ class Crc64:
         self.value = crc64_redis(data, self.value)
 
 
-_RDB_MAGIC = b"REDIS"
+#: The two magics: Redis (and Valkey up to 8) write ``REDIS`` + 4 digits,
+#: Valkey 9 ``VALKEY`` + 3 digits; nine bytes either way.
+_RDB_MAGICS = (b"REDIS", b"VALKEY")
 _RDB_OPCODE_EOF = 0xFF
 
 
-def rdb_version_from_header(first9: bytes) -> int:
-    """``b"REDIS0010"`` -> 10. Raises ValueError when it is not an RDB header."""
+def rdb_header(first9: bytes) -> tuple[str, int]:
+    """``b"REDIS0010"`` -> ("REDIS", 10); ``b"VALKEY080"`` -> ("VALKEY", 80).
+    Raises ValueError when it is not an RDB header."""
     head = bytes(first9[:9])
-    if len(head) < 9 or not head.startswith(_RDB_MAGIC) or not head[5:9].isdigit():
-        raise ValueError(f"not an RDB header: {head!r}")
-    return int(head[5:9])
+    for magic in _RDB_MAGICS:
+        digits = head[len(magic) : 9]
+        if len(head) == 9 and head.startswith(magic) and digits.isdigit():
+            return magic.decode(), int(digits)
+    raise ValueError(f"not an RDB header: {head!r}")
+
+
+def rdb_version_from_header(first9: bytes) -> int:
+    """``b"REDIS0010"`` -> 10, ``b"VALKEY080"`` -> 80. Raises ValueError when it
+    is not an RDB header."""
+    return rdb_header(first9)[1]
 
 
 class RdbValidator:

@@ -1,17 +1,22 @@
-"""``redis-check-rdb``: Redis' own RDB parser as a second opinion, on a file
-or on a pipe while the RDB streams into the archive.
+"""``redis-check-rdb``: Redis' own RDB parser as a second opinion on a file
+(``verify`` and every restore), or on a pipe.
 
-Why a module of its own: only Redis' parser knows every type encoding of its
-version, and its ``[info] N keys read`` line is the exact key count the
-manifest records. Running it is a subprocess with its own failure modes
-(not installed, too slow, exits early on corrupt input); they are handled
-here, and :func:`check_rdb` falls back to the Python trailer check of
-:mod:`backupctl.redis.rdb` when the tool is missing.
+Why a module of its own: backupctl's own reader
+(:mod:`backupctl.redis.rdb_reader`) decides whether an RDB is valid; the
+installed ``redis-check-rdb`` is asked as well only when it reads that
+file's magic and version (:func:`second_opinion`: its ``--version`` against
+the one table, :mod:`backupctl.core.compat`). An older tool (Debian 12's is
+7.0.15, which reads up to RDB 10) would call every newer file corrupt; that
+becomes one note instead. Running it is a subprocess with its own failure
+modes (not installed, too slow, exits early on corrupt input); they are
+handled here.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
+import logging
 import os
 import re
 import shutil
@@ -20,16 +25,70 @@ import tempfile
 from contextlib import suppress
 from typing import IO
 
+from backupctl.core.compat import tool_reads
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.rdb import rdb_trailer_check
 
-__all__ = ["RdbStreamChecker", "check_rdb", "count_rdb_keys"]
+__all__ = [
+    "RdbStreamChecker",
+    "check_rdb",
+    "count_rdb_keys",
+    "rdb_label",
+    "second_opinion",
+    "tool_version_output",
+]
 
 _KEYS_READ = re.compile(r"\[info\] (\d+) keys read")
+log = logging.getLogger(__name__)
+_NOTED: set[str] = set()  # notes already printed by this process
 
 
 def _check_rdb_tool() -> str | None:
     return shutil.which("redis-check-rdb")
+
+
+@functools.lru_cache(maxsize=8)
+def tool_version_output(tool: str) -> str:
+    """The first line of ``tool --version`` ("redis-check-rdb 7.0.15",
+    "redis-check-rdb v=8.0.2 sha=..."); "" when it does not answer."""
+    try:
+        proc = subprocess.run(
+            [tool, "--version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def rdb_label(magic: str, version: int) -> str:
+    """``("REDIS", 12)`` -> "RDB 12"; ``("VALKEY", 80)`` -> "VALKEY080"."""
+    return f"RDB {version}" if magic == "REDIS" else f"{magic}{version:03d}"
+
+
+def second_opinion(magic: str, version: int, *, note: bool = True) -> bool:
+    """Whether the installed ``redis-check-rdb`` should check this RDB too:
+    installed and (per its ``--version`` and the compat table) reading that
+    magic and version. When it is installed but cannot read it, one note on
+    stderr per process (with ``note``) says the file was checked with
+    backupctl's own reader instead; never "corrupt"."""
+    tool = _check_rdb_tool()
+    if tool is None:
+        return False
+    name, handles = tool_reads(tool_version_output(tool), magic, version)
+    if handles:
+        return True
+    why = "does not read" if handles is False else "may not read"
+    message = f"{name} {why} {rdb_label(magic, version)}; checked with backupctl's own reader"
+    if note and message not in _NOTED:
+        _NOTED.add(message)
+        log.warning("note: %s", message)
+    return False
 
 
 def _tail(text: str, lines: int = 6) -> str:

@@ -274,6 +274,7 @@ def replication_rdb(
     diskless: bool = True,
     on_fork: Callable[[], None] | None = None,
     clock: Monotonic = time.monotonic,
+    announce_version: str | None = None,
 ) -> Iterator[ReplicationRDB]:
     """Stream the node's RDB over the replication protocol (like ``redis-cli --rdb``).
 
@@ -282,7 +283,11 @@ def replication_rdb(
     set), PING, ``REPLCONF capa eof`` (with ``diskless``), ``REPLCONF
     rdb-only 1`` (Redis >= 7.0: the master drops us right after the RDB and
     keeps no replication buffer for us; older servers answer an error,
-    ignored), then ``PSYNC ? -1``.
+    ignored), with ``announce_version`` ``REPLCONF version X.Y.Z`` (Valkey
+    9: the master writes the RDB format of that replica version; without it
+    Valkey 9.1 sends ``REDIS0011`` and fails the sync when a key needs its
+    own ``VALKEY080``: "Can't store key (db 0) in RDB version 11"; Redis
+    answers an error, ignored), then ``PSYNC ? -1``.
 
     With ``capa eof`` a master running ``repl-diskless-sync yes`` (the 7.0
     default) forks a child that writes the RDB straight to us: nothing
@@ -326,6 +331,8 @@ def replication_rdb(
                 raise redis.ResponseError(reply[1:])
             replconf = [("capa", "eof")] if diskless else []
             replconf.append(("rdb-only", "1"))
+            if announce_version:
+                replconf.append(("version", announce_version))
             for name, value in replconf:
                 wire.send("REPLCONF", name, value)
                 reply = _simple_reply(wire, spec)

@@ -190,12 +190,15 @@ def assemble(records: Sequence[ShardRecord]) -> Manifest:
         )
     _check_slots(what, records)
     ordered = sorted(records, key=lambda r: r.shard)
+    newest = max(ordered, key=lambda r: _version_key(r.node.version))
     return Manifest(
         id=first.id,
         target=first.target,
         created=max((r.node.snapshot_time for r in records), key=_snapshot_time),
         tool_version=max((r.tool_version for r in records), key=_version_key),
         redis_version=max((r.node.redis_version for r in records), key=_version_key),
+        flavour=newest.node.flavour,
+        server_version=newest.node.server_version,
         method=first.method,
         compression=first.compression,
         mode="cluster",

@@ -79,6 +79,18 @@ class NodeEntry:
     node_id: str | None = None  # cluster node id
     slots: list[list[int]] = field(default_factory=list)  # [[start, end], ...] inclusive
     aof_enabled: bool = False
+    #: "redis" | "valkey" (manifests before these fields: Redis)
+    flavour: str = "redis"
+    #: the server's own version (Valkey: valkey_version); "" = ``redis_version``
+    server_version: str = ""
+    #: the RDB header's magic, "REDIS" or "VALKEY"; None when not recorded
+    rdb_magic: str | None = None
+
+    @property
+    def version(self) -> str:
+        """The server's own version (``valkey_version`` for Valkey; for Redis
+        ``redis_version``, the field restores have always read)."""
+        return (self.flavour != "redis" and self.server_version) or self.redis_version
 
     @property
     def rdb_file(self) -> FileEntry | None:
@@ -97,6 +109,13 @@ class Manifest:
     nodes: list[NodeEntry]
     mode: str = "standalone"  # "standalone" | "cluster"
     format: str = MANIFEST_FORMAT
+    flavour: str = "redis"  # "redis" | "valkey"
+    server_version: str = ""  # the server's own version; "" = redis_version
+
+    @property
+    def version(self) -> str:
+        """The server's own version (``valkey_version`` for Valkey, else ``redis_version``)."""
+        return (self.flavour != "redis" and self.server_version) or self.redis_version
 
     @property
     def keys(self) -> int:
@@ -123,7 +142,12 @@ class Manifest:
             "target": d.pop("target"),
             "created": d.pop("created"),
             "tool": {"name": "backupctl", "version": d.pop("tool_version")},
-            "redis": {"version": d.pop("redis_version"), "mode": d.pop("mode")},
+            "redis": {
+                "version": d.pop("redis_version"),
+                "mode": d.pop("mode"),
+                "flavour": d.pop("flavour"),
+                "serverVersion": d.pop("server_version") or self.redis_version,
+            },
             "method": d.pop("method"),
             "compression": d.pop("compression"),
             "keys": self.keys,
@@ -146,6 +170,8 @@ class Manifest:
                 tool_version=d["tool"]["version"],
                 redis_version=d["redis"]["version"],
                 mode=d["redis"].get("mode", "standalone"),
+                flavour=d["redis"].get("flavour", "redis"),
+                server_version=own_version(d["redis"].get("serverVersion"), d["redis"]["version"]),
                 method=d["method"],
                 compression=d["compression"],
                 nodes=[_node_from_json(n) for n in d["nodes"]],
@@ -180,7 +206,10 @@ def _node_to_json(n: dict[str, Any]) -> dict[str, Any]:
         "role": n["role"],
         "nodeId": n["node_id"],
         "slots": n["slots"],
+        "flavour": n["flavour"],
+        "serverVersion": n["server_version"] or n["redis_version"],
         "redisVersion": n["redis_version"],
+        "rdbMagic": n["rdb_magic"],
         "rdbVersion": n["rdb_version"],
         "snapshotTime": n["snapshot_time"],
         "aofEnabled": n["aof_enabled"],
@@ -194,6 +223,12 @@ def _file_to_json(f: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in f.items() if k != "parts" or v}
 
 
+def own_version(server_version: str | None, redis_version: str) -> str:
+    """The server's own version as the dataclasses hold it: "" when it is
+    ``redis_version`` (Redis), so a manifest reads back equal to what wrote it."""
+    return "" if not server_version or server_version == redis_version else str(server_version)
+
+
 def _node_from_json(n: dict[str, Any]) -> NodeEntry:
     return NodeEntry(
         name=n["name"],
@@ -202,6 +237,9 @@ def _node_from_json(n: dict[str, Any]) -> NodeEntry:
         slots=[list(map(int, r)) for r in n.get("slots", [])],
         redis_version=n["redisVersion"],
         rdb_version=n.get("rdbVersion"),
+        flavour=n.get("flavour", "redis"),
+        server_version=own_version(n.get("serverVersion"), n["redisVersion"]),
+        rdb_magic=n.get("rdbMagic"),
         snapshot_time=n["snapshotTime"],
         aof_enabled=bool(n.get("aofEnabled", False)),
         keys=int(n["keys"]),

@@ -17,6 +17,7 @@ from backupctl.core.slots import Ranges, normalize_slots
 from backupctl.redis.cluster import cluster_shards
 
 from support.redis_servers import RedisFactory, RedisServer, wait_for
+from support.server_versions import ServerVersion
 
 #: ``repl-ping-replica-period 1``: a master sees a new replica "online" in CLUSTER SHARDS once
 #: its replication offset moved, which an idle master does only by this ping (default 10 s).
@@ -28,15 +29,24 @@ TEN_YEARS = 10 * 365 * 24 * 3600
 
 
 def make_cluster(
-    redis_factory: RedisFactory, n: int = 3, *, replicas: int = 0, appendonly: bool = False
+    redis_factory: RedisFactory,
+    n: int = 3,
+    *,
+    replicas: int = 0,
+    appendonly: bool = False,
+    server: str | ServerVersion | None = None,
 ) -> list[RedisServer]:
     """``n`` masters with the 16384 slots split evenly, then ``replicas``
     replicas per master (the list holds the masters first, then master 0's
-    replicas, master 1's...). Returns when every node sees every other,
-    reports cluster_state:ok, and every replica is in sync."""
-    args = CLUSTER_ARGS
-    masters = [redis_factory(extra_args=args, appendonly=appendonly) for _ in range(n)]
-    followers = [redis_factory(extra_args=args, appendonly=appendonly) for _ in range(n * replicas)]
+    replicas, master 1's...), all of ``server`` (default: Debian 12's Redis 7.0).
+    Returns when every node sees every other, reports cluster_state:ok, and
+    every replica is in sync."""
+
+    def start() -> RedisServer:
+        return redis_factory(extra_args=CLUSTER_ARGS, appendonly=appendonly, server=server)
+
+    masters = [start() for _ in range(n)]
+    followers = [start() for _ in range(n * replicas)]
     nodes = masters + followers
     step = 16384 // n
     for i, node in enumerate(masters):
@@ -178,10 +188,16 @@ __all__ = [
 ]
 
 
-def add_replicas(redis_factory: RedisFactory, masters: list[RedisServer]) -> list[RedisServer]:
+def add_replicas(
+    redis_factory: RedisFactory,
+    masters: list[RedisServer],
+    *,
+    server: str | ServerVersion | None = None,
+) -> list[RedisServer]:
     """One replica per master (``replicas[i]`` replicates ``masters[i]``), in sync and seen
-    online by every master; returns the replicas."""
-    replicas = [redis_factory(extra_args=CLUSTER_ARGS) for _ in masters]
+    online by every master; returns the replicas (``server``: as the masters' by default)."""
+    chosen = server if server is not None else masters[0].server
+    replicas = [redis_factory(extra_args=CLUSTER_ARGS, server=chosen) for _ in masters]
     for replica in replicas:  # meeting every master at once is faster than gossip
         for master in masters:
             replica.client().execute_command("CLUSTER", "MEET", "127.0.0.1", master.port)

@@ -12,7 +12,12 @@ child (``--daemonize no``) with ``--save ''``, ``--enable-debug-command
 local`` (DEBUG POPULATE / DEBUG DIGEST) and ``--repl-diskless-sync-delay 0``.
 Every server a test started is stopped at teardown (SIGTERM, then SIGKILL).
 ``sentinel_factory`` starts ``redis-server --sentinel`` processes the same way.
-Tests needing redis-server are skipped when it is not installed.
+
+``redis_factory(server="valkey-9.1")`` starts another server of the version
+matrix (:mod:`support.server_versions`) with the same flags; the default is
+Debian 12's Redis 7.0 on PATH, and tests using it are skipped when it is not
+installed. A server asked for by name that is missing fails the test, naming
+the bootstrap step that installs it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from typing import Any, Protocol
 
 import pytest
 import redis
+
+from support.server_versions import DEFAULT, ServerVersion
+from support.server_versions import server as server_version
 
 REDIS_SERVER = shutil.which("redis-server")
 START_TIMEOUT = 10.0
@@ -116,6 +124,7 @@ class RedisServer:
     log: Path
     tls: TlsFiles | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    server: ServerVersion = DEFAULT  # which server of the version matrix runs
 
     @property
     def url(self) -> str:
@@ -165,7 +174,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"redis-server on port {self.port} exited with {self.proc.returncode}: "
+                    f"{self.server.id} on port {self.port} exited with {self.proc.returncode}: "
                     + self.log.read_text(errors="replace")[-600:]
                 )
             try:
@@ -178,7 +187,7 @@ class RedisServer:
                 last = exc
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server on port {self.port} did not answer PING: {last}")
+        raise RuntimeError(f"{self.server.id} on port {self.port} did not answer PING: {last}")
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a bounded wait."""
@@ -217,6 +226,7 @@ class RedisFactory(Protocol):
         dir: Path | str | None = None,
         extra_args: Sequence[str] = (),
         tls: bool = False,
+        server: str | ServerVersion | None = None,
     ) -> RedisServer: ...
 
 
@@ -229,7 +239,8 @@ def redis_tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 def redis_factory(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[RedisFactory]:
-    """Start throwaway redis-servers; all are stopped when the test ends."""
+    """Start throwaway redis-servers (``server=``: another of the version matrix);
+    all are stopped when the test ends."""
     if REDIS_SERVER is None:
         pytest.skip("redis-server not installed")
     servers: list[RedisServer] = []
@@ -241,8 +252,17 @@ def redis_factory(
         dir: Path | str | None = None,
         extra_args: Sequence[str] = (),
         tls: bool = False,
+        server: str | ServerVersion | None = None,
     ) -> RedisServer:
-        assert REDIS_SERVER is not None
+        entry = server_version(server)
+        if entry is DEFAULT:
+            assert REDIS_SERVER is not None
+            command = [REDIS_SERVER]
+        else:
+            missing = entry.missing()
+            if missing is not None:
+                pytest.fail(missing, pytrace=False)  # the matrix is the point: never a skip
+            command = entry.server_argv()
         base = tmp_path_factory.mktemp("redis")
         data = Path(dir) if dir is not None else base / "data"
         data.mkdir(parents=True, exist_ok=True)
@@ -251,7 +271,7 @@ def redis_factory(
         for _ in range(5):  # a free port can be taken by someone else before we bind it
             port = free_port(cluster="--cluster-enabled" in extra_args)
             args = [
-                REDIS_SERVER,
+                *command,
                 "--bind", "127.0.0.1",
                 "--dir", str(data),
                 "--save", "",
@@ -274,23 +294,24 @@ def redis_factory(
             if password is not None:
                 args += ["--requirepass", password]
             args += list(extra_args)
-            server = RedisServer(
+            started = RedisServer(
                 port=port,
                 dir=data,
                 password=password,
                 args=args,
                 log=base / "redis.log",
                 tls=tls_files,
+                server=entry,
             )
-            servers.append(server)
+            servers.append(started)
             try:
-                server.start()
-                return server
+                started.start()
+                return started
             except RuntimeError as exc:
                 last_error = exc
                 if "Address already in use" not in str(exc):
                     raise
-        raise RuntimeError(f"could not start redis-server: {last_error}")
+        raise RuntimeError(f"could not start {entry.id}: {last_error}")
 
     try:
         yield factory

@@ -36,7 +36,6 @@ from backupctl.controller.restore.model import (
 from backupctl.controller.restore.plan import plan
 from backupctl.controller.spec import parse_restore
 from backupctl.controller.spec_fields import SpecError
-from backupctl.core.versions import version_problem
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 NS = "redis"
@@ -325,6 +324,16 @@ def test_a_second_restore_of_the_same_target_waits_for_the_running_one() -> None
         assert plan(observed(world, {}, others=others), T0).status.get("startTime")
 
 
+def test_a_valkey_8_backup_goes_into_valkey_9_pods() -> None:
+    resolved = {**RESOLVED, "nodes": [{**NODE, "flavour": "valkey", "serverVersion": "8.1.1",
+                                       "redisVersion": "7.2.4", "rdbMagic": "REDIS",
+                                       "rdbVersion": 11}]}  # fmt: skip
+    valkey9 = {"flavour": "valkey", "server_version": "9.1.2"}
+    checked = {"nodes": [server(r, "7.2.4", **valkey9) for r in ("master", "replica", "replica")]}
+    st = run(World(results={"resolve": resolved, "check": checked}))
+    assert st.get("phase") != "Failed", st.get("message")
+
+
 @pytest.mark.parametrize(
     ("resolved", "checked", "reason", "needle"),
     [
@@ -332,6 +341,17 @@ def test_a_second_restore_of_the_same_target_waits_for_the_running_one() -> None
          CHECKED, "IncompatibleVersion", "newer than Redis 7.0.15"),
         ({**RESOLVED, "nodes": [{**NODE, "redisVersion": "8.0.0"}]},
          CHECKED, "IncompatibleVersion", "newer major"),
+        # Valkey 9's VALKEY080 into Redis 8 pods (check-redis reports the flavour)
+        ({**RESOLVED, "nodes": [{**NODE, "flavour": "valkey", "serverVersion": "9.1.2",
+                                 "redisVersion": "7.2.4", "rdbMagic": "VALKEY",
+                                 "rdbVersion": 80}]},
+         {"nodes": [server("master", "8.0.2", flavour="redis", server_version="8.0.2")] * 3},
+         "IncompatibleVersion", "(VALKEY080, written by Valkey 9.1.2) is a format Redis 8.0.2"),
+        # Redis 8's REDIS0012 into Valkey 9 pods, whose redis_version says 7.2.4
+        ({**RESOLVED, "nodes": [{**NODE, "redisVersion": "8.0.2", "rdbMagic": "REDIS",
+                                 "rdbVersion": 12}]},
+         {"nodes": [server("master", "7.2.4", flavour="valkey", server_version="9.1.2")] * 3},
+         "IncompatibleVersion", "rdb-version-check relaxed"),
         ({**RESOLVED, "mode": "cluster"}, CHECKED, "Unsupported", "cluster"),
         (RESOLVED, {"nodes": [server("master"), server("master"), server("replica")]},
          "Unsupported", "2 primaries"),
@@ -566,22 +586,6 @@ def test_pods_that_never_come_back_time_out() -> None:
 
 
 # --- small pure pieces ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("backup", "rdb", "target", "ok"),
-    [
-        ("7.0.15", 10, "7.0.11", True),
-        ("7.2.4", 11, "7.0.15", False),
-        ("7.4.1", 12, "7.2.5", False),
-        ("6.2.14", 9, "7.4.0", True),
-        ("8.0.2", 12, "7.4.0", False),
-        ("7.4.0", 12, "8.2.1", True),
-        ("unknown", None, "7.0.0", True),
-    ],
-)
-def test_version_problem(backup: str, rdb: int | None, target: str, ok: bool) -> None:
-    assert (version_problem(backup, rdb, target) is None) == ok
 
 
 def test_target_key_and_job_names() -> None:

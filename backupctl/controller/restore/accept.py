@@ -4,11 +4,12 @@ After the ``resolve`` and ``check`` Jobs, :func:`accept` compares what they
 reported -- the backup's manifest (mode, nodes, versions, key counts) and
 each server's version, role, cluster mode, CONFIG and slots -- records the
 backup in the status, and refuses, with a :class:`Failure` naming what to do
-instead, everything a file restore cannot do safely: a backup from a newer
-Redis major or RDB format, a target without exactly one primary, a server
-without CONFIG on the in-place route, a single server's backup into a
-cluster or a cluster backup set into anything but an operator-managed Redis
-Cluster of the same slot layout (:func:`cluster_sources`).
+instead, everything a file restore cannot do safely: a backup the target
+cannot load (:func:`backupctl.core.compat.load_problem`, both sides named),
+a target without exactly one primary, a server without CONFIG on the
+in-place route, a single server's backup into a cluster or a cluster backup
+set into anything but an operator-managed Redis Cluster of the same slot
+layout (:func:`cluster_sources`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 
 from backupctl.controller.restore.draft import Failure
 from backupctl.controller.restore.model import IN_PLACE
+from backupctl.core.compat import load_problem
 from backupctl.core.slots import CLUSTER_SLOTS, Ranges, format_slots, normalize_slots, slot_count
-from backupctl.core.versions import version_problem
 
 
 def accept(status: dict[str, Any], resolved: Mapping[str, Any], checked: Mapping[str, Any]) -> None:
@@ -129,10 +130,18 @@ def _accept_server(
             f"pod {pod['name']}: CONFIG is disabled or renamed, so Redis cannot be kept "
             "from overwriting the restored files while it runs (in-place route)",
         )
-    problem = version_problem(
-        str(source.get("redisVersion") or resolved.get("redisVersion") or ""),
+    flavour = str(source.get("flavour") or resolved.get("flavour") or "redis")
+    own = source.get("serverVersion") or resolved.get("serverVersion")
+    version = (own if flavour != "redis" else None) or (
+        source.get("redisVersion") or resolved.get("redisVersion") or ""
+    )
+    problem = load_problem(
+        flavour,
+        str(version),
+        source.get("rdbMagic"),
         source.get("rdbVersion"),
-        str(server.get("version") or ""),
+        str(server.get("flavour") or "redis"),
+        str(server.get("server_version") or server.get("version") or ""),
     )
     if problem is not None:
         raise Failure("IncompatibleVersion", f"pod {pod['name']}: {problem}")

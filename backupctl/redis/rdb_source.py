@@ -1,0 +1,306 @@
+"""The byte source the RDB reader walks: a buffered, forward-only reader of a
+binary stream that knows its file offset, computes the CRC-64 as bytes pass,
+and decodes RDB's length and string encodings.
+
+Why a module of its own: every structure in an RDB is built from the same few
+primitives (a type byte, a length, a string that may be an integer or LZF
+compressed), and the reader must stay fast (hundreds of MiB/s on payloads it
+only skips) and bounded (a hostile length never becomes an allocation). Both
+concerns live here, once; the errors carry the byte offset of the problem.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from backupctl.redis.lzf import LzfError, lzf_decompress
+from backupctl.redis.rdb import crc64_redis
+
+__all__ = [
+    "MAX_MATERIALISED",
+    "RdbFormatError",
+    "RdbSource",
+    "RdbVersionError",
+]
+
+#: The largest blob (listpack, ziplist, decompressed LZF, key) the reader will
+#: hold in memory: Redis's own proto-max-bulk-len default.
+MAX_MATERIALISED = 512 << 20
+
+_CHUNK = 1 << 20  # what one refill asks the stream for
+_MAX_READ = 16 << 20  # the most one read() call asks for (a hostile length never reaches read())
+
+_ENC_INT8, _ENC_INT16, _ENC_INT32, _ENC_LZF = 0, 1, 2, 3
+
+
+class RdbFormatError(Exception):
+    """A structural error; str() is one line ending in 'at offset N'."""
+
+    def __init__(self, what: str, offset: int, where: str = "") -> None:
+        self.what = what
+        self.offset = offset
+        self.where = where
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f" in {self.where}" if self.where else ""
+        return f"{self.what}{where} at offset {self.offset}"
+
+    def located(self, where: str) -> RdbFormatError:
+        """The same error, saying which key (or record) it is in."""
+        if self.where:
+            return self
+        return type(self)(self.what, self.offset, where)
+
+
+class RdbVersionError(RdbFormatError):
+    """The magic/version is one this reader does not know (e.g. a future RDB)."""
+
+
+class RdbSource:
+    """Forward-only reader over ``stream`` with offsets, CRC-64 and RDB primitives.
+
+    ``limit`` (the file size, when known) lets a declared length that cannot
+    fit in what is left fail at once, before anything is read or allocated.
+    """
+
+    __slots__ = ("_base", "_buf", "_crc", "_limit", "_pos", "_stream")
+
+    def __init__(self, stream: BinaryIO, limit: int | None = None) -> None:
+        self._stream = stream
+        self._buf = b""
+        self._pos = 0
+        self._base = 0  # file offset of _buf[0]
+        self._crc = 0  # CRC-64 of everything before _buf[0]
+        self._limit = limit
+
+    @property
+    def offset(self) -> int:
+        return self._base + self._pos
+
+    # -- buffer management -------------------------------------------------
+
+    def _drop_consumed(self) -> None:
+        if self._pos:
+            self._crc = crc64_redis(memoryview(self._buf)[: self._pos], self._crc)
+            self._base += self._pos
+            self._buf = self._buf[self._pos :]
+            self._pos = 0
+
+    def _fill(self, need: int, what: str) -> None:
+        """Make ``need`` bytes available at the current position or raise 'truncated'."""
+        self._drop_consumed()
+        parts = [self._buf]
+        have = len(self._buf)
+        for _ in range(need + 1):  # every read that returns data brings a byte or more
+            if have >= need:
+                break
+            data = self._stream.read(min(max(_CHUNK, need - have), _MAX_READ))
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        self._buf = b"".join(parts) if len(parts) > 1 else self._buf
+        if have < need:
+            raise RdbFormatError(
+                f"truncated: {what} needs {need} bytes, the file ends after {have}",
+                self._base + have,
+            )
+
+    def check_fits(self, n: int, what: str) -> None:
+        """Refuse a declared length that cannot be in the rest of the file."""
+        if self._limit is None:
+            return  # a stream of unknown size: a short one shows as 'truncated' at its end
+        left = self._limit - self.offset
+        if n > left:
+            raise RdbFormatError(
+                f"{what} declares {n} bytes but only {left} are left in the file", self.offset
+            )
+
+    def crc_through_here(self) -> int:
+        """The CRC-64 of every byte before the current position."""
+        self._drop_consumed()
+        return self._crc
+
+    def at_end(self) -> bool:
+        """True when the stream has no byte after the current position."""
+        if self._pos < len(self._buf):
+            return False
+        self._drop_consumed()
+        data = self._stream.read(1)
+        if data:
+            self._buf = data
+            return False
+        return True
+
+    # -- raw bytes ----------------------------------------------------------
+
+    def u8(self, what: str = "a type byte") -> int:
+        pos = self._pos
+        if pos >= len(self._buf):
+            self._fill(1, what)
+            pos = self._pos
+        self._pos = pos + 1
+        return self._buf[pos]
+
+    def take(self, n: int, what: str) -> bytes:
+        """The next ``n`` bytes (held in memory: callers cap ``n`` first)."""
+        pos = self._pos
+        end = pos + n
+        if end > len(self._buf):
+            if n > MAX_MATERIALISED:
+                raise RdbFormatError(
+                    f"{what} of {n} bytes is over the {MAX_MATERIALISED} byte limit", self.offset
+                )
+            self.check_fits(n, what)
+            self._fill(n, what)
+            pos, end = 0, n
+        self._pos = end
+        return self._buf[pos:end]
+
+    def skip(self, n: int, what: str) -> None:
+        """Pass ``n`` bytes without holding them (they still go into the CRC)."""
+        end = self._pos + n
+        if end <= len(self._buf):
+            self._pos = end
+            return
+        self.check_fits(n, what)
+        start = self.offset
+        left = n - (len(self._buf) - self._pos)
+        self._pos = len(self._buf)
+        self._drop_consumed()
+        for _ in range(left + 1):  # every read that returns data brings a byte or more
+            if left <= 0:
+                break
+            data = self._stream.read(min(left, _MAX_READ))
+            if not data:
+                break
+            if len(data) > left:  # a stream that ignores the size asked for
+                self._buf, data = data[left:], data[:left]
+            self._crc = crc64_redis(data, self._crc)
+            self._base += len(data)
+            left -= len(data)
+        if left > 0:
+            raise RdbFormatError(
+                f"truncated: {what} of {n} bytes from offset {start} is cut short", self.offset
+            )
+
+    # -- RDB primitives -------------------------------------------------------
+
+    def length(self, what: str = "a length") -> int:
+        """An RDB length (6, 14, 32 or 64 bits); an encoded-string marker is an error."""
+        b = self.u8(what)
+        kind = b >> 6
+        if kind == 0:
+            return b
+        if kind == 1:
+            return ((b & 0x3F) << 8) | self.u8(what)
+        if b == 0x80:
+            return int.from_bytes(self.take(4, what), "big")
+        if b == 0x81:
+            return int.from_bytes(self.take(8, what), "big")
+        raise RdbFormatError(f"bad length encoding 0x{b:02x} for {what}", self.offset - 1)
+
+    def _string_header(self, what: str) -> tuple[int, int]:
+        """(kind, n): kind -1 is a raw string of n bytes, else the special encoding."""
+        b = self.u8(what)
+        kind = b >> 6
+        if kind == 0:
+            return -1, b
+        if kind == 1:
+            return -1, ((b & 0x3F) << 8) | self.u8(what)
+        if b == 0x80:
+            return -1, int.from_bytes(self.take(4, what), "big")
+        if b == 0x81:
+            return -1, int.from_bytes(self.take(8, what), "big")
+        if kind == 3 and (b & 0x3F) <= _ENC_LZF:
+            return b & 0x3F, 0
+        raise RdbFormatError(f"bad string encoding 0x{b:02x} for {what}", self.offset - 1)
+
+    def _lzf_header(self, what: str) -> tuple[int, int]:
+        start = self.offset
+        clen = self.length(what)
+        ulen = self.length(what)
+        if clen == 0 or ulen > MAX_MATERIALISED or ulen > clen * 90 + 64:
+            raise RdbFormatError(
+                f"implausible LZF lengths for {what} ({clen} compressed, {ulen} declared)", start
+            )
+        return clen, ulen
+
+    def string(self, what: str) -> bytes:
+        """A whole string, integers rendered as ASCII and LZF decompressed."""
+        buf = self._buf
+        pos = self._pos
+        if pos + 2 <= len(buf):  # fast path: a short raw string wholly in the buffer
+            b = buf[pos]
+            if b < 0x40:
+                end = pos + 1 + b
+                if end <= len(buf):
+                    self._pos = end
+                    return buf[pos + 1 : end]
+            elif b < 0x80:
+                end = pos + 2 + (((b & 0x3F) << 8) | buf[pos + 1])
+                if end <= len(buf):
+                    self._pos = end
+                    return buf[pos + 2 : end]
+        kind, n = self._string_header(what)
+        if kind == -1:
+            return self.take(n, what)
+        if kind == _ENC_INT8:
+            return str(int.from_bytes(self.take(1, what), "little", signed=True)).encode()
+        if kind == _ENC_INT16:
+            return str(int.from_bytes(self.take(2, what), "little", signed=True)).encode()
+        if kind == _ENC_INT32:
+            return str(int.from_bytes(self.take(4, what), "little", signed=True)).encode()
+        return self.string_after_lzf_marker(what)
+
+    def skip_string(self, what: str) -> None:
+        """Pass a string without decoding it (LZF lengths are still checked)."""
+        buf = self._buf
+        pos = self._pos
+        if pos + 5 <= len(buf):  # fast path: a raw string wholly in the buffer
+            b = buf[pos]
+            end = -1
+            if b < 0x40:
+                end = pos + 1 + b
+            elif b < 0x80:
+                end = pos + 2 + (((b & 0x3F) << 8) | buf[pos + 1])
+            elif b == 0x80:
+                end = pos + 5 + int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            if 0 <= end <= len(buf):
+                self._pos = end
+                return
+        kind, n = self._string_header(what)
+        if kind == -1:
+            self.skip(n, what)
+        elif kind == _ENC_INT8:
+            self.skip(1, what)
+        elif kind == _ENC_INT16:
+            self.skip(2, what)
+        elif kind == _ENC_INT32:
+            self.skip(4, what)
+        else:
+            clen, _ = self._lzf_header(what)
+            self.skip(clen, what)
+
+    def blob(self, what: str) -> tuple[bytes, int, bool]:
+        """A string that holds an encoded structure: (bytes, file offset, was compressed)."""
+        kind, n = self._string_header(what)
+        start = self.offset
+        if kind == -1:
+            return self.take(n, what), start, False
+        if kind != _ENC_LZF:
+            raise RdbFormatError(f"{what} is an integer, not an encoded blob", start - 1)
+        return self.string_after_lzf_marker(what), start, True
+
+    def string_after_lzf_marker(self, what: str) -> bytes:
+        clen, ulen = self._lzf_header(what)
+        start = self.offset
+        data = self.take(clen, what)
+        try:
+            return lzf_decompress(data, ulen)
+        except LzfError as exc:
+            raise RdbFormatError(f"bad LZF data in {what}: {exc}", start + exc.pos) from None
+
+    def ms_time(self, what: str) -> int:
+        return int.from_bytes(self.take(8, what), "little", signed=True)

@@ -6,17 +6,15 @@ tiny scripts on PATH that answer as the old versions do."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import re
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from support.cli_runner import assert_one_clear_error, cli
+from support.damaged_archives import damage_rdb_in_archive
 from support.redis_servers import RedisFactory, populate
 
 #: What redis-check-rdb 7.0.15 prints for an RDB newer than it knows (here: for any file).
@@ -93,36 +91,6 @@ def test_a_checker_too_old_for_the_rdb_is_a_note_and_the_backup_restores_equal(
     assert set(log.read_text().split()) == {"--version"}
 
 
-def _rewrite_archive(store: Path, change: bytes | None, cut: int = 0) -> None:
-    """Put a damaged dump.rdb into the (uncompressed) archive and make every
-    sha256 and size of the manifest match it: a snapshot that was corrupt
-    when it was written, which only the RDB check can find."""
-    archive = next(store.rglob("*.tar"))
-    manifest_path = archive.parent / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    with tarfile.open(archive) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for m, raw in members:
-            if m.name == "dump.rdb":
-                rdb = bytearray(raw[: len(raw) - cut] if cut else raw)
-                if change is not None:
-                    middle = len(rdb) // 2
-                    rdb[middle : middle + len(change)] = change
-                raw = bytes(rdb)
-                for f in manifest["nodes"][0]["files"]:
-                    if f["path"] == "dump.rdb":
-                        f["size"], f["sha256"] = len(raw), hashlib.sha256(raw).hexdigest()
-            m.size = len(raw)
-            tar.addfile(m, io.BytesIO(raw))
-    data = out.getvalue()
-    archive.write_bytes(data)
-    manifest["nodes"][0]["archive"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    manifest["size"] = len(data)
-    manifest_path.write_text(json.dumps(manifest))
-
-
 @pytest.mark.parametrize(
     ("damage", "command"),
     [
@@ -141,9 +109,9 @@ def test_a_corrupt_rdb_is_refused_with_its_offset_and_the_data_dir_is_untouched(
     store.mkdir()
     cli("run", "--redis", src.url, "--to", store, "--compression", "none")
     if damage == "flipped":
-        _rewrite_archive(store, b"\xfe\xff\xff\xff\xff\xff")
+        damage_rdb_in_archive(store, b"\xfe\xff\xff\xff\xff\xff")
     else:
-        _rewrite_archive(store, None, cut=4096)
+        damage_rdb_in_archive(store, None, cut=4096)
 
     data = tmp_path / "live"
     data.mkdir()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 import pytest
 
 from support.cli_runner import assert_one_clear_error, cli
+from support.damaged_archives import damage_rdb_in_archive
 from support.redis_cluster import Supervisor, cluster_client, make_cluster
 from support.redis_servers import RedisFactory, RedisServer
 from support.server_versions import SERVERS, ServerVersion
@@ -215,6 +217,20 @@ def test_backup_verify_and_both_restores_give_the_same_data_on_every_server(
     target = redis_factory(server=server_id)
     cli("restore", store, "latest", "--to-redis", target.url, env=tools_env(server_id))
     assert state(target) == expected
+
+
+@pytest.mark.parametrize("server_id", SERVER_IDS)
+def test_verify_names_the_offset_of_a_corrupt_rdb_of_every_server(
+    server_id: str, redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    source = redis_factory(server=server_id)
+    fill(source)
+    store = tmp_path / "store"
+    store.mkdir()
+    cli("run", "--redis", source.url, "--to", store, "--target", "mx", "--compression", "none")
+    damage_rdb_in_archive(store, b"\xfe\xff\xff\xff\xff\xff")
+    line = assert_one_clear_error(cli("verify", store, "latest", check=False), "dump.rdb")
+    assert re.search(r"at offset \d+", line), line
 
 
 # -- a cluster set on a newer server -----------------------------------------------------

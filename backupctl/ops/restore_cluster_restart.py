@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from backupctl.core.compat import parse_version
 from backupctl.core.slots import CLUSTER_SLOTS, Ranges, format_slots
 from backupctl.core.timing import Monotonic, Sleep
 from backupctl.ops.restore_cluster_plan import (
@@ -73,7 +74,8 @@ def restart(
 
 
 def _shutdown(m: Member) -> None:
-    modifiers = ["NOSAVE"] + (["NOW"] if _major(m.version) >= 7 else [])
+    major, _ = parse_version(m.version) or (0, 0)
+    modifiers = ["NOSAVE"] + (["NOW"] if major >= 7 else [])
     client = connect(m.spec)
     try:
         shutdown(client, *modifiers)
@@ -162,8 +164,3 @@ def _verify_once(manifest: Manifest, seed: ConnectionSpec) -> list[ShardCheck]:
             ) from None
         checks.append(ShardCheck(m.slots, m.backup.name, m.backup.keys, nodes))
     return checks
-
-
-def _major(version: str) -> int:
-    head = version.split(".", 1)[0]
-    return int(head) if head.isdigit() else 0

@@ -17,7 +17,14 @@ from typing import Any
 
 import redis
 
-from backupctl.redis.connection import as_text, client_spec, command_error, error_for, exec_command
+from backupctl.redis.connection import (
+    as_text,
+    client_spec,
+    command_error,
+    error_for,
+    exec_command,
+    reply_map,
+)
 from backupctl.redis.errors import RedisNodeError
 
 __all__ = ["ClusterNode", "Shard", "cluster_info", "cluster_myid", "cluster_shards"]
@@ -48,22 +55,15 @@ class Shard:
         return tuple(n for n in self.nodes if n.role != "master")
 
 
-def _pairs(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {as_text(k): v for k, v in value.items()}
-    seq = list(value)
-    return {as_text(seq[i]): seq[i + 1] for i in range(0, len(seq) - 1, 2)}
-
-
 def _shards_from_cluster_shards(raw: Sequence[Any], default_host: str = "") -> list[Shard]:
     shards: list[Shard] = []
     for item in raw:
-        entry = _pairs(item)
+        entry = reply_map(item)
         flat = [int(as_text(s)) for s in entry.get("slots", [])]
         slots = tuple((flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2))
         nodes: list[ClusterNode] = []
         for node_raw in entry.get("nodes", []):
-            node = _pairs(node_raw)
+            node = reply_map(node_raw)
             # A node that has met no peer does not know its own IP: it is the one we asked.
             host = as_text(
                 node.get("ip") or node.get("endpoint") or node.get("hostname") or default_host

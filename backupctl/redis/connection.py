@@ -227,6 +227,15 @@ def as_text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def reply_map(value: Any) -> dict[str, Any]:
+    """A map reply (RESP3's dict, or RESP2's flat ``[k1, v1, k2, v2, ...]``, as
+    CONFIG GET and CLUSTER SHARDS give) with text keys; values as they came."""
+    if isinstance(value, dict):
+        return {as_text(k): v for k, v in value.items()}
+    seq = list(value or [])
+    return {as_text(seq[i]): seq[i + 1] for i in range(0, len(seq) - 1, 2)}
+
+
 def call(client: redis.Redis, *args: Any, retries: int = 2, sleep: Sleep = time.sleep) -> Any:
     """``execute_command`` with a short retry on dropped connections, errors mapped."""
     spec = client_spec(client)

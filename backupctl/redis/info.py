@@ -27,6 +27,7 @@ from backupctl.redis.connection import (
     command_error,
     error_for,
     exec_command,
+    reply_map,
 )
 
 __all__ = [
@@ -145,14 +146,10 @@ def config_get(client: redis.Redis, name: str) -> tuple[str | None, str | None]:
         return None, " ".join(msg.split())
     except redis.RedisError as exc:
         raise error_for(exc, client_spec(client), 0) from None
-    if isinstance(raw, dict):
-        items = {as_text(k): as_text(v) for k, v in raw.items()}
-    else:
-        seq = list(raw or [])
-        items = {as_text(seq[i]): as_text(seq[i + 1]) for i in range(0, len(seq) - 1, 2)}
+    items = reply_map(raw)
     if name not in items:
         return None, "not known to this Redis version"
-    return items[name], None
+    return as_text(items[name]), None
 
 
 def node_info(client: redis.Redis) -> NodeInfo:
@@ -232,9 +229,5 @@ def config_value(client: redis.Redis, name: str, default: str) -> str:
         return default
     except redis.RedisError as exc:
         raise command_error(exc, client) from None
-    if isinstance(raw, dict):
-        items = {as_text(k): as_text(v) for k, v in raw.items()}
-    else:
-        seq = list(raw or [])
-        items = {as_text(seq[i]): as_text(seq[i + 1]) for i in range(0, len(seq) - 1, 2)}
-    return items.get(name) or default
+    value = reply_map(raw).get(name)
+    return (as_text(value) if value is not None else "") or default

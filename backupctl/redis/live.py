@@ -44,7 +44,7 @@ from backupctl.core.slots import normalize_slots
 from backupctl.core.timing import Monotonic, Sleep
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.cluster import cluster_shards
-from backupctl.redis.connection import as_text, command_error, connect, exec_command
+from backupctl.redis.connection import as_text, command_error, connect, exec_command, reply_map
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import node_info
 
@@ -246,9 +246,9 @@ def quiesce(
                         f"{spec.display}: CONFIG GET {name} failed ({e}); the in-place restore "
                         "needs CONFIG GET/SET to stop Redis from overwriting the restored files"
                     ) from None
-                values = dict(found) if isinstance(found, dict) else _pairs(found)
+                values = reply_map(found)
                 if name in values:  # unknown to this version: left alone
-                    original[name] = str(values[name])
+                    original[name] = as_text(values[name])
             _write_state(state_file, original)  # before anything changes
         for name, value in QUIESCE_SETTINGS.items():
             if name in original:
@@ -326,11 +326,6 @@ def _config_set(client: redis.Redis, spec: ConnectionSpec, name: str, value: str
 def _info(client: redis.Redis, section: str) -> dict[str, Any]:
     raw: Any = client.info(section)
     return dict(raw)
-
-
-def _pairs(flat: Any) -> dict[str, Any]:
-    items = list(flat or [])
-    return {str(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
 
 
 def _read_state(path: Path) -> dict[str, str] | None:

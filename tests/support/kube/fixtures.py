@@ -111,6 +111,22 @@ class K8sApi(K8sClient):
                 self.create_namespace(ns)
         return self.apply(docs)
 
+    def terminating(self) -> list[str]:
+        """Everything stuck Terminating, as ``resource.group/namespace/name [finalizers]``."""
+
+        def collect() -> list[str]:
+            found = []
+            for key, ns, name in self.emulator.store.terminating():
+                rt = self.emulator.registry.storage_type(key)
+                obj = None if rt is None else self.emulator.store.get(rt, ns, name)
+                if rt is not None and obj is not None:
+                    where = f"{ns}/{name}" if ns else name
+                    fins = ",".join(obj["metadata"].get("finalizers") or [])
+                    found.append(f"{rt.qualified_resource}/{where} [{fins}]")
+            return found
+
+        return list(self.call(collect))
+
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
         return run_kubectl(self.kubeconfig, self.kubectl_cache, *args, input=input, check=check)
 

@@ -32,7 +32,8 @@ Server-side Table output (``kubectl get``) uses a CRD's ``additionalPrinterColum
 
 Authentication and RBAC (:mod:`.rbac`): bearer tokens map to users; with
 ``auth.enforce`` on, non-admin requests are authorized against the stored RBAC objects and
-OwnerReferencesPermissionEnforcement runs in admission.
+OwnerReferencesPermissionEnforcement runs in admission. PodSecurity admission
+(:mod:`.pod_security`) refuses pods that break their namespace's enforced level.
 
 Not emulated: admission webhooks, protobuf bodies (``kubectl create job`` /
 ``create secret``), Table output of built-in kinds (kubectl prints NAME/AGE), pagination

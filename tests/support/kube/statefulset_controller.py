@@ -27,6 +27,13 @@ polls apps/v1 StatefulSets in the emulator and, for each, plays:
   saves or fsyncs as configured), as a real kubelet would; then the object goes, and a
   missing ordinal is created again with a new uid.
 
+Pods are placed by the kubelet stand-in's scheduler (:mod:`.scheduling`; an Unschedulable or
+ContainerCreating pod gets no process) and a refused pod creation (PodSecurity) becomes a
+``FailedCreate`` Event, retried. The process runs as the container's effective user
+(:mod:`.security_context`: the official ``redis``/``valkey`` images re-own the data dir and
+run as 999; ``runAsNonRoot`` with a root user leaves the pod waiting in
+``CreateContainerConfigError``) in its own mount namespace (:mod:`.mount_namespace`).
+
 The PVC folders are those of the Job kubelet stand-in (``kubelet.volumes[claim]``, created
 under ``workdir`` when the test did not map a claim), so restore Jobs and Redis share them.
 Every process is stopped at :meth:`stop`. Not emulated: rolling updates, ``updateStrategy``,

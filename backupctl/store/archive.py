@@ -34,8 +34,8 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
+from backupctl.store.archive_guard import COPY_CHUNK as COPY_CHUNK
 from backupctl.store.archive_guard import (
-    COPY_CHUNK,
     ExpectedFiles,
     TarBudget,
     member_kind,

@@ -49,6 +49,10 @@ class CatalogError(Exception):
     """A backup reference that does not resolve, or a manifest that is unreadable."""
 
 
+class ForeignManifest(CatalogError):
+    """A readable manifest that names another folder than the one it sits in."""
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # path inside the archive, e.g. "dump.rdb", "appendonlydir/appendonly.aof.1.incr.aof"
@@ -224,7 +228,7 @@ def _reason(e: Exception) -> str:
 def _clip(value: Any, *, quote: bool = True, limit: int = 80) -> str:
     """A value from a manifest, shortened for a message."""
     shown = repr(value) if quote else str(value)
-    shown = shown.replace("\n", " ")
+    shown = "".join(c if c.isprintable() else "?" for c in shown[: limit + 1])
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
@@ -398,6 +402,8 @@ class BackupEntry:
     #: the folder holds a manifest that cannot be used (unreadable, malformed,
     #: or naming another folder); ``manifest_error`` says why
     invalid: bool = False
+    #: that manifest is readable but names another folder (``invalid`` too)
+    foreign: bool = False
 
     @property
     def complete(self) -> bool:
@@ -475,6 +481,7 @@ def scan(
                     e.manifest = read_manifest(backend, e.target, e.id)
                 except (CatalogError, StorageError) as err:
                     e.manifest_error, e.invalid = str(err), True
+                    e.foreign = isinstance(err, ForeignManifest)
     entries.sort(key=lambda e: (e.created, e.id), reverse=True)
     return entries
 
@@ -502,10 +509,11 @@ def read_manifest(backend: Backend, target: str, backup_id: str) -> Manifest:
 def check_folder(manifest: Manifest, target: str, backup_id: str) -> None:
     """:class:`CatalogError` unless ``manifest`` names ``<target>/<backup_id>/``."""
     if (manifest.target, manifest.id) != (target, backup_id):
-        raise CatalogError(
-            f"the manifest names {_clip(manifest.target)}/{_clip(manifest.id)} but sits in "
-            f"{target}/{backup_id}/: it was copied or moved from another folder and is not "
-            "used (move it back, or delete the folder)"
+        raise ForeignManifest(
+            f"the manifest names {_clip(manifest.target, quote=False)}/"
+            f"{_clip(manifest.id, quote=False)} but sits in "
+            f"{target}/{backup_id}/: it was copied or moved from another folder and is not used "
+            "(move it back, or delete the folder)"
         )
 
 

@@ -35,6 +35,8 @@ from typing import BinaryIO, Protocol
 import zstandard
 
 from backupctl.store.archive_guard import COPY_CHUNK as COPY_CHUNK
+from backupctl.store.archive_guard import PART_SUFFIX as PART_SUFFIX
+from backupctl.store.archive_guard import ArchiveError as ArchiveError
 from backupctl.store.archive_guard import (
     ExpectedFiles,
     TarBudget,
@@ -42,8 +44,6 @@ from backupctl.store.archive_guard import (
     part_name,
     shown,
 )
-from backupctl.store.archive_guard import PART_SUFFIX as PART_SUFFIX
-from backupctl.store.archive_guard import ArchiveError as ArchiveError
 from backupctl.store.catalog import FileEntry
 
 COMPRESSIONS = ("zstd", "gzip", "none")

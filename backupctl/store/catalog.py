@@ -321,14 +321,22 @@ def new_backup_id(now: datetime, taken: Iterable[str] = ()) -> str:
     return f"{base}-{n}"
 
 
+def is_backup_id(name: str) -> bool:
+    """Whether ``name`` is a backup id: ``backup-YYYYMMDD-HHMMSS[-N]`` of a real time
+    (a folder named ``backup-20241399-999999`` is not one, and is not listed)."""
+    m = ID_PATTERN.fullmatch(name)
+    if m is None:
+        return False
+    try:
+        datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S")
+    except ValueError:
+        return False
+    return True
+
+
 def validate_id(backup_id: str) -> str:
     """``backup_id`` if it is a backup id (``backup-YYYYMMDD-HHMMSS[-N]``, a real time)."""
-    m = ID_PATTERN.fullmatch(backup_id)
-    try:
-        valid = m is not None and bool(datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S"))
-    except ValueError:
-        valid = False
-    if not valid:
+    if not is_backup_id(backup_id):
         raise CatalogError(
             f"{backup_id!r} is not a backup id: use backup-YYYYMMDD-HHMMSS (UTC), "
             "optionally with a -N suffix"
@@ -337,8 +345,8 @@ def validate_id(backup_id: str) -> str:
 
 
 def id_time(backup_id: str) -> datetime:
-    m = ID_PATTERN.match(backup_id)
-    if not m:
+    m = ID_PATTERN.fullmatch(backup_id)
+    if not m or not is_backup_id(backup_id):
         raise CatalogError(f"{backup_id!r} is not a backup id (expected backup-YYYYMMDD-HHMMSS)")
     return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
@@ -432,7 +440,7 @@ def split_key(key: str) -> tuple[str, str] | None:
     """``(target, backup_id)`` of a key inside a backup folder, else None."""
     parts = key.split("/")
     for i in range(1, len(parts) - 1):
-        if ID_PATTERN.match(parts[i]):
+        if is_backup_id(parts[i]):
             return "/".join(parts[:i]), parts[i]
     return None
 

@@ -175,19 +175,13 @@ def upload_started(up: PendingUpload) -> datetime:
     where = catalog.split_key(up.key)
     if where is None:
         return up.started
-    try:
-        return max(up.started, catalog.id_time(where[1]))
-    except (catalog.CatalogError, ValueError):
-        return up.started
+    return max(up.started, catalog.id_time(where[1]))
 
 
 def _upload_target(key: str) -> str:
     """The target of an unfinished upload's key (``""`` outside any backup folder)."""
-    parts = key.split("/")
-    for i in range(1, len(parts) - 1):
-        if catalog.ID_PATTERN.match(parts[i]):
-            return "/".join(parts[:i])
-    return ""
+    where = catalog.split_key(key)
+    return where[0] if where is not None else ""
 
 
 @dataclass

@@ -476,3 +476,64 @@ def test_an_absurdly_long_duration_is_one_clear_error(
     args = ["--keep-last", "1"] if option == "--incomplete-grace" else []
     proc = _cli("prune", store.url, option, value, *args)
     assert_one_clear_error(proc, "too long", "at most 1000 years")
+
+
+def test_a_folder_named_like_a_backup_of_an_impossible_time_is_not_a_backup(
+    store: LocalBackend,
+) -> None:
+    good = add_backup(store, "r", T0)
+    bogus = store.root / "r" / "backup-20241399-999999"
+    bogus.mkdir()
+    (bogus / "manifest.json").write_text("{}")
+    assert [e["id"] for e in _listed(store, "--all").values()] == [good]
+    proc = _cli("prune", store.url, "--keep-last", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [k["id"] for k in json.loads(proc.stdout)["keep"]] == [good]
+    assert (bogus / "manifest.json").exists()
+
+
+# --- prune killed mid-run on a store with foreign folders ------------------------------
+
+PRUNE_WITH_PAUSE = Path(__file__).resolve().parents[1] / "support" / "prune_with_pause.py"
+
+
+@pytest.mark.parametrize("kill_after", [1, 4, 9])
+def test_prune_killed_mid_run_then_rerun_keeps_the_policy_and_leaves_foreign_folders(
+    store: LocalBackend, kill_after: int
+) -> None:
+    ids = [add_backup(store, "r", T0 + timedelta(days=i), nodes=("n0", "n1")) for i in range(5)]
+    planted = catalog.new_backup_id(T0 + timedelta(days=30))
+    demo = add_backup(store, "demo", T0)
+    _plant_copy(store, ("demo", demo), ("r", planted))
+    args = [store.url, "--keep-last", "2", "--target", "r"]
+    proc = subprocess.Popen(
+        [sys.executable, str(PRUNE_WITH_PAUSE), "0.05", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd="/",
+    )
+    with proc:
+        assert proc.stderr is not None
+        seen = 0
+        for _ in range(kill_after):  # bounded: one line per delete, the process is killed after
+            if proc.stderr.readline().startswith("deleted "):
+                seen += 1
+        proc.kill()
+        proc.wait(timeout=30)
+    assert seen == kill_after, "prune ended before the kill"
+
+    for e in catalog.scan(store, "r"):  # nothing listed as complete is missing an archive
+        if e.complete:
+            assert e.manifest is not None
+            names = {o.key.rsplit("/", 1)[-1] for o in e.objects}
+            assert {n.archive.key for n in e.manifest.nodes} <= names
+    assert {ids[-1], ids[-2]} <= {e.id for e in catalog.scan(store, "r") if e.complete}
+
+    rerun = _cli("prune", *args, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert {e.id for e in catalog.scan(store, "r") if e.complete} == {ids[-1], ids[-2]}
+    folders = {e.id for e in catalog.scan(store, "r")}
+    assert folders == {ids[-1], ids[-2], planted}
+    assert (store.root / "r" / planted / "manifest.json").exists()
+    assert {e.id for e in catalog.scan(store, "demo") if e.complete} == {demo}

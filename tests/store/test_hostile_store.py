@@ -25,7 +25,9 @@ from typing import Any
 
 import pytest
 import zstandard
+from typer.testing import CliRunner
 
+from backupctl.cli.app import app
 from backupctl.store import backup_set, catalog
 from backupctl.store.archive import ArchiveError, Member, extract_verified, write_archive
 from backupctl.store.backends import open_store
@@ -76,10 +78,12 @@ def _manifest_path(store: LocalBackend, target: str, bid: str) -> Path:
 
 
 def _listed(store: LocalBackend, *extra: str) -> dict[str, dict[str, Any]]:
-    proc = _cli("list", store.url, "--json", *extra)
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return {f"{e['target']}/{e['id']}": e for e in json.loads(proc.stdout)}
+    """``list --json`` run in this process (the CLI as a user calls it, without
+    a subprocess's start-up time), by target/id."""
+    result = CliRunner().invoke(app, ["list", store.url, "--json", *extra])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return {f"{e['target']}/{e['id']}": e for e in json.loads(result.stdout)}
 
 
 # --- archives that claim less than they hold -----------------------------------------
@@ -497,7 +501,7 @@ def test_a_folder_named_like_a_backup_of_an_impossible_time_is_not_a_backup(
 PRUNE_WITH_PAUSE = Path(__file__).resolve().parents[1] / "support" / "prune_with_pause.py"
 
 
-@pytest.mark.parametrize("kill_after", [1, 4, 9])
+@pytest.mark.parametrize("kill_after", [2, 7])
 def test_prune_killed_mid_run_then_rerun_keeps_the_policy_and_leaves_foreign_folders(
     store: LocalBackend, kill_after: int
 ) -> None:

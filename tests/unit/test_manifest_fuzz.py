@@ -28,7 +28,7 @@ from backupctl.store.catalog import (
 )
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=2000,  # ms per example: a hang fails the test
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,

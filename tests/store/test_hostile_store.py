@@ -30,7 +30,8 @@ from typer.testing import CliRunner
 from backupctl.cli.app import app
 from backupctl.store import backup_set, catalog
 from backupctl.store.archive import ArchiveError, Member, extract_verified, write_archive
-from backupctl.store.backends import open_store
+from backupctl.store.backends import AccessDenied, open_store
+from backupctl.store.backends.base import put_bytes
 from backupctl.store.backends.local import LocalBackend
 from backupctl.store.catalog import CatalogError, FileEntry
 from backupctl.store.prune import prune
@@ -466,6 +467,55 @@ def test_list_works_on_a_read_only_store(store: LocalBackend, read_only_view: Pa
         assert proc.returncode == 0, proc.stderr
         got = [e["id"] for e in json.loads(proc.stdout)]
         assert got[:2] == ids[::-1] and len(got) == 2 + len(extra)
+
+
+def _iam_user(iam: Any, name: str, actions: list[str]) -> dict[str, str]:
+    """A moto IAM user allowed ``actions`` on everything; its credentials as env."""
+    iam.create_user(UserName=name)
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+    }
+    arn = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(document))["Policy"]["Arn"]
+    iam.attach_user_policy(UserName=name, PolicyArn=arn)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+def test_list_works_with_read_only_s3_credentials(tmp_path: Path) -> None:
+    """Credentials that may only get and list objects (moto enforcing IAM
+    after the 8 requests that create the two users) list the backups, and
+    ``--all`` lists them without the unfinished uploads it may not see."""
+    import boto3
+
+    emulator = object_stores.S3Emulator(tmp_path, extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "8"})
+    try:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=emulator.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        admin = _iam_user(iam, "admin", ["s3:*"])
+        reader = _iam_user(iam, "reader", ["s3:GetObject", "s3:ListBucket", "s3:ListObjectsV2"])
+        bucket = object_stores.unique_bucket_name()
+        with store_env({**emulator.env, **admin}):
+            boto3.client("s3", endpoint_url=emulator.endpoint).create_bucket(Bucket=bucket)
+            backend = open_store(f"s3://{bucket}")
+            ids = [add_backup(backend, "r", T0 + timedelta(days=i)) for i in range(2)]
+        with store_env({**emulator.env, **reader}):
+            with pytest.raises(AccessDenied):  # the credentials are read-only indeed
+                put_bytes(open_store(f"s3://{bucket}"), "r/x", b"x")
+            for extra in ([], ["--all"]):
+                result = CliRunner().invoke(app, ["list", f"s3://{bucket}", "--json", *extra])
+                assert result.exit_code == 0, result.output
+                assert [e["id"] for e in json.loads(result.stdout)] == ids[::-1]
+    finally:
+        emulator.stop()
 
 
 # --- user errors of prune ----------------------------------------------------------------

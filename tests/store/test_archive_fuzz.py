@@ -143,12 +143,13 @@ def test_a_stretch_repeated(compression: str, start: float, length: float, times
     which=hs.integers(0, 1),
     size=hs.sampled_from([0, 1, 999, 1000, 2**40]),
     parts=hs.sampled_from([0, 1, 5, 7, 10**9]),
+    declared=hs.sampled_from([1.0, 0.5, 0.0]),
 )
-def test_the_manifest_lying_about_a_file(
-    compression: str, which: int, size: int, parts: int
+def test_the_manifest_lying_about_a_file_or_the_archive_size(
+    compression: str, which: int, size: int, parts: int, declared: float
 ) -> None:
     blob, files = ARCHIVES[compression]
     lied = list(files)
     f = lied[which]
     lied[which] = FileEntry(f.path, size, hashlib.sha256(b"").hexdigest(), f.kind, parts)
-    _check(compression, blob, lied, len(blob))
+    _check(compression, blob, lied, int(declared * len(blob)))

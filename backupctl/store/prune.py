@@ -7,7 +7,11 @@ For each target in the store:
    ``read_manifests=False``, which trusts the id for the creation time).
 2. If a backup of the target is being written (a folder without a manifest,
    or an unfinished upload, younger than ``incomplete_grace``), or a
-   manifest cannot be read, touch nothing of that target and say why.
+   manifest cannot be read, touch nothing of that target and say why. An
+   upload's age counts from the later of the store's start time and its
+   backup id's time (:func:`upload_started`). A folder whose manifest names
+   another folder is not this target's backup: neither counted nor deleted,
+   only reported.
 3. Otherwise decide over its *complete* backups with
    :func:`~backupctl.store.retention.apply_policy`; the newest complete backup is
    never removed, whatever the policy says.

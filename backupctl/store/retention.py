@@ -55,8 +55,8 @@ _UNITS = {"y": "years", "m": "months", "d": "days", "h": "hours"}
 #: The longest duration accepted, in years: far beyond any retention, and
 #: short enough that ``now`` minus it is still a date (Python's start at year 1).
 MAX_DURATION_YEARS = 1000
-#: Each unit's count at that length.
-_MAX_COUNT = {"years": 1000, "months": 12_000, "days": 366_000, "hours": 8_784_000}
+#: Days in a year and a month on average (Gregorian), to weigh units against that limit.
+_YEAR_DAYS, _MONTH_DAYS = 365.2425, 365.2425 / 12
 
 
 @dataclass(frozen=True)
@@ -132,15 +132,15 @@ def parse_duration(text: str) -> Duration:
         name = _UNITS[unit]
         if name in values:
             raise PolicyError(f"duration {text!r}: unit {unit!r} given twice: {hint}")
-        if len(num) > 12 or int(num) > _MAX_COUNT[name]:
+        if len(num) > 12:  # a number that long is never a duration: stop before arithmetic
             raise PolicyError(_too_long(text))
         values[name] = int(num)
         pos = m.end()
-    duration = Duration(**values)
-    total_days = duration.years * 366 + duration.months * 31 + duration.days + duration.hours / 24
-    if total_days > MAX_DURATION_YEARS * 366:
+    d = Duration(**values)
+    days = d.years * _YEAR_DAYS + d.months * _MONTH_DAYS + d.days + d.hours / 24
+    if days > MAX_DURATION_YEARS * _YEAR_DAYS + 1e-6:
         raise PolicyError(_too_long(text))
-    return duration
+    return d
 
 
 def _too_long(text: str) -> str:

@@ -1,5 +1,7 @@
-"""``backupctl list``: the backups in a store, newest first (complete ones,
-or with ``--all`` the incomplete ones too, each with what is wrong)."""
+"""``backupctl list``: the backups in a store, newest first (complete ones and
+those whose manifest cannot be used, marked INVALID with the reason; with
+``--all`` the incomplete ones too, each with what is wrong). It only reads:
+a read-only store, or read-only credentials, list."""
 
 from __future__ import annotations
 
@@ -15,8 +17,12 @@ from backupctl.store import catalog
 from backupctl.store.catalog import BackupEntry
 
 ShowAllOpt = Annotated[
-    bool, typer.Option("--all", help="Also show incomplete backups (no manifest).")
+    bool, typer.Option("--all", help="Also show incomplete backups (no manifest yet).")
 ]
+
+
+def _status(e: BackupEntry) -> str:
+    return "complete" if e.complete else "invalid" if e.invalid else "incomplete"
 
 
 def _incomplete_reason(e: BackupEntry) -> str:
@@ -32,6 +38,7 @@ def entry_json(e: BackupEntry) -> dict[str, Any]:
         "id": e.id,
         "target": e.target,
         "complete": e.complete,
+        "status": _status(e),
         "created": format_time(e.created),
         "size": m.size if m else e.stored_bytes,
         "keys": m.keys if m else None,
@@ -59,11 +66,14 @@ class Listing(CommandResult):
                 e.target,
                 human(e.manifest.size if e.manifest else e.stored_bytes),
                 str(e.manifest.keys) if e.manifest else "-",
-                "complete" if e.complete else "INCOMPLETE",
+                _status(e) if e.complete else _status(e).upper(),
             )
             for e in self.entries
         ]
         print_table(("ID", "CREATED", "TARGET", "SIZE", "KEYS", "STATUS"), rows)
+        for e in self.entries:
+            if e.invalid:
+                typer.echo(f"warning: {e.target}/{e.id} is INVALID: {e.manifest_error}", err=True)
 
 
 def list_cmd(
@@ -73,13 +83,14 @@ def list_cmd(
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List complete backups, newest first."""
+    """List complete backups, newest first (and any whose manifest cannot be used)."""
     with user_errors():
         store = get_store(store_url, endpoint)
-        store.check()
+        # No store.check(): it asks for write access, and listing needs only reads
+        # (the listing itself reports a missing store or a denied read).
         entries = [
             e
             for e in catalog.scan(store, target, include_pending=show_all)
-            if show_all or e.complete
+            if show_all or e.complete or e.invalid
         ]
         report(Listing(entries), as_json=as_json, termination_log=None)

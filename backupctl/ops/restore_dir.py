@@ -103,7 +103,12 @@ def download_node(
     key = catalog.backup_dir(manifest.target, manifest.id) + node.archive.key
     with store.open(key) as src:
         size, sha = extract_verified(
-            src, node.archive.compression, node.files, dest, progress=progress
+            src,
+            node.archive.compression,
+            node.files,
+            dest,
+            progress=progress,
+            archive_size=node.archive.size,
         )
     if size != node.archive.size or sha != node.archive.sha256:
         raise ArchiveError(

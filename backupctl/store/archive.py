@@ -34,6 +34,16 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
+from backupctl.store.archive_guard import COPY_CHUNK as COPY_CHUNK
+from backupctl.store.archive_guard import PART_SUFFIX as PART_SUFFIX
+from backupctl.store.archive_guard import ArchiveError as ArchiveError
+from backupctl.store.archive_guard import (
+    ExpectedFiles,
+    TarBudget,
+    member_kind,
+    part_name,
+    shown,
+)
 from backupctl.store.catalog import FileEntry
 
 COMPRESSIONS = ("zstd", "gzip", "none")
@@ -48,20 +58,14 @@ ZSTD_DEFAULT_LEVEL = 1
 #: store's ingest costs. On LZF'd RDBs level 2 gains less (12%) for 20%.
 RAW_RDB_ZSTD_LEVEL = 2
 ZSTD_JOB_SIZE = 512 * 1024
-COPY_CHUNK = 1024 * 1024
 #: Largest part of a file of unknown size (see the module docstring): the
 #: memory one buffered part costs, against one 512-byte header per part.
 PART_SIZE = 4 * 1024 * 1024
-PART_SUFFIX = ".part-"
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 
 #: Called with a byte count as data passes; used for progress bars.
 Progress = Callable[[int], None]
-
-
-class ArchiveError(Exception):
-    """The archive is corrupt, truncated, or does not match its manifest."""
 
 
 class Sink(Protocol):
@@ -113,20 +117,33 @@ class HashingWriter:
 
 
 class HashingReader(io.RawIOBase):
-    """Counts and hashes what is read from ``source``."""
+    """Counts and hashes what is read from ``source``; with ``limit``, reading
+    more than ``limit`` bytes raises :class:`ArchiveError` (one byte past it
+    is read, to know)."""
 
-    def __init__(self, source: BinaryIO, progress: Progress | None = None) -> None:
+    def __init__(
+        self, source: BinaryIO, progress: Progress | None = None, *, limit: int | None = None
+    ) -> None:
         self._source = source
         self._hash = hashlib.sha256()
         self._progress = progress
+        self._limit = limit
         self.size = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._source.read(len(b))
+        want = len(b)
+        if self._limit is not None:
+            want = min(want, self._limit + 1 - self.size)
+        data = self._source.read(want)
         n = len(data)
+        if self._limit is not None and self.size + n > self._limit:
+            raise ArchiveError(
+                f"the archive is larger than the {self._limit} bytes its manifest declares: "
+                "refused, nothing more is read"
+            )
         if n:
             b[:n] = data
             self._hash.update(data)
@@ -190,10 +207,6 @@ def _tar_header(name: str, size: int, mtime: float) -> bytes:
     info.mode = 0o640
     info.type = tarfile.REGTYPE
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def part_name(name: str, number: int) -> str:
-    return f"{name}{PART_SUFFIX}{number:06d}"
 
 
 def write_archive(
@@ -372,15 +385,22 @@ def decompressing_reader(source: BinaryIO, compression: str) -> BinaryIO:
 
 def iter_members(stream: BinaryIO) -> Iterator[tuple[tarfile.TarInfo, BinaryIO]]:
     """Yield each regular file of a tar stream with a reader for its bytes.
-    The reader must be consumed before advancing."""
+    The reader must be consumed before advancing. Directory entries are
+    skipped; links, devices and FIFOs are refused (never created, never
+    followed): backupctl writes none, so one means the archive is not ours."""
     try:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_CHUNK) as tar:
             for info in tar:
-                if not info.isfile():
+                if info.isdir():
                     continue
+                if not info.isfile():
+                    raise ArchiveError(
+                        f"archive member {shown(info.name)} is {member_kind(info)}, not a "
+                        "regular file: refused (backupctl archives hold regular files only)"
+                    )
                 name = PurePosixPath(info.name)
                 if name.is_absolute() or ".." in name.parts:
-                    raise ArchiveError(f"archive member {info.name!r} has an unsafe path")
+                    raise ArchiveError(f"archive member {shown(info.name)} has an unsafe path")
                 f = tar.extractfile(info)
                 assert f is not None
                 yield info, f  # type: ignore[misc]
@@ -396,28 +416,34 @@ def extract_verified(
     *,
     on_file: Callable[[FileEntry, Path | None], None] | None = None,
     progress: Progress | None = None,
+    archive_size: int | None = None,
 ) -> tuple[int, str]:
     """Stream an archive, check every file against ``expected`` (size and
     sha256), and write the files under ``dest`` (or only check them when
     ``dest`` is None); a file stored in parts is joined back. Returns the
     archive's byte count and sha256 (the whole object is read, trailing
     padding included). Raises :class:`ArchiveError` on any mismatch; files
-    already written are left for the caller to discard."""
-    by_name: dict[str, tuple[FileEntry, int]] = {}
-    for f in expected:
-        if f.parts:
-            for i in range(1, f.parts + 1):
-                by_name[part_name(f.path, i)] = (f, i)
-        else:
-            by_name[f.path] = (f, 0)
+    already written are left for the caller to discard.
+
+    Nothing beyond what the manifest declares is written or read: a member
+    larger than its file's declared size is refused before its first byte, a
+    file listed twice or a member not listed at once, and with
+    ``archive_size`` (the manifest's archive size) the stored object is read
+    no further than one byte past it."""
+    by_name = ExpectedFiles(expected)
     seen: set[str] = set()
     current: _FileOut | None = None
-    hashed = HashingReader(source, progress)
+    hashed = HashingReader(source, progress, limit=archive_size)
+    tar_stream = TarBudget(decompressing_reader(hashed, compression))  # type: ignore[arg-type]
     try:
-        for info, reader in iter_members(decompressing_reader(hashed, compression)):  # type: ignore[arg-type]
-            want, number = by_name.get(info.name, (None, 0))
+        for info, reader in iter_members(tar_stream):  # type: ignore[arg-type]
+            want, number = by_name.get(info.name)
             if want is None:
-                raise ArchiveError(f"archive holds {info.name!r}, which the manifest does not list")
+                raise ArchiveError(
+                    f"archive holds {shown(info.name)}, which the manifest does not list"
+                )
+            if want.path in seen:
+                raise ArchiveError(f"archive holds {want.path} twice: the archive is corrupt")
             if number <= 1:
                 if current is not None:
                     raise ArchiveError(
@@ -427,6 +453,13 @@ def extract_verified(
                 current = _FileOut(want, dest)
             elif current is None or current.want is not want or current.parts != number - 1:
                 raise ArchiveError(f"{info.name}: part out of order: the archive is corrupt")
+            if current.size + info.size > want.size:
+                raise ArchiveError(
+                    f"{want.path}: the archive holds at least {current.size + info.size} bytes "
+                    f"of it, the manifest declares {want.size}: refused before writing more "
+                    "(the archive is corrupt or was tampered with)"
+                )
+            tar_stream.allow(info.size)
             current.copy(reader)
             if number == want.parts:  # the file's last (or only) member
                 current.finish()
@@ -435,6 +468,8 @@ def extract_verified(
                     on_file(want, current.path)
                 current = None
         hashed.drain()
+    except tarfile.TarError as e:  # raised while a member's bytes are read
+        raise ArchiveError(f"archive is corrupt or truncated: {_tar_reason(e)}") from e
     except (zstandard.ZstdError, EOFError, gzip.BadGzipFile, OSError) as e:
         raise ArchiveError(f"archive is corrupt or truncated: {e}") from e
     finally:
@@ -444,6 +479,11 @@ def extract_verified(
     if missing:
         raise ArchiveError(f"archive is missing {', '.join(missing)} listed in the manifest")
     return hashed.size, hashed.hexdigest()
+
+
+def _tar_reason(e: tarfile.TarError) -> str:
+    text = str(e)
+    return "it ends in the middle of a file" if text == "unexpected end of data" else text
 
 
 class _FileOut:
@@ -461,7 +501,12 @@ class _FileOut:
             self.out = open(self.path, "wb")  # noqa: SIM115 - closed by finish/close
 
     def copy(self, reader: BinaryIO) -> None:
-        while chunk := reader.read(COPY_CHUNK):
+        while chunk := reader.read(min(COPY_CHUNK, self.want.size - self.size + 1)):
+            if self.size + len(chunk) > self.want.size:  # tarfile reads only the header's size
+                raise ArchiveError(
+                    f"{self.want.path}: longer than the {self.want.size} bytes the manifest "
+                    "declares: the archive is corrupt"
+                )
             self.digest.update(chunk)
             self.size += len(chunk)
             if self.out is not None:

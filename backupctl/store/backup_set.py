@@ -45,8 +45,9 @@ from typing import Any
 from backupctl.core.slots import CLUSTER_SLOTS
 from backupctl.core.timefmt import parse_time
 from backupctl.store import catalog
-from backupctl.store.backends.base import Backend, NotFound, put_bytes, read_bytes
+from backupctl.store.backends.base import Backend, NotFound, put_bytes, read_at_most
 from backupctl.store.catalog import CatalogError, Manifest, NodeEntry
+from backupctl.store.manifest_checks import MAX_MANIFEST_BYTES
 
 RECORD_FORMAT = "backupctl.dev/shard-record/v1"
 SHARDS_DIR = "shards"
@@ -97,8 +98,8 @@ class ShardRecord:
         try:
             d = json.loads(raw)
             if d.get("format") != RECORD_FORMAT:
-                raise CatalogError(f"unsupported format {d.get('format')!r}")
-            return cls(
+                raise CatalogError(f"unsupported format {str(d.get('format'))[:80]!r}")
+            record = cls(
                 id=str(d["id"]),
                 target=str(d["target"]),
                 shard=int(d["shard"]),
@@ -109,8 +110,16 @@ class ShardRecord:
                 compression=str(d["compression"]),
                 node=catalog.node_from_json(d["node"]),
             )
+            if not 1 <= record.shard <= record.shards <= CLUSTER_SLOTS:
+                raise ShardSetError(
+                    f"{where} is unreadable: shard {record.shard} of {record.shards} "
+                    f"(a set has 1 to {CLUSTER_SLOTS} shards)"
+                )
+            return record
         except (ValueError, KeyError, TypeError, AttributeError, CatalogError) as e:
             raise ShardSetError(f"{where} is unreadable: {e}") from e
+        except RecursionError as e:
+            raise ShardSetError(f"{where} is unreadable: nested too deeply") from e
 
 
 @dataclass(frozen=True)
@@ -258,11 +267,28 @@ def has_manifest(store: Backend, target: str, backup_id: str) -> bool:
 
 
 def existing_manifest(store: Backend, target: str, backup_id: str) -> Manifest | None:
+    """The manifest in ``<target>/<backup_id>/`` if there is one; :class:`CatalogError`
+    when it is unreadable or names another folder."""
     try:
-        raw = read_bytes(store, catalog.manifest_key(target, backup_id))
+        return catalog.read_manifest(store, target, backup_id)
     except NotFound:
         return None
-    return Manifest.loads(raw)
+
+
+def read_record(store: Backend, target: str, backup_id: str, key: str) -> ShardRecord:
+    """The shard record at ``key`` of folder ``<target>/<backup_id>/``, read with a
+    size cap; :class:`ShardSetError` unless it belongs to that folder (a record
+    copied from another set would make this run write into that set's folder)."""
+    raw = read_at_most(store, key, MAX_MANIFEST_BYTES)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ShardSetError(f"{key} is larger than {MAX_MANIFEST_BYTES} bytes: not a shard record")
+    record = ShardRecord.loads(raw, key)
+    if (record.target, record.id) != (target, backup_id):
+        raise ShardSetError(
+            f"{key} names backup {record.target}/{record.id}, not the folder it sits in: "
+            "it was copied from another set; delete it (this set stays incomplete until then)"
+        )
+    return record
 
 
 def own_record(
@@ -271,7 +297,7 @@ def own_record(
     """The record of ``shard`` that ``owner`` already wrote (a retried run), if any."""
     key = record_key(target, backup_id, shard)
     try:
-        record = ShardRecord.loads(read_bytes(store, key), key)
+        record = read_record(store, target, backup_id, key)
     except NotFound:
         return None
     if record.owner != owner:
@@ -306,7 +332,7 @@ def commit(store: Backend, record: ShardRecord, *, reused: bool = False) -> Shar
     keys = [prefix + name for name in _names(store, prefix) if _RECORD.match(name)]
     if len(keys) < record.shards:
         return ShardOutcome(record=record, recorded=len(keys), reused=reused)
-    records = [ShardRecord.loads(read_bytes(store, key), key) for key in keys]
+    records = [read_record(store, record.target, record.id, key) for key in keys]
     manifest = assemble(records)
     catalog.write_manifest(store, manifest)
     return ShardOutcome(record=record, recorded=len(keys), manifest=manifest, reused=reused)
@@ -328,6 +354,7 @@ __all__ = [
     "has_manifest",
     "own_record",
     "parse_shard",
+    "read_record",
     "record_key",
     "validate_owner",
 ]

@@ -27,13 +27,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backupctl.core.timefmt import parse_time
+from backupctl.store import manifest_checks as checks
 from backupctl.store.backends.base import (
+    AccessDenied,
     Backend,
     ObjectInfo,
     PendingUpload,
     StorageError,
     put_bytes,
-    read_bytes,
+    read_at_most,
 )
 
 MANIFEST_NAME = "manifest.json"
@@ -45,6 +47,10 @@ ARCHIVE_SUFFIXES = (".tar.zst", ".tar.gz", ".tgz", ".tar", ".zst", ".gz")
 
 class CatalogError(Exception):
     """A backup reference that does not resolve, or a manifest that is unreadable."""
+
+
+class ForeignManifest(CatalogError):
+    """A readable manifest that names another folder than the one it sits in."""
 
 
 @dataclass(frozen=True)
@@ -159,32 +165,71 @@ class Manifest:
         return (json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n").encode()
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Manifest:
+    def from_json(cls, d: Any) -> Manifest:
+        """Parse and bound-check a manifest (see :mod:`backupctl.store.manifest_checks`);
+        :class:`CatalogError` with one line when anything is wrong."""
         try:
+            d = checks.mapping(d, "the manifest")
             if d.get("format") != MANIFEST_FORMAT:
-                raise CatalogError(f"unsupported manifest format {d.get('format')!r}")
+                raise CatalogError(f"unsupported manifest format {_clip(d.get('format'))}")
+            tool = checks.mapping(checks.field(d, "tool", "the manifest"), "tool")
+            redis = checks.mapping(checks.field(d, "redis", "the manifest"), "redis")
+            redis_version = checks.text(checks.field(redis, "version", "redis"), "redis.version")
+            created = checks.text(checks.field(d, "created", "the manifest"), "created")
+            if parse_time(created) is None:
+                raise CatalogError(f"'created' is not an RFC 3339 time: {_clip(created)}")
+            nodes = checks.items(
+                checks.field(d, "nodes", "the manifest"), "nodes", checks.MAX_NODES
+            )
             return cls(
-                id=d["id"],
-                target=d["target"],
-                created=d["created"],
-                tool_version=d["tool"]["version"],
-                redis_version=d["redis"]["version"],
-                mode=d["redis"].get("mode", "standalone"),
-                flavour=d["redis"].get("flavour", "redis"),
-                server_version=own_version(d["redis"].get("serverVersion"), d["redis"]["version"]),
-                method=d["method"],
-                compression=d["compression"],
-                nodes=[_node_from_json(n) for n in d["nodes"]],
+                id=checks.text(checks.field(d, "id", "the manifest"), "id"),
+                target=checks.text(checks.field(d, "target", "the manifest"), "target"),
+                created=created,
+                tool_version=checks.text(checks.field(tool, "version", "tool"), "tool.version"),
+                redis_version=redis_version,
+                mode=checks.text(redis.get("mode", "standalone"), "redis.mode"),
+                flavour=checks.text(redis.get("flavour", "redis"), "redis.flavour"),
+                server_version=own_version(
+                    checks.optional_text(redis.get("serverVersion"), "redis.serverVersion"),
+                    redis_version,
+                ),
+                method=checks.text(checks.field(d, "method", "the manifest"), "method"),
+                compression=checks.text(
+                    checks.field(d, "compression", "the manifest"), "compression"
+                ),
+                nodes=[_node_from_json(n, f"nodes[{i}]") for i, n in enumerate(nodes)],
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise CatalogError(f"malformed manifest: {e!r}") from e
+            raise CatalogError(f"malformed manifest: {_reason(e)}") from e
 
     @classmethod
     def loads(cls, raw: bytes) -> Manifest:
+        if len(raw) > checks.MAX_MANIFEST_BYTES:
+            raise CatalogError(
+                f"manifest is larger than {checks.MAX_MANIFEST_BYTES} bytes: not a manifest "
+                "backupctl wrote"
+            )
         try:
             return cls.from_json(json.loads(raw))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CatalogError(f"manifest is not valid JSON: {e}") from e
+        except RecursionError as e:
+            raise CatalogError("manifest is not valid JSON: nested too deeply") from e
+
+
+def _reason(e: Exception) -> str:
+    """One line for a parse failure: the message of our own checks, the field
+    name of a KeyError, else the exception's text."""
+    if isinstance(e, KeyError):
+        return f"missing field {e}"
+    return _clip(str(e) or type(e).__name__, quote=False)
+
+
+def _clip(value: Any, *, quote: bool = True, limit: int = 80) -> str:
+    """A value from a manifest, shortened for a message."""
+    shown = repr(value) if quote else str(value)
+    shown = "".join(c if c.isprintable() else "?" for c in shown[: limit + 1])
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def node_to_json(node: NodeEntry) -> dict[str, Any]:
@@ -192,12 +237,12 @@ def node_to_json(node: NodeEntry) -> dict[str, Any]:
     return _node_to_json(asdict(node))
 
 
-def node_from_json(d: dict[str, Any]) -> NodeEntry:
+def node_from_json(d: Any) -> NodeEntry:
     """The inverse of :func:`node_to_json`; :class:`CatalogError` when malformed."""
     try:
         return _node_from_json(d)
     except (KeyError, TypeError, ValueError) as e:
-        raise CatalogError(f"malformed node entry: {e!r}") from e
+        raise CatalogError(f"malformed node entry: {_reason(e)}") from e
 
 
 def _node_to_json(n: dict[str, Any]) -> dict[str, Any]:
@@ -229,22 +274,34 @@ def own_version(server_version: str | None, redis_version: str) -> str:
     return "" if not server_version or server_version == redis_version else str(server_version)
 
 
-def _node_from_json(n: dict[str, Any]) -> NodeEntry:
+def _node_from_json(value: Any, what: str = "node") -> NodeEntry:
+    n = checks.mapping(value, what)
+    redis_version = checks.text(checks.field(n, "redisVersion", what), f"{what}.redisVersion")
+    rdb_version = n.get("rdbVersion")
+    files = checks.items(checks.field(n, "files", what), f"{what}.files", checks.MAX_FILES)
     return NodeEntry(
-        name=n["name"],
-        role=n["role"],
-        node_id=n.get("nodeId"),
-        slots=[list(map(int, r)) for r in n.get("slots", [])],
-        redis_version=n["redisVersion"],
-        rdb_version=n.get("rdbVersion"),
-        flavour=n.get("flavour", "redis"),
-        server_version=own_version(n.get("serverVersion"), n["redisVersion"]),
-        rdb_magic=n.get("rdbMagic"),
-        snapshot_time=n["snapshotTime"],
+        name=checks.text(checks.field(n, "name", what), f"{what}.name"),
+        role=checks.text(checks.field(n, "role", what), f"{what}.role"),
+        node_id=checks.optional_text(n.get("nodeId"), f"{what}.nodeId"),
+        slots=checks.slot_ranges(n.get("slots", []), f"{what}.slots"),
+        redis_version=redis_version,
+        rdb_version=None
+        if rdb_version is None
+        else checks.whole(rdb_version, f"{what}.rdbVersion", 1 << 16),
+        flavour=checks.text(n.get("flavour", "redis"), f"{what}.flavour"),
+        server_version=own_version(
+            checks.optional_text(n.get("serverVersion"), f"{what}.serverVersion"), redis_version
+        ),
+        rdb_magic=checks.optional_text(n.get("rdbMagic"), f"{what}.rdbMagic"),
+        snapshot_time=checks.text(checks.field(n, "snapshotTime", what), f"{what}.snapshotTime"),
         aof_enabled=bool(n.get("aofEnabled", False)),
-        keys=int(n["keys"]),
-        archive=ArchiveEntry(**n["archive"]),
-        files=[FileEntry(**f) for f in n["files"]],
+        keys=checks.whole(checks.field(n, "keys", what), f"{what}.keys", checks.MAX_KEYS),
+        archive=ArchiveEntry(
+            **checks.archive_fields(checks.field(n, "archive", what), f"{what}.archive")
+        ),
+        files=[
+            FileEntry(**checks.file_fields(f, f"{what}.files[{i}]")) for i, f in enumerate(files)
+        ],
     )
 
 
@@ -264,14 +321,22 @@ def new_backup_id(now: datetime, taken: Iterable[str] = ()) -> str:
     return f"{base}-{n}"
 
 
+def is_backup_id(name: str) -> bool:
+    """Whether ``name`` is a backup id: ``backup-YYYYMMDD-HHMMSS[-N]`` of a real time
+    (a folder named ``backup-20241399-999999`` is not one, and is not listed)."""
+    m = ID_PATTERN.fullmatch(name)
+    if m is None:
+        return False
+    try:
+        datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S")
+    except ValueError:
+        return False
+    return True
+
+
 def validate_id(backup_id: str) -> str:
     """``backup_id`` if it is a backup id (``backup-YYYYMMDD-HHMMSS[-N]``, a real time)."""
-    m = ID_PATTERN.fullmatch(backup_id)
-    try:
-        valid = m is not None and bool(datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S"))
-    except ValueError:
-        valid = False
-    if not valid:
+    if not is_backup_id(backup_id):
         raise CatalogError(
             f"{backup_id!r} is not a backup id: use backup-YYYYMMDD-HHMMSS (UTC), "
             "optionally with a -N suffix"
@@ -280,8 +345,8 @@ def validate_id(backup_id: str) -> str:
 
 
 def id_time(backup_id: str) -> datetime:
-    m = ID_PATTERN.match(backup_id)
-    if not m:
+    m = ID_PATTERN.fullmatch(backup_id)
+    if not m or not is_backup_id(backup_id):
         raise CatalogError(f"{backup_id!r} is not a backup id (expected backup-YYYYMMDD-HHMMSS)")
     return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
@@ -342,6 +407,11 @@ class BackupEntry:
     pending: list[PendingUpload] = field(default_factory=list)
     manifest: Manifest | None = None
     manifest_error: str | None = None
+    #: the folder holds a manifest that cannot be used (unreadable, malformed,
+    #: or naming another folder); ``manifest_error`` says why
+    invalid: bool = False
+    #: that manifest is readable but names another folder (``invalid`` too)
+    foreign: bool = False
 
     @property
     def complete(self) -> bool:
@@ -370,7 +440,7 @@ def split_key(key: str) -> tuple[str, str] | None:
     """``(target, backup_id)`` of a key inside a backup folder, else None."""
     parts = key.split("/")
     for i in range(1, len(parts) - 1):
-        if ID_PATTERN.match(parts[i]):
+        if is_backup_id(parts[i]):
             return "/".join(parts[:i]), parts[i]
     return None
 
@@ -402,11 +472,13 @@ def scan(
 ) -> list[BackupEntry]:
     """All backup folders under ``target`` (or the whole store), newest first.
     Folders with a manifest are read so ``complete`` and ``created`` are
-    right; a manifest that cannot be parsed makes the folder incomplete.
-    ``include_pending`` also reports folders that so far hold only an
-    unfinished upload (a backup running now, or killed mid-upload)."""
+    right; a manifest that cannot be parsed, or that names another folder
+    than the one it sits in, makes the folder ``invalid`` (not complete, with
+    the reason in ``manifest_error``). ``include_pending`` also reports
+    folders that so far hold only an unfinished upload (a backup running now,
+    or killed mid-upload). Nothing is written: a read-only store lists."""
     prefix = backup_dir(target, "").rstrip("/") + "/" if target else ""
-    pending = backend.pending_uploads(prefix) if include_pending else ()
+    pending = _pending(backend, prefix) if include_pending else []
     entries = group_listing(backend.list(prefix), pending)
     if target:
         entries = [e for e in entries if e.target == target]
@@ -414,11 +486,43 @@ def scan(
         for e in entries:
             if any(o.key.endswith("/" + MANIFEST_NAME) for o in e.objects):
                 try:
-                    e.manifest = Manifest.loads(read_bytes(backend, manifest_key(e.target, e.id)))
+                    e.manifest = read_manifest(backend, e.target, e.id)
                 except (CatalogError, StorageError) as err:
-                    e.manifest_error = str(err)
+                    e.manifest_error, e.invalid = str(err), True
+                    e.foreign = isinstance(err, ForeignManifest)
     entries.sort(key=lambda e: (e.created, e.id), reverse=True)
     return entries
+
+
+def _pending(backend: Backend, prefix: str) -> list[PendingUpload]:
+    """Unfinished uploads, or none when the credentials may not list them
+    (read-only credentials still list the backups)."""
+    try:
+        return list(backend.pending_uploads(prefix))
+    except AccessDenied:
+        return []
+
+
+def read_manifest(backend: Backend, target: str, backup_id: str) -> Manifest:
+    """The manifest of folder ``<target>/<backup_id>/``, read with a size cap,
+    parsed with bounds, and bound to its folder: it must name that target and
+    id, or it is a manifest copied from elsewhere and :class:`CatalogError`
+    says so (it would restore another target's data)."""
+    raw = read_at_most(backend, manifest_key(target, backup_id), checks.MAX_MANIFEST_BYTES)
+    manifest = Manifest.loads(raw)
+    check_folder(manifest, target, backup_id)
+    return manifest
+
+
+def check_folder(manifest: Manifest, target: str, backup_id: str) -> None:
+    """:class:`CatalogError` unless ``manifest`` names ``<target>/<backup_id>/``."""
+    if (manifest.target, manifest.id) != (target, backup_id):
+        raise ForeignManifest(
+            f"the manifest names {_clip(manifest.target, quote=False)}/"
+            f"{_clip(manifest.id, quote=False)} but sits in "
+            f"{target}/{backup_id}/: it was copied or moved from another folder and is not used "
+            "(move it back, or delete the folder)"
+        )
 
 
 def find(backend: Backend, ref: str, target: str | None = None) -> BackupEntry:
@@ -445,7 +549,9 @@ def find(backend: Backend, ref: str, target: str | None = None) -> BackupEntry:
         raise CatalogError(f"backup id {bid!r} exists for several targets; pass --target")
     entry = matches[0]
     if not entry.complete:
-        why = entry.manifest_error or "it has no manifest (interrupted or still running)"
+        if entry.invalid:
+            raise CatalogError(f"backup {bid!r} cannot be used: {entry.manifest_error}")
+        why = "it has no manifest (interrupted or still running)"
         raise CatalogError(f"backup {bid!r} is incomplete: {why}; it cannot be restored")
     return entry
 

@@ -7,7 +7,11 @@ For each target in the store:
    ``read_manifests=False``, which trusts the id for the creation time).
 2. If a backup of the target is being written (a folder without a manifest,
    or an unfinished upload, younger than ``incomplete_grace``), or a
-   manifest cannot be read, touch nothing of that target and say why.
+   manifest cannot be read, touch nothing of that target and say why. An
+   upload's age counts from the later of the store's start time and its
+   backup id's time (:func:`upload_started`). A folder whose manifest names
+   another folder is not this target's backup: neither counted nor deleted,
+   only reported.
 3. Otherwise decide over its *complete* backups with
    :func:`~backupctl.store.retention.apply_policy`; the newest complete backup is
    never removed, whatever the policy says.
@@ -167,13 +171,21 @@ def _last_activity(entry: BackupEntry) -> datetime:
     return max(started, modified) if modified else started
 
 
+def upload_started(up: PendingUpload) -> datetime:
+    """When an unfinished upload started, as prune judges its age: the later
+    (younger) of the store's own time and the time in its backup id, so
+    neither a store that reports old times (moto says 2010) nor a skewed
+    clock on either side makes a running upload look abandoned."""
+    where = catalog.split_key(up.key)
+    if where is None:
+        return up.started
+    return max(up.started, catalog.id_time(where[1]))
+
+
 def _upload_target(key: str) -> str:
     """The target of an unfinished upload's key (``""`` outside any backup folder)."""
-    parts = key.split("/")
-    for i in range(1, len(parts) - 1):
-        if catalog.ID_PATTERN.match(parts[i]):
-            return "/".join(parts[:i])
-    return ""
+    where = catalog.split_key(key)
+    return where[0] if where is not None else ""
 
 
 @dataclass
@@ -181,6 +193,8 @@ class _Target:
     name: str
     complete: list[BackupEntry] = field(default_factory=list)
     unreadable: list[BackupEntry] = field(default_factory=list)
+    #: folders whose manifest names another folder: not this target's backups
+    foreign: list[BackupEntry] = field(default_factory=list)
     half_deleted: list[BackupEntry] = field(default_factory=list)
     incomplete: list[BackupEntry] = field(default_factory=list)
     uploads: list[PendingUpload] = field(default_factory=list)
@@ -250,9 +264,10 @@ def prune(
             continue  # a nested target's upload, e.g. a/b/... under --target a
         if up.key.rsplit("/", 1)[-1] == DELETING_MARKER:
             stale_uploads.append(up)  # a killed prune's marker: not a backup
-        elif up.started > cutoff and owner:
-            targets.setdefault(owner, _Target(owner)).uploads.append(up)
-        elif up.started <= cutoff:
+        elif upload_started(up) > cutoff:
+            if owner:
+                targets.setdefault(owner, _Target(owner)).uploads.append(up)
+        else:
             stale_uploads.append(up)
 
     blocked: set[str] = set()
@@ -283,6 +298,8 @@ def _classify(backend: Backend, target: str | None, read_manifests: bool) -> dic
         has_manifest = _has(e, catalog.MANIFEST_NAME)
         if has_manifest and (e.manifest is not None or not read_manifests):
             t.complete.append(e)
+        elif has_manifest and e.foreign:
+            t.foreign.append(e)
         elif has_manifest:
             t.unreadable.append(e)
         elif _has(e, DELETING_MARKER):
@@ -301,9 +318,9 @@ def _blocked_reason(t: _Target, cutoff: datetime, now: datetime) -> str:
             f"{_ago(now - _last_activity(e))} ago): nothing of this target is pruned"
         )
     if t.uploads:
-        up = max(t.uploads, key=lambda u: u.started)
+        up = max(t.uploads, key=upload_started)
         return (
-            f"an upload to {up.key} started {_ago(now - up.started)} ago is unfinished: "
+            f"an upload to {up.key} started {_ago(now - upload_started(up))} ago is unfinished: "
             "nothing of this target is pruned"
         )
     if t.unreadable:
@@ -333,6 +350,15 @@ def _report_blocked(
         result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "leave"))
     for e in t.half_deleted:
         reason = f"target skipped: {why}"
+        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "leave"))
+    _report_foreign(result, t)
+
+
+def _report_foreign(result: PruneResult, t: _Target) -> None:
+    """Folders holding another folder's manifest are neither counted nor
+    deleted (restic leaves what it cannot attribute to the user to sort out)."""
+    for e in t.foreign:
+        reason = f"not counted, not deleted: {e.manifest_error}"
         result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "leave"))
 
 
@@ -378,6 +404,7 @@ def _prune_target(
         result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "remove"))
         to_remove.append(e)
 
+    _report_foreign(result, t)
     for e in to_remove:
         _delete_backup(sink, e)
 

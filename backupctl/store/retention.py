@@ -52,6 +52,11 @@ class PolicyError(ValueError):
 
 _DURATION_PART = re.compile(r"(\d+)(\D*)")
 _UNITS = {"y": "years", "m": "months", "d": "days", "h": "hours"}
+#: The longest duration accepted, in years: far beyond any retention, and
+#: short enough that ``now`` minus it is still a date (Python's start at year 1).
+MAX_DURATION_YEARS = 1000
+#: Days in a year and a month on average (Gregorian), to weigh units against that limit.
+_YEAR_DAYS, _MONTH_DAYS = 365.2425, 365.2425 / 12
 
 
 @dataclass(frozen=True)
@@ -91,12 +96,15 @@ class Duration:
         ``t.AddDate(-y, -m, -d).Add(-h * time.Hour)``)."""
         month_index = t.year * 12 + (t.month - 1) - self.years * 12 - self.months
         year, month0 = divmod(month_index, 12)
-        # Day overflow rolls into the next month, as Go's Date() does.
-        day = date(year, month0 + 1, 1) + timedelta(days=t.day - 1 - self.days)
-        # The same wall time on that day, in t's zone (its UTC offset may
-        # differ across a DST change); then exact hours, counted in UTC.
-        shifted = t.replace(year=day.year, month=day.month, day=day.day, fold=0)
-        return shifted.astimezone(UTC) - timedelta(hours=self.hours)
+        try:
+            # Day overflow rolls into the next month, as Go's Date() does.
+            day = date(year, month0 + 1, 1) + timedelta(days=t.day - 1 - self.days)
+            # The same wall time on that day, in t's zone (its UTC offset may
+            # differ across a DST change); then exact hours, counted in UTC.
+            shifted = t.replace(year=day.year, month=day.month, day=day.day, fold=0)
+            return shifted.astimezone(UTC) - timedelta(hours=self.hours)
+        except (ValueError, OverflowError):  # before year 1: every time is later
+            return datetime.min.replace(tzinfo=UTC)
 
 
 def parse_duration(text: str) -> Duration:
@@ -124,9 +132,23 @@ def parse_duration(text: str) -> Duration:
         name = _UNITS[unit]
         if name in values:
             raise PolicyError(f"duration {text!r}: unit {unit!r} given twice: {hint}")
+        if len(num) > 12:  # a number that long is never a duration: stop before arithmetic
+            raise PolicyError(_too_long(text))
         values[name] = int(num)
         pos = m.end()
-    return Duration(**values)
+    d = Duration(**values)
+    days = d.years * _YEAR_DAYS + d.months * _MONTH_DAYS + d.days + d.hours / 24
+    if days > MAX_DURATION_YEARS * _YEAR_DAYS + 1e-6:
+        raise PolicyError(_too_long(text))
+    return d
+
+
+def _too_long(text: str) -> str:
+    shown = text if len(text) <= 40 else text[:39] + "…"
+    return (
+        f"duration {shown!r} is too long: at most {MAX_DURATION_YEARS} years "
+        "(use -1/'unlimited' counts to keep everything)"
+    )
 
 
 def format_within(within: Duration | timedelta) -> str:

@@ -105,6 +105,10 @@ def test_every_policy_keeps_the_newest_backup() -> None:
         (" 12h ", Duration(hours=12)),
         ("6m1y", Duration(years=1, months=6)),
         ("0d", Duration()),
+        ("1000y", Duration(years=1000)),
+        ("999y12m", Duration(years=999, months=12)),
+        ("12000m", Duration(months=12000)),
+        ("8765820h", Duration(hours=8765820)),
     ],
 )
 def test_parse_duration_accepts_restic_forms(text: str, expected: Duration) -> None:
@@ -121,11 +125,26 @@ def test_parse_duration_accepts_restic_forms(text: str, expected: Duration) -> N
         ("d", "expected a number"),
         ("1d1d", "given twice"),
         ("3 days", "unknown unit"),
+        ("99999999y", "too long: at most 1000 years"),
+        ("1000y1d", "too long"),
+        ("12001m", "too long"),
+        ("365243d", "too long"),
+        ("9" * 40 + "h", "too long"),
     ],
 )
 def test_parse_duration_rejects_bad_input_with_a_clear_message(text: str, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["1000y", "12000m", "365242d", "8765820h", "999y11m29d"])
+def test_the_longest_durations_reach_back_to_a_representable_time(text: str) -> None:
+    for now in (datetime(2026, 12, 6, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)):
+        assert parse_duration(text).before(now) < now
+
+
+def test_a_duration_reaching_before_year_1_means_every_time_is_within_it() -> None:
+    assert Duration(years=1000).before(datetime(500, 6, 1, tzinfo=UTC)).year == 1
 
 
 def test_duration_str_round_trips() -> None:

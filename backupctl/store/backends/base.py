@@ -174,9 +174,28 @@ def put_stream(backend: Backend, key: str, stream: BinaryIO) -> int:
 
 
 def read_bytes(backend: Backend, key: str) -> bytes:
-    """Read a small object (a manifest) whole."""
+    """Read a small object whole (one the tool wrote itself and trusts; use
+    :func:`read_at_most` for anything a store could have made large)."""
     with backend.open(key) as f:
         return f.read()
+
+
+def read_at_most(backend: Backend, key: str, limit: int) -> bytes:
+    """The first ``limit + 1`` bytes of ``key`` at most: a result longer
+    than ``limit`` means the object is larger, and nothing more was read (an
+    object a store serves without end, a ``/dev/zero``, costs ``limit`` bytes)."""
+    parts: list[bytes] = []
+    got = 0
+    with backend.open(key) as f:
+        for _ in range(limit + 2):  # every read returns at least one byte, or the end
+            chunk = f.read(min(CHUNK_SIZE, limit + 1 - got))
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+            if got > limit:
+                break
+    return b"".join(parts)
 
 
 class ChunkReader(io.RawIOBase):

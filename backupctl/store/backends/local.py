@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import secrets
+import stat as stat_mode
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,20 @@ def _raise_os(err: OSError, what: str) -> NoReturn:
     if err.errno == errno.ENOSPC:
         raise StorageError(f"{what}: no space left on device") from err
     raise StorageError(f"{what}: {reason}") from err
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat_mode.S_ISLNK, "a symbolic link"),
+        (stat_mode.S_ISFIFO, "a FIFO"),
+        (stat_mode.S_ISCHR, "a character device"),
+        (stat_mode.S_ISBLK, "a block device"),
+        (stat_mode.S_ISSOCK, "a socket"),
+        (stat_mode.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _mtime(st: os.stat_result) -> datetime:
@@ -100,9 +115,29 @@ class LocalBackend:
         try:
             if TEMP_PATTERN.match(path.name) or path.is_dir():
                 raise FileNotFoundError(errno.ENOENT, "No such file")
-            return open(path, "rb")  # the caller closes it
+            # Never follow a link planted as an object (a manifest.json -> /dev/zero)
+            # and never block on a FIFO: open without following or waiting, then
+            # accept only a regular file.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise StorageError(
+                    f"object {key!r} in {self.url} is a symbolic link, not a regular file: "
+                    "refused (replace it with the file itself)"
+                ) from err
             self._not_found(err, key)
+        try:
+            st = os.fstat(fd)
+            if not stat_mode.S_ISREG(st.st_mode):
+                raise StorageError(
+                    f"object {key!r} in {self.url} is not a regular file "
+                    f"({_file_type(st.st_mode)}): refused"
+                )
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")  # the caller closes it
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _not_found(self, err: OSError, key: str) -> NoReturn:
         if isinstance(err, FileNotFoundError | NotADirectoryError):
@@ -138,7 +173,7 @@ class LocalBackend:
             if is_temp:
                 continue
             try:
-                st = path.stat()
+                st = path.lstat()  # a link is listed as itself; open() refuses it
             except FileNotFoundError:
                 continue  # deleted while listing
             except OSError as err:
@@ -148,8 +183,8 @@ class LocalBackend:
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
         try:
-            st = path.stat()
-            if not path.is_file() or TEMP_PATTERN.match(path.name):
+            st = path.lstat()
+            if stat_mode.S_ISDIR(st.st_mode) or TEMP_PATTERN.match(path.name):
                 raise FileNotFoundError(errno.ENOENT, "No such file")
         except OSError as err:
             self._not_found(err, key)

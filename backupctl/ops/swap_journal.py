@@ -283,6 +283,7 @@ def swap(
     previous_name: str,
     *,
     before_step: StepHook | None = None,
+    exchange_fn: Exchange = exchange,
 ) -> str | None:
     """Journal, then move the staged files of ``plan`` into place and the
     live ones into ``previous_name``; returns that folder's name (None when
@@ -294,11 +295,15 @@ def swap(
             if before_step is not None:
                 before_step("journal")
             data.write_atomic(JOURNAL, journal.to_bytes())
-            return _finish(journal, data, staging, before_step)
+            return _finish(journal, data, staging, before_step, exchange_fn)
 
 
 def recover(
-    data: SafeDir, *, finish_id: str | None, before_step: StepHook | None = None
+    data: SafeDir,
+    *,
+    finish_id: str | None,
+    before_step: StepHook | None = None,
+    exchange_fn: Exchange = exchange,
 ) -> Recovered | None:
     """Drive the swap a killed run left in ``data`` (its journal) to an end:
     finished when it is the swap of ``finish_id`` (or it had got as far as
@@ -322,10 +327,11 @@ def recover(
             data.mkdir(journal.staging).close()  # removed by the cleanup the kill cut short
         with data.owned_subdir(journal.staging) as staging:
             if finish:
-                previous = _finish(journal, data, staging, before_step)
+                previous = _finish(journal, data, staging, before_step, exchange_fn)
                 return Recovered(bid, journal.pid, "finished", previous, journal.plan)
             with _previous(data, journal.previous) as prev:
-                drive(journal, data, staging, prev, finish=False, before_step=before_step)
+                drive(journal, data, staging, prev, finish=False, before_step=before_step,
+                      exchange_fn=exchange_fn)  # fmt: skip
                 empty = not os.listdir(prev.fd)
             if empty:
                 os.rmdir(journal.previous, dir_fd=data.fd)
@@ -335,11 +341,16 @@ def recover(
 
 
 def _finish(
-    journal: Journal, data: SafeDir, staging: SafeDir, before_step: StepHook | None
+    journal: Journal,
+    data: SafeDir,
+    staging: SafeDir,
+    before_step: StepHook | None,
+    exchange_fn: Exchange,
 ) -> str | None:
     hook = before_step or (lambda _: None)
     with _previous(data, journal.previous) as previous:
-        drive(journal, data, staging, previous, finish=True, before_step=before_step)
+        drive(journal, data, staging, previous, finish=True, before_step=before_step,
+              exchange_fn=exchange_fn)  # fmt: skip
         empty = not os.listdir(previous.fd)
     kept = None if empty else journal.previous
     hook("record")

@@ -116,9 +116,10 @@ def test_a_swap_interrupted_after_moving_the_old_files_aside_finishes_on_rerun(
     staging = data / f"{STAGING_PREFIX}{bid}"
     assert (data / SWAP_JOURNAL).is_file()
     assert tree(data)["dump.rdb"] != before["dump.rdb"]
-    assert tree(data)["appendonlydir/appendonly.aof.2.base.rdb"] == before[
-        "appendonlydir/appendonly.aof.2.base.rdb"
-    ]
+    assert (
+        tree(data)["appendonlydir/appendonly.aof.2.base.rdb"]
+        == before["appendonlydir/appendonly.aof.2.base.rdb"]
+    )
 
     result = swap_staged(data, bid)
     assert result.recovered is not None and result.recovered.action == "finished"

@@ -24,7 +24,7 @@ def test_write_atomic_refuses_a_symlink_planted_at_its_temp_name_and_leaves_the_
     victim = tmp_path / "victim"
     victim.write_text("root's file")
     (d.path / "rec.json.tmp").symlink_to(victim)
-    with pytest.raises(UnsafePathError, match="symbolic link.*refused"):
+    with pytest.raises(UnsafePathError, match=r"symbolic link.*refused"):
         d.write_atomic("rec.json", b"{}")
     assert victim.read_text() == "root's file"
     assert not (d.path / "rec.json").exists()

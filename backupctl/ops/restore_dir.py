@@ -370,6 +370,8 @@ def _data_dir(to_dir: Path, *, create: bool) -> Iterator[SafeDir]:
                 f"another backupctl restore is working in {to_dir}: wait for it to end"
             )
         try:
+            for name in (SWAP_JOURNAL + ".tmp", SWAP_RECORD + ".tmp"):
+                data.clear_leftover(name)  # a planted link is refused before any work
             yield data
         except OSError as e:
             swap_note = ""

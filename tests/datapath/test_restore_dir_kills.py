@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,8 +49,17 @@ def killed_run(kill_at: int, *args: object) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Scene:
+    store: str
+    id: str
+    old: Path
+    old_tree: dict[str, str]
+    new_tree: dict[str, str]
+
+
 @pytest.fixture
-def scene(redis_factory: RedisFactory, tmp_path: Path) -> dict[str, object]:
+def scene(redis_factory: RedisFactory, tmp_path: Path) -> Scene:
     """A backup (new data), an old data directory (appendonly yes), and the
     trees a directory holds with the old and with the new data."""
     root = tmp_path / "scene"
@@ -68,20 +78,19 @@ def scene(redis_factory: RedisFactory, tmp_path: Path) -> dict[str, object]:
     new = root / "new"
     new.mkdir()
     cli("restore", store.as_uri(), bid, "--target", TARGET, "--to-dir", new)
-    return {"store": store.as_uri(), "id": bid, "old": old, "old_tree": tree(old),
-            "new_tree": tree(new)}  # fmt: skip
+    return Scene(store.as_uri(), bid, old, tree(old), tree(new))
 
 
-def fresh_copy(scene: dict[str, object], dest: Path) -> Path:
-    subprocess.run(["cp", "-a", str(scene["old"]), str(dest)], check=True)
+def fresh_copy(scene: Scene, dest: Path) -> Path:
+    subprocess.run(["cp", "-a", str(scene.old), str(dest)], check=True)
     for junk in ("redis.pid", "redis.log"):
         (dest / junk).unlink(missing_ok=True)
     return dest
 
 
-def steps(scene: dict[str, object], tmp_path: Path, *args: object) -> list[str]:
+def steps(scene: Scene, tmp_path: Path, *args: object) -> list[str]:
     data = fresh_copy(scene, tmp_path / "steps")
-    proc = killed_run(0, scene["store"], scene["id"], "--target", TARGET, "--to-dir", data, *args)
+    proc = killed_run(0, scene.store, scene.id, "--target", TARGET, "--to-dir", data, *args)
     assert proc.returncode == 0, proc.stderr
     names = [line.removeprefix("step: ") for line in proc.stderr.splitlines()
              if line.startswith("step: ")]  # fmt: skip
@@ -99,22 +108,22 @@ def assert_no_leftovers(data: Path) -> None:
 
 
 def test_a_whole_restore_killed_at_each_step_of_its_swap_is_rolled_back_and_redone_by_the_rerun(
-    scene: dict[str, object], tmp_path: Path
+    scene: Scene, tmp_path: Path
 ) -> None:
     names = steps(scene, tmp_path)
     for n, name in enumerate(names, start=1):
         data = fresh_copy(scene, tmp_path / f"kill-{n}")
-        args = (scene["store"], scene["id"], "--target", TARGET, "--to-dir", data)
+        args = (scene.store, scene.id, "--target", TARGET, "--to-dir", data)
         proc = killed_run(n, *args)
         assert proc.returncode == -signal.SIGKILL, (name, proc.stderr)
         now = tree(data)
         # Never a moment with neither: each of dump.rdb and the AOF folder is old or new.
         for f in ("dump.rdb", "appendonlydir/appendonly.aof.manifest"):
-            assert now[f] in (scene["old_tree"].get(f), scene["new_tree"].get(f)), (name, f)  # type: ignore[union-attr]
+            assert now[f] in (scene.old_tree.get(f), scene.new_tree.get(f)), (name, f)
 
         rerun = cli(*("restore", *args, "--json"))
         out = json.loads(rerun.stdout)
-        assert tree(data) == scene["new_tree"], name
+        assert tree(data) == scene.new_tree, name
         assert_no_leftovers(data)
         if name == "journal":
             assert out["recovered"] is None
@@ -125,38 +134,38 @@ def test_a_whole_restore_killed_at_each_step_of_its_swap_is_rolled_back_and_redo
             assert "rolled back the swap of" in out["recovered"]["message"]
         assert out["leftoversRemoved"] or name == "cleanup", name  # the killed run's staging
         previous = sorted(data.glob(PREVIOUS_PREFIX + "*"))
-        assert scene["old_tree"] in [tree(p) for p in previous], name  # the old data, whole
+        assert scene.old_tree in [tree(p) for p in previous], name  # the old data, whole
 
 
 def test_a_swap_killed_at_each_step_is_finished_by_the_rerun_which_says_so(
-    scene: dict[str, object], tmp_path: Path
+    scene: Scene, tmp_path: Path
 ) -> None:
     data0 = fresh_copy(scene, tmp_path / "probe")
-    cli("restore", scene["store"], scene["id"], "--target", TARGET, "--to-dir", data0,
+    cli("restore", scene.store, scene.id, "--target", TARGET, "--to-dir", data0,
         "--stage-only")  # fmt: skip
-    probe = killed_run(0, scene["store"], scene["id"], "--to-dir", data0, "--swap")
+    probe = killed_run(0, scene.store, scene.id, "--to-dir", data0, "--swap")
     swap_steps = [line for line in probe.stderr.splitlines() if line.startswith("step: ")]
     assert len(swap_steps) >= 5, probe.stderr
     for n in range(1, len(swap_steps) + 1):
         data = fresh_copy(scene, tmp_path / f"swap-{n}")
-        cli("restore", scene["store"], scene["id"], "--target", TARGET, "--to-dir", data,
+        cli("restore", scene.store, scene.id, "--target", TARGET, "--to-dir", data,
             "--stage-only")  # fmt: skip
-        proc = killed_run(n, scene["store"], scene["id"], "--to-dir", data, "--swap")
+        proc = killed_run(n, scene.store, scene.id, "--to-dir", data, "--swap")
         assert proc.returncode == -signal.SIGKILL, proc.stderr
-        rerun = cli("restore", scene["store"], scene["id"], "--to-dir", data, "--swap")
+        rerun = cli("restore", scene.store, scene.id, "--to-dir", data, "--swap")
         first = rerun.stdout.splitlines()[0]
         if n == 1:  # killed before its journal: nothing had moved, the rerun simply swaps
             assert first.startswith("restored "), rerun.stdout
         else:
-            assert first.startswith(f"finished the swap of {scene['id']}"), rerun.stdout
-        assert tree(data) == scene["new_tree"], swap_steps[n - 1]
+            assert first.startswith(f"finished the swap of {scene.id}"), rerun.stdout
+        assert tree(data) == scene.new_tree, swap_steps[n - 1]
         assert_no_leftovers(data)
         (previous,) = data.glob(PREVIOUS_PREFIX + "*")
-        assert tree(previous) == scene["old_tree"]
+        assert tree(previous) == scene.old_tree
 
 
 def test_sigterm_during_the_download_removes_the_staging_folder(
-    scene: dict[str, object], tmp_path: Path
+    scene: Scene, tmp_path: Path
 ) -> None:
     # A redis-check-rdb that hangs holds the restore inside its staging folder.
     bin_dir = tmp_path / "bin"
@@ -171,7 +180,7 @@ def test_sigterm_during_the_download_removes_the_staging_folder(
     fake.chmod(0o755)
     data = fresh_copy(scene, tmp_path / "data")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backupctl", "restore", str(scene["store"]), str(scene["id"]),
+        [sys.executable, "-m", "backupctl", "restore", str(scene.store), str(scene.id),
          "--target", TARGET, "--to-dir", str(data)],
         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -190,4 +199,4 @@ def test_sigterm_during_the_download_removes_the_staging_folder(
             proc.wait(timeout=10)
     assert proc.returncode == 1 and "interrupted" in err, err
     assert not list(data.glob(STAGING_PREFIX + "*"))
-    assert tree(data) == scene["old_tree"]
+    assert tree(data) == scene.old_tree

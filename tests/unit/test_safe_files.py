@@ -4,6 +4,7 @@ through a planted link, FIFO or device; atomic exchange; the DIR lock."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,10 @@ from backupctl.core.safe_files import SafeDir, UnsafePathError, exchange
 
 
 @pytest.fixture
-def d(tmp_path: Path) -> SafeDir:
+def d(tmp_path: Path) -> Iterator[SafeDir]:
     (tmp_path / "dir").mkdir()
     with SafeDir.open(tmp_path / "dir") as sd:
-        yield sd  # type: ignore[misc]
+        yield sd
 
 
 def test_write_atomic_refuses_a_symlink_planted_at_its_temp_name_and_leaves_the_target(

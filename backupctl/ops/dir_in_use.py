@@ -21,20 +21,22 @@ class User:
 
 
 def processes_in(path: Path, *, proc: Path = Path("/proc")) -> list[User]:
-    """The processes (but this one) whose working directory is ``path``;
-    processes this user may not inspect are skipped."""
+    """The processes whose working directory is ``path``, but this one and
+    its ancestors (the shell that ran ``cd DIR && backupctl ...``); processes
+    this user may not inspect are skipped."""
     try:
         st = os.stat(path)
     except OSError:
         return []
     found = []
+    mine = _ancestors(proc)
     try:
         entries = [e.name for e in os.scandir(proc) if e.name.isdigit()]
     except OSError:
         return []
     for name in entries:
         pid = int(name)
-        if pid == os.getpid():
+        if pid in mine:
             continue
         try:
             cwd = os.stat(proc / name / "cwd")
@@ -57,3 +59,18 @@ def _command(pid_dir: Path) -> str:
         except OSError:
             text = "?"
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _ancestors(proc: Path) -> set[int]:
+    """This process and its parents, up to pid 1 (at most 64 steps)."""
+    pids, pid = set(), os.getpid()
+    for _ in range(64):
+        pids.add(pid)
+        try:
+            stat = (proc / str(pid) / "stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+        except (OSError, ValueError, IndexError):
+            break
+        if pid <= 1:
+            break
+    return pids

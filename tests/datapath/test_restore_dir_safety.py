@@ -233,3 +233,19 @@ def test_a_target_directory_another_user_owns_and_root_cannot_write_is_one_clear
     )  # fmt: skip
     assert_one_clear_error(proc, str(data), "permission denied", "owns it")
     assert list(data.iterdir()) == []
+
+
+def test_the_shell_that_runs_the_restore_from_inside_the_directory_does_not_count_as_a_user(
+    backed_up: tuple[str, str], tmp_path: Path
+) -> None:
+    store, bid = backed_up
+    data = tmp_path / "data"
+    data.mkdir()
+    proc = subprocess.run(
+        ["sh", "-c", 'cd "$1" && "$2" -m backupctl restore "$3" "$4" --target "$5" --to-dir .',
+         "sh", str(data), sys.executable, store, bid, TARGET],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"restored {bid}")
+    assert (data / "dump.rdb").is_file()

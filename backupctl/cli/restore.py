@@ -151,6 +151,14 @@ PreferAofOpt = Annotated[
         "building the AOF folder from the RDB.",
     ),
 ]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="With --to-dir: restore (or --swap) even into a directory that a running process "
+        "uses as its working directory (a running Redis would overwrite the restored files).",
+    ),
+]
 NodeOpt = Annotated[str | None, typer.Option("--node", help="Which node of a multi-node backup.")]
 
 
@@ -187,6 +195,7 @@ def restore(
     appendonly: AppendonlyOpt = "auto",
     prefer_aof: PreferAofOpt = False,
     node: NodeOpt = None,
+    force: ForceOpt = False,
     target: TargetOpt = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
@@ -212,6 +221,7 @@ def restore(
         appendonly=appendonly, node=node, prefer_aof=prefer_aof, stage_only=stage_only, swap=swap,
         discard_staged=discard_staged, flush=flush, tmp_dir=tmp_dir, password_file=password_file,
         restart=restart, verify_only=verify_only, timeout=timeout, redis_server=redis_server,
+        force=force,
     )  # fmt: skip
     if dry_run or mode is None:  # mode_of allows no destination only with --dry-run
         restore_dry_run(req)

@@ -5,8 +5,12 @@ which only resolves the backup."""
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import typer
@@ -22,9 +26,11 @@ from backupctl.cli.output import (
 from backupctl.cli.restore_modes import RestoreRequest
 from backupctl.core.compat import display
 from backupctl.ops.restore_dir import (
+    Discarded,
     RestoreError,
     RestoreResult,
     discard_staged,
+    refuse_in_use,
     restore_to_dir,
     stage_to_dir,
     swap_staged,
@@ -52,10 +58,14 @@ class DirRestored(CommandResult):
             "previous": str(r.previous) if r.previous else None,
             "keys": r.keys,
             "staged": self.staged,
+            "recovered": _recovered_json(r),
+            "leftoversRemoved": [str(p) for p in r.leftovers],
         }
 
     def print_text(self) -> None:
         r = self.result
+        for line in r.notes():
+            typer.echo(line)
         if self.staged:
             typer.echo(f"staged {r.id} ({r.keys} keys) in {r.dir}; run --swap next")
         else:
@@ -63,16 +73,36 @@ class DirRestored(CommandResult):
             typer.echo(f"restored {r.id} ({r.keys} keys) into {r.dir}{prev}")
 
 
+def _recovered_json(r: RestoreResult) -> dict[str, Any] | None:
+    rec = r.recovered
+    if rec is None:
+        return None
+    return {"id": rec.id, "action": rec.action, "pid": rec.pid, "message": rec.line()}
+
+
 @dataclass(frozen=True)
 class StagedDiscarded(CommandResult):
+    """What ``--discard-staged`` removed: the real paths."""
+
     id: str
-    removed: list[str]
+    discarded: Discarded
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": True, "id": self.id, "removed": self.removed}
+        rec = self.discarded.recovered
+        return {
+            "ok": True,
+            "id": self.id,
+            "removed": [p.name for p in self.discarded.removed],
+            "paths": [str(p) for p in self.discarded.removed],
+            "recovered": None if rec is None else {"id": rec.id, "action": rec.action,
+                                                   "pid": rec.pid, "message": rec.line()},
+        }  # fmt: skip
 
     def print_text(self) -> None:
-        typer.echo(f"removed {', '.join(self.removed)}")
+        if self.discarded.recovered is not None:
+            typer.echo(self.discarded.recovered.line())
+        if self.discarded.removed:
+            typer.echo(f"removed {', '.join(str(p) for p in self.discarded.removed)}")
 
 
 @dataclass(frozen=True)
@@ -126,39 +156,62 @@ def restore_dry_run(req: RestoreRequest) -> None:
                termination_log=req.termination_log)  # fmt: skip
 
 
-def restore_into_dir(req: RestoreRequest) -> None:
-    """``--to-dir``: download, verify and swap in; or one of those steps."""
+#: Called before each step of the swap (tests kill the process there).
+StepHook = Callable[[str], None]
+
+
+def restore_into_dir(req: RestoreRequest, *, before_step: StepHook | None = None) -> None:
+    """``--to-dir``: download, verify and swap in; or one of those steps.
+    SIGTERM, like Ctrl-C, stops it with the staging folder removed."""
     assert req.to_dir is not None
-    with user_errors(req.termination_log):
+    with user_errors(req.termination_log), _sigterm_interrupts():
         if req.swap or req.discard_staged:
-            result = _staged_step(req, req.to_dir)
+            result = _staged_step(req, req.to_dir, before_step)
         else:
-            result = DirRestored(_download(req, req.to_dir), staged=req.stage_only)
+            result = DirRestored(_download(req, req.to_dir, before_step), staged=req.stage_only)
         report(result, as_json=req.as_json, termination_log=req.termination_log)
 
 
-def _download(req: RestoreRequest, to_dir: Path) -> RestoreResult:
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (what Kubernetes and ``timeout`` send) raises KeyboardInterrupt,
+    so the clean-up that Ctrl-C runs runs too."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _download(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> RestoreResult:
     store = get_store(req.store_url, req.endpoint)
     entry = catalog.find(store, req.backup, req.target)
+    if not req.stage_only and not req.force:
+        refuse_in_use(to_dir)
     with backup_progress("restore", entry, not req.as_json) as advance:
-        return (stage_to_dir if req.stage_only else restore_to_dir)(
-            store,
-            entry,
-            to_dir,
-            appendonly=req.appendonly,
-            node=req.node,
-            prefer_aof=req.prefer_aof,
-            progress=advance,
-            redis_server=req.redis_server,
-        )
+        if req.stage_only:
+            return stage_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
+                                prefer_aof=req.prefer_aof, progress=advance,
+                                redis_server=req.redis_server)  # fmt: skip
+        return restore_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
+                              prefer_aof=req.prefer_aof, progress=advance,
+                              redis_server=req.redis_server, before_step=before_step)  # fmt: skip
 
 
-def _staged_step(req: RestoreRequest, to_dir: Path) -> CommandResult:
+def _staged_step(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> CommandResult:
     """``--swap`` or ``--discard-staged``: what an earlier ``--stage-only`` left."""
     step = "--swap" if req.swap else "--discard-staged"
     backup_id = catalog.normalize_ref(req.backup)
     if backup_id == "latest":
         raise RestoreError(f"{step} needs the id of the staged backup, not 'latest'")
     if req.discard_staged:
-        return StagedDiscarded(backup_id, discard_staged(to_dir, backup_id))
-    return DirRestored(swap_staged(to_dir, backup_id), staged=False)
+        discarded = discard_staged(to_dir, backup_id)
+        if not discarded.removed and discarded.recovered is None:
+            raise RestoreError(f"nothing staged for {backup_id} in {to_dir}: nothing was removed")
+        return StagedDiscarded(backup_id, discarded)
+    result = swap_staged(to_dir, backup_id, before_step=before_step, refuse_busy=not req.force)
+    return DirRestored(result, staged=False)

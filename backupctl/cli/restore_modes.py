@@ -39,6 +39,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--restart": (CLUSTER,),
     "--verify-only": (CLUSTER,),
     "--timeout": (CLUSTER,),
+    "--force": (DIR,),
 }
 
 #: Groups of flags of which at most one may be given: the steps of a
@@ -101,6 +102,7 @@ class RestoreRequest:
     stage_only: bool = False
     swap: bool = False
     discard_staged: bool = False
+    force: bool = False  # restore into a directory a running process works in
     # --to-redis (and --to-cluster: password_file)
     flush: bool = False
     tmp_dir: Path | None = None

@@ -147,8 +147,8 @@ def quiesce_and_swap(
             raise RestoreError(
                 f"swap failed on {m.display} ({m.dir}): {e}. Swapped so far: {done} (their old "
                 "files are in .backupctl-previous-*); every node is still quiesced and serves "
-                "its old data: fix the cause and swap the rest with restore --swap --to-dir DIR, "
-                "then restart every node"
+                "its old data: fix the cause and swap the rest with restore --swap --force "
+                "--to-dir DIR (--force: the quiesced node runs there), then restart every node"
             ) from None
         previous[m.display] = result.previous
         (m.dir / QUIESCE_STATE).unlink(missing_ok=True)  # from now on only a restart is safe

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backupctl.core.datadir import PREVIOUS_PREFIX, STAGING_PREFIX
+from backupctl.core.datadir import PREVIOUS_PREFIX, STAGING_PREFIX, SWAP_JOURNAL
 from backupctl.ops.restore_dir import STAGED_MARKER, SWAP_RECORD, swap_staged
 
 from support.cli_runner import assert_one_clear_error, cli
@@ -102,20 +102,30 @@ def test_a_swap_interrupted_after_moving_the_old_files_aside_finishes_on_rerun(
     before = tree(data)
     cli("restore", store, bid, "--target", TARGET, "--to-dir", data, "--stage-only")
 
-    # The state a swap killed half-way leaves: previous folder chosen and recorded,
-    # dump.rdb moved aside (and the staged one moved in), the AOF folder not yet.
+    # Interrupted where a kill would leave it: dump.rdb swapped in and its old copy moved
+    # aside, the AOF folder not yet touched.
+    class Killed(BaseException):
+        pass
+
+    def kill_at_the_aof_folder(step: str) -> None:
+        if step.startswith("replace appendonlydir"):
+            raise Killed(step)
+
+    with pytest.raises(Killed):
+        swap_staged(data, bid, before_step=kill_at_the_aof_folder)
     staging = data / f"{STAGING_PREFIX}{bid}"
-    marker = json.loads((staging / STAGED_MARKER).read_text())
-    marker["previous"] = f"{PREVIOUS_PREFIX}20240101-000000"
-    (staging / STAGED_MARKER).write_text(json.dumps(marker))
-    (data / marker["previous"]).mkdir()
-    os.replace(data / "dump.rdb", data / marker["previous"] / "dump.rdb")
-    os.replace(staging / marker["files"]["dump.rdb"], data / "dump.rdb")
+    assert (data / SWAP_JOURNAL).is_file()
+    assert tree(data)["dump.rdb"] != before["dump.rdb"]
+    assert (
+        tree(data)["appendonlydir/appendonly.aof.2.base.rdb"]
+        == before["appendonlydir/appendonly.aof.2.base.rdb"]
+    )
 
     result = swap_staged(data, bid)
-    assert result.previous == data / marker["previous"]
-    assert tree(data / marker["previous"]) == before
-    assert not staging.exists()
+    assert result.recovered is not None and result.recovered.action == "finished"
+    assert result.previous is not None and result.previous.name.startswith(PREVIOUS_PREFIX)
+    assert tree(result.previous) == before
+    assert not staging.exists() and not (data / SWAP_JOURNAL).exists()
     assert json.loads((data / SWAP_RECORD).read_text())["swapped"] is True
     server.start()
     assert server.digest() == digest

@@ -106,8 +106,10 @@ class Commands:
         return self.on_volume(step, i, args, storage=False, redis=live)
 
     def swap(self, i: int) -> dict[str, Any]:
-        """The staged files into place, the previous ones into a dated folder."""
-        args = ["restore", self.store, self.status["backupId"], "--to-dir", DATA_DIR, "--swap"]
+        """The staged files into place, the previous ones into a dated folder
+        (``--force``: an in-place target's Redis still runs there, quiesced)."""
+        args = ["restore", self.store, self.status["backupId"], "--to-dir", DATA_DIR, "--swap",
+                "--force"]  # fmt: skip
         return self.on_volume("swap", i, args, storage=False)
 
     def discard(self, i: int) -> dict[str, Any]:

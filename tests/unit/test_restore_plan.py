@@ -19,6 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from backupctl.controller.identity import RunAs
 from backupctl.controller.jobs import JobView
 from backupctl.controller.manifests import TargetPod
 from backupctl.controller.restore.model import (
@@ -80,6 +81,7 @@ class World:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # job step -> result
     fail: set[str] = field(default_factory=set)  # job names that fail
     hold: set[str] = field(default_factory=set)  # job names that keep running
+    run_as: RunAs | None = field(default_factory=lambda: RunAs(user=999, group=999, fs_group=999))
 
     def __post_init__(self) -> None:
         for i in range(self.replicas):
@@ -92,7 +94,7 @@ class World:
             uid=f"uid-{next(self.uids)}",
             ready=True,
             target=TargetPod(name=name, host=f"10.0.0.{i}", port=6379, node_name="node-a",
-                             data_pvc=f"data-{name}"),
+                             data_pvc=f"data-{name}", run_as=self.run_as),
         )  # fmt: skip
 
     def target(self) -> TargetView:

@@ -37,7 +37,7 @@ def conclude(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
     obs, status = d.obs, d.status
     deleted = {x.name for x in d.deletes}
     active = [j for j in jobs if j.state == RUNNING and j.name not in deleted]
-    stuck = [j for j in active if j.waiting is not None]
+    stuck = [j for j in active if j.waiting is not None and j.waiting.hard]
     if obs.target is not None:
         status["target"] = obs.target
     if obs.problem is not None:

@@ -132,7 +132,9 @@ async def reconcile(restores: Restores, namespace: str, name: str) -> Plan | Non
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return None
     now = restores.clock.now().replace(microsecond=0)
-    observed = await observe(restores.kube, body, now, restores.image)
+    observed = await observe(
+        restores.kube, body, now, restores.image, on_clock=restores.clock.from_real
+    )
     planned = plan(observed, now)
     await execute(restores, body, planned)
     return planned
@@ -145,6 +147,8 @@ async def execute(restores: Restores, body: Mapping[str, Any], planned: Plan) ->
     namespace, name = meta["namespace"], meta["name"]
     if planned.status != (body.get("status") or {}):
         await kube.patch_status(API_GROUP, API_VERSION, PLURAL, namespace, name, planned.status)
+    for stuck in planned.delete_jobs:
+        await kube.delete("batch", "v1", "jobs", namespace, stuck)
     for job in planned.jobs:
         with contextlib.suppress(AlreadyExists):
             await kube.create("batch", "v1", "jobs", namespace, job)

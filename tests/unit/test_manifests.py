@@ -4,13 +4,12 @@ Kubernetes schemas and for what they must and must not contain."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes_validate
 import pytest
-
-from dataclasses import replace
 
 from backupctl.controller.identity import RootUser, RunAs
 from backupctl.controller.job_env import GCS_CREDENTIALS_DIR
@@ -28,7 +27,6 @@ from backupctl.controller.manifests import (
 )
 from backupctl.controller.observe import job_view, parse_shard
 from backupctl.controller.schedule import job_name, shard_job_name
-from backupctl.controller.spec_fields import SpecError
 from backupctl.controller.spec import (
     SecretRef,
     TLSSpec,
@@ -36,6 +34,7 @@ from backupctl.controller.spec import (
     parse_restore,
     with_backup_source,
 )
+from backupctl.controller.spec_fields import SpecError
 
 K8S_VERSIONS = ["1.31.0", kubernetes_validate.utils.latest_version()]
 SLOT = datetime(2024, 1, 1, 2, tzinfo=UTC)

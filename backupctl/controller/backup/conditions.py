@@ -42,6 +42,9 @@ def conclude(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
         status["target"] = obs.target
     if obs.problem is not None:
         _ready(d, False, obs.problem.reason, obs.problem.message)
+    elif d.waiting is not None:
+        if d.set_condition("Ready", False, *d.waiting):
+            d.event("Normal", *d.waiting)
     elif stuck:
         job = stuck[-1]
         assert job.waiting is not None
@@ -78,7 +81,7 @@ def conclude(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
         phase = FAILED if newest and newest.get("phase") == FAILED else "Scheduled"
     status["phase"] = phase
     status["message"] = clip(_message(d, phase, active, next_time))
-    if d.notes and status["message"] != obs.status.get("message"):
+    if d.notes and d.waiting is None and status["message"] != obs.status.get("message"):
         d.event("Normal", "RunNotStarted", status["message"])
 
 

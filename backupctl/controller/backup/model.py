@@ -78,7 +78,8 @@ class Observed:
     the last successful resolution of the target (made at ``resolved_at``, for
     the current spec); ``problem`` is the last failed one (kept until one
     succeeds or the spec changes). ``shards``: the resolved target is a Redis
-    Cluster backed up by one Job per shard, this many.
+    Cluster backed up by one Job per shard, this many. ``restoring``: the
+    name of a running RedisRestore of the same target (runs wait for it).
     """
 
     name: str
@@ -93,6 +94,7 @@ class Observed:
     resolved_at: datetime | None = None
     problem: Problem | None = None
     shards: int | None = None
+    restoring: str | None = None  # a RedisRestore of the same target runs: its name
 
 
 # --- what the controller should do --------------------------------------------------

@@ -183,7 +183,7 @@ class Draft:
         """One Event per phase change (and per new reason to wait)."""
         st = self.status
         phase = st.get("phase")
-        if phase == self.was:
+        if phase == self.was or (phase == "Pending" and self.was is None):
             if phase == "Pending" and st.get("message") != self.obs.status.get("message"):
                 reason = condition(st, "Ready").get("reason", "Pending")
                 if reason != "Restoring":

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from backupctl.controller.identity import RunAs
+from backupctl.controller.identity import RunAs, probe_args
 from backupctl.controller.job_env import (
     retention_args,
     secret_volume,
@@ -45,7 +45,7 @@ from backupctl.controller.job_env import (
     storage_mounts,
     storage_volumes,
 )
-from backupctl.controller.job_limits import BACKUP, PRUNE, STAGE
+from backupctl.controller.job_limits import BACKUP, PROBE, PRUNE, STAGE
 from backupctl.controller.job_pod import (
     CONTAINER_NAME,
     DATA_DIR,
@@ -58,6 +58,7 @@ from backupctl.controller.job_pod import (
 from backupctl.controller.schedule import bounded_name, job_name, slot_stamp
 from backupctl.controller.spec import (
     BackupSpec,
+    JobOptions,
     RestoreSpec,
     SecretRef,
     TLSSpec,
@@ -437,6 +438,45 @@ def restore_job(
     )
 
 
+def probe_job(
+    options: JobOptions,
+    *,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any] | None,
+    labels: dict[str, str],
+    pod: TargetPod,
+    image: str,
+) -> dict[str, Any]:
+    """The tiny Job that reads the owner of ``pod``'s data directory (its
+    termination message: ``{"ok":true,"uid":U,"gid":G}``), for a Redis whose
+    user no manifest sets. It runs as the image's non-root user (a stat()
+    needs no rights on the folder), mounts the volume read-only, pinned to
+    the pod's node."""
+    if not pod.node_name or not pod.data_pvc:
+        raise ValueError(f"pod {pod.name} has no data PVC or node")
+    return job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        labels=labels,
+        annotations={ANNOTATION_TARGET_POD: pod.name},
+        options=options,
+        image=options.image or image,
+        args=[],
+        env=[],
+        volumes=[
+            {"name": "data", "persistentVolumeClaim": {"claimName": pod.data_pvc, "readOnly": True}}
+        ],
+        mounts=[data_mount(pod.data_sub_path, read_only=True)],
+        affinity=pin_to_node(pod.node_name),
+        node_selector={},
+        ttl_seconds_after_finished=None,
+        kind=PROBE,
+        command=probe_args(DATA_DIR, TERMINATION_LOG),
+    )
+
+
 def redis_url(pod: TargetPod, spec: RestoreSpec | BackupSpec | None = None) -> str:
     """``redis://HOST:PORT`` (``rediss://...`` with TLS) of ``pod`` inside a Job;
     the spec's explicit ``target`` port/TLS win over what the pod says."""
@@ -489,6 +529,7 @@ __all__ = [
     "backup_labels",
     "label_value",
     "owner_reference",
+    "probe_job",
     "prune_job",
     "redis_url",
     "restore_job",

@@ -34,6 +34,7 @@ from backupctl.controller.backup.model import (
     Problem,
     retry_delay,
 )
+from backupctl.controller.backup.owner_probe import with_data_owner
 from backupctl.controller.backup.plan import plan
 from backupctl.controller.backup.runs import is_recorded
 from backupctl.controller.backup.state import MAX_SLEEP, Controller, JobIndex, Tracker
@@ -222,7 +223,9 @@ async def resolve_target(
             claim = await controller.kube.get(
                 "", "v1", "persistentvolumeclaims", tracker.namespace, choice.pod.data_pvc
             )
-            topology.check_bgsave_claim(choice.pod, claim)
+            pod = topology.check_bgsave_claim(choice.pod, claim)
+            uid = str(tracker.body["metadata"]["uid"]) if tracker.body is not None else ""
+            choice = replace(choice, pod=await with_data_owner(controller, tracker, spec, pod, uid))
     except topology.TargetError as e:
         tracker.choice = tracker.resolved_at = None
         set_problem(tracker, e.reason, e.message, now)

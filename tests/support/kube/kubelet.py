@@ -57,9 +57,11 @@ import datetime
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -68,6 +70,7 @@ from typing import Any
 
 from .api_client import ApiStatusError, K8sClient
 from .container_setup import ConfigError, ContainerSetup
+from .security_context import IMAGE_USERS, Identity, ImageUser
 
 JsonDict = dict[str, Any]
 _POD_SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
@@ -93,6 +96,7 @@ class PodRun:
     message: str = ""
     termination_log: Path | None = None
     config_error: str = ""
+    identity: Identity | None = None  # who the process ran as, once it started
 
     @property
     def stdout(self) -> str:
@@ -140,6 +144,7 @@ class Kubelet:
         poll_interval: float = 0.1,
         backoff: float = 0.2,
         max_runtime: float = 300.0,
+        image_users: dict[str, ImageUser] | None = None,
     ) -> None:
         self.api = K8sClient(api.url)  # own connection settings; used from our thread only
         # The in-process emulator, if any, serves pods/log from the files we capture.
@@ -155,6 +160,11 @@ class Kubelet:
         self.namespace = namespace
         self.node_name = node_name
         self.base_env = dict(base_env or {})
+        # image pattern -> its USER (None: security_context.IMAGE_USERS); tests may add some.
+        self.image_users = dict(IMAGE_USERS if image_users is None else image_users)
+        # Sandboxes (mount points, home, emptyDirs) live under a base any uid can traverse.
+        self.run_base = Path(tempfile.mkdtemp(prefix="kubelet-"))
+        os.chmod(self.run_base, 0o711)
         self.poll_interval, self.backoff, self.max_runtime = poll_interval, backoff, max_runtime
         self.jobs: dict[str, JobState] = {}
         self.errors: list[str] = []
@@ -175,6 +185,7 @@ class Kubelet:
             for state in self.jobs.values():
                 for run in state.runs:
                     self._kill(run)
+        shutil.rmtree(self.run_base, ignore_errors=True)
 
     def runs(self, job: str, namespace: str | None = None) -> list[PodRun]:
         with self._lock:
@@ -195,7 +206,19 @@ class Kubelet:
 
     def container_setup(self) -> ContainerSetup:
         """How containers are set up, with the current volumes, executables and base env."""
-        return ContainerSetup(self.api, self.volumes, self.executables, self.base_env)
+        return ContainerSetup(
+            self.api, self.volumes, self.executables, self.base_env, self.image_users
+        )
+
+    def sandbox(self, namespace: str, pod: str) -> Path:
+        """The folder (under a base every uid can traverse) for a pod's mount points etc."""
+        return self.run_base / namespace / pod
+
+    def _sandbox(self, run: PodRun) -> Path:
+        path = self.sandbox(run.namespace, run.pod)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o711)
+        return path
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -429,7 +452,7 @@ class Kubelet:
         containers = pod["spec"].get("containers") or []
         container = containers[0] if containers else {}
         try:
-            argv, env, cwd, tlog = self.container_setup().prepare(pod, container, run.root)
+            prepared = self.container_setup().prepare(pod, container, self._sandbox(run))
         except ConfigError as e:
             if e.reason == "Unschedulable":
                 status: JsonDict = {
@@ -463,14 +486,15 @@ class Kubelet:
                 run.config_error = str(e)
                 self._pod_status(run, status)
             return
-        run.termination_log = tlog
+        run.termination_log = prepared.termination_log
+        run.identity = prepared.identity
         started = _now()
         with open(run.root / "stdout", "wb") as out, open(run.root / "stderr", "wb") as err:
             try:
                 run.process = subprocess.Popen(
-                    argv,
-                    env=env,
-                    cwd=cwd,
+                    prepared.argv,
+                    env=prepared.env,
+                    cwd=prepared.cwd,
                     stdout=out,
                     stderr=err,
                     stdin=subprocess.DEVNULL,

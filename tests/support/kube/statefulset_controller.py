@@ -51,8 +51,10 @@ from pathlib import Path
 from typing import Any
 
 from .api_client import ApiStatusError, K8sClient
-from .container_setup import expand, rewrite
+from .container_setup import ConfigError, expand, rewrite
 from .kubelet import Kubelet
+from .mount_namespace import Mount, launcher
+from .security_context import Identity, entrypoint_chown
 
 JsonDict = dict[str, Any]
 FINALIZER = "test.backupctl.dev/redis-process"
@@ -105,6 +107,7 @@ class RedisProcess:
     ready: bool = False
     argv: list[str] = field(default_factory=list)
     log: Path | None = None
+    identity: Identity | None = None
 
 
 class StatefulSets:
@@ -320,14 +323,18 @@ class StatefulSets:
             if running is not None and running.uid != uid:
                 self._stop_process(key)
                 running = None
-            if running is None:
-                running = self._start_process(sts, pod)
-                self.procs[key] = running
-            elif running.proc.poll() is not None:  # crashed: restart it, as the kubelet does
-                restarts = running.restarts + 1
-                running = self._start_process(sts, pod)
-                running.restarts = restarts
-                self.procs[key] = running
+            try:
+                if running is None:
+                    running = self._start_process(sts, pod)
+                    self.procs[key] = running
+                elif running.proc.poll() is not None:  # crashed: restart, as the kubelet does
+                    restarts = running.restarts + 1
+                    running = self._start_process(sts, pod)
+                    running.restarts = restarts
+                    self.procs[key] = running
+            except ConfigError as e:
+                self._waiting(pod, e.reason, str(e))
+                return
         ready = _ping(running.port)
         status = pod.get("status") or {}
         current = (status.get("containerStatuses") or [{}])[0]
@@ -373,6 +380,30 @@ class StatefulSets:
             self.api.patch("v1/pods", pod["metadata"]["namespace"], pod["metadata"]["name"],
                            {"status": status}, subresource="status")  # fmt: skip
 
+    def _waiting(self, pod: JsonDict, reason: str, message: str) -> None:
+        """The container cannot start (CreateContainerConfigError...): Pending, waiting."""
+        container = _redis_container(pod["spec"])
+        waiting = {"reason": reason, "message": message}
+        current = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
+        if current.get("state") == {"waiting": waiting}:
+            return
+        status = {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()},
+                {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                 "lastTransitionTime": _now()},
+            ],
+            "containerStatuses": [
+                {"name": container.get("name", "redis"), "ready": False, "started": False,
+                 "restartCount": 0, "image": container.get("image", ""), "imageID": "",
+                 "state": {"waiting": waiting}},
+            ],
+        }  # fmt: skip
+        with contextlib.suppress(ApiStatusError):
+            self.api.patch("v1/pods", pod["metadata"]["namespace"], pod["metadata"]["name"],
+                           {"status": status}, subresource="status")  # fmt: skip
+
     def _terminate(self, pod: JsonDict) -> None:
         """A Terminating pod: stop its process (SIGTERM), then let the object go."""
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
@@ -387,28 +418,41 @@ class StatefulSets:
     # -- processes ----------------------------------------------------------------------------
 
     def _start_process(self, sts: JsonDict, pod: JsonDict) -> RedisProcess:
+        """Start the pod's redis-server as its effective user (raises ConfigError)."""
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         spec = pod["spec"]
         container = _redis_container(spec)
+        setup = self.kubelet.container_setup()
+        identity = setup.identity(pod, container)
         claims = {
             v["name"]: v["persistentVolumeClaim"]["claimName"]
             for v in spec.get("volumes") or []
             if "persistentVolumeClaim" in v
         }
-        mapping: dict[str, str] = {}
-        data_dir: Path | None = None
-        for mount in container.get("volumeMounts") or []:
-            if mount["name"] in claims:
-                local = self.folder(claims[mount["name"]])
-                if mount.get("subPath"):
-                    local = local / mount["subPath"]
-                    local.mkdir(parents=True, exist_ok=True)
-                mapping[mount["mountPath"].rstrip("/") or "/"] = str(local)
-                data_dir = data_dir or local
-        if data_dir is None:
-            data_dir = self.workdir / "emptydir" / ns / name
-            data_dir.mkdir(parents=True, exist_ok=True)
-        env = self.kubelet.container_setup().env(pod, container)
+        for claim in claims.values():
+            self.folder(claim)
+        sandbox = self.kubelet.sandbox(ns, name)
+        sandbox.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(sandbox.parent, 0o711)
+        sandbox.mkdir(exist_ok=True)
+        os.chmod(sandbox, 0o755)
+        mounts, mapping = setup.mounts(pod, container, sandbox)
+        data: Mount | None = next(
+            (
+                m
+                for m, vm in zip(mounts, container.get("volumeMounts") or [], strict=False)
+                if vm["name"] in claims
+            ),
+            None,
+        )
+        if data is None:
+            data_dir = sandbox / "emptydir"
+            data_dir.mkdir(exist_ok=True)
+            os.chmod(data_dir, 0o777)
+            data = Mount(data_dir, data_dir)
+        if identity.entrypoint_chown:  # the official image's entrypoint re-owns its data dir
+            entrypoint_chown(data.source, identity.uid)
+        env = setup.env(pod, container)
         args = [rewrite(expand(a, env), mapping) for a in container.get("args") or []]
         command = container.get("command") or ["redis-server"]
         args = [*command[1:], *args]
@@ -418,24 +462,28 @@ class StatefulSets:
         if annotations.get(REPLICAOF) == "0" and ordinal > 0:
             primary = f"{sts['metadata']['name']}-0"
             args += ["--replicaof", "127.0.0.1", str(self.port(primary, ns))]
-        argv = [REDIS_SERVER, *args, "--bind", "127.0.0.1", "--port", str(port),
-                "--dir", str(data_dir), "--daemonize", "no", "--logfile", ""]  # fmt: skip
+        server = [REDIS_SERVER, *args, "--bind", "127.0.0.1", "--port", str(port),
+                  "--dir", str(data.source), "--daemonize", "no", "--logfile", ""]  # fmt: skip
+        argv = launcher(mounts, identity, server, str(data.source))
         logdir = self.workdir / "logs" / ns
         logdir.mkdir(parents=True, exist_ok=True)
         log = logdir / f"{name}.log"
         with open(log, "ab") as out:
-            out.write(f"--- {_now()} {json.dumps(argv)}\n".encode())
+            out.write(f"--- {_now()} {json.dumps(server)}\n".encode())
             out.flush()
             proc = subprocess.Popen(
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=data_dir,
+                cwd=sandbox,
                 start_new_session=True,
             )
         self.starts[(ns, name)] = self.starts.get((ns, name), 0) + 1
-        return RedisProcess(uid=pod["metadata"]["uid"], proc=proc, port=port, argv=argv, log=log)
+        return RedisProcess(
+            uid=pod["metadata"]["uid"], proc=proc, port=port, argv=server, log=log,
+            identity=identity,
+        )  # fmt: skip
 
     def _stop_process(self, key: tuple[str, str]) -> None:
         running = self.procs.pop(key, None)

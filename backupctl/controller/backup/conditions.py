@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from backupctl.controller.backup.draft import Draft
-from backupctl.controller.backup.model import Plan
+from backupctl.controller.backup.model import PROBING, Plan
 from backupctl.controller.backup.schedule_runs import upcoming
 from backupctl.controller.jobs import BACKUP, FAILED, RUNNING, SUCCEEDED, JobView
 from backupctl.controller.spec import BackupSpec
@@ -40,7 +40,7 @@ def conclude(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
     stuck = [j for j in active if j.waiting is not None and j.waiting.hard]
     if obs.target is not None:
         status["target"] = obs.target
-    if obs.problem is not None:
+    if obs.problem is not None and obs.problem.reason != PROBING:
         _ready(d, False, obs.problem.reason, obs.problem.message)
     elif d.waiting is not None:
         if d.set_condition("Ready", False, *d.waiting):

@@ -32,6 +32,10 @@ TARGET_FRESH = timedelta(seconds=60)
 #: itself costs two writes: the status, then the Job.
 PREFETCH = timedelta(seconds=30)
 
+#: The reason of the "problem" of a target whose data volume's owner is being
+#: read (:mod:`.owner_probe`): a step of resolving it, not a failure (Ready stays).
+PROBING = "ProbingDataOwner"
+
 #: The status fields the controller owns (everything else in status is left alone).
 STATUS_FIELDS = (
     "phase",
@@ -174,6 +178,7 @@ class Plan:
 __all__ = [
     "HISTORY_LIMIT",
     "PREFETCH",
+    "PROBING",
     "STATUS_FIELDS",
     "TARGET_FRESH",
     "Action",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import replace
 
+from backupctl.controller.backup.model import PROBING
 from backupctl.controller.backup.state import Controller, Tracker
 from backupctl.controller.identity import RootUser, RunAs, probe_owner, security_contexts
 from backupctl.controller.jobs import FAILED, RUNNING
@@ -86,10 +87,10 @@ async def _probe(
                              pod=pod, image=controller.image)  # fmt: skip
         with contextlib.suppress(AlreadyExists):  # the last one is still going away
             await kube.create("batch", "v1", "jobs", ns, manifest)
-        raise TargetError("ProbingDataOwner", waiting)
+        raise TargetError(PROBING, waiting)
     view = job_view(found)
     if view.state == RUNNING:
-        raise TargetError("ProbingDataOwner", waiting)
+        raise TargetError(PROBING, waiting)
     pods = await kube.list("", "v1", "pods", ns, f"job-name={name}")
     result = pod_result(pods)
     await kube.delete("batch", "v1", "jobs", ns, name)

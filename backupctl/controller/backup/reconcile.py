@@ -27,6 +27,7 @@ import kopf
 
 from backupctl.controller import targets, topology
 from backupctl.controller.backup.model import (
+    PROBING,
     STATUS_FIELDS,
     CreateJob,
     Observed,
@@ -228,6 +229,8 @@ async def resolve_target(
             choice = replace(choice, pod=await with_data_owner(controller, tracker, spec, pod, uid))
     except topology.TargetError as e:
         tracker.choice = tracker.resolved_at = None
+        if e.reason == PROBING:
+            tracker.failures = 0  # look again in a few seconds
         set_problem(tracker, e.reason, e.message, now)
         return replace(
             observed, target=None, resolved_at=None, problem=tracker.problem, shards=None

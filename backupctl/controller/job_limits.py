@@ -13,6 +13,7 @@ the step to fail with the pod's own reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Final
 
@@ -61,6 +62,21 @@ def stuck(view: JobView, now: datetime, grace_seconds: float) -> PodProblem | No
     return problem
 
 
+def first_seen(
+    problem: PodProblem | None, key: str, now: datetime, seen: dict[str, datetime]
+) -> PodProblem | None:
+    """``problem`` dated from the earlier of its own time and when this
+    controller first saw it (``seen``, updated; a key without a problem is
+    forgotten). The controller's clock decides how long a pod has waited,
+    also when it is not the API server's (a test clock moved forward)."""
+    if problem is None:
+        seen.pop(key, None)
+        return None
+    first = seen.setdefault(key, now)
+    since = min(problem.since, first) if problem.since is not None else first
+    return replace(problem, since=since)
+
+
 def stuck_message(view: JobView, problem: PodProblem, grace_seconds: float) -> str:
     """One line: which Job, the pod's own reason and message, how long."""
     text = f"{problem.reason}: {problem.message}" if problem.message else problem.reason
@@ -79,6 +95,7 @@ __all__ = [
     "STAGE",
     "SWAP",
     "deadline",
+    "first_seen",
     "stuck",
     "stuck_message",
 ]

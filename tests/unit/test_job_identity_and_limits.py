@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from backupctl.controller.identity import RunAs, effective_run_as, probe_owner
-from backupctl.controller.job_limits import stuck, stuck_message
+from backupctl.controller.job_limits import first_seen, stuck, stuck_message
 from backupctl.controller.jobs import JobView, PodProblem
 from backupctl.controller.manifests import TargetPod
 from backupctl.controller.observe import pod_problem
@@ -141,3 +141,18 @@ def test_bgsave_is_refused_on_a_read_write_once_pod_claim() -> None:
     with pytest.raises(TargetError, match=r"ReadWriteOncePod.*method: replication") as e:
         check_bgsave_claim(pod, {"spec": {"accessModes": ["ReadWriteOncePod"]}})
     assert e.value.reason == "ReadWriteOncePod"
+
+
+def test_a_pod_waits_from_when_the_controller_first_saw_it_on_its_own_clock() -> None:
+    seen: dict[str, datetime] = {}
+    # A clock moved forward (days after the pod's timestamps): the first sighting counts.
+    later = T0 + timedelta(days=2)
+    problem = first_seen(PodProblem("Unschedulable", "m", since=later), "j", later, seen)
+    assert problem is not None and problem.since == later
+    again = first_seen(PodProblem("Unschedulable", "m", since=later + timedelta(minutes=9)), "j",
+                       later + timedelta(minutes=9), seen)  # fmt: skip
+    assert again is not None and again.since == later
+    # On a real clock the pod's own (earlier) time counts.
+    early = first_seen(PodProblem("X", "m", since=T0), "k", T0 + timedelta(minutes=3), seen)
+    assert early is not None and early.since == T0
+    assert first_seen(None, "j", later, seen) is None and "j" not in seen

@@ -112,10 +112,19 @@ def _active_names(jobs: Iterable[JobView]) -> list[str]:
 
 def _progressing(d: Draft, active: Sequence[JobView]) -> None:
     if d.creates or active:
-        names = [c.name for c in d.creates] + [j.name for j in active]
+        names = [c.name for c in d.creates] + [_waiting(j) for j in active]
         d.set_condition("Progressing", True, "JobRunning", f"running: {', '.join(names)}")
     else:
         d.set_condition("Progressing", False, "Idle", "no Job running")
+
+
+def _waiting(job: JobView) -> str:
+    """The Job's name, and what its pod waits for if it has not started."""
+    problem = job.waiting
+    if problem is None:
+        return job.name
+    since = f" since {format_time(problem.since)}" if problem.since is not None else ""
+    return f"{job.name} (its pod waits{since}: {problem.reason})"
 
 
 def _ready(d: Draft, ok: bool, reason: str, message: str) -> None:

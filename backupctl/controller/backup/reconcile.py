@@ -39,6 +39,7 @@ from backupctl.controller.backup.owner_probe import with_data_owner
 from backupctl.controller.backup.plan import plan
 from backupctl.controller.backup.runs import is_recorded
 from backupctl.controller.backup.state import MAX_SLEEP, Controller, JobIndex, Tracker
+from backupctl.controller.job_limits import first_seen
 from backupctl.controller.jobs import BACKUP, PRUNE, RUNNING, JobView
 from backupctl.controller.kube import AlreadyExists, ApiError
 from backupctl.controller.manifests import (
@@ -118,7 +119,7 @@ async def observe(
     tracker.seen.update(j.name for j in jobs)
     tracker.seen.update(j.run_name for j in jobs)  # a run was seen when one of its Jobs was
     names = {j.name for j in jobs}
-    for cache in (tracker.results, tracker.pod_checks, tracker.stuck):
+    for cache in (tracker.results, tracker.pod_checks, tracker.stuck, tracker.stuck_since):
         for gone in [n for n in cache if n not in names]:
             del cache[gone]
     jobs = [await read_pods(controller, tracker, job, now) for job in jobs]
@@ -195,7 +196,8 @@ async def read_pods(
     checks, due = tracker.pod_checks.get(job.name, (0, now + timedelta(seconds=POD_CHECK_FIRST)))
     if due <= now:
         pods = await job_pods(controller, tracker, job)
-        tracker.stuck[job.name] = pod_problem(pods, controller.clock.from_real)
+        problem = pod_problem(pods, controller.clock.from_real)
+        tracker.stuck[job.name] = first_seen(problem, job.name, now, tracker.stuck_since)
         checks += 1
         pause = min(POD_CHECK_FIRST * 2**checks, POD_CHECK_MAX)
         due = now + timedelta(seconds=pause)

@@ -62,6 +62,8 @@ class Restores:
     image: str
     clock: Clock
     wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    #: "<namespace>/<job>" -> when its pod was first seen not starting (controller's clock)
+    not_starting: dict[str, datetime] = field(default_factory=dict)
 
     def waker(self, namespace: str, name: str) -> asyncio.Event:
         return self.wakers.setdefault((namespace, label_value(name)), asyncio.Event())
@@ -133,7 +135,12 @@ async def reconcile(restores: Restores, namespace: str, name: str) -> Plan | Non
         return None
     now = restores.clock.now().replace(microsecond=0)
     observed = await observe(
-        restores.kube, body, now, restores.image, on_clock=restores.clock.from_real
+        restores.kube,
+        body,
+        now,
+        restores.image,
+        on_clock=restores.clock.from_real,
+        seen=restores.not_starting,
     )
     planned = plan(observed, now)
     await execute(restores, body, planned)

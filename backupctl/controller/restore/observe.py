@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backupctl.controller import targets, topology
+from backupctl.controller.job_limits import first_seen
 from backupctl.controller.jobs import RUNNING, JobView
 from backupctl.controller.kube import Kube
 from backupctl.controller.manifests import (
@@ -59,9 +60,11 @@ async def observe(
     now: datetime,
     image: str,
     on_clock: Callable[[datetime], datetime] = lambda t: t,
+    seen: dict[str, datetime] | None = None,
 ) -> Observed:
     """What the planner needs about the RedisRestore ``body`` at ``now``
-    (``on_clock`` maps the API server's timestamps onto the controller's clock)."""
+    (``on_clock`` maps the API server's timestamps onto the controller's clock;
+    ``seen``: when this controller first saw each Job's pod not starting)."""
     meta = body.get("metadata") or {}
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid", ""))
     status = dict(body.get("status") or {})
@@ -80,7 +83,7 @@ async def observe(
         generation=int(meta.get("generation") or 1),
         spec=spec,
         status=status,
-        jobs=await observe_jobs(kube, namespace, name, uid, on_clock),
+        jobs=await observe_jobs(kube, namespace, name, uid, on_clock, now, seen),
         target=target,
         backups=await observe_backups(kube, namespace, target) if target is not None else (),
         target_problem=problem,
@@ -146,6 +149,8 @@ async def observe_jobs(
     name: str,
     uid: str,
     on_clock: Callable[[datetime], datetime] = lambda t: t,
+    now: datetime | None = None,
+    seen: dict[str, datetime] | None = None,
 ) -> dict[str, JobView]:
     """This restore's Jobs (owned by this uid), with results and pod problems."""
     selector = f"{LABEL_RESTORE}={label_value(name)}"
@@ -164,6 +169,8 @@ async def observe_jobs(
         base = job_view(job)
         pods = pods_by_job.get(base.name, [])
         stuck = pod_problem(pods, on_clock) if base.state == RUNNING else None
+        if now is not None and seen is not None:
+            stuck = first_seen(stuck, f"{namespace}/{base.name}", now, seen)
         views[base.name] = replace(
             base, result=pod_result(pods) if base.state != RUNNING else None, waiting=stuck
         )

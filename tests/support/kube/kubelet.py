@@ -70,6 +70,7 @@ from typing import Any
 
 from .api_client import ApiStatusError, K8sClient
 from .container_setup import ConfigError, ContainerSetup
+from .scheduling import Scheduler, unschedulable_status
 from .security_context import IMAGE_USERS, Identity, ImageUser
 
 JsonDict = dict[str, Any]
@@ -145,6 +146,7 @@ class Kubelet:
         backoff: float = 0.2,
         max_runtime: float = 300.0,
         image_users: dict[str, ImageUser] | None = None,
+        nodes: list[str] | None = None,
     ) -> None:
         self.api = K8sClient(api.url)  # own connection settings; used from our thread only
         # The in-process emulator, if any, serves pods/log from the files we capture.
@@ -159,6 +161,10 @@ class Kubelet:
         }
         self.namespace = namespace
         self.node_name = node_name
+        # The Nodes registered at start (node-a/node-b: the names existing tests give pods).
+        self.nodes = list(nodes or [node_name, "node-a", "node-b"])
+        self.failing_mounts: dict[str, str] = {}  # claim -> error: pods using it never mount
+        self.scheduler = Scheduler(self.api, self.failing_mounts)
         self.base_env = dict(base_env or {})
         # image pattern -> its USER (None: security_context.IMAGE_USERS); tests may add some.
         self.image_users = dict(IMAGE_USERS if image_users is None else image_users)
@@ -175,6 +181,7 @@ class Kubelet:
     # -- public -----------------------------------------------------------------------------
 
     def start(self) -> Kubelet:
+        self.scheduler.register(self.nodes)
         self._thread.start()
         return self
 
@@ -402,7 +409,6 @@ class Kubelet:
             }
         )
         pod_spec = json.loads(json.dumps(template.get("spec") or {}))
-        pod_spec.setdefault("nodeName", self.node_name)
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -451,22 +457,15 @@ class Kubelet:
             return
         containers = pod["spec"].get("containers") or []
         container = containers[0] if containers else {}
+        placed = self.scheduler.admit(pod, container)
+        if placed is None:  # Unschedulable, or ContainerCreating (volumes): retried
+            return
+        pod = placed
         try:
             prepared = self.container_setup().prepare(pod, container, self._sandbox(run))
         except ConfigError as e:
             if e.reason == "Unschedulable":
-                status: JsonDict = {
-                    "phase": "Pending",
-                    "conditions": [
-                        {
-                            "type": "PodScheduled",
-                            "status": "False",
-                            "reason": "Unschedulable",
-                            "message": str(e),
-                            "lastTransitionTime": _now(),
-                        }
-                    ],
-                }
+                status: JsonDict = unschedulable_status(str(e))
             else:
                 status = {
                     "phase": "Pending",

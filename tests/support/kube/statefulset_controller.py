@@ -271,7 +271,6 @@ class StatefulSets:
                 {"name": tpl["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim}}
             )
         pod_spec["volumes"] = volumes
-        pod_spec.setdefault("nodeName", self.kubelet.node_name)
         pod_spec["hostname"] = pod_name
         if spec.get("serviceName"):
             pod_spec["subdomain"] = spec["serviceName"]
@@ -325,7 +324,10 @@ class StatefulSets:
                 running = None
             try:
                 if running is None:
-                    running = self._start_process(sts, pod)
+                    placed = self.kubelet.scheduler.admit(pod, _redis_container(pod["spec"]))
+                    if placed is None:  # Unschedulable or ContainerCreating: retried
+                        return
+                    running = self._start_process(sts, placed)
                     self.procs[key] = running
                 elif running.proc.poll() is not None:  # crashed: restart, as the kubelet does
                     restarts = running.restarts + 1

@@ -83,11 +83,13 @@ class Rollback:
         draft, st, target = self.draft, self.draft.status, self.draft.obs.target
         pods = st.get("pods") or []
         # A staging Job still running finishes first (its folder is removed next);
-        # one whose pod cannot start (a missing Secret) is not waited for.
+        # one whose pod cannot start (a missing Secret, past the start timeout) is not
+        # waited for.
         busy = any(
             (v := draft.obs.jobs.get(job_name(draft.obs.name, "stage", i))) is not None
             and v.state == RUNNING
             and (v.waiting is None or not v.waiting.hard)
+            and draft.stuck(v) is None  # one stuck past the start timeout is deleted
             for i in range(len(pods))
         )
         if not busy and self.commands is not None:

@@ -99,7 +99,14 @@ def redis_statefulset(pod_security: dict[str, Any] | None = None) -> dict[str, A
                 "name": "redis",
                 "image": "redis:7.0",
                 "command": ["redis-server"],
-                "args": ["--appendonly", "no", "--save", "900 1"],
+                "args": [
+                    "--appendonly",
+                    "no",
+                    "--save",
+                    "900 1",
+                    "--enable-debug-command",
+                    "local",
+                ],
                 "ports": [{"name": "redis", "containerPort": 6379}],
                 "volumeMounts": [{"name": "data", "mountPath": "/data"}],
             }
@@ -384,8 +391,18 @@ def test_a_restore_whose_swap_cannot_be_scheduled_fails_and_scales_back_on_the_o
     backup_id = wait(operator, backed_up, 90, "the backup")["id"]
     c.set("newer-than-the-backup", "kept")
     node = (api.get("pods", NS, f"{STS}-0") or {})["spec"]["nodeName"]
-    # A backup Job of the target runs: the restore stages, then waits for it before Redis
-    # stops; meanwhile the node becomes unusable for anything without a toleration.
+    api.create(
+        resource("RedisRestore", "r", storage=storage(s3_server, bucket), backupId=backup_id),
+        NS,
+    )
+
+    def started() -> dict[str, Any] | None:
+        st = status(api, "redisrestores", "r")
+        return st if st.get("startTime") else None
+
+    wait(operator, started, 30, "the restore started")
+    # Now a backup Job of the target runs: the restore stages, then waits for it before
+    # Redis stops; meanwhile the node becomes unusable for anything without a toleration.
     api.create(
         {
             "apiVersion": "batch/v1",
@@ -402,10 +419,6 @@ def test_a_restore_whose_swap_cannot_be_scheduled_fails_and_scales_back_on_the_o
         },
         NS,
     )  # fmt: skip
-    api.create(
-        resource("RedisRestore", "r", storage=storage(s3_server, bucket), backupId=backup_id),
-        NS,
-    )
 
     def waits_for_backup() -> dict[str, Any] | None:
         st = status(api, "redisrestores", "r")
@@ -436,7 +449,11 @@ def test_a_restore_whose_swap_cannot_be_scheduled_fails_and_scales_back_on_the_o
     step = datetime.fromisoformat(swapping["stepStartTime"].replace("Z", "+00:00"))
     ended = datetime.fromisoformat(st["completionTime"].replace("Z", "+00:00"))
     assert (ended - step).total_seconds() < 900  # the swap step's deadline
-    assert (api.get("statefulsets", NS, STS) or {})["spec"]["replicas"] == 1
+
+    def scaled_back() -> bool:
+        return bool((api.get("statefulsets", NS, STS) or {})["spec"]["replicas"] == 1)
+
+    wait(operator, scaled_back, 30, "the StatefulSet scaled back")
     wait_ready(api, NS, STS, 1)  # rescheduled on an untainted node, on its own volume
     back = redis.Redis(port=statefulsets.port(f"{STS}-0", NS), decode_responses=True)
     assert back.get("newer-than-the-backup") == "kept" and back.dbsize() == 501

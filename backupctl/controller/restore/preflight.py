@@ -66,10 +66,6 @@ class Preflight:
             draft.look_again(2.0)
             return False
         accept(st, resolved.result or {}, checked.result or {})
-        if obs.backups:
-            draft.progress("WaitingForBackup", _backups_text(obs.backups))
-            draft.look_again(5.0)
-            return False
         draft.enter("Staging", "StagingStarted", f"staging backup {st['backupId']} on every volume")
         return True
 

@@ -12,6 +12,7 @@ import pytest
 
 from support.kube.fixtures import K8sApi
 from support.kube.kubelet import Kubelet
+from support.kube.security_context import apply_fs_group, image_user
 from support.kube.statefulset_controller import StatefulSets, wait_ready
 from support.kube.workloads import finished, job, job_pods, statefulset, succeeded, waiting
 
@@ -211,3 +212,30 @@ def test_a_root_redis_pod_with_run_as_non_root_waits(
     assert state["reason"] == "CreateContainerConfigError"
     assert "image will run as root" in state["message"]
     assert statefulsets.pid("nr-0", NS) is None
+
+
+@pytest.mark.parametrize(
+    ("image", "user"),
+    [
+        ("backupctl:0.1.0", (10001, 10001)),
+        ("ghcr.io/acme/backupctl@sha256:00", (10001, 10001)),
+        ("docker.io/library/redis:7.4", (0, 0)),
+        ("bitnami/redis:7.4", (1001, 0)),
+        ("registry.local:5000/bitnami/valkey:8", (1001, 0)),
+        ("busybox", (0, 0)),
+    ],
+)
+def test_image_users(image: str, user: tuple[int, int]) -> None:
+    found = image_user(image)
+    assert (found.uid, found.gid) == user
+
+
+def test_fs_group_change_policy_on_root_mismatch_skips_a_matching_root(tmp_path: Path) -> None:
+    root = pvc_folder(tmp_path, "v", 0, 6000, 0o2770)
+    (root / "f").write_text("x")
+    os.chown(root / "f", 0, 0)  # (the setgid folder gave it 6000)
+    apply_fs_group(root, 6000, "OnRootMismatch")
+    assert (root / "f").stat().st_gid == 0  # the root matched: nothing below was touched
+    apply_fs_group(root, 6000)  # Always
+    assert (root / "f").stat().st_gid == 6000
+    assert (root / "f").stat().st_mode & 0o060 == 0o060

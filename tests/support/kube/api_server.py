@@ -32,7 +32,8 @@ Server-side Table output (``kubectl get``) uses a CRD's ``additionalPrinterColum
 
 Authentication and RBAC (:mod:`.rbac`): bearer tokens map to users; with
 ``auth.enforce`` on, non-admin requests are authorized against the stored RBAC objects and
-OwnerReferencesPermissionEnforcement runs in admission.
+OwnerReferencesPermissionEnforcement runs in admission. PodSecurity admission
+(:mod:`.pod_security`) refuses pods that break their namespace's enforced level.
 
 Not emulated: admission webhooks, protobuf bodies (``kubectl create job`` /
 ``create secret``), Table output of built-in kinds (kubectl prints NAME/AGE), pagination
@@ -69,6 +70,7 @@ from .kmock_compat import KmockFront
 from .kube_controllers import KubeControllers
 from .object_api import ObjectApi
 from .object_store import HISTORY_DEPTH, ObjectStore
+from .pod_security import pod_security_check
 from .printing import human_age, jsonpath
 from .rbac import Attributes, Authenticator, current_user, owner_references_check, verb_of
 from .resources import CRD_VERBS, PODS, ResourceRegistry, ResourceType, now_iso
@@ -130,6 +132,7 @@ class KubeEmulator(KmockFront):
                 crds.admit,  # CRDs: validate, status, cleanup finalizer
                 builtin_kinds.default_and_validate,  # Secret, Namespace, Pod, Job on create
                 owner_references_check(self.auth),  # OwnerReferencesPermissionEnforcement
+                pod_security_check(self.store, self.registry),  # PodSecurity (enforce label)
             ],
             namespaces_must_exist=lambda: self.strict_namespaces,
         )

@@ -19,35 +19,24 @@ for each, plays both parts:
   as a kubelet does). The exit code, reason (``Completed``/``Error``/``DeadlineExceeded``) and
   the termination message go into ``status.containerStatuses[0].state.terminated``.
 
-Path mapping (containers see paths such as ``/data`` that cannot exist here):
-
-* each ``volumeMounts[].mountPath`` is backed by a local folder: a PVC by
-  ``volumes[claimName]`` (supplied by the test; missing -> Pod Pending/Unschedulable), a Secret
-  or ConfigMap volume by files materialised in a temp dir (or ``volumes["secret:<name>"]`` /
-  ``volumes["configmap:<name>"]`` when given), emptyDir by a temp dir, hostPath by
-  ``volumes["hostPath:<path>"]`` or a temp dir; ``subPath`` is honoured;
-* the container's ``terminationMessagePath`` (``/dev/termination-log``) is a temp file;
-* every occurrence of a mount path (or the termination-message path) as a whole path prefix in
-  ``command``, ``args``, env values and ``workingDir`` is replaced by the local path
-  (``/data/dump.rdb`` -> ``<local>/dump.rdb``, ``--dir=/data`` too, ``/database`` is untouched);
-* ``BACKUPCTL_PATH_MAP`` in the process env holds the same mapping as JSON
-  (``{"/data": "/tmp/.../pvc", "/dev/termination-log": "/tmp/.../termination-log"}``) for code
-  that builds paths at run time.
-
-The image is ignored; a command word found in ``executables`` (default: ``backupctl`` ->
-``<venv>/bin/backupctl``) is resolved to that path, anything else through ``PATH``. The process
-env is the container env plus ``PATH``, ``PYTHONPATH`` (when set, so that Jobs run the
-same ``backupctl`` as the test), ``HOME``, ``HOSTNAME`` and ``base_env``; read-only
-mounts, resources, probes, securityContext, init/sidecar containers and scheduling are not
-emulated. Stdout/stderr of every attempt are kept: :meth:`Kubelet.logs`, :meth:`Kubelet.runs`,
-and served by the emulator as ``pods/log`` (``kubectl logs job/NAME``: stdout, then stderr).
-
-The container set-up (env, volumes, path mapping, executables) is :mod:`.container_setup`'s,
-shared with the StatefulSet stand-in.
-
-StatefulSets (pods ``<sts>-<ordinal>`` running ``redis-server`` on their PVC folders, scaling,
-graceful deletion) are played by :mod:`support.kube.statefulset_controller`, which shares
-:attr:`Kubelet.volumes`.
+Pods are placed by :mod:`.scheduling` first (Nodes ``nodes`` registered at start;
+Unschedulable, ContainerCreating on Multi-Attach or ``failing_mounts``); a pod creation the API
+refuses (PodSecurity) becomes a ``FailedCreate`` Event on the Job, retried with back-off.
+:mod:`.container_setup` builds the container: each ``volumeMounts[].mountPath`` is backed by a
+local folder (a PVC by ``volumes[claimName]``, supplied by the test; Secret/ConfigMap volumes
+by materialised files or ``volumes["secret:<name>"]``; emptyDir by a 0777 folder; hostPath by
+``volumes["hostPath:<path>"]``; ``subPath`` honoured), mount paths in ``command``, ``args``,
+env and ``workingDir`` are rewritten to those folders (also in ``BACKUPCTL_PATH_MAP``), and
+the termination-message path is a file in the pod's sandbox. The process runs as the
+container's effective user with its groups and privileges (:mod:`.security_context`: the image
+``USER`` from ``image_users``), in its own mount namespace where read-only mounts are really
+read-only (:mod:`.mount_namespace`). The image is otherwise ignored: a command word in
+``executables`` (default ``backupctl`` -> ``<venv>/bin/backupctl``) is resolved to that path,
+anything else through ``PATH``; the env adds ``PATH``, ``PYTHONPATH`` (so Jobs run the test's
+``backupctl``), ``HOME``, ``HOSTNAME`` and ``base_env``. Not emulated: resources, probes,
+init/sidecar containers, ``readOnlyRootFilesystem``. Output of each attempt is kept
+(:meth:`Kubelet.logs`, :meth:`Kubelet.runs`, ``pods/log``). Redis pods of StatefulSets are
+:mod:`.statefulset_controller`'s, sharing ``volumes``, the scheduler and the set-up.
 """
 
 from __future__ import annotations
@@ -70,7 +59,7 @@ from typing import Any
 
 from .api_client import ApiStatusError, K8sClient
 from .container_setup import ConfigError, ContainerSetup
-from .scheduling import Scheduler, unschedulable_status
+from .scheduling import Scheduler, event, unschedulable_status
 from .security_context import IMAGE_USERS, Identity, ImageUser
 
 JsonDict = dict[str, Any]
@@ -122,6 +111,7 @@ class JobState:
     next_attempt: float = 0.0
     finished_at: float | None = None
     done: bool = False
+    create_failures: int = 0  # pod creations refused (FailedCreate Events)
 
     @property
     def active(self) -> PodRun | None:
@@ -430,7 +420,17 @@ class Kubelet:
             },
             "spec": pod_spec,
         }
-        created = self.api.create(pod, state.namespace)
+        try:
+            created = self.api.create(pod, state.namespace)
+        except ApiStatusError as e:  # PodSecurity, quota...: the Job controller's FailedCreate
+            if e.status not in (403, 422):
+                raise
+            state.create_failures += 1
+            state.next_attempt = time.monotonic() + min(self.backoff * 2**state.create_failures, 10)
+            with contextlib.suppress(ApiStatusError):
+                self.api.create(event(job, "FailedCreate", f"Error creating: {e.message}",
+                                      "job-controller"), state.namespace)  # fmt: skip
+            return
         root = self.workdir / state.namespace / name
         root.mkdir(parents=True)
         run = PodRun(state.namespace, meta["name"], name, root)

@@ -27,6 +27,13 @@ polls apps/v1 StatefulSets in the emulator and, for each, plays:
   saves or fsyncs as configured), as a real kubelet would; then the object goes, and a
   missing ordinal is created again with a new uid.
 
+Pods are placed by the kubelet stand-in's scheduler (:mod:`.scheduling`; an Unschedulable or
+ContainerCreating pod gets no process) and a refused pod creation (PodSecurity) becomes a
+``FailedCreate`` Event, retried. The process runs as the container's effective user
+(:mod:`.security_context`: the official ``redis``/``valkey`` images re-own the data dir and
+run as 999; ``runAsNonRoot`` with a root user leaves the pod waiting in
+``CreateContainerConfigError``) in its own mount namespace (:mod:`.mount_namespace`).
+
 The PVC folders are those of the Job kubelet stand-in (``kubelet.volumes[claim]``, created
 under ``workdir`` when the test did not map a claim), so restore Jobs and Redis share them.
 Every process is stopped at :meth:`stop`. Not emulated: rolling updates, ``updateStrategy``,
@@ -54,6 +61,7 @@ from .api_client import ApiStatusError, K8sClient
 from .container_setup import ConfigError, expand, rewrite
 from .kubelet import Kubelet
 from .mount_namespace import Mount, launcher
+from .scheduling import event
 from .security_context import Identity, entrypoint_chown
 
 JsonDict = dict[str, Any]
@@ -131,6 +139,7 @@ class StatefulSets:
         self.procs: dict[tuple[str, str], RedisProcess] = {}  # (namespace, pod) -> process
         self.errors: list[str] = []
         self.starts: dict[tuple[str, str], int] = {}  # how often each pod's process started
+        self.create_errors: dict[tuple[str, str], str] = {}  # pod -> last refusal of its create
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="statefulsets", daemon=True)
@@ -219,7 +228,13 @@ class StatefulSets:
                 lower = [pods.get(f"{name}-{i}") for i in range(ordinal)]
                 if ordered and not all(p is not None and _ready(p) for p in lower):
                     break
-                pods[pod_name] = self._create_pod(sts, ordinal)
+                try:
+                    pods[pod_name] = self._create_pod(sts, ordinal)
+                except ApiStatusError as e:  # PodSecurity...: FailedCreate, retried next sync
+                    if e.status not in (403, 422):
+                        raise
+                    self._failed_create(sts, pod_name, e.message)
+                    break
                 if ordered:
                     break
         for pod_name, pod in pods.items():
@@ -308,6 +323,19 @@ class StatefulSets:
             "spec": pod_spec,
         }
         return self.api.create(pod, ns)
+
+    def _failed_create(self, sts: JsonDict, pod_name: str, error: str) -> None:
+        """The StatefulSet controller's FailedCreate Event (once per distinct error)."""
+        key = (sts["metadata"]["namespace"], pod_name)
+        if self.create_errors.get(key) == error:
+            return
+        self.create_errors[key] = error
+        message = (
+            f"create Pod {pod_name} in StatefulSet {sts['metadata']['name']} failed error: {error}"
+        )
+        with contextlib.suppress(ApiStatusError):
+            self.api.create(event(sts, "FailedCreate", message, "statefulset-controller"),
+                            sts["metadata"]["namespace"])  # fmt: skip
 
     def _run(self, sts: JsonDict, pod: JsonDict) -> None:
         """Start, restart or watch the pod's process; keep its status current."""

@@ -69,6 +69,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
+#: Seconds the API server keeps one watch open (kopf re-lists and watches again).
+WATCH_SERVER_TIMEOUT = 600
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """All kopf settings in one place, then the state both controllers share."""
@@ -76,6 +80,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Watch only the Jobs backupctl made (server-side selector: less traffic).
     settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}=backupctl"
     settings.watching.reconnect_backoff = 1.0
+    # A watch that stalls without an error (a dropped connection behind a NAT or
+    # a load balancer) would otherwise hang forever (kopf #232, #585, #810): the
+    # API server ends each watch after server_timeout, the client gives up a
+    # little later, and a connection attempt after connect_timeout.
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + 60
+    settings.watching.connect_timeout = 30
     settings.posting.loggers = False  # Events are posted explicitly, one per transition
     config: Config = memo.config
     clock: Clock = memo.clock

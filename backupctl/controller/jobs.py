@@ -24,6 +24,11 @@ class PodProblem:
 
     reason: str
     message: str
+    since: datetime | None = None  # when the problem began (on the controller's clock)
+    pod: str = ""
+    #: False for a state every pod passes through (``ContainerCreating``): a
+    #: problem only once it lasts (:func:`backupctl.controller.job_limits.stuck`).
+    hard: bool = True
 
 
 @dataclass(frozen=True)

@@ -37,12 +37,23 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from backupctl.controller.identity import RunAs, probe_args
 from backupctl.controller.job_env import (
     retention_args,
     secret_volume,
     storage_env,
     storage_mounts,
     storage_volumes,
+)
+from backupctl.controller.job_limits import BACKUP, PROBE, PRUNE, STAGE
+from backupctl.controller.job_pod import (
+    CONTAINER_NAME,
+    DATA_DIR,
+    DEFAULT_RESOURCES,
+    TERMINATION_LOG,
+    data_mount,
+    job,
+    pin_to_node,
 )
 from backupctl.controller.schedule import bounded_name, job_name, slot_stamp
 from backupctl.controller.spec import (
@@ -57,11 +68,8 @@ from backupctl.controller.spec import (
 )
 from backupctl.store.catalog import new_backup_id
 
-TERMINATION_LOG = "/dev/termination-log"
-DATA_DIR = "/data"
 TLS_CA_DIR = "/var/run/secrets/backupctl/redis-tls"
 TLS_CA_VOLUME = "redis-tls-ca"
-CONTAINER_NAME = "backupctl"
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -75,12 +83,6 @@ LABEL_RUN = "backupctl.dev/run"
 LABEL_SHARD = "backupctl.dev/shard"
 ANNOTATION_TARGET_POD = "backupctl.dev/target-pod"
 
-#: Used when the spec sets no resources: enough for streaming, and a cap.
-DEFAULT_RESOURCES: Mapping[str, Any] = {
-    "requests": {"cpu": "100m", "memory": "128Mi"},
-    "limits": {"memory": "1Gi"},
-}
-
 
 @dataclass(frozen=True)
 class TargetPod:
@@ -90,7 +92,10 @@ class TargetPod:
     operator resource running it says; what the spec's ``target`` sets
     explicitly wins over them (:func:`backup_job`). ``node_name`` and
     ``data_pvc`` are needed for ``method: bgsave``; ``data_sub_path`` is the
-    subPath of the data mount in the Redis container, if any.
+    subPath of the data mount in the Redis container, if any; ``run_as`` the
+    Redis container's effective user and groups (Jobs reading its volume run
+    as them); ``read_write_once_pod``: the data PVC's access mode is
+    ``ReadWriteOncePod`` (no second pod can mount it).
     """
 
     name: str
@@ -101,6 +106,8 @@ class TargetPod:
     data_sub_path: str | None = None
     password_secret: SecretRef | None = None
     tls: TLSSpec | None = None
+    run_as: RunAs | None = None
+    read_write_once_pod: bool = False
 
 
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
@@ -141,8 +148,6 @@ def backup_job(
     slot: datetime,
     image: str,
     ttl_seconds_after_finished: int | None = None,
-    run_as_user: int | None = None,
-    run_as_group: int | None = None,
     cluster: bool = False,
     shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
@@ -161,6 +166,7 @@ def backup_job(
     RedisBackup's name, and carry the labels ``backupctl.dev/run`` and
     ``backupctl.dev/shard``. Which node serves shard I is found out by the
     Job from Redis (primaries move on failover), never from pod names.
+    A Job that mounts the data volume runs as ``target_pod.run_as``.
     """
     if shard is not None and not cluster:
         raise ValueError("a shard Job backs up one shard of a Redis Cluster: pass cluster=True")
@@ -206,19 +212,21 @@ def backup_job(
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     affinity: dict[str, Any] | None = None
+    run_as: RunAs | None = None
     if spec.method == "bgsave" and not cluster:
         if not pod.node_name or not pod.data_pvc:
             raise ValueError(f"method bgsave needs the node and data PVC of pod {pod.name}")
+        run_as = pod.run_as
         volumes.append(
             {"name": "data", "persistentVolumeClaim": {"claimName": pod.data_pvc, "readOnly": True}}
         )
-        mounts.append(_data_mount(pod.data_sub_path, read_only=True))
+        mounts.append(data_mount(pod.data_sub_path, read_only=True))
         args += ["--data-dir", DATA_DIR]
-        affinity = _pin_to_node(pod.node_name)
+        affinity = pin_to_node(pod.node_name)
     if pod.tls is not None and pod.tls.enabled and pod.tls.ca_secret is not None:
         volumes.append(secret_volume(TLS_CA_VOLUME, pod.tls.ca_secret))
         mounts.append({"name": TLS_CA_VOLUME, "mountPath": TLS_CA_DIR, "readOnly": True})
-    return _job(
+    return job(
         name=name,
         namespace=namespace,
         owner=owner,
@@ -233,8 +241,10 @@ def backup_job(
         affinity=affinity,
         node_selector=spec.job.node_selector,
         ttl_seconds_after_finished=ttl_seconds_after_finished,
-        run_as_user=run_as_user,
-        run_as_group=run_as_group,
+        kind=BACKUP,
+        deadline_fallback=spec.job.active_deadline_seconds,
+        run_as=run_as,
+        run_as_of=pod.name,
     )
 
 
@@ -262,7 +272,7 @@ def prune_job(
         spec.time_zone,
         *retention_args(spec.retention),
     ]
-    return _job(
+    return job(
         name=name,
         namespace=namespace,
         owner=owner,
@@ -277,6 +287,7 @@ def prune_job(
         affinity=None,
         node_selector=spec.job.node_selector,
         ttl_seconds_after_finished=ttl_seconds_after_finished,
+        kind=PRUNE,
     )
 
 
@@ -295,8 +306,7 @@ def restore_stage_job(
     source_node: str | None = None,
     to_dir: str = DATA_DIR,
     data_sub_path: str | None = None,
-    run_as_user: int | None = None,
-    run_as_group: int | None = None,
+    run_as: RunAs | None = None,
     ttl_seconds_after_finished: int | None = None,
 ) -> dict[str, Any]:
     """The Job that downloads, verifies and stages a backup into one data
@@ -308,8 +318,8 @@ def restore_stage_job(
     :func:`backupctl.controller.spec.with_backup_source`); ``source_target`` defaults
     to :func:`backupctl.controller.spec.restore_source_target`. ``backup`` defaults to the
     spec's (an id or ``latest``); ``source_node`` picks the archive of that
-    node in a multi-node backup. Run it as the Redis pod's user
-    (``run_as_user``/``run_as_group``) so Redis can later write the files.
+    node in a multi-node backup. Run it as the Redis container's user and
+    groups (``run_as``) so Redis can later write the files.
     """
     if spec.storage is None:
         raise ValueError("the restore's storage is not resolved (fromBackup)")
@@ -325,7 +335,7 @@ def restore_stage_job(
     args += ["--to-dir", to_dir, "--appendonly", "auto"]
     labels = _base_labels("restore")
     labels[LABEL_RESTORE] = label_value(restore_name)
-    return _job(
+    return job(
         name=name,
         namespace=namespace,
         owner=owner,
@@ -339,12 +349,13 @@ def restore_stage_job(
             {"name": "data", "persistentVolumeClaim": {"claimName": pvc}},
             *storage_volumes(spec.storage),
         ],
-        mounts=[_data_mount(data_sub_path, read_only=False), *storage_mounts(spec.storage)],
-        affinity=_pin_to_node(node_name),
+        mounts=[data_mount(data_sub_path, read_only=False), *storage_mounts(spec.storage)],
+        affinity=pin_to_node(node_name),
         node_selector={},
         ttl_seconds_after_finished=ttl_seconds_after_finished,
-        run_as_user=run_as_user,
-        run_as_group=run_as_group,
+        kind=STAGE,
+        deadline_fallback=spec.job.active_deadline_seconds,
+        run_as=run_as,
     )
 
 
@@ -360,8 +371,9 @@ def restore_job(
     storage: bool = False,
     redis: TargetPod | None = None,
     data: TargetPod | None = None,
-    run_as_user: int | None = None,
-    run_as_group: int | None = None,
+    run_as: RunAs | None = None,
+    kind: str = STAGE,
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
     """Any other Job of a RedisRestore (resolving the backup, checking,
     quiescing and verifying Redis, swapping or discarding a staged copy):
@@ -369,7 +381,10 @@ def restore_job(
     the Redis password (``REDIS_PASSWORD`` by ``secretKeyRef``) and TLS CA
     of ``redis`` when given (build its URLs with :func:`redis_url`), and
     ``data``'s PVC at ``/data``, pinned to its node, when given (run it as
-    the Redis pod's user, so Redis can write the files it leaves)."""
+    the Redis container's user and groups, ``run_as``, so Redis can write the
+    files it leaves). ``kind`` picks the deadline
+    (:mod:`backupctl.controller.job_limits`); ``command`` replaces the whole
+    command line (the volume-owner probe), with no ``--json`` added."""
     env: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
@@ -397,11 +412,11 @@ def restore_job(
         if not data.node_name or not data.data_pvc:
             raise ValueError(f"pod {data.name} has no data PVC or node")
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": data.data_pvc}})
-        mounts.append(_data_mount(data.data_sub_path, read_only=False))
-        affinity = _pin_to_node(data.node_name)
+        mounts.append(data_mount(data.data_sub_path, read_only=False))
+        affinity = pin_to_node(data.node_name)
     labels = _base_labels("restore")
     labels[LABEL_RESTORE] = label_value(restore_name)
-    return _job(
+    return job(
         name=name,
         namespace=namespace,
         owner=owner,
@@ -416,8 +431,49 @@ def restore_job(
         affinity=affinity,
         node_selector={} if data is not None else spec.job.node_selector,
         ttl_seconds_after_finished=None,
-        run_as_user=run_as_user,
-        run_as_group=run_as_group,
+        kind=kind,
+        deadline_fallback=spec.job.active_deadline_seconds if kind == STAGE else None,
+        run_as=run_as,
+        command=command,
+    )
+
+
+def probe_job(
+    options: JobOptions,
+    *,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any] | None,
+    labels: dict[str, str],
+    pod: TargetPod,
+    image: str,
+) -> dict[str, Any]:
+    """The tiny Job that reads the owner of ``pod``'s data directory (its
+    termination message: ``{"ok":true,"uid":U,"gid":G}``), for a Redis whose
+    user no manifest sets. It runs as the image's non-root user (a stat()
+    needs no rights on the folder), mounts the volume read-only, pinned to
+    the pod's node."""
+    if not pod.node_name or not pod.data_pvc:
+        raise ValueError(f"pod {pod.name} has no data PVC or node")
+    return job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        labels=labels,
+        annotations={ANNOTATION_TARGET_POD: pod.name},
+        options=options,
+        image=options.image or image,
+        args=[],
+        env=[],
+        volumes=[
+            {"name": "data", "persistentVolumeClaim": {"claimName": pod.data_pvc, "readOnly": True}}
+        ],
+        mounts=[data_mount(pod.data_sub_path, read_only=True)],
+        affinity=pin_to_node(pod.node_name),
+        node_selector={},
+        ttl_seconds_after_finished=None,
+        kind=PROBE,
+        command=probe_args(DATA_DIR, TERMINATION_LOG),
     )
 
 
@@ -450,111 +506,6 @@ def _base_labels(component: str) -> dict[str, str]:
     }
 
 
-def _job(
-    *,
-    name: str,
-    namespace: str,
-    owner: Mapping[str, Any] | None,
-    labels: dict[str, str],
-    annotations: dict[str, str],
-    options: JobOptions,
-    image: str,
-    args: list[str],
-    env: list[dict[str, Any]],
-    volumes: list[dict[str, Any]],
-    mounts: list[dict[str, Any]],
-    affinity: dict[str, Any] | None,
-    node_selector: Mapping[str, str],
-    ttl_seconds_after_finished: int | None,
-    run_as_user: int | None = None,
-    run_as_group: int | None = None,
-) -> dict[str, Any]:
-    """A batch/v1 Job running ``backupctl <args>`` hardened the same way for
-    every purpose: non-root, read-only root filesystem, no capabilities, no
-    service account token, a writable /tmp, the result in the termination
-    message."""
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
-    if annotations:
-        metadata["annotations"] = dict(annotations)
-    if owner is not None:
-        metadata["ownerReferences"] = [dict(owner)]
-
-    container: dict[str, Any] = {
-        "name": CONTAINER_NAME,
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["backupctl"],
-        "args": [*args, "--json", "--termination-log", TERMINATION_LOG],
-        "env": env,
-        "resources": _resources(options.resources),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "File",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-    }
-    pod_security: dict[str, Any] = {
-        "runAsNonRoot": run_as_user != 0,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    if run_as_user is not None:
-        pod_security["runAsUser"] = run_as_user
-    if run_as_group is not None:
-        pod_security["runAsGroup"] = run_as_group
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": pod_security,
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}, *volumes],
-    }
-    if options.service_account_name:
-        pod_spec["serviceAccountName"] = options.service_account_name
-    if node_selector:
-        pod_spec["nodeSelector"] = dict(node_selector)
-    if options.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in options.tolerations]
-    if affinity is not None:
-        pod_spec["affinity"] = affinity
-
-    job_spec: dict[str, Any] = {
-        "backoffLimit": options.backoff_limit,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-    }
-    if options.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = options.active_deadline_seconds
-    if ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
-
-
-def _resources(resources: Mapping[str, Any]) -> dict[str, Any]:
-    chosen = resources or DEFAULT_RESOURCES
-    return {k: dict(v) for k, v in chosen.items()}
-
-
-def _data_mount(sub_path: str | None, *, read_only: bool) -> dict[str, Any]:
-    mount: dict[str, Any] = {"name": "data", "mountPath": DATA_DIR, "readOnly": read_only}
-    if sub_path:
-        mount["subPath"] = sub_path
-    return mount
-
-
-def _pin_to_node(node_name: str) -> dict[str, Any]:
-    """Required node affinity on the node's name (as DaemonSets do): exact,
-    unlike the hostname label, and still goes through the scheduler."""
-    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
-        }
-    }
-
-
 def _redis_url(pod: TargetPod) -> str:
     host = f"[{pod.host}]" if ":" in pod.host and not pod.host.startswith("[") else pod.host
     tls = pod.tls if pod.tls is not None and pod.tls.enabled else None
@@ -569,13 +520,16 @@ def _redis_url(pod: TargetPod) -> str:
 
 
 __all__ = [
+    "CONTAINER_NAME",
     "DATA_DIR",
+    "DEFAULT_RESOURCES",
     "TERMINATION_LOG",
     "TargetPod",
     "backup_job",
     "backup_labels",
     "label_value",
     "owner_reference",
+    "probe_job",
     "prune_job",
     "redis_url",
     "restore_job",

@@ -13,7 +13,7 @@ as ``CreateContainerConfigError``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,14 @@ STUCK_REASONS = frozenset(
         "InvalidImageName",
         "ErrImageNeverPull",
     }
+)
+
+
+#: Waiting reasons of a container not created yet (a volume not mounted keeps it there).
+CREATING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
+CREATING_HINT = (
+    "the container was not created: a volume that cannot be attached or mounted (FailedMount, "
+    "Multi-Attach) is the usual cause; see `kubectl describe pod {pod}`"
 )
 
 
@@ -119,19 +127,60 @@ def pod_result(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return None
 
 
-def pod_problem(pods: Sequence[Mapping[str, Any]]) -> PodProblem | None:
-    """Why the newest pod of a Job cannot start, if it cannot."""
+def pod_problem(
+    pods: Sequence[Mapping[str, Any]],
+    on_clock: Callable[[datetime], datetime] = lambda t: t,
+) -> PodProblem | None:
+    """Why the newest pod of a Job has not started, if it has not: a waiting
+    reason that needs a person (:data:`STUCK_REASONS`), ``Unschedulable``, or
+    still creating its container (``hard=False``: every pod passes through
+    it; a volume that cannot be mounted keeps it there). ``since`` is when it
+    began (the condition's transition or the pod's creation), mapped onto the
+    controller's clock by ``on_clock``."""
     for pod in sorted(pods, key=_created, reverse=True):
-        status = pod.get("status") or {}
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        name = str(meta.get("name") or "")
+        created = parse_time(meta.get("creationTimestamp"))
+        since = on_clock(created) if created is not None else None
+        scheduled: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {}
+        )
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            began = parse_time(scheduled.get("lastTransitionTime"))
+            return PodProblem(
+                reason="Unschedulable",
+                message=str(scheduled.get("message", "")),
+                since=on_clock(began) if began is not None else since,
+                pod=name,
+            )
+        if status.get("phase") not in (None, "Pending"):
+            return None
         for cs in status.get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in STUCK_REASONS:
+            reason = waiting.get("reason")
+            if reason in STUCK_REASONS:
                 return PodProblem(
-                    reason=str(waiting["reason"]), message=str(waiting.get("message", ""))
+                    reason=str(reason),
+                    message=str(waiting.get("message", "")),
+                    since=since,
+                    pod=name,
                 )
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
-                return PodProblem(reason="Unschedulable", message=str(cond.get("message", "")))
+            if reason in CREATING_REASONS:
+                return PodProblem(
+                    reason=str(reason),
+                    message=str(waiting.get("message") or CREATING_HINT.format(pod=name)),
+                    since=since,
+                    pod=name,
+                    hard=False,
+                )
+        if scheduled.get("status") == "True" and not status.get("containerStatuses"):
+            return PodProblem(
+                reason="ContainerCreating",
+                message=CREATING_HINT.format(pod=name),
+                since=since,
+                pod=name,
+                hard=False,
+            )
         return None
     return None
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
+from backupctl.controller.job_limits import DEFAULT_START_TIMEOUT_SECONDS, KINDS
 from backupctl.controller.schedule import check_time_zone, parse_cron
 from backupctl.controller.spec_fields import (
     DNS_SUBDOMAIN,
@@ -168,6 +169,11 @@ class JobOptions:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
     service_account_name: str | None = None
+    #: ``activeDeadlineSeconds`` per Job kind (backup, prune, stage, swap, check,
+    #: probe), over :data:`backupctl.controller.job_limits.DEFAULT_DEADLINES`.
+    deadlines: Mapping[str, int] = field(default_factory=dict)
+    #: A pod that has not started after this long fails its step.
+    start_timeout_seconds: int = DEFAULT_START_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -481,7 +487,26 @@ def parse_job_options(spec: Mapping[str, Any], p: str) -> JobOptions:
         node_selector=dict(node_selector),
         tolerations=tuple(dict(t) for t in tolerations),
         service_account_name=sa,
+        deadlines=_deadlines(spec, p),
+        start_timeout_seconds=opt_int(spec, "startTimeoutSeconds", p, minimum=1)
+        or DEFAULT_START_TIMEOUT_SECONDS,
     )
+
+
+def _deadlines(spec: Mapping[str, Any], p: str) -> dict[str, int]:
+    raw = obj(spec.get("deadlines") or {}, f"{p}.deadlines")
+    unknown = sorted(set(raw) - set(KINDS))
+    if unknown:
+        raise SpecError(
+            f"{p}.deadlines.{unknown[0]}",
+            f"is not a Job kind: use {', '.join(KINDS)}",
+        )
+    out: dict[str, int] = {}
+    for kind in KINDS:
+        value = opt_int(raw, kind, f"{p}.deadlines", minimum=1)
+        if value is not None:
+            out[kind] = value
+    return out
 
 
 # --- store URL, secret references ---------------------------------------------

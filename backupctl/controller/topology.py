@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backupctl.controller.identity import effective_run_as
 from backupctl.controller.manifests import TargetPod
 from backupctl.controller.spec import SecretRef
 
@@ -206,6 +207,22 @@ def target_pod(pod: Mapping[str, Any], workload: Workload, *, tls: bool = False)
         data_pvc=claim,
         data_sub_path=sub_path,
         password_secret=password_secret(workload.resource, container),
+        run_as=effective_run_as(pod, container),
+    )
+
+
+def check_bgsave_claim(target: TargetPod, claim: Mapping[str, Any] | None) -> TargetPod:
+    """``target`` for ``method: bgsave``, whose Job mounts the data PVC beside
+    the Redis pod; :class:`TargetError` when the claim's access mode is
+    ``ReadWriteOncePod`` (no second pod can ever mount it)."""
+    modes = ((claim or {}).get("spec") or {}).get("accessModes") or []
+    if "ReadWriteOncePod" not in modes:
+        return target
+    raise TargetError(
+        "ReadWriteOncePod",
+        f"PersistentVolumeClaim {target.data_pvc} of pod {target.name} is ReadWriteOncePod, so "
+        "no Job can mount it beside Redis for method: bgsave; use method: replication (the RDB "
+        "is streamed over the network, no volume is mounted)",
     )
 
 
@@ -369,6 +386,7 @@ __all__ = [
     "Choice",
     "TargetError",
     "Workload",
+    "check_bgsave_claim",
     "choose",
     "cluster_enabled",
     "data_volume",

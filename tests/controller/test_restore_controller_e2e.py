@@ -294,11 +294,6 @@ def volume_files(folder: Path) -> dict[str, str]:
 # --- tests ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: restore Jobs run as the image's uid 10001, not the Redis container's "
-    "effective user (999), so staging in the Redis data dir is refused (PermissionError)",
-)
 @pytest.mark.parametrize("appendonly", ["yes", "no"])
 def test_restore_primary_and_replicas_equals_the_backup_and_never_runs_again(
     appendonly: str,
@@ -354,11 +349,6 @@ def test_restore_primary_and_replicas_equals_the_backup_and_never_runs_again(
     print(f"restore with appendonly {appendonly}: {elapsed:.1f} s")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: restore Jobs run as the image's uid 10001, not the Redis container's "
-    "effective user (999), so staging in the Redis data dir is refused (PermissionError)",
-)
 def test_in_place_restore_of_an_operator_managed_target(
     api: K8sApi,
     kubelet: Kubelet,
@@ -403,11 +393,6 @@ def test_in_place_restore_of_an_operator_managed_target(
         "r-in-place-stage", "r-in-place-quiesce", "r-in-place-swap"}  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: restore Jobs run as the image's uid 10001, not the Redis container's "
-    "effective user (999), so staging in the Redis data dir is refused (PermissionError)",
-)
 def test_failed_restores_leave_live_data_untouched_and_wait_for_each_other(
     api: K8sApi,
     kubelet: Kubelet,
@@ -482,11 +467,6 @@ def test_failed_restores_leave_live_data_untouched_and_wait_for_each_other(
         assert volume_files(folder).keys() == volumes[i].keys()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: restore Jobs run as the image's uid 10001, not the Redis container's "
-    "effective user (999), so staging in the Redis data dir is refused (PermissionError)",
-)
 def test_controller_killed_mid_restore_finishes_it_once(
     api: K8sApi,
     kubelet: Kubelet,
@@ -652,11 +632,6 @@ def shard_digests(sts: StatefulSets, view: dict[Any, list[str]]) -> dict[Any, tu
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: restore Jobs run as the image's uid 10001, not the Redis container's "
-    "effective user (999), so staging in the Redis data dir is refused (PermissionError)",
-)
 def test_an_opstree_redis_cluster_is_restored_shard_by_shard_in_place(
     api: K8sApi,
     kubelet: Kubelet,

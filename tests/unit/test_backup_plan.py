@@ -767,9 +767,10 @@ def test_pod_problem_reports_config_errors_and_unschedulable_pods() -> None:
         "waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s" not found'}
     }
     assert pod_problem([pod("a", "t", waiting)]) == PodProblem(
-        "CreateContainerConfigError", 'secret "s" not found'
+        "CreateContainerConfigError", 'secret "s" not found', pod="a"
     )
-    assert pod_problem([pod("a", "t", {"waiting": {"reason": "ContainerCreating"}})]) is None
+    creating = pod_problem([pod("a", "t", {"waiting": {"reason": "ContainerCreating"}})])
+    assert creating is not None and not creating.hard  # a problem only once it lasts
     pending = {
         "metadata": {"name": "p", "creationTimestamp": "t"},
         "status": {
@@ -783,7 +784,7 @@ def test_pod_problem_reports_config_errors_and_unschedulable_pods() -> None:
             ]
         },
     }
-    assert pod_problem([pending]) == PodProblem("Unschedulable", "m")
+    assert pod_problem([pending]) == PodProblem("Unschedulable", "m", pod="p")
 
 
 @pytest.mark.parametrize(
@@ -799,3 +800,68 @@ def test_the_shared_slot_cache_agrees_with_the_schedule_module(cron: str, tz: st
             prev_run(cron, tz, now),
             next_run(cron, tz, now),
         )
+
+
+# --- issue 14: stuck Jobs, a restore of the same target -----------------------------------
+
+
+def test_a_stuck_backup_job_fails_its_run_at_the_grace_and_forbid_no_longer_blocks() -> None:
+    entry = {"slot": format_time(SLOT), "jobName": "nb-20300101020000", "phase": RUNNING}
+    status = scheduled_status(lastScheduleTime=format_time(SLOT), history=[entry])
+    waiting = PodProblem("ContainerCreating", "Multi-Attach error for volume", since=SLOT,
+                         pod="nb-20300101020000-x", hard=False)  # fmt: skip
+    stuck = job(SLOT, waiting=waiting)
+    # Before the grace (default 300 s): it waits, as a slow start would.
+    early = plan(observed(status=status, jobs=(stuck,)), SLOT + timedelta(seconds=299))
+    assert not early.deletes and early.status["history"][0]["phase"] == RUNNING
+    # After it, with the next slot due: the stuck Job goes, its run failed, the next runs.
+    now = SLOT + timedelta(days=1, seconds=5)
+    p = plan(observed(status=status, jobs=(stuck,)), now)
+    assert [d.name for d in p.deletes] == ["nb-20300101020000"]
+    old = next(h for h in p.status["history"] if h["jobName"] == "nb-20300101020000")
+    assert old["phase"] == FAILED and "could not start within 300 s" in old["message"]
+    assert "ContainerCreating: Multi-Attach" in old["message"]
+    assert [c.name for c in p.creates] == ["nb-20300102020000"]
+    assert "BackupFailed" in reasons(p)
+
+
+def test_the_start_timeout_is_the_specs() -> None:
+    entry = {"slot": format_time(SLOT), "jobName": "nb-20300101020000", "phase": RUNNING}
+    status = scheduled_status(lastScheduleTime=format_time(SLOT), history=[entry])
+    stuck = job(SLOT, waiting=PodProblem("Unschedulable", "cordoned", since=SLOT))
+    backup = nightly(startTimeoutSeconds=60)
+    assert not plan(observed(backup, status, (stuck,)), SLOT + timedelta(seconds=59)).deletes
+    assert plan(observed(backup, status, (stuck,)), SLOT + timedelta(seconds=61)).deletes
+
+
+def test_a_run_waits_while_a_restore_of_the_target_runs_then_runs_as_a_missed_run() -> None:
+    status = scheduled_status()
+    now = SLOT + timedelta(seconds=5)
+    p = plan(observed(status=status, restoring="restore-1"), now)
+    assert not p.creates
+    ready = next(c for c in p.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "WaitingForRestore")
+    assert "RedisRestore restore-1" in ready["message"] and "restore-1" in p.status["message"]
+    assert reasons(p) == ["WaitingForRestore"]
+    assert p.wake_at is not None and p.wake_at <= now + timedelta(seconds=10)
+    again = plan(observed(status=p.status, restoring="restore-1"), now + timedelta(seconds=10))
+    assert reasons(again) == [] and not again.creates  # one Event, not one per pass
+    # The restore ends: the slot still the latest, it runs now (as a CronJob's missed run).
+    after = plan(observed(status=again.status), now + timedelta(minutes=30))
+    assert [c.name for c in after.creates] == ["nb-20300101020000"]
+
+
+def test_a_slot_missed_while_restoring_beyond_the_starting_deadline_is_skipped() -> None:
+    backup = nightly(startingDeadlineSeconds=600)
+    status = scheduled_status()
+    p = plan(observed(backup, status, restoring="restore-1"), SLOT + timedelta(seconds=5))
+    assert not p.creates
+    late = plan(observed(backup, p.status), SLOT + timedelta(minutes=11))
+    assert not late.creates and "startingDeadlineSeconds" in late.status["message"]
+
+
+def test_a_one_off_backup_waits_for_a_restore_of_its_target() -> None:
+    p = plan(observed(spec(), restoring="restore-1"), CREATED + timedelta(seconds=1))
+    assert not p.creates and "restore-1" in p.status["message"]
+    after = plan(observed(spec(), p.status), CREATED + timedelta(minutes=5))
+    assert [c.name for c in after.creates] == ["nb-20300101010000"]

@@ -4,13 +4,16 @@ Kubernetes schemas and for what they must and must not contain."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
+from backupctl.controller.identity import RootUser, RunAs
 from backupctl.controller.job_env import GCS_CREDENTIALS_DIR
+from backupctl.controller.job_limits import DEFAULT_DEADLINES
 from backupctl.controller.manifests import (
     DATA_DIR,
     TERMINATION_LOG,
@@ -31,6 +34,7 @@ from backupctl.controller.spec import (
     parse_restore,
     with_backup_source,
 )
+from backupctl.controller.spec_fields import SpecError
 
 K8S_VERSIONS = ["1.31.0", kubernetes_validate.utils.latest_version()]
 SLOT = datetime(2024, 1, 1, 2, tzinfo=UTC)
@@ -343,7 +347,8 @@ def test_job_knobs_come_from_the_spec() -> None:
 def test_defaults_without_spec_knobs() -> None:
     job = make_backup_job()
     assert job["spec"]["backoffLimit"] == 2
-    assert not {"activeDeadlineSeconds", "ttlSecondsAfterFinished"} & set(job["spec"])
+    assert job["spec"]["activeDeadlineSeconds"] == DEFAULT_DEADLINES["backup"]
+    assert "ttlSecondsAfterFinished" not in job["spec"]
     assert container(job)["resources"]["limits"]["memory"]
     assert "nodeSelector" not in pod_spec(job) and "serviceAccountName" not in pod_spec(job)
 
@@ -356,9 +361,11 @@ def test_jobs_are_hardened() -> None:
     assert p["securityContext"]["runAsNonRoot"] is True
     assert p["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert c["securityContext"] == {
+        "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
 
@@ -386,12 +393,10 @@ def test_long_resource_names_still_give_valid_label_values() -> None:
         namespace="redis",
         backup_name=long,
         owner=None,
-        target_pod=POD,
+        target_pod=replace(POD, run_as=RunAs(user=999, group=999)),
         slot=SLOT,
         image=IMAGE,
         ttl_seconds_after_finished=3600,
-        run_as_user=999,
-        run_as_group=999,
     )
     assert_valid(job)
     assert "ownerReferences" not in job["metadata"]
@@ -446,8 +451,7 @@ def test_restore_stage_job_writes_into_the_pvc_on_its_node() -> None:
         image=IMAGE,
         source_target="redis/redis-cluster",
         source_node="redis-cluster-leader-0",
-        run_as_user=1000,
-        run_as_group=1000,
+        run_as=RunAs(user=1000, group=1000),
     )
     assert_valid(job)
     assert_no_secret_values(job)
@@ -482,10 +486,80 @@ def test_restore_from_backup_needs_the_storage_resolved_first() -> None:
     assert env_of(job)["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == "aws-credentials"
 
 
-def test_restore_as_root_is_not_marked_non_root() -> None:
+def test_no_job_runs_as_root() -> None:
     spec = _restore(storage={"s3": S3}, backupId="backup-20240101-120000")
+    with pytest.raises(RootUser, match="runs as root"):
+        restore_stage_job(spec, name="r", namespace="redis", restore_name="r", owner=None,
+                          pvc="p", node_name="n", image=IMAGE, run_as=RunAs(user=0))  # fmt: skip
     job = restore_stage_job(spec, name="r", namespace="redis", restore_name="r", owner=None,
-                            pvc="p", node_name="n", image=IMAGE, run_as_user=0)  # fmt: skip
-    assert pod_spec(job)["securityContext"]["runAsNonRoot"] is False
+                            pvc="p", node_name="n", image=IMAGE)  # fmt: skip
+    assert pod_spec(job)["securityContext"]["runAsNonRoot"] is True
     args = container(job)["args"]
     assert args[args.index("--target") + 1] == "redis/redis-cluster"
+
+
+# --- issue 14: users, deadlines, cordoned nodes -------------------------------------
+
+
+def test_a_bgsave_job_runs_as_the_redis_containers_user_and_groups() -> None:
+    pod = replace(POD, run_as=RunAs(user=999, group=998, fs_group=997, supplemental_groups=(5,)))
+    job = make_backup_job(pod)
+    assert_valid(job)
+    assert pod_spec(job)["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsUser": 999,
+        "runAsGroup": 998,
+        "fsGroup": 997,
+        "supplementalGroups": [5],
+    }
+
+
+def test_a_replication_backup_runs_as_the_images_user_and_never_as_root() -> None:
+    pod = replace(POD, run_as=RunAs(user=0))
+    job = make_backup_job(pod, method="replication")
+    assert "runAsUser" not in pod_spec(job)["securityContext"]
+    with pytest.raises(RootUser, match=f"{POD.name} runs as root"):
+        make_backup_job(pod)
+
+
+@pytest.mark.parametrize(
+    ("job_spec", "kind", "expected"),
+    [
+        ({}, "backup", 6 * 3600),
+        ({"activeDeadlineSeconds": 600}, "backup", 600),
+        ({"activeDeadlineSeconds": 600, "deadlines": {"backup": 60}}, "backup", 60),
+        ({}, "prune", 3600),
+        ({"activeDeadlineSeconds": 600}, "prune", 3600),
+        ({"deadlines": {"prune": 120}}, "prune", 120),
+    ],
+)
+def test_every_backup_side_job_has_a_deadline(
+    job_spec: dict[str, Any], kind: str, expected: int
+) -> None:
+    spec = _backup(retention={"keepLast": 3}, **job_spec)  # the prune Job's
+    if kind == "backup":
+        job = make_backup_job(**job_spec)
+    else:
+        job = prune_job(spec, name="p", namespace="redis", backup_name="nightly", owner=None,
+                        image=IMAGE)  # fmt: skip
+    assert job["spec"]["activeDeadlineSeconds"] == expected
+
+
+def test_jobs_pinned_to_a_node_tolerate_a_cordon_and_others_do_not_need_to() -> None:
+    cordon = {"key": "node.kubernetes.io/unschedulable", "operator": "Exists",
+              "effect": "NoSchedule"}  # fmt: skip
+    pinned = make_backup_job()
+    assert pinned["spec"]["template"]["spec"]["tolerations"] == [cordon]
+    streamed = make_backup_job(method="replication")
+    assert "tolerations" not in pod_spec(streamed)
+    own = {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}
+    both = make_backup_job(tolerations=[own, cordon])
+    assert pod_spec(both)["tolerations"] == [own, cordon]  # not twice
+
+
+def test_the_spec_refuses_an_unknown_deadline_kind() -> None:
+    with pytest.raises(SpecError, match=r"deadlines\.restore.*backup, prune, stage"):
+        _backup(deadlines={"restore": 5})
+    assert _backup(startTimeoutSeconds=60).job.start_timeout_seconds == 60
+    assert _backup().job.start_timeout_seconds == 300

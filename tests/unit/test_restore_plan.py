@@ -19,7 +19,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from backupctl.controller.jobs import JobView
+from backupctl.controller.identity import RunAs
+from backupctl.controller.jobs import JobView, PodProblem
 from backupctl.controller.manifests import TargetPod
 from backupctl.controller.restore.model import (
     IN_PLACE,
@@ -80,6 +81,10 @@ class World:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # job step -> result
     fail: set[str] = field(default_factory=set)  # job names that fail
     hold: set[str] = field(default_factory=set)  # job names that keep running
+    run_as: RunAs | None = field(default_factory=lambda: RunAs(user=999, group=999, fs_group=999))
+    stuck: dict[str, PodProblem] = field(default_factory=dict)  # job name -> why its pod waits
+    spec_extra: dict[str, Any] = field(default_factory=dict)
+    backups: tuple[str, ...] = ()  # running backup Jobs of the target
 
     def __post_init__(self) -> None:
         for i in range(self.replicas):
@@ -92,7 +97,7 @@ class World:
             uid=f"uid-{next(self.uids)}",
             ready=True,
             target=TargetPod(name=name, host=f"10.0.0.{i}", port=6379, node_name="node-a",
-                             data_pvc=f"data-{name}"),
+                             data_pvc=f"data-{name}", run_as=self.run_as),
         )  # fmt: skip
 
     def target(self) -> TargetView:
@@ -100,12 +105,15 @@ class World:
         return TargetView(self.kind, "redis", tuple(self.pods.values()), sts)
 
     def apply(self, p: Plan) -> None:
+        for name in p.delete_jobs:
+            self.log.append(f"delete job {name}")
+            self.jobs.pop(name, None)
         for job in p.jobs:
             name = job["metadata"]["name"]
             assert name not in self.jobs, f"Job {name} created twice"
             self.created.append(name)
             self.manifests[name] = job
-            self.jobs[name] = JobView(name, "Running")
+            self.jobs[name] = JobView(name, "Running", waiting=self.stuck.get(name))
             self.log.append(f"create {name}")
         for sts, n in ((s.name, s.replicas) for s in p.scale):
             self.log.append(f"scale {sts} {n}")
@@ -123,7 +131,7 @@ class World:
 
     def finish_jobs(self) -> None:
         for name, view in list(self.jobs.items()):
-            if view.state != "Running" or name in self.hold:
+            if view.state != "Running" or name in self.hold or name in self.stuck:
                 continue
             step = name.split("-")[1]
             if name in self.fail:
@@ -136,7 +144,7 @@ class World:
 
 
 def observed(world: World, status: dict[str, Any], **kw: Any) -> Observed:
-    spec = kw.pop("spec", SPEC)
+    spec = kw.pop("spec", {**SPEC, **world.spec_extra})
     parsed: Any
     try:
         parsed = parse_restore(spec)
@@ -152,6 +160,7 @@ def observed(world: World, status: dict[str, Any], **kw: Any) -> Observed:
         jobs=dict(world.jobs),
         target=kw.pop("target", world.target()),
         image="backupctl:test",
+        backups=kw.pop("backups", world.backups),
         **kw,
     )
 
@@ -598,3 +607,94 @@ def test_target_key_and_job_names() -> None:
     assert job_name("r1", "stage", 2) == "r1-stage-2"
     long = job_name("x" * 200, "discard", 11)
     assert len(long) <= 63 and long.endswith("-discard-11")
+
+
+# --- issue 14: users, stuck pods, backups of the same target ----------------------------------
+
+
+def test_data_jobs_run_as_the_user_recorded_at_the_start_also_after_the_pods_are_gone() -> None:
+    world = World(results=default_results())
+    st = run(world)
+    assert st["phase"] == "Completed"
+    assert st["pods"][0]["runAsUser"] == 999 and st["pods"][0]["fsGroup"] == 999
+    for step in ("stage-0", "swap-0", "swap-2"):
+        security = world.manifests[f"r1-{step}"]["spec"]["template"]["spec"]["securityContext"]
+        assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (999,) * 3
+    assert not any("-probe-" in n for n in world.created)
+
+
+def test_an_unknown_user_is_read_from_the_data_volumes_owner_first() -> None:
+    results = {**default_results(), "probe": {"uid": 999, "gid": 1000}}
+    world = World(results=results, run_as=RunAs(fs_group=1000))
+    st = run(world)
+    assert st["phase"] == "Completed"
+    assert {"r1-probe-0", "r1-probe-1", "r1-probe-2"} <= set(world.created)
+    assert max(world.created.index(f"r1-probe-{i}") for i in range(3)) < world.created.index(
+        "r1-stage-0"
+    )
+    probe = world.manifests["r1-probe-0"]["spec"]["template"]["spec"]
+    assert probe["containers"][0]["command"][0] == "python3"
+    assert "runAsUser" not in probe["securityContext"]  # the image's non-root user
+    swap = world.manifests["r1-swap-1"]["spec"]["template"]["spec"]["securityContext"]
+    assert (swap["runAsUser"], swap["runAsGroup"], swap["fsGroup"]) == (999, 1000, 1000)
+
+
+@pytest.mark.parametrize(
+    ("run_as", "results"),
+    [
+        (RunAs(user=0), {}),
+        (RunAs(), {"probe": {"uid": 0, "gid": 0}}),
+    ],
+)
+def test_a_root_redis_is_refused_before_anything_is_touched(
+    run_as: RunAs, results: dict[str, Any]
+) -> None:
+    world = World(results={**default_results(), **results}, run_as=run_as)
+    st = run(world)
+    assert condition(st, "Failed")["reason"] == "RunsAsRoot"
+    assert "runAsUser" in st["message"]
+    assert not any("-stage-" in n for n in world.created)
+
+
+def test_a_swap_job_that_cannot_be_scheduled_fails_and_scales_back_within_the_grace() -> None:
+    unschedulable = PodProblem(
+        "Unschedulable", "0/3 nodes are available: 1 node(s) were unschedulable", since=T0
+    )
+    world = World(
+        results=default_results(),
+        stuck={"r1-swap-1": unschedulable, "r1-discard-1": unschedulable},
+        spec_extra={"startTimeoutSeconds": 60},
+    )
+    st = run(world)
+    failed = condition(st, "Failed")
+    assert st["phase"] == "Failed" and failed["reason"] == "Unschedulable"
+    assert "r1-swap-1" in failed["message"] and "unschedulable" in failed["message"]
+    assert "delete job r1-swap-1" in world.log and "delete job r1-discard-1" in world.log
+    assert world.log.index("delete job r1-swap-1") < world.log.index("scale redis 3")
+    assert st["statefulSets"][0]["scaledDown"] is False
+    # pod 1 was never swapped: its discard Job cannot start either and is given up
+    assert "stays on data-redis-1" in st["pods"][1]["message"]
+    assert condition(st, "Progressing")["status"] == "False"
+
+
+def test_a_stuck_pod_is_not_failed_before_the_grace() -> None:
+    creating = PodProblem("ContainerCreating", "Multi-Attach error", since=T0, hard=False)
+    world = World(results=default_results(), stuck={"r1-stage-0": creating})
+    st = run(world, until=lambda s: s.get("phase") == "Staging", steps=5)
+    p = plan(observed(world, st), T0 + timedelta(seconds=299))
+    assert p.status["phase"] == "Staging" and not p.delete_jobs
+    p = plan(observed(world, st), T0 + timedelta(seconds=301))
+    assert condition(p.status, "Failed")["reason"] == "ContainerCreating"
+    assert p.delete_jobs == ("r1-stage-0",) and "Multi-Attach" in p.status["message"]
+
+
+def test_a_restore_waits_for_a_running_backup_job_of_its_target() -> None:
+    world = World(results=default_results(), backups=("nightly-20240101120000",))
+    p = plan(observed(world, {}), T0)
+    assert p.status["phase"] == "Pending" and not p.jobs
+    ready = condition(p.status, "Ready")
+    assert ready["reason"] == "WaitingForBackup" and "nightly-20240101120000" in ready["message"]
+    assert [e.reason for e in p.events] == ["WaitingForBackup"]
+    world.backups = ()
+    st = run(world)
+    assert st["phase"] == "Completed"

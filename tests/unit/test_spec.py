@@ -391,3 +391,21 @@ def test_latest_false_counts_as_not_chosen() -> None:
 def test_spec_must_be_an_object() -> None:
     with pytest.raises(SpecError, match=r"^spec: must be an object$"):
         parse_backup(None)  # type: ignore[arg-type]
+
+
+def test_the_crds_deadlines_and_start_timeout_match_spec_py() -> None:
+    import yaml
+
+    from backupctl.controller.job_limits import DEFAULT_START_TIMEOUT_SECONDS, KINDS
+
+    root = Path(__file__).resolve().parents[2] / "crds"
+    sections = []
+    for name in ("redisbackup.yaml", "redisrestore.yaml"):
+        crd = yaml.safe_load((root / name).read_text())
+        props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        deadlines = props["properties"]["deadlines"]
+        assert tuple(deadlines["properties"]) == KINDS
+        start = props["properties"]["startTimeoutSeconds"]
+        assert start["default"] == DEFAULT_START_TIMEOUT_SECONDS
+        sections.append((deadlines, start))
+    assert sections[0] == sections[1]

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from backupctl.controller.backup.draft import Draft
-from backupctl.controller.backup.model import Plan
+from backupctl.controller.backup.model import PROBING, Plan
 from backupctl.controller.backup.schedule_runs import upcoming
 from backupctl.controller.jobs import BACKUP, FAILED, RUNNING, SUCCEEDED, JobView
 from backupctl.controller.spec import BackupSpec
@@ -37,11 +37,14 @@ def conclude(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
     obs, status = d.obs, d.status
     deleted = {x.name for x in d.deletes}
     active = [j for j in jobs if j.state == RUNNING and j.name not in deleted]
-    stuck = [j for j in active if j.waiting is not None]
+    stuck = [j for j in active if j.waiting is not None and j.waiting.hard]
     if obs.target is not None:
         status["target"] = obs.target
-    if obs.problem is not None:
+    if obs.problem is not None and obs.problem.reason != PROBING:
         _ready(d, False, obs.problem.reason, obs.problem.message)
+    elif d.waiting is not None:
+        if d.set_condition("Ready", False, *d.waiting):
+            d.event("Normal", *d.waiting)
     elif stuck:
         job = stuck[-1]
         assert job.waiting is not None
@@ -78,7 +81,7 @@ def conclude(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
         phase = FAILED if newest and newest.get("phase") == FAILED else "Scheduled"
     status["phase"] = phase
     status["message"] = clip(_message(d, phase, active, next_time))
-    if d.notes and status["message"] != obs.status.get("message"):
+    if d.notes and d.waiting is None and status["message"] != obs.status.get("message"):
         d.event("Normal", "RunNotStarted", status["message"])
 
 
@@ -109,10 +112,19 @@ def _active_names(jobs: Iterable[JobView]) -> list[str]:
 
 def _progressing(d: Draft, active: Sequence[JobView]) -> None:
     if d.creates or active:
-        names = [c.name for c in d.creates] + [j.name for j in active]
+        names = [c.name for c in d.creates] + [_waiting(j) for j in active]
         d.set_condition("Progressing", True, "JobRunning", f"running: {', '.join(names)}")
     else:
         d.set_condition("Progressing", False, "Idle", "no Job running")
+
+
+def _waiting(job: JobView) -> str:
+    """The Job's name, and what its pod waits for if it has not started."""
+    problem = job.waiting
+    if problem is None:
+        return job.name
+    since = f" since {format_time(problem.since)}" if problem.since is not None else ""
+    return f"{job.name} (its pod waits{since}: {problem.reason})"
 
 
 def _ready(d: Draft, ok: bool, reason: str, message: str) -> None:

@@ -48,6 +48,7 @@ class Draft:
     notes: list[str] = field(default_factory=list)
     replace: list[JobView] = field(default_factory=list)
     pending: datetime | None = None
+    waiting: tuple[str, str] | None = None  # (reason, message): a due run waits
 
     def __post_init__(self) -> None:
         # Entries of history/conditions are changed in place: copy them (one level

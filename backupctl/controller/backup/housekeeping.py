@@ -1,9 +1,11 @@
 """Planning steps 4 and 5: the Jobs that clean up and the Jobs cleaned up (pure).
 
-Retention: after the newest successful backup, one prune Job named after its
-slot (``<name>-<slot>-prune``), once. History limits: finished, recorded runs
-beyond ``successfulJobsHistoryLimit`` / ``failedJobsHistoryLimit`` are
-deleted, all Jobs of a run together, once none of them runs.
+Stuck Jobs: a Job whose pod could not start in time fails its run and is
+deleted (:func:`fail_stuck`). Retention: after the newest successful
+backup, one prune Job named after its slot (``<name>-<slot>-prune``),
+once. History limits: finished, recorded runs beyond
+``successfulJobsHistoryLimit`` / ``failedJobsHistoryLimit`` are deleted,
+all Jobs of a run together, once none of them runs.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from backupctl.controller.backup.draft import Draft
+from backupctl.controller.backup.history import record_failure
 from backupctl.controller.backup.model import CreateJob, DeleteJob
 from backupctl.controller.backup.runs import find_entry, is_recorded
+from backupctl.controller.job_limits import stuck, stuck_message
 from backupctl.controller.jobs import BACKUP, FAILED, PRUNE, RUNNING, SUCCEEDED, JobView
 from backupctl.controller.schedule import job_name
 from backupctl.controller.spec import BackupSpec
@@ -34,6 +38,25 @@ def prune(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
     if last.get("jobName") == name or name in {j.name for j in jobs} or name in d.obs.seen:
         return
     d.creates.append(CreateJob(PRUNE, name, slot, note="to apply the retention"))
+
+
+def fail_stuck(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
+    """A Job whose pod has not started within ``startTimeoutSeconds``
+    (Unschedulable, stuck in ContainerCreating, an image that cannot be
+    pulled) fails its run with the pod's own reason and is deleted, so that
+    under ``concurrencyPolicy: Forbid`` the next slot is not blocked."""
+    grace = float(spec.job.start_timeout_seconds)
+    for job in jobs:
+        problem = stuck(job, d.now, grace)
+        if problem is None:
+            continue
+        message = stuck_message(job, problem, grace)
+        d.deletes.append(DeleteJob(job.name, message))
+        entry = find_entry(d.history, job.run_name)
+        if entry is not None and entry.get("phase") == RUNNING:
+            record_failure(d, None, entry, message, shards=job.shards)
+        elif job.component == PRUNE:
+            d.event("Warning", problem.reason, message)
 
 
 def limit_history(
@@ -67,4 +90,4 @@ def limit_history(
                 d.deletes += [DeleteJob(j.name, "history limit") for j in own]
 
 
-__all__ = ["limit_history", "prune"]
+__all__ = ["fail_stuck", "limit_history", "prune"]

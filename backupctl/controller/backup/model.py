@@ -32,6 +32,10 @@ TARGET_FRESH = timedelta(seconds=60)
 #: itself costs two writes: the status, then the Job.
 PREFETCH = timedelta(seconds=30)
 
+#: The reason of the "problem" of a target whose data volume's owner is being
+#: read (:mod:`.owner_probe`): a step of resolving it, not a failure (Ready stays).
+PROBING = "ProbingDataOwner"
+
 #: The status fields the controller owns (everything else in status is left alone).
 STATUS_FIELDS = (
     "phase",
@@ -78,7 +82,8 @@ class Observed:
     the last successful resolution of the target (made at ``resolved_at``, for
     the current spec); ``problem`` is the last failed one (kept until one
     succeeds or the spec changes). ``shards``: the resolved target is a Redis
-    Cluster backed up by one Job per shard, this many.
+    Cluster backed up by one Job per shard, this many. ``restoring``: the
+    name of a running RedisRestore of the same target (runs wait for it).
     """
 
     name: str
@@ -93,6 +98,7 @@ class Observed:
     resolved_at: datetime | None = None
     problem: Problem | None = None
     shards: int | None = None
+    restoring: str | None = None  # a RedisRestore of the same target runs: its name
 
 
 # --- what the controller should do --------------------------------------------------
@@ -172,6 +178,7 @@ class Plan:
 __all__ = [
     "HISTORY_LIMIT",
     "PREFETCH",
+    "PROBING",
     "STATUS_FIELDS",
     "TARGET_FRESH",
     "Action",

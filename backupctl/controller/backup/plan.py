@@ -87,6 +87,7 @@ def plan(obs: Observed, now: datetime) -> Plan:
         return conditions.invalid(d, obs.spec)
     spec = obs.spec
 
+    housekeeping.fail_stuck(d, spec, jobs)
     wanted = schedule_runs.lost(d, spec, jobs, whole)
     planned = {c.name for c in wanted}
     wanted += [c for c in schedule_runs.due(d, spec, jobs, old_generation) if c.name not in planned]
@@ -100,7 +101,8 @@ def plan(obs: Observed, now: datetime) -> Plan:
     elif obs.problem is not None:
         d.wake.append(obs.problem.retry_at)
     housekeeping.prune(d, spec, jobs)
-    housekeeping.limit_history(d, spec, jobs, whole)
+    gone = {x.name for x in d.deletes}
+    housekeeping.limit_history(d, spec, [j for j in jobs if j.name not in gone], whole)
     conditions.conclude(d, spec, jobs)
     return d.finish()
 

@@ -27,6 +27,7 @@ import kopf
 
 from backupctl.controller import targets, topology
 from backupctl.controller.backup.model import (
+    PROBING,
     STATUS_FIELDS,
     CreateJob,
     Observed,
@@ -34,19 +35,23 @@ from backupctl.controller.backup.model import (
     Problem,
     retry_delay,
 )
+from backupctl.controller.backup.owner_probe import with_data_owner
 from backupctl.controller.backup.plan import plan
 from backupctl.controller.backup.runs import is_recorded
 from backupctl.controller.backup.state import MAX_SLEEP, Controller, JobIndex, Tracker
+from backupctl.controller.job_limits import first_seen
 from backupctl.controller.jobs import BACKUP, PRUNE, RUNNING, JobView
 from backupctl.controller.kube import AlreadyExists, ApiError
 from backupctl.controller.manifests import (
+    LABEL_BACKUP,
     backup_job,
     label_value,
     owner_reference,
     prune_job,
 )
 from backupctl.controller.metrics import Metrics
-from backupctl.controller.observe import pod_problem, pod_result
+from backupctl.controller.observe import job_view, pod_problem, pod_result
+from backupctl.controller.restore.model import is_finished, target_key
 from backupctl.controller.spec import (
     API_GROUP,
     API_VERSION,
@@ -110,12 +115,11 @@ async def observe(
         except SpecError as e:
             tracker.spec = e
     uid = meta.get("uid")
-    key = (tracker.namespace, label_value(tracker.name))
-    jobs = [job for owner, job in index.get(key, ()) if owner == uid]
+    jobs = await list_jobs(controller, tracker, uid, index)
     tracker.seen.update(j.name for j in jobs)
     tracker.seen.update(j.run_name for j in jobs)  # a run was seen when one of its Jobs was
     names = {j.name for j in jobs}
-    for cache in (tracker.results, tracker.pod_checks, tracker.stuck):
+    for cache in (tracker.results, tracker.pod_checks, tracker.stuck, tracker.stuck_since):
         for gone in [n for n in cache if n not in names]:
             del cache[gone]
     jobs = [await read_pods(controller, tracker, job, now) for job in jobs]
@@ -133,7 +137,44 @@ async def observe(
         resolved_at=tracker.resolved_at,
         problem=tracker.problem,
         shards=tracker.choice.shards if tracker.choice else None,
+        restoring=await restoring(controller, tracker, body.get("spec") or {}),
     )
+
+
+async def list_jobs(
+    controller: Controller, tracker: Tracker, uid: Any, index: JobIndex
+) -> list[JobView]:
+    """The resource's Jobs as the API lists them now (a stalled watch must not
+    leave a run ``Running`` forever), kopf's index where the list has none."""
+    label = label_value(tracker.name)
+    indexed = {
+        job.name: job for owner, job in index.get((tracker.namespace, label), ()) if owner == uid
+    }
+    listed = await controller.kube.list(
+        "batch", "v1", "jobs", tracker.namespace, f"{LABEL_BACKUP}={label}"
+    )
+    fresh = {
+        str(j["metadata"]["name"]): job_view(j)
+        for j in listed
+        if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])
+    }
+    return list({**{n: j for n, j in indexed.items() if n in fresh}, **fresh}.values())
+
+
+async def restoring(
+    controller: Controller, tracker: Tracker, spec: Mapping[str, Any]
+) -> str | None:
+    """The RedisRestore of the same target that runs now, if one does."""
+    key = target_key(spec)
+    restores = await controller.kube.list(
+        API_GROUP, API_VERSION, "redisrestores", tracker.namespace
+    )
+    for restore in sorted(restores, key=lambda r: str(r["metadata"].get("name"))):
+        status = restore.get("status") or {}
+        running = status.get("startTime") and not is_finished(status)
+        if running and target_key(restore.get("spec") or {}) == key:
+            return str(restore["metadata"]["name"])
+    return None
 
 
 async def read_pods(
@@ -154,7 +195,9 @@ async def read_pods(
         return job
     checks, due = tracker.pod_checks.get(job.name, (0, now + timedelta(seconds=POD_CHECK_FIRST)))
     if due <= now:
-        tracker.stuck[job.name] = pod_problem(await job_pods(controller, tracker, job))
+        pods = await job_pods(controller, tracker, job)
+        problem = pod_problem(pods, controller.clock.from_real)
+        tracker.stuck[job.name] = first_seen(problem, job.name, now, tracker.stuck_since)
         checks += 1
         pause = min(POD_CHECK_FIRST * 2**checks, POD_CHECK_MAX)
         due = now + timedelta(seconds=pause)
@@ -179,8 +222,17 @@ async def resolve_target(
         choice = topology.choose(
             workload, method=spec.method, prefer_replica=spec.prefer_replica, tls=tls
         )
+        if spec.method == "bgsave" and not choice.cluster and choice.pod.data_pvc:
+            claim = await controller.kube.get(
+                "", "v1", "persistentvolumeclaims", tracker.namespace, choice.pod.data_pvc
+            )
+            pod = topology.check_bgsave_claim(choice.pod, claim)
+            uid = str(tracker.body["metadata"]["uid"]) if tracker.body is not None else ""
+            choice = replace(choice, pod=await with_data_owner(controller, tracker, spec, pod, uid))
     except topology.TargetError as e:
         tracker.choice = tracker.resolved_at = None
+        if e.reason == PROBING:
+            tracker.failures = 0  # look again in a few seconds
         set_problem(tracker, e.reason, e.message, now)
         return replace(
             observed, target=None, resolved_at=None, problem=tracker.problem, shards=None

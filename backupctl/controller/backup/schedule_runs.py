@@ -30,6 +30,8 @@ from backupctl.controller.spec import BackupSpec
 from backupctl.core.timefmt import format_time, parse_time
 
 _EPSILON = timedelta(microseconds=1)
+#: How often a run waiting for a restore of its target looks again.
+RESTORE_POLL = timedelta(seconds=10)
 
 #: (cron, time zone) -> (latest slot, next slot) around the last instant asked about.
 _AROUND: dict[tuple[str, str], tuple[datetime, datetime]] = {}
@@ -187,6 +189,9 @@ def due(
     if spec.schedule is None:
         if last is not None:
             return []
+        if d.obs.restoring is not None:
+            _wait_for_restore(d, d.obs.created)
+            return []
         return run_jobs(d, d.obs.created)
 
     cron, tz = spec.schedule, spec.time_zone
@@ -208,7 +213,11 @@ def due(
                 f"{spec.starting_deadline_seconds}s late (startingDeadlineSeconds)"
             )
         return []
-    active = [j for j in backups if j.state == RUNNING]
+    if d.obs.restoring is not None:
+        _wait_for_restore(d, slot)
+        return []
+    deleted = {x.name for x in d.deletes}
+    active = [j for j in backups if j.state == RUNNING and j.name not in deleted]
     if active and spec.concurrency_policy == "Forbid":
         d.notes.append(
             f"the run at {format_time(slot)} waits for Job {active[-1].name} to finish "
@@ -223,6 +232,21 @@ def due(
         count = f"{missed}+" if missed >= 100 else str(missed)
         note = f"{count} runs were missed; only the latest is made up for"
     return run_jobs(d, slot, note)
+
+
+def _wait_for_restore(d: Draft, slot: datetime) -> None:
+    """The run at ``slot`` waits while a RedisRestore of the target runs (a
+    BGSAVE between its swap and the restart would write the old in-memory
+    data over the restored files). As a CronJob's missed run: it starts when
+    the restore has ended if its slot is still the latest and within
+    ``startingDeadlineSeconds``; otherwise the next slot runs."""
+    d.waiting = (
+        "WaitingForRestore",
+        f"the run at {format_time(slot)} waits: RedisRestore {d.obs.restoring} restores the "
+        "same target",
+    )
+    d.notes.append(d.waiting[1])
+    d.wake.append(d.now + RESTORE_POLL)
 
 
 def _schedule_start(d: Draft, old_generation: Any) -> datetime:

@@ -57,6 +57,9 @@ class Tracker:
     results: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
     pod_checks: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     stuck: dict[str, PodProblem | None] = field(default_factory=dict)
+    stuck_since: dict[str, datetime] = field(default_factory=dict)  # first seen not starting
+    #: data PVC -> (uid, gid) of its owner, probed for a Redis whose user no manifest sets
+    owners: dict[str, tuple[int, int]] = field(default_factory=dict)
     body: kopf.Body | None = None  # kopf's live view of the resource
     seen_state: Any = None  # what the last pass saw (see Controller.watch_changes)
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from backupctl.controller.identity import RunAs, probe_args
+from backupctl.controller.job_limits import CHECK, PROBE, STAGE, SWAP
 from backupctl.controller.jobs import JobView
 from backupctl.controller.manifests import (
     DATA_DIR,
+    TERMINATION_LOG,
     TargetPod,
     owner_reference,
     redis_url,
@@ -60,7 +63,7 @@ class Commands:
         waiting = f"Job {name} cannot start: "
         if view is None:
             self.draft.jobs.append(job)
-        elif view.waiting is not None:
+        elif cannot_start(view) is not None:
             pod["message"] = waiting + str(cannot_start(view))
         elif str(pod.get("message", "")).startswith(waiting):
             del pod["message"]
@@ -136,14 +139,33 @@ class Commands:
             data_pvc=pod.get("pvc"),
             data_sub_path=pod.get("dataSubPath"),
         )
-        live = redis or self.draft.find_pod(pod)
         return self.manifest(
             job_name(self.draft.obs.name, step, i),
             args,
             storage=storage,
             redis=redis.target if redis is not None else None,
             data=recorded,
-            run_as=(live.run_as_user, live.run_as_group) if live is not None else (None, None),
+            run_as=RunAs.from_status(pod),
+            kind=STAGE if step == "stage" else SWAP,
+        )
+
+    def probe(self, i: int) -> dict[str, Any]:
+        """Read the owner of pod ``i``'s data directory (the image's default
+        non-root user runs it: a stat() needs no rights on the folder)."""
+        pod = self.status["pods"][i]
+        recorded = TargetPod(
+            name=pod["name"],
+            host=pod["name"],
+            node_name=pod.get("node"),
+            data_pvc=pod.get("pvc"),
+            data_sub_path=pod.get("dataSubPath"),
+        )
+        return self.manifest(
+            job_name(self.draft.obs.name, "probe", i),
+            [],
+            data=recorded,
+            kind=PROBE,
+            command=probe_args(DATA_DIR, TERMINATION_LOG),
         )
 
     # -- at the end -------------------------------------------------------------------------
@@ -174,7 +196,9 @@ class Commands:
         storage: bool = False,
         redis: TargetPod | None = None,
         data: TargetPod | None = None,
-        run_as: tuple[int | None, int | None] = (None, None),
+        run_as: RunAs | None = None,
+        kind: str = CHECK,
+        command: list[str] | None = None,
     ) -> dict[str, Any]:
         obs = self.draft.obs
         return restore_job(
@@ -188,8 +212,9 @@ class Commands:
             storage=storage,
             redis=redis,
             data=data,
-            run_as_user=run_as[0],
-            run_as_group=run_as[1],
+            run_as=run_as,
+            kind=kind,
+            command=command,
         )
 
 

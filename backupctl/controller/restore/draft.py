@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from backupctl.controller.job_limits import DEFAULT_START_TIMEOUT_SECONDS, stuck, stuck_message
 from backupctl.controller.jobs import JobView
 from backupctl.controller.restore.model import (
     DeletePod,
@@ -26,6 +27,7 @@ from backupctl.controller.restore.model import (
     PodView,
     ScaleStatefulSet,
 )
+from backupctl.controller.spec import RestoreSpec
 from backupctl.controller.status import Event, clip, condition, set_condition
 from backupctl.core.timefmt import format_time, parse_time
 
@@ -57,7 +59,9 @@ def job_error(view: JobView) -> str:
 def cannot_start(view: JobView) -> str | None:
     """Why the Job's pod cannot start (``Reason: message``), if it cannot."""
     problem = view.waiting
-    return f"{problem.reason}: {problem.message}" if problem is not None else None
+    if problem is None or not problem.hard:
+        return None
+    return f"{problem.reason}: {problem.message}"
 
 
 class Draft:
@@ -70,6 +74,7 @@ class Draft:
         self.jobs: list[dict[str, Any]] = []
         self.scale: dict[str, int] = {}
         self.delete_pods: list[DeletePod] = []
+        self.delete_jobs: list[str] = []
         self.events: list[Event] = []
         self.wake: float | None = DEFAULT_WAKE
 
@@ -80,9 +85,38 @@ class Draft:
             jobs=tuple(self.jobs),
             scale=tuple(ScaleStatefulSet(n, r) for n, r in self.scale.items()),
             delete_pods=tuple(self.delete_pods),
+            delete_jobs=tuple(dict.fromkeys(self.delete_jobs)),
             events=tuple(self.events),
             wake_at=None if self.wake is None else self.now + timedelta(seconds=self.wake),
         )
+
+    def stuck(self, view: JobView | None) -> str | None:
+        """Why ``view``'s pod has failed to start (its own reason and message)
+        once it waited longer than the spec's ``startTimeoutSeconds``; the Job
+        is then deleted in this pass."""
+        if view is None:
+            return None
+        problem = stuck(view, self.now, self.grace)
+        if problem is None:
+            return None
+        self.delete_jobs.append(view.name)
+        return stuck_message(view, problem, self.grace)
+
+    def fail_stuck(self) -> None:
+        """:class:`Failure` with the pod's own reason when a Job of this
+        restore could not start in time (Unschedulable, ContainerCreating, ...)."""
+        for view in sorted(self.obs.jobs.values(), key=lambda v: v.name):
+            message = self.stuck(view)
+            if message is not None:
+                assert view.waiting is not None
+                raise Failure(view.waiting.reason, message)
+
+    @property
+    def grace(self) -> float:
+        spec = self.obs.spec
+        if isinstance(spec, RestoreSpec):
+            return float(spec.job.start_timeout_seconds)
+        return float(DEFAULT_START_TIMEOUT_SECONDS)
 
     def look_again(self, seconds: float | None) -> None:
         """When to plan again (None: only when something changes)."""
@@ -125,7 +159,7 @@ class Draft:
         waiting = [
             f"Job {v.name} cannot start: {cannot_start(v)}"
             for v in views
-            if v is not None and v.waiting is not None
+            if v is not None and cannot_start(v) is not None
         ]
         waiting += [p["message"] for p in self.status.get("pods") or [] if p.get("message")]
         text = clip("; ".join(waiting) if waiting else message)
@@ -149,7 +183,7 @@ class Draft:
         """One Event per phase change (and per new reason to wait)."""
         st = self.status
         phase = st.get("phase")
-        if phase == self.was:
+        if phase == self.was or (phase == "Pending" and self.was is None):
             if phase == "Pending" and st.get("message") != self.obs.status.get("message"):
                 reason = condition(st, "Ready").get("reason", "Pending")
                 if reason != "Restoring":

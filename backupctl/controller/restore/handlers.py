@@ -62,6 +62,8 @@ class Restores:
     image: str
     clock: Clock
     wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    #: "<namespace>/<job>" -> when its pod was first seen not starting (controller's clock)
+    not_starting: dict[str, datetime] = field(default_factory=dict)
 
     def waker(self, namespace: str, name: str) -> asyncio.Event:
         return self.wakers.setdefault((namespace, label_value(name)), asyncio.Event())
@@ -132,7 +134,14 @@ async def reconcile(restores: Restores, namespace: str, name: str) -> Plan | Non
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return None
     now = restores.clock.now().replace(microsecond=0)
-    observed = await observe(restores.kube, body, now, restores.image)
+    observed = await observe(
+        restores.kube,
+        body,
+        now,
+        restores.image,
+        on_clock=restores.clock.from_real,
+        seen=restores.not_starting,
+    )
     planned = plan(observed, now)
     await execute(restores, body, planned)
     return planned
@@ -145,6 +154,8 @@ async def execute(restores: Restores, body: Mapping[str, Any], planned: Plan) ->
     namespace, name = meta["namespace"], meta["name"]
     if planned.status != (body.get("status") or {}):
         await kube.patch_status(API_GROUP, API_VERSION, PLURAL, namespace, name, planned.status)
+    for stuck in planned.delete_jobs:
+        await kube.delete("batch", "v1", "jobs", namespace, stuck)
     for job in planned.jobs:
         with contextlib.suppress(AlreadyExists):
             await kube.create("batch", "v1", "jobs", namespace, job)

@@ -43,8 +43,6 @@ class PodView:
     target: TargetPod
     terminating: bool = False
     restarts: int = 0  # container restarts (a restart keeps the uid)
-    run_as_user: int | None = None
-    run_as_group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +98,8 @@ class Observed:
     source_problem: str | None = None  # fromBackup could not be resolved
     others: Sequence[OtherRestore] = ()
     image: str = "backupctl"
+    #: Running backup Jobs of the target (any RedisBackup): the restore waits for them.
+    backups: tuple[str, ...] = ()
 
 
 # --- what to do --------------------------------------------------------------------------
@@ -124,9 +124,9 @@ class DeletePod:
 
 @dataclass(frozen=True)
 class Plan:
-    """The new ``status`` (write it first, as a merge patch), then ``jobs``
-    (manifests; AlreadyExists is done), ``scale``, ``delete_pods`` and
-    ``events``, in that order; look again at ``wake_at`` (None: only when
+    """The new ``status`` (write it first, as a merge patch), then
+    ``delete_jobs``, ``jobs`` (manifests; AlreadyExists is done), ``scale``,
+    ``delete_pods`` and ``events``, in that order; look again at ``wake_at`` (None: only when
     something changes). A Job event wakes the daemon earlier."""
 
     status: dict[str, Any]
@@ -135,11 +135,13 @@ class Plan:
     delete_pods: tuple[DeletePod, ...] = ()
     events: tuple[Event, ...] = ()
     wake_at: datetime | None = None
+    #: Jobs whose pod could not start in time (deleted, propagation Background).
+    delete_jobs: tuple[str, ...] = ()
 
     @property
     def done(self) -> bool:
         """Nothing to do besides writing the status and posting Events."""
-        return not (self.jobs or self.scale or self.delete_pods)
+        return not (self.jobs or self.scale or self.delete_pods or self.delete_jobs)
 
 
 # --- small rules the handlers share ------------------------------------------------------

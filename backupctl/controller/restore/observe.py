@@ -12,15 +12,22 @@ controller's :class:`~backupctl.controller.kube.Kube`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from backupctl.controller import targets, topology
+from backupctl.controller.job_limits import first_seen
 from backupctl.controller.jobs import RUNNING, JobView
 from backupctl.controller.kube import Kube
-from backupctl.controller.manifests import LABEL_RESTORE, label_value
+from backupctl.controller.manifests import (
+    ANNOTATION_TARGET_POD,
+    LABEL_BACKUP,
+    LABEL_COMPONENT,
+    LABEL_RESTORE,
+    label_value,
+)
 from backupctl.controller.observe import job_view, pod_problem, pod_result
 from backupctl.controller.restore.model import (
     Observed,
@@ -47,8 +54,17 @@ PLURAL = "redisrestores"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-async def observe(kube: Kube, body: Mapping[str, Any], now: datetime, image: str) -> Observed:
-    """What the planner needs about the RedisRestore ``body`` at ``now``."""
+async def observe(
+    kube: Kube,
+    body: Mapping[str, Any],
+    now: datetime,
+    image: str,
+    on_clock: Callable[[datetime], datetime] = lambda t: t,
+    seen: dict[str, datetime] | None = None,
+) -> Observed:
+    """What the planner needs about the RedisRestore ``body`` at ``now``
+    (``on_clock`` maps the API server's timestamps onto the controller's clock;
+    ``seen``: when this controller first saw each Job's pod not starting)."""
     meta = body.get("metadata") or {}
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid", ""))
     status = dict(body.get("status") or {})
@@ -67,8 +83,9 @@ async def observe(kube: Kube, body: Mapping[str, Any], now: datetime, image: str
         generation=int(meta.get("generation") or 1),
         spec=spec,
         status=status,
-        jobs=await observe_jobs(kube, namespace, name, uid),
+        jobs=await observe_jobs(kube, namespace, name, uid, on_clock, now, seen),
         target=target,
+        backups=await observe_backups(kube, namespace, target) if target is not None else (),
         target_problem=problem,
         source_problem=source_problem,
         others=await observe_others(kube, namespace, uid),
@@ -104,8 +121,7 @@ async def observe_target(kube: Kube, namespace: str, target: TargetSpec) -> Targ
     workload = await targets.resolve(kube, namespace, target)
     pods = []
     for pod in workload.pods:
-        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-        security = spec.get("securityContext") or {}
+        meta = pod.get("metadata") or {}
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
         pods.append(
             PodView(
@@ -115,8 +131,6 @@ async def observe_target(kube: Kube, namespace: str, target: TargetSpec) -> Targ
                 target=topology.target_pod(pod, workload),
                 terminating=bool(meta.get("deletionTimestamp")),
                 restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
-                run_as_user=security.get("runAsUser"),
-                run_as_group=security.get("runAsGroup"),
             )
         )
     statefulsets: dict[str, int] = {}
@@ -129,7 +143,15 @@ async def observe_target(kube: Kube, namespace: str, target: TargetSpec) -> Targ
     )
 
 
-async def observe_jobs(kube: Kube, namespace: str, name: str, uid: str) -> dict[str, JobView]:
+async def observe_jobs(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    uid: str,
+    on_clock: Callable[[datetime], datetime] = lambda t: t,
+    now: datetime | None = None,
+    seen: dict[str, datetime] | None = None,
+) -> dict[str, JobView]:
     """This restore's Jobs (owned by this uid), with results and pod problems."""
     selector = f"{LABEL_RESTORE}={label_value(name)}"
     jobs = [
@@ -146,11 +168,26 @@ async def observe_jobs(kube: Kube, namespace: str, name: str, uid: str) -> dict[
     for job in jobs:
         base = job_view(job)
         pods = pods_by_job.get(base.name, [])
-        stuck = pod_problem(pods) if base.state == RUNNING else None
+        stuck = pod_problem(pods, on_clock) if base.state == RUNNING else None
+        if now is not None and seen is not None:
+            stuck = first_seen(stuck, f"{namespace}/{base.name}", now, seen)
         views[base.name] = replace(
             base, result=pod_result(pods) if base.state != RUNNING else None, waiting=stuck
         )
     return views
+
+
+async def observe_backups(kube: Kube, namespace: str, target: TargetView) -> tuple[str, ...]:
+    """The running backup Jobs (of any RedisBackup) whose target pod is one of
+    the target's: the restore does not stage or swap beside them."""
+    pods = {p.name for p in target.pods}
+    selector = f"{LABEL_COMPONENT}=backup,{LABEL_BACKUP}"
+    running = []
+    for job in await kube.list("batch", "v1", "jobs", namespace, selector):
+        annotations = (job.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(ANNOTATION_TARGET_POD) in pods and job_view(job).state == RUNNING:
+            running.append(str(job["metadata"]["name"]))
+    return tuple(sorted(running))
 
 
 async def observe_others(kube: Kube, namespace: str, uid: str) -> list[OtherRestore]:

@@ -112,6 +112,7 @@ def plan(obs: Observed, now: datetime) -> Plan:
         elif commands is None:
             raise Failure("InvalidSpec", str(obs.spec))
         else:
+            draft.fail_stuck()
             _advance(draft, commands)
     except Wait as w:
         try:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from backupctl.controller.jobs import FAILED, SUCCEEDED
+from backupctl.controller.identity import RunAs, probe_owner
+from backupctl.controller.jobs import FAILED, RUNNING, SUCCEEDED
 from backupctl.controller.restore.accept import accept
 from backupctl.controller.restore.commands import Commands
 from backupctl.controller.restore.draft import Draft, Failure, job_error
@@ -39,6 +40,7 @@ class Preflight:
             if self.may_start():
                 self.start()  # the recorded start goes to the API before any Job exists
             return False
+        probed = self.probe()
         names = [job_name(obs.name, "resolve"), job_name(obs.name, "check")]
         resolved, checked = (obs.jobs.get(n) for n in names)
         if resolved is None:
@@ -55,7 +57,8 @@ class Preflight:
             "Resolving", "resolving the backup and checking the target", (resolved, checked)
         )
         if (
-            resolved is None
+            not probed
+            or resolved is None
             or checked is None
             or resolved.state != SUCCEEDED
             or checked.state != SUCCEEDED
@@ -87,6 +90,9 @@ class Preflight:
                 "directory and a node",
             )
             return False
+        if obs.backups:
+            draft.waiting("WaitingForBackup", _backups_text(obs.backups))
+            return False
         mine = (obs.created, obs.name)
         key = spec_target_key(self.commands.spec)
         for other in obs.others:
@@ -101,10 +107,41 @@ class Preflight:
                 return False
         return True
 
+    def probe(self) -> bool:
+        """Each pod's user as recorded at the start; where the manifests set
+        none, a ``probe-<i>`` Job reads the data volume's owner first (the
+        image decides the user, e.g. redis's entrypoint steps down to 999).
+        True once every pod's user is known."""
+        done = True
+        for i, pod in enumerate(self.draft.status["pods"]):
+            if pod.get("runAsUser") is not None:
+                continue
+            view = self.commands.ensure(self.commands.probe(i), pod, record=False)
+            if view is None or view.state == RUNNING:
+                done = False
+            elif view.state == FAILED:
+                raise Failure(
+                    "ProbeFailed",
+                    f"reading the owner of {pod['pvc']} (pod {pod['name']}) failed: "
+                    f"{job_error(view)}",
+                )
+            else:
+                owner = probe_owner(view.result)
+                if owner is None:
+                    raise Failure(
+                        "ProbeFailed", f"Job {view.name} reported no owner of {pod['pvc']}"
+                    )
+                run_as = RunAs.from_status(pod).with_owner(*owner)
+                _refuse_root(run_as, pod["name"], f"the owner of {pod['pvc']}")
+                pod.update(run_as.to_status())
+        return done
+
     def start(self) -> None:
         """Record the target as it is now: what every later step works on."""
         draft, st, target = self.draft, self.draft.status, self.draft.obs.target
         assert target is not None
+        for p in target.pods:
+            _refuse_root(p.target.run_as, p.name, "its Redis container")
         st.update(
             phase="Pending",
             startTime=format_time(draft.now),
@@ -123,6 +160,7 @@ class Preflight:
                         "dataSubPath": p.target.data_sub_path,
                         "node": p.target.node_name,
                         "phase": "Pending",
+                        **(p.target.run_as or RunAs()).to_status(),
                     }
                 )
                 for p in sorted(target.pods, key=lambda p: _ordinal_key(p.name))
@@ -136,6 +174,23 @@ class Preflight:
             Event("Normal", "Started", f"restoring into {target.label} ({target.route} route)")
         )
         draft.look_again(0.0)
+
+
+def _refuse_root(run_as: RunAs | None, pod: str, whose: str) -> None:
+    if run_as is not None and run_as.user == 0:
+        raise Failure(
+            "RunsAsRoot",
+            f"pod {pod}: {whose} is root (uid 0), and backupctl's Jobs never run as root: set "
+            "securityContext.runAsUser/runAsGroup/fsGroup on the Redis container to a non-root "
+            "user that owns the data directory",
+        )
+
+
+def _backups_text(names: tuple[str, ...]) -> str:
+    return (
+        f"backup Job {', '.join(names)} of the same target is running; the restore goes on "
+        "when it has finished (a BGSAVE after the swap would overwrite the restored data)"
+    )
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

@@ -83,11 +83,13 @@ class Rollback:
         draft, st, target = self.draft, self.draft.status, self.draft.obs.target
         pods = st.get("pods") or []
         # A staging Job still running finishes first (its folder is removed next);
-        # one whose pod cannot start (a missing Secret) is not waited for.
+        # one whose pod cannot start (a missing Secret, past the start timeout) is not
+        # waited for.
         busy = any(
             (v := draft.obs.jobs.get(job_name(draft.obs.name, "stage", i))) is not None
             and v.state == RUNNING
-            and v.waiting is None
+            and (v.waiting is None or not v.waiting.hard)
+            and draft.stuck(v) is None  # one stuck past the start timeout is deleted
             for i in range(len(pods))
         )
         if not busy and self.commands is not None:
@@ -117,6 +119,18 @@ class Rollback:
             return
         draft = self.draft
         live = draft.find_pod(pod)
+        if step in ("Resume", "Discard"):
+            kind = "resume" if step == "Resume" else "discard"
+            why = draft.stuck(draft.obs.jobs.get(job_name(draft.obs.name, kind, i)))
+            if why is not None:  # its node is gone or cordoned: give up this undo
+                pod["rollback"] = "Done"
+                pod["message"] = f"{why}; " + (
+                    "the server stays quiesced until its pod restarts"
+                    if step == "Resume"
+                    else f"the staged copy stays on {pod.get('pvc')} (a hidden "
+                    ".backupctl-staging-* folder Redis ignores; remove it by hand)"
+                )
+                return
         if step == "Resume":
             if live is None or live.uid != pod.get("uid") or live.restarts != pod.get("restarts"):
                 pod["rollback"] = "Discard"  # restarted: its settings are back anyway

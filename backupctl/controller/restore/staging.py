@@ -41,6 +41,14 @@ class Staging:
         if not all(p["phase"] == "Staged" for p in pods):
             draft.look_again(2.0)
             return False
+        if draft.obs.backups:  # started after the restore did: it ends before Redis stops
+            draft.progress(
+                "WaitingForBackup",
+                f"backup Job {', '.join(draft.obs.backups)} of the same target is running; "
+                "Redis is stopped when it has finished",
+            )
+            draft.look_again(5.0)
+            return False
         draft.enter("Quiescing", "Quiescing", self.route.quiesce_text())
         return True
 

@@ -6,13 +6,21 @@ controller (``backupctl operator``) and the real kubectl.
   run as written, leave nothing Terminating (resources, CRDs, namespace gone);
 - the wrong order (``kubectl delete -k manifests/`` first, the controller gone)
   leaves the resources and CRDs Terminating, and the recovery command of
-  docs/install.md, run as written, ends that.
+  docs/install.md, run as written, ends that;
+- RBAC as a real API server enforces it (the substrate's token per ServiceAccount,
+  403s, OwnerReferencesPermissionEnforcement): the controller, authenticating as
+  its ServiceAccount with the RBAC objects and the Deployment's own arguments of
+  each install, creates a RedisBackup's Job (whose ownerReference has
+  ``blockOwnerDeletion: true``); without the ``/finalizers`` rule the create is
+  refused and the RedisBackup says so (Ready=False, JobRejected, the API's
+  message); the namespace-scoped install may not create Jobs elsewhere.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +32,8 @@ import yaml
 
 from support.kube.api_client import ApiStatusError
 from support.kube.fixtures import K8sApi
-from support.kube.operator_process import Operator
+from support.kube.operator_process import Operator, operator_command, operator_env
+from support.object_stores import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "redis"  # the examples' namespace
@@ -179,3 +188,208 @@ def test_install_deleted_first_is_recovered_by_the_documented_command(
     wait(operator, lambda: terminating(api) == [], 10, "nothing Terminating after the recovery")
     crds = [c["metadata"]["name"] for c in api.list("customresourcedefinitions")]
     assert not [c for c in crds if c.endswith(".backupctl.dev")], crds
+
+
+# --- RBAC, enforced -----------------------------------------------------------------------
+
+SA_NAMESPACE, SA = "backupctl-system", "backupctl-controller"
+
+
+def built(install: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(REPO / install)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def deployment_args(docs: list[dict[str, Any]]) -> list[str]:
+    """The controller's arguments in the Deployment, with its health and metrics
+    servers moved to free loopback ports (the test runs it here, not in a pod)."""
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    args = [a for a in c["args"] if not a.startswith(("--liveness", "--metrics"))]
+    assert args[0] == "operator"
+    return [
+        *args[1:],
+        f"--liveness=http://127.0.0.1:{free_port()}/healthz",
+        f"--metrics-port={free_port()}",
+        "--metrics-address=127.0.0.1",
+    ]
+
+
+class ServiceAccountController:
+    """``backupctl operator ARGS`` authenticating with its ServiceAccount's token."""
+
+    def __init__(self, api: K8sApi, workdir: Path, args: list[str]) -> None:
+        self.log_path = workdir / "operator.log"
+        clock = workdir / "clock-offset"
+        clock.write_text("0")
+        kubeconfig = api.kubeconfig_for(SA_NAMESPACE, SA)
+        env = operator_env({**api.env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"})
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                operator_command(clock, *args, "--verbose", "--image", "backupctl:test"),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self, tail: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def redis_target(api: K8sApi, namespace: str) -> None:
+    """A StatefulSet "redis" with one ready pod (nothing listens: the Job is not run)."""
+    labels = {"app": "redis"}
+    container = {"name": "redis", "image": "redis:7", "ports": [{"containerPort": 6379}]}
+    template = {"metadata": {"labels": labels}, "spec": {"containers": [container]}}
+    sts = api.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "redis"},
+            "spec": {
+                "serviceName": "redis",
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": template,
+            },
+        },
+        namespace,
+    )
+    owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "redis",
+             "uid": sts["metadata"]["uid"], "controller": True}  # fmt: skip
+    api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "redis-0", "labels": labels, "ownerReferences": [owner]},
+            "spec": {"nodeName": "node-a", "containers": [container]},
+        },
+        namespace,
+    )
+    ready = {"phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1",
+             "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
+    api.patch("pods", namespace, "redis-0", {"status": ready}, subresource="status")
+
+
+def one_off_backup(api: K8sApi, namespace: str) -> None:
+    storage = {"s3": {"bucket": "b", "region": "us-east-1",
+                      "accessKeyIdSecret": {"name": "creds", "key": "id"},
+                      "secretAccessKeySecret": {"name": "creds", "key": "secret"}}}  # fmt: skip
+    spec = {"target": {"kind": "StatefulSet", "name": "redis", "port": 6379},
+            "method": "replication", "storage": storage}  # fmt: skip
+    body = {"apiVersion": "backupctl.dev/v1alpha1", "kind": "RedisBackup",
+            "metadata": {"name": "now"}, "spec": spec}  # fmt: skip
+    api.create(body, namespace)
+
+
+def rbac_setup(api: K8sApi, docs: list[dict[str, Any]], namespaces: list[str]) -> None:
+    """The install's objects (as admin), the watched namespaces, a target and a one-off
+    RedisBackup in each; then RBAC is enforced for every non-admin token."""
+    for ns in namespaces:
+        api.create_namespace(ns)
+    api.apply(docs)
+    for ns in namespaces:
+        redis_target(api, ns)
+        one_off_backup(api, ns)
+    api.enforce_rbac()
+
+
+def wait_log(ctl: ServiceAccountController, condition: Callable[[], T | None], what: str) -> T:
+    deadline = time.monotonic() + 30
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert ctl.proc.poll() is None, f"the controller exited\n{ctl.log()}"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: {what}\n--- controller log ---\n{ctl.log()}")
+        time.sleep(0.1)
+
+
+def backup_jobs(api: K8sApi, namespace: str) -> list[dict[str, Any]]:
+    return api.list("jobs", namespace, labels="backupctl.dev/backup=now")
+
+
+@pytest.mark.parametrize("install", ["manifests", "manifests/namespaced"])
+def test_controller_as_its_service_account_creates_the_job(
+    k8s_api: K8sApi, tmp_path: Path, install: str
+) -> None:
+    api = k8s_api
+    docs = built(install)
+    rbac_setup(api, docs, ["redis"])
+    ctl = ServiceAccountController(api, tmp_path, deployment_args(docs))
+    try:
+        (job,) = wait_log(ctl, lambda: backup_jobs(api, "redis"), "the backup Job")
+    finally:
+        ctl.stop()
+    (owner,) = job["metadata"]["ownerReferences"]
+    assert owner["kind"] == "RedisBackup" and owner["blockOwnerDeletion"] is True
+    assert "Forbidden" not in ctl.log(1_000_000), ctl.log()
+
+
+def test_without_the_finalizers_rule_the_job_is_refused_and_reported(
+    k8s_api: K8sApi, tmp_path: Path
+) -> None:
+    api = k8s_api
+    docs = built("manifests")
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == SA]
+    before = len(role["rules"])
+    role["rules"] = [
+        r for r in role["rules"] if not any("/finalizers" in x for x in r["resources"])
+    ]
+    assert len(role["rules"]) == before - 1
+    rbac_setup(api, docs, ["redis"])
+    ctl = ServiceAccountController(api, tmp_path, deployment_args(docs))
+
+    def rejected() -> dict[str, Any] | None:
+        obj = api.get("redisbackups", "redis", "now") or {}
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return next((c for c in conds if c.get("reason") == "JobRejected"), None)
+
+    try:
+        cond = wait_log(ctl, rejected, "Ready=False JobRejected on the RedisBackup")
+    finally:
+        ctl.stop()
+    assert cond["type"] == "Ready" and cond["status"] == "False"
+    # the API server's own words: what was refused and why
+    assert "cannot set blockOwnerDeletion" in cond["message"], cond
+    assert 'cannot update resource "redisbackups/finalizers"' in cond["message"], cond
+    assert backup_jobs(api, "redis") == []
+
+
+def test_namespaced_install_cannot_create_jobs_outside_its_namespaces(
+    k8s_api: K8sApi, tmp_path: Path
+) -> None:
+    api = k8s_api
+    docs = built("manifests/namespaced")
+    rbac_setup(api, docs, ["redis", "elsewhere"])
+    ctl = ServiceAccountController(api, tmp_path, deployment_args(docs))
+    try:
+        wait_log(ctl, lambda: backup_jobs(api, "redis"), "the backup Job in the watched namespace")
+    finally:
+        ctl.stop()
+    assert backup_jobs(api, "elsewhere") == []  # not watched ...
+    as_controller = api.client_for(SA_NAMESPACE, SA)
+    pod = {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
+           "spec": {"template": {"spec": pod}}}  # fmt: skip
+    with pytest.raises(ApiStatusError) as refused:  # ... and not writable
+        as_controller.create(job, "elsewhere")
+    assert refused.value.status == 403
+    as_controller.create(job, "redis")  # where it is allowed

@@ -571,9 +571,10 @@ def test_kubelet_runs_jobs_with_env_volumes_and_termination_message(
 
     out = kubelet.logs("ok").splitlines()
     assert out[0] == f"s3cr3t me {pod['metadata']['name']} {NS} s3cr3t"
-    run = kubelet.runs("ok")[0]
-    assert (Path(out[1]) / "copy.rdb").read_text() == "REDIS"  # /out mapped to the emptyDir
-    assert str(run.root) in out[1]
+    # /out is the emptyDir, bind-mounted at a mount point in the pod's sandbox
+    sandbox = kubelet.sandbox(NS, pod["metadata"]["name"])
+    assert (sandbox / "volumes" / "out" / "copy.rdb").read_text() == "REDIS"
+    assert out[1].startswith(str(sandbox))
 
 
 def test_kubelet_retries_fails_and_reports_config_errors(api: K8sApi, kubelet: Kubelet) -> None:

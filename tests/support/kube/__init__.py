@@ -17,6 +17,8 @@ The API emulator, by concern (``api_server.KubeEmulator`` composes the parts):
 * ``object_api``: get/list/create/replace/patch rules; ``deletion``: DELETE, finalizers,
   propagation policies;
 * ``admission``: normalising and the checks every write passes (add new checks here);
+  ``rbac``: tokens -> users, RBAC authorization (``k8s_api.enforce_rbac()``) and
+  OwnerReferencesPermissionEnforcement; ``pod_security``: PodSecurity admission;
   ``builtin_kinds``: defaults of Secret/Namespace/Pod/Job; ``schema``: CRD schema + CEL;
   ``patching``: merge/JSON/strategic patches; ``selectors``: label and field selectors;
 * ``crds``: CRD validation, serving, cleanup; ``kube_controllers``: garbage collection,
@@ -26,5 +28,9 @@ The API emulator, by concern (``api_server.KubeEmulator`` composes the parts):
 
 Clients and stand-ins: ``api_client`` (a small sync client, ``kubectl`` runner), ``kubelet``
 (Jobs as local processes), ``statefulset_controller`` (Redis pods), ``operator_process`` and
-``operator_example`` (running kopf operators).
+``operator_example`` (running kopf operators); shared by both stand-ins: ``container_setup``
+(env, volumes, paths), ``security_context`` (the effective user, groups, capabilities; the
+image ``USER`` table), ``mount_namespace`` (bind mounts, read-only, ``setpriv``),
+``scheduling`` (Nodes, the scheduler, Multi-Attach/FailedMount); ``workloads``: plain
+Job/StatefulSet manifests for tests of the substrate itself.
 """

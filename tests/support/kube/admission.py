@@ -5,9 +5,9 @@ strategies plus admission plugins), and the code under test depends on those ans
 messages, defaults, 404/403 for missing or terminating namespaces). Here that is one
 :class:`Admission` that normalises the body and runs a list of checks, in order, on each write.
 A check takes a :class:`Write`, may default fields of ``write.obj``, returns warnings and raises
-:class:`~.errors.ApiError` to refuse. Enforcing something new that real clusters enforce (a
-pod's securityContext, OwnerReferencesPermissionEnforcement, ...) is one more check in that
-list (see ``KubeEmulator``'s composition in :mod:`.api_server`).
+:class:`~.errors.ApiError` to refuse. Enforcing something new that real clusters enforce is
+one more check in that list (see ``KubeEmulator``'s composition in :mod:`.api_server`; the
+OwnerReferencesPermissionEnforcement of :mod:`.rbac` and :mod:`.pod_security` are such checks).
 """
 
 from __future__ import annotations

@@ -47,10 +47,11 @@ class ApiStatusError(Exception):
 class K8sClient:
     """Synchronous JSON client for one API server URL (http only, loopback)."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, timeout: float = 10.0, token: str | None = None) -> None:
         parsed = urllib.parse.urlsplit(url)
         self.url, self.host, self.port = url, parsed.hostname or "127.0.0.1", parsed.port or 80
         self.timeout = timeout
+        self.token = token  # a bearer token (None: no header, which the emulator admits)
         self._resources: dict[str, tuple[str, bool]] | None = (
             None  # alias -> (base path, namespaced)
         )
@@ -73,7 +74,11 @@ class K8sClient:
                 method,
                 path,
                 body=data,
-                headers={"Content-Type": content_type, "Accept": "application/json"},
+                headers={
+                    "Content-Type": content_type,
+                    "Accept": "application/json",
+                    **({"Authorization": f"Bearer {self.token}"} if self.token else {}),
+                },
             )
             response = conn.getresponse()
             raw = response.read()

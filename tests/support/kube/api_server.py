@@ -30,7 +30,12 @@ assertions) and bundled discovery data, and replaces the request semantics:
 
 Server-side Table output (``kubectl get``) uses a CRD's ``additionalPrinterColumns``.
 
-Not emulated: RBAC/authn, admission webhooks, protobuf bodies (``kubectl create job`` /
+Authentication and RBAC (:mod:`.rbac`): bearer tokens map to users; with
+``auth.enforce`` on, non-admin requests are authorized against the stored RBAC objects and
+OwnerReferencesPermissionEnforcement runs in admission. PodSecurity admission
+(:mod:`.pod_security`) refuses pods that break their namespace's enforced level.
+
+Not emulated: admission webhooks, protobuf bodies (``kubectl create job`` /
 ``create secret``), Table output of built-in kinds (kubectl prints NAME/AGE), pagination
 (``limit``/``continue`` are ignored), watch bookmarks, field ownership of server-side apply,
 pod graceful termination (pods go away at once), conversion webhooks, built-in schemas.
@@ -65,7 +70,9 @@ from .kmock_compat import KmockFront
 from .kube_controllers import KubeControllers
 from .object_api import ObjectApi
 from .object_store import HISTORY_DEPTH, ObjectStore
+from .pod_security import pod_security_check
 from .printing import human_age, jsonpath
+from .rbac import Attributes, Authenticator, current_user, owner_references_check, verb_of
 from .resources import CRD_VERBS, PODS, ResourceRegistry, ResourceType, now_iso
 from .watches import WATCH_LOG_SIZE, Watcher, WatchHub
 
@@ -106,6 +113,7 @@ class KubeEmulator(KmockFront):
     api: ObjectApi = attrs.field(init=False)
     deleter: Deleter = attrs.field(init=False)
     controllers: KubeControllers = attrs.field(init=False)
+    auth: Authenticator = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -115,6 +123,7 @@ class KubeEmulator(KmockFront):
         self.watches = WatchHub()
         self.store = ObjectStore(self.objects, self.registry, self.watches)
         crds = CrdController(self.registry, self.store)
+        self.auth = Authenticator(self.store, self.registry)
         self.admission = Admission(
             self.store,
             self.registry,
@@ -122,6 +131,8 @@ class KubeEmulator(KmockFront):
                 custom_resource_schema,  # custom resources: prune, default, validate (+ CEL)
                 crds.admit,  # CRDs: validate, status, cleanup finalizer
                 builtin_kinds.default_and_validate,  # Secret, Namespace, Pod, Job on create
+                owner_references_check(self.auth),  # OwnerReferencesPermissionEnforcement
+                pod_security_check(self.store, self.registry),  # PodSecurity (enforce label)
             ],
             namespaces_must_exist=lambda: self.strict_namespaces,
         )
@@ -160,12 +171,17 @@ class KubeEmulator(KmockFront):
 
     async def serve_resource(self, http: HttpRequest) -> aiohttp.web.StreamResponse:
         """A resource request: our API semantics; refusals become ``Status`` bodies."""
+        reset = None
         try:
+            reset = current_user.set(self.auth.user(http.headers.get("Authorization")))
             return await self._dispatch(http)
         except ApiError as e:
             return _json(e.code, e.status(), e.headers)
         except (selectors.SelectorError, ValueError) as e:
             return _json(400, ApiError(400, "BadRequest", str(e)).status())
+        finally:
+            if reset is not None:
+                current_user.reset(reset)
 
     async def _dispatch(self, http: HttpRequest) -> aiohttp.web.StreamResponse:
         p = http.path
@@ -176,6 +192,10 @@ class KubeEmulator(KmockFront):
             raise no_such_resource()
         if sub is not None and sub not in rt.subresources:
             raise no_such_resource()
+        verb = verb_of(method, name is not None, http.is_watch)
+        self.auth.authorize(
+            current_user.get(), Attributes(verb, rt.group, rt.plural, sub, ns, name)
+        )
         if sub == "log" and rt.storage_key == PODS and method == "GET" and name:
             return self._pod_log(ns, name, params)
         if sub not in (None, "status"):

@@ -6,9 +6,11 @@ kubelet builds from the Pod spec and from objects in the API; without a runtime,
 from local folders. :class:`ContainerSetup` resolves the env (``value``, ``valueFrom``
 ``secretKeyRef``/``configMapKeyRef``/``fieldRef``, ``envFrom``), backs each volume mount by a
 folder, rewrites mount paths in the command, args, env and ``workingDir``, and refuses as a
-kubelet does (:class:`ConfigError`: ``CreateContainerConfigError``, ``Unschedulable``). What
-later enforcement of a pod's securityContext (users, groups, fsGroup, read-only mounts) needs
-to know about a container is decided here.
+kubelet does (:class:`ConfigError`: ``CreateContainerConfigError``, ``Unschedulable``). The
+container's identity comes from :mod:`.security_context` (``fsGroup`` is applied to volumes
+here, at mount); the process is started through :mod:`.mount_namespace`'s launcher, which
+bind-mounts each volume folder (read-only where the mount or the volume kind says so) and
+switches to that identity.
 """
 
 from __future__ import annotations
@@ -19,12 +21,22 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .api_client import K8sClient
+from .mount_namespace import Mount, launcher, mount_point, runtime_mounts
+from .security_context import (
+    Identity,
+    ImageUser,
+    RunAsRootRefused,
+    apply_fs_group,
+    effective_identity,
+)
 
 JsonDict = dict[str, Any]
+READ_ONLY_KINDS = ("secret", "configMap", "downwardAPI", "projected")  # always mounted ro
 
 
 class ConfigError(Exception):
@@ -44,11 +56,13 @@ class ContainerSetup:
         volumes: dict[str, Path],
         executables: dict[str, str],
         base_env: dict[str, str],
+        image_users: dict[str, ImageUser] | None = None,
     ) -> None:
         self.api = api
         self.volumes = volumes  # PVC claim name (or "secret:<name>", ...) -> local folder
         self.executables = executables  # command word -> local executable
         self.base_env = base_env  # added to every process env
+        self.image_users = image_users  # image pattern -> its USER (security_context's table)
 
     def secret(self, ns: str, name: str) -> dict[str, str] | None:
         secret = self.api.get("v1/secrets", ns, name)
@@ -130,7 +144,7 @@ class ContainerSetup:
         return env
 
     def volume_dir(self, pod: JsonDict, volume: JsonDict, root: Path) -> Path:
-        """The local folder backing ``volume`` for a pod whose files live under ``root``."""
+        """The local folder backing ``volume`` for a pod whose sandbox is ``root``."""
         ns = pod["metadata"]["namespace"]
         name = volume["name"]
         if "persistentVolumeClaim" in volume:
@@ -159,37 +173,67 @@ class ContainerSetup:
                 target = root / "volumes" / name
                 target.mkdir(parents=True, exist_ok=True)
                 items = volume[kind].get("items") or [{"key": k, "path": k} for k in data or {}]
+                mode = int(volume[kind].get("defaultMode", 0o644))
                 for item in items:
                     if data and item["key"] in data:
                         path = target / item["path"]
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_text(data[item["key"]])
+                        os.chmod(path, int(item.get("mode", mode)))
                 return target
         if "hostPath" in volume and f"hostPath:{volume['hostPath']['path']}" in self.volumes:
             return self.volumes[f"hostPath:{volume['hostPath']['path']}"]
         target = root / "volumes" / name  # emptyDir, hostPath and anything else
         target.mkdir(parents=True, exist_ok=True)
+        os.chmod(target, 0o777)  # an emptyDir is world-writable, as the kubelet makes it
         return target
 
-    def prepare(
-        self,
-        pod: JsonDict,
-        container: JsonDict,
-        root: Path,
-    ) -> tuple[list[str], dict[str, str], str, Path]:
+    def identity(self, pod: JsonDict, container: JsonDict) -> Identity:
+        """The container's effective user (:mod:`.security_context`); refuses runAsNonRoot."""
+        try:
+            return effective_identity(pod, container, self.image_users)
+        except RunAsRootRefused as e:
+            raise ConfigError("CreateContainerConfigError", str(e)) from e
+
+    def mounts(
+        self, pod: JsonDict, container: JsonDict, sandbox: Path
+    ) -> tuple[list[Mount], dict[str, str]]:
+        """The bind mounts of ``container`` and the mount path -> path-in-process mapping;
+        ``fsGroup`` is applied to each volume that takes it (not hostPath), as at mount."""
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        pod_sc = pod["spec"].get("securityContext") or {}
+        fs_group = pod_sc.get("fsGroup")
+        mounts: list[Mount] = []
         mapping: dict[str, str] = {}
         for mount in container.get("volumeMounts") or []:
             volume = volumes.get(mount["name"])
             if volume is None:
                 raise ConfigError("CreateContainerConfigError", f"volume {mount['name']} not found")
-            local = self.volume_dir(pod, volume, root)
+            local = self.volume_dir(pod, volume, sandbox)
+            always_ro = any(k in volume for k in READ_ONLY_KINDS)
+            if fs_group is not None and "hostPath" not in volume:
+                apply_fs_group(
+                    local, int(fs_group), pod_sc.get("fsGroupChangePolicy"), read_only=always_ro
+                )
             if mount.get("subPath"):
                 local = local / mount["subPath"]
                 local.mkdir(parents=True, exist_ok=True)
+            staging = mount_point(sandbox, len(mounts), local)
+            mounts.append(Mount(local, staging, bool(mount.get("readOnly")) or always_ro))
             mapping[mount["mountPath"].rstrip("/") or "/"] = str(local)
-        tlog = root / "termination-log"
+        return mounts, mapping
+
+    def prepare(self, pod: JsonDict, container: JsonDict, sandbox: Path) -> Prepared:
+        """Everything to start ``container``'s process; ``sandbox``: a folder of this pod's
+        under a base every uid can traverse (mount points, termination log, home, emptyDirs)."""
+        identity = self.identity(pod, container)
+        sandbox.mkdir(parents=True, exist_ok=True)
+        os.chmod(sandbox, 0o755)
+        mounts, mapping = self.mounts(pod, container, sandbox)
+        mounts += runtime_mounts(identity, sandbox, len(mounts))
+        tlog = sandbox / "termination-log"
         tlog.write_bytes(b"")
+        os.chmod(tlog, 0o666)
         mapping[container.get("terminationMessagePath", "/dev/termination-log")] = str(tlog)
         env = self.env(pod, container)
         env = {k: rewrite(v, mapping) for k, v in env.items()}
@@ -199,8 +243,9 @@ class ContainerSetup:
         if not argv:
             raise ConfigError("CreateContainerConfigError", "no command: images are not emulated")
         argv[0] = self.executables.get(argv[0], shutil.which(argv[0]) or argv[0])
-        home = root / "home"
+        home = sandbox / "home"
         home.mkdir(exist_ok=True)
+        os.chown(home, identity.uid, identity.gid)
         # PYTHONPATH too: a Job must import the same backupctl as the test (a worktree's).
         python_path = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
         full_env = {
@@ -217,10 +262,30 @@ class ContainerSetup:
         cwd = container.get("workingDir")
         if cwd:
             cwd = rewrite(cwd, mapping)
-            if not Path(cwd).is_dir():
-                cwd = str(root / "rootfs" / cwd.lstrip("/"))
+            if not any(cwd == m or cwd.startswith(m + "/") for m in mapping.values()):
+                cwd = str(sandbox / "rootfs" / cwd.lstrip("/"))
                 Path(cwd).mkdir(parents=True, exist_ok=True)
-        return argv, full_env, cwd or str(root), tlog
+                os.chmod(cwd, 0o777)
+        return Prepared(
+            launcher(mounts, identity, argv, cwd or str(sandbox)),
+            full_env,
+            str(sandbox),
+            tlog,
+            identity,
+            mapping,
+        )
+
+
+@dataclass
+class Prepared:
+    """A container ready to start: ``argv`` (the launcher's) runs it as ``identity``."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str  # for Popen; the process itself changes to its working directory
+    termination_log: Path
+    identity: Identity
+    mapping: dict[str, str]  # mount path -> the path the process sees
 
 
 def expand(value: str, env: dict[str, str]) -> str:

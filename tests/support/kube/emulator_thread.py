@@ -22,14 +22,16 @@ if TYPE_CHECKING:
     from .api_server import KubeEmulator
 
 
-def write_kubeconfig(path: Path, url: str, namespace: str = "default") -> Path:
-    """Write a kubeconfig for an emulator at ``url`` (no TLS, a dummy token)."""
+def write_kubeconfig(
+    path: Path, url: str, namespace: str = "default", token: str = "emulator-token"
+) -> Path:
+    """Write a kubeconfig for an emulator at ``url`` (no TLS; the dummy token is an admin)."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
         "clusters": [{"name": "emulator", "cluster": {"server": url}}],
-        "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
+        "users": [{"name": "emulator", "user": {"token": token}}],
         "contexts": [
             {
                 "name": "emulator",

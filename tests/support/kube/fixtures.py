@@ -18,6 +18,10 @@ plural, kind, short name or ``group/version/plural``), ``kubectl(...)``, ``close
 (simulate an API server restart), ``emulator`` (kmock's DSL for fault injection, e.g.
 ``k8s_api.call(lambda: k8s_api.emulator["post", kmock.resource("batch", "v1", "jobs")] << 503)``,
 ``emulator.objects`` and ``emulator.requests`` for assertions) and ``wait_for`` (bounded polling).
+Users: ``token_for(ns, sa)``, ``kubeconfig_for(ns, sa)``, ``client_for(ns, sa)``,
+``load_rbac(path)`` (a YAML file or a kustomize folder such as ``manifests/``) and
+``enforce_rbac()`` (RBAC + OwnerReferencesPermissionEnforcement for non-admin users); the
+default kubeconfig stays a cluster-admin. ``terminating()`` lists what is stuck Terminating.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import pytest
+import yaml
 
 from .api_client import K8sClient, run_kubectl, wait_for
 from .api_server import EmulatorThread, KubeEmulator, write_kubeconfig
 
 T = TypeVar("T")
+JsonDict = dict[str, Any]
 
 
 class K8sApi(K8sClient):
@@ -63,6 +69,63 @@ class K8sApi(K8sClient):
     def close_watches(self) -> int:
         """End all open watch streams (clients must reconnect); returns how many there were."""
         return self.thread.close_watches()
+
+    # -- users and RBAC (support.kube.rbac) -------------------------------------------------
+
+    def enforce_rbac(self, on: bool = True) -> None:
+        """Authorize non-admin requests by the stored RBAC objects, and run
+        OwnerReferencesPermissionEnforcement (off by default: every token is then allowed)."""
+        self.call(lambda: setattr(self.emulator.auth, "enforce", on))
+
+    def token_for(self, namespace: str, service_account: str) -> str:
+        """A bearer token for ``system:serviceaccount:<namespace>:<service_account>``."""
+        return str(self.call(lambda: self.emulator.auth.token_for(namespace, service_account)))
+
+    def kubeconfig_for(self, namespace: str, service_account: str) -> Path:
+        """A kubeconfig authenticating as the ServiceAccount (e.g. for ``kopf run``)."""
+        token = self.token_for(namespace, service_account)
+        path = self.workdir / f"kubeconfig-{namespace}-{service_account}"
+        return write_kubeconfig(path, self.thread.url, namespace, token)
+
+    def client_for(self, namespace: str, service_account: str) -> K8sClient:
+        return K8sClient(self.thread.url, token=self.token_for(namespace, service_account))
+
+    def load_rbac(self, source: Path, namespace: str | None = None) -> list[JsonDict]:
+        """Apply the RBAC objects (ServiceAccounts, Roles, ClusterRoles and bindings) of a YAML
+        file, or of ``kubectl kustomize`` of a folder; ``namespace`` overrides theirs."""
+        if source.is_dir():
+            text = self.kubectl("kustomize", str(source)).stdout
+        else:
+            text = source.read_text()
+        kinds = {"ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+        docs = [d for d in yaml.safe_load_all(text) if d and d.get("kind") in kinds]
+        for doc in docs:
+            if namespace and doc["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
+                doc["metadata"]["namespace"] = namespace
+            if namespace:
+                for subject in doc.get("subjects") or []:
+                    if subject.get("kind") == "ServiceAccount":
+                        subject["namespace"] = namespace
+            ns = doc["metadata"].get("namespace")
+            if ns and self.get("namespaces", None, ns) is None:
+                self.create_namespace(ns)
+        return self.apply(docs)
+
+    def terminating(self) -> list[str]:
+        """Everything stuck Terminating, as ``resource.group/namespace/name [finalizers]``."""
+
+        def collect() -> list[str]:
+            found = []
+            for key, ns, name in self.emulator.store.terminating():
+                rt = self.emulator.registry.storage_type(key)
+                obj = None if rt is None else self.emulator.store.get(rt, ns, name)
+                if rt is not None and obj is not None:
+                    where = f"{ns}/{name}" if ns else name
+                    fins = ",".join(obj["metadata"].get("finalizers") or [])
+                    found.append(f"{rt.qualified_resource}/{where} [{fins}]")
+            return found
+
+        return list(self.call(collect))
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
         return run_kubectl(self.kubeconfig, self.kubectl_cache, *args, input=input, check=check)

@@ -20,7 +20,7 @@ from .crds import CRD_CLEANUP_FINALIZER, CrdController
 from .deletion import Deleter
 from .errors import JsonDict
 from .object_store import ObjectStore
-from .resources import NAMESPACES, ResourceRegistry, ResourceType
+from .resources import NAMESPACES, ResourceRegistry, ResourceType, now_iso
 
 
 class GarbageCollector:
@@ -118,6 +118,61 @@ class KubeControllers:
         self.gc.owner_removed(obj["metadata"]["uid"])
         self.reconcile_finalizers()
 
+    def remaining_content(self, namespace: str) -> tuple[dict[str, int], dict[str, int]]:
+        """What keeps a terminating namespace: instances per resource, and per finalizer."""
+        content: dict[str, int] = {}
+        finalizers: dict[str, int] = {}
+        for rt in self.types.storage_types():
+            if not rt.namespaced:
+                continue
+            for obj in self.store.iter_objects(rt, namespace):
+                content[rt.qualified_resource] = content.get(rt.qualified_resource, 0) + 1
+                for f in obj["metadata"].get("finalizers") or []:
+                    finalizers[f] = finalizers.get(f, 0) + 1
+        return content, finalizers
+
+    def _namespace_conditions(self, rt: ResourceType, ns_obj: JsonDict) -> bool:
+        """The namespace controller's NamespaceDeletion* conditions; True if they changed."""
+        content, finalizers = self.remaining_content(ns_obj["metadata"]["name"])
+        remain = ", ".join(f"{r} has {n} resource instances" for r, n in sorted(content.items()))
+        fins = ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items()))
+        conditions = [
+            ("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered",
+             "All resources successfully discovered"),
+            ("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions",
+             "All legacy kube types successfully parsed"),
+            ("NamespaceDeletionContentFailure", "False", "ContentDeleted",
+             "All content successfully deleted, may be waiting on finalization"),
+            ("NamespaceContentRemaining", "True" if content else "False",
+             "SomeResourcesRemain" if content else "ContentRemoved",
+             f"Some resources are remaining: {remain}" if content
+             else "All content successfully removed"),
+            ("NamespaceFinalizersRemaining", "True" if finalizers else "False",
+             "SomeFinalizersRemain" if finalizers else "ContentHasNoFinalizers",
+             f"Some content in the namespace has finalizers remaining: {fins}" if finalizers
+             else "All content-preserving finalizers finished"),
+        ]  # fmt: skip
+        wanted: list[JsonDict] = [
+            {"type": t, "status": st, "reason": r, "message": m} for t, st, r, m in conditions
+        ]
+        status: JsonDict = {"phase": "Terminating", "conditions": wanted}
+        old = {
+            **(ns_obj.get("status") or {}),
+            "conditions": [
+                {k: c.get(k) for k in ("type", "status", "reason", "message")}
+                for c in (ns_obj.get("status") or {}).get("conditions") or []
+            ],
+        }
+        if old == status:
+            return False
+        new = copy.deepcopy(ns_obj)
+        new["status"] = {
+            "phase": "Terminating",
+            "conditions": [dict(c, lastTransitionTime=now_iso()) for c in wanted],
+        }
+        self.store.update(rt, ns_obj, new)
+        return True
+
     def reconcile_finalizers(self) -> None:
         """Finish namespaces, CRDs, foreground and orphan deletions whose work is done."""
         for _ in range(100):  # bounded: each pass removes at least one finalizer or stops
@@ -137,14 +192,12 @@ class KubeControllers:
                 ):
                     done.add(CRD_CLEANUP_FINALIZER)
                 remaining = [f for f in fins if f not in done]
-                if (
-                    rt.storage_key == NAMESPACES
-                    and not remaining
-                    and self.store.namespace_empty(meta["name"])
-                ):
-                    self.store.remove(rt, obj)
-                    changed = True
-                    continue
+                if rt.storage_key == NAMESPACES and not remaining:
+                    if self.store.namespace_empty(meta["name"]):
+                        self.store.remove(rt, obj)
+                        changed = True
+                        continue
+                    changed = self._namespace_conditions(rt, obj) or changed
                 if done:
                     new = copy.deepcopy(obj)
                     new["metadata"]["finalizers"] = remaining

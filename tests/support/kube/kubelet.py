@@ -19,35 +19,24 @@ for each, plays both parts:
   as a kubelet does). The exit code, reason (``Completed``/``Error``/``DeadlineExceeded``) and
   the termination message go into ``status.containerStatuses[0].state.terminated``.
 
-Path mapping (containers see paths such as ``/data`` that cannot exist here):
-
-* each ``volumeMounts[].mountPath`` is backed by a local folder: a PVC by
-  ``volumes[claimName]`` (supplied by the test; missing -> Pod Pending/Unschedulable), a Secret
-  or ConfigMap volume by files materialised in a temp dir (or ``volumes["secret:<name>"]`` /
-  ``volumes["configmap:<name>"]`` when given), emptyDir by a temp dir, hostPath by
-  ``volumes["hostPath:<path>"]`` or a temp dir; ``subPath`` is honoured;
-* the container's ``terminationMessagePath`` (``/dev/termination-log``) is a temp file;
-* every occurrence of a mount path (or the termination-message path) as a whole path prefix in
-  ``command``, ``args``, env values and ``workingDir`` is replaced by the local path
-  (``/data/dump.rdb`` -> ``<local>/dump.rdb``, ``--dir=/data`` too, ``/database`` is untouched);
-* ``BACKUPCTL_PATH_MAP`` in the process env holds the same mapping as JSON
-  (``{"/data": "/tmp/.../pvc", "/dev/termination-log": "/tmp/.../termination-log"}``) for code
-  that builds paths at run time.
-
-The image is ignored; a command word found in ``executables`` (default: ``backupctl`` ->
-``<venv>/bin/backupctl``) is resolved to that path, anything else through ``PATH``. The process
-env is the container env plus ``PATH``, ``PYTHONPATH`` (when set, so that Jobs run the
-same ``backupctl`` as the test), ``HOME``, ``HOSTNAME`` and ``base_env``; read-only
-mounts, resources, probes, securityContext, init/sidecar containers and scheduling are not
-emulated. Stdout/stderr of every attempt are kept: :meth:`Kubelet.logs`, :meth:`Kubelet.runs`,
-and served by the emulator as ``pods/log`` (``kubectl logs job/NAME``: stdout, then stderr).
-
-The container set-up (env, volumes, path mapping, executables) is :mod:`.container_setup`'s,
-shared with the StatefulSet stand-in.
-
-StatefulSets (pods ``<sts>-<ordinal>`` running ``redis-server`` on their PVC folders, scaling,
-graceful deletion) are played by :mod:`support.kube.statefulset_controller`, which shares
-:attr:`Kubelet.volumes`.
+Pods are placed by :mod:`.scheduling` first (Nodes ``nodes`` registered at start;
+Unschedulable, ContainerCreating on Multi-Attach or ``failing_mounts``); a pod creation the API
+refuses (PodSecurity) becomes a ``FailedCreate`` Event on the Job, retried with back-off.
+:mod:`.container_setup` builds the container: each ``volumeMounts[].mountPath`` is backed by a
+local folder (a PVC by ``volumes[claimName]``, supplied by the test; Secret/ConfigMap volumes
+by materialised files or ``volumes["secret:<name>"]``; emptyDir by a 0777 folder; hostPath by
+``volumes["hostPath:<path>"]``; ``subPath`` honoured), mount paths in ``command``, ``args``,
+env and ``workingDir`` are rewritten to those folders (also in ``BACKUPCTL_PATH_MAP``), and
+the termination-message path is a file in the pod's sandbox. The process runs as the
+container's effective user with its groups and privileges (:mod:`.security_context`: the image
+``USER`` from ``image_users``), in its own mount namespace where read-only mounts are really
+read-only (:mod:`.mount_namespace`). The image is otherwise ignored: a command word in
+``executables`` (default ``backupctl`` -> ``<venv>/bin/backupctl``) is resolved to that path,
+anything else through ``PATH``; the env adds ``PATH``, ``PYTHONPATH`` (so Jobs run the test's
+``backupctl``), ``HOME``, ``HOSTNAME`` and ``base_env``. Not emulated: resources, probes,
+init/sidecar containers, ``readOnlyRootFilesystem``. Output of each attempt is kept
+(:meth:`Kubelet.logs`, :meth:`Kubelet.runs`, ``pods/log``). Redis pods of StatefulSets are
+:mod:`.statefulset_controller`'s, sharing ``volumes``, the scheduler and the set-up.
 """
 
 from __future__ import annotations
@@ -57,9 +46,11 @@ import datetime
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -68,6 +59,8 @@ from typing import Any
 
 from .api_client import ApiStatusError, K8sClient
 from .container_setup import ConfigError, ContainerSetup
+from .scheduling import Scheduler, event, unschedulable_status
+from .security_context import IMAGE_USERS, Identity, ImageUser
 
 JsonDict = dict[str, Any]
 _POD_SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
@@ -93,6 +86,7 @@ class PodRun:
     message: str = ""
     termination_log: Path | None = None
     config_error: str = ""
+    identity: Identity | None = None  # who the process ran as, once it started
 
     @property
     def stdout(self) -> str:
@@ -117,6 +111,7 @@ class JobState:
     next_attempt: float = 0.0
     finished_at: float | None = None
     done: bool = False
+    create_failures: int = 0  # pod creations refused (FailedCreate Events)
 
     @property
     def active(self) -> PodRun | None:
@@ -140,6 +135,8 @@ class Kubelet:
         poll_interval: float = 0.1,
         backoff: float = 0.2,
         max_runtime: float = 300.0,
+        image_users: dict[str, ImageUser] | None = None,
+        nodes: list[str] | None = None,
     ) -> None:
         self.api = K8sClient(api.url)  # own connection settings; used from our thread only
         # The in-process emulator, if any, serves pods/log from the files we capture.
@@ -154,7 +151,16 @@ class Kubelet:
         }
         self.namespace = namespace
         self.node_name = node_name
+        # The Nodes registered at start (node-a/node-b: the names existing tests give pods).
+        self.nodes = list(nodes or [node_name, "node-a", "node-b"])
+        self.failing_mounts: dict[str, str] = {}  # claim -> error: pods using it never mount
+        self.scheduler = Scheduler(self.api, self.failing_mounts)
         self.base_env = dict(base_env or {})
+        # image pattern -> its USER (None: security_context.IMAGE_USERS); tests may add some.
+        self.image_users = dict(IMAGE_USERS if image_users is None else image_users)
+        # Sandboxes (mount points, home, emptyDirs) live under a base any uid can traverse.
+        self.run_base = Path(tempfile.mkdtemp(prefix="kubelet-"))
+        os.chmod(self.run_base, 0o711)
         self.poll_interval, self.backoff, self.max_runtime = poll_interval, backoff, max_runtime
         self.jobs: dict[str, JobState] = {}
         self.errors: list[str] = []
@@ -165,6 +171,7 @@ class Kubelet:
     # -- public -----------------------------------------------------------------------------
 
     def start(self) -> Kubelet:
+        self.scheduler.register(self.nodes)
         self._thread.start()
         return self
 
@@ -175,6 +182,7 @@ class Kubelet:
             for state in self.jobs.values():
                 for run in state.runs:
                     self._kill(run)
+        shutil.rmtree(self.run_base, ignore_errors=True)
 
     def runs(self, job: str, namespace: str | None = None) -> list[PodRun]:
         with self._lock:
@@ -195,7 +203,19 @@ class Kubelet:
 
     def container_setup(self) -> ContainerSetup:
         """How containers are set up, with the current volumes, executables and base env."""
-        return ContainerSetup(self.api, self.volumes, self.executables, self.base_env)
+        return ContainerSetup(
+            self.api, self.volumes, self.executables, self.base_env, self.image_users
+        )
+
+    def sandbox(self, namespace: str, pod: str) -> Path:
+        """The folder (under a base every uid can traverse) for a pod's mount points etc."""
+        return self.run_base / namespace / pod
+
+    def _sandbox(self, run: PodRun) -> Path:
+        path = self.sandbox(run.namespace, run.pod)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o711)
+        return path
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -379,7 +399,6 @@ class Kubelet:
             }
         )
         pod_spec = json.loads(json.dumps(template.get("spec") or {}))
-        pod_spec.setdefault("nodeName", self.node_name)
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -401,7 +420,17 @@ class Kubelet:
             },
             "spec": pod_spec,
         }
-        created = self.api.create(pod, state.namespace)
+        try:
+            created = self.api.create(pod, state.namespace)
+        except ApiStatusError as e:  # PodSecurity, quota...: the Job controller's FailedCreate
+            if e.status not in (403, 422):
+                raise
+            state.create_failures += 1
+            state.next_attempt = time.monotonic() + min(self.backoff * 2**state.create_failures, 10)
+            with contextlib.suppress(ApiStatusError):
+                self.api.create(event(job, "FailedCreate", f"Error creating: {e.message}",
+                                      "job-controller"), state.namespace)  # fmt: skip
+            return
         root = self.workdir / state.namespace / name
         root.mkdir(parents=True)
         run = PodRun(state.namespace, meta["name"], name, root)
@@ -428,22 +457,15 @@ class Kubelet:
             return
         containers = pod["spec"].get("containers") or []
         container = containers[0] if containers else {}
+        placed = self.scheduler.admit(pod, container)
+        if placed is None:  # Unschedulable, or ContainerCreating (volumes): retried
+            return
+        pod = placed
         try:
-            argv, env, cwd, tlog = self.container_setup().prepare(pod, container, run.root)
+            prepared = self.container_setup().prepare(pod, container, self._sandbox(run))
         except ConfigError as e:
             if e.reason == "Unschedulable":
-                status: JsonDict = {
-                    "phase": "Pending",
-                    "conditions": [
-                        {
-                            "type": "PodScheduled",
-                            "status": "False",
-                            "reason": "Unschedulable",
-                            "message": str(e),
-                            "lastTransitionTime": _now(),
-                        }
-                    ],
-                }
+                status: JsonDict = unschedulable_status(str(e))
             else:
                 status = {
                     "phase": "Pending",
@@ -463,14 +485,15 @@ class Kubelet:
                 run.config_error = str(e)
                 self._pod_status(run, status)
             return
-        run.termination_log = tlog
+        run.termination_log = prepared.termination_log
+        run.identity = prepared.identity
         started = _now()
         with open(run.root / "stdout", "wb") as out, open(run.root / "stderr", "wb") as err:
             try:
                 run.process = subprocess.Popen(
-                    argv,
-                    env=env,
-                    cwd=cwd,
+                    prepared.argv,
+                    env=prepared.env,
+                    cwd=prepared.cwd,
                     stdout=out,
                     stderr=err,
                     stdin=subprocess.DEVNULL,

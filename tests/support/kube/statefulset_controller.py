@@ -27,6 +27,13 @@ polls apps/v1 StatefulSets in the emulator and, for each, plays:
   saves or fsyncs as configured), as a real kubelet would; then the object goes, and a
   missing ordinal is created again with a new uid.
 
+Pods are placed by the kubelet stand-in's scheduler (:mod:`.scheduling`; an Unschedulable or
+ContainerCreating pod gets no process) and a refused pod creation (PodSecurity) becomes a
+``FailedCreate`` Event, retried. The process runs as the container's effective user
+(:mod:`.security_context`: the official ``redis``/``valkey`` images re-own the data dir and
+run as 999; ``runAsNonRoot`` with a root user leaves the pod waiting in
+``CreateContainerConfigError``) in its own mount namespace (:mod:`.mount_namespace`).
+
 The PVC folders are those of the Job kubelet stand-in (``kubelet.volumes[claim]``, created
 under ``workdir`` when the test did not map a claim), so restore Jobs and Redis share them.
 Every process is stopped at :meth:`stop`. Not emulated: rolling updates, ``updateStrategy``,
@@ -51,8 +58,11 @@ from pathlib import Path
 from typing import Any
 
 from .api_client import ApiStatusError, K8sClient
-from .container_setup import expand, rewrite
+from .container_setup import ConfigError, expand, rewrite
 from .kubelet import Kubelet
+from .mount_namespace import Mount, launcher
+from .scheduling import event
+from .security_context import Identity, entrypoint_chown
 
 JsonDict = dict[str, Any]
 FINALIZER = "test.backupctl.dev/redis-process"
@@ -105,6 +115,7 @@ class RedisProcess:
     ready: bool = False
     argv: list[str] = field(default_factory=list)
     log: Path | None = None
+    identity: Identity | None = None
 
 
 class StatefulSets:
@@ -128,6 +139,7 @@ class StatefulSets:
         self.procs: dict[tuple[str, str], RedisProcess] = {}  # (namespace, pod) -> process
         self.errors: list[str] = []
         self.starts: dict[tuple[str, str], int] = {}  # how often each pod's process started
+        self.create_errors: dict[tuple[str, str], str] = {}  # pod -> last refusal of its create
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="statefulsets", daemon=True)
@@ -216,7 +228,13 @@ class StatefulSets:
                 lower = [pods.get(f"{name}-{i}") for i in range(ordinal)]
                 if ordered and not all(p is not None and _ready(p) for p in lower):
                     break
-                pods[pod_name] = self._create_pod(sts, ordinal)
+                try:
+                    pods[pod_name] = self._create_pod(sts, ordinal)
+                except ApiStatusError as e:  # PodSecurity...: FailedCreate, retried next sync
+                    if e.status not in (403, 422):
+                        raise
+                    self._failed_create(sts, pod_name, e.message)
+                    break
                 if ordered:
                     break
         for pod_name, pod in pods.items():
@@ -268,7 +286,6 @@ class StatefulSets:
                 {"name": tpl["metadata"]["name"], "persistentVolumeClaim": {"claimName": claim}}
             )
         pod_spec["volumes"] = volumes
-        pod_spec.setdefault("nodeName", self.kubelet.node_name)
         pod_spec["hostname"] = pod_name
         if spec.get("serviceName"):
             pod_spec["subdomain"] = spec["serviceName"]
@@ -307,6 +324,19 @@ class StatefulSets:
         }
         return self.api.create(pod, ns)
 
+    def _failed_create(self, sts: JsonDict, pod_name: str, error: str) -> None:
+        """The StatefulSet controller's FailedCreate Event (once per distinct error)."""
+        key = (sts["metadata"]["namespace"], pod_name)
+        if self.create_errors.get(key) == error:
+            return
+        self.create_errors[key] = error
+        message = (
+            f"create Pod {pod_name} in StatefulSet {sts['metadata']['name']} failed error: {error}"
+        )
+        with contextlib.suppress(ApiStatusError):
+            self.api.create(event(sts, "FailedCreate", message, "statefulset-controller"),
+                            sts["metadata"]["namespace"])  # fmt: skip
+
     def _run(self, sts: JsonDict, pod: JsonDict) -> None:
         """Start, restart or watch the pod's process; keep its status current."""
         ns, name, uid = (
@@ -320,14 +350,21 @@ class StatefulSets:
             if running is not None and running.uid != uid:
                 self._stop_process(key)
                 running = None
-            if running is None:
-                running = self._start_process(sts, pod)
-                self.procs[key] = running
-            elif running.proc.poll() is not None:  # crashed: restart it, as the kubelet does
-                restarts = running.restarts + 1
-                running = self._start_process(sts, pod)
-                running.restarts = restarts
-                self.procs[key] = running
+            try:
+                if running is None:
+                    placed = self.kubelet.scheduler.admit(pod, _redis_container(pod["spec"]))
+                    if placed is None:  # Unschedulable or ContainerCreating: retried
+                        return
+                    running = self._start_process(sts, placed)
+                    self.procs[key] = running
+                elif running.proc.poll() is not None:  # crashed: restart, as the kubelet does
+                    restarts = running.restarts + 1
+                    running = self._start_process(sts, pod)
+                    running.restarts = restarts
+                    self.procs[key] = running
+            except ConfigError as e:
+                self._waiting(pod, e.reason, str(e))
+                return
         ready = _ping(running.port)
         status = pod.get("status") or {}
         current = (status.get("containerStatuses") or [{}])[0]
@@ -373,6 +410,30 @@ class StatefulSets:
             self.api.patch("v1/pods", pod["metadata"]["namespace"], pod["metadata"]["name"],
                            {"status": status}, subresource="status")  # fmt: skip
 
+    def _waiting(self, pod: JsonDict, reason: str, message: str) -> None:
+        """The container cannot start (CreateContainerConfigError...): Pending, waiting."""
+        container = _redis_container(pod["spec"])
+        waiting = {"reason": reason, "message": message}
+        current = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
+        if current.get("state") == {"waiting": waiting}:
+            return
+        status = {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()},
+                {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                 "lastTransitionTime": _now()},
+            ],
+            "containerStatuses": [
+                {"name": container.get("name", "redis"), "ready": False, "started": False,
+                 "restartCount": 0, "image": container.get("image", ""), "imageID": "",
+                 "state": {"waiting": waiting}},
+            ],
+        }  # fmt: skip
+        with contextlib.suppress(ApiStatusError):
+            self.api.patch("v1/pods", pod["metadata"]["namespace"], pod["metadata"]["name"],
+                           {"status": status}, subresource="status")  # fmt: skip
+
     def _terminate(self, pod: JsonDict) -> None:
         """A Terminating pod: stop its process (SIGTERM), then let the object go."""
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
@@ -387,28 +448,41 @@ class StatefulSets:
     # -- processes ----------------------------------------------------------------------------
 
     def _start_process(self, sts: JsonDict, pod: JsonDict) -> RedisProcess:
+        """Start the pod's redis-server as its effective user (raises ConfigError)."""
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         spec = pod["spec"]
         container = _redis_container(spec)
+        setup = self.kubelet.container_setup()
+        identity = setup.identity(pod, container)
         claims = {
             v["name"]: v["persistentVolumeClaim"]["claimName"]
             for v in spec.get("volumes") or []
             if "persistentVolumeClaim" in v
         }
-        mapping: dict[str, str] = {}
-        data_dir: Path | None = None
-        for mount in container.get("volumeMounts") or []:
-            if mount["name"] in claims:
-                local = self.folder(claims[mount["name"]])
-                if mount.get("subPath"):
-                    local = local / mount["subPath"]
-                    local.mkdir(parents=True, exist_ok=True)
-                mapping[mount["mountPath"].rstrip("/") or "/"] = str(local)
-                data_dir = data_dir or local
-        if data_dir is None:
-            data_dir = self.workdir / "emptydir" / ns / name
-            data_dir.mkdir(parents=True, exist_ok=True)
-        env = self.kubelet.container_setup().env(pod, container)
+        for claim in claims.values():
+            self.folder(claim)
+        sandbox = self.kubelet.sandbox(ns, name)
+        sandbox.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(sandbox.parent, 0o711)
+        sandbox.mkdir(exist_ok=True)
+        os.chmod(sandbox, 0o755)
+        mounts, mapping = setup.mounts(pod, container, sandbox)
+        data: Mount | None = next(
+            (
+                m
+                for m, vm in zip(mounts, container.get("volumeMounts") or [], strict=False)
+                if vm["name"] in claims
+            ),
+            None,
+        )
+        if data is None:
+            data_dir = sandbox / "emptydir"
+            data_dir.mkdir(exist_ok=True)
+            os.chmod(data_dir, 0o777)
+            data = Mount(data_dir, data_dir)
+        if identity.entrypoint_chown:  # the official image's entrypoint re-owns its data dir
+            entrypoint_chown(data.source, identity.uid)
+        env = setup.env(pod, container)
         args = [rewrite(expand(a, env), mapping) for a in container.get("args") or []]
         command = container.get("command") or ["redis-server"]
         args = [*command[1:], *args]
@@ -418,24 +492,28 @@ class StatefulSets:
         if annotations.get(REPLICAOF) == "0" and ordinal > 0:
             primary = f"{sts['metadata']['name']}-0"
             args += ["--replicaof", "127.0.0.1", str(self.port(primary, ns))]
-        argv = [REDIS_SERVER, *args, "--bind", "127.0.0.1", "--port", str(port),
-                "--dir", str(data_dir), "--daemonize", "no", "--logfile", ""]  # fmt: skip
+        server = [REDIS_SERVER, *args, "--bind", "127.0.0.1", "--port", str(port),
+                  "--dir", str(data.source), "--daemonize", "no", "--logfile", ""]  # fmt: skip
+        argv = launcher(mounts, identity, server, str(data.source))
         logdir = self.workdir / "logs" / ns
         logdir.mkdir(parents=True, exist_ok=True)
         log = logdir / f"{name}.log"
         with open(log, "ab") as out:
-            out.write(f"--- {_now()} {json.dumps(argv)}\n".encode())
+            out.write(f"--- {_now()} {json.dumps(server)}\n".encode())
             out.flush()
             proc = subprocess.Popen(
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=data_dir,
+                cwd=sandbox,
                 start_new_session=True,
             )
         self.starts[(ns, name)] = self.starts.get((ns, name), 0) + 1
-        return RedisProcess(uid=pod["metadata"]["uid"], proc=proc, port=port, argv=argv, log=log)
+        return RedisProcess(
+            uid=pod["metadata"]["uid"], proc=proc, port=port, argv=server, log=log,
+            identity=identity,
+        )  # fmt: skip
 
     def _stop_process(self, key: tuple[str, str]) -> None:
         running = self.procs.pop(key, None)

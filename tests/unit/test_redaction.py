@@ -51,7 +51,7 @@ FORMS = [("redis", ""), ("redis", "alice"), ("rediss", "bob")]
 PASSWORDS = hs.text(
     alphabet=hs.one_of(
         hs.sampled_from("/#?@%:[] &=+~\\'\"\t"),
-        hs.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        hs.characters(codec="utf-8", exclude_characters="\x00"),
     ),
     min_size=1,
     max_size=24,

@@ -26,6 +26,7 @@ from backupctl.cli.signals import Terminated, unwinding_signals
 from backupctl.cli.termination import termination_message
 from backupctl.ops.backup_options import BackupError
 from backupctl.ops.restore_dir import RestoreError
+from backupctl.ops.scratch import TempDirError
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.live import LiveError
 from backupctl.store.archive import ArchiveError, Progress
@@ -47,6 +48,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ShardSetError,
     PolicyError,
     PruneError,
+    TempDirError,
 )
 
 
@@ -128,6 +130,11 @@ def write_termination_log(path: Path, data: dict[str, Any], *smaller: dict[str, 
         path.write_bytes(termination_message(data, *smaller))
     except OSError as e:
         typer.echo(f"warning: cannot write termination log {path}: {e}", err=True)
+
+
+def note(message: str) -> None:
+    """A ``note: ...`` line on stderr (something the user should know, not an error)."""
+    typer.echo(f"note: {message}", err=True)
 
 
 def print_json(data: Any) -> None:

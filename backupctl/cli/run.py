@@ -80,16 +80,6 @@ KeepRdbCompressionOpt = Annotated[
         "(see --pause-rdbcompression).",
     ),
 ]
-CompressionOpt = Annotated[
-    bool,
-    typer.Option(
-        "--keep-rdbcompression",
-        help="With --method replication: never switch the server's rdbcompression off. By "
-        "default it is off only until the snapshot child is forked (then set back), so the "
-        "RDB streams without LZF and zstd alone compresses it: ~2.5x less work on the server, "
-        "smaller archives.",
-    ),
-]
 CompressionOpt = Annotated[str, typer.Option("--compression", help="zstd, gzip or none.")]
 LevelOpt = Annotated[int | None, typer.Option("--level", help="Compression level.")]
 NodeNameOpt = Annotated[

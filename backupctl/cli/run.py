@@ -1,6 +1,9 @@
 """``backupctl run``: take a backup of one Redis server (or every shard of a
 cluster, or the node Sentinel names) and stream it to a store.
 
+Hooks into the run's steps (:class:`~backupctl.ops.backup_options.RunHooks`)
+come as click's context object (``app(args, obj=RunHooks(...))``).
+
 The options are declared at module level so the command reads as what it
 does: check the flags, pick the node, back up, report.
 """
@@ -23,7 +26,7 @@ from backupctl.cli.output import (
     user_errors,
 )
 from backupctl.ops.backup import run_backup, run_shard_backup
-from backupctl.ops.backup_options import RunOptions
+from backupctl.ops.backup_options import RunHooks, RunOptions
 from backupctl.redis import sentinel
 from backupctl.store import catalog
 from backupctl.store.archive import COMPRESSIONS
@@ -228,6 +231,7 @@ class ShardDone(CommandResult):
 
 
 def run(
+    ctx: typer.Context,
     to: ToOpt,
     redis_url: RedisOpt = None,
     target: TargetOpt = None,
@@ -300,6 +304,7 @@ def run(
             backup_id=backup_id,
             shard=parse_shard(shard) if shard is not None else None,
             owner=owner,
+            hooks=ctx.find_object(RunHooks) or RunHooks(),
         )
         result: CommandResult
         with progress_bar("backup", not as_json) as (advance, set_total):

@@ -126,7 +126,8 @@ def test_replication_streams_diskless_in_parts_that_gnu_tar_joins_back_into_the_
         assert src.client().config_get("rdbcompression")["rdbcompression"] == "yes"
     assert not (src.dir / "dump.rdb").exists()  # diskless: nothing written on the node
     # the old spelling is still accepted (it is the default now)
-    cli("run", "--redis", src.url, "--to", store, "--method", "replication", "--keep-rdbcompression")
+    cli("run", "--redis", src.url, "--to", store, "--method", "replication",
+        "--keep-rdbcompression")  # fmt: skip
 
     raw, lzf = (runs[k]["nodes"][0]["files"][0] for k in (True, False))
     assert raw["parts"] >= 3 and lzf["parts"] >= 2

@@ -91,7 +91,7 @@ def test_by_default_the_server_settings_are_never_touched(
     proc = _start("run", "--redis", src.url, "--to", store, "--method", "replication")
     wait_for(lambda: _replica_waiting(src), timeout=20, what="the replication sync to start")
     assert _rdbcompression(src) == "yes"  # in the window the opt-in flag would open
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert _rdbcompression(src) == "yes"
     with src.client() as c:

@@ -103,9 +103,11 @@ def test_a_bad_parent_is_one_clear_line(tmp_path: Path, parent: str, needle: str
 
 
 def test_too_little_room_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    with pytest.raises(TempDirError, match="free but this needs about"):
-        with scratch_dir(tmp_path, PREFIX, need=2**62):
-            raise AssertionError("not reached")  # pragma: no cover
+    with (
+        pytest.raises(TempDirError, match="free but this needs about"),
+        scratch_dir(tmp_path, PREFIX, need=2**62),
+    ):
+        raise AssertionError("not reached")  # pragma: no cover
     assert list(tmp_path.iterdir()) == []
 
 

@@ -71,16 +71,18 @@ def _kill_at(step: str, args: list[object]) -> int:
     )
     assert proc.stderr is not None
     seen = []
-    for _ in range(len(STOPS) + 1):  # one line per step at most
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line.strip())
-        if line.strip() == f"step {step}":
-            break
-    assert f"step {step}" in seen, (step, seen, proc.stderr.read())
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
+    try:
+        for _ in range(len(STOPS) + 1):  # one line per step at most
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line.strip())
+            if line.strip() == f"step {step}":
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, rest = proc.communicate(timeout=30)
+    assert f"step {step}" in seen, (step, seen, rest)
     assert proc.returncode == -signal.SIGKILL
     return proc.pid
 
@@ -118,9 +120,11 @@ def test_run_killed_at_every_step_then_a_rerun(redis_factory: RedisFactory, tmp_
 
 
 def _kill_when(proc: subprocess.Popen[str], ready: Any, what: str) -> None:
-    wait_for(ready, timeout=60, poll=0.005, what=what)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
+    try:
+        wait_for(ready, timeout=60, poll=0.005, what=what)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
 
 
 def _start(*args: object) -> subprocess.Popen[str]:

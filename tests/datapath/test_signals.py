@@ -20,6 +20,8 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ import pytest
 from support.cli_runner import assert_one_clear_error, cli
 from support.redis_servers import RedisFactory, RedisServer, populate, wait_for
 
-SYNC_DELAY = 4  # seconds the server waits before forking the snapshot child
+SYNC_DELAY = 6  # seconds the server waits before forking the snapshot child
 
 
 def _rdbcompression(server: RedisServer) -> str:
@@ -52,6 +54,17 @@ def _start(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen
     )
 
 
+@contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """The process is gone (killed if need be) and its pipes closed when the block ends."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
 def _stopped(proc: subprocess.Popen[str], sig: signal.Signals) -> subprocess.CompletedProcess[str]:
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
@@ -71,9 +84,14 @@ def test_signal_in_the_rdbcompression_window_sets_it_back(
         "run", "--redis", src.url, "--to", store, "--method", "replication",
         "--pause-rdbcompression", "--termination-log", tlog,
     )  # fmt: skip
-    wait_for(lambda: _rdbcompression(src) == "no", timeout=20, what="rdbcompression off")
-    assert _replica_waiting(src)  # still before the fork: the window is open
-    done = _stopped(proc, sig)
+    with _reaped(proc):
+        # switched off, and our sync waits for the fork: the window is open
+        wait_for(
+            lambda: _rdbcompression(src) == "no" and _replica_waiting(src),
+            timeout=30,
+            what="rdbcompression off and the sync waiting",
+        )
+        done = _stopped(proc, sig)
 
     assert _rdbcompression(src) == "yes"
     assert_one_clear_error(done, f"interrupted by {sig.name}")
@@ -89,9 +107,10 @@ def test_by_default_the_server_settings_are_never_touched(
     store = tmp_path / "store"
     store.mkdir()
     proc = _start("run", "--redis", src.url, "--to", store, "--method", "replication")
-    wait_for(lambda: _replica_waiting(src), timeout=20, what="the replication sync to start")
-    assert _rdbcompression(src) == "yes"  # in the window the opt-in flag would open
-    _, err = proc.communicate(timeout=120)
+    with _reaped(proc):
+        wait_for(lambda: _replica_waiting(src), timeout=30, what="the replication sync to start")
+        assert _rdbcompression(src) == "yes"  # in the window the opt-in flag would open
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert _rdbcompression(src) == "yes"
     with src.client() as c:
@@ -125,12 +144,13 @@ def test_stopped_verify_and_restore_to_redis_remove_their_temp_folder(
         tmp = tmp_path / f"tmp-{name}"
         tmp.mkdir()
         proc = _start(*args, "--tmp-dir", tmp)
-        wait_for(
-            lambda tmp=tmp: any(p.is_file() for p in tmp.rglob("*")),  # type: ignore[misc]
-            timeout=60,
-            what=f"{name} to unpack",
-        )
-        done = _stopped(proc, sig)
+        with _reaped(proc):
+            wait_for(
+                lambda tmp=tmp: any(p.is_file() for p in tmp.rglob("node-*/*")),  # type: ignore[misc]
+                timeout=60,
+                what=f"{name} to unpack",
+            )
+            done = _stopped(proc, sig)
         assert_one_clear_error(done, f"interrupted by {sig.name}")
         assert _leftovers(tmp) == [], name
     assert dest.dbsize() == 0  # stopped before a key was copied

@@ -5,12 +5,9 @@ which only resolves the backup."""
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import typer
@@ -164,27 +161,12 @@ def restore_into_dir(req: RestoreRequest, *, before_step: StepHook | None = None
     """``--to-dir``: download, verify and swap in; or one of those steps.
     SIGTERM, like Ctrl-C, stops it with the staging folder removed."""
     assert req.to_dir is not None
-    with user_errors(req.termination_log), _sigterm_interrupts():
+    with user_errors(req.termination_log):  # SIGTERM/SIGINT unwind: the clean-up runs
         if req.swap or req.discard_staged:
             result = _staged_step(req, req.to_dir, before_step)
         else:
             result = DirRestored(_download(req, req.to_dir, before_step), staged=req.stage_only)
         report(result, as_json=req.as_json, termination_log=req.termination_log)
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (what Kubernetes and ``timeout`` send) raises KeyboardInterrupt,
-    so the clean-up that Ctrl-C runs runs too."""
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _download(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> RestoreResult:

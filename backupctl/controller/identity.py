@@ -126,15 +126,11 @@ def security_contexts(
             "set securityContext.runAsUser (and runAsGroup/fsGroup) on the Redis container "
             "to a non-root user that owns the data directory"
         )
-    pod: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
-    if run_as.user is not None:
-        pod["runAsUser"] = run_as.user
-    if run_as.group is not None:
-        pod["runAsGroup"] = run_as.group
-    if run_as.fs_group is not None:
-        pod["fsGroup"] = run_as.fs_group
-    if run_as.supplemental_groups:
-        pod["supplementalGroups"] = list(run_as.supplemental_groups)
+    pod: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        **run_as.to_status(),  # the same four pod-level fields, same names
+    }
     container: dict[str, Any] = {
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,

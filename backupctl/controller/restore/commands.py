@@ -132,13 +132,7 @@ class Commands:
         """A Job on pod ``i``'s volume (as recorded at the start: the pod may be
         gone), pinned to its node; with ``redis``, also able to log in to it."""
         pod = self.status["pods"][i]
-        recorded = TargetPod(
-            name=pod["name"],
-            host=pod["name"],
-            node_name=pod.get("node"),
-            data_pvc=pod.get("pvc"),
-            data_sub_path=pod.get("dataSubPath"),
-        )
+        recorded = _recorded(pod)
         return self.manifest(
             job_name(self.draft.obs.name, step, i),
             args,
@@ -153,13 +147,7 @@ class Commands:
         """Read the owner of pod ``i``'s data directory (the image's default
         non-root user runs it: a stat() needs no rights on the folder)."""
         pod = self.status["pods"][i]
-        recorded = TargetPod(
-            name=pod["name"],
-            host=pod["name"],
-            node_name=pod.get("node"),
-            data_pvc=pod.get("pvc"),
-            data_sub_path=pod.get("dataSubPath"),
-        )
+        recorded = _recorded(pod)
         return self.manifest(
             job_name(self.draft.obs.name, "probe", i),
             [],
@@ -219,3 +207,14 @@ class Commands:
 
 
 __all__ = ["CHECK_WAIT_SECONDS", "VERIFY_WAIT_SECONDS", "Commands"]
+
+
+def _recorded(pod: dict[str, Any]) -> TargetPod:
+    """The target pod as ``status.pods[]`` recorded it at the start (it may be gone)."""
+    return TargetPod(
+        name=pod["name"],
+        host=pod["name"],
+        node_name=pod.get("node"),
+        data_pvc=pod.get("pvc"),
+        data_sub_path=pod.get("dataSubPath"),
+    )

@@ -23,6 +23,7 @@ from backupctl.controller.backup.runs import (
     valid_field,
 )
 from backupctl.controller.jobs import FAILED, PRUNE, RUNNING, SUCCEEDED, JobView
+from backupctl.controller.metric_values import failure_reason
 from backupctl.controller.status import clip, condition
 from backupctl.core.timefmt import format_time, parse_time
 
@@ -58,9 +59,11 @@ def record_failure(
     entry: dict[str, Any],
     message: str,
     shards: int | None = None,
+    reason: str | None = None,
 ) -> None:
     """Mark the run of history ``entry`` failed with ``message`` (``job``:
-    its finished Job; None when the Job is gone)."""
+    its finished Job; None when the Job is gone). ``reason``: the metric's
+    (:data:`~backupctl.controller.metrics.FAILURE_REASONS`), else derived."""
     name = entry.get("jobName", "")
     what = label(name, shards or (job.shards if job is not None else None))
     entry["phase"] = FAILED
@@ -71,7 +74,9 @@ def record_failure(
         entry["completionTime"] = format_time(d.now)
     d.event("Warning", "BackupFailed", f"{what}: {message}")
     d.set_condition("Failed", True, "BackupFailed", f"{what}: {message}")
-    d.outcomes.append(Outcome(job=name, succeeded=False))
+    if reason is None:
+        reason = failure_reason(job.message if job else "", lost=job is None, not_starting=False)
+    d.outcomes.append(Outcome(job=name, succeeded=False, reason=reason))
 
 
 def _fits_history(d: Draft, job: JobView) -> bool:

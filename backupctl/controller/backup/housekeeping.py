@@ -18,6 +18,7 @@ from backupctl.controller.backup.model import CreateJob, DeleteJob
 from backupctl.controller.backup.runs import find_entry, is_recorded
 from backupctl.controller.job_limits import stuck, stuck_message
 from backupctl.controller.jobs import BACKUP, FAILED, PRUNE, RUNNING, SUCCEEDED, JobView
+from backupctl.controller.metric_values import POD_NOT_STARTING
 from backupctl.controller.schedule import job_name
 from backupctl.controller.spec import BackupSpec
 from backupctl.core.timefmt import parse_time
@@ -54,7 +55,7 @@ def fail_stuck(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
         d.deletes.append(DeleteJob(job.name, message))
         entry = find_entry(d.history, job.run_name)
         if entry is not None and entry.get("phase") == RUNNING:
-            record_failure(d, None, entry, message, shards=job.shards)
+            record_failure(d, None, entry, message, shards=job.shards, reason=POD_NOT_STARTING)
         elif job.component == PRUNE:
             d.event("Warning", problem.reason, message)
 

@@ -149,6 +149,7 @@ class Outcome:
     duration: float | None = None
     size: int | None = None
     keys: int | None = None
+    reason: str = ""  # a failure's, for backupctl_backup_failures_total{reason}
 
 
 Action = DeleteJob | CreateJob | Event | Outcome

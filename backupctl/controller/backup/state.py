@@ -62,6 +62,8 @@ class Tracker:
     owners: dict[str, tuple[int, int]] = field(default_factory=dict)
     body: kopf.Body | None = None  # kopf's live view of the resource
     seen_state: Any = None  # what the last pass saw (see Controller.watch_changes)
+    #: ((schedule, time zone), its longest gap in seconds), for the metrics
+    interval: tuple[tuple[str | None, str], float] | None = None
 
     async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
         """Until ``seconds`` pass, something wakes this daemon, or kopf stops it."""

@@ -49,6 +49,7 @@ STATUS_FIELDS = (
     "lastSuccessfulBackup",
     "lastRetention",
     "history",
+    "lastRunNow",
 )
 
 
@@ -84,6 +85,7 @@ class Observed:
     succeeds or the spec changes). ``shards``: the resolved target is a Redis
     Cluster backed up by one Job per shard, this many. ``restoring``: the
     name of a running RedisRestore of the same target (runs wait for it).
+    ``run_now``: the value of the ``backupctl.dev/run-now`` annotation.
     """
 
     name: str
@@ -99,6 +101,7 @@ class Observed:
     problem: Problem | None = None
     shards: int | None = None
     restoring: str | None = None  # a RedisRestore of the same target runs: its name
+    run_now: str | None = None  # the backupctl.dev/run-now annotation's value
 
 
 # --- what the controller should do --------------------------------------------------

@@ -37,6 +37,7 @@ from backupctl.controller.backup.model import (
 )
 from backupctl.controller.backup.owner_probe import with_data_owner
 from backupctl.controller.backup.plan import plan
+from backupctl.controller.backup.run_now import ANNOTATION as RUN_NOW
 from backupctl.controller.backup.runs import is_recorded
 from backupctl.controller.backup.state import MAX_SLEEP, Controller, JobIndex, Tracker
 from backupctl.controller.job_limits import first_seen
@@ -139,6 +140,7 @@ async def observe(
         problem=tracker.problem,
         shards=tracker.choice.shards if tracker.choice else None,
         restoring=await restoring(controller, tracker, body.get("spec") or {}),
+        run_now=(meta.get("annotations") or {}).get(RUN_NOW) or None,
     )
 
 

@@ -74,4 +74,3 @@ def test_the_cron_prunes_a_deleted_backups_target_and_never_its_newest(tmp_path:
     # redis: --keep-last 4 --keep-daily 7 (one backup a week: the 7 newest days that have one).
     assert left("redis/redis") == sorted(weekly["redis/redis"][-7:])
     assert left("other/unlisted") == sorted(weekly["other/unlisted"])
-

@@ -18,7 +18,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.controller.test_backup_controller_e2e import (
+from controller.test_backup_controller_e2e import (
     NS,
     api,  # noqa: F401  (fixture)
     backup_jobs,
@@ -32,7 +32,7 @@ from tests.controller.test_backup_controller_e2e import (
     status,
     wait,
 )
-from tests.unit.test_monitoring import OTHERS, used_metric_names
+from unit.test_monitoring import OTHERS, used_metric_names
 
 from support.kube.fixtures import K8sApi
 from support.kube.kubelet import Kubelet
@@ -141,8 +141,12 @@ def test_run_now_makes_one_job_per_value_across_a_restart_and_metrics_follow(
         return jobs if len(jobs) >= 2 else None
 
     jobs = wait(operator, two_jobs, 30, "the second run-now Job")
-    for job in jobs:
-        wait(operator, lambda j=job: job_done(api, j["metadata"]["name"]), 120, "Jobs done")
+    for job_name in [str(j["metadata"]["name"]) for j in jobs]:
+
+        def finished(n: str = job_name) -> dict[str, Any] | None:
+            return job_done(api, n)
+
+        wait(operator, finished, 120, f"Job {job_name} done")
     wait(operator, lambda: status(api, "nightly").get("lastRunNow") == "two", 30, "two handled")
     assert len(backup_jobs(api, "nightly")) == 2
 

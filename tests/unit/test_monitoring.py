@@ -26,11 +26,11 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from unit.test_alerts import promtool
+from unit.test_kustomize import K8S_VERSIONS, _to_json_schema, build, kubectl
 
 from backupctl.controller.metric_values import backup_gauges
 from backupctl.controller.metrics import Metrics
-from tests.unit.test_alerts import promtool
-from tests.unit.test_kustomize import K8S_VERSIONS, _to_json_schema, build, kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = ROOT / "manifests/components/monitoring"

@@ -17,11 +17,11 @@ import kubernetes_validate
 import pytest
 import yaml
 from typer.testing import CliRunner
+from unit.test_kustomize import K8S_VERSIONS
 
 from backupctl.cli.app import app
 from backupctl.store import catalog
 from backupctl.store.backends.local import LocalBackend
-from tests.unit.test_kustomize import K8S_VERSIONS
 
 from support.fake_backups import add_backup
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from backupctl.controller.backup.model import Observed
-from backupctl.controller.jobs import RUNNING, SUCCEEDED
-from backupctl.core.timefmt import format_time
-from tests.unit.test_backup_plan import (
+from unit.test_backup_plan import (
     OK,
     SLOT,
     job,
@@ -18,6 +15,10 @@ from tests.unit.test_backup_plan import (
     reasons,
     scheduled_status,
 )
+
+from backupctl.controller.backup.model import Observed
+from backupctl.controller.jobs import RUNNING, SUCCEEDED
+from backupctl.core.timefmt import format_time
 
 NOW = SLOT + timedelta(hours=5, seconds=7)  # between two slots of the nightly schedule
 

@@ -149,6 +149,9 @@ class RetentionSpec:
     keep_monthly: int | None = None
     keep_yearly: int | None = None
     keep_within: str | None = None
+    #: Prune on this cron schedule (the RedisBackup's time zone) instead of after
+    #: each successful backup: retention that does not wait for a backup to succeed.
+    schedule: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -457,7 +460,13 @@ def parse_retention(raw: Any, p: str) -> RetentionSpec:
             values[snake] = within
         else:
             values[snake] = opt_int(raw, camel, p, minimum=0)
-    return RetentionSpec(**values)
+    schedule = opt_str(raw, "schedule", p)
+    retention = RetentionSpec(**values)
+    if schedule is not None:
+        if retention.empty:
+            raise SpecError(f"{p}.schedule", "needs at least one keep rule: nothing to prune")
+        retention = replace(retention, schedule=parse_cron(schedule, f"{p}.schedule"))
+    return retention
 
 
 def parse_job_options(spec: Mapping[str, Any], p: str) -> JobOptions:

@@ -64,6 +64,11 @@ BACKUP_GAUGES: dict[str, str] = {
         "When the last retention (prune) Job ended (Unix seconds; 0: never)."
     ),
     "retention_last_run_failed": "1 when the last retention (prune) Job failed.",
+    "verification_last_timestamp_seconds": (
+        "When the last restore drill (spec.verify) ended (Unix seconds; 0: never)."
+    ),
+    "verification_last_failed": "1 when the last restore drill failed.",
+    "verification_last_bytes": "Archive bytes the last passing restore drill checked.",
 }
 
 
@@ -102,6 +107,7 @@ def backup_gauges(
     one-off."""
     last = status.get("lastSuccessfulBackup") or {}
     retention = status.get("lastRetention") or {}
+    drill = status.get("lastVerification") or {}
     history = [e for e in status.get("history") or [] if isinstance(e, Mapping)]
     return {
         "backup_created_timestamp_seconds": created.timestamp(),
@@ -120,6 +126,9 @@ def backup_gauges(
         "retention_last_run_failed": (
             1.0 if str(retention.get("message") or "").startswith("failed") else 0.0
         ),
+        "verification_last_timestamp_seconds": _stamp(drill.get("time")),
+        "verification_last_failed": 1.0 if drill.get("result") == "Failed" else 0.0,
+        "verification_last_bytes": _number(drill.get("bytes")),
     }
 
 

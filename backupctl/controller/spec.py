@@ -40,6 +40,7 @@ from backupctl.controller.spec_fields import (
     opt_str,
     req_str,
 )
+from backupctl.controller.spec_verify import VerifySpec, parse_verify
 from backupctl.store.catalog import CatalogError, normalize_ref, validate_target
 
 API_GROUP = "backupctl.dev"
@@ -193,6 +194,7 @@ class BackupSpec:
     compression: str = "zstd"
     prefer_replica: bool = False
     job: JobOptions = field(default_factory=JobOptions)
+    verify: VerifySpec | None = None  # restore drills
 
     @property
     def scheduled(self) -> bool:
@@ -255,6 +257,7 @@ def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
         compression=enum(spec, "compression", p, COMPRESSIONS),
         prefer_replica=opt_bool(spec, "preferReplica", p, False),
         job=parse_job_options(spec, p),
+        verify=parse_verify(spec.get("verify"), f"{p}.verify"),
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from backupctl.controller.backup import drills
 from backupctl.controller.backup.draft import Draft
 from backupctl.controller.backup.model import HISTORY_LIMIT, Outcome
 from backupctl.controller.backup.runs import (
@@ -22,7 +23,7 @@ from backupctl.controller.backup.runs import (
     label,
     valid_field,
 )
-from backupctl.controller.jobs import FAILED, PRUNE, RUNNING, SUCCEEDED, JobView
+from backupctl.controller.jobs import FAILED, PRUNE, RUNNING, SUCCEEDED, VERIFY, JobView
 from backupctl.controller.metric_values import failure_reason
 from backupctl.controller.status import clip, condition
 from backupctl.core.timefmt import format_time, parse_time
@@ -35,6 +36,10 @@ def record(d: Draft, runs: Sequence[JobView]) -> None:
         if job.component == PRUNE:
             if job.state != RUNNING and not is_recorded(d.status, job):
                 _record_prune(d, job)
+            continue
+        if job.component == VERIFY:
+            if job.state != RUNNING and not is_recorded(d.status, job):
+                drills.record(d, job)
             continue
         entry = find_entry(d.history, job.name)
         if entry is None:

@@ -18,7 +18,7 @@ from backupctl.controller.backup.history import record_failure
 from backupctl.controller.backup.model import CreateJob, DeleteJob
 from backupctl.controller.backup.runs import find_entry, is_recorded
 from backupctl.controller.job_limits import stuck, stuck_message
-from backupctl.controller.jobs import BACKUP, FAILED, PRUNE, RUNNING, SUCCEEDED, JobView
+from backupctl.controller.jobs import BACKUP, FAILED, PRUNE, RUNNING, SUCCEEDED, VERIFY, JobView
 from backupctl.controller.metric_values import POD_NOT_STARTING
 from backupctl.controller.schedule import job_name, next_run, prev_run
 from backupctl.controller.spec import BackupSpec
@@ -76,7 +76,7 @@ def fail_stuck(d: Draft, spec: BackupSpec, jobs: Sequence[JobView]) -> None:
         entry = find_entry(d.history, job.run_name)
         if entry is not None and entry.get("phase") == RUNNING:
             record_failure(d, None, entry, message, shards=job.shards, reason=POD_NOT_STARTING)
-        elif job.component == PRUNE:
+        elif job.component in (PRUNE, VERIFY):
             d.event("Warning", problem.reason, message)
 
 
@@ -93,7 +93,7 @@ def limit_history(
     for job in jobs:
         members.setdefault(job.run_name, []).append(job)
     replaced = {x.name for x in d.deletes}
-    for component in (BACKUP, PRUNE):
+    for component in (BACKUP, PRUNE, VERIFY):
         for state, limit in limits.items():
             finished = [
                 r

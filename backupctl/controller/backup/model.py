@@ -50,6 +50,7 @@ STATUS_FIELDS = (
     "lastRetention",
     "history",
     "lastRunNow",
+    "lastVerification",
 )
 
 
@@ -123,6 +124,7 @@ class CreateJob:
     run: str = ""
     shard: int | None = None
     shards: int | None = None
+    backup_id: str = ""  # a restore drill's backup
 
     @property
     def run_name(self) -> str:

@@ -34,7 +34,9 @@ The rules, in the order :func:`plan` applies them:
    On demand: a new value of the annotation ``backupctl.dev/run-now`` makes one
    extra run at once (:mod:`.run_now`), recorded as a slot is.
 4. Retention. After the newest successful backup, a prune Job named after
-   its slot (``<name>-<slot>-prune``), once.
+   its slot (``<name>-<slot>-prune``), once (or on ``retention.schedule``).
+   Restore drills (``spec.verify``): a verify Job after each successful
+   backup or on its own schedule (:mod:`.drills`).
 
 A run is one Job, or -- for a Redis Cluster whose shard count the target
 says (``Observed.shards``) -- one Job per shard, ``<name>-<slot>-shard<I>``
@@ -72,6 +74,7 @@ from datetime import datetime
 
 from backupctl.controller.backup import (
     conditions,
+    drills,
     history,
     housekeeping,
     run_now,
@@ -112,6 +115,7 @@ def plan(obs: Observed, now: datetime) -> Plan:
     elif obs.problem is not None:
         d.wake.append(obs.problem.retry_at)
     housekeeping.prune(d, spec, jobs)
+    drills.plan(d, spec, jobs)
     gone = {x.name for x in d.deletes}
     housekeeping.limit_history(d, spec, [j for j in jobs if j.name not in gone], whole)
     conditions.conclude(d, spec, jobs)

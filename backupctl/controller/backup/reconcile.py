@@ -41,7 +41,7 @@ from backupctl.controller.backup.run_now import ANNOTATION as RUN_NOW
 from backupctl.controller.backup.runs import is_recorded
 from backupctl.controller.backup.state import MAX_SLEEP, Controller, JobIndex, Tracker
 from backupctl.controller.job_limits import first_seen
-from backupctl.controller.jobs import BACKUP, PRUNE, RUNNING, JobView
+from backupctl.controller.jobs import BACKUP, PRUNE, RUNNING, VERIFY, JobView
 from backupctl.controller.kube import AlreadyExists, ApiError
 from backupctl.controller.manifests import (
     LABEL_BACKUP,
@@ -49,6 +49,7 @@ from backupctl.controller.manifests import (
     label_value,
     owner_reference,
     prune_job,
+    verify_job,
 )
 from backupctl.controller.metric_values import JOB_FAILED, backup_gauges, schedule_interval
 from backupctl.controller.observe import job_view, pod_problem, pod_result
@@ -321,6 +322,8 @@ def job_manifest(
     }
     if create.component == PRUNE:
         return prune_job(spec, slot=create.slot, **common)
+    if create.component == VERIFY:
+        return verify_job(spec, slot=create.slot, backup_id=create.backup_id, **common)
     choice = tracker.choice
     assert choice is not None, "a backup Job is planned only with a resolved target"
     shard = (create.shard, create.shards or 0) if create.shard is not None else None

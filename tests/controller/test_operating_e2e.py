@@ -1,4 +1,5 @@
-"""Operating it, end to end with the real ``backupctl operator``: run-now and the metrics.
+"""Operating it, end to end with the real ``backupctl operator``: run-now, restore drills
+and the metrics.
 
 The same substrate as test_backup_controller_e2e.py (API emulator, kubelet stand-in
 running each Job's ``backupctl run`` as a local process, ``redis-server``, moto's S3),
@@ -6,6 +7,9 @@ whose helpers this module uses.
 
 - run-now: each new value of the ``backupctl.dev/run-now`` annotation makes exactly one
   Job, also across a controller restart (the handled value is in the status);
+- restore drills (``spec.verify``): an hourly drill passes on a good backup, and fails
+  on the same backup once its archive is damaged in the store, with status, a Warning
+  Event and the metric, leaving the backups' own ``Failed`` condition alone;
 - /metrics: a RedisBackup has its series (last success 0) before its first run, they
   follow the run; a RedisRestore has its phase series; every metric name the alerts and
   the dashboard of manifests/components/monitoring use is served by the running
@@ -177,3 +181,90 @@ def test_run_now_makes_one_job_per_value_across_a_restart_and_metrics_follow(
     names = {re.split(r"[{ ]", k)[0] for k in served(operator.metrics())}
     missing = used_metric_names() - names - OTHERS
     assert missing == set(), f"not on /metrics: {sorted(missing)}"
+
+
+def verify_jobs(api: K8sApi, name: str) -> list[dict[str, Any]]:  # noqa: F811
+    return backup_jobs(api, name, component="verify")
+
+
+def test_a_restore_drill_passes_then_fails_on_a_corrupted_archive(
+    api: K8sApi,  # noqa: F811
+    kubelet: Kubelet,
+    operator: Operator,  # noqa: F811
+    redis_factory: RedisFactory,
+    s3_server: S3Emulator,
+) -> None:
+    bucket = s3_server.new_bucket()
+    server = redis_factory()
+    populate(server.client(), 200)
+    redis_statefulset(api, "redis-a", server)
+    secret(api, "s3-creds", **{"access-key-id": "testing", "secret-access-key": "testing"})
+    operator.set_time(datetime(2030, 1, 1, 10, 0, 30, tzinfo=UTC))
+    operator.start()
+    api.create(
+        redis_backup(
+            "drilled",
+            target={"kind": "StatefulSet", "name": "redis-a"},
+            schedule="0 2 * * *",
+            method="replication",
+            storage=s3_storage(s3_server, bucket),
+            verify={"schedule": "0 * * * *"},  # hourly drills
+        ),
+        NS,
+    )
+    labels = {"namespace": NS, "name": "drilled"}
+    wait(operator, lambda: status(api, "drilled").get("nextScheduleTime"), 30, "scheduled")
+    annotate(api, "drilled", "first-backup")
+    (job,) = wait(operator, lambda: backup_jobs(api, "drilled"), 30, "the backup Job")
+    wait(operator, lambda: job_done(api, job["metadata"]["name"]), 120, "the backup")
+    backup = wait(
+        operator,
+        lambda: status(api, "drilled").get("lastSuccessfulBackup"),
+        30,
+        "the backup recorded",
+    )
+    assert verify_jobs(api, "drilled") == []  # the 10:00 slot was before the resource
+
+    def drill(result: str) -> dict[str, Any] | None:
+        last = status(api, "drilled").get("lastVerification") or {}
+        return last if last.get("result") == result else None
+
+    # 11:00: the drill reads the backup back and passes.
+    operator.set_time(datetime(2030, 1, 1, 11, 0, 5, tzinfo=UTC))
+    passed = wait(operator, lambda: drill("Passed"), 120, "a passing drill")
+    assert passed["jobName"] == "drilled-20300101110000-verify"
+    assert passed["backupId"] == backup["id"] and passed["bytes"] > 0
+    assert any(r == "VerificationPassed" for _, r, _ in events(api, "drilled"))
+    stamp = wait(
+        operator,
+        lambda: sample(operator, "backupctl_verification_last_timestamp_seconds", **labels),
+        10,
+        "the drill's metric",
+    )
+    assert stamp > 0
+    assert sample(operator, "backupctl_verification_last_failed", **labels) == 0.0
+
+    # Damage the archive in the store; the 12:00 drill fails and says why.
+    s3 = s3_server.client()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    (archive,) = [k for k in keys if backup["id"] in k and not k.endswith("manifest.json")]
+    body = s3.get_object(Bucket=bucket, Key=archive)["Body"].read()
+    damaged = body[: len(body) // 2] + bytes(b ^ 0xFF for b in body[len(body) // 2 :])
+    s3.put_object(Bucket=bucket, Key=archive, Body=damaged)
+    operator.set_time(datetime(2030, 1, 1, 12, 0, 5, tzinfo=UTC))
+    failed = wait(operator, lambda: drill("Failed"), 180, "a failing drill")
+    assert failed["jobName"] == "drilled-20300101120000-verify"
+    assert "sha256" in failed["message"] or "archive" in failed["message"], failed
+    warnings = [
+        m for t, r, m in events(api, "drilled") if (t, r) == ("Warning", "VerificationFailed")
+    ]
+    assert warnings and failed["jobName"] in warnings[-1]
+
+    def failed_metric() -> float | None:
+        value = sample(operator, "backupctl_verification_last_failed", **labels)
+        return value if value == 1.0 else None
+
+    wait(operator, failed_metric, 10, "the failed drill in /metrics")
+    # The backups themselves are not marked failed by the drill.
+    conditions = {c["type"]: c for c in status(api, "drilled")["conditions"]}
+    assert conditions["Failed"]["status"] == "False"

@@ -120,7 +120,7 @@ def test_the_drill_job_verifies_that_backup_of_the_target_hardened() -> None:
         name="nb-20300101020000-verify",
         namespace="ns",
         backup_name="nb",
-        backup_id=OK["id"],
+        backup_id=str(OK["id"]),
         owner=None,
         image="backupctl:test",
         slot=SLOT,

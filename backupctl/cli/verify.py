@@ -46,6 +46,8 @@ class Verified(CommandResult):
             "nodes": r.nodes,
             "files": r.files,
             "bytes": r.bytes,
+            "keys": r.keys,
+            "types": r.types,
         }
 
     def print_text(self) -> None:

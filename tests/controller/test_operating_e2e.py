@@ -196,7 +196,7 @@ def test_a_restore_drill_passes_then_fails_on_a_corrupted_archive(
 ) -> None:
     bucket = s3_server.new_bucket()
     server = redis_factory()
-    populate(server.client(), 200)
+    keys = populate(server.client(), 200)
     redis_statefulset(api, "redis-a", server)
     secret(api, "s3-creds", **{"access-key-id": "testing", "secret-access-key": "testing"})
     operator.set_time(datetime(2030, 1, 1, 10, 0, 30, tzinfo=UTC))
@@ -234,6 +234,7 @@ def test_a_restore_drill_passes_then_fails_on_a_corrupted_archive(
     passed = wait(operator, lambda: drill("Passed"), 120, "a passing drill")
     assert passed["jobName"] == "drilled-20300101110000-verify"
     assert passed["backupId"] == backup["id"] and passed["bytes"] > 0
+    assert passed["keys"] == keys == sum(passed["types"].values())
     assert any(r == "VerificationPassed" for _, r, _ in events(api, "drilled"))
     stamp = wait(
         operator,
@@ -246,8 +247,8 @@ def test_a_restore_drill_passes_then_fails_on_a_corrupted_archive(
 
     # Damage the archive in the store; the 12:00 drill fails and says why.
     s3 = s3_server.client()
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
-    (archive,) = [k for k in keys if backup["id"] in k and not k.endswith("manifest.json")]
+    objects = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    (archive,) = [k for k in objects if backup["id"] in k and not k.endswith("manifest.json")]
     body = s3.get_object(Bucket=bucket, Key=archive)["Body"].read()
     damaged = body[: len(body) // 2] + bytes(b ^ 0xFF for b in body[len(body) // 2 :])
     s3.put_object(Bucket=bucket, Key=archive, Body=damaged)

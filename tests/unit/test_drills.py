@@ -84,12 +84,21 @@ def test_a_scheduled_drill_runs_at_the_latest_slot_once() -> None:
 
 def test_a_passing_drill_is_recorded_with_its_numbers() -> None:
     obs = backed_up(AFTER)
-    result = {"ok": True, "id": OK["id"], "nodes": ["redis-0"], "files": 1, "bytes": 2048}
+    result = {
+        "ok": True,
+        "id": OK["id"],
+        "nodes": ["redis-0"],
+        "files": 1,
+        "bytes": 2048,
+        "keys": 42,
+        "types": {"string": 40, "hash": 2},
+    }
     done = drill_job(SLOT, SUCCEEDED, result)
     p = plan(replace(obs, jobs=(*obs.jobs, done)), SLOT + timedelta(minutes=5))
     last = p.status["lastVerification"]
     assert last["result"] == "Passed" and last["backupId"] == OK["id"]
-    assert (last["files"], last["bytes"], last["nodes"]) == (1, 2048, 1)
+    assert (last["files"], last["bytes"], last["nodes"], last["keys"]) == (1, 2048, 1, 42)
+    assert last["types"] == {"string": 40, "hash": 2}
     assert "VerificationPassed" in reasons(p)
     assert drills(p) == []
     gauges = backup_gauges(p.status, created=CREATED, interval=86400.0, suspended=False)

@@ -68,15 +68,18 @@ def record(d: Draft, job: JobView) -> None:
         out["backupId"] = result["id"]
     if job.state == SUCCEEDED and result.get("ok"):
         out["result"] = PASSED
-        for key in ("files", "bytes"):
+        for key in ("files", "bytes", "keys"):
             if isinstance(result.get(key), int):
                 out[key] = result[key]
+        types = result.get("types")
+        if isinstance(types, dict):
+            out["types"] = {str(k): v for k, v in types.items() if isinstance(v, int)}
         nodes = result.get("nodes")
         if isinstance(nodes, list):
             out["nodes"] = len(nodes)
         out["message"] = (
-            f"backup {out.get('backupId', '?')}: {out.get('files', '?')} files, "
-            f"{out.get('bytes', '?')} bytes checked"
+            f"backup {out.get('backupId', '?')}: {out.get('keys', '?')} keys, "
+            f"{out.get('files', '?')} files, {out.get('bytes', '?')} bytes checked"
         )
         d.event("Normal", "VerificationPassed", f"Job {job.name}: {out['message']}")
     else:

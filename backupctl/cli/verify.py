@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, get_store
+from backupctl.cli.options import (
+    EndpointOpt,
+    JsonOpt,
+    StoreArg,
+    TargetOpt,
+    TermLogOpt,
+    get_store,
+)
 from backupctl.cli.output import CommandResult, backup_progress, human, note, report, user_errors
 from backupctl.ops.scratch import check_parent
 from backupctl.ops.verify import VerifyReport, verify_backup
@@ -39,6 +46,8 @@ class Verified(CommandResult):
             "nodes": r.nodes,
             "files": r.files,
             "bytes": r.bytes,
+            "keys": r.keys,
+            "types": r.types,
         }
 
     def print_text(self) -> None:
@@ -55,13 +64,14 @@ def verify(
     tmp_dir: TmpDirOpt = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
+    termination_log: TermLogOpt = None,
 ) -> None:
     """Download a backup and check every checksum and RDB, without restoring it."""
-    with user_errors():
+    with user_errors(termination_log):
         if tmp_dir is not None:
             check_parent(tmp_dir)  # before any download
         store = get_store(store_url, endpoint)
         entry = catalog.find(store, backup, target)
         with backup_progress("verify", entry, not as_json) as advance:
             result = verify_backup(store, entry, tmp_dir=tmp_dir, progress=advance, note=note)
-        report(Verified(result), as_json=as_json, termination_log=None)
+        report(Verified(result), as_json=as_json, termination_log=termination_log)

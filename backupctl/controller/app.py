@@ -95,6 +95,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.kube = kube = Kube.connect()  # the one API client of both controllers
     controller = Controller(kube=kube, image=config.image, clock=clock)
     memo.restores = Restores(kube=kube, image=config.image, clock=clock)
+    kube.on_request = controller.metrics.api_request
     if config.metrics_port is not None:
         controller.metrics.serve(config.metrics_port, config.metrics_address)
     controller.tasks.append(asyncio.create_task(controller.watch_changes()))

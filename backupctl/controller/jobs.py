@@ -15,6 +15,7 @@ FAILED: Final = "Failed"
 #: ``component`` of a RedisBackup's Jobs: a backup run, or the prune after it.
 BACKUP: Final = "backup"
 PRUNE: Final = "prune"
+VERIFY: Final = "verify"  # a restore drill
 
 
 @dataclass(frozen=True)

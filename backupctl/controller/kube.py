@@ -24,6 +24,7 @@ import json
 import os
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -67,6 +68,8 @@ class Kube:
         self._auth_until = 0.0
         self._ssl: ssl.SSLContext | bool = self._ssl_context()
         self._proxy: str | None = configuration.proxy or None
+        #: Told of every request: (HTTP method, seconds, status; 0 when none came back).
+        self.on_request: Callable[[str, float, int], None] | None = None
 
     @classmethod
     def connect(cls, connections: int = 16) -> Kube:
@@ -142,6 +145,7 @@ class Kube:
             )
         url = self.configuration.host.rstrip("/") + path
         data = None if body is None else json.dumps(body)
+        started, status = time.monotonic(), 0
         try:
             async with self._session.request(
                 method,
@@ -155,6 +159,9 @@ class Kube:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as e:
             raise ApiError(503, "ServiceUnavailable", f"{method} {path}: {e!r}") from e
+        finally:
+            if self.on_request is not None:
+                self.on_request(method, time.monotonic() - started, status)
         try:
             decoded = json.loads(raw) if raw else {}
         except ValueError:

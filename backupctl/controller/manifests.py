@@ -291,6 +291,47 @@ def prune_job(
     )
 
 
+def verify_job(
+    spec: BackupSpec,
+    *,
+    name: str,
+    namespace: str,
+    backup_name: str,
+    backup_id: str,
+    owner: Mapping[str, Any] | None,
+    image: str,
+    slot: datetime | None = None,
+    ttl_seconds_after_finished: int | None = None,
+) -> dict[str, Any]:
+    """A restore drill: ``backupctl verify`` of backup ``backup_id`` of the
+    target (every archive downloaded, every sha256 and RDB checked). Name it
+    ``job_name(backup_name, slot, "verify")``; it has a backup Job's deadline."""
+    args = [
+        "verify",
+        store_url(spec.storage),
+        backup_id,
+        "--target",
+        catalog_target(namespace, spec.target, backup_name),
+    ]
+    return job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        labels=backup_labels(backup_name, "verify", slot),
+        annotations={},
+        options=spec.job,
+        image=spec.job.image or image,
+        args=args,
+        env=storage_env(spec.storage),
+        volumes=storage_volumes(spec.storage),
+        mounts=storage_mounts(spec.storage),
+        affinity=None,
+        node_selector=spec.job.node_selector,
+        ttl_seconds_after_finished=ttl_seconds_after_finished,
+        kind=BACKUP,
+    )
+
+
 def restore_stage_job(
     spec: RestoreSpec,
     *,

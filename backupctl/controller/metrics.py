@@ -1,108 +1,158 @@
-"""Prometheus metrics of the RedisBackup controller, per RedisBackup.
+"""Prometheus metrics of both controllers, served at ``/metrics``.
 
-Served by ``backupctl operator --metrics-port N`` at ``/metrics``:
+Served by ``backupctl operator --metrics-port N``. docs/operations.md lists
+every series with its meaning, and the alerts and dashboard built on them
+(``manifests/components/monitoring``).
 
-``backupctl_backup_last_success_timestamp_seconds{namespace,name}``
-    when the last successful backup was taken (Unix time);
-``backupctl_backup_last_duration_seconds{namespace,name}``
-    how long its Job ran;
-``backupctl_backup_last_size_bytes{namespace,name}``
-    its archive size in the store;
-``backupctl_backup_last_keys{namespace,name}``
-    its key count;
-``backupctl_backup_failures_total{namespace,name}``
-    failed backup runs seen by this controller process;
-``backupctl_backup_jobs_created_total{namespace,name}``
-    backup Jobs this process created.
+Per RedisBackup (labels ``namespace``, ``name``), set after every pass of its
+daemon from the status it wrote, so each series exists from the moment the
+resource does and survives a controller restart (:func:`backup_gauges`,
+pure): timestamps are 0 until the first such event. Counters
+(``..._total``) count what this process saw, from 0, as Prometheus counters
+do; ``backupctl_backup_failures_total`` has a ``reason`` from the fixed set
+:data:`FAILURE_REASONS`, every one shown at 0 from the start.
 
-The "last" gauges are set from ``status.lastSuccessfulBackup`` when the
-controller starts, so they survive restarts; counters start at 0, as
-Prometheus counters do. A deleted RedisBackup's series are removed.
+Per RedisRestore: its phase as a state set (one series per phase, 1 for the
+current one) and its start time and duration (:func:`restore_gauges`, pure),
+set on every change of the resource.
+
+The controller: reconcile errors per controller, and the latency and answers
+of its Kubernetes API requests. The leader gauge
+``backupctl_controller_leader{shard}`` is defined with the leader election,
+not here. A deleted resource's series are removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-LABELS = ("namespace", "name")
+from backupctl.controller.metric_values import (
+    BACKUP_GAUGES,
+    FAILURE_REASONS,
+    JOB_FAILED,
+    LABELS,
+    RESTORE_PHASES,
+    restore_gauges,
+    status_class,
+)
 
 
 class Metrics:
-    """The controller's metrics in their own registry."""
+    """Both controllers' metrics, in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.last_success = Gauge(
-            "backupctl_backup_last_success_timestamp_seconds",
-            "Time of the last successful backup (Unix seconds).",
-            LABELS,
-            registry=r,
-        )
-        self.last_duration = Gauge(
-            "backupctl_backup_last_duration_seconds",
-            "How long the Job of the last successful backup ran.",
-            LABELS,
-            registry=r,
-        )
-        self.last_size = Gauge(
-            "backupctl_backup_last_size_bytes",
-            "Archive size of the last successful backup.",
-            LABELS,
-            registry=r,
-        )
-        self.last_keys = Gauge(
-            "backupctl_backup_last_keys", "Keys in the last successful backup.", LABELS, registry=r
-        )
+        self.gauges = {
+            key: Gauge(f"backupctl_{key}", text, LABELS, registry=r)
+            for key, text in BACKUP_GAUGES.items()
+        }
         self.failures = Counter(
-            "backupctl_backup_failures", "Failed backup runs.", LABELS, registry=r
+            "backupctl_backup_failures",
+            "Failed backup runs, by reason.",
+            (*LABELS, "reason"),
+            registry=r,
         )
         self.jobs_created = Counter(
             "backupctl_backup_jobs_created", "Backup Jobs created.", LABELS, registry=r
         )
+        self.restore_phase = Gauge(
+            "backupctl_restore_phase",
+            "1 for the current phase of a RedisRestore, 0 for the others.",
+            (*LABELS, "phase"),
+            registry=r,
+        )
+        self.restore_start = Gauge(
+            "backupctl_restore_start_timestamp_seconds",
+            "When the RedisRestore started (Unix seconds; 0: not yet).",
+            LABELS,
+            registry=r,
+        )
+        self.restore_duration = Gauge(
+            "backupctl_restore_duration_seconds",
+            "How long the RedisRestore ran (until now while it runs).",
+            LABELS,
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "backupctl_controller_reconcile_errors",
+            "Reconcile passes that failed on the Kubernetes API, by controller.",
+            ("controller",),
+            registry=r,
+        )
+        for kind in ("RedisBackup", "RedisRestore"):
+            self.reconcile_errors.labels(kind)
+        self.api_latency = Histogram(
+            "backupctl_controller_api_request_duration_seconds",
+            "Latency of the controller's Kubernetes API requests, by verb.",
+            ("verb",),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "backupctl_controller_api_requests",
+            "The controller's Kubernetes API requests, by verb and status class.",
+            ("verb", "code"),
+            registry=r,
+        )
 
-    def success(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        time: datetime | None,
-        duration: float | None = None,
-        size: int | None = None,
-        keys: int | None = None,
-    ) -> None:
-        """Record a successful backup (also used to restore gauges on start)."""
-        if time is not None:
-            self.last_success.labels(namespace, name).set(time.timestamp())
-        if duration is not None:
-            self.last_duration.labels(namespace, name).set(duration)
-        if size is not None:
-            self.last_size.labels(namespace, name).set(size)
-        if keys is not None:
-            self.last_keys.labels(namespace, name).set(keys)
-        self.failures.labels(namespace, name)  # show the series at 0
+    # -- RedisBackup ----------------------------------------------------------------------
 
-    def failure(self, namespace: str, name: str) -> None:
-        self.failures.labels(namespace, name).inc()
+    def backup(self, namespace: str, name: str, gauges: Mapping[str, float]) -> None:
+        """Set a RedisBackup's gauges (from :func:`backup_gauges`)."""
+        for key, value in gauges.items():
+            self.gauges[key].labels(namespace, name).set(value)
+        for reason in FAILURE_REASONS:  # show every reason's series at 0
+            self.failures.labels(namespace, name, reason)
+        self.jobs_created.labels(namespace, name)
+
+    def failure(self, namespace: str, name: str, reason: str = JOB_FAILED) -> None:
+        self.failures.labels(namespace, name, reason).inc()
 
     def job_created(self, namespace: str, name: str) -> None:
         self.jobs_created.labels(namespace, name).inc()
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted RedisBackup's series."""
-        for metric in (
-            self.last_success,
-            self.last_duration,
-            self.last_size,
-            self.last_keys,
-            self.failures,
-            self.jobs_created,
-        ):
+        for metric in (*self.gauges.values(), self.jobs_created):
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, name)
+        for reason in FAILURE_REASONS:
+            with contextlib.suppress(KeyError):
+                self.failures.remove(namespace, name, reason)
+
+    # -- RedisRestore ---------------------------------------------------------------------
+
+    def restore(self, namespace: str, name: str, status: Mapping[str, Any], now: datetime) -> None:
+        """Set a RedisRestore's series from its status."""
+        phase, start, duration = restore_gauges(status, now)
+        for known in RESTORE_PHASES:
+            self.restore_phase.labels(namespace, name, known).set(1.0 if known == phase else 0.0)
+        self.restore_start.labels(namespace, name).set(start)
+        self.restore_duration.labels(namespace, name).set(duration)
+
+    def forget_restore(self, namespace: str, name: str) -> None:
+        for known in RESTORE_PHASES:
+            with contextlib.suppress(KeyError):
+                self.restore_phase.remove(namespace, name, known)
+        for metric in (self.restore_start, self.restore_duration):
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, name)
+
+    # -- the controller -------------------------------------------------------------------
+
+    def reconcile_error(self, controller: str) -> None:
+        self.reconcile_errors.labels(controller).inc()
+
+    def api_request(self, verb: str, seconds: float, code: int) -> None:
+        """One Kubernetes API request: its verb (HTTP method), time and status."""
+        self.api_latency.labels(verb).observe(seconds)
+        self.api_requests.labels(verb, status_class(code)).inc()
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         """Serve ``/metrics`` over HTTP from a daemon thread."""

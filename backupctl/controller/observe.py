@@ -23,6 +23,7 @@ from backupctl.controller.jobs import (
     PRUNE,
     RUNNING,
     SUCCEEDED,
+    VERIFY,
     JobState,
     JobView,
     PodProblem,
@@ -75,7 +76,7 @@ def job_view(job: Mapping[str, Any]) -> JobView:
     shard = parse_shard(labels.get(LABEL_SHARD)) if run else None
     return JobView(
         name=str(meta.get("name", "")),
-        component=PRUNE if labels.get(LABEL_COMPONENT) == PRUNE else BACKUP,
+        component=_component(labels.get(LABEL_COMPONENT)),
         slot=parse_slot(labels.get(LABEL_SLOT)),
         state=state,
         started=parse_time(status.get("startTime")),
@@ -86,6 +87,11 @@ def job_view(job: Mapping[str, Any]) -> JobView:
         shard=shard[0] if shard else None,
         shards=shard[1] if shard else None,
     )
+
+
+def _component(label: Any) -> str:
+    """A Job's kind from its component label: prune, verify, else backup."""
+    return str(label) if label in (PRUNE, VERIFY) else BACKUP
 
 
 def parse_shard(value: Any) -> tuple[int, int] | None:

@@ -40,6 +40,7 @@ from backupctl.controller.spec_fields import (
     opt_str,
     req_str,
 )
+from backupctl.controller.spec_verify import VerifySpec, parse_verify
 from backupctl.store.catalog import CatalogError, normalize_ref, validate_target
 
 API_GROUP = "backupctl.dev"
@@ -149,6 +150,9 @@ class RetentionSpec:
     keep_monthly: int | None = None
     keep_yearly: int | None = None
     keep_within: str | None = None
+    #: Prune on this cron schedule (the RedisBackup's time zone) instead of after
+    #: each successful backup: retention that does not wait for a backup to succeed.
+    schedule: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -190,6 +194,7 @@ class BackupSpec:
     compression: str = "zstd"
     prefer_replica: bool = False
     job: JobOptions = field(default_factory=JobOptions)
+    verify: VerifySpec | None = None  # restore drills
 
     @property
     def scheduled(self) -> bool:
@@ -252,6 +257,7 @@ def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
         compression=enum(spec, "compression", p, COMPRESSIONS),
         prefer_replica=opt_bool(spec, "preferReplica", p, False),
         job=parse_job_options(spec, p),
+        verify=parse_verify(spec.get("verify"), f"{p}.verify"),
     )
 
 
@@ -457,7 +463,13 @@ def parse_retention(raw: Any, p: str) -> RetentionSpec:
             values[snake] = within
         else:
             values[snake] = opt_int(raw, camel, p, minimum=0)
-    return RetentionSpec(**values)
+    schedule = opt_str(raw, "schedule", p)
+    retention = RetentionSpec(**values)
+    if schedule is not None:
+        if retention.empty:
+            raise SpecError(f"{p}.schedule", "needs at least one keep rule: nothing to prune")
+        retention = replace(retention, schedule=parse_cron(schedule, f"{p}.schedule"))
+    return retention
 
 
 def parse_job_options(spec: Mapping[str, Any], p: str) -> JobOptions:

@@ -2,7 +2,10 @@
 
 Every archive is downloaded and unpacked into a temporary folder, every
 sha256 in the manifest is checked, and each RDB passes the header/CRC64 check
-and ``redis-check-rdb`` (when installed). The temporary copy is deleted
+and ``redis-check-rdb`` (when installed). The keys backupctl's RDB reader
+finds in a node's RDB are counted by type and must be the manifest's figure
+for that node (a node backed up with its AOF is counted, not compared: its
+keys are the RDB's and the AOF's). The temporary copy is deleted
 afterwards (also when stopped by SIGTERM/SIGINT; a killed run's folder is
 removed by the next one, see :mod:`backupctl.ops.scratch`); nothing in the
 store changes.
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from backupctl.ops.restore_dir import RestoreError, download_node
 from backupctl.ops.scratch import scratch_dir
+from backupctl.redis.rdb_reader import RdbFormatError, read_rdb_file
 from backupctl.store.archive import Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, NodeEntry
@@ -32,6 +36,8 @@ class VerifyReport:
     nodes: list[str] = field(default_factory=list)
     files: int = 0
     bytes: int = 0
+    keys: int = 0  # in the RDBs, as backupctl's reader counts them
+    types: dict[str, int] = field(default_factory=dict)  # "string", "hash", ... -> keys
 
 
 def verify_backup(
@@ -54,9 +60,32 @@ def verify_backup(
             folder = tmp / f"node-{i}"
             folder.mkdir()
             download_node(store, manifest, node, folder, progress=progress)
+            _count_keys(report, node, folder)
             shutil.rmtree(folder)  # one node's files at a time
             _count(report, node)
     return report
+
+
+def _count_keys(report: VerifyReport, node: NodeEntry, folder: Path) -> None:
+    """Add the keys of ``node``'s RDB (unpacked in ``folder``) to the report;
+    :class:`RestoreError` when they are not the manifest's count."""
+    rdbs = [f for f in node.files if f.kind == "rdb"]
+    keys = 0
+    for f in rdbs:
+        try:
+            found = read_rdb_file(folder / f.path, deep=False)
+        except (RdbFormatError, OSError) as e:  # download_node walked it already
+            raise RestoreError(f"{node.name}: {f.path}: cannot read the RDB: {e}") from e
+        keys += found.total_keys
+        for kind, count in found.types.items():
+            report.types[kind] = report.types.get(kind, 0) + count
+    report.keys += keys
+    with_aof = any(f.kind != "rdb" for f in node.files)
+    if len(rdbs) == 1 and not with_aof and keys != node.keys:
+        raise RestoreError(
+            f"{node.name}: the RDB holds {keys} keys, the manifest says {node.keys}: "
+            "the backup does not hold what was backed up"
+        )
 
 
 def _count(report: VerifyReport, node: NodeEntry) -> None:

@@ -394,7 +394,8 @@ def test_scheduled_backups_run_at_each_cron_slot_upload_to_s3_and_apply_retentio
         r'backupctl_backup_last_size_bytes\{name="nightly",namespace="ns"\} (\S+)', metrics
     )
     assert size and float(size.group(1)) == last["size"]
-    assert 'backupctl_backup_failures_total{name="nightly",namespace="ns"} 0.0' in metrics
+    failed = 'backupctl_backup_failures_total{name="nightly",namespace="ns",reason="JobFailed"}'
+    assert f"{failed} 0.0" in metrics
     operator.healthz()  # the Deployment's probes
     assert_valid_jobs(api)
     bgsave = api.get("jobs", NS, "disk-20300101020000")

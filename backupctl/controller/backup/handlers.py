@@ -69,6 +69,7 @@ async def backup_daemon(
                 delay = await reconcile(controller, tracker, body, backup_jobs)
             except (ApiError, OSError) as e:  # the API server, not the user
                 tracker.status = None  # re-read the status on the next attempt
+                controller.metrics.reconcile_error("RedisBackup")
                 raise kopf.TemporaryError(
                     f"Kubernetes API: {e}", delay=retry_delay(retry + 1)
                 ) from e

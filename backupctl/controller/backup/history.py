@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from backupctl.controller.backup import drills
 from backupctl.controller.backup.draft import Draft
 from backupctl.controller.backup.model import HISTORY_LIMIT, Outcome
 from backupctl.controller.backup.runs import (
@@ -22,7 +23,8 @@ from backupctl.controller.backup.runs import (
     label,
     valid_field,
 )
-from backupctl.controller.jobs import FAILED, PRUNE, RUNNING, SUCCEEDED, JobView
+from backupctl.controller.jobs import FAILED, PRUNE, RUNNING, SUCCEEDED, VERIFY, JobView
+from backupctl.controller.metric_values import failure_reason
 from backupctl.controller.status import clip, condition
 from backupctl.core.timefmt import format_time, parse_time
 
@@ -34,6 +36,10 @@ def record(d: Draft, runs: Sequence[JobView]) -> None:
         if job.component == PRUNE:
             if job.state != RUNNING and not is_recorded(d.status, job):
                 _record_prune(d, job)
+            continue
+        if job.component == VERIFY:
+            if job.state != RUNNING and not is_recorded(d.status, job):
+                drills.record(d, job)
             continue
         entry = find_entry(d.history, job.name)
         if entry is None:
@@ -58,9 +64,11 @@ def record_failure(
     entry: dict[str, Any],
     message: str,
     shards: int | None = None,
+    reason: str | None = None,
 ) -> None:
     """Mark the run of history ``entry`` failed with ``message`` (``job``:
-    its finished Job; None when the Job is gone)."""
+    its finished Job; None when the Job is gone). ``reason``: the metric's
+    (:data:`~backupctl.controller.metrics.FAILURE_REASONS`), else derived."""
     name = entry.get("jobName", "")
     what = label(name, shards or (job.shards if job is not None else None))
     entry["phase"] = FAILED
@@ -71,7 +79,9 @@ def record_failure(
         entry["completionTime"] = format_time(d.now)
     d.event("Warning", "BackupFailed", f"{what}: {message}")
     d.set_condition("Failed", True, "BackupFailed", f"{what}: {message}")
-    d.outcomes.append(Outcome(job=name, succeeded=False))
+    if reason is None:
+        reason = failure_reason(job.message if job else "", lost=job is None, not_starting=False)
+    d.outcomes.append(Outcome(job=name, succeeded=False, reason=reason))
 
 
 def _fits_history(d: Draft, job: JobView) -> bool:

@@ -49,6 +49,8 @@ STATUS_FIELDS = (
     "lastSuccessfulBackup",
     "lastRetention",
     "history",
+    "lastRunNow",
+    "lastVerification",
 )
 
 
@@ -84,6 +86,7 @@ class Observed:
     succeeds or the spec changes). ``shards``: the resolved target is a Redis
     Cluster backed up by one Job per shard, this many. ``restoring``: the
     name of a running RedisRestore of the same target (runs wait for it).
+    ``run_now``: the value of the ``backupctl.dev/run-now`` annotation.
     """
 
     name: str
@@ -99,6 +102,7 @@ class Observed:
     problem: Problem | None = None
     shards: int | None = None
     restoring: str | None = None  # a RedisRestore of the same target runs: its name
+    run_now: str | None = None  # the backupctl.dev/run-now annotation's value
 
 
 # --- what the controller should do --------------------------------------------------
@@ -120,6 +124,7 @@ class CreateJob:
     run: str = ""
     shard: int | None = None
     shards: int | None = None
+    backup_id: str = ""  # a restore drill's backup
 
     @property
     def run_name(self) -> str:
@@ -149,6 +154,7 @@ class Outcome:
     duration: float | None = None
     size: int | None = None
     keys: int | None = None
+    reason: str = ""  # a failure's, for backupctl_backup_failures_total{reason}
 
 
 Action = DeleteJob | CreateJob | Event | Outcome

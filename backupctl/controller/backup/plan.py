@@ -31,8 +31,12 @@ The rules, in the order :func:`plan` applies them:
    operator writes that status BEFORE it creates the Job, and Job names are
    a function of the slot, so neither a retry nor a restart makes a second
    Job for a slot (AlreadyExists means done).
+   On demand: a new value of the annotation ``backupctl.dev/run-now`` makes one
+   extra run at once (:mod:`.run_now`), recorded as a slot is.
 4. Retention. After the newest successful backup, a prune Job named after
-   its slot (``<name>-<slot>-prune``), once.
+   its slot (``<name>-<slot>-prune``), once (or on ``retention.schedule``).
+   Restore drills (``spec.verify``): a verify Job after each successful
+   backup or on its own schedule (:mod:`.drills`).
 
 A run is one Job, or -- for a Redis Cluster whose shard count the target
 says (``Observed.shards``) -- one Job per shard, ``<name>-<slot>-shard<I>``
@@ -68,7 +72,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from backupctl.controller.backup import conditions, history, housekeeping, schedule_runs
+from backupctl.controller.backup import (
+    conditions,
+    drills,
+    history,
+    housekeeping,
+    run_now,
+    schedule_runs,
+)
 from backupctl.controller.backup.draft import Draft
 from backupctl.controller.backup.model import TARGET_FRESH, Observed, Plan
 from backupctl.controller.backup.runs import runs
@@ -91,6 +102,8 @@ def plan(obs: Observed, now: datetime) -> Plan:
     wanted = schedule_runs.lost(d, spec, jobs, whole)
     planned = {c.name for c in wanted}
     wanted += [c for c in schedule_runs.due(d, spec, jobs, old_generation) if c.name not in planned]
+    on_demand = run_now.due(d, spec, jobs, wanted)
+    wanted += on_demand
     fresh = d.resolved_since(now - TARGET_FRESH)
     unknown = obs.target is None or schedule_runs.prefetch_due(d, spec)
     may_try = obs.problem is None or obs.problem.retry_at <= now
@@ -98,9 +111,11 @@ def plan(obs: Observed, now: datetime) -> Plan:
         return Plan(status=dict(obs.status), needs_target=True)
     if wanted and fresh:
         schedule_runs.start_runs(d, wanted)
+        run_now.handled(d, on_demand)
     elif obs.problem is not None:
         d.wake.append(obs.problem.retry_at)
     housekeeping.prune(d, spec, jobs)
+    drills.plan(d, spec, jobs)
     gone = {x.name for x in d.deletes}
     housekeeping.limit_history(d, spec, [j for j in jobs if j.name not in gone], whole)
     conditions.conclude(d, spec, jobs)

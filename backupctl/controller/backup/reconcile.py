@@ -37,10 +37,11 @@ from backupctl.controller.backup.model import (
 )
 from backupctl.controller.backup.owner_probe import with_data_owner
 from backupctl.controller.backup.plan import plan
+from backupctl.controller.backup.run_now import ANNOTATION as RUN_NOW
 from backupctl.controller.backup.runs import is_recorded
 from backupctl.controller.backup.state import MAX_SLEEP, Controller, JobIndex, Tracker
 from backupctl.controller.job_limits import first_seen
-from backupctl.controller.jobs import BACKUP, PRUNE, RUNNING, JobView
+from backupctl.controller.jobs import BACKUP, PRUNE, RUNNING, VERIFY, JobView
 from backupctl.controller.kube import AlreadyExists, ApiError
 from backupctl.controller.manifests import (
     LABEL_BACKUP,
@@ -48,8 +49,9 @@ from backupctl.controller.manifests import (
     label_value,
     owner_reference,
     prune_job,
+    verify_job,
 )
-from backupctl.controller.metrics import Metrics
+from backupctl.controller.metric_values import JOB_FAILED, backup_gauges, schedule_interval
 from backupctl.controller.observe import job_view, pod_problem, pod_result
 from backupctl.controller.restore.model import is_finished, target_key
 from backupctl.controller.spec import (
@@ -110,7 +112,6 @@ async def observe(
         tracker.choice = tracker.resolved_at = tracker.spec = None
     if tracker.status is None:  # first pass (or after an API error): trust the server
         tracker.status = dict(body.get("status") or {})
-        restore_metrics(controller.metrics, tracker)
     if tracker.spec is None:
         try:
             tracker.spec = parse_backup(body.get("spec") or {})
@@ -140,6 +141,7 @@ async def observe(
         problem=tracker.problem,
         shards=tracker.choice.shards if tracker.choice else None,
         restoring=await restoring(controller, tracker, body.get("spec") or {}),
+        run_now=(meta.get("annotations") or {}).get(RUN_NOW) or None,
     )
 
 
@@ -295,17 +297,9 @@ async def execute(
         kopf.event(body, type="Normal", reason="TargetNote", message=choice.note)
         tracker.noted = choice.note
     for outcome in planned.outcomes:
-        if outcome.succeeded:
-            controller.metrics.success(
-                ns,
-                name,
-                time=outcome.time,
-                duration=outcome.duration,
-                size=outcome.size,
-                keys=outcome.keys,
-            )
-        else:
-            controller.metrics.failure(ns, name)
+        if not outcome.succeeded:
+            controller.metrics.failure(ns, name, outcome.reason or JOB_FAILED)
+    update_metrics(controller, tracker, observed)
     return failed
 
 
@@ -328,6 +322,8 @@ def job_manifest(
     }
     if create.component == PRUNE:
         return prune_job(spec, slot=create.slot, **common)
+    if create.component == VERIFY:
+        return verify_job(spec, slot=create.slot, backup_id=create.backup_id, **common)
     choice = tracker.choice
     assert choice is not None, "a backup Job is planned only with a resolved target"
     shard = (create.shard, create.shards or 0) if create.shard is not None else None
@@ -348,18 +344,23 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return patch
 
 
-def restore_metrics(metrics: Metrics, tracker: Tracker) -> None:
-    """Gauges from ``status.lastSuccessfulBackup`` (they survive restarts)."""
-    last = (tracker.status or {}).get("lastSuccessfulBackup") or {}
-    if last:
-        metrics.success(
-            tracker.namespace,
-            tracker.name,
-            time=parse_time(last.get("time")),
-            duration=last.get("durationSeconds"),
-            size=last.get("size"),
-            keys=last.get("keys"),
-        )
+def update_metrics(controller: Controller, tracker: Tracker, observed: Observed) -> None:
+    """The RedisBackup's gauges from the status just written (so they exist
+    from the first pass and survive restarts)."""
+    spec = observed.spec
+    cron, tz, suspended = None, "UTC", False
+    if isinstance(spec, BackupSpec):
+        cron, tz, suspended = spec.schedule, spec.time_zone, spec.suspend
+    if tracker.interval is None or tracker.interval[0] != (cron, tz):
+        now = controller.clock.now()
+        tracker.interval = ((cron, tz), schedule_interval(cron, tz, now))
+    gauges = backup_gauges(
+        tracker.status or {},
+        created=observed.created,
+        interval=tracker.interval[1],
+        suspended=suspended,
+    )
+    controller.metrics.backup(tracker.namespace, tracker.name, gauges)
 
 
 __all__ = ["PLURAL", "reconcile", "status_patch"]

@@ -19,6 +19,7 @@ from backupctl.controller.jobs import (
     PRUNE,
     RUNNING,
     SUCCEEDED,
+    VERIFY,
     JobState,
     JobView,
 )
@@ -40,6 +41,8 @@ def is_recorded(status: Mapping[str, Any], job: JobView) -> bool:
             return True
         done = parse_time(last.get("time"))
         return done is not None and job.finished is not None and job.finished <= done
+    if job.component == VERIFY:
+        return (status.get("lastVerification") or {}).get("jobName") == job.name
     entry = find_entry(status.get("history") or [], job.run_name)
     return entry is not None and entry.get("phase") in (SUCCEEDED, FAILED)
 

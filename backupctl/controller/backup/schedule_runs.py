@@ -99,7 +99,7 @@ def lost(
             continue
         if name in d.obs.seen:
             record_failure(d, None, entry, "the Job was deleted before it finished")
-        elif slot is not None and _is_current(d, spec, slot):
+        elif slot is not None and _is_current(d, spec, slot, entry):
             again += run_jobs(d, slot, note="created again: it was not found")
         else:
             record_failure(
@@ -127,7 +127,7 @@ def _lost_shards(
         name = shard_job_name(d.obs.name, slot, shard)
         if name in present:
             continue
-        if name not in d.obs.seen and _is_current(d, spec, slot):
+        if name not in d.obs.seen and _is_current(d, spec, slot, entry):
             again.append(
                 CreateJob(
                     BACKUP,
@@ -167,8 +167,11 @@ def run_jobs(d: Draft, slot: datetime, note: str = "") -> list[CreateJob]:
     ]
 
 
-def _is_current(d: Draft, spec: BackupSpec, slot: datetime) -> bool:
-    """Whether ``slot`` is still the run to make now."""
+def _is_current(d: Draft, spec: BackupSpec, slot: datetime, entry: dict[str, Any]) -> bool:
+    """Whether ``slot`` is still the run to make now (a run-now one: while it
+    is the latest run started)."""
+    if entry.get("trigger") == "run-now":
+        return parse_time(d.status.get("lastScheduleTime")) == slot
     if spec.schedule is None:
         return True
     return _latest(d, spec) == slot

@@ -18,6 +18,7 @@ import kopf
 
 from backupctl.controller import topology
 from backupctl.controller.backup.model import Problem
+from backupctl.controller.backup.run_now import ANNOTATION as RUN_NOW
 from backupctl.controller.jobs import JobView, PodProblem
 from backupctl.controller.kube import Kube
 from backupctl.controller.manifests import label_value
@@ -62,6 +63,8 @@ class Tracker:
     owners: dict[str, tuple[int, int]] = field(default_factory=dict)
     body: kopf.Body | None = None  # kopf's live view of the resource
     seen_state: Any = None  # what the last pass saw (see Controller.watch_changes)
+    #: ((schedule, time zone), its longest gap in seconds), for the metrics
+    interval: tuple[tuple[str | None, str], float] | None = None
 
     async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
         """Until ``seconds`` pass, something wakes this daemon, or kopf stops it."""
@@ -105,9 +108,11 @@ class Controller:
             tracker.wake.set()
 
     def state_of(self, tracker: Tracker) -> Any:
-        """What should wake a daemon when it changes: the spec's generation, and
-        its Jobs' names and states in the watch cache (not its own status writes)."""
-        generation = tracker.body.get("metadata", {}).get("generation") if tracker.body else None
+        """What should wake a daemon when it changes: the spec's generation, the
+        run-now annotation, and its Jobs' names and states in the watch cache
+        (not its own status writes)."""
+        meta = tracker.body.get("metadata", {}) if tracker.body else {}
+        generation = meta.get("generation"), (meta.get("annotations") or {}).get(RUN_NOW)
         key = (tracker.namespace, label_value(tracker.name))
         jobs = self.jobs.get(key, ()) if self.jobs is not None else ()
         return generation, sorted((j.name, j.state, j.ready) for _, j in jobs)

@@ -87,6 +87,22 @@ async def restore_job_event(
         event.set()
 
 
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+async def restore_metrics(
+    type: str | None, name: str, namespace: str | None, status: kopf.Status, memo: Any, **_: Any
+) -> None:
+    """A RedisRestore's series follow every change of it (finished ones too, so
+    they exist after a controller restart); a deleted one's are removed."""
+    controller = memo.get("controller")
+    if controller is None:
+        return
+    restores: Restores = memo.restores
+    if type == "DELETED":
+        controller.metrics.forget_restore(namespace or "", name)
+    else:
+        controller.metrics.restore(namespace or "", name, status, restores.clock.now())
+
+
 def _unfinished(status: Mapping[str, Any], **_: Any) -> bool:
     return not is_finished(status)
 
@@ -110,6 +126,8 @@ async def restore_daemon(
                 # "finished"; the pass that wrote it still posts its Events.
                 planned = await asyncio.shield(reconcile(restores, namespace, name))
             except (ApiError, OSError) as e:  # the API server, not the user
+                if memo.get("controller") is not None:
+                    memo.controller.metrics.reconcile_error(KIND)
                 raise kopf.TemporaryError(f"Kubernetes API: {e}", delay=5.0) from e
             if planned is None or is_finished(planned.status):
                 restores.wake_namespace(namespace)  # a restore waiting for this one goes on

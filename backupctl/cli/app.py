@@ -12,6 +12,7 @@ import typer
 
 from backupctl import __version__
 from backupctl.cli import listing, live, operator, prune, restore, run, verify
+from backupctl.cli import delete, ls, show  # i17-cmds
 
 app = typer.Typer(
     name="backupctl",
@@ -37,6 +38,9 @@ app.command("quiesce-redis")(live.quiesce_redis)
 app.command("version")(version)
 app.command("operator")(operator.operator_command)
 app.command("prune")(prune.prune_command)
+app.command("show")(show.show)
+app.command("ls")(ls.ls)
+app.command("delete")(delete.delete_command)
 
 
 def _bound_malloc_caching() -> None:

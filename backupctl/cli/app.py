@@ -12,7 +12,11 @@ import typer
 
 from backupctl import __version__
 from backupctl.cli import listing, live, operator, prune, restore, run, verify
-from backupctl.cli import delete, ls, show  # i17-cmds
+from backupctl.cli.check import check_command
+from backupctl.cli.copy import copy_command
+from backupctl.cli.delete import delete_command
+from backupctl.cli.ls import ls
+from backupctl.cli.show import show
 
 app = typer.Typer(
     name="backupctl",
@@ -38,9 +42,11 @@ app.command("quiesce-redis")(live.quiesce_redis)
 app.command("version")(version)
 app.command("operator")(operator.operator_command)
 app.command("prune")(prune.prune_command)
-app.command("show")(show.show)
-app.command("ls")(ls.ls)
-app.command("delete")(delete.delete_command)
+app.command("show")(show)
+app.command("ls")(ls)
+app.command("delete")(delete_command)
+app.command("check")(check_command)
+app.command("copy")(copy_command)
 
 
 def _bound_malloc_caching() -> None:

@@ -107,7 +107,9 @@ def is_backup_ref(arg: str) -> bool:
     return arg == "latest" or ID_PATTERN.match(arg) is not None
 
 
-def split_store(args: Sequence[str], default: str | None, *, stores: int = 1) -> tuple[list[str], list[str]]:
+def split_store(
+    args: Sequence[str], default: str | None, *, stores: int = 1
+) -> tuple[list[str], list[str]]:
     """``[STORE...] [ID...]`` into (stores, ids) (pure). The leading arguments
     that are not backup ids are stores; when fewer than ``stores`` are given,
     ``default`` (``BACKUPCTL_STORE`` or the config file) is the first one.

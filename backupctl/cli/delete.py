@@ -23,8 +23,7 @@ StoreIdsArgs = Annotated[
     list[str],
     typer.Argument(
         metavar="[STORE] ID",
-        help="Store URL (default: BACKUPCTL_STORE or the config file) and one or more "
-        "backup ids.",
+        help="Store URL (default: BACKUPCTL_STORE or the config file) and one or more backup ids.",
         show_default=False,
     ),
 ]

@@ -19,8 +19,7 @@ StoreIdArgs = Annotated[
     list[str],
     typer.Argument(
         metavar="[STORE] ID",
-        help="Store URL (default: BACKUPCTL_STORE or the config file) and a backup id or "
-        "'latest'.",
+        help="Store URL (default: BACKUPCTL_STORE or the config file) and a backup id or 'latest'.",
         show_default=False,
     ),
 ]

@@ -105,7 +105,9 @@ def plan_delete(
             raise DeleteError(f"backup {bid!r}{where} not found in {url} (see 'backupctl list')")
         if len(matches) > 1:
             names = ", ".join(sorted(e.target for e in matches))
-            raise DeleteError(f"backup id {bid!r} exists for several targets ({names}); pass --target")
+            raise DeleteError(
+                f"backup id {bid!r} exists for several targets ({names}); pass --target"
+            )
         e = matches[0]
         if e not in chosen:
             chosen.append(e)

@@ -413,7 +413,9 @@ def _delete_backup(sink: Backend, e: BackupEntry) -> None:
     delete_folder(sink, e)
 
 
-def delete_folder(sink: Backend, e: BackupEntry, *, again: str = "run prune again to finish") -> None:
+def delete_folder(
+    sink: Backend, e: BackupEntry, *, again: str = "run prune again to finish"
+) -> None:
     """Marker, manifest, archives, marker: every prefix of this sequence
     leaves either a complete backup or a folder the next prune sweeps
     (also used by ``backupctl delete``; ``again`` is the error's hint)."""

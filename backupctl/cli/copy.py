@@ -76,8 +76,10 @@ def copy_command(
     to_endpoint: ToEndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy backups to another store, keeping their ids; every archive's sha256
-    is checked before it is committed, and a stopped copy resumes when rerun.
+    """Copy backups to another store (off-site), keeping their ids.
+
+    Every archive's sha256 is checked before it is committed, and a stopped
+    copy resumes when rerun.
 
     Example: backupctl copy /backups s3://offsite/redis --latest
     """

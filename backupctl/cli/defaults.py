@@ -146,7 +146,39 @@ def default_map(d: Defaults) -> dict[str, Any]:
         values["target"] = d.target
     if d.endpoint:
         values["endpoint"] = d.endpoint
-    return {"list": dict(values), "prune": dict(values)} if values else {}
+    if not values:
+        return {}
+    rest = {k: v for k, v in values.items() if k != "store_url"}
+    return {"list": values, "prune": dict(values), "verify": rest, "restore": dict(rest)}
+
+
+#: Commands whose positional arguments are ``STORE ID``: with a default
+#: store, ``backupctl verify latest`` means ``backupctl verify $BACKUPCTL_STORE latest``.
+STORE_THEN_ID = ("verify", "restore")
+
+
+def insert_store(args: Sequence[str], value_options: set[str], store: str | None) -> list[str]:
+    """``args`` (``sys.argv[1:]``) with ``store`` put before the first
+    positional argument of ``verify``/``restore`` when that argument is a
+    backup id, i.e. the store was left out (pure). ``value_options``: the
+    command's options that take a value (so their values are not taken for
+    positionals)."""
+    out = list(args)
+    if store is None or not out or out[0] not in STORE_THEN_ID:
+        return out
+    i = 1
+    while i < len(out):
+        tok = out[i]
+        if tok == "--":
+            i += 1
+            break
+        if tok.startswith("-") and tok != "-":
+            i += 1 if "=" in tok or tok not in value_options else 2
+            continue
+        break
+    if i < len(out) and is_backup_ref(out[i]):
+        out.insert(i, store)
+    return out
 
 
 @dataclass(frozen=True)
@@ -177,3 +209,21 @@ def resolve_args(
     except ConfigError as e:
         raise typer.BadParameter(str(e), param_hint="'[STORE]'") from None
     return Resolved(found, ids, target or d.target, endpoint or d.endpoint)
+
+
+def for_main(
+    argv: Sequence[str], value_options: Mapping[str, set[str]]
+) -> tuple[list[str], dict[str, Any]]:
+    """The arguments and click ``default_map`` ``main()`` runs the app with
+    (the current defaults applied); a broken config file is one ``error:``
+    line and exit 2 (usage). ``value_options``: per command, its options that
+    take a value."""
+    try:
+        d = current()
+    except ConfigError as e:
+        import sys
+
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None
+    command = argv[0] if argv else ""
+    return insert_store(argv, value_options.get(command, set()), d.store), default_map(d)

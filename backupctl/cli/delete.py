@@ -69,9 +69,10 @@ def delete_command(
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete backups by id. The newest complete backup of a target is kept
-    unless --force. Killed midway, it leaves no half backup listed as complete:
-    run it again (or prune) to finish.
+    """Delete backups by id (the newest complete backup of a target only with --force).
+
+    Killed midway, it leaves no half backup listed as complete: run it again
+    (or prune) to finish.
 
     Example: backupctl delete s3://bucket/redis backup-20250101-020000
     """

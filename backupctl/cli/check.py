@@ -73,6 +73,12 @@ def check_command(
     read_data: ReadDataOpt = False,
     read_data_subset: SubsetOpt = None,
     endpoint: EndpointOpt = None,
+    limit_download: Annotated[
+        float | None,
+        typer.Option(
+            "--limit-download", metavar="KiB/s", min=1, help="Limit reading to this many KiB/s."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check every manifest and archive in a store; with --read-data also every byte.

@@ -20,6 +20,7 @@ from backupctl.cli.output import (
     user_errors,
 )
 from backupctl.ops.copy import CopyReport, copy_backups
+from backupctl.store.backends.throttle import limited
 
 StoresIdsArgs = Annotated[
     list[str],
@@ -32,6 +33,24 @@ StoresIdsArgs = Annotated[
 ]
 LatestOpt = Annotated[
     bool, typer.Option("--latest", help="Copy only the newest complete backup of each target.")
+]
+LimitUploadOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--limit-upload",
+        metavar="KiB/s",
+        min=1,
+        help="Limit the upload (to the destination) to this many KiB/s, as restic's.",
+    ),
+]
+LimitDownloadOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--limit-download",
+        metavar="KiB/s",
+        min=1,
+        help="Limit the download (from the source) to this many KiB/s.",
+    ),
 ]
 ToEndpointOpt = Annotated[
     str | None,
@@ -74,6 +93,8 @@ def copy_command(
     latest: LatestOpt = False,
     endpoint: EndpointOpt = None,
     to_endpoint: ToEndpointOpt = None,
+    limit_upload: LimitUploadOpt = None,
+    limit_download: LimitDownloadOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy backups to another store (off-site), keeping their ids.
@@ -87,8 +108,12 @@ def copy_command(
     if r.ids and latest:
         raise typer.BadParameter("give backup ids or --latest, not both", param_hint="'--latest'")
     with user_errors(interrupted="interrupted (run copy again to resume)"):
-        src = get_store(r.stores[0], r.endpoint)
-        dst = get_store(r.stores[1], to_endpoint)
+        src = limited(
+            get_store(r.stores[0], r.endpoint), upload_kib=None, download_kib=limit_download
+        )
+        dst = limited(
+            get_store(r.stores[1], to_endpoint), upload_kib=limit_upload, download_kib=None
+        )
         dst.check()  # a missing bucket or read-only credentials: before any download
         with progress_bar("copy", not as_json) as (advance, _):
             result = copy_backups(

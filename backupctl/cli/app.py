@@ -8,10 +8,17 @@ Set ``BACKUPCTL_DEBUG=1`` to see tracebacks.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from backupctl import __version__
-from backupctl.cli import listing, live, operator, prune, restore, run, verify
+from backupctl.cli import defaults, listing, live, operator, prune, restore, run, verify
+from backupctl.cli.check import check_command
+from backupctl.cli.copy import copy_command
+from backupctl.cli.delete import delete_command
+from backupctl.cli.ls import ls
+from backupctl.cli.show import show
 
 app = typer.Typer(
     name="backupctl",
@@ -37,6 +44,11 @@ app.command("quiesce-redis")(live.quiesce_redis)
 app.command("version")(version)
 app.command("operator")(operator.operator_command)
 app.command("prune")(prune.prune_command)
+app.command("show")(show)
+app.command("ls")(ls)
+app.command("delete")(delete_command)
+app.command("check")(check_command)
+app.command("copy")(copy_command)
 
 
 def _bound_malloc_caching() -> None:
@@ -56,4 +68,16 @@ def _bound_malloc_caching() -> None:
 
 def main() -> None:
     _bound_malloc_caching()
-    app()
+    args, default_map = defaults.for_main(sys.argv[1:], _value_options())
+    app(args=args, default_map=default_map)
+
+
+def _value_options() -> dict[str, set[str]]:
+    """Per command, its options that take a value (see :func:`defaults.insert_store`)."""
+    group = typer.main.get_command(app)
+    commands = getattr(group, "commands", {})
+    return {
+        name: {o for p in cmd.params if not getattr(p, "is_flag", True) for o in p.opts}
+        for name, cmd in commands.items()
+        if name in defaults.STORE_THEN_ID
+    }

@@ -410,8 +410,15 @@ def _prune_target(
 
 
 def _delete_backup(sink: Backend, e: BackupEntry) -> None:
+    delete_folder(sink, e)
+
+
+def delete_folder(
+    sink: Backend, e: BackupEntry, *, again: str = "run prune again to finish"
+) -> None:
     """Marker, manifest, archives, marker: every prefix of this sequence
-    leaves either a complete backup or a folder the next prune sweeps."""
+    leaves either a complete backup or a folder the next prune sweeps
+    (also used by ``backupctl delete``; ``again`` is the error's hint)."""
     marker = e.prefix + DELETING_MARKER
     try:
         if not _has(e, DELETING_MARKER):
@@ -422,7 +429,7 @@ def _delete_backup(sink: Backend, e: BackupEntry) -> None:
         sink.delete(marker)
     except StorageError as err:
         raise StorageError(
-            f"while deleting backup {e.id} of {e.target}: {err} (run prune again to finish)",
+            f"while deleting backup {e.id} of {e.target}: {err} ({again})",
             transient=err.transient,
         ) from err
 
@@ -438,5 +445,6 @@ __all__ = [
     "Skipped",
     "UploadRow",
     "check_request",
+    "delete_folder",
     "prune",
 ]

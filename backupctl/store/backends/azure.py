@@ -4,8 +4,8 @@ Credentials, first match wins:
 
 1. ``AZURE_STORAGE_CONNECTION_STRING`` (what ``az storage account
    show-connection-string`` prints, or Azurite's well-known one);
-2. ``AZURE_STORAGE_ACCOUNT`` with ``AZURE_STORAGE_KEY`` (or
-   ``AZURE_STORAGE_SAS_TOKEN``);
+2. ``AZURE_STORAGE_ACCOUNT`` with ``AZURE_STORAGE_KEY``, or ``AZURE_STORAGE_SAS_TOKEN``
+   with ``AZURE_STORAGE_ACCOUNT`` or an endpoint (a leading ``?`` is dropped);
 3. ``DefaultAzureCredential`` (workload identity, managed identity...) when
    the optional ``azure-identity`` package is installed and the account is
    known (``AZURE_STORAGE_ACCOUNT`` or an endpoint).
@@ -62,7 +62,9 @@ from backupctl.store.backends.base import (
 
 READ_RANGE = 2 * 1024 * 1024
 _CREDENTIALS_HINT = (
-    "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY"
+    "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or "
+    "AZURE_STORAGE_SAS_TOKEN, or (workload / managed identity, az login) AZURE_STORAGE_ACCOUNT "
+    "with the azure-identity package installed; see docs/stores.md"
 )
 
 
@@ -136,8 +138,9 @@ class AzureBackend:
             elif account and os.environ.get("AZURE_STORAGE_KEY"):
                 key = os.environ["AZURE_STORAGE_KEY"]
                 credential = {"account_name": account, "account_key": key}
-            elif account and os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
-                credential = os.environ["AZURE_STORAGE_SAS_TOKEN"]
+            elif (account or endpoint) and os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
+                # a SAS as the portal or `az ... generate-sas` prints it, with or without "?"
+                credential = os.environ["AZURE_STORAGE_SAS_TOKEN"].lstrip("?")
             else:
                 credential = self._identity_credential()
                 if credential is None or not (account or endpoint):

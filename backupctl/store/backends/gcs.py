@@ -3,9 +3,10 @@
 Credentials come from the standard Google chain (``GOOGLE_APPLICATION_CREDENTIALS``
 pointing at a service-account key, workload identity, gcloud's application
 default credentials); the project from ``GOOGLE_CLOUD_PROJECT`` when set.
-Against an emulator (``STORAGE_EMULATOR_HOST``, or the ``endpoint``
-argument without ``GOOGLE_APPLICATION_CREDENTIALS``) the client uses
-anonymous credentials and a dummy project. The client is created on first
+Against an emulator (``STORAGE_EMULATOR_HOST``, or a plain ``http://``
+``endpoint`` without ``GOOGLE_APPLICATION_CREDENTIALS``) the client uses
+anonymous credentials and a dummy project; an ``https://`` endpoint (Private
+Service Connect, a proxy) uses the credential chain above. The client is created on first
 use, so :func:`open_store` itself never touches the network.
 
 Writes are resumable uploads in 8 MiB chunks. GCS requires the chunks of one
@@ -68,6 +69,16 @@ _TRANSIENT = (
 )
 
 
+def anonymous_endpoint(endpoint: str, *, emulator: bool, key_file: bool) -> bool:
+    """Whether a custom ``endpoint`` is an emulator, reached without
+    credentials (pure): with ``STORAGE_EMULATOR_HOST`` set, or a plain
+    ``http://`` endpoint when no key file is configured. An ``https://``
+    endpoint is a real service behind another address: authenticated."""
+    if emulator:
+        return True
+    return endpoint.startswith("http://") and not key_file
+
+
 class GCSBackend:
     """A :class:`~backupctl.store.backends.base.Backend` over one bucket (+ prefix)."""
 
@@ -97,7 +108,11 @@ class GCSBackend:
             self.endpoint = endpoint
         options = {"api_endpoint": endpoint} if endpoint else None
         try:
-            if endpoint and (emulator or not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")):
+            if endpoint and anonymous_endpoint(
+                endpoint,
+                emulator=bool(emulator),
+                key_file=bool(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")),
+            ):
                 return storage.Client(
                     project=project or "backupctl-emulator",
                     credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]

@@ -38,7 +38,9 @@ from backupctl.controller.leader_rules import (
     release_spec,
 )
 
-LEASES = ("coordination.k8s.io", "v1", "leases")
+#: The Lease resource (written out in every call: tests/unit/test_kustomize.py reads the
+#: calls to check the RBAC grants exactly them).
+LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
 log = logging.getLogger("backupctl.leader")
 
 LEADER = Gauge(
@@ -86,7 +88,7 @@ class LeaderElector:
 
     async def try_acquire_or_renew(self) -> bool:
         """One attempt: read the Lease and, if ours to write, write it. True: we hold it."""
-        lease = await self.kube.get(*LEASES, self.namespace, self.name)
+        lease = await self.kube.get(LEASE_GROUP, LEASE_VERSION, LEASES, self.namespace, self.name)
         now = self.monotonic()
         if lease is not None:
             self.observed = observe(self.observed, Record.of(lease), now)
@@ -103,11 +105,15 @@ class LeaderElector:
                     "metadata": {"name": self.name, "namespace": self.namespace},
                     "spec": spec,
                 }
-                written = await self.kube.create(*LEASES, self.namespace, body)
+                written = await self.kube.create(
+                    LEASE_GROUP, LEASE_VERSION, LEASES, self.namespace, body
+                )
             else:
                 assert previous is not None
                 patch = {"metadata": {"resourceVersion": previous.resource_version}, "spec": spec}
-                written = await self.kube.patch(*LEASES, self.namespace, self.name, patch)
+                written = await self.kube.patch(
+                    LEASE_GROUP, LEASE_VERSION, LEASES, self.namespace, self.name, patch
+                )
         except AlreadyExists:
             return False  # another candidate created it first
         except ApiError as e:
@@ -176,7 +182,9 @@ class LeaderElector:
         }
         try:
             await asyncio.wait_for(
-                self.kube.patch(*LEASES, self.namespace, self.name, patch),
+                self.kube.patch(
+                    LEASE_GROUP, LEASE_VERSION, LEASES, self.namespace, self.name, patch
+                ),
                 self.timings.retry_period,
             )
             log.info("%s released by %s", self.where, self.identity)
@@ -184,4 +192,4 @@ class LeaderElector:
             log.warning("%s: could not release it (it expires by itself): %s", self.where, e)
 
 
-__all__ = ["LEADER", "LEASES", "LeaderElector", "shard_label"]
+__all__ = ["LEADER", "LEASES", "LEASE_GROUP", "LEASE_VERSION", "LeaderElector", "shard_label"]

@@ -148,7 +148,10 @@ class LeaderElector:
         renewal (or another holder is seen): the caller must stop handling now."""
         assert self.last_renewed is not None, "acquire() first"
         while True:
-            await self.sleep(self.timings.retry_period)
+            # Every retry period, but never past the renew deadline (a renewal that
+            # hung until the deadline is followed at once by the stop).
+            left = self.last_renewed + self.timings.renew_deadline - self.monotonic()
+            await self.sleep(min(self.timings.retry_period, max(0.0, left)))
             started = self.monotonic()
             if must_stop(self.last_renewed, started, self.timings):
                 break

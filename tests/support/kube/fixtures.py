@@ -22,7 +22,8 @@ Users: ``token_for(ns, sa)``, ``kubeconfig_for(ns, sa)``, ``client_for(ns, sa)``
 ``load_rbac(path)`` (a YAML file or a kustomize folder such as ``manifests/``) and
 ``enforce_rbac()`` (RBAC + OwnerReferencesPermissionEnforcement for non-admin users); the
 default kubeconfig stays a cluster-admin. ``partition(token)`` cuts one client off (its
-requests hang, its watches go quiet) until ``partition(token, cut=False)``. ``terminating()`` lists what is stuck Terminating.
+requests hang, its watches go quiet) until ``partition(token, cut=False)``.
+``terminating()`` lists what is stuck Terminating.
 """
 
 from __future__ import annotations

@@ -200,6 +200,12 @@ async def _keep_leading(
     timings = elector.timings
     await asyncio.sleep(max(0.5, (timings.lease_duration - timings.renew_deadline) / 2))
     log.error("the controller did not stop in time after losing its Lease: exiting now")
+    exit_now()
+
+
+def exit_now() -> None:
+    """End the process at once with :data:`EXIT_LOST_LEADERSHIP`: no cleanup that could
+    wait on the unreachable API server (or act) after the Lease is lost."""
     logging.shutdown()
     os._exit(EXIT_LOST_LEADERSHIP)
 
@@ -248,7 +254,8 @@ async def operate(
         if keeper is not None:
             keeper.cancel()
     if lost.is_set():
-        return EXIT_LOST_LEADERSHIP
+        log.error("stopped handling after losing the Lease: exiting %d", EXIT_LOST_LEADERSHIP)
+        exit_now()
     if elector is not None:
         await elector.release()
         await elector.kube.aclose()

@@ -174,7 +174,8 @@ def requests_of(api: K8sApi, token: str | None) -> list[str]:
 
 
 def selectors_of(api: K8sApi, token: str | None, plural: str) -> set[str]:
-    """The label selectors of the client's list and watch requests of ``plural``."""
+    """The label selectors of the client's watches of ``plural`` (kopf's; the
+    controllers' own reads, such as the running restores of a target, see all)."""
 
     def collect() -> set[str]:
         return {
@@ -182,6 +183,7 @@ def selectors_of(api: K8sApi, token: str | None, plural: str) -> set[str]:
             for r in api.emulator.requests
             if str(r.headers.get("Authorization", "")) == f"Bearer {token}"
             and _method(r) == "GET"
+            and r.url.query.get("watch") in ("true", "1")
             and r.url.path.endswith(f"/{plural}")
         }
 
@@ -301,31 +303,38 @@ def test_shards_handle_only_their_label_and_a_double_create_is_harmless(
     assert lease(api, "backupctl-controller-shard-1")["holderIdentity"] == "ctl-1"
     assert lease(api, "backupctl-controller-shard-default")["holderIdentity"] == "ctl-default"
     assert leader_gauge(one, "1") == 1 and leader_gauge(default, "default") == 1
-    # Each controller lists and watches only its shard's RedisBackups (server-side).
+    # Each controller watches only its shard's resources (server-side selector).
     assert selectors_of(api, one.token, "redisbackups") == {"backupctl.dev/shard=1"}
     assert selectors_of(api, default.token, "redisbackups") == {"!backupctl.dev/shard"}
     assert selectors_of(api, one.token, "redisrestores") == {"backupctl.dev/shard=1"}
 
-    # A third controller for every RedisBackup (a move between shards half done, where
-    # two controllers see "moving"): both it and shard 1 create the slot's Job; the
-    # deterministic name lets one create succeed.
+    # A third controller for every RedisBackup, as while a move between shards is half
+    # done: two controllers handle "moving". Its watches are stalled, so it cannot see
+    # the others' Jobs and creates every slot's Job itself: the deterministic Job name
+    # makes one create of each succeed, the other is refused (AlreadyExists) and ignored.
     everything = operators("ctl-all")
     everything.start()
+    names = ("in-one", "moving", "unlabelled")
     wait([everything], lambda: _answers(everything), 30, "ctl-all is up")
-    time.sleep(3)  # ctl-all has no Lease and no status of its own to show it is ready
-    one.set_time(SLOT + timedelta(seconds=1))
-    expected = sorted(f"{n}-20300101020000" for n in ("in-one", "moving", "unlabelled"))
-    wait([one, default, everything], lambda: jobs(api) == expected, 30, "one Job per backup")
+    wait([everything], lambda: "Daemon 'backup_daemon' is invoked" in everything.log(100_000),
+         30, "ctl-all runs a daemon per RedisBackup")  # fmt: skip
     time.sleep(2)
-    posts = [
-        r
-        for op in (one, default, everything)
-        for r in requests_of(api, op.token)
-        if r.startswith("POST") and "/jobs" in r
-    ]
-    # Both controllers of a RedisBackup woke at the slot and created its Job before
-    # either saw the other's: at least one create was refused as AlreadyExists.
-    assert len(posts) > len(expected), posts
+    assert everything.token is not None
+    api.stall_watches(everything.token)
+    one.set_time(SLOT + timedelta(seconds=1))
+    expected = sorted(f"{n}-20300101020000" for n in names)
+    wait([one, default, everything], lambda: jobs(api) == expected, 30, "one Job per backup")
+    wait([everything], lambda: len(job_posts(api, everything)) == 3, 30, "ctl-all creates too")
+    assert len(job_posts(api, one)) == 2 and len(job_posts(api, default)) == 1
+    api.stall_watches(everything.token, stalled=False)
+    for name in names:
+        wait([everything], lambda n=name: events(api, n, "JobCreated"), 10, f"{name}'s Event")  # type: ignore[misc]
+    time.sleep(2)
     assert jobs(api) == expected
-    for name in ("in-one", "moving", "unlabelled"):
+    for name in names:
         assert status(api, name)["lastScheduleTime"] == "2030-01-01T02:00:00Z"
+        assert events(api, name, "JobCreated") == 1, name  # only the create that succeeded
+
+
+def job_posts(api: K8sApi, op: Operator) -> list[str]:
+    return [r for r in requests_of(api, op.token) if r.startswith("POST") and "/jobs" in r]

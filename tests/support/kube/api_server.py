@@ -346,7 +346,7 @@ class KubeEmulator(KmockFront):
                     break
                 if event_or_none is None:  # the server closes this stream
                     break
-                if self.partitions.cut(token):  # lost on the way to a partitioned client
+                if self.partitions.quiet(token):  # lost on the way to a partitioned client
                     was_cut = True
                     continue
                 if was_cut:  # the partition healed: the client reconnects and re-lists

@@ -22,7 +22,8 @@ Users: ``token_for(ns, sa)``, ``kubeconfig_for(ns, sa)``, ``client_for(ns, sa)``
 ``load_rbac(path)`` (a YAML file or a kustomize folder such as ``manifests/``) and
 ``enforce_rbac()`` (RBAC + OwnerReferencesPermissionEnforcement for non-admin users); the
 default kubeconfig stays a cluster-admin. ``partition(token)`` cuts one client off (its
-requests hang, its watches go quiet) until ``partition(token, cut=False)``.
+requests hang, its watches go quiet) until ``partition(token, cut=False)``;
+``stall_watches(token)`` only quiets its watches.
 ``terminating()`` lists what is stuck Terminating.
 """
 
@@ -120,6 +121,16 @@ class K8sApi(K8sClient):
         def switch() -> None:
             tokens = self.emulator.partitions.tokens
             tokens.add(token) if cut else tokens.discard(token)
+
+        self.call(switch)
+
+    def stall_watches(self, token: str, stalled: bool = True) -> None:
+        """Withhold every watch event from the client using ``token`` (its requests still
+        work); ``stalled=False`` ends its streams, so it re-lists."""
+
+        def switch() -> None:
+            tokens = self.emulator.partitions.stalled
+            tokens.add(token) if stalled else tokens.discard(token)
 
         self.call(switch)
 

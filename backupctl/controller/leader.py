@@ -18,8 +18,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Gauge
 
@@ -42,6 +43,8 @@ from backupctl.controller.leader_rules import (
 #: calls to check the RBAC grants exactly them).
 LEASE_GROUP, LEASE_VERSION, LEASES = "coordination.k8s.io", "v1", "leases"
 log = logging.getLogger("backupctl.leader")
+#: ``asyncio.wait_for``'s shape: run a request, TimeoutError after this many seconds.
+Deadline = Callable[[Coroutine[Any, Any, Any], float], Awaitable[Any]]
 
 LEADER = Gauge(
     "backupctl_controller_leader",
@@ -72,11 +75,12 @@ class LeaderElector:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        within: Deadline = asyncio.wait_for,
     ) -> None:
         self.kube = kube
         self.namespace, self.name, self.identity = namespace, name, identity
         self.timings = timings
-        self.monotonic, self.wall, self.sleep = monotonic, wall, sleep
+        self.monotonic, self.wall, self.sleep, self.within = monotonic, wall, sleep, within
         self.observed: Observed | None = None
         self.last_renewed: float | None = None
         self.gauge = LEADER.labels(shard_label(shard))
@@ -131,9 +135,7 @@ class LeaderElector:
         while True:
             started = self.monotonic()
             try:
-                held = await asyncio.wait_for(
-                    self.try_acquire_or_renew(), self.timings.renew_deadline
-                )
+                held = await self.within(self.try_acquire_or_renew(), self.timings.renew_deadline)
             except (ApiError, TimeoutError) as e:
                 log.warning("%s: cannot acquire yet: %s", self.where, e)
                 held = False
@@ -157,7 +159,7 @@ class LeaderElector:
                 break
             budget = attempt_timeout(self.last_renewed, started, self.timings)
             try:
-                held = await asyncio.wait_for(self.try_acquire_or_renew(), budget)
+                held = await self.within(self.try_acquire_or_renew(), budget)
             except (ApiError, TimeoutError) as e:
                 log.warning("%s: renewal failed: %s", self.where, e or "timed out")
                 continue
@@ -184,7 +186,7 @@ class LeaderElector:
             "spec": release_spec(observed.record, self.wall()),
         }
         try:
-            await asyncio.wait_for(
+            await self.within(
                 self.kube.patch(
                     LEASE_GROUP, LEASE_VERSION, LEASES, self.namespace, self.name, patch
                 ),

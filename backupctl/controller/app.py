@@ -31,6 +31,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +49,7 @@ from backupctl import __version__
 from backupctl.controller.backup import handlers as _backup_handlers  # noqa: F401
 from backupctl.controller.backup.state import Controller
 from backupctl.controller.kube import Kube
-from backupctl.controller.leader import LeaderElector
+from backupctl.controller.leader import LEADER, LeaderElector, shard_label
 from backupctl.controller.leader_rules import Timings, lease_name, shard_selector
 from backupctl.controller.manifests import LABEL_MANAGED_BY
 from backupctl.controller.restore.handlers import Restores
@@ -189,6 +191,30 @@ async def standby_health(url: str | None) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
+async def standby(elector: LeaderElector) -> bool:
+    """Wait to lead; False if SIGTERM/SIGINT came first (kopf, which handles them once
+    it runs, is not started yet: the standby just ends, exit status 0)."""
+    loop = asyncio.get_running_loop()
+    acquiring = asyncio.ensure_future(elector.acquire())
+    signals = (signal.SIGTERM, signal.SIGINT)
+    handled = threading.current_thread() is threading.main_thread()
+    if handled:
+        for sig in signals:
+            loop.add_signal_handler(sig, acquiring.cancel)
+    try:
+        await acquiring
+    except asyncio.CancelledError:
+        if not acquiring.cancelled():
+            raise
+        log.info("stopped while standing by")
+        return False
+    finally:
+        if handled:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+    return True
+
+
 async def _keep_leading(
     elector: LeaderElector, stop_flag: asyncio.Event, lost: asyncio.Event
 ) -> None:
@@ -236,7 +262,10 @@ async def operate(
             shard=config.shard,
         )
         async with standby_health(liveness):
-            await elector.acquire()
+            if not await standby(elector):
+                return 0  # stopped (SIGTERM/SIGINT) before it led
+    else:
+        LEADER.labels(shard_label(config.shard)).set(1)  # alone: it handles everything
     stop_flag, lost = asyncio.Event(), asyncio.Event()
     keeper = (
         None if elector is None else asyncio.create_task(_keep_leading(elector, stop_flag, lost))

@@ -237,6 +237,19 @@ def test_the_standby_takes_over_a_killed_leader_and_the_slot_runs_once(
     assert events(api, "rb", "JobCreated") == 1
     assert not [r for r in requests_of(api, a.token) if r.startswith("POST") and "/jobs" in r]
 
+    # A standby stopped by SIGTERM just ends; a leader stopped by SIGTERM (a rollout, a
+    # drain) releases the Lease, so the next candidate need not wait for it to expire.
+    c = operators("ctl-c", *ELECT)
+    c.start()
+    wait([c], lambda: _answers(c), 30, "ctl-c stands by")
+    c.stop()
+    assert c.proc is not None and c.proc.returncode == 0, c.log()
+    assert "stopped while standing by" in c.log()
+    b.stop()
+    assert b.proc is not None and b.proc.returncode == 0, b.log()
+    assert lease(api).get("holderIdentity") is None
+    assert lease(api)["leaseDurationSeconds"] == 1
+
 
 def _answers(op: Operator) -> bool:
     try:

@@ -15,10 +15,9 @@ The flags are those of ``backupctl operator`` (parsed into the same
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 from pathlib import Path
 
+from backupctl.cli.operator import election_place
 from backupctl.controller import app
 from backupctl.controller.leader_rules import Timings
 
@@ -58,11 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         if problem := timings.problem():
             parser.error(problem)
-        config.election = app.Election(
-            identity=os.environ.get("POD_NAME") or socket.gethostname(),
-            namespace=args.leader_elect_namespace or args.namespace[0],
-            timings=timings,
-        )
+        place = election_place(True, args.leader_elect_namespace, args.namespace)
+        if not isinstance(place, tuple):
+            parser.error(str(place))
+        config.election = app.Election(identity=place[0], namespace=place[1], timings=timings)
     app.run(
         namespaces=args.namespace,
         all_namespaces=args.all_namespaces,

@@ -229,6 +229,8 @@ def test_the_standby_takes_over_a_killed_leader_and_the_slot_runs_once(
     wait([b], lambda: job in jobs(api), 30, "the standby creates the slot's Job")
     wait([b], lambda: status(api, "rb").get("lastScheduleTime"), 10, "status of the run")
     wait([b], lambda: leader_gauge(b) == 1, 10, "ctl-b's gauge says it leads")
+    assert "backupctl_backup_jobs_created_total" in b.metrics()  # the controller's own
+    assert _answers(b)  # kopf's health check took the standby's port over
     # A positive sign the new leader has settled: its Event for the Job is there.
     wait([b], lambda: events(api, "rb", "JobCreated"), 10, "the JobCreated Event")
     time.sleep(2)

@@ -324,9 +324,10 @@ def test_shards_handle_only_their_label_and_a_double_create_is_harmless(
     assert selectors_of(api, one.token, "redisrestores") == {"backupctl.dev/shard=1"}
 
     # A third controller for every RedisBackup, as while a move between shards is half
-    # done: two controllers handle "moving". Its watches are stalled, so it cannot see
-    # the others' Jobs and creates every slot's Job itself: the deterministic Job name
-    # makes one create of each succeed, the other is refused (AlreadyExists) and ignored.
+    # done: two controllers handle "moving" (and the others). A slow network (every
+    # create lands 2 s after it is sent) lets both decide to create each slot's Job
+    # before either create lands: the deterministic Job name makes one of the two
+    # succeed; the other is refused (AlreadyExists) and ignored.
     everything = operators("ctl-all")
     everything.start()
     names = ("in-one", "moving", "unlabelled")
@@ -334,17 +335,17 @@ def test_shards_handle_only_their_label_and_a_double_create_is_harmless(
     wait([everything], lambda: "Daemon 'backup_daemon' is invoked" in everything.log(100_000),
          30, "ctl-all runs a daemon per RedisBackup")  # fmt: skip
     time.sleep(2)
-    assert everything.token is not None
-    api.stall_watches(everything.token)
+    for op in (one, default, everything):
+        assert op.token is not None
+        api.delay_creates(op.token, 2.0)
     one.set_time(SLOT + timedelta(seconds=1))
     expected = sorted(f"{n}-20300101020000" for n in names)
     wait([one, default, everything], lambda: jobs(api) == expected, 30, "one Job per backup")
     wait([everything], lambda: len(job_posts(api, everything)) == 3, 30, "ctl-all creates too")
     assert len(job_posts(api, one)) == 2 and len(job_posts(api, default)) == 1
-    api.stall_watches(everything.token, stalled=False)
     for name in names:
         wait([everything], lambda n=name: events(api, n, "JobCreated"), 10, f"{name}'s Event")  # type: ignore[misc]
-    time.sleep(2)
+    time.sleep(3)
     assert jobs(api) == expected
     for name in names:
         assert status(api, name)["lastScheduleTime"] == "2030-01-01T02:00:00Z"

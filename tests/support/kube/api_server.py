@@ -177,6 +177,7 @@ class KubeEmulator(KmockFront):
         reset = None
         try:
             await self.partitions.wait(bearer(http.headers.get("Authorization")))
+            await self.partitions.delay(bearer(http.headers.get("Authorization")), http.method)
             reset = current_user.set(self.auth.user(http.headers.get("Authorization")))
             return await self._dispatch(http)
         except ApiError as e:
@@ -346,7 +347,7 @@ class KubeEmulator(KmockFront):
                     break
                 if event_or_none is None:  # the server closes this stream
                     break
-                if self.partitions.quiet(token):  # lost on the way to a partitioned client
+                if self.partitions.cut(token):  # lost on the way to a partitioned client
                     was_cut = True
                     continue
                 if was_cut:  # the partition healed: the client reconnects and re-lists

@@ -23,7 +23,7 @@ Users: ``token_for(ns, sa)``, ``kubeconfig_for(ns, sa)``, ``client_for(ns, sa)``
 ``enforce_rbac()`` (RBAC + OwnerReferencesPermissionEnforcement for non-admin users); the
 default kubeconfig stays a cluster-admin. ``partition(token)`` cuts one client off (its
 requests hang, its watches go quiet) until ``partition(token, cut=False)``;
-``stall_watches(token)`` only quiets its watches.
+``delay_creates(token, s)`` slows its POSTs.
 ``terminating()`` lists what is stuck Terminating.
 """
 
@@ -124,15 +124,10 @@ class K8sApi(K8sClient):
 
         self.call(switch)
 
-    def stall_watches(self, token: str, stalled: bool = True) -> None:
-        """Withhold every watch event from the client using ``token`` (its requests still
-        work); ``stalled=False`` ends its streams, so it re-lists."""
-
-        def switch() -> None:
-            tokens = self.emulator.partitions.stalled
-            tokens.add(token) if stalled else tokens.discard(token)
-
-        self.call(switch)
+    def delay_creates(self, token: str, seconds: float) -> None:
+        """Hold every POST of the client using ``token`` ``seconds`` before the server
+        carries it out (0: no delay)."""
+        self.call(lambda: self.emulator.partitions.create_delay.__setitem__(token, seconds))
 
     def partitioned_requests(self) -> int:
         """How many requests of partitioned clients the server has held so far."""

@@ -7,9 +7,11 @@ partitioned, its requests hang as on a dropped network and are lost: they end, u
 with 503 when the partition heals or after :data:`HOLD` seconds (a request that never
 arrived is never carried out, even if its client is gone by then); its open watch
 streams deliver nothing; a stream that was cut ends when the partition heals, so
-the client re-lists as after a real reconnect. A *stalled* client (``stalled``) keeps
-its requests but its watches go quiet the same way: the silent watch stall kopf is known
-for, and a way to make two controllers act on one object without seeing each other.
+the client re-lists as after a real reconnect.
+
+A client with a *creation delay* (``create_delay``) has its POSTs held that long before
+the server carries them out: a slow network, so two clients that decide at the same
+moment both send a create before either lands.
 """
 
 from __future__ import annotations
@@ -34,15 +36,17 @@ class Partitions:
     """The tokens cut off from the server, and how many of their requests were held."""
 
     tokens: set[str] = field(default_factory=set)
-    stalled: set[str] = field(default_factory=set)
+    create_delay: dict[str, float] = field(default_factory=dict)
     held: int = 0
 
     def cut(self, token: str) -> bool:
         return bool(token) and token in self.tokens
 
-    def quiet(self, token: str) -> bool:
-        """Watch events to ``token`` are withheld (partitioned or stalled)."""
-        return self.cut(token) or (bool(token) and token in self.stalled)
+    async def delay(self, token: str, method: str) -> None:
+        """Hold a POST of a client with a creation delay (bounded by :data:`HOLD`)."""
+        seconds = self.create_delay.get(token) if token and method == "POST" else None
+        if seconds:
+            await asyncio.sleep(min(seconds, HOLD))
 
     async def wait(self, token: str) -> None:
         """Hold a request of ``token`` while it is partitioned (bounded: :data:`HOLD`),

@@ -412,7 +412,7 @@ def main() -> None:
     if args.shards:
         runs.append(measure(args, args.shards))
     print(f"\n=== {args.count} RedisBackups, one slot ===")
-    print(f"{'':14}" + "".join(f"{r['label']:>18}" for r in runs))
+    print(f"{'':14}" + "".join(f"{r['label']:>24}" for r in runs))
     rows = [
         ("Jobs", lambda r: f"{r['jobs']}"),
         ("none / twice", lambda r: f"{r['missing']} / {r['twice']}"),
@@ -424,7 +424,7 @@ def main() -> None:
         ("CPU ctl/emu", lambda r: f"{r['cpu_ops']:.0f}/{r['cpu_emulator']:.0f} s"),
     ]
     for name, cell in rows:
-        print(f"{name:14}" + "".join(f"{cell(r):>18}" for r in runs))
+        print(f"{name:14}" + "".join(f"{cell(r):>24}" for r in runs))
     print(
         "emulator CPU over the slot window: "
         + ", ".join(f"{r['label']} {r['cpu_emulator'] / r['window']:.0%} of one core" for r in runs)

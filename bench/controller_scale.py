@@ -13,7 +13,15 @@ the slot to each Job's creation (p50/p99/max, taken when the Job's watch event
 arrives; ``creationTimestamp`` has one-second resolution and is shown as a check).
 Goals: peak RSS < 200 MiB, p99 <= 5 s.
 
-    .venv/bin/python bench/controller_scale.py [--count 1000]
+With ``--shards N`` (issue 15) the same count runs twice in one invocation, each on a
+fresh emulator: first one controller (the baseline), then N controller processes with
+``--shard=0`` .. ``--shard=N-1`` over RedisBackups labelled round-robin
+``backupctl.dev/shard``; both runs use ``--leader-elect`` (one Lease per shard). Printed
+side by side: slot -> Job p99, each controller's peak RSS, the emulator's CPU, and a
+check that every RedisBackup got exactly one Job. Sharded goals: p99 <= 10 s and
+<= 200 MiB per shard.
+
+    .venv/bin/python bench/controller_scale.py [--count 1000] [--shards 4]
 """
 
 from __future__ import annotations
@@ -91,7 +99,7 @@ def set_clock(path: Path, fake_now: datetime) -> None:
     tmp.replace(path)
 
 
-def setup(api: K8sClient, count: int) -> None:
+def setup(api: K8sClient, count: int, shards: int = 0) -> None:
     api.apply(REPO / "crds" / "redisbackup.yaml")
     api.apply(REPO / "crds" / "redisrestore.yaml")
     api.create_namespace(NS)
@@ -134,11 +142,12 @@ def setup(api: K8sClient, count: int) -> None:
     )
 
     def create(i: int) -> None:
+        labels = {"backupctl.dev/shard": str(i % shards)} if shards else {}
         api.create(
             {
                 "apiVersion": "backupctl.dev/v1alpha1",
                 "kind": "RedisBackup",
-                "metadata": {"name": f"rb-{i:04d}"},
+                "metadata": {"name": f"rb-{i:05d}", "labels": labels},
                 "spec": {
                     "target": {"kind": "StatefulSet", "name": "redis"},
                     "schedule": "0 2 * * *",
@@ -216,40 +225,57 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=1000, help="RedisBackups (default 1000)")
-    parser.add_argument("--timeout", type=float, default=180.0, help="per phase, seconds")
-    parser.add_argument(
-        "--lead", type=float, default=25.0, help="seconds of clock before the slot (default 25)"
-    )
-    args = parser.parse_args()
-    count = args.count
+def start_operators(
+    work: Path, clock: Path, kubeconfig: Path, shards: int
+) -> list[subprocess.Popen[bytes]]:
+    """One controller (shards == 0: all RedisBackups) or one per shard, each electing
+    its shard's leader (it is alone: it leads at once)."""
+    procs = []
+    for shard in range(max(1, shards)):
+        flags = ["-n", NS, "--image", "backupctl:bench", "--leader-elect"]
+        if shards:
+            flags.append(f"--shard={shard}")
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": f"bench-{shard}"}
+        log = open(work / f"operator-{shard}.log", "wb")  # noqa: SIM115 - closed with the process
+        procs.append(
+            subprocess.Popen(
+                operator_command(clock, *flags),
+                env=operator_env(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    return procs
 
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    return float(sum(proc.cpu_times()[:2]))
+
+
+def measure(args: argparse.Namespace, shards: int) -> dict[str, Any]:
+    """One run on a fresh emulator: ``shards`` == 0 is the single controller."""
+    count = args.count
+    label = f"{shards} shards" if shards else "1 controller"
+    print(f"--- {label}: {count} RedisBackups ---", flush=True)
     work = Path(tempfile.mkdtemp(prefix="controller-scale-"))
     emulator, url = start_emulator()
-    operator: subprocess.Popen[bytes] | None = None
-    sampler: RssSampler | None = None
+    operators: list[subprocess.Popen[bytes]] = []
+    samplers: list[RssSampler] = []
     try:
         api = K8sClient(url, timeout=60)
         kubeconfig = write_kubeconfig(work / "kubeconfig", url)
         clock = work / "clock"
         set_clock(clock, SLOT - timedelta(seconds=600))
         started = time.monotonic()
-        setup(api, count)
+        setup(api, count, shards)
         print(f"created {count} RedisBackups in {time.monotonic() - started:.1f} s", flush=True)
 
-        log = open(work / "operator.log", "wb")  # noqa: SIM115 - closed with the process
         started = time.monotonic()
-        operator = subprocess.Popen(
-            operator_command(clock, "-n", NS, "--image", "backupctl:bench"),
-            env=operator_env({**os.environ, "KUBECONFIG": str(kubeconfig)}),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        sampler = RssSampler(operator.pid)
-        sampler.start()
+        operators = start_operators(work, clock, kubeconfig, shards)
+        samplers = [RssSampler(op.pid) for op in operators]
+        for sampler in samplers:
+            sampler.start()
 
         deadline = time.monotonic() + args.timeout
         while True:
@@ -257,18 +283,19 @@ def main() -> None:
             ready = sum(1 for b in items if (b.get("status") or {}).get("nextScheduleTime"))
             if ready == count:
                 break
-            if time.monotonic() > deadline or operator.poll() is not None:
+            dead = [op.args for op in operators if op.poll() is not None]
+            if time.monotonic() > deadline or dead:
                 raise SystemExit(f"only {ready}/{count} RedisBackups got a status; see {work}")
             time.sleep(0.5)
         settle = time.monotonic() - started
         time.sleep(3)
-        op = psutil.Process(operator.pid)
-        idle_cpu = sum(op.cpu_times()[:2])
+        procs = [psutil.Process(op.pid) for op in operators]
+        idle_cpu = sum(cpu_seconds(p) for p in procs)
         time.sleep(5)
-        idle_cpu = (sum(op.cpu_times()[:2]) - idle_cpu) / 5
-        idle_rss = sampler.last
-        print(f"operator: every RedisBackup has a status after {settle:.1f} s", flush=True)
-        print(f"operator CPU while idle: {idle_cpu:.0%} of one core", flush=True)
+        idle_cpu = (sum(cpu_seconds(p) for p in procs) - idle_cpu) / 5
+        idle_rss = [s.last for s in samplers]
+        print(f"every RedisBackup has a status after {settle:.1f} s", flush=True)
+        print(f"controllers' CPU while idle: {idle_cpu:.0%} of one core", flush=True)
 
         rv = api.request("GET", f"/apis/batch/v1/namespaces/{NS}/jobs")["metadata"][
             "resourceVersion"
@@ -279,20 +306,28 @@ def main() -> None:
         # Skip the idle hours: the clock jumps to shortly before the slot, then runs on,
         # so the controller prepares for the slot as it would in real time.
         lead = args.lead
-        procs = {"operator": psutil.Process(operator.pid), "emulator": psutil.Process(emulator.pid)}
+        emulator_proc = psutil.Process(emulator.pid)
         set_clock(clock, SLOT - timedelta(seconds=lead))
         crossed, crossed_wall = time.monotonic() + lead, datetime.now(UTC) + timedelta(seconds=lead)
         print(f"clock moved to {lead:.0f} s before the slot", flush=True)
         deadline = crossed + args.timeout
         while time.monotonic() < crossed:
             time.sleep(0.01)
-        cpu = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+        cpu_ops = sum(cpu_seconds(p) for p in procs)
+        cpu_emulator = cpu_seconds(emulator_proc)
         while len(watcher.seen) < count and time.monotonic() < deadline and watcher.is_alive():
             time.sleep(0.2)
         window = time.monotonic() - crossed
-        used = {k: sum(p.cpu_times()[:2]) - cpu[k] for k, p in procs.items()}
+        used_ops = sum(cpu_seconds(p) for p in procs) - cpu_ops
+        used_emulator = cpu_seconds(emulator_proc) - cpu_emulator
         time.sleep(2)  # anything extra (a second Job for a slot) would show now
         jobs = api.list("jobs", NS)
+        per_backup: dict[str, int] = {}
+        for job in jobs:
+            owner = job["metadata"]["labels"].get("backupctl.dev/backup", "?")
+            per_backup[owner] = per_backup.get(owner, 0) + 1
+        twice = sorted(n for n, c in per_backup.items() if c > 1)
+        missing = count - len(per_backup)
         early = [n for n, (t, _) in watcher.seen.items() if t < crossed]
         if early:
             print(f"{len(early)} Jobs were created BEFORE the slot: {early[:3]}")
@@ -301,38 +336,107 @@ def main() -> None:
             (datetime.fromisoformat(c.replace("Z", "+00:00")) - crossed_wall).total_seconds()
             for _, c in watcher.seen.values()
         ]
-        sampler.stop()
-        print(f"Jobs: {len(jobs)} for {count} RedisBackups (one slot each)")
+        for sampler in samplers:
+            sampler.stop()
+        print(
+            f"Jobs: {len(jobs)} for {count} RedisBackups (one slot each): "
+            f"{missing} RedisBackups without a Job, {len(twice)} with more than one"
+        )
         if watcher.error:
             print(f"watch error: {watcher.error}")
+        result: dict[str, Any] = {
+            "label": label,
+            "jobs": len(jobs),
+            "missing": missing,
+            "twice": len(twice),
+            "settle": settle,
+            "window": window,
+            "cpu_ops": used_ops,
+            "cpu_emulator": used_emulator,
+            "idle_rss": idle_rss,
+            "peak_rss": [s.peak for s in samplers],
+            "p50": percentile(delays, 50) if delays else float("nan"),
+            "p99": percentile(delays, 99) if delays else float("nan"),
+            "max": max(delays) if delays else float("nan"),
+        }
         if delays:
             print(
                 "slot -> Job created (watch event): "
-                f"p50 {percentile(delays, 50):.2f} s, p99 {percentile(delays, 99):.2f} s, "
-                f"max {max(delays):.2f} s, mean {statistics.mean(delays):.2f} s"
+                f"p50 {result['p50']:.2f} s, p99 {result['p99']:.2f} s, "
+                f"max {result['max']:.2f} s, mean {statistics.mean(delays):.2f} s"
             )
             print(
                 "slot -> creationTimestamp (1 s resolution): "
                 f"p50 {percentile(stamps, 50):.0f} s, p99 {percentile(stamps, 99):.0f} s"
             )
         print(
-            f"CPU during those {window:.1f} s: operator {used['operator']:.1f} s, "
-            f"API emulator {used['emulator']:.1f} s; load average {os.getloadavg()[0]:.1f}"
+            f"CPU during those {window:.1f} s: controllers {used_ops:.1f} s, "
+            f"API emulator {used_emulator:.1f} s; load average {os.getloadavg()[0]:.1f}"
         )
-        mib = 1024 * 1024
         print(
-            f"operator RSS: idle {idle_rss / mib:.0f} MiB after startup, "
-            f"peak {sampler.peak / mib:.0f} MiB (goal < 200 MiB)"
+            "controller RSS (MiB), idle after startup / peak: "
+            + ", ".join(
+                f"{i / MIB:.0f}/{p / MIB:.0f}"
+                for i, p in zip(idle_rss, result["peak_rss"], strict=True)
+            )
+            + f" (logs in {work})",
+            flush=True,
         )
-        ok = len(jobs) == count and delays and percentile(delays, 99) <= 5.0
-        ok = ok and sampler.peak < 200 * mib
-        print("goals met" if ok else "goals NOT met", f"(logs in {work})")
+        return result
     finally:
-        if sampler is not None:
+        for sampler in samplers:
             sampler.stop()
-        if operator is not None:
-            stop(operator)
+        for op in operators:
+            stop(op)
         stop(emulator)
+
+
+MIB = 1024 * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000, help="RedisBackups (default 1000)")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        help="also run the same count over this many sharded controllers (default: only one)",
+    )
+    parser.add_argument("--timeout", type=float, default=180.0, help="per phase, seconds")
+    parser.add_argument(
+        "--lead", type=float, default=25.0, help="seconds of clock before the slot (default 25)"
+    )
+    args = parser.parse_args()
+    runs = [measure(args, 0)]
+    if args.shards:
+        runs.append(measure(args, args.shards))
+    print(f"\n=== {args.count} RedisBackups, one slot ===")
+    print(f"{'':14}" + "".join(f"{r['label']:>24}" for r in runs))
+    rows = [
+        ("Jobs", lambda r: f"{r['jobs']}"),
+        ("none / twice", lambda r: f"{r['missing']} / {r['twice']}"),
+        ("status ready", lambda r: f"{r['settle']:.1f} s"),
+        ("slot->Job p50", lambda r: f"{r['p50']:.2f} s"),
+        ("slot->Job p99", lambda r: f"{r['p99']:.2f} s"),
+        ("slot->Job max", lambda r: f"{r['max']:.2f} s"),
+        ("peak RSS", lambda r: "/".join(f"{p / MIB:.0f}" for p in r["peak_rss"]) + " MiB"),
+        ("CPU ctl/emu", lambda r: f"{r['cpu_ops']:.0f}/{r['cpu_emulator']:.0f} s"),
+    ]
+    for name, cell in rows:
+        print(f"{name:14}" + "".join(f"{cell(r):>24}" for r in runs))
+    print(
+        "emulator CPU over the slot window: "
+        + ", ".join(f"{r['label']} {r['cpu_emulator'] / r['window']:.0%} of one core" for r in runs)
+    )
+    base = runs[0]
+    ok = base["missing"] == 0 and base["twice"] == 0 and base["p99"] <= 5.0
+    ok = ok and max(base["peak_rss"]) < 200 * MIB
+    if len(runs) > 1:
+        sharded = runs[1]
+        ok = ok and sharded["missing"] == 0 and sharded["twice"] == 0
+        ok = ok and sharded["p99"] <= 10.0 and max(sharded["peak_rss"]) <= 200 * MIB
+    print("goals met" if ok else "goals NOT met")
 
 
 if __name__ == "__main__":

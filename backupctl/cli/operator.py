@@ -44,6 +44,52 @@ ImageOpt = Annotated[
     typer.Option("--image", help="Image of the Jobs (default: $BACKUPCTL_IMAGE)."),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Debug logging.")]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="Handle only RedisBackups/RedisRestores labelled backupctl.dev/shard=NAME; "
+        "--shard '' handles those without the label (default: all of them). See docs/ha.md.",
+    ),
+]
+LeaderElectOpt = Annotated[
+    bool,
+    typer.Option(
+        "--leader-elect/--no-leader-elect",
+        help="Handle resources only while holding the (shard's) Lease, so several replicas "
+        "can run: one leads, the others wait. Identity: $POD_NAME.",
+    ),
+]
+LeaseNamespaceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--leader-elect-namespace",
+        help="Namespace of the Lease (default: $POD_NAMESPACE, else the first --namespace).",
+    ),
+]
+LeaseDurationOpt = Annotated[
+    float,
+    typer.Option(
+        "--leader-elect-lease-duration",
+        help="Seconds a standby waits after the last renewal it saw before taking the Lease "
+        "(the worst-case failover time after a crash).",
+    ),
+]
+RenewDeadlineOpt = Annotated[
+    float,
+    typer.Option(
+        "--leader-elect-renew-deadline",
+        help="Seconds the leader keeps trying to renew before it stops handling and exits 1 "
+        "(shorter than the lease duration).",
+    ),
+]
+RetryPeriodOpt = Annotated[
+    float,
+    typer.Option(
+        "--leader-elect-retry-period",
+        help="Seconds between attempts to acquire or renew the Lease.",
+    ),
+]
 
 
 def operator_command(
@@ -54,10 +100,29 @@ def operator_command(
     metrics_address: MetricsAddressOpt = "0.0.0.0",
     image: ImageOpt = None,
     verbose: VerboseOpt = False,
+    shard: ShardOpt = None,
+    leader_elect: LeaderElectOpt = False,
+    leader_elect_namespace: LeaseNamespaceOpt = None,
+    leader_elect_lease_duration: LeaseDurationOpt = 15.0,
+    leader_elect_renew_deadline: RenewDeadlineOpt = 10.0,
+    leader_elect_retry_period: RetryPeriodOpt = 2.0,
 ) -> None:
     """Run the Kubernetes controller for RedisBackup (and RedisRestore) resources."""
     if bool(namespace) == all_namespaces:
         fail("pass --namespace NS (repeatable) or --all-namespaces")
+    # Imported here: kopf and the API client are only needed by this command.
+    from backupctl.controller import leader_rules
+
+    if shard is not None and (problem := leader_rules.shard_problem(shard)):
+        fail(problem)
+    timings = leader_rules.Timings(
+        leader_elect_lease_duration, leader_elect_renew_deadline, leader_elect_retry_period
+    )
+    if leader_elect and (problem := timings.problem()):
+        fail(f"--leader-elect-*: {problem}")
+    election_where = election_place(leader_elect, leader_elect_namespace, namespace or [])
+    if isinstance(election_where, str):
+        fail(election_where)
     listens = []
     if liveness is not None:
         host_port = liveness_listen(liveness)
@@ -77,6 +142,12 @@ def operator_command(
         image=image or os.environ.get(operator.IMAGE_ENV) or operator.DEFAULT_IMAGE,
         metrics_port=metrics_port,
         metrics_address=metrics_address,
+        shard=shard,
+        election=None
+        if election_where is None
+        else operator.Election(
+            identity=election_where[0], namespace=election_where[1], timings=timings
+        ),
     )
     operator.run(
         namespaces=namespace or [],
@@ -85,6 +156,23 @@ def operator_command(
         config=config,
         verbose=verbose,
     )
+
+
+def election_place(
+    leader_elect: bool, lease_namespace: str | None, namespaces: list[str]
+) -> tuple[str, str] | str | None:
+    """(identity, Lease namespace) for ``--leader-elect`` (None: not electing), or what
+    is missing: the identity is ``$POD_NAME`` (the downward API; else this host's name)."""
+    if not leader_elect:
+        return None
+    identity = os.environ.get("POD_NAME") or socket.gethostname()
+    where = lease_namespace or os.environ.get("POD_NAMESPACE") or (namespaces[:1] or [""])[0]
+    if not where:
+        return (
+            "--leader-elect: no namespace for the Lease; pass --leader-elect-namespace NS "
+            "or set $POD_NAMESPACE (the manifests set it from the downward API)"
+        )
+    return identity, where
 
 
 def liveness_listen(url: str) -> tuple[str, int] | str:

@@ -12,6 +12,14 @@ The handlers themselves live with their controllers and register with kopf
 when imported here: :mod:`backupctl.controller.backup.handlers` and
 :mod:`backupctl.controller.restore.handlers`, so one process serves both.
 
+High availability (docs/ha.md): with an :class:`Election` in the Config, :func:`run`
+first waits to hold the shard's Lease (:mod:`backupctl.controller.leader`), serving only
+the health check meanwhile, and starts kopf once it leads; if it then fails to renew
+within the renew deadline, it stops kopf (its ``stop_flag``) and exits 1, before the
+Lease expires for the others, so the Deployment restarts it as a standby. With a
+``shard`` in the Config, kopf watches only the RedisBackups and RedisRestores labelled
+``backupctl.dev/shard=<shard>`` (``''``: those without the label).
+
 Time: the clock is real UTC time (:class:`~backupctl.controller.runtime.SystemClock`)
 unless the caller of :func:`run` passes another; a clock that jumps wakes
 every RedisBackup daemon (:meth:`~backupctl.controller.runtime.Clock.watch`).
@@ -20,12 +28,20 @@ every RedisBackup daemon (:meth:`~backupctl.controller.runtime.Clock.watch`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp.web
 import kopf
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
 
 from backupctl import __version__
 
@@ -33,6 +49,8 @@ from backupctl import __version__
 from backupctl.controller.backup import handlers as _backup_handlers  # noqa: F401
 from backupctl.controller.backup.state import Controller
 from backupctl.controller.kube import Kube
+from backupctl.controller.leader import LEADER, LeaderElector, shard_label
+from backupctl.controller.leader_rules import Timings, lease_name, shard_selector
 from backupctl.controller.manifests import LABEL_MANAGED_BY
 from backupctl.controller.restore.handlers import Restores
 from backupctl.controller.runtime import Clock, SystemClock
@@ -40,6 +58,20 @@ from backupctl.controller.spec import API_GROUP
 
 IMAGE_ENV = "BACKUPCTL_IMAGE"
 DEFAULT_IMAGE = f"backupctl:{__version__}"
+#: Exit status of a leader that could not renew its Lease in time (the Deployment restarts it).
+EXIT_LOST_LEADERSHIP = 1
+log = logging.getLogger("backupctl.operator")
+
+
+@dataclass(frozen=True)
+class Election:
+    """Leader election (``--leader-elect``): who this process is, where its Lease lives."""
+
+    #: Holder identity: the pod name ($POD_NAME from the downward API).
+    identity: str
+    #: Namespace of the Lease: the controller's own ($POD_NAMESPACE).
+    namespace: str
+    timings: Timings = field(default_factory=Timings)
 
 
 @dataclass
@@ -53,6 +85,11 @@ class Config:
     #: ... on this address: every address by default, as Prometheus scrapes the
     #: pod IP (the health check's address is in the ``liveness`` URL of :func:`run`).
     metrics_address: str = "0.0.0.0"
+    #: Handle only resources labelled ``backupctl.dev/shard=<shard>`` ('': unlabelled
+    #: ones; None: all resources).
+    shard: str | None = None
+    #: Lead before handling (None: handle at once, as a single replica).
+    election: Election | None = None
 
     @classmethod
     def from_env(cls) -> Config:
@@ -91,13 +128,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.connect_timeout = 30
     settings.posting.loggers = False  # Events are posted explicitly, one per transition
     config: Config = memo.config
+    selector = shard_selector(config.shard)
+    if selector is not None:  # this shard's resources only (server-side selector)
+        settings.watching.label_selectors[API_GROUP, "redisbackups"] = selector
+        settings.watching.label_selectors[API_GROUP, "redisrestores"] = selector
     clock: Clock = memo.clock
     memo.kube = kube = Kube.connect()  # the one API client of both controllers
     controller = Controller(kube=kube, image=config.image, clock=clock)
     memo.restores = Restores(kube=kube, image=config.image, clock=clock)
     kube.on_request = controller.metrics.api_request
-    if config.metrics_port is not None:
-        controller.metrics.serve(config.metrics_port, config.metrics_address)
+    memo.metrics.sources.append(controller.metrics.registry)  # served by run()
     controller.tasks.append(asyncio.create_task(controller.watch_changes()))
     controller.tasks.append(asyncio.create_task(clock.watch(controller.wake_all)))
     memo.controller = controller
@@ -117,6 +157,141 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 # --- running -------------------------------------------------------------------------
 
 
+class Registries:
+    """A Prometheus collector serving several registries on one port: the default one
+    (the leader gauge) and the controller's own, added once kopf has started."""
+
+    def __init__(self) -> None:
+        self.sources: list[CollectorRegistry] = [REGISTRY]
+
+    def collect(self) -> Iterator[Metric]:
+        for source in list(self.sources):
+            yield from source.collect()
+
+
+@contextlib.asynccontextmanager
+async def standby_health(url: str | None) -> AsyncIterator[None]:
+    """While waiting to lead, answer the liveness URL (kopf serves it once it runs): a
+    standby is healthy, and must not be restarted by its liveness probe."""
+    if url is None:
+        yield
+        return
+    parts = urlsplit(url)
+
+    async def healthy(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.json_response({"standby": True})
+
+    web = aiohttp.web.Application()
+    web.router.add_get(parts.path or "/", healthy)
+    runner = aiohttp.web.AppRunner(web)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, parts.hostname, parts.port, reuse_address=True).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def standby(elector: LeaderElector) -> bool:
+    """Wait to lead; False if SIGTERM/SIGINT came first (kopf, which handles them once
+    it runs, is not started yet: the standby just ends, exit status 0)."""
+    loop = asyncio.get_running_loop()
+    acquiring = asyncio.ensure_future(elector.acquire())
+    signals = (signal.SIGTERM, signal.SIGINT)
+    handled = threading.current_thread() is threading.main_thread()
+    if handled:
+        for sig in signals:
+            loop.add_signal_handler(sig, acquiring.cancel)
+    try:
+        await acquiring
+    except asyncio.CancelledError:
+        if not acquiring.cancelled():
+            raise
+        log.info("stopped while standing by")
+        return False
+    finally:
+        if handled:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+    return True
+
+
+async def _keep_leading(
+    elector: LeaderElector, stop_flag: asyncio.Event, lost: asyncio.Event
+) -> None:
+    """Renew; on a missed renew deadline stop kopf, and end the process if kopf takes
+    longer than half the time left before the Lease expires for the others."""
+    await elector.keep_leading()
+    lost.set()
+    stop_flag.set()
+    timings = elector.timings
+    await asyncio.sleep(max(0.5, (timings.lease_duration - timings.renew_deadline) / 2))
+    log.error("the controller did not stop in time after losing its Lease: exiting now")
+    exit_now()
+
+
+def exit_now() -> None:
+    """End the process at once with :data:`EXIT_LOST_LEADERSHIP`: no cleanup that could
+    wait on the unreachable API server (or act) after the Lease is lost."""
+    logging.shutdown()
+    os._exit(EXIT_LOST_LEADERSHIP)
+
+
+async def operate(
+    *,
+    namespaces: Iterable[str],
+    all_namespaces: bool,
+    liveness: str | None,
+    config: Config,
+    clock: Clock,
+) -> int:
+    """Lead (when electing), then run kopf until it stops; the exit status."""
+    metrics = Registries()
+    if config.metrics_port is not None:
+        served = CollectorRegistry(auto_describe=False)
+        served.register(metrics)
+        start_http_server(config.metrics_port, addr=config.metrics_address, registry=served)
+    elector: LeaderElector | None = None
+    election = config.election
+    if election is not None:
+        elector = LeaderElector(
+            Kube.connect(connections=2),
+            namespace=election.namespace,
+            name=lease_name(config.shard),
+            identity=election.identity,
+            timings=election.timings,
+            shard=config.shard,
+        )
+        async with standby_health(liveness):
+            if not await standby(elector):
+                return 0  # stopped (SIGTERM/SIGINT) before it led
+    else:
+        LEADER.labels(shard_label(config.shard)).set(1)  # alone: it handles everything
+    stop_flag, lost = asyncio.Event(), asyncio.Event()
+    keeper = (
+        None if elector is None else asyncio.create_task(_keep_leading(elector, stop_flag, lost))
+    )
+    try:
+        await kopf.operator(
+            standalone=True,
+            clusterwide=all_namespaces,
+            namespaces=list(namespaces),
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(config=config, clock=clock, metrics=metrics),
+            stop_flag=stop_flag,
+        )
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+    if lost.is_set():
+        log.error("stopped handling after losing the Lease: exiting %d", EXIT_LOST_LEADERSHIP)
+        exit_now()
+    if elector is not None:
+        await elector.release()
+        await elector.kube.aclose()
+    return 0
+
+
 def run(
     *,
     namespaces: Iterable[str] = (),
@@ -127,15 +302,19 @@ def run(
     clock: Clock | None = None,
 ) -> None:
     """Run the controllers in this process until SIGTERM/SIGINT, on ``clock``
-    (real time by default)."""
+    (real time by default); exits 1 if it loses its Lease."""
     kopf.configure(verbose=verbose)
-    kopf.run(
-        standalone=True,
-        clusterwide=all_namespaces,
-        namespaces=list(namespaces),
-        liveness_endpoint=liveness,
-        memo=kopf.Memo(config=config or Config.from_env(), clock=clock or SystemClock()),
+    code = asyncio.run(
+        operate(
+            namespaces=namespaces,
+            all_namespaces=all_namespaces,
+            liveness=liveness,
+            config=config or Config.from_env(),
+            clock=clock or SystemClock(),
+        )
     )
+    if code:
+        raise SystemExit(code)
 
 
-__all__ = ["Config", "run"]
+__all__ = ["EXIT_LOST_LEADERSHIP", "Config", "Election", "run"]

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from backupctl.controller.metric_values import (
     BACKUP_GAUGES,
@@ -153,10 +153,6 @@ class Metrics:
         """One Kubernetes API request: its verb (HTTP method), time and status."""
         self.api_latency.labels(verb).observe(seconds)
         self.api_requests.labels(verb, status_class(code)).inc()
-
-    def serve(self, port: int, address: str = "0.0.0.0") -> None:
-        """Serve ``/metrics`` over HTTP from a daemon thread."""
-        start_http_server(port, addr=address, registry=self.registry)
 
 
 __all__ = ["Metrics"]

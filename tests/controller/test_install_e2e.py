@@ -232,6 +232,8 @@ class ServiceAccountController:
         clock.write_text("0")
         kubeconfig = api.kubeconfig_for(SA_NAMESPACE, SA)
         env = operator_env({**api.env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"})
+        # As the Deployment's downward API sets them (the Lease's namespace and holder).
+        env.update(POD_NAMESPACE=SA_NAMESPACE, POD_NAME="backupctl-controller-0")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 operator_command(clock, *args, "--verbose", "--image", "backupctl:test"),

@@ -13,7 +13,12 @@
   (Jobs carry ``blockOwnerDeletion: true``);
 - the namespace-scoped install grants nothing but kopf's read-only discovery
   cluster-wide, and a Role + RoleBinding for each namespace it is told to watch;
-- the NetworkPolicy opens only the ports the controller listens on.
+- the NetworkPolicy opens only the ports the controller listens on;
+- high availability (issue 15): every install runs its controllers with
+  ``--leader-elect``, 2 replicas spread over nodes, a PodDisruptionBudget each,
+  and a Role in the controller's namespace granting exactly the Lease calls;
+  the sharded install (``manifests/sharded/``) has one controller per shard,
+  identical apart from name, instance label and ``--shard``, with disjoint selectors.
 
 kubectl comes from the bootstrap (scripts/bootstrap.sh); without it these tests
 fail, they never skip.
@@ -38,9 +43,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 #: The Kubernetes versions the installs are checked against (issue 14).
 K8S_VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0"]
-INSTALLS = {"cluster-wide": "manifests", "namespaced": "manifests/namespaced"}
+INSTALLS = {
+    "cluster-wide": "manifests",
+    "namespaced": "manifests/namespaced",
+    "sharded": "manifests/sharded",
+}
 API_GROUP = "backupctl.dev"
 SA = "backupctl-controller"
+LEASES = ("coordination.k8s.io", "leases")
+LEADER_ROLE = "backupctl-leader-election"
 OWNERS = ("redisbackups", "redisrestores")  # the resources whose Jobs carry ownerReferences
 
 Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
@@ -231,7 +242,29 @@ def kopf_needs() -> set[Grant]:
 
 def expected_cluster_role() -> set[Grant]:
     finalizers = {(API_GROUP, f"{p}/finalizers", "update") for p in OWNERS}
-    return api_calls() | kopf_needs() | finalizers
+    return {g for g in api_calls() | kopf_needs() | finalizers if g[:2] != LEASES}
+
+
+def namespaced_roles(install: str) -> list[dict[str, Any]]:
+    """The Roles of watched namespaces (not the controller's own leader-election Role)."""
+    return [r for r in objects(install, "Role") if r["metadata"]["name"] != LEADER_ROLE]
+
+
+@pytest.mark.parametrize("install", INSTALLS)
+def test_leases_are_granted_in_the_controllers_namespace_only(install: str) -> None:
+    lease_calls = {g for g in api_calls() if g[:2] == LEASES}
+    assert {v for _, _, v in lease_calls} == {"get", "create", "patch"}
+    (role,) = objects(install, "Role", LEADER_ROLE)
+    (binding,) = objects(install, "RoleBinding", LEADER_ROLE)
+    (sa,) = objects(install, "ServiceAccount", SA)
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"]
+    assert role["metadata"]["namespace"] == sa["metadata"]["namespace"]
+    assert grants(role) == lease_calls
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": SA, "namespace": sa["metadata"]["namespace"]}
+    ]
+    for cluster_role in objects(install, "ClusterRole"):
+        assert not {g for g in grants(cluster_role) if g[:2] == LEASES}
 
 
 def test_cluster_role_grants_exactly_what_the_controller_uses() -> None:
@@ -287,8 +320,12 @@ def test_namespaced_install_writes_only_in_the_namespaces_it_watches() -> None:
     }
     # A Role + RoleBinding per watched namespace, for the controller's ServiceAccount,
     # with the cluster-wide install's namespaced rules (all of them, no more).
-    roles = {r["metadata"]["namespace"]: r for r in objects("namespaced", "Role")}
-    bindings = {b["metadata"]["namespace"]: b for b in objects("namespaced", "RoleBinding")}
+    roles = {r["metadata"]["namespace"]: r for r in namespaced_roles("namespaced")}
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in objects("namespaced", "RoleBinding")
+        if b["metadata"]["name"] != LEADER_ROLE
+    }
     assert set(roles) == set(bindings) == set(watched)
     wide = {g for g in expected_cluster_role() if g[0] != "apiextensions.k8s.io"}
     for ns in watched:
@@ -306,7 +343,7 @@ def test_namespaced_install_writes_only_in_the_namespaces_it_watches() -> None:
 
 def test_cluster_wide_install_watches_every_namespace() -> None:
     assert controller_container("cluster-wide")["args"][:2] == ["operator", "--all-namespaces"]
-    assert not objects("cluster-wide", "Role") and not objects("cluster-wide", "NetworkPolicy")
+    assert not namespaced_roles("cluster-wide") and not objects("cluster-wide", "NetworkPolicy")
 
 
 @pytest.mark.parametrize("install", INSTALLS)
@@ -352,3 +389,69 @@ def test_network_policy_admits_only_health_and_metrics_and_reaches_only_api_and_
     assert {p["port"] for p in ingress["ports"]} == listening == {8080, 9090}
     egress_ports = {(p["protocol"], p["port"]) for rule in spec["egress"] for p in rule["ports"]}
     assert egress_ports == {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6443)}
+
+
+# --- high availability and sharding (issue 15) -------------------------------------------
+
+
+def controllers(install: str) -> list[dict[str, Any]]:
+    return [d for d in objects(install, "Deployment") if d["metadata"]["name"].startswith(SA)]
+
+
+@pytest.mark.parametrize("install", INSTALLS)
+def test_every_controller_elects_a_leader_and_survives_a_node_drain(install: str) -> None:
+    deployments = controllers(install)
+    pdbs = objects(install, "PodDisruptionBudget")
+    assert len(pdbs) == len(deployments) >= 1
+    for dep in deployments:
+        spec = dep["spec"]
+        pod = spec["template"]["spec"]
+        (c,) = pod["containers"]
+        assert "--leader-elect" in c["args"], dep["metadata"]["name"]
+        env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}) for e in c["env"]}
+        assert env["POD_NAME"] == {"fieldPath": "metadata.name"}  # the holder identity
+        assert env["POD_NAMESPACE"] == {"fieldPath": "metadata.namespace"}  # the Lease's
+        assert spec["replicas"] == 2
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        (term,) = pod["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        assert (
+            term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+            == spec["selector"]["matchLabels"]
+        )
+        (pdb,) = [p for p in pdbs if p["spec"]["selector"] == spec["selector"]]
+        assert pdb["spec"]["minAvailable"] == 1
+        assert pdb["metadata"]["namespace"] == dep["metadata"]["namespace"]
+
+
+def test_sharded_install_runs_one_controller_per_shard() -> None:
+    deployments = {d["metadata"]["name"]: d for d in controllers("sharded")}
+    shards = {}
+    for name, dep in deployments.items():
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        (shard,) = [a.removeprefix("--shard=") for a in c["args"] if a.startswith("--shard=")]
+        shards[name] = shard
+    assert shards == {
+        "backupctl-controller": "",  # the unlabelled-default shard
+        "backupctl-controller-shard-1": "1",
+        "backupctl-controller-shard-2": "2",
+    }
+    selectors = [
+        frozenset(d["spec"]["selector"]["matchLabels"].items()) for d in deployments.values()
+    ]
+    for i, a in enumerate(selectors):  # no Deployment's selector matches another's pods
+        for b in selectors[i + 1 :]:
+            assert not (a <= b or b <= a)
+
+    def comparable(dep: dict[str, Any]) -> Any:
+        pod = dep["spec"]["template"]
+        text = yaml.safe_dump({"pod": pod, "spec": {**dep["spec"], "template": None}})
+        instance = dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"]
+        text = text.replace(instance, "INSTANCE")
+        return [line for line in text.splitlines() if "--shard=" not in line]
+
+    base = comparable(deployments["backupctl-controller"])
+    for name, dep in deployments.items():
+        assert comparable(dep) == base, f"{name} drifted from manifests/base/deployment.yaml"

@@ -22,7 +22,8 @@ The API emulator, by concern (``api_server.KubeEmulator`` composes the parts):
   ``builtin_kinds``: defaults of Secret/Namespace/Pod/Job; ``schema``: CRD schema + CEL;
   ``patching``: merge/JSON/strategic patches; ``selectors``: label and field selectors;
 * ``crds``: CRD validation, serving, cleanup; ``kube_controllers``: garbage collection,
-  namespace and finalizer completion after writes;
+  namespace and finalizer completion after writes; ``partition``: one client (by token)
+  cut off from the server;
 * ``printing``: server-side Table output; ``errors``: Status errors with kube's wording;
 * ``emulator_thread``: serving from a background thread, ``write_kubeconfig``.
 

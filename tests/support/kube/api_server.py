@@ -70,6 +70,7 @@ from .kmock_compat import KmockFront
 from .kube_controllers import KubeControllers
 from .object_api import ObjectApi
 from .object_store import HISTORY_DEPTH, ObjectStore
+from .partition import Partitions, bearer
 from .pod_security import pod_security_check
 from .printing import human_age, jsonpath
 from .rbac import Attributes, Authenticator, current_user, owner_references_check, verb_of
@@ -114,6 +115,8 @@ class KubeEmulator(KmockFront):
     deleter: Deleter = attrs.field(init=False)
     controllers: KubeControllers = attrs.field(init=False)
     auth: Authenticator = attrs.field(init=False)
+    # Clients cut off from the server by token (support.kube.partition).
+    partitions: Partitions = attrs.field(factory=Partitions, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -173,6 +176,8 @@ class KubeEmulator(KmockFront):
         """A resource request: our API semantics; refusals become ``Status`` bodies."""
         reset = None
         try:
+            await self.partitions.wait(bearer(http.headers.get("Authorization")))
+            await self.partitions.delay(bearer(http.headers.get("Authorization")), http.method)
             reset = current_user.set(self.auth.user(http.headers.get("Authorization")))
             return await self._dispatch(http)
         except ApiError as e:
@@ -325,6 +330,7 @@ class KubeEmulator(KmockFront):
         )
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        token, was_cut = bearer(http.headers.get("Authorization")), False
         try:
             await response.prepare(http.raw)
             for event in initial:
@@ -340,6 +346,11 @@ class KubeEmulator(KmockFront):
                 except TimeoutError:
                     break
                 if event_or_none is None:  # the server closes this stream
+                    break
+                if self.partitions.cut(token):  # lost on the way to a partitioned client
+                    was_cut = True
+                    continue
+                if was_cut:  # the partition healed: the client reconnects and re-lists
                     break
                 await _write_event(response, rt, event_or_none)
             await response.write_eof()

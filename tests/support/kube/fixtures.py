@@ -21,7 +21,10 @@ plural, kind, short name or ``group/version/plural``), ``kubectl(...)``, ``close
 Users: ``token_for(ns, sa)``, ``kubeconfig_for(ns, sa)``, ``client_for(ns, sa)``,
 ``load_rbac(path)`` (a YAML file or a kustomize folder such as ``manifests/``) and
 ``enforce_rbac()`` (RBAC + OwnerReferencesPermissionEnforcement for non-admin users); the
-default kubeconfig stays a cluster-admin. ``terminating()`` lists what is stuck Terminating.
+default kubeconfig stays a cluster-admin. ``partition(token)`` cuts one client off (its
+requests hang, its watches go quiet) until ``partition(token, cut=False)``;
+``delay_creates(token, s)`` slows its POSTs.
+``terminating()`` lists what is stuck Terminating.
 """
 
 from __future__ import annotations
@@ -110,6 +113,25 @@ class K8sApi(K8sClient):
             if ns and self.get("namespaces", None, ns) is None:
                 self.create_namespace(ns)
         return self.apply(docs)
+
+    def partition(self, token: str, cut: bool = True) -> None:
+        """Cut the client using ``token`` off from the server (``cut=False``: heal it):
+        its requests hang, its watches go quiet (support.kube.partition)."""
+
+        def switch() -> None:
+            tokens = self.emulator.partitions.tokens
+            tokens.add(token) if cut else tokens.discard(token)
+
+        self.call(switch)
+
+    def delay_creates(self, token: str, seconds: float) -> None:
+        """Hold every POST of the client using ``token`` ``seconds`` before the server
+        carries it out (0: no delay)."""
+        self.call(lambda: self.emulator.partitions.create_delay.__setitem__(token, seconds))
+
+    def partitioned_requests(self) -> int:
+        """How many requests of partitioned clients the server has held so far."""
+        return int(self.call(lambda: self.emulator.partitions.held))
 
     def terminating(self) -> list[str]:
         """Everything stuck Terminating, as ``resource.group/namespace/name [finalizers]``."""

@@ -55,9 +55,13 @@ class ObjectApi:
     ) -> JsonDict:
         labels = selectors.parse_label_selector(label_selector)
         fields = selectors.parse_field_selector(field_selector)
+        pairs = selectors.equalities(label_selector)
+        candidates = (
+            self.store.iter_labelled(rt, ns, pairs) if pairs else self.store.iter_objects(rt, ns)
+        )
         items = [
             rt.present(obj)
-            for obj in self.store.iter_objects(rt, ns)
+            for obj in candidates
             if labels(obj.get("metadata", {}).get("labels") or {}) and fields(obj)
         ]
         return {

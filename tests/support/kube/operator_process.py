@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from support.kube.emulator_thread import write_kubeconfig
 from support.kube.fixtures import K8sApi
 from support.object_stores import free_port
 
@@ -39,12 +40,34 @@ def operator_env(env: Mapping[str, str]) -> dict[str, str]:
 class Operator:
     """``backupctl operator -n ns`` as a subprocess on a test clock."""
 
-    def __init__(self, api: K8sApi, workdir: Path, namespace: str = "ns") -> None:
+    def __init__(
+        self,
+        api: K8sApi,
+        workdir: Path,
+        namespace: str = "ns",
+        *,
+        flags: tuple[str, ...] = (),
+        pod_name: str | None = None,
+        clock: Path | None = None,
+    ) -> None:
+        """``flags`` are added to the command; ``pod_name`` gives the process its own
+        identity ($POD_NAME) and its own token (a kubeconfig of its own, so a test can
+        partition it: ``api.partition(op.token)``); ``clock`` shares another's clock file."""
         self.api = api
         self.namespace = namespace
-        self.clock = workdir / "clock-offset"
-        self.clock.write_text("0")
-        self.log_path = workdir / "operator.log"
+        self.flags = flags
+        self.pod_name = pod_name
+        self.clock = clock or workdir / "clock-offset"
+        if clock is None:
+            self.clock.write_text("0")
+        self.log_path = workdir / f"operator{'-' + pod_name if pod_name else ''}.log"
+        self.token: str | None = None
+        self.kubeconfig: Path | None = None
+        if pod_name:
+            self.token = api.token_for(namespace, pod_name)
+            self.kubeconfig = write_kubeconfig(
+                workdir / f"kubeconfig-{pod_name}", api.thread.url, namespace, self.token
+            )
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -64,9 +87,12 @@ class Operator:
             flags = ["-n", self.namespace, "--verbose", "--image", "backupctl:test"]
             flags += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
             flags += ["--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"]
+            env = {**self.api.env, "PYTHONUNBUFFERED": "1"}
+            if self.pod_name and self.kubeconfig:
+                env.update(POD_NAME=self.pod_name, KUBECONFIG=str(self.kubeconfig))
             self.proc = subprocess.Popen(
-                operator_command(self.clock, *flags),
-                env=operator_env({**self.api.env, "PYTHONUNBUFFERED": "1"}),
+                operator_command(self.clock, *flags, *self.flags),
+                env=operator_env(env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

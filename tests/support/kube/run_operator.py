@@ -3,7 +3,9 @@
 
     PYTHONPATH=tests python -m support.kube.run_operator -n NS [--image I]
         [--metrics-port P] [--metrics-address A] [--liveness URL] [--verbose]
-        --clock-offset-file F
+        [--shard NAME] [--leader-elect [--leader-elect-namespace NS]
+        [--leader-elect-lease-duration S] [--leader-elect-renew-deadline S]
+        [--leader-elect-retry-period S]] --clock-offset-file F
 
 The flags are those of ``backupctl operator`` (parsed into the same
 :class:`backupctl.controller.app.Config`) plus ``--clock-offset-file``;
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from backupctl.cli.operator import election_place
 from backupctl.controller import app
+from backupctl.controller.leader_rules import Timings
 
 from support.kube.fake_clock import FileOffsetClock
 
@@ -29,6 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics-address", default=app.Config.metrics_address)
     parser.add_argument("--liveness")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--shard")
+    parser.add_argument("--leader-elect", action="store_true")
+    parser.add_argument("--leader-elect-namespace")
+    parser.add_argument("--leader-elect-lease-duration", type=float, default=15.0)
+    parser.add_argument("--leader-elect-renew-deadline", type=float, default=10.0)
+    parser.add_argument("--leader-elect-retry-period", type=float, default=2.0)
     parser.add_argument("--clock-offset-file", type=Path, required=True)
     args = parser.parse_args(argv)
     if bool(args.namespace) == args.all_namespaces:
@@ -38,6 +48,19 @@ def main(argv: list[str] | None = None) -> None:
         config.image = args.image
     config.metrics_port = args.metrics_port
     config.metrics_address = args.metrics_address
+    config.shard = args.shard
+    if args.leader_elect:
+        timings = Timings(
+            args.leader_elect_lease_duration,
+            args.leader_elect_renew_deadline,
+            args.leader_elect_retry_period,
+        )
+        if problem := timings.problem():
+            parser.error(problem)
+        place = election_place(True, args.leader_elect_namespace, args.namespace)
+        if not isinstance(place, tuple):
+            parser.error(str(place))
+        config.election = app.Election(identity=place[0], namespace=place[1], timings=timings)
     app.run(
         namespaces=args.namespace,
         all_namespaces=args.all_namespaces,

@@ -69,6 +69,19 @@ def parse_label_selector(text: str | None) -> Predicate:
     return lambda labels: all(check(labels) for check in checks)
 
 
+def equalities(text: str | None) -> list[tuple[str, str]]:
+    """The ``key=value`` / ``key==value`` requirements of a label selector (every object
+    that matches carries these labels), for an index lookup; [] if there are none."""
+    if not text or not text.strip():
+        return []
+    pairs = []
+    for req in _split_requirements(text):
+        m = _OP_RE.match(req)
+        if m and m.group(2) != "!=":
+            pairs.append((m.group(1), m.group(3)))
+    return pairs
+
+
 def _field_value(obj: Mapping[str, Any], path: str) -> str:
     value: Any = obj
     for part in path.split("."):

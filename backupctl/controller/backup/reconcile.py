@@ -97,6 +97,11 @@ async def reconcile(
 
 # --- observe ------------------------------------------------------------------------------
 
+#: While a run is active, its Jobs are listed from the API at most this often.
+RELIST_SECONDS = 30.0
+#: How long one namespace's list of RedisRestores serves its daemons.
+RESTORES_TTL_SECONDS = 5.0
+
 
 async def observe(
     controller: Controller,
@@ -148,15 +153,31 @@ async def observe(
 async def list_jobs(
     controller: Controller, tracker: Tracker, uid: Any, index: JobIndex
 ) -> list[JobView]:
-    """The resource's Jobs as the API lists them now (a stalled watch must not
-    leave a run ``Running`` forever), kopf's index where the list has none."""
+    """The resource's Jobs: kopf's index, checked against the API while a run is
+    active (a stalled watch must not leave a run ``Running`` forever).
+
+    kopf fills its indexes before any daemon starts, so a resource with nothing
+    running needs no list; one with a running Job lists at most every
+    :data:`RELIST_SECONDS` (thousands of daemons wake at one slot: a list each
+    per pass queued them behind the client's connections)."""
     label = label_value(tracker.name)
     indexed = {
         job.name: job for owner, job in index.get((tracker.namespace, label), ()) if owner == uid
     }
+    assert tracker.status is not None
+    active = any(j.state == RUNNING for j in indexed.values()) or bool(
+        tracker.status.get("activeJobs")
+    )
+    now = controller.clock.now()
+    due = tracker.listed_at is None or not (
+        timedelta(0) <= now - tracker.listed_at < timedelta(seconds=RELIST_SECONDS)
+    )
+    if not (active and due):
+        return list(indexed.values())
     listed = await controller.kube.list(
         "batch", "v1", "jobs", tracker.namespace, f"{LABEL_BACKUP}={label}"
     )
+    tracker.listed_at = now
     fresh = {
         str(j["metadata"]["name"]): job_view(j)
         for j in listed
@@ -168,11 +189,10 @@ async def list_jobs(
 async def restoring(
     controller: Controller, tracker: Tracker, spec: Mapping[str, Any]
 ) -> str | None:
-    """The RedisRestore of the same target that runs now, if one does."""
+    """The RedisRestore of the same target that runs now, if one does (one list
+    per namespace every :data:`RESTORES_TTL_SECONDS`, shared by its daemons)."""
     key = target_key(spec)
-    restores = await controller.kube.list(
-        API_GROUP, API_VERSION, "redisrestores", tracker.namespace
-    )
+    restores = await controller.restores_in(tracker.namespace, RESTORES_TTL_SECONDS)
     for restore in sorted(restores, key=lambda r: str(r["metadata"].get("name"))):
         status = restore.get("status") or {}
         running = status.get("startTime") and not is_finished(status)

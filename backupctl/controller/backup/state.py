@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
@@ -24,7 +24,7 @@ from backupctl.controller.kube import Kube
 from backupctl.controller.manifests import label_value
 from backupctl.controller.metrics import Metrics
 from backupctl.controller.runtime import Clock
-from backupctl.controller.spec import BackupSpec
+from backupctl.controller.spec import API_GROUP, API_VERSION, BackupSpec
 from backupctl.controller.spec_fields import SpecError
 
 #: Longest sleep of a daemon, whatever the plan says (re-checks the world).
@@ -65,6 +65,7 @@ class Tracker:
     seen_state: Any = None  # what the last pass saw (see Controller.watch_changes)
     #: ((schedule, time zone), its longest gap in seconds), for the metrics
     interval: tuple[tuple[str | None, str], float] | None = None
+    listed_at: datetime | None = None  # when its Jobs were last listed from the API
 
     async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
         """Until ``seconds`` pass, something wakes this daemon, or kopf stops it."""
@@ -96,12 +97,24 @@ class Controller:
     trackers: dict[tuple[str, str], Tracker] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     jobs: JobIndex | None = None  # kopf's index of Jobs, once a daemon received it
+    #: namespace -> (when listed, its RedisRestores), shared by that namespace's daemons
+    restores: dict[str, tuple[datetime, list[dict[str, Any]]]] = field(default_factory=dict)
 
     def tracker(self, namespace: str, name: str) -> Tracker:
         key = (namespace, label_value(name))
         if key not in self.trackers:
             self.trackers[key] = Tracker(namespace, name)
         return self.trackers[key]
+
+    async def restores_in(self, namespace: str, ttl: float) -> list[dict[str, Any]]:
+        """The namespace's RedisRestores, listed at most once every ``ttl`` seconds."""
+        now = self.clock.now()
+        cached = self.restores.get(namespace)
+        if cached is not None and timedelta(0) <= now - cached[0] < timedelta(seconds=ttl):
+            return cached[1]
+        listed = await self.kube.list(API_GROUP, API_VERSION, "redisrestores", namespace)
+        self.restores[namespace] = (now, listed)
+        return listed
 
     def wake_all(self) -> None:
         for tracker in self.trackers.values():

@@ -347,8 +347,8 @@ def test_values_far_above_the_large_value_threshold_load_equal_with_bounded_memo
     (SET+APPEND, RPUSH, SADD, ZADD, HSET with field TTLs, XADD + consumer group)."""
     source = redis_factory(server="redis-8.0")
     written = fill_big_values(source.client(), 20 << 20)
-    with source.client() as c:
-        fields = [f.decode() for f in c.hkeys("big:hash")[::50]]
+    with source.client(decode_responses=False) as c:
+        fields = c.hkeys("big:hash")[::50]
         c.execute_command("HEXPIRE", "big:hash", 86_400, "FIELDS", len(fields), *fields)
         c.expire("big:list", 3600)
         c.expire("big:stream", 7200)

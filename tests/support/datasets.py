@@ -19,7 +19,7 @@ that picks another encoding fails here, not silently in a restore test):
   ``expiring_ms``), keys in several databases, a Functions library, binary
   keys, members and values.
 
-``fill_bulk`` (N keys of S bytes, pipelined, about 2:1 compressible),
+``fill_bulk`` (N keys of S bytes, pipelined, distinct, partly compressible),
 ``fill_big_hash`` (one hash of M bytes in bounded pipelines) and
 ``fill_big_values`` (one big value of each type) make size, not variety.
 Everything is deterministic from ``seed``; each function returns a
@@ -403,11 +403,23 @@ def _expiring(f: _Filler, c: redis.Redis, db: int, expiring_ms: int) -> None:
 # -- size ---------------------------------------------------------------------------------
 
 
-def _chunk(rnd: random.Random, size: int) -> bytes:
-    """``size`` bytes, about half random, half repeated text (compresses ~2:1)."""
-    noise = rnd.randbytes(size // 2)
-    text = (b"the quick brown fox " * (size // 40 + 1))[: size - len(noise)]
-    return noise + text
+class _Values:
+    """Distinct values of ``size`` bytes: half words of a random vocabulary joined
+    by spaces, half random bytes: nothing repeats across values, and zstd -1
+    shrinks a snapshot of them by about a fifth."""
+
+    def __init__(self, rnd: random.Random, size: int) -> None:
+        self.rnd = rnd
+        self.size = size
+        self.words = [rnd.randbytes(rnd.randint(2, 6)).hex().encode() for _ in range(4000)]
+
+    def __call__(self, i: int) -> bytes:
+        head = i.to_bytes(8, "little")
+        if self.size <= 8:
+            return head[: self.size]
+        text = b" ".join(self.rnd.choices(self.words, k=max(1, self.size // 16)))
+        text = text[: (self.size - 8) // 2]
+        return head + text + self.rnd.randbytes(self.size - 8 - len(text))
 
 
 def fill_bulk(
@@ -421,21 +433,16 @@ def fill_bulk(
     batch_bytes: int = 4 << 20,
 ) -> Written:
     """``keys`` strings of ``value_bytes`` each (``<prefix><n>``), pipelined in
-    batches of about ``batch_bytes``. Values compress about 2:1."""
+    batches of about ``batch_bytes``. Values are distinct, partly compressible."""
     rnd = random.Random(seed)
     written = Written()
     per_batch = max(1, batch_bytes // max(1, value_bytes))
-    pool = [_chunk(rnd, value_bytes) for _ in range(64)]  # rotate + salt: cheap, varied
+    value = _Values(rnd, value_bytes)
     with on_db(client, db) as c:
         for start in range(0, keys, per_batch):
             pipe = c.pipeline(transaction=False)
             for i in range(start, min(keys, start + per_batch)):
-                salt = i.to_bytes(8, "little")
-                base = pool[i % len(pool)]
-                pipe.set(
-                    f"{prefix}{i}".encode(),
-                    salt + base[8:] if value_bytes > 8 else salt[:value_bytes],
-                )
+                pipe.set(f"{prefix}{i}".encode(), value(i))
             pipe.execute()
     written.add(db, "string", keys)
     written.bytes = keys * value_bytes
@@ -457,11 +464,11 @@ def fill_big_hash(
     rnd = random.Random(seed)
     fields = max(1, size_bytes // field_value_bytes)
     per_batch = max(1, batch_bytes // field_value_bytes)
-    pool = [_chunk(rnd, field_value_bytes) for _ in range(64)]
+    value = _Values(rnd, field_value_bytes)
     with on_db(client, db) as c:
         for start in range(0, fields, per_batch):
             mapping = {
-                f"field:{i}".encode(): i.to_bytes(8, "little") + pool[i % 64][8:]
+                f"field:{i}".encode(): value(i)
                 for i in range(start, min(fields, start + per_batch))
             }
             c.hset(key, mapping=mapping)  # type: ignore[arg-type]
@@ -491,10 +498,7 @@ def fill_big_values(
     rnd = random.Random(seed)
     n = max(1, size_bytes // element_bytes)
     per_batch = max(1, batch_bytes // element_bytes)
-    pool = [_chunk(rnd, element_bytes) for _ in range(64)]
-
-    def element(i: int) -> bytes:
-        return i.to_bytes(8, "little") + pool[i % 64][8:]
+    element = _Values(rnd, element_bytes)
 
     written = Written()
     with on_db(client, db) as c:

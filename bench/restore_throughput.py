@@ -85,7 +85,7 @@ class Servers:
         self.server = server
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def redis(self, name: str, data: Path | None = None) -> tuple[redis.Redis, float]:
+    def start(self, name: str, data: Path | None = None) -> tuple[redis.Redis, float]:
         """A server on ``data`` (default: a new empty folder) and the seconds from
         spawn until it answers with ``loading:0``."""
         data = data or self.work / name
@@ -210,7 +210,7 @@ def main() -> None:
     servers = Servers(work, server)
     rows: list[tuple[str, float, float | None]] = []
     try:
-        source, _ = servers.redis("source")
+        source, _ = servers.start("source")
         t = time.perf_counter()
         small = args.size - args.big_hash
         keys = max(1, small // args.value_bytes)
@@ -245,16 +245,16 @@ def main() -> None:
 
         # baseline: the server loads the same RDB at startup
         subprocess.run(["cat", str(rdb)], stdout=subprocess.DEVNULL, check=True)
-        loaded, load_s = servers.redis("startup", rdb.parent)
+        loaded, load_s = servers.start("startup", rdb.parent)
         assert loaded.execute_command("DEBUG", "DIGEST") == digest, "startup load: other digest"
         servers.stop(loaded)
-        empty, empty_s = servers.redis("empty")
+        empty, empty_s = servers.start("empty")
         servers.stop(empty)
         rows.append((f"baseline: {server.id} loads dump.rdb at startup", load_s, None))
         rows.append(("  (an empty server's startup, included above)", empty_s, None))
 
         # restore --to-redis into an empty server of the same version
-        target, _ = servers.redis("target")
+        target, _ = servers.start("target")
         tport = target.connection_pool.connection_kwargs["port"]
         tools = work / "tools"
         server.write_tools(tools)  # main's --to-redis reads with a local server of this version

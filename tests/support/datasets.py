@@ -100,7 +100,7 @@ class Written:
 
     counts: dict[int, dict[str, int]] = field(default_factory=dict)  # db -> type -> keys
     encodings: set[str] = field(default_factory=set)  # "list:quicklist", "set:intset", ...
-    bytes: int = 0  # payload bytes sent (values, members, fields): the dataset's size
+    size: int = 0  # payload bytes sent (values, members, fields): the dataset's size
     expiring: list[tuple[int, bytes]] = field(default_factory=list)  # end within expiring_ms
     exact_scores: list[tuple[int, bytes]] = field(default_factory=list)  # compare by value
     field_ttls: list[tuple[int, bytes]] = field(default_factory=list)  # hashes with field TTLs
@@ -122,7 +122,7 @@ class Written:
             for kind, n in kinds.items():
                 self.add(db, kind, n)
         self.encodings |= other.encodings
-        self.bytes += other.bytes
+        self.size += other.size
         self.expiring += other.expiring
         self.exact_scores += other.exact_scores
         self.field_ttls += other.field_ttls
@@ -158,7 +158,7 @@ class _Filler:
     def key(self, db: int, name: str | bytes, kind: str, encoding: str, size: int) -> bytes:
         raw = name.encode() if isinstance(name, str) else name
         self.written.add(db, kind)
-        self.written.bytes += size
+        self.written.size += size
         self.expect.append((db, raw, kind, encoding))
         return raw
 
@@ -229,8 +229,8 @@ def _variety(f: _Filler, c: redis.Redis, db: int, feats: Features, small_keys: i
         value = "e" + rnd.randbytes(rnd.randint(1, 8)).hex()
         pipe.set(f.key(db, f"emb:{i}", "string", "embstr", len(value)), value)
     for i in range(20):
-        value = ("compressible-text " * rnd.randint(12, 80)).encode() + rnd.randbytes(16)
-        pipe.set(f.key(db, f"raw:{i}", "string", "raw", len(value)), value)
+        raw = ("compressible-text " * rnd.randint(12, 80)).encode() + rnd.randbytes(16)
+        pipe.set(f.key(db, f"raw:{i}", "string", "raw", len(raw)), raw)
     big = rnd.randbytes(1 << 19) * 3  # 1.5 MiB, half of it repeats
     pipe.set(f.key(db, "string:over-1MiB", "string", "raw", len(big)), big)
     binary_key = b"\x00\xffbin\r\n key\xfe" + rnd.randbytes(8)
@@ -445,7 +445,7 @@ def fill_bulk(
                 pipe.set(f"{prefix}{i}".encode(), value(i))
             pipe.execute()
     written.add(db, "string", keys)
-    written.bytes = keys * value_bytes
+    written.size = keys * value_bytes
     return written
 
 
@@ -474,7 +474,7 @@ def fill_big_hash(
             c.hset(key, mapping=mapping)  # type: ignore[arg-type]
     written = Written()
     written.add(db, "hash")
-    written.bytes = fields * field_value_bytes
+    written.size = fields * field_value_bytes
     return written
 
 
@@ -528,7 +528,7 @@ def fill_big_values(
                 c.xreadgroup("g", "c1", {key: ">"}, count=500)
             written.add(db, kind)
             written.encodings.add(f"{kind}:{c.object('ENCODING', key).decode()}")
-            written.bytes += n * element_bytes
+            written.size += n * element_bytes
     return written
 
 

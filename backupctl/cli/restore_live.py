@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from backupctl.cli.options import get_store, redis_spec
-from backupctl.cli.output import CommandResult, backup_progress, report, user_errors
+from backupctl.cli.output import CommandResult, backup_progress, note, report, user_errors
 from backupctl.cli.restore_modes import RestoreRequest
 from backupctl.ops.restore_dir import RestoreError
+from backupctl.ops.scratch import check_parent
 from backupctl.store import catalog
 
 if TYPE_CHECKING:  # the ops modules themselves are imported by the commands that use them
@@ -174,12 +175,14 @@ def restore_into_redis(req: RestoreRequest) -> None:
     assert req.to_redis is not None
     with user_errors(req.termination_log):
         spec = redis_spec(req.to_redis, req.password_file)
+        if req.tmp_dir is not None:
+            check_parent(req.tmp_dir)  # before any download
         store = get_store(req.store_url, req.endpoint)
         entry = catalog.find(store, req.backup, req.target)
         with backup_progress("download", entry, not req.as_json) as advance:
             result = restore_to_redis(
                 store, entry, spec, flush=req.flush, node=req.node, tmp_dir=req.tmp_dir,
-                redis_server=req.redis_server, progress=advance,
+                redis_server=req.redis_server, progress=advance, note=note,
             )  # fmt: skip
         report(Loaded(result), as_json=req.as_json, termination_log=req.termination_log)
 

@@ -41,13 +41,14 @@ overwritten (with it).
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from backupctl.core.compat import display, load_problem, reads, writes
 from backupctl.ops.restore_dir import download_node, pick_node
+from backupctl.ops.scratch import scratch_dir
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.load import LoadError, Target, open_target
 from backupctl.redis.local_server import (
@@ -55,6 +56,7 @@ from backupctl.redis.local_server import (
     LocalServer,
     local_server,
     server_version,
+    socket_parent,
 )
 from backupctl.store.archive import Progress
 from backupctl.store.backends.base import Backend
@@ -64,6 +66,10 @@ from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
 BATCH_KEYS = 512
 #: Payload bytes a batch should stay under; a bigger batch halves the next one.
 BATCH_BYTES = 16 * 1024 * 1024
+#: Name starts of the temp folders (unpacked archives; the local server's
+#: socket), ``<prefix><pid>-<random>``: see backupctl.ops.scratch.
+SCRATCH_PREFIX = "backupctl-load-"
+SOCKET_PREFIX = "bkctl-sock-"
 
 
 @dataclass(frozen=True)
@@ -94,9 +100,13 @@ def restore_to_redis(
     progress: Progress | None = None,
     batch_keys: int = BATCH_KEYS,
     batch_bytes: int = BATCH_BYTES,
+    note: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """Load ``entry`` into the running server ``target``: one node of the
-    backup, or into a Redis Cluster every node of it (``node`` picks one)."""
+    backup, or into a Redis Cluster every node of it (``node`` picks one).
+    The archives are unpacked under ``tmp_dir`` (default: the system temp
+    folder) in a folder a later run removes if this one is killed; ``note``
+    hears of such leftovers removed."""
     manifest = entry.manifest
     if manifest is None:
         raise LoadError(f"backup {entry.id} is incomplete and cannot be restored")
@@ -111,10 +121,14 @@ def restore_to_redis(
     with open_target(target, flush=flush, timeout=timeout) as dest:
         nodes = _source_nodes(manifest, node, dest.cluster)
         _check_versions(nodes, dest.server, server_bin)
-        with tempfile.TemporaryDirectory(prefix="backupctl-load-", dir=tmp_dir) as tmp:
+        need = sum(f.size for n in nodes for f in n.files)
+        with (
+            scratch_dir(tmp_dir, SCRATCH_PREFIX, need=need, note=note) as tmp,
+            scratch_dir(socket_parent(), SOCKET_PREFIX, note=note, option="temp folder") as sock,
+        ):
             rdbs: list[Path] = []
             for i, n in enumerate(nodes):  # every archive verified before anything is written
-                data = Path(tmp) / f"node-{i}"
+                data = tmp / f"node-{i}"
                 data.mkdir()
                 download_node(store, manifest, n, data, progress=progress)
                 rdb = n.rdb_file
@@ -122,7 +136,7 @@ def restore_to_redis(
                 rdbs.append(data / rdb.path)
             copy = _Copy(dest, flush, batch_keys, batch_bytes, timeout)
             for n, rdb_path in zip(nodes, rdbs, strict=True):
-                with local_server(server_bin, rdb_path, dest.databases, timeout) as local:
+                with local_server(server_bin, rdb_path, dest.databases, timeout, sock) as local:
                     copy.node(local, n)
             masters = dest.written()
     keys = sum(copy.databases.values())

@@ -12,7 +12,6 @@ is :mod:`backupctl.ops.restore_server`'s business.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -30,7 +29,7 @@ from backupctl.core.compat import parse_server_version
 from backupctl.redis.connection import as_text, exec_command
 from backupctl.redis.load import Item, LoadError, select_db
 
-__all__ = ["LocalDatabase", "LocalServer", "local_server", "server_version"]
+__all__ = ["LocalDatabase", "LocalServer", "local_server", "server_version", "socket_parent"]
 
 #: Longest unix socket path Linux accepts (sun_path is 108 bytes with the NUL).
 _MAX_SOCKET_PATH = 100
@@ -112,24 +111,30 @@ class LocalDatabase:
         return items, size
 
 
-def _socket_dir() -> str:
-    """A private folder for the unix socket, with a path short enough for one."""
+def socket_parent() -> Path:
+    """Where a private folder for the unix socket gets a path short enough for one."""
     base = tempfile.gettempdir()
-    if len(base) > _MAX_SOCKET_PATH - 30:
+    if len(base) > _MAX_SOCKET_PATH - 40:
         base = "/tmp"
-    return tempfile.mkdtemp(prefix="bkctl-", dir=base)
+    return Path(base)
 
 
 @contextmanager
 def local_server(
-    server_bin: str, rdb_path: Path, databases: int, timeout: float
+    server_bin: str,
+    rdb_path: Path,
+    databases: int,
+    timeout: float,
+    socket_dir: Path | None = None,
 ) -> Iterator[LocalServer]:
     """``redis-server`` (the binary ``server_bin``) on ``rdb_path``, reachable
-    only through a unix socket; yields it once the RDB is loaded; always
-    stopped. :class:`~backupctl.redis.load.LoadError` saying why when it
-    cannot read the RDB."""
-    sock_dir = _socket_dir()
-    sock = os.path.join(sock_dir, "redis.sock")
+    only through a unix socket in ``socket_dir`` (a private folder the caller
+    removes; default: one made and removed here); yields it once the RDB is
+    loaded; always stopped. :class:`~backupctl.redis.load.LoadError` saying
+    why when it cannot read the RDB."""
+    own_dir = socket_dir is None
+    sock_dir = socket_dir or Path(tempfile.mkdtemp(prefix="bkctl-", dir=socket_parent()))
+    sock = str(sock_dir / "redis.sock")
     log = rdb_path.parent / "local-redis.log"
     args = [
         server_bin,
@@ -166,7 +171,8 @@ def local_server(
     finally:
         client.close()
         _stop(proc)
-        shutil.rmtree(sock_dir, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def _wait_loaded(

@@ -267,6 +267,8 @@ class RdbSource:
                 end = pos + 2 + (((b & 0x3F) << 8) | buf[pos + 1])
             elif b == 0x80:
                 end = pos + 5 + int.from_bytes(buf[pos + 1 : pos + 5], "big")
+            elif b == 0xC3:  # LZF (the default rdbcompression): skipped, never decompressed
+                end = self._lzf_end(buf, pos + 1)
             if 0 <= end <= len(buf):
                 self._pos = end
                 return
@@ -282,6 +284,29 @@ class RdbSource:
         else:
             clen, _ = self._lzf_header(what)
             self.skip(clen, what)
+
+    @staticmethod
+    def _lzf_end(buf: bytes, pos: int) -> int:
+        """Where an LZF string whose two lengths start at ``buf[pos]`` ends, when
+        both lengths are 6 or 14 bits, wholly in ``buf`` and plausible; else -1
+        (the slow path then reads them, and says what is wrong)."""
+        if pos + 4 > len(buf):
+            return -1
+        lengths = []
+        for _ in range(2):
+            b = buf[pos]
+            if b < 0x40:
+                lengths.append(b)
+                pos += 1
+            elif b < 0x80:
+                lengths.append(((b & 0x3F) << 8) | buf[pos + 1])
+                pos += 2
+            else:
+                return -1
+        clen, ulen = lengths
+        if clen == 0 or ulen > clen * 90 + 64:
+            return -1
+        return pos + clen
 
     def blob(self, what: str) -> tuple[bytes, int, bool]:
         """A string that holds an encoded structure: (bytes, file offset, was compressed)."""

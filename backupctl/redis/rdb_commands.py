@@ -196,12 +196,12 @@ def _hash(
             src.ms_time("the hash's minimum field expiry")
         items = _blob(src, "listpack of field-value-TTL triples", _lp)
         for i in range(0, len(items) - 2, 3):
-            field, value, ttl = _b(items[i]), items[i + 1], items[i + 2]
-            expire = int(ttl) if isinstance(ttl, int) else int(ttl or b"0")
-            if expire > 0:
-                ttls.setdefault(expire, []).append(field)
-            yield field
-            yield value
+            name, ttl_ms = _b(items[i]), items[i + 2]
+            at_ms = ttl_ms if isinstance(ttl_ms, int) else int(ttl_ms or b"0")
+            if at_ms > 0:
+                ttls.setdefault(at_ms, []).append(name)
+            yield name
+            yield items[i + 1]
 
 
 _KINDS = {"string", "list", "set", "zset", "hash"}

@@ -12,7 +12,7 @@ concerns live here, once; the errors carry the byte offset of the problem.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn, cast
 
 from backupctl.redis.lzf import LzfError, lzf_decompress
 from backupctl.redis.rdb import crc64_redis
@@ -149,6 +149,8 @@ class RdbSource:
         """The bytes read since :meth:`tee_start`; stops recording."""
         tee = self._tee
         assert tee is not None, "tee_stop without tee_start"
+        if self._tee_size + self._pos - self._tee_at > self._tee_limit:
+            self._overflow()  # the whole value was read before a refill noticed
         self._tee = None
         last = self._buf[self._tee_at : self._pos]
         if not tee:
@@ -169,11 +171,19 @@ class RdbSource:
 
     def _tee_check(self) -> None:
         if self._tee is not None and self._tee_size > self._tee_limit:
-            parts, crc = self._tee, self._tee_crc
-            self._tee = None
-            assert crc is not None
-            rest = _Chain([*parts, self._buf[self._pos :]], self._stream)
-            raise TeeOverflow(RdbSource(rest, self._limit, base=self._tee_base, crc=crc))
+            self._overflow()
+
+    def _overflow(self) -> NoReturn:
+        """Hand over a source that starts again at the tee's first byte."""
+        parts, crc = self._tee, self._tee_crc
+        assert parts is not None
+        self._tee = None
+        if crc is None:  # nothing of the tee left the buffer yet
+            crc = crc64_redis(memoryview(self._buf)[: self._tee_at], self._crc)
+        rest = _Chain([*parts, self._buf[self._tee_at :]], self._stream)
+        raise TeeOverflow(
+            RdbSource(cast(BinaryIO, rest), self._limit, base=self._tee_base, crc=crc)
+        )
 
     @property
     def offset(self) -> int:

@@ -59,14 +59,14 @@ __all__ = [
     "Release",
     "display",
     "load_problem",
-    "payload_accepted",
-    "value_route",
     "parse_server_version",
     "parse_version",
+    "payload_accepted",
     "reads",
     "release",
     "supported",
     "tool_reads",
+    "value_route",
     "writes",
 ]
 
@@ -232,7 +232,7 @@ def load_problem(
 #: Types that need the hash field TTL commands (HPEXPIREAT) when rebuilt.
 FIELD_TTL_SINCE = {"redis": (7, 4), "valkey": (9, 0)}
 #: Kinds ``rdb_commands`` can rebuild with ordinary commands.
-REBUILDABLE = ("string", "list", "set", "zset", "hash", "stream")
+REBUILDABLE = ("string", "list", "set", "zset", "hash")
 
 
 def payload_accepted(flavour: str, version: str, magic: str, rdb_version: int) -> bool | None:

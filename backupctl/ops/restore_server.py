@@ -185,8 +185,9 @@ def plan_routes(
             route = value_route(report.magic, report.version, type_id, vtype.since, vtype.kind,
                                 type_id in ttl_types, *server)  # fmt: skip
             if route.how == "refuse":
+                source = display(n.flavour or "redis", n.version)
                 raise LoadError(
-                    f"refused, nothing was written: node {n.name} of the backup holds "
+                    f"refused, nothing was written: node {n.name} of the backup ({source}) holds "
                     f"{vtype.kind} values ({vtype.encoding}, RDB type {type_id}) that {target} "
                     f"cannot take: {route.reason}"
                 )

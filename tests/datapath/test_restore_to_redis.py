@@ -164,30 +164,97 @@ def test_to_redis_refuses_a_cluster_missing_slots_replicas_and_bad_option_mixes(
 def test_to_redis_small_batches_adapt_to_payload_size_and_skip_expired_keys(
     redis_factory: RedisFactory, tmp_path: Path
 ) -> None:
-    """In-process with tiny batch limits: batching, a large value, a key that expires
-    between backup and load (not written, counted as expired)."""
+    """In-process with tiny batch limits: batching, a large value (over the threshold:
+    rebuilt with SET + APPEND), a key whose expiry is past by the time the restore
+    starts (not written, counted as expired). The restore's "now" is given, 3 minutes
+    after the backup: no race with the machine's load (the key lives 2 minutes on the
+    source, so the backup always holds it)."""
     store_dir = tmp_path / "store"
     store_dir.mkdir()
     src = redis_factory()
     populate(src.client(), 3_000)
     with src.client() as c:
         c.set("huge", "y" * 2_000_000)
-        c.set("short-lived", "1", px=1200)
+        c.set("short-lived", "1", px=120_000)
         c.set("long-lived", "1", ex=86400)
     manifest = backup(src, store_dir.as_uri())
-    time.sleep(1.3)
+    assert manifest["keys"] == src.dbsize()  # the backup holds short-lived
     with src.client() as c:
-        assert c.get("short-lived") is None
+        c.delete("short-lived")  # what the source holds once it expired
     digest = src.digest()
 
     dest = redis_factory()
     store = open_store(store_dir.as_uri())
     entry = catalog.find(store, manifest["id"], "ns/src")
     result = restore_to_redis(
-        store, entry, parse_redis_url(dest.url), batch_keys=7, batch_bytes=10_000
-    )
+        store, entry, parse_redis_url(dest.url), batch_keys=7, batch_bytes=10_000,
+        large_value_threshold=1_000_000, now_ms=int(time.time() * 1000) + 180_000,
+    )  # fmt: skip
     assert result.expired == 1
     assert result.keys == src.dbsize()
+    assert result.rebuilt == 1  # "huge"
+    assert dest.digest() == digest
+    with dest.client() as c:
+        assert 86_000_000 < c.pttl("long-lived") <= 86_400_000  # the absolute expiry kept
+
+
+def test_to_redis_rebuilds_large_values_of_every_type_with_commands(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    """A threshold of 64 KiB: every collection larger than it (list, set, int set,
+    zset with exact float scores, hash, string) is rebuilt with bounded commands,
+    its TTL kept; the digest equals the source's."""
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    src = redis_factory(server="redis-8.0")
+    raw = src.client(decode_responses=False)
+    n = 20_000
+    raw.rpush("list", *[f"item-{i}".encode() * 3 for i in range(n)])
+    raw.sadd("set", *[f"member-{i}".encode() for i in range(n)])
+    raw.sadd("intset", *range(n))
+    raw.zadd("zset", {f"m{i}".encode(): i / 7 + 1e-9 for i in range(n)})
+    raw.zadd("zset", {b"inf": float("inf"), b"-inf": float("-inf")})
+    raw.hset("hash", mapping={f"f{i}".encode(): f"v{i}".encode() * 4 for i in range(n)})
+    raw.set("string", b"\x00\xff" * 200_000)
+    raw.pexpire("hash", 3_600_000)
+    raw.set("small", b"v")
+    digest = src.digest()
+    manifest = backup(src, store_dir.as_uri())
+    dest = redis_factory(server="redis-8.0")
+    entry = catalog.find(open_store(store_dir.as_uri()), manifest["id"], "ns/src")
+    result = restore_to_redis(
+        open_store(store_dir.as_uri()), entry, parse_redis_url(dest.url),
+        large_value_threshold=64 * 1024,
+    )  # fmt: skip
+    assert result.rebuilt == 7 and result.keys == 8
+    assert dest.digest() == digest
+    assert 0 < dest.client().pttl("hash") <= 3_600_000
+    assert not [k for k in dest.client().keys("*") if "backupctl-tmp" in k]
+
+
+def test_to_redis_newer_rdb_into_older_server_relabels_or_rebuilds(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    """Redis 8.0 (RDB 12) into Redis 7.0 (RDB 10): strings and hashes keep their type
+    ids (payloads relabelled 10), sets in a listpack (type 20, unknown to 7.0) are
+    rebuilt with SADD; the digest equals the source's. No local server involved."""
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    src = redis_factory(server="redis-8.0")
+    c = src.client()
+    for i in range(500):
+        c.set(f"s{i}", f"v{i}", ex=3600 if i % 3 else None)
+        c.hset(f"h{i % 40}", f"f{i}", i)
+        c.rpush(f"l{i % 30}", i)
+    for i in range(50):
+        c.sadd(f"lp-set:{i}", "a", "b", f"c{i}")
+    digest = src.digest()
+    manifest = backup(src, store_dir.as_uri())
+    dest = redis_factory(server="redis-7.0")
+    out = cli("restore", store_dir.as_uri(), manifest["id"], "--target", "ns/src",
+              "--to-redis", dest.url, "--json", env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result["rebuilt"] >= 50 and result["relabelled"] > 0
     assert dest.digest() == digest
 
 

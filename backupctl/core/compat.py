@@ -232,7 +232,7 @@ def load_problem(
 #: Types that need the hash field TTL commands (HPEXPIREAT) when rebuilt.
 FIELD_TTL_SINCE = {"redis": (7, 4), "valkey": (9, 0)}
 #: Kinds ``rdb_commands`` can rebuild with ordinary commands.
-REBUILDABLE = ("string", "list", "set", "zset", "hash")
+REBUILDABLE = ("string", "list", "set", "zset", "hash", "stream")
 
 
 def payload_accepted(flavour: str, version: str, magic: str, rdb_version: int) -> bool | None:

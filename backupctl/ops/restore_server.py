@@ -193,11 +193,11 @@ def plan_routes(
                 )
             plan[type_id] = route
         for big in report.largest:
-            if big.size > threshold and big.type in ("stream", "module"):
+            if big.size > threshold and big.type == "module":
                 raise LoadError(
                     f"refused, nothing was written: node {n.name} of the backup holds the "
-                    f"{big.type} key '{big.key}' of {big.size} bytes, over "
-                    f"--large-value-threshold ({threshold} bytes), and a {big.type} is not "
+                    f"module key '{big.key}' of {big.size} bytes, over "
+                    f"--large-value-threshold ({threshold} bytes), and a module value is not "
                     "rebuilt with commands: raise --large-value-threshold above its size"
                 )
         plans[n.name] = plan

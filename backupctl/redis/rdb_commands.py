@@ -10,7 +10,9 @@ field TTLs. Each command holds at most ``chunk`` bytes of data (or 1024
 elements), so memory stays bounded whatever the value's size. The commands
 build a temporary name (:func:`temp_name`, in the key's cluster slot), set
 the expiry, then RENAME it over the key: a half-built key is never visible.
-Streams and module values are refused with the key and the reason.
+stream -> XADD per entry + XSETID + XGROUP + XCLAIM
+(:mod:`backupctl.redis.stream_commands`). Module values are refused with the
+key and the reason.
 
 Pure: functions of an :class:`RdbSource` positioned at the value's first byte
 (no I/O beyond reading it); the caller sends the commands.
@@ -29,6 +31,7 @@ from backupctl.redis.rdb_blobs import (
     zipmap_pairs,
 )
 from backupctl.redis.rdb_source import RdbFormatError, RdbSource
+from backupctl.redis.stream_commands import stream_commands
 
 __all__ = ["CHUNK", "Command", "RebuildRefused", "rebuild", "temp_name"]
 
@@ -204,7 +207,7 @@ def _hash(
             yield items[i + 1]
 
 
-_KINDS = {"string", "list", "set", "zset", "hash"}
+_KINDS = {"string", "list", "set", "zset", "hash", "stream"}
 
 
 def rebuild(
@@ -222,7 +225,7 @@ def rebuild(
     """The commands that write the value at ``src`` (type ``type_id``) as
     ``key``, built under ``tmp`` (the key itself when equal) and renamed
     over it at the end; fields whose TTL is before ``now_ms`` are left out.
-    :class:`RebuildRefused` for streams and module values, before any command."""
+    :class:`RebuildRefused` for module values, before any command."""
     if kind not in _KINDS:
         shown = key[:80].decode("utf-8", "replace")
         if kind == "module":
@@ -238,6 +241,8 @@ def rebuild(
     ttls: dict[int, list[bytes]] = {}
     if kind == "string":
         yield from _string(src, tmp)
+    elif kind == "stream":
+        yield from stream_commands(src, type_id, tmp)
     elif kind in ("list", "set"):
         verb = b"RPUSH" if kind == "list" else b"SADD"
         yield from _batches(verb, tmp, _list(src, type_id), 1)

@@ -30,7 +30,7 @@ def test_relabelled_payload_keeps_the_value_and_a_right_crc() -> None:
         ("REDIS", 10, 0, 1, "string", False, ("redis", "8.0.2"), "payload", 10),
         ("REDIS", 12, 0, 1, "string", False, ("redis", "7.0.15"), "payload", 10),
         ("REDIS", 12, 20, 11, "set", False, ("redis", "7.0.15"), "rebuild", 0),
-        ("REDIS", 12, 21, 11, "stream", False, ("redis", "7.0.15"), "refuse", 0),
+        ("REDIS", 12, 21, 11, "stream", False, ("redis", "7.0.15"), "rebuild", 0),
         ("REDIS", 12, 25, 12, "hash", True, ("valkey", "8.1.1"), "refuse", 0),
         ("REDIS", 12, 25, 12, "hash", True, ("valkey", "9.1.2"), "rebuild", 0),
         ("REDIS", 12, 17, 10, "zset", False, ("valkey", "9.1.2"), "payload", 11),

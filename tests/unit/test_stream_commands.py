@@ -9,6 +9,7 @@ import pytest
 from backupctl.redis.rdb_commands import rebuild
 from backupctl.redis.rdb_source import RdbSource
 from backupctl.redis.stream_commands import stream_commands
+
 from support.rdb_build import listpack, ln, st, stream_node, stream_value
 
 ID_1000 = (1000).to_bytes(8, "big") + (0).to_bytes(8, "big")

@@ -275,12 +275,12 @@ def stream_state(server: RedisServer) -> dict[str, Any]:
     consumer and delivery count, the consumers."""
     c = server.client()
     out: dict[str, Any] = {"digest": server.digest()}
-    for key in sorted(k for k in c.keys("*") if c.type(k) == "stream"):
+    for key in sorted(str(k) for k in c.keys("*") if c.type(k) == "stream"):
         info = c.xinfo_stream(key)
         out[key] = {f: info.get(f) for f in ("length", "last-generated-id",
                     "max-deleted-entry-id", "entries-added", "groups")}  # fmt: skip
         for g in c.xinfo_groups(key):
-            name = g["name"]
+            name = str(g["name"])
             pending = c.xpending_range(key, name, "-", "+", 10_000)
             out[f"{key}/{name}"] = (
                 {f: g.get(f) for f in ("last-delivered-id", "entries-read", "lag", "pending")},
@@ -305,7 +305,7 @@ def test_to_redis_rebuilds_streams_with_groups_pending_entries_and_deletions(
     c = src.client()
     pipe = c.pipeline(transaction=False)
     for i in range(3000):
-        fields = {"n": str(i), "payload": os.urandom(16).hex()}
+        fields: dict[Any, Any] = {"n": str(i), "payload": os.urandom(16).hex()}
         if i % 100 == 7:
             fields["extra"] = "x"
         pipe.xadd("big", fields, id=f"{1000 + i // 3}-{i % 3}")

@@ -123,6 +123,14 @@ LargeValueOpt = Annotated[
         "temporary name and renamed over the key. A size: 64MiB, 1MiB, or bytes.",
     ),
 ]
+NoTmpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-tmp",
+        help="With --to-redis: unpack nothing to disk; stream the archive from the store twice "
+        "(the first pass verifies it, the second loads it, each block re-checked).",
+    ),
+]
 StageOnlyOpt = Annotated[
     bool,
     typer.Option(
@@ -205,6 +213,7 @@ def restore(
     tmp_dir: TmpDirOpt = None,
     redis_server: RedisServerOpt = None,
     large_value_threshold: LargeValueOpt = "64MiB",
+    no_tmp: NoTmpOpt = False,
     stage_only: StageOnlyOpt = False,
     swap: SwapOpt = False,
     discard_staged: DiscardStagedOpt = False,
@@ -239,7 +248,7 @@ def restore(
         appendonly=appendonly, node=node, prefer_aof=prefer_aof, stage_only=stage_only, swap=swap,
         discard_staged=discard_staged, flush=flush, tmp_dir=tmp_dir, password_file=password_file,
         restart=restart, verify_only=verify_only, timeout=timeout, redis_server=redis_server,
-        force=force, large_value_threshold=threshold,
+        force=force, large_value_threshold=threshold, no_tmp=no_tmp,
     )  # fmt: skip
     if dry_run or mode is None:  # mode_of allows no destination only with --dry-run
         restore_dry_run(req)

@@ -231,6 +231,7 @@ def restore_into_redis(req: RestoreRequest) -> None:
             result = restore_to_redis(
                 store, entry, spec, flush=req.flush, node=req.node, tmp_dir=req.tmp_dir,
                 progress=advance, note=note, large_value_threshold=req.large_value_threshold,
+                no_tmp=req.no_tmp,
                 load_progress=LoadMeter(sys.stderr, sys.stderr.isatty() and not req.as_json),
             )  # fmt: skip
         report(Loaded(result), as_json=req.as_json, termination_log=req.termination_log)

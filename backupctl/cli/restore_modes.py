@@ -35,6 +35,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--appendonly": (DIR, CLUSTER),
     "--flush": (REDIS,),
     "--tmp-dir": (REDIS,),
+    "--no-tmp": (REDIS,),
     "--redis-server": (DIR,),
     "--large-value-threshold": (REDIS,),
     "--password-file": (REDIS, CLUSTER),
@@ -50,6 +51,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
 EXCLUSIVE: tuple[tuple[str, ...], ...] = (
     ("--stage-only", "--swap", "--discard-staged", "--dry-run"),
     ("--restart", "--verify-only"),
+    ("--tmp-dir", "--no-tmp"),
 )
 
 EXACTLY_ONE = (
@@ -127,6 +129,7 @@ class RestoreRequest:
     tmp_dir: Path | None = None
     redis_server: str | None = None  # --to-dir: the server that will load DIR
     large_value_threshold: int = 64 << 20  # --to-redis: larger values are rebuilt with commands
+    no_tmp: bool = False  # --to-redis: stream the archive twice instead of unpacking it
     password_file: Path | None = None
     # --to-cluster
     restart: bool = False

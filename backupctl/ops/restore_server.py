@@ -43,25 +43,26 @@ writes meanwhile makes the load fail (without ``flush``) or is overwritten
 from __future__ import annotations
 
 import io
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from backupctl.core.compat import ValueRoute, display, value_route
 from backupctl.ops.restore_dir import download_node, pick_node
+from backupctl.ops.restore_stream import rdb_again, verify_streaming
 from backupctl.ops.scratch import scratch_dir
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.dump_payload import dump_payload
 from backupctl.redis.load import Command, Item, LoadError, Target, open_target
 from backupctl.redis.rdb_commands import RebuildRefused, rebuild, temp_name
 from backupctl.redis.rdb_keys import Function, KeyValue, LargeKey, RdbKeys
-from backupctl.redis.rdb_reader import RdbFormatError, RdbReport
+from backupctl.redis.rdb_reader import RdbFormatError, RdbReport, printable_key
 from backupctl.redis.rdb_source import RdbSource
 from backupctl.redis.rdb_values import value_type
-from backupctl.store.archive import Progress
+from backupctl.store.archive import ArchiveError, Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
 
@@ -114,40 +115,31 @@ def restore_to_redis(
     note: Callable[[str], None] | None = None,
     load_progress: LoadProgress | None = None,
     now_ms: int | None = None,
+    no_tmp: bool = False,
 ) -> LoadResult:
     """Load ``entry`` into the running server ``target``: one node of the
     backup, or into a Redis Cluster every node of it (``node`` picks one).
     The archives are unpacked under ``tmp_dir`` (default: the system temp
     folder) in a folder a later run removes if this one is killed; ``note``
     hears of such leftovers removed. ``now_ms`` (default: now) is the time
-    against which expiries are judged."""
+    against which expiries are judged. With ``no_tmp`` nothing is written to
+    disk: each archive is streamed from the store twice
+    (:mod:`backupctl.ops.restore_stream`)."""
     manifest = entry.manifest
     if manifest is None:
         raise LoadError(f"backup {entry.id} is incomplete and cannot be restored")
     start_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with open_target(target, flush=flush, timeout=timeout) as dest:
         nodes = _source_nodes(manifest, node, dest.cluster)
-        need = sum(f.size for n in nodes for f in n.files)
-        with scratch_dir(tmp_dir, SCRATCH_PREFIX, need=need, note=note) as tmp:
-            rdbs: list[tuple[NodeEntry, Path, RdbReport]] = []
-            for i, n in enumerate(nodes):  # every archive verified before anything is written
-                data = tmp / f"node-{i}"
-                data.mkdir()
-                report = download_node(store, manifest, n, data, progress=progress)
-                rdb = n.rdb_file
-                assert rdb is not None and report is not None  # _source_nodes checked
-                rdbs.append((n, data / rdb.path, report))
-            routes = plan_routes([(n, r) for n, _, r in rdbs], dest.server,
-                                 large_value_threshold)  # fmt: skip
-            if dest.cluster:
-                _refuse_other_databases([(n, r) for n, _, r in rdbs])
-            copy = _Copy(dest, flush, batch_keys, batch_bytes, large_value_threshold, start_ms,
-                         load_progress, sum(r.size for _, _, r in rdbs))  # fmt: skip
-            if flush:
-                dest.flush()
-            for n, rdb_path, report in rdbs:
-                copy.node(n, rdb_path, report, routes[n.name])
-            masters = dest.written()
+        if no_tmp:
+            copy = _load_streaming(store, manifest, nodes, dest, flush, progress,
+                                   (batch_keys, batch_bytes, large_value_threshold, start_ms,
+                                    load_progress))  # fmt: skip
+        else:
+            copy = _load_unpacked(store, manifest, nodes, dest, flush, tmp_dir, progress, note,
+                                  (batch_keys, batch_bytes, large_value_threshold, start_ms,
+                                   load_progress))  # fmt: skip
+        masters = dest.written()
     keys = sum(copy.databases.values())
     return LoadResult(
         id=manifest.id,
@@ -164,6 +156,66 @@ def restore_to_redis(
         rebuilt=copy.rebuilt,
         relabelled=copy.relabelled,
     )
+
+
+_CopyArgs = tuple[int, int, int, int, "LoadProgress | None"]
+
+
+def _load_unpacked(
+    store: Backend, manifest: Manifest, nodes: list[NodeEntry], dest: Target, flush: bool,
+    tmp_dir: Path | None, progress: Progress | None, note: Callable[[str], None] | None,
+    args: _CopyArgs,
+) -> _Copy:  # fmt: skip
+    """Every archive unpacked into a temp folder and verified, then loaded."""
+    need = sum(f.size for n in nodes for f in n.files)
+    with scratch_dir(tmp_dir, SCRATCH_PREFIX, need=need, note=note) as tmp:
+        rdbs: list[tuple[NodeEntry, Path, RdbReport]] = []
+        for i, n in enumerate(nodes):  # every archive verified before anything is written
+            data = tmp / f"node-{i}"
+            data.mkdir()
+            report = download_node(store, manifest, n, data, progress=progress)
+            rdb = n.rdb_file
+            assert rdb is not None and report is not None  # _source_nodes checked
+            rdbs.append((n, data / rdb.path, report))
+        copy = _prepare(dest, [(n, r) for n, _, r in rdbs], flush, args)
+        for n, rdb_path, report in rdbs:
+            with open(rdb_path, "rb", buffering=0) as fh:
+                copy.node(n, fh, report, copy.routes[n.name])
+    return copy
+
+
+def _load_streaming(
+    store: Backend, manifest: Manifest, nodes: list[NodeEntry], dest: Target, flush: bool,
+    progress: Progress | None, args: _CopyArgs,
+) -> _Copy:  # fmt: skip
+    """``--no-tmp``: every archive streamed and verified (block digests kept),
+    then streamed again and loaded, block by verified block."""
+    verified: list[tuple[NodeEntry, list[bytes], RdbReport]] = []
+    for n in nodes:
+        digests: list[bytes] = []
+        verified.append((n, digests, verify_streaming(store, manifest, n, digests,
+                                                      progress=progress)))  # fmt: skip
+    copy = _prepare(dest, [(n, r) for n, _, r in verified], flush, args)
+    for n, digests, report in verified:
+        with rdb_again(store, manifest, n, digests) as stream:
+            copy.node(n, stream, report, copy.routes[n.name])
+    return copy
+
+
+def _prepare(
+    dest: Target, reports: list[tuple[NodeEntry, RdbReport]], flush: bool, args: _CopyArgs
+) -> _Copy:
+    """Routes planned and refusals made (nothing written yet), then FLUSHALL with ``flush``."""
+    batch_keys, batch_bytes, threshold, start_ms, load_progress = args
+    routes = plan_routes(reports, dest.server, threshold)
+    if dest.cluster:
+        _refuse_other_databases(reports)
+    copy = _Copy(dest, flush, batch_keys, batch_bytes, threshold, start_ms, load_progress,
+                 sum(r.size for _, r in reports))  # fmt: skip
+    copy.routes = routes
+    if flush:
+        dest.flush()
+    return copy
 
 
 def plan_routes(
@@ -258,26 +310,28 @@ class _Copy:
         self.rebuilt = 0
         self.relabelled = 0
         self.nonce = secrets.token_hex(6).encode()
+        self.routes: dict[str, dict[int, ValueRoute]] = {}  # node -> type id -> route
+        self.last_key: bytes | None = None  # the last key written
         self._pending: list[Item] = []
         self._pending_db = 0
         self._pending_bytes = 0
 
     def node(
-        self, node: NodeEntry, path: Path, report: RdbReport, routes: dict[int, ValueRoute]
+        self, node: NodeEntry, fh: BinaryIO, report: RdbReport, routes: dict[int, ValueRoute]
     ) -> None:
-        with open(path, "rb", buffering=0) as fh:
-            walk = RdbKeys(fh, self.now_ms, self.threshold, os.fstat(fh.fileno()).st_size)
-            try:
-                for count, rec in enumerate(walk.records(), 1):
-                    self._record(rec, walk, routes)
-                    if self.progress is not None and count % 1024 == 0:
-                        self._tell(fh.tell())
-                self._send()
-            except RdbFormatError as exc:  # verified a moment ago: the file changed
-                raise LoadError(f"{path.name} of node {node.name}: {exc}") from None
-            except RebuildRefused as exc:
-                raise LoadError(f"node {node.name}: {exc} (keys written so far: "
-                                f"{sum(self.databases.values())})") from None  # fmt: skip
+        walk = RdbKeys(fh, self.now_ms, self.threshold, report.size)
+        name = node.rdb_file.path if node.rdb_file is not None else "the RDB"
+        try:
+            for count, rec in enumerate(walk.records(), 1):
+                self._record(rec, walk, routes)
+                if self.progress is not None and count % 1024 == 0:
+                    self._tell(walk.offset)
+            self._send()
+        except (RdbFormatError, ArchiveError) as exc:  # verified a moment ago: it changed
+            raise LoadError(f"{name} of node {node.name}: {exc}; stopped, "
+                            f"{self._so_far()}") from None  # fmt: skip
+        except RebuildRefused as exc:
+            raise LoadError(f"node {node.name}: {exc} ({self._so_far()})") from None
         self.expired += sum(walk.expired.values())
         self.done_bytes += report.size
         self._tell(0)
@@ -314,12 +368,18 @@ class _Copy:
             if len(self._pending) >= self.batch_keys or self._pending_bytes >= self.batch_bytes:
                 self._send()
 
+    def _so_far(self) -> str:
+        keys = sum(self.databases.values())
+        last = f", the last {printable_key(self.last_key)!r}" if self.last_key is not None else ""
+        return f"keys written so far: {keys}{last}"
+
     def _send(self) -> None:
         if not self._pending:
             return
         db = self._pending_db
         written = self.dest.write(db, self._pending, replace=self.replace)
         self.databases[db] = self.databases.get(db, 0) + written
+        self.last_key = self._pending[-1][0]
         self._pending = []
         self._pending_bytes = 0
 
@@ -332,6 +392,7 @@ class _Copy:
         )  # fmt: skip
         self.dest.execute(db, key, _first_checked(commands), self.batch_bytes)
         self.databases[db] = self.databases.get(db, 0) + 1
+        self.last_key = key
         self.rebuilt += 1
 
     def _function(self, fn: Function) -> None:

@@ -105,6 +105,7 @@ class RdbKeys:
     module_aux: int = 0
     size: int = 0
     large: int = 0  # values over the threshold
+    offset: int = 0  # RDB bytes walked so far (at the last record's start)
 
     def records(self) -> Iterator[KeyValue | LargeKey | Function]:
         """Every key (and function library) in file order; RdbFormatError at the
@@ -117,7 +118,7 @@ class RdbKeys:
         idle: int | None = None
         freq: int | None = None
         for _ in range(1 << 62):  # every record consumes input: bounded by the file
-            at = src.offset
+            at = self.offset = src.offset
             op = src.u8("an opcode")
             if op < _SLOT_INFO:
                 vtype = table[op]

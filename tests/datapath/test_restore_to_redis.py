@@ -7,16 +7,20 @@ Equality is Redis' own ``DEBUG DIGEST`` over every database.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from backupctl.ops.restore_server import restore_to_redis
 from backupctl.redis.address import parse_redis_url
+from backupctl.redis.load import LoadError
 from backupctl.store import catalog
 from backupctl.store.backends import open_store
 
@@ -332,3 +336,90 @@ def test_to_redis_rebuilds_streams_with_groups_pending_entries_and_deletions(
     assert stream_state(dest) == before
     assert 0 < dest.client().pttl("big") <= 3_600_000
     assert not [k for k in dest.client().keys("*") if "backupctl-tmp" in k]
+
+
+def test_to_redis_no_tmp_loads_with_no_writable_temp_folder(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    """--no-tmp with TMPDIR read-only: the default route cannot unpack there and says
+    so; --no-tmp streams the archive twice and loads an equal digest."""
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    src = redis_factory()
+    keys = varied_dataset(src, 5_000)
+    digest = src.digest()
+    manifest = backup(src, store_dir.as_uri())
+    readonly = tmp_path / "ro"
+    readonly.mkdir(mode=0o555)
+    env = {"TMPDIR": str(readonly)}
+    dest = redis_factory()
+    args = ("restore", store_dir.as_uri(), manifest["id"], "--target", "ns/src", "--to-redis",
+            dest.url)  # fmt: skip
+    if os.geteuid() != 0:  # root writes into a 0555 folder
+        unpacking = cli(*args, env=env, check=False)
+        assert unpacking.returncode != 0 and dest.dbsize() == 0
+    out = cli(*args, "--no-tmp", "--json", env=env)
+    assert json.loads(out.stdout)["keys"] == keys
+    assert dest.digest() == digest
+    assert list(readonly.iterdir()) == []
+    both = cli(*args, "--no-tmp", "--tmp-dir", str(tmp_path), check=False)
+    assert_one_clear_error(both, "--no-tmp", "--tmp-dir")
+
+
+class ChangesAfterFirstRead:
+    """A store whose archive object reads back changed from the second time on (an
+    object overwritten between the passes): one RDB byte flipped at ``at``."""
+
+    def __init__(self, store: Any, archive_key: str, at: float) -> None:
+        self._store = store
+        self._key = archive_key
+        self._at = at
+        self.opened = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def open(self, key: str) -> Any:
+        if not key.endswith(self._key):
+            return self._store.open(key)
+        self.opened += 1
+        with self._store.open(key) as fh:
+            data = fh.read()
+        if self.opened == 1:
+            return io.BytesIO(data)
+        tar = bytearray(zstandard.ZstdDecompressor().decompressobj().decompress(data))
+        with tarfile.open(fileobj=io.BytesIO(bytes(tar))) as t:
+            rdb = next(m for m in t.getmembers() if m.name.endswith(".rdb"))
+        tar[rdb.offset_data + int(rdb.size * self._at)] ^= 0xFF
+        return io.BytesIO(zstandard.ZstdCompressor().compress(bytes(tar)))
+
+
+def test_to_redis_no_tmp_stops_when_the_store_changes_between_the_passes(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    """The first pass verifies the archive; the stored object then changes past the
+    RDB's first 4 MiB block: the second pass loads the verified blocks and stops at
+    the changed one, before parsing it, naming the keys written so far and the last."""
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    src = redis_factory()
+    c = src.client()
+    pipe = c.pipeline(transaction=False)
+    for i in range(60_000):  # ~13 MiB of RDB: three full blocks, then the rest
+        pipe.set(f"k{i}", os.urandom(100).hex())
+    pipe.execute()
+    manifest = backup(src, store_dir.as_uri())
+    store = open_store(store_dir.as_uri())
+    entry = catalog.find(store, manifest["id"], "ns/src")
+    assert entry.manifest is not None
+    changed = ChangesAfterFirstRead(store, entry.manifest.nodes[0].archive.key, 0.6)
+    dest = redis_factory()
+    with pytest.raises(LoadError) as err:
+        restore_to_redis(changed, entry, parse_redis_url(dest.url), no_tmp=True)
+    message = str(err.value)
+    assert changed.opened == 2 and "changed after it was verified" in message, message
+    written = dest.dbsize()
+    assert 0 < written < 60_000
+    assert f"keys written so far: {written}, the last 'k" in message, message
+    last = message.rsplit("the last ", 1)[1].strip("'")
+    assert dest.client().exists(last)

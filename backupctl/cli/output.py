@@ -22,9 +22,11 @@ from typing import Any, NoReturn
 
 import typer
 
+from backupctl.cli.signals import Terminated, unwinding_signals
 from backupctl.cli.termination import termination_message
 from backupctl.ops.backup_options import BackupError
 from backupctl.ops.restore_dir import RestoreError
+from backupctl.ops.scratch import TempDirError
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.live import LiveError
 from backupctl.store.archive import ArchiveError, Progress
@@ -46,6 +48,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ShardSetError,
     PolicyError,
     PruneError,
+    TempDirError,
 )
 
 
@@ -96,14 +99,19 @@ def user_errors(
     termination_log: Path | None = None, *, interrupted: str = "interrupted"
 ) -> Iterator[None]:
     """Turn known errors into one line + exit 1 (and bugs into one line too,
-    unless BACKUPCTL_DEBUG is set); ``interrupted`` is the message for Ctrl-C."""
+    unless BACKUPCTL_DEBUG is set). SIGTERM and SIGINT unwind the block, so
+    its cleanup runs (:func:`~backupctl.cli.signals.unwinding_signals`), and
+    end in ``interrupted`` (the message; "interrupted by SIGTERM" ...)."""
     try:
-        yield
+        with unwinding_signals():
+            yield
     except typer.Exit:
         raise
     except USER_ERRORS as e:
         fail(str(e), termination_log=termination_log)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated):  # "interrupted by SIGTERM (run prune again ...)"
+            interrupted = interrupted.replace("interrupted", str(e), 1)
         fail(interrupted, termination_log=termination_log)
     except Exception as e:
         if os.environ.get("BACKUPCTL_DEBUG"):
@@ -122,6 +130,11 @@ def write_termination_log(path: Path, data: dict[str, Any], *smaller: dict[str, 
         path.write_bytes(termination_message(data, *smaller))
     except OSError as e:
         typer.echo(f"warning: cannot write termination log {path}: {e}", err=True)
+
+
+def note(message: str) -> None:
+    """A ``note: ...`` line on stderr (something the user should know, not an error)."""
+    typer.echo(f"note: {message}", err=True)
 
 
 def print_json(data: Any) -> None:

@@ -1,6 +1,9 @@
 """``backupctl run``: take a backup of one Redis server (or every shard of a
 cluster, or the node Sentinel names) and stream it to a store.
 
+Hooks into the run's steps (:class:`~backupctl.ops.backup_options.RunHooks`)
+come as click's context object (``app(args, obj=RunHooks(...))``).
+
 The options are declared at module level so the command reads as what it
 does: check the flags, pick the node, back up, report.
 """
@@ -23,7 +26,7 @@ from backupctl.cli.output import (
     user_errors,
 )
 from backupctl.ops.backup import run_backup, run_shard_backup
-from backupctl.ops.backup_options import RunOptions
+from backupctl.ops.backup_options import RunHooks, RunOptions
 from backupctl.redis import sentinel
 from backupctl.store import catalog
 from backupctl.store.archive import COMPRESSIONS
@@ -61,14 +64,23 @@ DataDirOpt = Annotated[
 MethodOpt = Annotated[
     str, typer.Option("--method", help="bgsave (read the RDB file) or replication (stream it).")
 ]
+PauseRdbCompressionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--pause-rdbcompression",
+        help="With --method replication: switch the server's rdbcompression off until the "
+        "snapshot child is forked (then back on; also when stopped by SIGTERM or Ctrl-C), so "
+        "the child skips LZF and zstd alone compresses the stream: less work on the server, "
+        "smaller archives. Off by default: the server's settings are never touched.",
+    ),
+]
 KeepRdbCompressionOpt = Annotated[
     bool,
     typer.Option(
         "--keep-rdbcompression",
-        help="With --method replication: never switch the server's rdbcompression off. By "
-        "default it is off only until the snapshot child is forked (then set back), so the "
-        "RDB streams without LZF and zstd alone compresses it: ~2.5x less work on the server, "
-        "smaller archives.",
+        hidden=True,
+        help="Deprecated, does nothing: leaving rdbcompression alone is now the default "
+        "(see --pause-rdbcompression).",
     ),
 ]
 CompressionOpt = Annotated[str, typer.Option("--compression", help="zstd, gzip or none.")]
@@ -219,11 +231,13 @@ class ShardDone(CommandResult):
 
 
 def run(
+    ctx: typer.Context,
     to: ToOpt,
     redis_url: RedisOpt = None,
     target: TargetOpt = None,
     data_dir: DataDirOpt = None,
     method: MethodOpt = "bgsave",
+    pause_rdbcompression: PauseRdbCompressionOpt = False,
     keep_rdbcompression: KeepRdbCompressionOpt = False,
     compression: CompressionOpt = "zstd",
     level: LevelOpt = None,
@@ -254,6 +268,12 @@ def run(
             f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}",
             termination_log=termination_log,
         )
+    if pause_rdbcompression and keep_rdbcompression:
+        fail(
+            "--pause-rdbcompression and --keep-rdbcompression contradict each other: pick one "
+            "(--keep-rdbcompression is the default now and can be left out)",
+            termination_log=termination_log,
+        )
     if shard is not None and not (cluster and backup_id):
         fail(
             "--shard needs --cluster and --id: every shard's run writes into the same backup",
@@ -280,10 +300,11 @@ def run(
             timeout=timeout,
             cluster=cluster,
             prefer_replica=prefer_replica,
-            keep_rdbcompression=keep_rdbcompression,
+            pause_rdbcompression=pause_rdbcompression,
             backup_id=backup_id,
             shard=parse_shard(shard) if shard is not None else None,
             owner=owner,
+            hooks=ctx.find_object(RunHooks) or RunHooks(),
         )
         result: CommandResult
         with progress_bar("backup", not as_json) as (advance, set_total):

@@ -10,14 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, get_store
-from backupctl.cli.output import CommandResult, backup_progress, human, report, user_errors
+from backupctl.cli.output import CommandResult, backup_progress, human, note, report, user_errors
+from backupctl.ops.scratch import check_parent
 from backupctl.ops.verify import VerifyReport, verify_backup
 from backupctl.store import catalog
 
 BackupArg = Annotated[str, typer.Argument(help="Backup id, or 'latest'.", show_default=False)]
 TmpDirOpt = Annotated[
     Path | None,
-    typer.Option("--tmp-dir", help="Where to unpack temporarily (default: system temp)."),
+    typer.Option(
+        "--tmp-dir",
+        help="Where to unpack temporarily (default: system temp). A killed run's folder there "
+        "is removed by the next run.",
+    ),
 ]
 
 
@@ -53,8 +58,10 @@ def verify(
 ) -> None:
     """Download a backup and check every checksum and RDB, without restoring it."""
     with user_errors():
+        if tmp_dir is not None:
+            check_parent(tmp_dir)  # before any download
         store = get_store(store_url, endpoint)
         entry = catalog.find(store, backup, target)
         with backup_progress("verify", entry, not as_json) as advance:
-            result = verify_backup(store, entry, tmp_dir=tmp_dir, progress=advance)
+            result = verify_backup(store, entry, tmp_dir=tmp_dir, progress=advance, note=note)
         report(Verified(result), as_json=as_json, termination_log=None)

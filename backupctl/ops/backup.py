@@ -96,6 +96,7 @@ def run_backup(
         mode="cluster" if opts.cluster else "standalone",
         nodes=entries,
     )
+    opts.hooks.on_step("manifest")
     catalog.write_manifest(opts.store, manifest)
     return manifest
 
@@ -243,6 +244,7 @@ def run_shard_backup(
         compression=opts.compression,
         node=dataclasses.replace(entry, node_id=member.node_id, slots=member.slots),
     )
+    opts.hooks.on_step("manifest")
     return backup_set.commit(store, record)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime
@@ -83,7 +84,7 @@ def backup_node(
             if level is None and raw and opts.compression == "zstd":
                 level = RAW_RDB_ZSTD_LEVEL
             result: ArchiveResult = write_archive(
-                w, members, opts.compression, level=level, progress=progress
+                w, members, opts.compression, level=level, progress=_first_call(opts, progress)
             )
             keys = info.keys
             if checker is not None:
@@ -136,7 +137,16 @@ def _bgsave_members(
             "--method replication (needs no file access)"
         )
     before = now()
-    snapshot_time = bgsave(client, timeout=opts.timeout)
+    told = False
+
+    def waiting(seconds: float) -> None:  # bgsave's poll sleep: the BGSAVE runs
+        nonlocal told
+        if not told:
+            told = True
+            opts.hooks.on_step("snapshot")
+        time.sleep(seconds)
+
+    snapshot_time = bgsave(client, timeout=opts.timeout, sleep=waiting)
     rdb_path = data_dir / info.dbfilename
     try:
         rdb = file_member(rdb_path, info.dbfilename, "rdb")
@@ -221,9 +231,11 @@ def _replication_members(
     unknown size when diskless (stored in parts, see archive.py); and whether
     it holds no LZF strings."""
     pause = RdbCompressionPause(client)
-    if opts.compression != "none" and not opts.keep_rdbcompression:
+    if opts.compression != "none" and opts.pause_rdbcompression:
+        stack.callback(_restore_rdbcompression, pause)  # first: no window without it
         pause.start()
-        stack.callback(_restore_rdbcompression, pause)
+    else:
+        pause.observe()
     # Valkey writes for a replica the format of the version it announces: ours
     # is the server's own, so the stream is the RDB its BGSAVE would write.
     announce = info.version if info.flavour == "valkey" else None
@@ -233,9 +245,25 @@ def _replication_members(
         )
     )
     _restore_rdbcompression(pause)  # the child exists by now (on_fork ran)
+    opts.hooks.on_step("stream")
     snapshot_time = now()
     member = Member(name=info.dbfilename, size=dump.size, kind="rdb", open=lambda: dump.stream)
     return [member], snapshot_time, pause.uncompressed
+
+
+def _first_call(opts: RunOptions, progress: Progress | None) -> Progress:
+    """``progress``, telling the hooks of the upload step on the first bytes."""
+    told = False
+
+    def advance(n: int) -> None:
+        nonlocal told
+        if not told:
+            told = True
+            opts.hooks.on_step("upload")
+        if progress is not None:
+            progress(n)
+
+    return advance
 
 
 def _restore_rdbcompression(pause: RdbCompressionPause) -> None:

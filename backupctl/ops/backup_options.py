@@ -10,14 +10,20 @@ them here lets those modules import each other's vocabulary without a cycle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from backupctl.redis.address import ConnectionSpec
 from backupctl.store import backup_set
 from backupctl.store.backends.base import Backend
 
-__all__ = ["BackupError", "RunOptions"]
+__all__ = ["STEPS", "BackupError", "RunHooks", "RunOptions"]
+
+#: The steps of a run, in order, as :attr:`RunHooks.on_step` hears them:
+#: waiting for BGSAVE, or the replication stream started; the archive's
+#: first bytes written to the store; the archive stored, manifest not yet.
+STEPS = ("snapshot", "stream", "upload", "manifest")
 
 
 class BackupError(Exception):
@@ -43,12 +49,24 @@ class RunOptions:
     cluster: bool = False
     #: In a cluster, back up a healthy replica of each shard to spare the master.
     prefer_replica: bool = False
-    #: method replication: never switch the server's rdbcompression off for the
+    #: method replication: switch the server's rdbcompression off for the
     #: snapshot's fork (see backupctl.redis.replication.RdbCompressionPause).
-    keep_rdbcompression: bool = False
+    #: Opt-in: by default a server's settings are never touched.
+    pause_rdbcompression: bool = False
     #: Write into this backup id instead of a new one (refused if it is complete).
     backup_id: str | None = None
     #: ``(I, N)``: back up only shard I of N (see :func:`run_shard_backup`).
     shard: tuple[int, int] | None = None
     #: Who writes a shard set (the controller: the RedisBackup's name).
     owner: str = backup_set.DEFAULT_OWNER
+    #: Told each step as it starts (see :class:`RunHooks`).
+    hooks: RunHooks = field(default_factory=lambda: RunHooks(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """Callbacks into a run: ``on_step(name)`` as each of :data:`STEPS` starts
+    (per node). For progress output, or a test that stops a run at a step
+    (``tests/support/run_with_pause.py``)."""
+
+    on_step: Callable[[str], None] = lambda step: None

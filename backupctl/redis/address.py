@@ -87,9 +87,58 @@ def default_node_name(spec: ConnectionSpec) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", f"{spec.host}-{spec.port}")
 
 
-def _redact_url(url: str) -> str:
-    """``url`` with any password in its userinfo replaced by ``***``."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+@dataclass(frozen=True)
+class _SplitUrl:
+    """A URL cut into its secret part (the userinfo) and the rest, which
+    holds no secret and may be quoted in messages."""
+
+    scheme: str
+    userinfo: str | None  # everything before the last "@", or None
+    rest: str  # host[:port][/db][?options]
+
+    @property
+    def shown(self) -> str:
+        """The URL for messages: a password (or a userinfo that may be one) as ``***``."""
+        if self.userinfo is None:
+            return f"{self.scheme}://{self.rest}"
+        user, colon, _ = self.userinfo.partition(":")
+        who = f"{user}:***" if colon and _plain(user) else "***"
+        return f"{self.scheme}://{who}@{self.rest}"
+
+
+def _plain(text: str) -> bool:
+    """A user name safe to show: short, printable ASCII, no URL delimiters."""
+    return (
+        len(text) <= 64
+        and all(c.isascii() and c.isprintable() for c in text)
+        and not any(c in text for c in "/?#[]@ ")
+    )
+
+
+def _split_url(url: str) -> _SplitUrl:
+    """Cut ``scheme://[userinfo@]rest`` without parsing the userinfo: a password
+    may hold any character (``/ # ? @ %``, spaces, unicode) that a URL parser
+    would take for a delimiter, and so leak its start as a host or port.
+
+    The userinfo runs to the LAST ``@`` (so an ``@`` in a query value must be
+    written ``%40``). Never echoes the URL: when even the scheme cannot be
+    found, the message says what is wrong without quoting anything."""
+    scheme, sep, after = url.partition("://")
+    if not sep:
+        raise RedisNodeError(
+            f"invalid Redis URL (not shown, it may hold a password): it does not start with "
+            f"redis:// or rediss://; expected {URL_EXAMPLE}",
+            reason="config",
+        )
+    if scheme not in ("redis", "rediss"):
+        name = scheme if scheme.isascii() and scheme.isalnum() and len(scheme) <= 16 else "?"
+        raise RedisNodeError(
+            f"invalid Redis URL (not shown, it may hold a password): unsupported scheme "
+            f"{name}://; expected {URL_EXAMPLE}",
+            reason="config",
+        )
+    userinfo, at, rest = after.rpartition("@")
+    return _SplitUrl(scheme, userinfo if at else None, rest)
 
 
 def _read_password_file(path: str) -> str:
@@ -99,6 +148,11 @@ def _read_password_file(path: str) -> str:
     except OSError as exc:
         raise RedisNodeError(
             f"cannot read password file {path}: {exc.strerror or exc}", reason="config"
+        ) from None
+    except UnicodeDecodeError:  # the message would quote the bytes around the bad one
+        raise RedisNodeError(
+            f"password file {path} is not UTF-8 text: write the password as UTF-8",
+            reason="config",
         ) from None
     value = value.rstrip("\r\n")
     if not value:
@@ -113,8 +167,13 @@ def parse_redis_url(
     password_file: str | None = None,
     username: str | None = None,
     env: Mapping[str, str] = os.environ,
+    default_port: int = 6379,
 ) -> ConnectionSpec:
     """Parse ``redis://[user:pass@]host:port[/db][?options]`` (``rediss://`` = TLS).
+
+    The password may hold any character; it is never shown in an error
+    (see :func:`_split_url`). ``default_port`` is the port when the URL
+    names none.
 
     Password precedence: ``password`` > ``password_file`` (trailing newline
     stripped) > password in the URL > ``$REDIS_PASSWORD``. Username: explicit
@@ -124,20 +183,21 @@ def parse_redis_url(
     ``ssl_ca_certs=PATH``, ``ssl_certfile=PATH``, ``ssl_keyfile=PATH``,
     ``ssl_check_hostname=true|false``.
     """
-    shown = _redact_url(url.strip())
+    split = _split_url(url.strip())
+    shown = split.shown
 
     def bad(why: str) -> RedisNodeError:
         return RedisNodeError(
             f"invalid Redis URL {shown!r}: {why}; expected {URL_EXAMPLE}", reason="config"
         )
 
-    try:
-        parts = urlsplit(url.strip())
+    try:  # only the part after the userinfo: it holds no secret
+        parts = urlsplit(f"{split.scheme}://{split.rest}")
         port = parts.port
     except ValueError as exc:
-        raise bad(str(exc).replace(url, shown)) from None
-    if parts.scheme not in ("redis", "rediss"):
-        raise bad(f"unsupported scheme {parts.scheme + '://' if parts.scheme else '(none)'}")
+        raise bad(str(exc)) from None
+    if "@" in parts.netloc:  # cannot happen: rest is after the last "@"
+        raise bad("an @ after the host")  # pragma: no cover
     host = parts.hostname
     if not host:
         raise bad("no host")
@@ -174,20 +234,21 @@ def parse_redis_url(
             raise bad("ssl_check_hostname must be true or false")
         check_hostname = flag in _TRUE
 
+    url_user, colon, url_password = (split.userinfo or "").partition(":")
     if password:
         secret: str | None = password
     elif password_file:
         secret = _read_password_file(password_file)
-    elif parts.password:
-        secret = unquote(parts.password)
+    elif colon and url_password:
+        secret = unquote(url_password)
     else:
         secret = env.get("REDIS_PASSWORD") or None
-    user = username or (unquote(parts.username) if parts.username else None)
+    user = username or (unquote(url_user) if url_user else None)
     user = user or env.get("REDIS_USERNAME") or None
 
     return ConnectionSpec(
         host=host,
-        port=port if port is not None else 6379,
+        port=port if port is not None else default_port,
         username=user,
         password=secret,
         tls=tls,

@@ -472,6 +472,11 @@ class RdbCompressionPause:
         self.uncompressed = False
         self.restore_error: str | None = None
 
+    def observe(self) -> None:
+        """Only note whether the server runs ``rdbcompression no`` anyway."""
+        current, _ = config_get(self._client, "rdbcompression")
+        self.uncompressed = current == "no"
+
     def start(self) -> None:
         """Switch it off if allowed (see the class); ``active`` says whether it did."""
         diskless, _ = config_get(self._client, "repl-diskless-sync")

@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
@@ -168,11 +167,11 @@ def sentinel_specs(
     own_env = {"REDIS_PASSWORD": env.get(SENTINEL_PASSWORD_ENV, "")}
     specs = []
     for url in urls:
-        spec = parse_redis_url(url, password_file=password_file, env=own_env)
-        with suppress(ValueError):
-            if urlsplit(url.strip()).port is None:
-                spec = dataclasses.replace(spec, port=SENTINEL_PORT)
-        specs.append(spec)
+        specs.append(
+            parse_redis_url(
+                url, password_file=password_file, env=own_env, default_port=SENTINEL_PORT
+            )
+        )
     return specs
 
 

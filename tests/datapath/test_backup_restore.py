@@ -118,22 +118,25 @@ def test_replication_streams_diskless_in_parts_that_gnu_tar_joins_back_into_the_
     store = tmp_path / "store"
     store.mkdir()
     runs = {}
-    for keep in (False, True):
+    for pause in (True, False):  # --pause-rdbcompression is opt-in; the default keeps LZF
         args = ["run", "--redis", src.url, "--to", store, "--method", "replication", "--json"]
-        runs[keep] = json.loads(cli(*args, *(["--keep-rdbcompression"] if keep else [])).stdout)
-        jsonschema.validate(runs[keep], SCHEMA)
+        runs[pause] = json.loads(cli(*args, *(["--pause-rdbcompression"] if pause else [])).stdout)
+        jsonschema.validate(runs[pause], SCHEMA)
         # the server's setting is back, whichever way the backup went
         assert src.client().config_get("rdbcompression")["rdbcompression"] == "yes"
     assert not (src.dir / "dump.rdb").exists()  # diskless: nothing written on the node
+    # the old spelling is still accepted (it is the default now)
+    cli("run", "--redis", src.url, "--to", store, "--method", "replication",
+        "--keep-rdbcompression")  # fmt: skip
 
-    raw, lzf = (runs[k]["nodes"][0]["files"][0] for k in (False, True))
+    raw, lzf = (runs[k]["nodes"][0]["files"][0] for k in (True, False))
     assert raw["parts"] >= 3 and lzf["parts"] >= 2
-    # rdbcompression was off for the default run's fork only: its RDB has no
-    # LZF strings (bigger), and the archive zstd made of it is smaller.
+    # rdbcompression was off for the --pause-rdbcompression run's fork only: its
+    # RDB has no LZF strings (bigger), and the archive zstd made of it is smaller.
     assert raw["size"] > lzf["size"]
-    assert runs[False]["size"] < runs[True]["size"]
+    assert runs[True]["size"] < runs[False]["size"]
 
-    m = runs[False]
+    m = runs[True]
     archive = store / m["target"] / m["id"] / m["nodes"][0]["archive"]["key"]
     out = tmp_path / "dump.rdb"
     subprocess.run(
@@ -144,9 +147,9 @@ def test_replication_streams_diskless_in_parts_that_gnu_tar_joins_back_into_the_
     assert hashlib.sha256(out.read_bytes()).hexdigest() == raw["sha256"]
     check = subprocess.run(["redis-check-rdb", str(out)], capture_output=True, text=True)
     assert check.returncode == 0 and "RDB looks OK" in check.stdout, check.stdout
-    assert cli("verify", store, runs[False]["id"]).returncode == 0
+    assert cli("verify", store, m["id"]).returncode == 0
     data = tmp_path / "restored"
-    cli("restore", store, runs[False]["id"], "--to-dir", data, "--appendonly", "yes")
+    cli("restore", store, m["id"], "--to-dir", data, "--appendonly", "yes")
     assert redis_factory(appendonly=True, dir=data).digest() == src.digest()
 
 

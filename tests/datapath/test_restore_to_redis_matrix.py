@@ -81,6 +81,48 @@ class State:
     keys: dict[int, int]  # keys per database
     digest: str  # DEBUG DIGEST over every database
     functions: tuple[tuple[str, str], ...]  # (library name, code)
+    streams: dict[Any, Any]  # what DEBUG DIGEST leaves out of a stream: ids, groups, PELs
+
+
+#: XINFO STREAM FULL fields every server of the matrix reports the same way
+STREAM_FIELDS = ("length", "last-generated-id", "max-deleted-entry-id", "entries-added",
+                 "recorded-first-entry-id")  # fmt: skip
+GROUP_FIELDS = ("name", "last-delivered-id", "entries-read", "lag", "pel-count")
+
+
+def streams_of(server: RedisServer) -> dict[Any, Any]:
+    """Per stream key: its ids and counters, and each consumer group with its
+    pending entries (id, consumer, delivery count) and consumers (DEBUG DIGEST
+    hashes a stream's entries only)."""
+    with server.client() as c:
+        dbs = [int(db[2:]) for db in c.info("keyspace")]
+    out: dict[Any, Any] = {}
+    for db in dbs:
+        with on_db(server.client(), db) as c:
+            for key in c.scan_iter(count=1000, _type="stream"):
+                info = c.execute_command("XINFO", "STREAM", key, "FULL", "COUNT", 100_000)
+                out[(db, key)] = _stream_state(info)
+    return out
+
+
+def _stream_state(raw: Any) -> Any:
+    info = _as_dict(raw)
+    groups = []
+    for g in info[b"groups"]:
+        group = _as_dict(g)
+        pending = sorted((p[0], p[1], p[3]) for p in group[b"pending"])
+        consumers = []
+        for each in group[b"consumers"]:
+            consumer = _as_dict(each)
+            own = tuple(sorted((p[0], p[2]) for p in consumer[b"pending"]))
+            consumers.append((consumer[b"name"], consumer[b"pel-count"], own))
+        fields = tuple(group.get(f.encode()) for f in GROUP_FIELDS)
+        groups.append((fields, tuple(pending), tuple(sorted(consumers))))
+    return tuple(info.get(f.encode()) for f in STREAM_FIELDS), tuple(sorted(groups, key=repr))
+
+
+def _as_dict(reply: Any) -> dict[bytes, Any]:
+    return reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 def functions_of(server: RedisServer) -> tuple[tuple[str, str], ...]:
@@ -99,7 +141,9 @@ def state(server: RedisServer) -> State:
         keyspace = c.info("keyspace")
         digest = str(c.execute_command("DEBUG", "DIGEST"))
     keys = {int(db[2:]): int(v["keys"]) for db, v in keyspace.items()}
-    return State(keys=keys, digest=digest, functions=functions_of(server))
+    return State(
+        keys=keys, digest=digest, functions=functions_of(server), streams=streams_of(server)
+    )
 
 
 def expiries(server: RedisServer, written: Written) -> dict[Any, int]:
@@ -263,7 +307,10 @@ def test_every_type_and_encoding_loads_into_the_same_version_with_ttls_and_funct
     assert result["expired"] == in_backup
     assert result["keys"] == written.keys - len(written.expiring)
     assert result["functions"] == 1
-    assert state(target) == state(source)
+    expected = state(source)
+    assert len(expected.streams) == 5  # two with consumer groups
+    assert sum(1 for _, groups in expected.streams.values() if groups) == 2
+    assert state(target) == expected
     want = expiries(source, written)
     assert any(len(k) == 3 for k in want) == bool(written.field_ttls)  # hash fields' TTLs
     assert_same_expiries(expiries(target, written), want)
@@ -331,6 +378,10 @@ def test_a_standalone_backup_loads_into_a_cluster_with_every_key_equal(
     assert all(m.dbsize() > 0 for m in masters)
     assert digests_by_key(masters) == digests_by_key([source])
     assert {functions_of(m) for m in masters} == {functions_of(source)}
+    streams: dict[Any, Any] = {}
+    for m in masters:
+        streams.update(streams_of(m))
+    assert streams == streams_of(source) and len(streams) == 3
     got: dict[Any, int] = {}
     for m in masters:
         got.update(expiries(m, Written()))

@@ -16,7 +16,15 @@ from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, Ter
 from backupctl.cli.output import fail
 from backupctl.cli.restore_dir import restore_dry_run, restore_into_dir
 from backupctl.cli.restore_live import restore_into_cluster, restore_into_redis
-from backupctl.cli.restore_modes import CLUSTER, DIR, REDIS, FlagError, RestoreRequest, mode_of
+from backupctl.cli.restore_modes import (
+    CLUSTER,
+    DIR,
+    REDIS,
+    FlagError,
+    RestoreRequest,
+    mode_of,
+    parse_size,
+)
 from backupctl.ops.restore_dir import APPENDONLY_MODES
 
 #: The function of each mode (a dry run has its own).
@@ -101,10 +109,26 @@ RedisServerOpt = Annotated[
     str | None,
     typer.Option(
         "--redis-server",
-        help="The redis-server (or valkey-server) binary: with --to-dir, the one that will "
-        "load DIR (a backup it cannot load is refused before DIR is touched); with --to-redis, "
-        "the one that reads the backup locally (default: redis-server on PATH).",
+        help="With --to-dir: the redis-server (or valkey-server) binary that will load DIR "
+        "(a backup it cannot load is refused before DIR is touched).",
         show_default=False,
+    ),
+]
+LargeValueOpt = Annotated[
+    str,
+    typer.Option(
+        "--large-value-threshold",
+        help="With --to-redis: a value whose RDB bytes are larger is never held in memory; it "
+        "is rebuilt with bounded commands (SET+APPEND, RPUSH, SADD, ZADD, HSET) under a "
+        "temporary name and renamed over the key. A size: 64MiB, 1MiB, or bytes.",
+    ),
+]
+NoTmpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-tmp",
+        help="With --to-redis: unpack nothing to disk; stream the archive from the store twice "
+        "(the first pass verifies it, the second loads it, each block re-checked).",
     ),
 ]
 StageOnlyOpt = Annotated[
@@ -188,6 +212,8 @@ def restore(
     password_file: PasswordFileOpt = None,
     tmp_dir: TmpDirOpt = None,
     redis_server: RedisServerOpt = None,
+    large_value_threshold: LargeValueOpt = "64MiB",
+    no_tmp: NoTmpOpt = False,
     stage_only: StageOnlyOpt = False,
     swap: SwapOpt = False,
     discard_staged: DiscardStagedOpt = False,
@@ -213,6 +239,7 @@ def restore(
         )
     try:
         mode = mode_of(given_flags(ctx))
+        threshold = parse_size(large_value_threshold, "--large-value-threshold")
     except FlagError as e:
         fail(str(e), termination_log=termination_log)
     req = RestoreRequest(
@@ -221,7 +248,7 @@ def restore(
         appendonly=appendonly, node=node, prefer_aof=prefer_aof, stage_only=stage_only, swap=swap,
         discard_staged=discard_staged, flush=flush, tmp_dir=tmp_dir, password_file=password_file,
         restart=restart, verify_only=verify_only, timeout=timeout, redis_server=redis_server,
-        force=force,
+        force=force, large_value_threshold=threshold, no_tmp=no_tmp,
     )  # fmt: skip
     if dry_run or mode is None:  # mode_of allows no destination only with --dry-run
         restore_dry_run(req)

@@ -13,6 +13,7 @@ No typer here: the flags come in as the names the user typed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,9 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--appendonly": (DIR, CLUSTER),
     "--flush": (REDIS,),
     "--tmp-dir": (REDIS,),
-    "--redis-server": (DIR, REDIS),
+    "--no-tmp": (REDIS,),
+    "--redis-server": (DIR,),
+    "--large-value-threshold": (REDIS,),
     "--password-file": (REDIS, CLUSTER),
     "--restart": (CLUSTER,),
     "--verify-only": (CLUSTER,),
@@ -48,6 +51,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
 EXCLUSIVE: tuple[tuple[str, ...], ...] = (
     ("--stage-only", "--swap", "--discard-staged", "--dry-run"),
     ("--restart", "--verify-only"),
+    ("--tmp-dir", "--no-tmp"),
 )
 
 EXACTLY_ONE = (
@@ -59,6 +63,23 @@ EXACTLY_ONE = (
 
 class FlagError(Exception):
     """Flags that do not go together; ``str()`` is the one-line message."""
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, flag: str) -> int:
+    """``64MiB``, ``1MiB``, ``512KiB``, ``1G``, ``1048576`` (bytes) -> bytes (binary
+    units: ``MB`` is read as ``MiB``); :class:`FlagError` naming ``flag`` otherwise."""
+    m = _SIZE.match(text or "")
+    if m is None or int(m.group(1)) <= 0:
+        raise FlagError(
+            f"{flag} {text!r} is not a size: give a positive number of bytes, or one with a "
+            "unit (KiB, MiB, GiB), e.g. 64MiB"
+        )
+    unit = (m.group(2) or "").lower()[:1]
+    return int(m.group(1)) * _UNITS[unit]
 
 
 def mode_of(given: Collection[str]) -> str | None:
@@ -106,7 +127,9 @@ class RestoreRequest:
     # --to-redis (and --to-cluster: password_file)
     flush: bool = False
     tmp_dir: Path | None = None
-    redis_server: str | None = None  # also --to-dir: the server that will load DIR
+    redis_server: str | None = None  # --to-dir: the server that will load DIR
+    large_value_threshold: int = 64 << 20  # --to-redis: larger values are rebuilt with commands
+    no_tmp: bool = False  # --to-redis: stream the archive twice instead of unpacking it
     password_file: Path | None = None
     # --to-cluster
     restart: bool = False

@@ -61,10 +61,12 @@ __all__ = [
     "load_problem",
     "parse_server_version",
     "parse_version",
+    "payload_accepted",
     "reads",
     "release",
     "supported",
     "tool_reads",
+    "value_route",
     "writes",
 ]
 
@@ -216,6 +218,82 @@ def load_problem(
             "data holds no hash field TTLs"
         )
     return problem
+
+
+# --- DUMP payloads (restore --to-redis) ---------------------------------------------
+#
+# ``verifyDumpPayload`` (redis and valkey ``cluster.c``) checks the payload's
+# 2-byte RDB version: Redis accepts any up to its own RDB version; Valkey 8
+# up to 11; Valkey 9 up to 11 and its own VALKEY versions (80 ...), never the
+# "foreign" 12-79. Seen on this machine (2026-12, a string's payload relabelled
+# 9-13, 79-81): Redis 7.0.15 takes 9-10, Redis 8.0.2 9-12, Valkey 8.1.1 9-11,
+# Valkey 9.1.2 9-11 and 80.
+
+#: Types that need the hash field TTL commands (HPEXPIREAT) when rebuilt.
+FIELD_TTL_SINCE = {"redis": (7, 4), "valkey": (9, 0)}
+#: Kinds ``rdb_commands`` can rebuild with ordinary commands.
+REBUILDABLE = ("string", "list", "set", "zset", "hash", "stream")
+
+
+def payload_accepted(flavour: str, version: str, magic: str, rdb_version: int) -> bool | None:
+    """Whether ``flavour`` ``version`` RESTOREs a DUMP payload of ``rdb_version``
+    holding a value of an RDB with ``magic``; None when the server is unknown."""
+    r = release(flavour, version)
+    if r is None:
+        return None
+    if magic == VALKEY_MAGIC and rdb_version >= 80:
+        return rdb_version <= r.reads_valkey
+    return rdb_version <= r.reads_redis
+
+
+@dataclass(frozen=True)
+class ValueRoute:
+    """How one value type of a backup reaches a target: ``payload`` (RESTORE
+    with a payload of ``version``), ``rebuild`` (ordinary commands), or
+    ``refuse`` (``reason`` says why)."""
+
+    how: str
+    version: int = 0
+    reason: str = ""
+
+
+def value_route(
+    magic: str,
+    rdb_version: int,
+    type_id: int,
+    since: int,
+    kind: str,
+    field_ttls: bool,
+    target_flavour: str,
+    target_version: str,
+) -> ValueRoute:
+    """How a value of type ``type_id`` (a ``kind`` first written by RDB
+    ``since``; ``field_ttls`` when it holds hash field TTLs) of a ``magic``
+    ``rdb_version`` RDB is written to ``target_flavour`` ``target_version``:
+    its own payload version when the target accepts it; else relabelled with
+    the newest version the target accepts that has the type (types 0-21 mean
+    the same in every Redis and Valkey RDB); else rebuilt with commands when
+    the target has every command the value needs; else refused."""
+    accepted = payload_accepted(target_flavour, target_version, magic, rdb_version)
+    if accepted is None or accepted:
+        return ValueRoute("payload", rdb_version)
+    t = release(target_flavour, target_version)
+    assert t is not None  # accepted is not None
+    target = display(target_flavour, target_version)
+    if type_id < 22 and since <= t.reads_redis:
+        return ValueRoute("payload", min(t.reads_redis, rdb_version))
+    if kind not in REBUILDABLE:
+        return ValueRoute("refuse", reason=f"{kind} values cannot be rebuilt on {target}")
+    mm = parse_version(target_version)
+    need = FIELD_TTL_SINCE.get(target_flavour)
+    if field_ttls and (mm is None or need is None or mm < need):
+        return ValueRoute(
+            "refuse",
+            reason=f"hashes with field TTLs need {target_flavour.capitalize()} "
+            f"{need[0] if need else '?'}.{need[1] if need else '?'} or newer; {target} has no "
+            "field TTLs",
+        )
+    return ValueRoute("rebuild")
 
 
 _SERVER_VERSION = re.compile(r"\b(Redis|Valkey|KeyDB) server v=(\d+\.\d+(?:\.\d+)?)", re.I)

@@ -130,9 +130,10 @@ def download_node(
     dest: Path,
     *,
     progress: Progress | None = None,
-) -> None:
+) -> RdbReport | None:
     """Download and unpack one node's archive into ``dest``, verifying every
-    checksum and the RDB; raises :class:`ArchiveError`/StorageError."""
+    checksum and the RDB (its report returned; None without an RDB); raises
+    :class:`ArchiveError`/StorageError."""
     key = catalog.backup_dir(manifest.target, manifest.id) + node.archive.key
     with store.open(key) as src:
         size, sha = extract_verified(
@@ -150,8 +151,7 @@ def download_node(
             "the stored object is corrupt"
         )
     rdb = node.rdb_file
-    if rdb is not None:
-        check_rdb_file(dest / rdb.path)
+    return check_rdb_file(dest / rdb.path) if rdb is not None else None
 
 
 def copy_node_files(node: NodeEntry, source: Path, dest: Path) -> None:

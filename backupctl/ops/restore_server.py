@@ -3,73 +3,83 @@
 For a Redis whose disk we cannot (or should not) touch: a managed service,
 a server on another host, a server that must stay up, a Redis Cluster. How:
 
-1. check the target first, so a refusal costs no download: a backup that
-   the target or the local ``redis-server`` cannot load is refused, both
-   sides named (:func:`backupctl.core.compat.load_problem`); a standalone
+1. check the target first, so a refusal costs no download: a standalone
    primary (reachable, password right, empty unless ``flush``), or, for a
    cluster-enabled node, every master of its cluster (each reachable, a master
    with ``cluster_state:ok``, all 16384 slots served, each empty unless
    ``flush``); see :mod:`backupctl.redis.load`;
 2. download the archives into a temporary folder and verify them exactly as
-   ``--to-dir`` does (every sha256, the RDB's CRC64, ``redis-check-rdb``): one
-   node's, or into a cluster every shard of a cluster backup set. All of them
-   before anything is written;
-3. node by node, start a throwaway local ``redis-server`` on its RDB (a unix
-   socket in a private temp folder, no TCP port, ``--save ''``,
-   ``--appendonly no``, active expiry off; :mod:`backupctl.redis.local_server`)
-   -- Redis itself is the only complete RDB parser;
-4. with ``flush``: ``FLUSHALL`` on the target (every master of a cluster), only
-   now: a bad archive never empties it. Then, database by database, ``SCAN``
-   the local server and copy each key with ``DUMP`` + ``PTTL`` -> ``RESTORE``
-   in pipelined batches (``REPLACE`` only with ``flush``); into a cluster each
-   key goes to the master owning its slot, whatever the shard count of the
-   backup. Memory stays bounded by a batch: batches shrink when their payloads
-   get large. Redis Functions libraries are copied with ``FUNCTION DUMP`` /
-   ``FUNCTION RESTORE`` (on every master of a cluster).
+   ``--to-dir`` does (every sha256, the RDB's structure and CRC64): one node's,
+   or into a cluster every shard of a cluster backup set. All of them before
+   anything is written. The reader's report says which value types the RDBs
+   hold; each gets its route to the target (:func:`backupctl.core.compat.value_route`):
+   its own DUMP payload, the payload relabelled with a version the target
+   takes, or a rebuild with commands; a type the target cannot take at all
+   is refused here, naming it, before anything is written;
+3. with ``flush``: ``FLUSHALL`` on the target (every master of a cluster), only
+   now: a bad archive never empties it. Then the RDB is read once more, key by
+   key (:mod:`backupctl.redis.rdb_keys`; no local ``redis-server``), and each
+   key is sent as ``RESTORE key expiry payload [REPLACE] ABSTTL [IDLETIME s |
+   FREQ f]``, the payload being the value's own RDB bytes + RDB version +
+   CRC64 (:mod:`backupctl.redis.dump_payload`), in pipelines holding at most
+   ``batch_bytes`` (``REPLACE`` only with ``flush``). Into a cluster each key
+   goes to the master owning its slot, whatever the shard count of the
+   backup. A value larger than ``large_value_threshold`` is never held: it is
+   rebuilt with bounded commands under a temporary name in its slot and
+   renamed over the key (:mod:`backupctl.redis.rdb_commands`). Function
+   libraries are loaded from the RDB's function records with ``FUNCTION LOAD``
+   (on every master of a cluster).
 
-A cluster has database 0 only: a backup with keys in another database is
-refused before anything is written (a cluster backup set never has any,
-its nodes cannot hold them). Keys whose TTL passed since the backup are not
-loaded (the local server drops them, as any Redis loading that RDB would)
-and are counted as ``expired``; the others keep their expiry time (the TTL
-left is read from the local server just before the key is written).
-Writers on the target should be stopped while loading: a key another
-client writes meanwhile makes the load fail (without ``flush``) or is
-overwritten (with it).
+Memory is bounded by the threshold and the pipeline budget, whatever the
+dataset. A cluster has database 0 only: a backup with keys in another
+database is refused before anything is written. Keys whose TTL passed by the
+time the restore started are not loaded (as a Redis loading that RDB would)
+and are counted as ``expired``; the others keep their absolute expiry time.
+Writers on the target should be stopped while loading: a key another client
+writes meanwhile makes the load fail (without ``flush``) or is overwritten
+(with it).
 """
 
 from __future__ import annotations
 
-import shutil
+import io
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-from backupctl.core.compat import display, load_problem, reads, writes
+from backupctl.core.compat import ValueRoute, display, value_route
 from backupctl.ops.restore_dir import download_node, pick_node
+from backupctl.ops.restore_stream import rdb_again, verify_streaming
 from backupctl.ops.scratch import scratch_dir
 from backupctl.redis.address import ConnectionSpec
-from backupctl.redis.load import LoadError, Target, open_target
-from backupctl.redis.local_server import (
-    LocalDatabase,
-    LocalServer,
-    local_server,
-    server_version,
-    socket_parent,
-)
-from backupctl.store.archive import Progress
+from backupctl.redis.dump_payload import dump_payload
+from backupctl.redis.load import Command, Item, LoadError, Target, open_target
+from backupctl.redis.rdb_commands import RebuildRefused, rebuild, temp_name
+from backupctl.redis.rdb_keys import Function, KeyValue, LargeKey, RdbKeys
+from backupctl.redis.rdb_reader import RdbFormatError, RdbReport, printable_key
+from backupctl.redis.rdb_source import RdbSource
+from backupctl.redis.rdb_values import value_type
+from backupctl.store.archive import ArchiveError, Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
 
-#: Keys per DUMP/RESTORE pipeline (the first batch; later ones adapt to payload size).
+#: Keys per RESTORE pipeline at most.
 BATCH_KEYS = 512
-#: Payload bytes a batch should stay under; a bigger batch halves the next one.
+#: Payload bytes a pipeline holds at most (in flight to the target).
 BATCH_BYTES = 16 * 1024 * 1024
-#: Name starts of the temp folders (unpacked archives; the local server's
-#: socket), ``<prefix><pid>-<random>``: see backupctl.ops.scratch.
+#: A value whose RDB bytes are larger is rebuilt with commands, never held whole.
+LARGE_VALUE_THRESHOLD = 64 * 1024 * 1024
+#: Name starts of the temp folders (unpacked archives),
+#: ``<prefix><pid>-<random>``: see backupctl.ops.scratch.
 SCRATCH_PREFIX = "backupctl-load-"
-SOCKET_PREFIX = "bkctl-sock-"
+
+#: Hears (keys written, RDB bytes read, RDB bytes in all) as the load goes.
+LoadProgress = Callable[[int, int, int], None]
+
+_FIELD_TTL_TYPES = {"redis": (22, 23, 24, 25), "valkey": (22,)}
 
 
 @dataclass(frozen=True)
@@ -82,9 +92,11 @@ class LoadResult:
     expired: int  # keys in the backup whose TTL had passed
     databases: dict[int, int] = field(default_factory=dict)  # db -> keys written
     masters: dict[str, int] = field(default_factory=dict)  # master host:port -> keys written
-    functions: int = 0  # Redis Functions libraries copied
+    functions: int = 0  # Redis Functions libraries loaded
     flushed: bool = False
     cluster: bool = False  # the target is a Redis Cluster
+    rebuilt: int = 0  # keys written with commands (large, or a type the target lacks)
+    relabelled: int = 0  # keys whose payload carries the target's RDB version
 
 
 def restore_to_redis(
@@ -95,50 +107,39 @@ def restore_to_redis(
     flush: bool = False,
     node: str | None = None,
     tmp_dir: Path | None = None,
-    redis_server: str | None = None,
     timeout: float = 3600.0,
     progress: Progress | None = None,
     batch_keys: int = BATCH_KEYS,
     batch_bytes: int = BATCH_BYTES,
+    large_value_threshold: int = LARGE_VALUE_THRESHOLD,
     note: Callable[[str], None] | None = None,
+    load_progress: LoadProgress | None = None,
+    now_ms: int | None = None,
+    no_tmp: bool = False,
 ) -> LoadResult:
     """Load ``entry`` into the running server ``target``: one node of the
     backup, or into a Redis Cluster every node of it (``node`` picks one).
     The archives are unpacked under ``tmp_dir`` (default: the system temp
     folder) in a folder a later run removes if this one is killed; ``note``
-    hears of such leftovers removed."""
+    hears of such leftovers removed. ``now_ms`` (default: now) is the time
+    against which expiries are judged. With ``no_tmp`` nothing is written to
+    disk: each archive is streamed from the store twice
+    (:mod:`backupctl.ops.restore_stream`)."""
     manifest = entry.manifest
     if manifest is None:
         raise LoadError(f"backup {entry.id} is incomplete and cannot be restored")
-    server_bin = redis_server or shutil.which("redis-server")
-    if server_bin is None:
-        raise LoadError(
-            "--to-redis reads the backup with a local redis-server, which is not installed: "
-            "install redis-server (Debian/Ubuntu: apt-get install redis-server) or restore "
-            "with --to-dir"
-        )
-
+    start_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with open_target(target, flush=flush, timeout=timeout) as dest:
         nodes = _source_nodes(manifest, node, dest.cluster)
-        _check_versions(nodes, dest.server, server_bin)
-        need = sum(f.size for n in nodes for f in n.files)
-        with (
-            scratch_dir(tmp_dir, SCRATCH_PREFIX, need=need, note=note) as tmp,
-            scratch_dir(socket_parent(), SOCKET_PREFIX, note=note, option="temp folder") as sock,
-        ):
-            rdbs: list[Path] = []
-            for i, n in enumerate(nodes):  # every archive verified before anything is written
-                data = tmp / f"node-{i}"
-                data.mkdir()
-                download_node(store, manifest, n, data, progress=progress)
-                rdb = n.rdb_file
-                assert rdb is not None  # _source_nodes checked
-                rdbs.append(data / rdb.path)
-            copy = _Copy(dest, flush, batch_keys, batch_bytes, timeout)
-            for n, rdb_path in zip(nodes, rdbs, strict=True):
-                with local_server(server_bin, rdb_path, dest.databases, timeout, sock) as local:
-                    copy.node(local, n)
-            masters = dest.written()
+        if no_tmp:
+            copy = _load_streaming(store, manifest, nodes, dest, flush, progress,
+                                   (batch_keys, batch_bytes, large_value_threshold, start_ms,
+                                    load_progress))  # fmt: skip
+        else:
+            copy = _load_unpacked(store, manifest, nodes, dest, flush, tmp_dir, progress, note,
+                                  (batch_keys, batch_bytes, large_value_threshold, start_ms,
+                                   load_progress))  # fmt: skip
+        masters = dest.written()
     keys = sum(copy.databases.values())
     return LoadResult(
         id=manifest.id,
@@ -146,39 +147,125 @@ def restore_to_redis(
         nodes=tuple(n.name for n in nodes),
         redis=target.display,
         keys=keys,
-        expired=max(0, sum(n.keys for n in nodes) - keys),
+        expired=copy.expired,
         databases={db: c for db, c in sorted(copy.databases.items()) if c},
         masters=masters,
         functions=len(copy.functions),
         flushed=flush,
         cluster=dest.cluster,
+        rebuilt=copy.rebuilt,
+        relabelled=copy.relabelled,
     )
 
 
-def _check_versions(nodes: list[NodeEntry], target: tuple[str, str], server_bin: str) -> None:
-    """Refuse, before anything is downloaded or written, a backup that the
-    local server cannot read, or whose keys (DUMP payloads of the local
-    server's RDB version) the target cannot take; both sides named."""
-    local = server_version(server_bin)
+_CopyArgs = tuple[int, int, int, int, "LoadProgress | None"]
+
+
+def _load_unpacked(
+    store: Backend, manifest: Manifest, nodes: list[NodeEntry], dest: Target, flush: bool,
+    tmp_dir: Path | None, progress: Progress | None, note: Callable[[str], None] | None,
+    args: _CopyArgs,
+) -> _Copy:  # fmt: skip
+    """Every archive unpacked into a temp folder and verified, then loaded."""
+    need = sum(f.size for n in nodes for f in n.files)
+    with scratch_dir(tmp_dir, SCRATCH_PREFIX, need=need, note=note) as tmp:
+        rdbs: list[tuple[NodeEntry, Path, RdbReport]] = []
+        for i, n in enumerate(nodes):  # every archive verified before anything is written
+            data = tmp / f"node-{i}"
+            data.mkdir()
+            report = download_node(store, manifest, n, data, progress=progress)
+            rdb = n.rdb_file
+            assert rdb is not None and report is not None  # _source_nodes checked
+            rdbs.append((n, data / rdb.path, report))
+        copy = _prepare(dest, [(n, r) for n, _, r in rdbs], flush, args)
+        for n, rdb_path, report in rdbs:
+            with open(rdb_path, "rb", buffering=0) as fh:
+                copy.node(n, fh, report, copy.routes[n.name])
+    return copy
+
+
+def _load_streaming(
+    store: Backend, manifest: Manifest, nodes: list[NodeEntry], dest: Target, flush: bool,
+    progress: Progress | None, args: _CopyArgs,
+) -> _Copy:  # fmt: skip
+    """``--no-tmp``: every archive streamed and verified (block digests kept),
+    then streamed again and loaded, block by verified block."""
+    verified: list[tuple[NodeEntry, list[bytes], RdbReport]] = []
     for n in nodes:
-        problem = load_problem(n.flavour, n.version, n.rdb_magic, n.rdb_version, *target)
-        if problem is not None:
-            raise LoadError(f"refused, nothing was touched: {problem}")
-        if local is None:
-            continue
-        problem = load_problem(n.flavour, n.version, n.rdb_magic, n.rdb_version, *local)
-        if problem is not None:
+        digests: list[bytes] = []
+        verified.append((n, digests, verify_streaming(store, manifest, n, digests,
+                                                      progress=progress)))  # fmt: skip
+    copy = _prepare(dest, [(n, r) for n, _, r in verified], flush, args)
+    for n, digests, report in verified:
+        with rdb_again(store, manifest, n, digests) as stream:
+            copy.node(n, stream, report, copy.routes[n.name])
+    return copy
+
+
+def _prepare(
+    dest: Target, reports: list[tuple[NodeEntry, RdbReport]], flush: bool, args: _CopyArgs
+) -> _Copy:
+    """Routes planned and refusals made (nothing written yet), then FLUSHALL with ``flush``."""
+    batch_keys, batch_bytes, threshold, start_ms, load_progress = args
+    routes = plan_routes(reports, dest.server, threshold)
+    if dest.cluster:
+        _refuse_other_databases(reports)
+    copy = _Copy(dest, flush, batch_keys, batch_bytes, threshold, start_ms, load_progress,
+                 sum(r.size for _, r in reports))  # fmt: skip
+    copy.routes = routes
+    if flush:
+        dest.flush()
+    return copy
+
+
+def plan_routes(
+    rdbs: list[tuple[NodeEntry, RdbReport]], server: tuple[str, str], threshold: int
+) -> dict[str, dict[int, ValueRoute]]:
+    """Per node, per value type id its RDB holds: how it reaches the target
+    (flavour, version). A type the target cannot take, or a value over the
+    threshold that cannot be rebuilt, is refused here, before anything is
+    written, naming the type."""
+    target = display(*server)
+    plans: dict[str, dict[int, ValueRoute]] = {}
+    for n, report in rdbs:
+        valkey = report.magic == "VALKEY"
+        ttl_types = _FIELD_TTL_TYPES["valkey" if valkey else "redis"]
+        plan: dict[int, ValueRoute] = {}
+        for type_id in sorted(report.type_ids):
+            vtype = value_type(type_id, valkey)
+            assert vtype is not None  # the reader checked every type id
+            route = value_route(report.magic, report.version, type_id, vtype.since, vtype.kind,
+                                type_id in ttl_types, *server)  # fmt: skip
+            if route.how == "refuse":
+                source = display(n.flavour or "redis", n.version)
+                raise LoadError(
+                    f"refused, nothing was written: node {n.name} of the backup ({source}) holds "
+                    f"{vtype.kind} values ({vtype.encoding}, RDB type {type_id}) that {target} "
+                    f"cannot take: {route.reason}"
+                )
+            plan[type_id] = route
+        for big in report.largest:
+            if big.size > threshold and big.type == "module":
+                raise LoadError(
+                    f"refused, nothing was written: node {n.name} of the backup holds the "
+                    f"module key '{big.key}' of {big.size} bytes, over "
+                    f"--large-value-threshold ({threshold} bytes), and a module value is not "
+                    "rebuilt with commands: raise --large-value-threshold above its size"
+                )
+        plans[n.name] = plan
+    return plans
+
+
+def _refuse_other_databases(rdbs: list[tuple[NodeEntry, RdbReport]]) -> None:
+    for n, report in rdbs:
+        other = sorted(db for db, count in report.keys.items() if db != 0 and count)
+        if other:
             raise LoadError(
-                f"refused, nothing was touched: --to-redis reads the backup with the local "
-                f"{server_bin}, and {problem}; pass --redis-server with a server that reads it"
+                f"node {n.name} of the backup has keys in database "
+                f"{', '.join(map(str, other))} ({sum(report.keys[db] for db in other)} keys), "
+                "but a Redis Cluster has database 0 only (nothing was written): load it into a "
+                "standalone Redis, or move those keys to database 0 first"
             )
-    dump = writes(*local) if local is not None else None
-    if local is not None and dump is not None and reads(*target, *dump) is False:
-        raise LoadError(
-            f"refused, nothing was touched: keys are copied as DUMP payloads in the format "
-            f"of the local {display(*local)} (RDB {dump[1]}), which {display(*target)} does "
-            "not read; pass --redis-server with a server no newer than the target"
-        )
 
 
 def _source_nodes(manifest: Manifest, node: str | None, cluster: bool) -> list[NodeEntry]:
@@ -195,74 +282,148 @@ def _source_nodes(manifest: Manifest, node: str | None, cluster: bool) -> list[N
 
 
 class _Copy:
-    """Copies node after node into ``dest``; flushes before the first key."""
+    """Copies node after node into ``dest``, key by key from each RDB."""
 
     def __init__(
-        self, dest: Target, flush: bool, batch_keys: int, batch_bytes: int, timeout: float
+        self,
+        dest: Target,
+        flush: bool,
+        batch_keys: int,
+        batch_bytes: int,
+        threshold: int,
+        now_ms: int,
+        progress: LoadProgress | None,
+        total_bytes: int,
     ) -> None:
         self.dest = dest
-        self.flush = flush
+        self.replace = flush
         self.batch_keys = max(1, batch_keys)
-        self.batch_bytes = batch_bytes
-        self.timeout = timeout
-        self.flushed = False
+        self.batch_bytes = max(1, batch_bytes)
+        self.threshold = threshold
+        self.now_ms = now_ms
+        self.progress = progress
+        self.total_bytes = total_bytes
+        self.done_bytes = 0  # RDB bytes of the nodes already loaded
         self.databases: dict[int, int] = {}  # db -> keys written
-        self.functions: dict[str, str] = {}  # library name -> code, as copied
+        self.functions: dict[str, bytes] = {}  # library name -> code, as loaded
+        self.expired = 0
+        self.rebuilt = 0
+        self.relabelled = 0
+        self.nonce = secrets.token_hex(6).encode()
+        self.routes: dict[str, dict[int, ValueRoute]] = {}  # node -> type id -> route
+        self.last_key: bytes | None = None  # the last key written
+        self._pending: list[Item] = []
+        self._pending_db = 0
+        self._pending_bytes = 0
 
-    def node(self, local: LocalServer, node: NodeEntry) -> None:
-        keyspace = local.keyspace()
-        if self.dest.cluster:
-            other = sorted(db for db in keyspace if db != 0)
-            if other:
-                touched = self.flushed or self.functions or any(self.databases.values())
-                written = "" if touched else " (nothing was written)"
-                raise LoadError(
-                    f"node {node.name} of the backup has keys in database "
-                    f"{', '.join(map(str, other))} ({sum(keyspace[db] for db in other)} keys), "
-                    f"but a Redis Cluster has database 0 only{written}: load it into a "
-                    "standalone Redis, or move those keys to database 0 first"
-                )
-        if self.flush and not self.flushed:
-            self.dest.flush()
-            self.flushed = True
-        self._functions(local)
-        for db in sorted(keyspace):
-            with local.database(db) as src:
-                self.databases[db] = self.databases.get(db, 0) + self._db(src, db)
+    def node(
+        self, node: NodeEntry, fh: BinaryIO, report: RdbReport, routes: dict[int, ValueRoute]
+    ) -> None:
+        walk = RdbKeys(fh, self.now_ms, self.threshold, report.size)
+        name = node.rdb_file.path if node.rdb_file is not None else "the RDB"
+        try:
+            for count, rec in enumerate(walk.records(), 1):
+                self._record(rec, walk, routes)
+                if self.progress is not None and count % 1024 == 0:
+                    self._tell(walk.offset)
+            self._send()
+        except (RdbFormatError, ArchiveError) as exc:  # verified a moment ago: it changed
+            raise LoadError(f"{name} of node {node.name}: {exc}; stopped, "
+                            f"{self._so_far()}") from None  # fmt: skip
+        except RebuildRefused as exc:
+            raise LoadError(f"node {node.name}: {exc} ({self._so_far()})") from None
+        self.expired += sum(walk.expired.values())
+        self.done_bytes += report.size
+        self._tell(0)
 
-    def _functions(self, local: LocalServer) -> None:
-        """Redis Functions libraries (Redis >= 7): the first node's with FUNCTION
-        DUMP/RESTORE; a later node's other libraries (a cluster's shards normally
-        all hold the same) with FUNCTION LOAD."""
-        libraries = local.libraries()
-        new = {name: code for name, code in libraries.items() if self.functions.get(name) != code}
-        if not new:
-            return
-        if not self.functions:
-            payload = local.function_dump()
-            self.dest.restore_functions(payload, replace=self.flush)
+    def _tell(self, at: int) -> None:
+        if self.progress is not None:
+            keys = sum(self.databases.values()) + len(self._pending)
+            self.progress(keys, self.done_bytes + at, self.total_bytes)
+
+    def _record(self, rec: KeyValue | LargeKey | Function, walk: RdbKeys,
+                routes: dict[int, ValueRoute]) -> None:  # fmt: skip
+        if isinstance(rec, Function):
+            self._function(rec)
+        elif isinstance(rec, LargeKey):
+            self._send()
+            self._rebuild(rec.db, rec.key, rec.source, rec.type_id, rec.kind, rec.expire_ms,
+                          walk.magic == "VALKEY")  # fmt: skip
         else:
-            for name, code in new.items():
-                self.dest.load_function(code, replace=self.flush or name in self.functions)
-        self.functions.update(libraries)
+            route = routes[rec.type_id]
+            if route.how == "rebuild":
+                self._send()
+                source = RdbSource(io.BytesIO(rec.raw[1:]), len(rec.raw) - 1)
+                self._rebuild(rec.db, rec.key, source, rec.type_id, rec.kind, rec.expire_ms,
+                              walk.magic == "VALKEY")  # fmt: skip
+                return
+            if route.version != walk.version:
+                self.relabelled += 1
+            if rec.db != self._pending_db:
+                self._send()
+                self._pending_db = rec.db
+            payload = dump_payload(rec.raw, route.version)
+            self._pending.append(Item(rec.key, rec.expire_ms or 0, payload, rec.idle, rec.freq))
+            self._pending_bytes += len(payload) + len(rec.key)
+            if len(self._pending) >= self.batch_keys or self._pending_bytes >= self.batch_bytes:
+                self._send()
 
-    def _db(self, src: LocalDatabase, db: int) -> int:
-        copied, cursor, size = 0, 0, self.batch_keys
-        deadline = time.monotonic() + self.timeout
-        while True:
-            cursor, keys = src.scan(cursor, size)
-            for start in range(0, len(keys), size):
-                items, payload_bytes = src.dump(keys[start : start + size])
-                if items:
-                    copied += self.dest.write(db, items, replace=self.flush)
-                if payload_bytes > self.batch_bytes and size > 1:
-                    size = max(1, size // 2)
-                elif payload_bytes < self.batch_bytes // 4 and size < self.batch_keys:
-                    size = min(self.batch_keys, size * 2)
-            if cursor == 0:
-                return copied
-            if time.monotonic() > deadline:
-                raise LoadError(f"loading database {db} took longer than {self.timeout:g} s")
+    def _so_far(self) -> str:
+        keys = sum(self.databases.values())
+        last = f", the last {printable_key(self.last_key)!r}" if self.last_key is not None else ""
+        return f"keys written so far: {keys}{last}"
+
+    def _send(self) -> None:
+        if not self._pending:
+            return
+        db = self._pending_db
+        written = self.dest.write(db, self._pending, replace=self.replace)
+        self.databases[db] = self.databases.get(db, 0) + written
+        self.last_key = self._pending[-1][0]
+        self._pending = []
+        self._pending_bytes = 0
+
+    def _rebuild(self, db: int, key: bytes, source: RdbSource, type_id: int, kind: str,
+                 expire_ms: int | None, valkey: bool) -> None:  # fmt: skip
+        tmp = temp_name(key, self.nonce)
+        commands: Iterable[Command] = rebuild(
+            source, type_id, kind, key, tmp, valkey=valkey, expire_ms=expire_ms,
+            now_ms=self.now_ms, replace=self.replace,
+        )  # fmt: skip
+        self.dest.execute(db, key, _first_checked(commands), self.batch_bytes)
+        self.databases[db] = self.databases.get(db, 0) + 1
+        self.last_key = key
+        self.rebuilt += 1
+
+    def _function(self, fn: Function) -> None:
+        """A library of the RDB: FUNCTION LOAD (REPLACE with flush); a later
+        node's copy of a library already loaded (a cluster's shards all hold
+        the same) is skipped."""
+        if fn.code is None:
+            raise LoadError(
+                f"function library {fn.name!r} is in the format of Redis 7.0's release "
+                "candidates, which no released server loads; load it by hand"
+            )
+        if self.functions.get(fn.name) == fn.code:
+            return
+        replace = self.replace or fn.name in self.functions
+        self.dest.load_function(fn.code, replace=replace)
+        self.functions[fn.name] = fn.code
 
 
-__all__ = ["LoadError", "LoadResult", "restore_to_redis"]
+def _first_checked(commands: Iterable[Command]) -> Iterator[Command]:
+    """The commands, with a refusal (raised by the generator before its first
+    command) surfacing before anything is sent."""
+    it = iter(commands)
+    first = next(it, None)
+    if first is None:
+        return iter(())
+    return _chain_first(first, it)
+
+
+def _chain_first(first: Command, rest: Iterator[Command]) -> Iterator[Command]:
+    yield first
+    yield from rest
+
+
+__all__ = ["LoadError", "LoadResult", "plan_routes", "restore_to_redis"]

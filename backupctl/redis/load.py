@@ -21,9 +21,9 @@ caller downloads anything; nothing is written until the caller calls
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import redis
 from redis.crc import key_slot
@@ -38,8 +38,19 @@ from backupctl.redis.info import NodeInfo, node_info
 #: Rounds of MOVED/ASK redirects one batch may take before we give up.
 MAX_REDIRECTS = 5
 
-#: One key to write: (name, TTL in ms with 0 = none, DUMP payload).
-Item = tuple[bytes, int, bytes]
+
+class Item(NamedTuple):
+    """One key to write with RESTORE ... ABSTTL [IDLETIME s | FREQ f]."""
+
+    key: bytes
+    expire_ms: int  # absolute Unix time in ms; 0 = no expiry
+    payload: bytes  # a DUMP payload
+    idle: int | None = None  # LRU idle seconds
+    freq: int | None = None  # LFU frequency
+
+
+#: One command of a value rebuilt with commands (rdb_commands).
+Command = tuple[bytes, ...]
 
 
 class LoadError(RedisNodeError):
@@ -61,11 +72,15 @@ class Target(Protocol):
     def restore_functions(self, payload: bytes, *, replace: bool) -> None:
         """FUNCTION RESTORE ``payload`` (REPLACE or APPEND) on every master."""
 
-    def load_function(self, code: str, *, replace: bool) -> None:
+    def load_function(self, code: str | bytes, *, replace: bool) -> None:
         """FUNCTION LOAD one library on every master."""
 
     def write(self, db: int, items: Sequence[Item], *, replace: bool) -> int:
         """RESTORE ``items`` into database ``db``; returns how many were written."""
+
+    def execute(self, db: int, key: bytes, commands: Iterable[Command], budget: int) -> None:
+        """Send ``commands`` (all about ``key``'s slot) to database ``db``, pipelined
+        with at most ``budget`` bytes in flight; the first error raises."""
 
     def written(self) -> dict[str, int]:
         """Keys written so far per master (host:port)."""
@@ -104,10 +119,7 @@ def fail(spec: ConnectionSpec, what: str, exc: BaseException) -> LoadError:
         text = text.replace(spec.password, "***")
     text = " ".join(text.split())
     if "DUMP payload version" in text:
-        text += (
-            " (the target is an older Redis than the local redis-server that read the backup; "
-            "use a redis-server no newer than the target)"
-        )
+        text += " (the target does not take this payload's RDB version)"
     return LoadError(f"{spec.display}: {what} failed: {text}")
 
 
@@ -171,8 +183,36 @@ def _busy(spec: ConnectionSpec, key: bytes) -> LoadError:
 
 
 def _restore(pipe: Any, item: Item, replace: bool) -> None:
-    key, ttl, payload = item
-    pipe.restore(key, ttl, payload, replace=replace)
+    key, expire, payload, idle, freq = item
+    pipe.restore(key, expire, payload, replace=replace, absttl=True, idletime=idle,
+                 frequency=freq if idle is None else None)  # fmt: skip
+
+
+def _pipelined(
+    client: redis.Redis, spec: ConnectionSpec, key: bytes, commands: Iterable[Command], budget: int
+) -> None:
+    """``commands`` in pipelines of at most ``budget`` bytes; the first error raises."""
+    pipe = client.pipeline(transaction=False)
+    size = 0
+    for command in commands:
+        exec_command(pipe, *command)
+        size += sum(len(a) for a in command)
+        if size >= budget:
+            _flush_pipe(pipe, spec, key)
+            size = 0
+    _flush_pipe(pipe, spec, key)
+
+
+def _flush_pipe(pipe: Any, spec: ConnectionSpec, key: bytes) -> None:
+    try:
+        results = pipe.execute(raise_on_error=False)
+    except redis.RedisError as exc:
+        raise fail(spec, f"rebuilding key {_shown(key)}", exc) from None
+    for result in results:
+        if isinstance(result, Exception):
+            if "no such key" in str(result):  # every field's TTL had passed: nothing to rename
+                continue
+            raise fail(spec, f"rebuilding key {_shown(key)}", result)
 
 
 def _parse_pairs(text: str) -> dict[str, str]:
@@ -221,7 +261,7 @@ class Server:
         _run(self._client, self.spec, "FUNCTION", "RESTORE", payload,
              "REPLACE" if replace else "APPEND")  # fmt: skip
 
-    def load_function(self, code: str, *, replace: bool) -> None:
+    def load_function(self, code: str | bytes, *, replace: bool) -> None:
         args = ("FUNCTION", "LOAD", "REPLACE", code) if replace else ("FUNCTION", "LOAD", code)
         _run(self._client, self.spec, *args)
 
@@ -229,6 +269,7 @@ class Server:
         if db not in self._dbs:
             self._dbs[db] = select_db(self._client, db)
         client = self._dbs[db]
+        items = [Item(*item) for item in items]  # plain (key, expiry, payload) tuples too
         pipe = client.pipeline(transaction=False)
         for item in items:
             _restore(pipe, item, replace)
@@ -236,7 +277,7 @@ class Server:
             results = pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:
             raise fail(self.spec, "RESTORE", exc) from None
-        for (key, _, payload), result in zip(items, results, strict=True):
+        for (key, _, payload, _, _), result in zip(items, results, strict=True):
             if not isinstance(result, Exception):
                 continue
             if "BUSYKEY" not in str(result):
@@ -245,6 +286,12 @@ class Server:
                 raise _busy(self.spec, key)
         self._written += len(items)
         return len(items)
+
+    def execute(self, db: int, key: bytes, commands: Iterable[Command], budget: int) -> None:
+        if db not in self._dbs:
+            self._dbs[db] = select_db(self._client, db)
+        _pipelined(self._dbs[db], self.spec, key, commands, budget)
+        self._written += 1
 
     def written(self) -> dict[str, int]:
         return {self.display: self._written}
@@ -400,7 +447,7 @@ class Cluster:
     def restore_functions(self, payload: bytes, *, replace: bool) -> None:
         self._each_master("FUNCTION", "RESTORE", payload, "REPLACE" if replace else "APPEND")
 
-    def load_function(self, code: str, *, replace: bool) -> None:
+    def load_function(self, code: str | bytes, *, replace: bool) -> None:
         args = ("FUNCTION", "LOAD", "REPLACE", code) if replace else ("FUNCTION", "LOAD", code)
         self._each_master(*args)
 
@@ -409,7 +456,7 @@ class Cluster:
             raise LoadError(
                 f"the backup has keys in database {db}, but a Redis Cluster has database 0 only"
             )
-        pending = list(items)
+        pending = [Item(*item) for item in items]  # plain (key, expiry, payload) tuples too
         written = 0
         for _ in range(MAX_REDIRECTS + 1):
             groups: dict[str, list[Item]] = {}
@@ -477,6 +524,15 @@ class Cluster:
         for other, group in asked.items():
             written += self._send(other, group, replace, moved, hints, asking=True)
         return written
+
+    def execute(self, db: int, key: bytes, commands: Iterable[Command], budget: int) -> None:
+        if db != 0:
+            raise LoadError(
+                f"the backup has keys in database {db}, but a Redis Cluster has database 0 only"
+            )
+        addr = self._owner[key_slot(key)]
+        _pipelined(self._client(addr), self._specs[addr], key, commands, budget)
+        self._written[addr] += 1
 
     def written(self) -> dict[str, int]:
         return dict(sorted(self._written.items()))

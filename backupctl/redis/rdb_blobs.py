@@ -15,10 +15,12 @@ import struct
 
 __all__ = [
     "BlobError",
+    "intset_values",
     "intset_walk",
     "listpack_walk",
     "stream_listpack_walk",
     "ziplist_walk",
+    "zipmap_pairs",
     "zipmap_walk",
 ]
 
@@ -108,8 +110,9 @@ def listpack_walk(blob: bytes, collect: list[int | bytes] | None = None) -> int:
 _ZL_INT_SIZES = {0xC0: 2, 0xD0: 4, 0xE0: 8, 0xF0: 3, 0xFE: 1}
 
 
-def ziplist_walk(blob: bytes) -> int:
-    """Check a ziplist (RDB < 10) and return its number of entries."""
+def ziplist_walk(blob: bytes, collect: list[int | bytes] | None = None) -> int:
+    """Check a ziplist (RDB < 10) and return its number of entries (appending
+    them to ``collect``)."""
     size = len(blob)
     if size < 11:
         raise BlobError(f"ziplist of {size} bytes is shorter than its header", 0)
@@ -152,6 +155,8 @@ def ziplist_walk(blob: bytes) -> int:
         end = q + head + data
         if end > size - 1:
             raise BlobError("ziplist entry runs past the terminator", p)
+        if collect is not None:
+            collect.append(_ziplist_value(blob, e, q + head, end))
         last = p
         prev_size = end - p
         count += 1
@@ -163,6 +168,41 @@ def ziplist_walk(blob: bytes) -> int:
     if declared != 65535 and declared != count:
         raise BlobError(f"ziplist header counts {declared} entries, it holds {count}", 8)
     return count
+
+
+def _ziplist_value(blob: bytes, enc: int, start: int, end: int) -> int | bytes:
+    if enc < 0xC0:
+        return blob[start:end]
+    if 0xF1 <= enc <= 0xFD:
+        return (enc & 0x0F) - 1
+    return int.from_bytes(blob[start:end], "little", signed=True)
+
+
+def intset_values(blob: bytes) -> list[int]:
+    """The integers of an intset (checked by :func:`intset_walk` first)."""
+    intset_walk(blob, deep=False)
+    width = int.from_bytes(blob[0:4], "little")
+    code = {2: "<h", 4: "<i", 8: "<q"}[width]
+    return [v for (v,) in struct.iter_unpack(code, blob[8:])]
+
+
+def zipmap_pairs(blob: bytes) -> list[bytes]:
+    """Field, value, field, value ... of a zipmap (checked first)."""
+    zipmap_walk(blob)
+    out: list[bytes] = []
+    p = 1
+    for _ in range(len(blob)):
+        if blob[p] == 255:
+            break
+        klen, p = _zipmap_len(blob, p)
+        out.append(blob[p : p + klen])
+        p += klen
+        vlen, p = _zipmap_len(blob, p)
+        free = blob[p]
+        p += 1
+        out.append(blob[p : p + vlen])
+        p += vlen + free
+    return out
 
 
 def intset_walk(blob: bytes, deep: bool = True) -> int:

@@ -28,6 +28,8 @@ __all__ = [
     "RdbReport",
     "RdbVersionError",
     "known_rdb_version",
+    "printable_key",
+    "read_header",
     "read_rdb",
     "read_rdb_file",
 ]
@@ -67,6 +69,7 @@ class RdbReport:
     module_aux: int  # module aux records
     checksum: int | None  # the CRC64 in the trailer (None before RDB 5; 0 = checksums disabled)
     size: int  # bytes read, trailer included
+    type_ids: frozenset[int] = frozenset()  # the value type ids the keys use (e.g. 0, 16, 20)
 
     @property
     def total_keys(self) -> int:
@@ -86,6 +89,11 @@ def known_rdb_version(magic: str, version: int) -> bool:
     if magic == "REDIS":
         return version in _REDIS_VERSIONS
     return magic == "VALKEY" and version in _VALKEY_VERSIONS
+
+
+def read_header(src: RdbSource) -> tuple[str, int]:
+    """The magic and version of the RDB ``src`` starts with (RdbFormatError otherwise)."""
+    return _header(src)
 
 
 def _header(src: RdbSource) -> tuple[str, int]:
@@ -269,6 +277,7 @@ class _Walk:
             module_aux=self.module_aux,
             checksum=checksum,
             size=self.src.offset,
+            type_ids=frozenset(t for t, n in enumerate(self.type_counts) if n),
         )
 
 

@@ -11,7 +11,8 @@ concerns live here, once; the errors carry the byte offset of the problem.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from collections.abc import Iterator
+from typing import BinaryIO, NoReturn, cast
 
 from backupctl.redis.lzf import LzfError, lzf_decompress
 from backupctl.redis.rdb import crc64_redis
@@ -21,6 +22,7 @@ __all__ = [
     "RdbFormatError",
     "RdbSource",
     "RdbVersionError",
+    "TeeOverflow",
 ]
 
 #: The largest blob (listpack, ziplist, decompressed LZF, key) the reader will
@@ -57,22 +59,131 @@ class RdbVersionError(RdbFormatError):
     """The magic/version is one this reader does not know (e.g. a future RDB)."""
 
 
+class TeeOverflow(Exception):
+    """The bytes recorded since :meth:`RdbSource.tee_start` grew past its limit.
+
+    ``source`` continues at the recorded start (``prefix`` then the rest of the
+    stream; same offsets and CRC), so the value can be read again, streaming.
+    """
+
+    def __init__(self, source: RdbSource) -> None:
+        super().__init__("teed value over its limit")
+        self.source = source
+
+
+class _Chain:
+    """A stream of held byte strings followed by another stream (read once)."""
+
+    def __init__(self, parts: list[bytes], rest: BinaryIO) -> None:
+        self._parts = [p for p in parts if p]
+        self._parts.reverse()  # popped from the end
+        self._rest = rest
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._parts:
+            return self._rest.read(n)
+        part = self._parts.pop()
+        if 0 <= n < len(part):
+            self._parts.append(part[n:])
+            return part[:n]
+        return part
+
+
 class RdbSource:
     """Forward-only reader over ``stream`` with offsets, CRC-64 and RDB primitives.
 
     ``limit`` (the file size, when known) lets a declared length that cannot
     fit in what is left fail at once, before anything is read or allocated.
+    ``base`` and ``crc`` start it in the middle of a file (the offset and the
+    CRC-64 of everything before the stream's first byte).
+
+    :meth:`tee_start` / :meth:`tee_stop` record the bytes read in between (one
+    value's raw RDB bytes) without a copy per read; past the tee's limit
+    :class:`TeeOverflow` hands over a source that starts again at the tee's
+    start, so memory stays bounded by the limit whatever the value's size.
     """
 
-    __slots__ = ("_base", "_buf", "_crc", "_limit", "_pos", "_stream")
+    __slots__ = (
+        "_base",
+        "_buf",
+        "_crc",
+        "_limit",
+        "_pos",
+        "_stream",
+        "_tee",
+        "_tee_at",
+        "_tee_base",
+        "_tee_crc",
+        "_tee_limit",
+        "_tee_size",
+    )
 
-    def __init__(self, stream: BinaryIO, limit: int | None = None) -> None:
+    def __init__(
+        self, stream: BinaryIO, limit: int | None = None, *, base: int = 0, crc: int = 0
+    ) -> None:
         self._stream = stream
         self._buf = b""
         self._pos = 0
-        self._base = 0  # file offset of _buf[0]
-        self._crc = 0  # CRC-64 of everything before _buf[0]
+        self._base = base  # file offset of _buf[0]
+        self._crc = crc  # CRC-64 of everything before _buf[0]
         self._limit = limit
+        self._tee: list[bytes] | None = None
+        self._tee_at = 0  # where the tee starts in _buf (0 once part of it was dropped)
+        self._tee_base = 0  # file offset of the tee's first byte
+        self._tee_crc: int | None = None  # CRC-64 before the tee's first byte, once needed
+        self._tee_limit = 0
+        self._tee_size = 0
+
+    # -- tee -----------------------------------------------------------------
+
+    def tee_start(self, limit: int) -> None:
+        """Record the bytes read from here on (up to ``limit``)."""
+        self._tee = []
+        self._tee_at = self._pos
+        self._tee_base = self.offset
+        self._tee_crc = None
+        self._tee_limit = limit
+        self._tee_size = 0
+
+    def tee_stop(self) -> bytes:
+        """The bytes read since :meth:`tee_start`; stops recording."""
+        tee = self._tee
+        assert tee is not None, "tee_stop without tee_start"
+        if self._tee_size + self._pos - self._tee_at > self._tee_limit:
+            self._overflow()  # the whole value was read before a refill noticed
+        self._tee = None
+        last = self._buf[self._tee_at : self._pos]
+        if not tee:
+            return last
+        tee.append(last)
+        return b"".join(tee)
+
+    def tee_cancel(self) -> None:
+        self._tee = None
+
+    def _tee_drop(self, data: bytes | memoryview) -> None:
+        """``data`` (the tee's bytes leaving the buffer) recorded; overflow checked
+        by the caller once the source's state is whole again."""
+        assert self._tee is not None
+        self._tee.append(bytes(data))
+        self._tee_size += len(data)
+        self._tee_at = 0
+
+    def _tee_check(self) -> None:
+        if self._tee is not None and self._tee_size > self._tee_limit:
+            self._overflow()
+
+    def _overflow(self) -> NoReturn:
+        """Hand over a source that starts again at the tee's first byte."""
+        parts, crc = self._tee, self._tee_crc
+        assert parts is not None
+        self._tee = None
+        if crc is None:  # nothing of the tee left the buffer yet
+            crc = crc64_redis(memoryview(self._buf)[: self._tee_at], self._crc)
+        rest = _Chain([*parts, self._buf[self._tee_at :]], self._stream)
+        raise TeeOverflow(
+            RdbSource(cast(BinaryIO, rest), self._limit, base=self._tee_base, crc=crc)
+        )
 
     @property
     def offset(self) -> int:
@@ -82,10 +193,15 @@ class RdbSource:
 
     def _drop_consumed(self) -> None:
         if self._pos:
+            if self._tee is not None:
+                if self._tee_crc is None:
+                    self._tee_crc = crc64_redis(memoryview(self._buf)[: self._tee_at], self._crc)
+                self._tee_drop(memoryview(self._buf)[self._tee_at : self._pos])
             self._crc = crc64_redis(memoryview(self._buf)[: self._pos], self._crc)
             self._base += self._pos
             self._buf = self._buf[self._pos :]
             self._pos = 0
+            self._tee_check()
 
     def _fill(self, need: int, what: str) -> None:
         """Make ``need`` bytes available at the current position or raise 'truncated'."""
@@ -169,6 +285,8 @@ class RdbSource:
         left = n - (len(self._buf) - self._pos)
         self._pos = len(self._buf)
         self._drop_consumed()
+        if self._tee is not None and self._tee_crc is None:
+            self._tee_crc = self._crc  # nothing dropped yet: the tee starts at _buf[0]
         for _ in range(left + 1):  # every read that returns data brings a byte or more
             if left <= 0:
                 break
@@ -180,6 +298,10 @@ class RdbSource:
             self._crc = crc64_redis(data, self._crc)
             self._base += len(data)
             left -= len(data)
+            if self._tee is not None:
+                self._tee_drop(data)
+                if left > 0:
+                    self._tee_check()
         if left > 0:
             raise RdbFormatError(
                 f"truncated: {what} of {n} bytes from offset {start} is cut short", self.offset
@@ -253,6 +375,27 @@ class RdbSource:
         if kind == _ENC_INT32:
             return str(int.from_bytes(self.take(4, what), "little", signed=True)).encode()
         return self.string_after_lzf_marker(what)
+
+    def string_pieces(self, what: str, chunk: int) -> Iterator[bytes]:
+        """A string in pieces of at most ``chunk`` bytes (a raw string is never
+        held whole; an LZF one is decompressed, up to MAX_MATERIALISED)."""
+        kind, n = self._string_header(what)
+        if kind == -1:
+            self.check_fits(n, what)
+            left = n
+            for _ in range(n // max(1, chunk) + 1):
+                if left <= 0:
+                    break
+                piece = self.take(min(left, chunk), what)
+                left -= len(piece)
+                yield piece
+        elif kind == _ENC_LZF:
+            data = self.string_after_lzf_marker(what)
+            for i in range(0, len(data), max(1, chunk)):
+                yield data[i : i + chunk]
+        else:
+            width = {_ENC_INT8: 1, _ENC_INT16: 2, _ENC_INT32: 4}[kind]
+            yield str(int.from_bytes(self.take(width, what), "little", signed=True)).encode()
 
     def skip_string(self, what: str) -> None:
         """Pass a string without decoding it (LZF lengths are still checked)."""

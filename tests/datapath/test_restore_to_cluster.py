@@ -17,7 +17,7 @@ from typing import Any
 from redis.crc import key_slot
 
 from backupctl.redis.address import parse_redis_url
-from backupctl.redis.load import Cluster, open_target
+from backupctl.redis.load import Cluster, Item, open_target
 
 from support.cli_runner import assert_one_clear_error, cli
 from support.redis_cluster import cluster_client, fill_cluster, make_cluster
@@ -218,15 +218,15 @@ def test_cluster_target_follows_moved_and_ask_redirects(redis_factory: RedisFact
         moved = on_b[:20]
         for slot in {key_slot(k) for k in moved}:
             migrate(slot, b, a, finish=True)  # the target still thinks b owns them
-        assert target.write(0, [(k, 0, payload) for k in moved], replace=False) == 20
+        assert target.write(0, [Item(k, 0, payload) for k in moved], replace=False) == 20
         assert (a.dbsize(), b.dbsize()) == (20, 0)
 
         asked = on_b[20]
         migrate(key_slot(asked), b, a, finish=False)
-        assert target.write(0, [(asked, 0, payload)], replace=False) == 1
+        assert target.write(0, [Item(asked, 0, payload)], replace=False) == 1
         assert a.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", key_slot(asked)) == 1
         assert (a.dbsize(), b.dbsize()) == (21, 0)
 
         rest = on_b[21:60]
-        assert target.write(0, [(k, 0, payload) for k in rest], replace=False) == len(rest)
+        assert target.write(0, [Item(k, 0, payload) for k in rest], replace=False) == len(rest)
         assert target.written() == {f"127.0.0.1:{a.port}": 21, f"127.0.0.1:{b.port}": len(rest)}

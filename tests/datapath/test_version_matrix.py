@@ -290,6 +290,10 @@ CROSS = {
 }
 
 
+#: Targets with hash field TTLs (HPEXPIREAT): --to-redis rebuilds any value for them.
+FIELD_TTL_TARGETS = ("redis-8.0", "valkey-9.1")
+
+
 @pytest.mark.parametrize(
     ("source_id", "target_id"), list(CROSS), ids=[f"{s}-into-{t}" for s, t in CROSS]
 )
@@ -326,31 +330,51 @@ def test_a_backup_restores_into_another_version_or_is_refused_before_anything_is
         assert to_redis.returncode == 0, to_redis.stderr
         assert state(target) == expected
         return
-    for refused in (to_dir, to_redis):
-        line = assert_one_clear_error(refused, src.version, dst.version)
-        assert src.flavour in line.lower() and dst.flavour in line.lower()
+    line = assert_one_clear_error(to_dir, src.version, dst.version)
+    assert src.flavour in line.lower() and dst.flavour in line.lower()
+    if target_id in FIELD_TTL_TARGETS:  # every value relabelled or rebuilt, field TTLs too
+        assert to_redis.returncode == 0, to_redis.stderr
+        got = state(target)
+        assert (got.keys, got.functions) == (expected.keys, expected.functions)
+        # DEBUG DIGEST of a hash with field TTLs differs between Redis and Valkey (issue 12
+        # follow-up); the fields and their expiry times are compared instead.
+        for server in (source, target):
+            assert server.client().hgetall("hash:fieldttl") == source.client().hgetall(
+                "hash:fieldttl"
+            )
+        ttl = ("HPEXPIRETIME", "hash:fieldttl", "FIELDS", 3, "f0", "f1", "f2")
+        assert target.client().execute_command(*ttl) == source.client().execute_command(*ttl)
+        return
+    # --to-redis relabels payloads or rebuilds values where the target has every field;
+    # the data here holds hash field TTLs the target lacks: refused after the verifying
+    # download (a checker's note may come first), naming both sides and the type.
+    assert to_redis.returncode == 1, to_redis.stderr
+    errors = [ln for ln in to_redis.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in to_redis.stderr, to_redis.stderr
+    for needle in (src.version, dst.version, "field TTLs", "nothing was written"):
+        assert needle in errors[0], errors[0]
     assert sorted(p.name for p in data.iterdir()) == ["marker"]  # nothing staged or moved
     assert target.client().get("kept") == "1" and target.dbsize() == 1  # not flushed
 
 
-def test_to_redis_refuses_a_backup_the_local_reading_server_cannot_load_and_flushes_nothing(
+def test_to_redis_needs_no_local_server_that_reads_the_backup(
     redis_factory: RedisFactory, tools_env: ToolsEnv, tmp_path: Path
 ) -> None:
-    """A Redis 8.0 backup, a Redis 8.0 target, but only Debian 12's redis-server 7.0 on
-    PATH to read the backup with: refused up front, naming both, the target untouched."""
+    """A Redis 8.0 backup, a Redis 8.0 target, only Debian 12's redis-server 7.0 on PATH
+    (which cannot read RDB 12): --to-redis reads the keys itself and loads them;
+    --redis-server goes with --to-dir only now."""
     source = redis_factory(server="redis-8.0")
     fill(source)
     store = tmp_path / "store"
     backup(source, store)
     target = redis_factory(server="redis-8.0")
     target.client().set("kept", "1")
-    refused = cli("restore", store, "latest", "--to-redis", target.url, "--flush", check=False)
-    assert_one_clear_error(refused, "8.0.2", "7.0.15")
-    assert target.client().get("kept") == "1" and target.dbsize() == 1
-    # The same with a reading server that loads it, named by --redis-server.
-    reader = str(Path(tools_env("redis-8.0")["PATH"].split(os.pathsep)[0]) / "redis-server")
-    cli("restore", store, "latest", "--to-redis", target.url, "--flush", "--redis-server", reader)
+    cli("restore", store, "latest", "--to-redis", target.url, "--flush")
     assert state(target) == state(source)
+    reader = str(Path(tools_env("redis-8.0")["PATH"].split(os.pathsep)[0]) / "redis-server")
+    refused = cli("restore", store, "latest", "--to-redis", target.url, "--flush",
+                  "--redis-server", reader, check=False)  # fmt: skip
+    assert_one_clear_error(refused, "--redis-server", "--to-dir")
 
 
 def test_every_server_of_the_matrix_is_installed_and_reports_its_version(

@@ -119,7 +119,7 @@ LargeValueOpt = Annotated[
     typer.Option(
         "--large-value-threshold",
         help="With --to-redis: a value whose RDB bytes are larger is never held in memory; it "
-        "is rebuilt with bounded commands (SET+APPEND, RPUSH, SADD, ZADD, HSET) under a "
+        "is rebuilt with bounded commands (SET+APPEND, RPUSH, SADD, ZADD, HSET, XADD) under a "
         "temporary name and renamed over the key. A size: 64MiB, 1MiB, or bytes.",
     ),
 ]

@@ -34,6 +34,7 @@ from backupctl.redis.cluster import cluster_shards
 from backupctl.redis.connection import connect, exec_command
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import NodeInfo, node_info
+from backupctl.redis.resp_pipeline import pack_restore, send_batch
 
 #: Rounds of MOVED/ASK redirects one batch may take before we give up.
 MAX_REDIRECTS = 5
@@ -270,11 +271,9 @@ class Server:
             self._dbs[db] = select_db(self._client, db)
         client = self._dbs[db]
         items = [Item(*item) for item in items]  # plain (key, expiry, payload) tuples too
-        pipe = client.pipeline(transaction=False)
-        for item in items:
-            _restore(pipe, item, replace)
+        packed = [pack_restore(*item[:3], replace, *item[3:]) for item in items]
         try:
-            results = pipe.execute(raise_on_error=False)
+            results = send_batch(client, packed)
         except redis.RedisError as exc:
             raise fail(self.spec, "RESTORE", exc) from None
         for (key, _, payload, _, _), result in zip(items, results, strict=True):

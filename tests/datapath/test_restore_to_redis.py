@@ -341,8 +341,9 @@ def test_to_redis_rebuilds_streams_with_groups_pending_entries_and_deletions(
 def test_to_redis_no_tmp_loads_with_no_writable_temp_folder(
     redis_factory: RedisFactory, tmp_path: Path
 ) -> None:
-    """--no-tmp with TMPDIR read-only: the default route cannot unpack there and says
-    so; --no-tmp streams the archive twice and loads an equal digest."""
+    """--no-tmp with TMPDIR read-only and no redis-server (nor any other program) on
+    PATH: the default route cannot unpack there and says so; --no-tmp streams the
+    archive twice and loads an equal digest."""
     store_dir = tmp_path / "store"
     store_dir.mkdir()
     src = redis_factory()
@@ -351,7 +352,9 @@ def test_to_redis_no_tmp_loads_with_no_writable_temp_folder(
     manifest = backup(src, store_dir.as_uri())
     readonly = tmp_path / "ro"
     readonly.mkdir(mode=0o555)
-    env = {"TMPDIR": str(readonly)}
+    no_programs = tmp_path / "bin"
+    no_programs.mkdir()
+    env = {"TMPDIR": str(readonly), "PATH": str(no_programs)}
     dest = redis_factory()
     args = ("restore", store_dir.as_uri(), manifest["id"], "--target", "ns/src", "--to-redis",
             dest.url)  # fmt: skip

@@ -336,8 +336,13 @@ def test_a_backup_restores_into_another_version_or_is_refused_before_anything_is
         assert to_redis.returncode == 0, to_redis.stderr
         got = state(target)
         assert (got.keys, got.functions) == (expected.keys, expected.functions)
-        # DEBUG DIGEST of a hash with field TTLs differs between Redis and Valkey (issue 12
-        # follow-up); the fields and their expiry times are compared instead.
+        # The same data, another DEBUG DIGEST: Redis (7.4+) xors "!!hexpire!!" into the
+        # element digest of every hash field with a TTL (redis src/debug.c, xorObjectDigest,
+        # the OBJ_HASH branch), Valkey hashes only field and value (valkey src/debug.c,
+        # xorObjectDigest); DEBUG DIGEST-VALUE differs for hash:fieldttl only. So the
+        # target is compared with a server of its own version filled by the same
+        # commands -- and the fields and their expiry times with the source's.
+        assert state(target) == fill(redis_factory(server=target_id))
         for server in (source, target):
             assert server.client().hgetall("hash:fieldttl") == source.client().hgetall(
                 "hash:fieldttl"

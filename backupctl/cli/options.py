@@ -16,6 +16,7 @@ from backupctl.redis.address import ConnectionSpec, parse_redis_url
 from backupctl.store.backends import open_store
 from backupctl.store.backends.base import Backend
 from backupctl.store.backends.retry import RetryingBackend
+from backupctl.store.encryption import Identities, Recipients, load_identities, parse_recipients
 
 StoreArg = Annotated[
     str,
@@ -59,3 +60,43 @@ def get_store(url: str, endpoint: str | None) -> Backend:
 def redis_spec(url: str, password_file: Path | None) -> ConnectionSpec:
     """``--redis URL`` with ``--password-file`` (else REDIS_PASSWORD) applied."""
     return parse_redis_url(url, password_file=str(password_file) if password_file else None)
+
+
+# --- encryption (docs/encryption.md) ---------------------------------------------
+
+EncryptToOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--encrypt-to",
+        help="Encrypt the archives (age) to this recipient: an age1... key or an SSH public "
+        "key. Repeat for more (an operations key and an offline recovery key).",
+        rich_help_panel="Encryption",
+    ),
+]
+EncryptToFileOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--encrypt-to-file",
+        help="Encrypt to the recipients in this file (one a line, # comments, as age -R).",
+        rich_help_panel="Encryption",
+    ),
+]
+IdentityOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--identity",
+        help="age identity file (or unencrypted SSH private key) that decrypts encrypted "
+        "backups (default: $BACKUPCTL_AGE_IDENTITY_FILE, or the key in $BACKUPCTL_AGE_IDENTITY).",
+        rich_help_panel="Encryption",
+    ),
+]
+
+
+def recipients(values: list[str] | None, files: list[Path] | None) -> Recipients | None:
+    """``--encrypt-to`` and ``--encrypt-to-file`` parsed (EncryptionError: one line)."""
+    return parse_recipients(values or [], files or [])
+
+
+def identities(files: list[Path] | None) -> Identities | None:
+    """``--identity`` files, else the environment's (see load_identities)."""
+    return load_identities(files or [])

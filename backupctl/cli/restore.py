@@ -12,7 +12,14 @@ from typing import Annotated
 import typer
 from typer.core import TyperOption
 
-from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, TermLogOpt
+from backupctl.cli.options import (
+    EndpointOpt,
+    IdentityOpt,
+    JsonOpt,
+    StoreArg,
+    TargetOpt,
+    TermLogOpt,
+)
 from backupctl.cli.output import fail
 from backupctl.cli.restore_dir import restore_dry_run, restore_into_dir
 from backupctl.cli.restore_live import restore_into_cluster, restore_into_redis
@@ -200,6 +207,7 @@ def restore(
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
+    identity: IdentityOpt = None,
 ) -> None:
     """Restore a backup into a data directory (--to-dir), a running Redis (--to-redis) or,
     in place, a Redis Cluster whose nodes' data directories are on this machine (--to-cluster).
@@ -221,7 +229,7 @@ def restore(
         appendonly=appendonly, node=node, prefer_aof=prefer_aof, stage_only=stage_only, swap=swap,
         discard_staged=discard_staged, flush=flush, tmp_dir=tmp_dir, password_file=password_file,
         restart=restart, verify_only=verify_only, timeout=timeout, redis_server=redis_server,
-        force=force,
+        force=force, identity=tuple(identity or ()),
     )  # fmt: skip
     if dry_run or mode is None:  # mode_of allows no destination only with --dry-run
         restore_dry_run(req)

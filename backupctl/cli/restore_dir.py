@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from backupctl.cli.options import get_store
+from backupctl.cli.options import get_store, identities
 from backupctl.cli.output import (
     CommandResult,
     backup_progress,
@@ -170,6 +170,7 @@ def restore_into_dir(req: RestoreRequest, *, before_step: StepHook | None = None
 
 
 def _download(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> RestoreResult:
+    keys = identities(list(req.identity))
     store = get_store(req.store_url, req.endpoint)
     entry = catalog.find(store, req.backup, req.target)
     if not req.stage_only and not req.force:
@@ -178,10 +179,11 @@ def _download(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -
         if req.stage_only:
             return stage_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
                                 prefer_aof=req.prefer_aof, progress=advance,
-                                redis_server=req.redis_server)  # fmt: skip
+                                redis_server=req.redis_server, identities=keys)  # fmt: skip
         return restore_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
                               prefer_aof=req.prefer_aof, progress=advance,
-                              redis_server=req.redis_server, before_step=before_step)  # fmt: skip
+                              redis_server=req.redis_server, before_step=before_step,
+                              identities=keys)  # fmt: skip
 
 
 def _staged_step(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> CommandResult:

@@ -112,3 +112,5 @@ class RestoreRequest:
     restart: bool = False
     verify_only: bool = False
     timeout: float = 600.0
+    # every mode: --identity files for encrypted backups (docs/encryption.md)
+    identity: tuple[Path, ...] = ()

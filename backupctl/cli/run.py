@@ -16,7 +16,16 @@ from typing import Annotated, Any
 
 import typer
 
-from backupctl.cli.options import EndpointOpt, JsonOpt, TermLogOpt, get_store, redis_spec
+from backupctl.cli.options import (
+    EncryptToFileOpt,
+    EncryptToOpt,
+    EndpointOpt,
+    JsonOpt,
+    TermLogOpt,
+    get_store,
+    recipients,
+    redis_spec,
+)
 from backupctl.cli.output import (
     CommandResult,
     backup_summary,
@@ -256,6 +265,8 @@ def run(
     timeout: TimeoutOpt = 3600.0,
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
+    encrypt_to: EncryptToOpt = None,
+    encrypt_to_file: EncryptToFileOpt = None,
 ) -> None:
     """Take a backup of one Redis server and stream it to a store."""
     if method not in ("bgsave", "replication"):
@@ -304,6 +315,7 @@ def run(
             backup_id=backup_id,
             shard=parse_shard(shard) if shard is not None else None,
             owner=owner,
+            encrypt_to=recipients(encrypt_to, encrypt_to_file),
             hooks=ctx.find_object(RunHooks) or RunHooks(),
         )
         result: CommandResult

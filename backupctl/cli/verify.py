@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, get_store
+from backupctl.cli.options import (
+    EndpointOpt,
+    IdentityOpt,
+    JsonOpt,
+    StoreArg,
+    TargetOpt,
+    get_store,
+    identities,
+)
 from backupctl.cli.output import CommandResult, backup_progress, human, note, report, user_errors
 from backupctl.ops.scratch import check_parent
 from backupctl.ops.verify import VerifyReport, verify_backup
@@ -55,13 +63,17 @@ def verify(
     tmp_dir: TmpDirOpt = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
+    identity: IdentityOpt = None,
 ) -> None:
     """Download a backup and check every checksum and RDB, without restoring it."""
     with user_errors():
         if tmp_dir is not None:
             check_parent(tmp_dir)  # before any download
+        keys = identities(identity)
         store = get_store(store_url, endpoint)
         entry = catalog.find(store, backup, target)
         with backup_progress("verify", entry, not as_json) as advance:
-            result = verify_backup(store, entry, tmp_dir=tmp_dir, progress=advance, note=note)
+            result = verify_backup(
+                store, entry, tmp_dir=tmp_dir, progress=advance, note=note, identities=keys
+            )
         report(Verified(result), as_json=as_json, termination_log=None)

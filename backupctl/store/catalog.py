@@ -70,6 +70,14 @@ class ArchiveEntry:
     size: int
     sha256: str
     compression: str  # "zstd" | "gzip" | "none"
+    #: fingerprints of the age recipients the stored object is encrypted to
+    #: (backupctl.store.encryption.fingerprint); empty: not encrypted. The
+    #: manifest holds ``"encryption": {"format": "age", "recipients": [...]}``.
+    encrypted_to: list[str] = field(default_factory=list)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.encrypted_to)
 
 
 @dataclass(frozen=True)
@@ -259,9 +267,16 @@ def _node_to_json(n: dict[str, Any]) -> dict[str, Any]:
         "snapshotTime": n["snapshot_time"],
         "aofEnabled": n["aof_enabled"],
         "keys": n["keys"],
-        "archive": n["archive"],
+        "archive": _archive_to_json(n["archive"]),
         "files": [_file_to_json(f) for f in n["files"]],
     }
+
+
+def _archive_to_json(a: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in a.items() if k != "encrypted_to"}
+    if a.get("encrypted_to"):
+        out["encryption"] = {"format": "age", "recipients": list(a["encrypted_to"])}
+    return out
 
 
 def _file_to_json(f: dict[str, Any]) -> dict[str, Any]:
@@ -388,9 +403,9 @@ def manifest_key(target: str, backup_id: str) -> str:
     return backup_dir(target, backup_id) + MANIFEST_NAME
 
 
-def archive_name(node: str, compression: str) -> str:
+def archive_name(node: str, compression: str, *, encrypted: bool = False) -> str:
     ext = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}[compression]
-    return node + ext
+    return node + ext + (".age" if encrypted else "")
 
 
 # --- listing -----------------------------------------------------------------

@@ -289,6 +289,27 @@ class _QueueReader(io.RawIOBase):
         return n
 
 
+class _RecordingSink:
+    """The pipeline's sink, keeping the first exception a write raised:
+    pyrage turns it into an EncryptError, or (the final write) loses it."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.error is not None:
+            raise self.error
+        try:
+            return self._sink.write(data)
+        except BaseException as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        return None
+
+
 class EncryptingWriter:
     """A writer that encrypts what it is given into ``sink`` (age, to
     ``recipients``). Use through :func:`encrypting`, which finishes or
@@ -304,10 +325,13 @@ class EncryptingWriter:
         self._thread.start()
 
     def _run(self, sink: _Sink, recipients: Recipients) -> None:
+        out = _RecordingSink(sink)
         try:
-            pyrage.encrypt_io(self._reader, sink, list(recipients.keys))  # type: ignore[arg-type]
+            pyrage.encrypt_io(self._reader, out, list(recipients.keys))  # type: ignore[arg-type]
         except BaseException as e:  # handed to the pipeline's thread
             self._error = e
+        if out.error is not None:  # pyrage 1.4 drops an error of the stream's last write
+            self._error = out.error
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         chunk = bytes(data)  # callers reuse their buffers

@@ -95,7 +95,7 @@ def test_a_failing_store_write_surfaces_as_itself_not_as_a_hang(fail_at: int) ->
     class Broken:
         writes = 0
 
-        def write(self, data: bytes) -> int:
+        def write(self, data: bytes | bytearray | memoryview, /) -> int:
             Broken.writes += 1
             if Broken.writes >= fail_at:
                 raise OSError("disk full")

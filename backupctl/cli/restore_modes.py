@@ -40,6 +40,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--verify-only": (CLUSTER,),
     "--timeout": (CLUSTER,),
     "--force": (DIR,),
+    "--identity": (DIR,),  # until --to-redis/--to-cluster pass it to their download step
 }
 
 #: Groups of flags of which at most one may be given: the steps of a
@@ -112,5 +113,5 @@ class RestoreRequest:
     restart: bool = False
     verify_only: bool = False
     timeout: float = 600.0
-    # every mode: --identity files for encrypted backups (docs/encryption.md)
+    # --to-dir: --identity files for encrypted backups (docs/encryption.md)
     identity: tuple[Path, ...] = ()

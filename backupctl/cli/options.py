@@ -7,6 +7,7 @@ read (and parse) the same in every command.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,12 @@ from backupctl.store.backends import open_store
 from backupctl.store.backends.base import Backend
 from backupctl.store.backends.retry import RetryingBackend
 from backupctl.store.encryption import Identities, Recipients, load_identities, parse_recipients
+from backupctl.store.signing import (
+    SIGNING_KEY_ENV,
+    VERIFY_KEY_ENV,
+    Trust,
+    load_trust,
+)
 
 StoreArg = Annotated[
     str,
@@ -100,3 +107,43 @@ def recipients(values: list[str] | None, files: list[Path] | None) -> Recipients
 def identities(files: list[Path] | None) -> Identities | None:
     """``--identity`` files, else the environment's (see load_identities)."""
     return load_identities(files or [])
+
+
+# --- signed manifests (docs/encryption.md) ----------------------------------------
+
+SigningKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--signing-key",
+        envvar=SIGNING_KEY_ENV,
+        help="Sign the manifest with this ed25519 private key (PEM from 'openssl genpkey "
+        "-algorithm ed25519', or an unencrypted OpenSSH key): manifest.json.sig beside it.",
+        rich_help_panel="Encryption",
+        show_default=False,
+    ),
+]
+VerifyKeyOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--verify-key",
+        envvar=VERIFY_KEY_ENV,
+        help="Check manifest signatures with this ed25519 public key (repeatable): a backup "
+        "signed by another key, or edited after signing, is INVALID and never used.",
+        rich_help_panel="Encryption",
+        show_default=False,
+    ),
+]
+RequireSignaturesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--require-signatures",
+        help="With --verify-key: an unsigned backup is INVALID too (never 'latest', never "
+        "counted by retention).",
+        rich_help_panel="Encryption",
+    ),
+]
+
+
+def trust(verify_keys: Sequence[Path] | None, required: bool) -> Trust | None:
+    """``--verify-key`` / ``--require-signatures`` (SigningKeyError: one line)."""
+    return load_trust(list(verify_keys or ()), required=required)

@@ -17,7 +17,14 @@ from typing import Annotated, Any
 
 import typer
 
-from backupctl.cli.options import JsonOpt, TermLogOpt, get_store
+from backupctl.cli.options import (
+    JsonOpt,
+    RequireSignaturesOpt,
+    TermLogOpt,
+    VerifyKeyOpt,
+    get_store,
+    trust,
+)
 from backupctl.cli.output import CommandResult, fail, print_table, report, user_errors
 from backupctl.store.prune import PruneResult, check_request, prune
 from backupctl.store.retention import Policy, PolicyError, parse_duration
@@ -184,6 +191,8 @@ def prune_command(
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
     endpoint: PruneEndpointOpt = None,
+    verify_key: VerifyKeyOpt = None,
+    require_signatures: RequireSignaturesOpt = False,
 ) -> None:
     """Apply a retention policy (restic's forget semantics) to the backups in a
     store, and sweep incomplete backups and unfinished uploads."""
@@ -206,6 +215,7 @@ def prune_command(
     hooks = ctx.find_object(PruneHooks) or PruneHooks()
     with user_errors(termination_log, interrupted="interrupted (run prune again to finish)"):
         check_request(policy, dry_run)  # before the store is opened
+        signed_by = trust(verify_key, require_signatures)
         result = prune(
             get_store(store_url, endpoint),
             policy,
@@ -214,6 +224,7 @@ def prune_command(
             incomplete_grace=now - grace_duration.before(now),
             dry_run=dry_run,
             on_delete=hooks.on_delete,
+            trust=signed_by,
         )
     report(Pruned(result), as_json=as_json, termination_log=termination_log)
     for s in result.skipped:

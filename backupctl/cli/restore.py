@@ -16,9 +16,11 @@ from backupctl.cli.options import (
     EndpointOpt,
     IdentityOpt,
     JsonOpt,
+    RequireSignaturesOpt,
     StoreArg,
     TargetOpt,
     TermLogOpt,
+    VerifyKeyOpt,
 )
 from backupctl.cli.output import fail
 from backupctl.cli.restore_dir import restore_dry_run, restore_into_dir
@@ -208,6 +210,8 @@ def restore(
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
     identity: IdentityOpt = None,
+    verify_key: VerifyKeyOpt = None,
+    require_signatures: RequireSignaturesOpt = False,
 ) -> None:
     """Restore a backup into a data directory (--to-dir), a running Redis (--to-redis) or,
     in place, a Redis Cluster whose nodes' data directories are on this machine (--to-cluster).
@@ -229,7 +233,8 @@ def restore(
         appendonly=appendonly, node=node, prefer_aof=prefer_aof, stage_only=stage_only, swap=swap,
         discard_staged=discard_staged, flush=flush, tmp_dir=tmp_dir, password_file=password_file,
         restart=restart, verify_only=verify_only, timeout=timeout, redis_server=redis_server,
-        force=force, identity=tuple(identity or ()),
+        force=force, identity=tuple(identity or ()), verify_key=tuple(verify_key or ()),
+        require_signatures=require_signatures,
     )  # fmt: skip
     if dry_run or mode is None:  # mode_of allows no destination only with --dry-run
         restore_dry_run(req)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from backupctl.cli.options import get_store, redis_spec
+from backupctl.cli.options import get_store, redis_spec, trust
 from backupctl.cli.output import CommandResult, backup_progress, note, report, user_errors
 from backupctl.cli.restore_modes import RestoreRequest
 from backupctl.ops.restore_dir import RestoreError
@@ -177,8 +177,9 @@ def restore_into_redis(req: RestoreRequest) -> None:
         spec = redis_spec(req.to_redis, req.password_file)
         if req.tmp_dir is not None:
             check_parent(req.tmp_dir)  # before any download
+        signed_by = trust(req.verify_key, req.require_signatures)
         store = get_store(req.store_url, req.endpoint)
-        entry = catalog.find(store, req.backup, req.target)
+        entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         with backup_progress("download", entry, not req.as_json) as advance:
             result = restore_to_redis(
                 store, entry, spec, flush=req.flush, node=req.node, tmp_dir=req.tmp_dir,
@@ -201,8 +202,9 @@ def restore_into_cluster(req: RestoreRequest) -> None:
                 "--verify-only needs the id of the restored backup, not 'latest' (a newer "
                 "backup may exist by now)"
             )
+        signed_by = trust(req.verify_key, req.require_signatures)
         store = get_store(req.store_url, req.endpoint)
-        entry = catalog.find(store, req.backup, req.target)
+        entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         assert entry.manifest is not None  # find() returns complete backups only
         result: CommandResult
         if req.verify_only:

@@ -24,7 +24,8 @@ CLUSTER = "--to-cluster"
 DESTINATIONS = (DIR, REDIS, CLUSTER)
 
 #: Which destinations each flag goes with. Flags not listed (--target,
-#: --endpoint, --json, --termination-log, --dry-run) go with every mode.
+#: --endpoint, --json, --termination-log, --dry-run, --verify-key,
+#: --require-signatures) go with every mode.
 FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--stage-only": (DIR,),
     "--swap": (DIR,),
@@ -115,3 +116,6 @@ class RestoreRequest:
     timeout: float = 600.0
     # --to-dir: --identity files for encrypted backups (docs/encryption.md)
     identity: tuple[Path, ...] = ()
+    # every mode: --verify-key files and --require-signatures (docs/encryption.md)
+    verify_key: tuple[Path, ...] = ()
+    require_signatures: bool = False

@@ -21,6 +21,7 @@ from backupctl.cli.options import (
     EncryptToOpt,
     EndpointOpt,
     JsonOpt,
+    SigningKeyOpt,
     TermLogOpt,
     get_store,
     recipients,
@@ -41,6 +42,7 @@ from backupctl.store import catalog
 from backupctl.store.archive import COMPRESSIONS
 from backupctl.store.backup_set import DEFAULT_OWNER, ShardOutcome, parse_shard
 from backupctl.store.catalog import Manifest
+from backupctl.store.signing import load_signer
 
 ToOpt = Annotated[
     str, typer.Option("--to", help="Store URL to write the backup to.", show_default=False)
@@ -267,6 +269,7 @@ def run(
     termination_log: TermLogOpt = None,
     encrypt_to: EncryptToOpt = None,
     encrypt_to_file: EncryptToFileOpt = None,
+    signing_key: SigningKeyOpt = None,
 ) -> None:
     """Take a backup of one Redis server and stream it to a store."""
     if method not in ("bgsave", "replication"):
@@ -316,6 +319,7 @@ def run(
             shard=parse_shard(shard) if shard is not None else None,
             owner=owner,
             encrypt_to=recipients(encrypt_to, encrypt_to_file),
+            signer=load_signer(signing_key),
             hooks=ctx.find_object(RunHooks) or RunHooks(),
         )
         result: CommandResult

@@ -13,10 +13,13 @@ from backupctl.cli.options import (
     EndpointOpt,
     IdentityOpt,
     JsonOpt,
+    RequireSignaturesOpt,
     StoreArg,
     TargetOpt,
+    VerifyKeyOpt,
     get_store,
     identities,
+    trust,
 )
 from backupctl.cli.output import CommandResult, backup_progress, human, note, report, user_errors
 from backupctl.ops.scratch import check_parent
@@ -64,14 +67,17 @@ def verify(
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
     identity: IdentityOpt = None,
+    verify_key: VerifyKeyOpt = None,
+    require_signatures: RequireSignaturesOpt = False,
 ) -> None:
     """Download a backup and check every checksum and RDB, without restoring it."""
     with user_errors():
         if tmp_dir is not None:
             check_parent(tmp_dir)  # before any download
         keys = identities(identity)
+        signed_by = trust(verify_key, require_signatures)
         store = get_store(store_url, endpoint)
-        entry = catalog.find(store, backup, target)
+        entry = catalog.find(store, backup, target, trust=signed_by)
         with backup_progress("verify", entry, not as_json) as advance:
             result = verify_backup(
                 store, entry, tmp_dir=tmp_dir, progress=advance, note=note, identities=keys

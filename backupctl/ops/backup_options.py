@@ -18,6 +18,7 @@ from backupctl.redis.address import ConnectionSpec
 from backupctl.store import backup_set
 from backupctl.store.backends.base import Backend
 from backupctl.store.encryption import Recipients
+from backupctl.store.signing import Signer
 
 __all__ = ["STEPS", "BackupError", "RunHooks", "RunOptions"]
 
@@ -62,6 +63,8 @@ class RunOptions:
     owner: str = backup_set.DEFAULT_OWNER
     #: Encrypt every archive to these age recipients (backupctl.store.encryption).
     encrypt_to: Recipients | None = None
+    #: Sign the manifest with this key (backupctl.store.signing).
+    signer: Signer | None = None
     #: Told each step as it starts (see :class:`RunHooks`).
     hooks: RunHooks = field(default_factory=lambda: RunHooks(), compare=False, repr=False)
 

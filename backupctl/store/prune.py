@@ -233,10 +233,12 @@ def prune(
     read_manifests: bool = True,
     keep_oldest: bool = True,
     on_delete: Callable[[str], None] | None = None,
+    trust: catalog.ManifestCheck | None = None,
 ) -> PruneResult:
     """Apply ``policy`` to every target in ``backend`` (or only ``target``)
     and sweep leftovers; see the module docstring. ``on_delete`` is called
-    with each key after it is deleted (progress, tests). Raises
+    with each key after it is deleted (progress, tests). ``trust`` checks manifest
+    signatures: a backup failing it is neither counted nor deleted. Raises
     :class:`PolicyError` / :class:`PruneError` before touching anything when
     the request is bad, and :class:`StorageError` from the store."""
     policy.validate()
@@ -255,7 +257,7 @@ def prune(
     cutoff = now - incomplete_grace
     grace = _span(incomplete_grace)
 
-    targets = _classify(backend, target, read_manifests)
+    targets = _classify(backend, target, read_manifests or trust is not None, trust)
     prefix = f"{target}/" if target else ""
     stale_uploads: list[PendingUpload] = []
     for up in backend.pending_uploads(prefix):
@@ -291,9 +293,11 @@ def prune(
     return result
 
 
-def _classify(backend: Backend, target: str | None, read_manifests: bool) -> dict[str, _Target]:
+def _classify(
+    backend: Backend, target: str | None, read_manifests: bool, trust: catalog.ManifestCheck | None
+) -> dict[str, _Target]:
     targets: dict[str, _Target] = {}
-    for e in catalog.scan(backend, target, load_manifests=read_manifests):
+    for e in catalog.scan(backend, target, load_manifests=read_manifests, trust=trust):
         t = targets.setdefault(e.target, _Target(e.target))
         has_manifest = _has(e, catalog.MANIFEST_NAME)
         if has_manifest and (e.manifest is not None or not read_manifests):

@@ -17,6 +17,7 @@ from backupctl.redis.address import ConnectionSpec, parse_redis_url
 from backupctl.store.backends import open_store
 from backupctl.store.backends.base import Backend
 from backupctl.store.backends.retry import RetryingBackend
+from backupctl.store.backends.s3_options import ObjectLock
 from backupctl.store.encryption import Identities, Recipients, load_identities, parse_recipients
 from backupctl.store.signing import (
     SIGNING_KEY_ENV,
@@ -59,9 +60,9 @@ PasswordFileOpt = Annotated[
 ]
 
 
-def get_store(url: str, endpoint: str | None) -> Backend:
+def get_store(url: str, endpoint: str | None, *, lock: ObjectLock | None = None) -> Backend:
     """The store behind ``url``, with the storage package's retry wrapper."""
-    return RetryingBackend(open_store(url, endpoint=endpoint))
+    return RetryingBackend(open_store(url, endpoint=endpoint, lock=lock))
 
 
 def redis_spec(url: str, password_file: Path | None) -> ConnectionSpec:
@@ -147,3 +148,29 @@ RequireSignaturesOpt = Annotated[
 def trust(verify_keys: Sequence[Path] | None, required: bool) -> Trust | None:
     """``--verify-key`` / ``--require-signatures`` (SigningKeyError: one line)."""
     return load_trust(list(verify_keys or ()), required=required)
+
+
+# --- S3 Object Lock (docs/encryption.md) --------------------------------------------
+
+LockModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lock-mode",
+        metavar="governance|compliance",
+        help="S3 Object Lock on every object of the backup (the bucket must have Object Lock "
+        "enabled); with --lock-days.",
+        rich_help_panel="Encryption",
+        show_default=False,
+    ),
+]
+LockDaysOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--lock-days",
+        metavar="N",
+        help="Retain-until = write time + N days: set it to how long retention keeps a backup "
+        "(prune skips a backup until its lock has passed).",
+        rich_help_panel="Encryption",
+        show_default=False,
+    ),
+]

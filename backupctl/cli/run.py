@@ -21,6 +21,8 @@ from backupctl.cli.options import (
     EncryptToOpt,
     EndpointOpt,
     JsonOpt,
+    LockDaysOpt,
+    LockModeOpt,
     SigningKeyOpt,
     TermLogOpt,
     get_store,
@@ -40,6 +42,7 @@ from backupctl.ops.backup_options import RunHooks, RunOptions
 from backupctl.redis import sentinel
 from backupctl.store import catalog
 from backupctl.store.archive import COMPRESSIONS
+from backupctl.store.backends.s3_options import parse_lock
 from backupctl.store.backup_set import DEFAULT_OWNER, ShardOutcome, parse_shard
 from backupctl.store.catalog import Manifest
 from backupctl.store.signing import load_signer
@@ -270,6 +273,8 @@ def run(
     encrypt_to: EncryptToOpt = None,
     encrypt_to_file: EncryptToFileOpt = None,
     signing_key: SigningKeyOpt = None,
+    lock_mode: LockModeOpt = None,
+    lock_days: LockDaysOpt = None,
 ) -> None:
     """Take a backup of one Redis server and stream it to a store."""
     if method not in ("bgsave", "replication"):
@@ -304,7 +309,7 @@ def run(
             typer.echo(f"note: {choice.note}", err=True)
         opts = RunOptions(
             redis=choice.spec,
-            store=get_store(to, endpoint),
+            store=get_store(to, endpoint, lock=parse_lock(lock_mode, lock_days)),
             target=target or choice.target,
             method=method,
             compression=compression,

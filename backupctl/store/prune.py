@@ -44,7 +44,7 @@ from backupctl.store.backends.base import (
     StorageError,
     put_bytes,
 )
-from backupctl.store.backends.wrappers import DryRunBackend, ObservingBackend
+from backupctl.store.backends.wrappers import DryRunBackend, ObservingBackend, retention_of
 from backupctl.store.catalog import BackupEntry
 from backupctl.store.retention import Policy, PolicyError, apply_policy
 
@@ -392,25 +392,47 @@ def _prune_target(
             result.keep.append(row)
             if _has(entry, DELETING_MARKER):  # a marker left by a killed prune
                 sink.delete(entry.prefix + DELETING_MARKER)
+        elif locked := _lock_reason(sink, entry, now):
+            result.keep.append(Row(t.name, entry.id, v.item.created, (*reasons, locked)))
         else:
             result.remove.append(row)
             to_remove.append(entry)
 
-    for e in t.half_deleted:
-        reason = "half-deleted by an interrupted prune"
-        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "remove"))
-        to_remove.append(e)
-    for e in t.incomplete:  # all older than the grace, or the target is blocked
-        reason = (
-            f"incomplete: no manifest, last written {_ago(now - _last_activity(e))} ago "
-            f"(older than {grace})"
-        )
-        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "remove"))
-        to_remove.append(e)
+    half = [(e, "half-deleted by an interrupted prune") for e in t.half_deleted]
+    for e, reason in half + [  # all older than the grace, or the target is blocked
+        (e, f"incomplete: no manifest, last written {_ago(now - _last_activity(e))} ago "
+            f"(older than {grace})")
+        for e in t.incomplete
+    ]:  # fmt: skip
+        locked = _lock_reason(sink, e, now)
+        action = "leave" if locked else "remove"
+        reasons = (reason, locked) if locked else (reason,)
+        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, reasons, action))
+        if not locked:
+            to_remove.append(e)
 
     _report_foreign(result, t)
     for e in to_remove:
         _delete_backup(sink, e)
+
+
+def _lock_reason(backend: Backend, e: BackupEntry, now: datetime) -> str:
+    """Why ``e`` may not be deleted yet: an S3 Object Lock on its manifest (written
+    last, so locked longest), or on its newest object when it has none; "" if free."""
+    newest = max(e.objects, key=lambda o: o.modified, default=None)
+    key = catalog.manifest_key(e.target, e.id)
+    if not any(o.key == key for o in e.objects):
+        if newest is None:
+            return ""
+        key = newest.key
+    lock = retention_of(backend, key)
+    if lock is None or lock[1] <= now:
+        return ""
+    mode, until = lock
+    return (
+        f"locked ({mode.lower() or 'object lock'}) until {format_time(until)}: not deleted; "
+        "a prune after that removes it"
+    )
 
 
 def _delete_backup(sink: Backend, e: BackupEntry) -> None:

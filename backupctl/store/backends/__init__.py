@@ -18,6 +18,7 @@ are imported only for the scheme in use, so ``file://`` needs none of them.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -36,6 +37,7 @@ from backupctl.store.backends.base import (
     read_bytes,
 )
 from backupctl.store.backends.retry import RetryingBackend
+from backupctl.store.backends.s3_options import ObjectLock, sse_from_env
 from backupctl.store.backends.wrappers import DryRunBackend
 
 __all__ = [
@@ -130,17 +132,24 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
-def open_store(url: str, *, endpoint: str | None = None) -> Backend:
+def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None = None) -> Backend:
     """The backend for ``url`` (see the module doc for the forms).
 
     ``endpoint`` overrides the service endpoint of ``s3://``, ``az://`` and
     ``gs://`` stores (MinIO, Azurite, an emulator...). Raises
     :class:`StoreURLError` with one line saying what is wrong and what a
-    correct URL looks like.
+    correct URL looks like. ``lock``: S3 Object Lock on every object written
+    (s3:// only); S3 server-side encryption comes from the environment
+    (:mod:`backupctl.store.backends.s3_options`).
     """
     url = url.strip()
     if not url:
         raise StoreURLError(f"empty store URL: use one like {EXAMPLES}")
+    if lock is not None and not url.lower().startswith("s3://"):
+        raise StoreURLError(
+            "--lock-mode/--lock-days (S3 Object Lock) work on s3:// stores only (Azure "
+            "immutability and GCS retention are not supported yet)"
+        )
     if "://" not in url:
         scheme = url.split(":", 1)[0].lower()
         if ":" in url and scheme in {"file", "memory", *_CLOUD, *_SUGGEST}:
@@ -210,7 +219,7 @@ def open_store(url: str, *, endpoint: str | None = None) -> Backend:
     if scheme == "s3":
         from backupctl.store.backends.s3 import S3Backend
 
-        return S3Backend(bucket, prefix, endpoint=endpoint)
+        return S3Backend(bucket, prefix, endpoint=endpoint, sse=sse_from_env(os.environ), lock=lock)
     if scheme == "az":
         from backupctl.store.backends.azure import AzureBackend
 

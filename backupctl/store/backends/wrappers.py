@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import BinaryIO
 
 from backupctl.store.backends.base import (
@@ -52,6 +53,18 @@ class ForwardingBackend:
 
     def abort_upload(self, upload: PendingUpload) -> None:
         self.inner.abort_upload(upload)
+
+    def retention(self, key: str) -> tuple[str, datetime] | None:
+        """The inner store's Object Lock on ``key`` (see :func:`retention_of`)."""
+        return retention_of(self.inner, key)
+
+
+def retention_of(backend: Backend, key: str) -> tuple[str, datetime] | None:
+    """``(mode, retain-until)`` of the Object Lock on ``key`` in stores that
+    have one (S3), else None: prune asks before it deletes."""
+    ask = getattr(backend, "retention", None)
+    result: tuple[str, datetime] | None = ask(key) if ask is not None else None
+    return result
 
 
 class ObservingBackend(ForwardingBackend):

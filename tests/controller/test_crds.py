@@ -532,6 +532,50 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], Mutation, bool, str]] = [
         "set exactly one of storage or fromBackup (a RedisBackup's name)",
     ),
     ("restore-bad-id", _base_restore, _set("spec.backupId", "yesterday"), True, "backupId"),
+    # issue 18: keys for encrypted and signed backups (controller/spec_crypto.py)
+    (
+        "encryption-not-an-age-recipient",
+        _base_backup,
+        _set("spec.encryption", {"recipients": ["age1ok", "-----BEGIN PRIVATE KEY-----"]}),
+        True,
+        "must be an age recipient: an X25519 key (age1...) or an SSH public key "
+        "(ssh-ed25519 ... / ssh-rsa ...)",
+    ),
+    (
+        "encryption-require-signatures-without-key",
+        _base_backup,
+        _set(
+            "spec.encryption",
+            {"signingKeySecret": {"name": "s", "key": "k"}, "requireSignatures": True},
+        ),
+        True,
+        "needs verifyKeyFrom (the public key)",
+    ),
+    (
+        "encryption-recipients-from-both",
+        _base_backup,
+        _set(
+            "spec.encryption",
+            {
+                "recipientsFrom": {
+                    "configMap": {"name": "a", "key": "k"},
+                    "secret": {"name": "b", "key": "k"},
+                }
+            },
+        ),
+        True,
+        "set exactly one of configMap and secret ({name, key})",
+    ),
+    (
+        "decryption-require-signatures-without-key",
+        _base_restore,
+        _set(
+            "spec.decryption",
+            {"identitySecret": {"name": "id", "key": "key.txt"}, "requireSignatures": True},
+        ),
+        True,
+        "needs verifyKeyFrom (the public key)",
+    ),
 ]
 
 

@@ -41,7 +41,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--verify-only": (CLUSTER,),
     "--timeout": (CLUSTER,),
     "--force": (DIR,),
-    "--identity": (DIR,),  # until --to-redis/--to-cluster pass it to their download step
+    "--identity": (DIR, REDIS, CLUSTER),
 }
 
 #: Groups of flags of which at most one may be given: the steps of a
@@ -114,7 +114,7 @@ class RestoreRequest:
     restart: bool = False
     verify_only: bool = False
     timeout: float = 600.0
-    # --to-dir: --identity files for encrypted backups (docs/encryption.md)
+    # every destination: --identity files for encrypted backups (docs/encryption.md)
     identity: tuple[Path, ...] = ()
     # every mode: --verify-key files and --require-signatures (docs/encryption.md)
     verify_key: tuple[Path, ...] = ()

@@ -177,14 +177,13 @@ def restore_into_redis(req: RestoreRequest) -> None:
         spec = redis_spec(req.to_redis, req.password_file)
         if req.tmp_dir is not None:
             check_parent(req.tmp_dir)  # before any download
-        keys = identities(list(req.identity))
         signed_by = trust(req.verify_key, req.require_signatures)
         store = get_store(req.store_url, req.endpoint)
         entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         with backup_progress("download", entry, not req.as_json) as advance:
             result = restore_to_redis(
                 store, entry, spec, flush=req.flush, node=req.node, tmp_dir=req.tmp_dir,
-                redis_server=req.redis_server, progress=advance, note=note, identities=keys,
+                redis_server=req.redis_server, progress=advance, note=note,
             )  # fmt: skip
         report(Loaded(result), as_json=req.as_json, termination_log=req.termination_log)
 

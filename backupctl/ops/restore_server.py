@@ -61,7 +61,6 @@ from backupctl.redis.local_server import (
 from backupctl.store.archive import Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
-from backupctl.store.encryption import Identities, require_keys
 
 #: Keys per DUMP/RESTORE pipeline (the first batch; later ones adapt to payload size).
 BATCH_KEYS = 512
@@ -102,13 +101,12 @@ def restore_to_redis(
     batch_keys: int = BATCH_KEYS,
     batch_bytes: int = BATCH_BYTES,
     note: Callable[[str], None] | None = None,
-    identities: Identities | None = None,
 ) -> LoadResult:
     """Load ``entry`` into the running server ``target``: one node of the
     backup, or into a Redis Cluster every node of it (``node`` picks one).
     The archives are unpacked under ``tmp_dir`` (default: the system temp
     folder) in a folder a later run removes if this one is killed; ``note``
-    hears of such leftovers removed. Encrypted archives need ``identities``."""
+    hears of such leftovers removed."""
     manifest = entry.manifest
     if manifest is None:
         raise LoadError(f"backup {entry.id} is incomplete and cannot be restored")
@@ -120,7 +118,6 @@ def restore_to_redis(
             "with --to-dir"
         )
 
-    require_keys(manifest, identities)  # encrypted archives: before the server is touched
     with open_target(target, flush=flush, timeout=timeout) as dest:
         nodes = _source_nodes(manifest, node, dest.cluster)
         _check_versions(nodes, dest.server, server_bin)
@@ -133,7 +130,7 @@ def restore_to_redis(
             for i, n in enumerate(nodes):  # every archive verified before anything is written
                 data = tmp / f"node-{i}"
                 data.mkdir()
-                download_node(store, manifest, n, data, progress=progress, identities=identities)
+                download_node(store, manifest, n, data, progress=progress)
                 rdb = n.rdb_file
                 assert rdb is not None  # _source_nodes checked
                 rdbs.append(data / rdb.path)

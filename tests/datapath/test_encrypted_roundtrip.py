@@ -148,23 +148,3 @@ def test_restore_by_hand_with_debian_age_zstd_and_tar_gives_the_same_digest(
     restored = redis_factory(dir=data, server="valkey-8.1")
     assert restored.digest() == digest
     assert restored.client().get("session:42") == MARKER
-
-
-def test_restore_to_redis_decrypts_with_the_identity_and_refuses_without_it(
-    redis_factory: RedisFactory, tmp_path: Path
-) -> None:
-    src, digest = _seed(redis_factory)
-    key, pub = _keys(tmp_path, "ops")
-    store = tmp_path / "store"
-    store.mkdir()
-    cli("run", "--redis", src.url, "--to", store, "--target", "t", "--encrypt-to", pub)
-    dest = redis_factory()
-    dest.client().set("already-here", "untouched")
-
-    missing = cli("restore", store, "latest", "--to-redis", dest.url, "--flush", check=False)
-    assert_one_clear_error(missing, "encrypted", "--identity", "nothing was touched")
-    assert dest.client().get("already-here") == "untouched"  # not flushed
-
-    cli("restore", store, "latest", "--to-redis", dest.url, "--flush", "--identity", key)
-    assert dest.digest() == digest
-    assert dest.client().get("session:42") == MARKER

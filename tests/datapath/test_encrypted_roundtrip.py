@@ -148,3 +148,35 @@ def test_restore_by_hand_with_debian_age_zstd_and_tar_gives_the_same_digest(
     restored = redis_factory(dir=data, server="valkey-8.1")
     assert restored.digest() == digest
     assert restored.client().get("session:42") == MARKER
+
+
+def test_an_encrypted_cluster_set_restores_in_place_with_the_identity_only(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    from support.redis_cluster import Supervisor, fill_cluster, make_cluster, shards
+
+    def digests() -> dict[object, str]:
+        return {slots: s[0].digest() for slots, s in shards(nodes).items()}
+
+    nodes = make_cluster(redis_factory)
+    fill_cluster(nodes, 3_000)
+    key, pub = _keys(tmp_path, "ops")
+    store = tmp_path / "store"
+    store.mkdir()
+    cli("run", "--redis", nodes[0].url, "--to", store, "--target", "prod/cache", "--cluster",
+        "--encrypt-to", pub)  # fmt: skip
+    before = digests()
+    assert len(list(store.rglob("*.tar.zst.age"))) == len(before)
+    fill_cluster(nodes, 1_000, prefix="after")
+    changed = digests()
+
+    missing = cli("restore", store, "latest", "--to-cluster", nodes[0].url, "--restart",
+                  check=False)  # fmt: skip
+    assert_one_clear_error(missing, "encrypted", "--identity", "nothing was touched")
+    assert digests() == changed
+    assert not [p for n in nodes for p in n.dir.iterdir() if p.name.startswith(".backupctl")]
+
+    with Supervisor(nodes):
+        cli("restore", store, "latest", "--to-cluster", nodes[1].url, "--restart",
+            "--timeout", "60", "--identity", key, timeout=120)  # fmt: skip
+    assert digests() == before

@@ -40,6 +40,11 @@ from backupctl.store.backends.retry import RetryingBackend
 from backupctl.store.backends.s3_options import ObjectLock, sse_from_env
 from backupctl.store.backends.wrappers import DryRunBackend
 
+#: Server-side encryption of the other clouds (docs/encryption.md): the Azure
+#: encryption scope and the GCS Cloud KMS key every write names.
+AZURE_SCOPE_ENV = "BACKUPCTL_AZURE_ENCRYPTION_SCOPE"
+GCS_KMS_KEY_ENV = "BACKUPCTL_GCS_KMS_KEY"
+
 __all__ = [
     "CHUNK_SIZE",
     "AccessDenied",
@@ -223,10 +228,12 @@ def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None
     if scheme == "az":
         from backupctl.store.backends.azure import AzureBackend
 
-        return AzureBackend(bucket, prefix, endpoint=endpoint)
+        scope = os.environ.get(AZURE_SCOPE_ENV, "").strip() or None
+        return AzureBackend(bucket, prefix, endpoint=endpoint, encryption_scope=scope)
     from backupctl.store.backends.gcs import GCSBackend
 
-    return GCSBackend(bucket, prefix, endpoint=endpoint)
+    kms_key = os.environ.get(GCS_KMS_KEY_ENV, "").strip() or None
+    return GCSBackend(bucket, prefix, endpoint=endpoint, kms_key_name=kms_key)
 
 
 def _example(scheme: str) -> str:

@@ -229,6 +229,7 @@ def backup_job(
         mounts.append({"name": TLS_CA_VOLUME, "mountPath": TLS_CA_DIR, "readOnly": True})
     keys = backup_keys(spec.encryption)
     args, volumes, mounts = [*args, *keys.args], [*volumes, *keys.volumes], [*mounts, *keys.mounts]
+    env += keys.env
     return job(
         name=name,
         namespace=namespace,
@@ -285,7 +286,7 @@ def prune_job(
         options=spec.job,
         image=spec.job.image or image,
         args=[*args, *keys.args],
-        env=storage_env(spec.storage),
+        env=[*storage_env(spec.storage), *keys.env],
         volumes=[*storage_volumes(spec.storage), *keys.volumes],
         mounts=[*storage_mounts(spec.storage), *keys.mounts],
         affinity=None,
@@ -339,6 +340,7 @@ def restore_stage_job(
     args += ["--to-dir", to_dir, "--appendonly", "auto"]
     keys = restore_keys(spec.decryption, to_dir=True)
     args += keys.args
+    env = [*storage_env(spec.storage), *keys.env]
     labels = _base_labels("restore")
     labels[LABEL_RESTORE] = label_value(restore_name)
     return job(
@@ -350,7 +352,7 @@ def restore_stage_job(
         options=spec.job,
         image=spec.job.image or image,
         args=args,
-        env=storage_env(spec.storage),
+        env=env,
         volumes=[
             {"name": "data", "persistentVolumeClaim": {"claimName": pvc}},
             *storage_volumes(spec.storage),
@@ -410,6 +412,7 @@ def restore_job(
             keys = restore_keys(spec.decryption, to_dir="--to-dir" in args)
             args = [*args, *keys.args]
             volumes, mounts = [*volumes, *keys.volumes], [*mounts, *keys.mounts]
+            env += keys.env
     if redis is not None:
         pod = _with_target(redis, spec)
         if pod.password_secret is not None:

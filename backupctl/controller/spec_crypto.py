@@ -24,8 +24,10 @@ from backupctl.controller.spec_fields import (
     DNS_SUBDOMAIN,
     SpecError,
     check_name,
+    enum,
     obj,
     opt_bool,
+    opt_int,
     opt_str,
 )
 
@@ -57,6 +59,12 @@ class EncryptionSpec:
     #: for the prune Job: only backups signed by this key count for retention
     verify_key: KeyFileRef | None = None
     require_signatures: bool = False
+    #: S3 server-side encryption: "AES256" | "aws:kms" (+ key id), or SSE-C's key file
+    sse: str | None = None
+    kms_key_id: str | None = None
+    sse_customer_key: KeyFileRef | None = None
+    #: S3 Object Lock of every object a backup writes: ("GOVERNANCE" | "COMPLIANCE", days)
+    lock: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class DecryptionSpec:
     identity: KeyFileRef | None = None
     verify_key: KeyFileRef | None = None
     require_signatures: bool = False
+    sse_customer_key: KeyFileRef | None = None  # S3 SSE-C: needed to read
 
 
 def parse_encryption(raw: Any, p: str) -> EncryptionSpec | None:
@@ -88,8 +97,9 @@ def parse_encryption(raw: Any, p: str) -> EncryptionSpec | None:
         signing_key=_key_ref(d, "signingKeySecret", p),
         verify_key=_key_ref(d, "verifyKeyFrom", p, config_map=True),
         require_signatures=opt_bool(d, "requireSignatures", p, False),
+        **_server_side(d, p),
     )
-    if not spec.recipients and spec.recipients_from is None and spec.signing_key is None:
+    if spec == EncryptionSpec():
         raise SpecError(p, "set recipients, recipientsFrom or signingKeySecret (or leave it out)")
     _check_require(spec.require_signatures, spec.verify_key, p)
     return spec
@@ -103,9 +113,34 @@ def parse_decryption(raw: Any, p: str) -> DecryptionSpec | None:
         identity=_key_ref(d, "identitySecret", p),
         verify_key=_key_ref(d, "verifyKeyFrom", p, config_map=True),
         require_signatures=opt_bool(d, "requireSignatures", p, False),
+        sse_customer_key=_key_ref(d, "s3CustomerKeySecret", p),
     )
     _check_require(spec.require_signatures, spec.verify_key, p)
     return spec
+
+
+def _server_side(d: Mapping[str, Any], p: str) -> dict[str, Any]:
+    """``s3ServerSide: {type, kmsKeyId}``, ``s3CustomerKeySecret`` and
+    ``s3ObjectLock: {mode, days}`` as :class:`EncryptionSpec` fields."""
+    out: dict[str, Any] = {"sse_customer_key": _key_ref(d, "s3CustomerKeySecret", p)}
+    if d.get("s3ServerSide") is not None:
+        sp = f"{p}.s3ServerSide"
+        sse = obj(d["s3ServerSide"], sp)
+        out["sse"] = enum(sse, "type", sp, ("AES256", "aws:kms"))
+        out["kms_key_id"] = opt_str(sse, "kmsKeyId", sp)
+        if out["kms_key_id"] and out["sse"] != "aws:kms":
+            raise SpecError(f"{sp}.kmsKeyId", "goes with type aws:kms")
+        if out["sse_customer_key"] is not None:
+            raise SpecError(sp, "set s3ServerSide or s3CustomerKeySecret (SSE-C), not both")
+    if d.get("s3ObjectLock") is not None:
+        sp = f"{p}.s3ObjectLock"
+        lock = obj(d["s3ObjectLock"], sp)
+        mode = enum(lock, "mode", sp, ("Governance", "Compliance"))
+        days = opt_int(lock, "days", sp, minimum=1, maximum=36_500)
+        if days is None:
+            raise SpecError(f"{sp}.days", "is required")
+        out["lock"] = (mode.upper(), days)
+    return out
 
 
 def _check_require(required: bool, verify_key: KeyFileRef | None, p: str) -> None:
@@ -148,10 +183,15 @@ class JobKeys:
     args: tuple[str, ...] = ()
     volumes: tuple[dict[str, Any], ...] = ()
     mounts: tuple[dict[str, Any], ...] = ()
+    #: plain settings and key file *paths*, never a key
+    env: tuple[dict[str, Any], ...] = ()
 
     def __add__(self, other: JobKeys) -> JobKeys:
         return JobKeys(
-            self.args + other.args, self.volumes + other.volumes, self.mounts + other.mounts
+            self.args + other.args,
+            self.volumes + other.volumes,
+            self.mounts + other.mounts,
+            self.env + other.env,
         )
 
 
@@ -173,11 +213,32 @@ def _trust(verify_key: KeyFileRef | None, required: bool) -> JobKeys:
     return keys + JobKeys(("--require-signatures",)) if required else keys
 
 
+def _sse(
+    customer_key: KeyFileRef | None, sse: str | None = None, kms: str | None = None
+) -> JobKeys:
+    """S3 server-side encryption as the CLI reads it: ``BACKUPCTL_S3_SSE*``
+    variables (SSE-C: the path of the key file, mounted from its Secret)."""
+    keys = JobKeys()
+    if customer_key is not None:
+        f = _file("s3-sse-c", customer_key, "")
+        path = {"name": "BACKUPCTL_S3_SSE_C_KEY_FILE", "value": f.args[1]}
+        keys = JobKeys((), f.volumes, f.mounts, (path,))
+    if sse is not None:
+        keys += JobKeys(env=({"name": "BACKUPCTL_S3_SSE", "value": sse},))
+    if kms is not None:
+        keys += JobKeys(env=({"name": "BACKUPCTL_S3_SSE_KMS_KEY_ID", "value": kms},))
+    return keys
+
+
 def backup_keys(enc: EncryptionSpec | None) -> JobKeys:
-    """``run``: recipients inline and from their file, and the signing key."""
+    """``run``: recipients inline and from their file, the signing key, S3
+    server-side encryption and Object Lock."""
     if enc is None:
         return JobKeys()
     keys = JobKeys(tuple(a for r in enc.recipients for a in ("--encrypt-to", r)))
+    keys += _sse(enc.sse_customer_key, enc.sse, enc.kms_key_id)
+    if enc.lock is not None:
+        keys += JobKeys(("--lock-mode", enc.lock[0].lower(), "--lock-days", str(enc.lock[1])))
     if enc.recipients_from is not None:
         keys += _file("age-recipients", enc.recipients_from, "--encrypt-to-file")
     if enc.signing_key is not None:
@@ -186,8 +247,11 @@ def backup_keys(enc: EncryptionSpec | None) -> JobKeys:
 
 
 def prune_keys(enc: EncryptionSpec | None) -> JobKeys:
-    """``prune``: only backups signed by the verify key count (when one is set)."""
-    return JobKeys() if enc is None else _trust(enc.verify_key, enc.require_signatures)
+    """``prune``: only backups signed by the verify key count (when one is set); an
+    SSE-C key to read the manifests and locks."""
+    if enc is None:
+        return JobKeys()
+    return _trust(enc.verify_key, enc.require_signatures) + _sse(enc.sse_customer_key)
 
 
 def restore_keys(dec: DecryptionSpec | None, *, to_dir: bool) -> JobKeys:
@@ -195,7 +259,7 @@ def restore_keys(dec: DecryptionSpec | None, *, to_dir: bool) -> JobKeys:
     (the mode that decrypts: resolving and verifying read only the manifest)."""
     if dec is None:
         return JobKeys()
-    keys = _trust(dec.verify_key, dec.require_signatures)
+    keys = _trust(dec.verify_key, dec.require_signatures) + _sse(dec.sse_customer_key)
     if to_dir and dec.identity is not None:
         keys += _file("age-identity", dec.identity, "--identity")
     return keys

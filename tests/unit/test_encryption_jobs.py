@@ -7,6 +7,7 @@ Job that picks a backup, and every command line is one the CLI accepts."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -218,3 +219,55 @@ def test_bad_key_specs_are_refused_with_the_field_path(
             _restore(**{field: value})
     assert message in str(err.value)
     assert str(err.value).startswith(f"spec.{field}")
+
+
+def _env(job: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(job)["env"]}
+
+
+def test_s3_server_side_encryption_and_object_lock_reach_the_backup_job() -> None:
+    job = make_backup_job(encryption={
+        "s3ServerSide": {"type": "aws:kms", "kmsKeyId": "arn:aws:kms:eu-west-1:1:key/k"},
+        "s3ObjectLock": {"mode": "Compliance", "days": 35},
+    })  # fmt: skip
+    assert_valid(job)
+    env = _env(job)
+    assert env["BACKUPCTL_S3_SSE"] == "aws:kms"
+    assert env["BACKUPCTL_S3_SSE_KMS_KEY_ID"] == "arn:aws:kms:eu-west-1:1:key/k"
+    args = container(job)["args"]
+    assert _flag_values(args, "--lock-mode") == ["compliance"]
+    assert _flag_values(args, "--lock-days") == ["35"]
+
+
+def test_an_sse_c_key_is_a_mounted_file_for_every_job_that_reads_or_writes() -> None:
+    ref = {"name": "sse-c", "key": "customer.key"}
+    backup = make_backup_job(encryption={"s3CustomerKeySecret": ref})
+    prune = prune_job(_backup(encryption={"s3CustomerKeySecret": ref}, retention={"keepLast": 3}),
+                      name="p", namespace="redis", backup_name="nightly", owner=OWNER,
+                      image=IMAGE)  # fmt: skip
+    stage = restore_stage_job(_restore(decryption={"s3CustomerKeySecret": ref}), name="s",
+                              namespace="redis", restore_name="r", owner=OWNER, pvc="data",
+                              node_name="node-a", image=IMAGE)  # fmt: skip
+    for job in (backup, prune, stage):
+        assert_valid(job)
+        path = _env(job)["BACKUPCTL_S3_SSE_C_KEY_FILE"]
+        vol, mount = _mounted(job)[path.rsplit("/", 1)[0]]
+        assert vol["secret"]["secretName"] == "sse-c" and vol["secret"]["defaultMode"] == 0o440
+        assert path.endswith("/customer.key") and mount["readOnly"]
+        assert "BACKUPCTL_S3_SSE" not in _env(job)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"s3ServerSide": {"type": "AES256", "kmsKeyId": "k"}}, "goes with type aws:kms"),
+        ({"s3ServerSide": {"type": "rot13"}}, "must be one of AES256, aws:kms"),
+        ({"s3ServerSide": {"type": "AES256"}, "s3CustomerKeySecret": {"name": "a", "key": "k"}},
+         "not both"),
+        ({"s3ObjectLock": {"mode": "Governance"}}, "s3ObjectLock.days: is required"),
+        ({"s3ObjectLock": {"mode": "Legal", "days": 3}}, "must be one of Governance, Compliance"),
+    ],
+)  # fmt: skip
+def test_bad_server_side_specs_are_refused(value: Any, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        _backup(encryption=value)

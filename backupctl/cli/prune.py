@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -59,6 +59,18 @@ def _count_opt(name: str, what: str) -> Any:
     return typer.Option(name, parser=_count, metavar="N", help=f"{text} (-1 or 'unlimited': all).")
 
 
+ExtendLockOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--extend-lock-days",
+        metavar="N",
+        min=1,
+        max=36_500,
+        help="S3 Object Lock: every kept backup that is locked stays locked until at least "
+        "N days from now (retention keeps it longer than its first lock; docs/encryption.md).",
+        show_default=False,
+    ),
+]
 StoreArg = Annotated[
     str,
     typer.Argument(
@@ -193,6 +205,7 @@ def prune_command(
     endpoint: PruneEndpointOpt = None,
     verify_key: VerifyKeyOpt = None,
     require_signatures: RequireSignaturesOpt = False,
+    extend_lock_days: ExtendLockOpt = None,
 ) -> None:
     """Apply a retention policy (restic's forget semantics) to the backups in a
     store, and sweep incomplete backups and unfinished uploads."""
@@ -225,6 +238,7 @@ def prune_command(
             dry_run=dry_run,
             on_delete=hooks.on_delete,
             trust=signed_by,
+            extend_lock=timedelta(days=extend_lock_days) if extend_lock_days else None,
         )
     report(Pruned(result), as_json=as_json, termination_log=termination_log)
     for s in result.skipped:

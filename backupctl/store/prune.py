@@ -44,7 +44,12 @@ from backupctl.store.backends.base import (
     StorageError,
     put_bytes,
 )
-from backupctl.store.backends.wrappers import DryRunBackend, ObservingBackend, retention_of
+from backupctl.store.backends.wrappers import (
+    DryRunBackend,
+    ObservingBackend,
+    extend_retention,
+    retention_of,
+)
 from backupctl.store.catalog import BackupEntry
 from backupctl.store.retention import Policy, PolicyError, apply_policy
 
@@ -234,11 +239,14 @@ def prune(
     keep_oldest: bool = True,
     on_delete: Callable[[str], None] | None = None,
     trust: catalog.ManifestCheck | None = None,
+    extend_lock: timedelta | None = None,
 ) -> PruneResult:
     """Apply ``policy`` to every target in ``backend`` (or only ``target``)
     and sweep leftovers; see the module docstring. ``on_delete`` is called
     with each key after it is deleted (progress, tests). ``trust`` checks manifest
-    signatures: a backup failing it is neither counted nor deleted. Raises
+    signatures: a backup failing it is neither counted nor deleted. ``extend_lock``:
+    each kept backup that has an Object Lock is locked until at least ``now +
+    extend_lock`` (retention keeps it longer than its first lock). Raises
     :class:`PolicyError` / :class:`PruneError` before touching anything when
     the request is bad, and :class:`StorageError` from the store."""
     policy.validate()
@@ -282,7 +290,7 @@ def prune(
             result.skipped.append(Skipped(name, why))
             _report_blocked(result, t, cutoff, now, grace, why)
             continue
-        _prune_target(sink, result, t, policy, now, grace, keep_oldest)
+        _prune_target(sink, result, t, policy, now, grace, keep_oldest, extend_lock)
 
     for up in stale_uploads:
         t_name = _upload_target(up.key)
@@ -378,6 +386,7 @@ def _prune_target(
     now: datetime,
     grace: str,
     keep_oldest: bool,
+    extend_lock: timedelta | None = None,
 ) -> None:
     items = [_CreatedFromId(e) if e.manifest is None else e for e in t.complete]
     decision = apply_policy(items, policy, now=now, keep_oldest=keep_oldest)
@@ -387,6 +396,8 @@ def _prune_target(
         keep, reasons = v.keep, v.reasons
         if i == 0 and not keep:  # belt and braces: retention keeps it anyway
             keep, reasons = True, ("newest complete backup (never removed)",)
+        if keep and extend_lock is not None:
+            reasons = (*reasons, *_extend_lock(sink, entry, now + extend_lock))
         row = Row(t.name, entry.id, v.item.created, reasons)
         if keep:
             result.keep.append(row)
@@ -414,6 +425,17 @@ def _prune_target(
     _report_foreign(result, t)
     for e in to_remove:
         _delete_backup(sink, e)
+
+
+def _extend_lock(backend: Backend, e: BackupEntry, until: datetime) -> tuple[str, ...]:
+    """Lock every object of ``e`` until ``until`` when its manifest is locked for
+    less (same mode); the reason to show, or nothing when there was no lock."""
+    lock = retention_of(backend, catalog.manifest_key(e.target, e.id))
+    if lock is None or lock[1] >= until:
+        return ()
+    for o in e.objects:
+        extend_retention(backend, o.key, lock[0], until)
+    return (f"{lock[0].lower()} lock extended to {format_time(until)}",)
 
 
 def _lock_reason(backend: Backend, e: BackupEntry, now: datetime) -> str:

@@ -255,3 +255,29 @@ def test_prune_skips_a_locked_backup_and_removes_it_once_the_lock_has_passed(
     later = prune(pruner, policy, now=datetime.now(UTC))
     assert [r.id for r in later.remove] == [old]
     assert {e.id for e in catalog.scan(pruner, TARGET)} == {new}
+
+
+def test_prune_extends_the_lock_of_kept_backups_and_a_dry_run_only_says_so(
+    s3_server: S3Emulator, locked_bucket: str
+) -> None:
+    writer = _backend(s3_server, locked_bucket, lock=ObjectLock("GOVERNANCE", 1))
+    t0 = datetime(2024, 3, 1, tzinfo=UTC)
+    ids = [add_backup(writer, TARGET, t0 + timedelta(days=i)) for i in range(2)]
+    pruner = _backend(s3_server, locked_bucket)
+    first = {o.key: writer.retention(o.key) for o in pruner.list(TARGET + "/")}
+    assert len(first) == 4 and all(r is not None for r in first.values())
+
+    now = datetime.now(UTC)
+    dry = prune(DryRunBackend(pruner), Policy(last=5), now=now, dry_run=True,
+                extend_lock=timedelta(days=7))  # fmt: skip
+    assert all("lock extended to" in r.reasons[-1] for r in dry.keep)
+    assert {o.key: pruner.retention(o.key) for o in pruner.list(TARGET + "/")} == first
+
+    result = prune(pruner, Policy(last=5), now=now, extend_lock=timedelta(days=7))
+    assert sorted(r.id for r in result.keep) == ids
+    for key in first:  # every object, archives too, not only the manifest
+        lock = pruner.retention(key)
+        assert lock is not None and lock[0] == "GOVERNANCE"
+        assert abs(lock[1] - (now + timedelta(days=7))) < timedelta(seconds=2), key
+    again = prune(pruner, Policy(last=5), now=now, extend_lock=timedelta(days=7))
+    assert not any("extended" in r.reasons[-1] for r in again.keep)  # already long enough

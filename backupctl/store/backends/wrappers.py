@@ -58,6 +58,9 @@ class ForwardingBackend:
         """The inner store's Object Lock on ``key`` (see :func:`retention_of`)."""
         return retention_of(self.inner, key)
 
+    def extend_retention(self, key: str, mode: str, until: datetime) -> None:
+        extend_retention(self.inner, key, mode, until)
+
 
 def retention_of(backend: Backend, key: str) -> tuple[str, datetime] | None:
     """``(mode, retain-until)`` of the Object Lock on ``key`` in stores that
@@ -65,6 +68,13 @@ def retention_of(backend: Backend, key: str) -> tuple[str, datetime] | None:
     ask = getattr(backend, "retention", None)
     result: tuple[str, datetime] | None = ask(key) if ask is not None else None
     return result
+
+
+def extend_retention(backend: Backend, key: str, mode: str, until: datetime) -> None:
+    """Move the Object Lock on ``key`` out to ``until`` (stores without locks: nothing)."""
+    extend = getattr(backend, "extend_retention", None)
+    if extend is not None:
+        extend(key, mode, until)
 
 
 class ObservingBackend(ForwardingBackend):
@@ -100,6 +110,9 @@ class DryRunBackend(ForwardingBackend):
     def abort_upload(self, upload: PendingUpload) -> None:
         log.info("dry run: would abort the unfinished upload of %s/%s", self.url, upload.key)
         self.would_abort.append(upload)
+
+    def extend_retention(self, key: str, mode: str, until: datetime) -> None:
+        log.info("dry run: would lock %s/%s until %s", self.url, key, until)
 
 
 class _DiscardingWriter(ManagedWriter):

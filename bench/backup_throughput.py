@@ -8,7 +8,8 @@ with like on a noisy machine:
 1. a throwaway ``redis-server`` is filled with ~SIZE MiB of mixed
    text/random values (compresses about 2:1, like real data);
 2. baselines on its ``dump.rdb``: ``zstd -1`` and ``sha256sum``;
-3. ``backupctl run`` to ``file://`` (subprocess: wall time, peak RSS), and
+3. ``backupctl run`` to ``file://`` (subprocess: wall time, peak RSS), the
+   same with ``--encrypt-to`` (age; goal >= 0.8x the plain rate), and
    the post-BGSAVE pipeline alone (in-process, the BGSAVE timed apart);
 4. ``backupctl run --method replication`` to moto's S3 server (diskless
    sync) with the server's settings untouched (``rdbcompression yes``, the
@@ -35,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyrage
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,6 +202,12 @@ def main() -> None:
                 "bench/file",
             ]
         )
+        # Issue 18: the same run, archives encrypted with age (one recipient).
+        recipient = str(pyrage.x25519.Identity.generate().to_public())
+        enc_s, enc_rss = timed(
+            [str(VENV_BIN / "backupctl"), "run", "--redis", url, "--to", store.as_uri(),
+             "--target", "bench/file-age", "--encrypt-to", recipient]
+        )  # fmt: skip
         pipe_s, bgsave_s = pipeline_in_process(url, store)
 
         sport = free_port()
@@ -263,6 +271,7 @@ def main() -> None:
             ("baseline: zstd -1 dump.rdb", zstd_s, None),
             ("baseline: sha256sum dump.rdb", sha_s, None),
             ("backupctl run -> file:// (BGSAVE + pipeline)", run_s, run_rss),
+            ("backupctl run -> file:// --encrypt-to (age)", enc_s, enc_rss),
             (f"  of which BGSAVE (in-process run: {bgsave_s:.1f} s)", bgsave_s, None),
             ("  post-BGSAVE pipeline (tar+zstd+sha256+check+write)", pipe_s, None),
             ("DIY: redis-cli --rdb - | zstd -1 | aws s3 cp -", diy_s, diy_rss),
@@ -281,6 +290,10 @@ def main() -> None:
             f"replication to S3 vs DIY wall time, server settings untouched: {repl_s / diy_s:.2f}x "
             f"(medians of {len(ratios)}; per round {', '.join(f'{r:.2f}' for r in ratios)}; "
             f"goal <= 0.90x); {pause_s / diy_s:.2f}x with --pause-rdbcompression"
+        )
+        print(
+            f"encrypted vs plain run -> file:// (same data, one run): {run_s / enc_s:.2f}x "
+            f"the plain rate (goal >= 0.80x); peak RSS {enc_rss:.0f} vs {run_rss:.0f} MiB"
         )
         print(
             f"peak RSS of backupctl run: file {run_rss:.0f} MiB, S3 {max(repl_rss, pause_rss):.0f} "

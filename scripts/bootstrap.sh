@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for bin in redis-server:redis-server redis-cli:redis-tools restic:restic zstd:zstd \
-  setpriv:util-linux unshare:util-linux promtool:prometheus; do
+  setpriv:util-linux unshare:util-linux promtool:prometheus age:age; do
   command -v "${bin%%:*}" >/dev/null 2>&1 || need_apt+=("${bin##*:}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -10,11 +10,21 @@ from typing import Annotated, Any
 
 import typer
 
-from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, get_store
+from backupctl.cli.options import (
+    EndpointOpt,
+    JsonOpt,
+    RequireSignaturesOpt,
+    StoreArg,
+    TargetOpt,
+    VerifyKeyOpt,
+    get_store,
+    trust,
+)
 from backupctl.cli.output import CommandResult, human, print_table, report, user_errors
 from backupctl.core.timefmt import format_time
 from backupctl.store import catalog
 from backupctl.store.catalog import BackupEntry
+from backupctl.store.signing import signature_key
 
 ShowAllOpt = Annotated[
     bool, typer.Option("--all", help="Also show incomplete backups (no manifest yet).")
@@ -44,6 +54,7 @@ def entry_json(e: BackupEntry) -> dict[str, Any]:
         "keys": m.keys if m else None,
         "nodes": [n.name for n in m.nodes] if m else [],
         "redisVersion": m.redis_version if m else None,
+        "signed": any(o.key == signature_key(e.target, e.id) for o in e.objects),
         "problem": None if m else (e.manifest_error or _incomplete_reason(e)),
     }
 
@@ -82,15 +93,18 @@ def list_cmd(
     show_all: ShowAllOpt = False,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
+    verify_key: VerifyKeyOpt = None,
+    require_signatures: RequireSignaturesOpt = False,
 ) -> None:
     """List complete backups, newest first (and any whose manifest cannot be used)."""
     with user_errors():
+        keys = trust(verify_key, require_signatures)
         store = get_store(store_url, endpoint)
         # No store.check(): it asks for write access, and listing needs only reads
         # (the listing itself reports a missing store or a denied read).
         entries = [
             e
-            for e in catalog.scan(store, target, include_pending=show_all)
+            for e in catalog.scan(store, target, include_pending=show_all, trust=keys)
             if show_all or e.complete or e.invalid
         ]
         report(Listing(entries), as_json=as_json, termination_log=None)

@@ -12,12 +12,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 
-from backupctl.cli.options import JsonOpt, TermLogOpt, get_store
+from backupctl.cli.options import (
+    JsonOpt,
+    RequireSignaturesOpt,
+    TermLogOpt,
+    VerifyKeyOpt,
+    get_store,
+    trust,
+)
 from backupctl.cli.output import CommandResult, fail, print_table, report, user_errors
 from backupctl.store.prune import PruneResult, check_request, prune
 from backupctl.store.retention import Policy, PolicyError, parse_duration
@@ -52,6 +59,18 @@ def _count_opt(name: str, what: str) -> Any:
     return typer.Option(name, parser=_count, metavar="N", help=f"{text} (-1 or 'unlimited': all).")
 
 
+ExtendLockOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--extend-lock-days",
+        metavar="N",
+        min=1,
+        max=36_500,
+        help="S3 Object Lock: every kept backup that is locked stays locked until at least "
+        "N days from now (retention keeps it longer than its first lock; docs/encryption.md).",
+        show_default=False,
+    ),
+]
 StoreArg = Annotated[
     str,
     typer.Argument(
@@ -184,6 +203,9 @@ def prune_command(
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
     endpoint: PruneEndpointOpt = None,
+    verify_key: VerifyKeyOpt = None,
+    require_signatures: RequireSignaturesOpt = False,
+    extend_lock_days: ExtendLockOpt = None,
 ) -> None:
     """Apply a retention policy (restic's forget semantics) to the backups in a
     store, and sweep incomplete backups and unfinished uploads."""
@@ -206,6 +228,7 @@ def prune_command(
     hooks = ctx.find_object(PruneHooks) or PruneHooks()
     with user_errors(termination_log, interrupted="interrupted (run prune again to finish)"):
         check_request(policy, dry_run)  # before the store is opened
+        signed_by = trust(verify_key, require_signatures)
         result = prune(
             get_store(store_url, endpoint),
             policy,
@@ -214,6 +237,8 @@ def prune_command(
             incomplete_grace=now - grace_duration.before(now),
             dry_run=dry_run,
             on_delete=hooks.on_delete,
+            trust=signed_by,
+            extend_lock=timedelta(days=extend_lock_days) if extend_lock_days else None,
         )
     report(Pruned(result), as_json=as_json, termination_log=termination_log)
     for s in result.skipped:

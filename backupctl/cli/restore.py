@@ -12,7 +12,16 @@ from typing import Annotated
 import typer
 from typer.core import TyperOption
 
-from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, TermLogOpt
+from backupctl.cli.options import (
+    EndpointOpt,
+    IdentityOpt,
+    JsonOpt,
+    RequireSignaturesOpt,
+    StoreArg,
+    TargetOpt,
+    TermLogOpt,
+    VerifyKeyOpt,
+)
 from backupctl.cli.output import fail
 from backupctl.cli.restore_dir import restore_dry_run, restore_into_dir
 from backupctl.cli.restore_live import restore_into_cluster, restore_into_redis
@@ -226,6 +235,9 @@ def restore(
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
+    identity: IdentityOpt = None,
+    verify_key: VerifyKeyOpt = None,
+    require_signatures: RequireSignaturesOpt = False,
 ) -> None:
     """Restore a backup into a data directory (--to-dir), a running Redis (--to-redis) or,
     in place, a Redis Cluster whose nodes' data directories are on this machine (--to-cluster).
@@ -249,6 +261,8 @@ def restore(
         discard_staged=discard_staged, flush=flush, tmp_dir=tmp_dir, password_file=password_file,
         restart=restart, verify_only=verify_only, timeout=timeout, redis_server=redis_server,
         force=force, large_value_threshold=threshold, no_tmp=no_tmp,
+        identity=tuple(identity or ()), verify_key=tuple(verify_key or ()),
+        require_signatures=require_signatures,
     )  # fmt: skip
     if dry_run or mode is None:  # mode_of allows no destination only with --dry-run
         restore_dry_run(req)

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from backupctl.cli.options import get_store
+from backupctl.cli.options import get_store, identities, trust
 from backupctl.cli.output import (
     CommandResult,
     backup_progress,
@@ -147,7 +147,9 @@ class WouldRestore(CommandResult):
 def restore_dry_run(req: RestoreRequest) -> None:
     """Resolve the backup (e.g. 'latest') once and say what a restore would load."""
     with user_errors(req.termination_log):
-        entry = catalog.find(get_store(req.store_url, req.endpoint), req.backup, req.target)
+        signed_by = trust(req.verify_key, req.require_signatures)
+        store = get_store(req.store_url, req.endpoint)
+        entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         assert entry.manifest is not None  # find() returns complete backups only
         report(WouldRestore(entry.manifest), as_json=req.as_json,
                termination_log=req.termination_log)  # fmt: skip
@@ -170,18 +172,21 @@ def restore_into_dir(req: RestoreRequest, *, before_step: StepHook | None = None
 
 
 def _download(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> RestoreResult:
+    keys = identities(list(req.identity))
+    signed_by = trust(req.verify_key, req.require_signatures)
     store = get_store(req.store_url, req.endpoint)
-    entry = catalog.find(store, req.backup, req.target)
+    entry = catalog.find(store, req.backup, req.target, trust=signed_by)
     if not req.stage_only and not req.force:
         refuse_in_use(to_dir)
     with backup_progress("restore", entry, not req.as_json) as advance:
         if req.stage_only:
             return stage_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
                                 prefer_aof=req.prefer_aof, progress=advance,
-                                redis_server=req.redis_server)  # fmt: skip
+                                redis_server=req.redis_server, identities=keys)  # fmt: skip
         return restore_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
                               prefer_aof=req.prefer_aof, progress=advance,
-                              redis_server=req.redis_server, before_step=before_step)  # fmt: skip
+                              redis_server=req.redis_server, before_step=before_step,
+                              identities=keys)  # fmt: skip
 
 
 def _staged_step(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> CommandResult:

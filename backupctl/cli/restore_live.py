@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 
-from backupctl.cli.options import get_store, redis_spec
+from backupctl.cli.options import get_store, identities, redis_spec, trust
 from backupctl.cli.output import CommandResult, backup_progress, note, report, user_errors
 from backupctl.cli.restore_modes import RestoreRequest
 from backupctl.ops.restore_dir import RestoreError
@@ -225,8 +225,9 @@ def restore_into_redis(req: RestoreRequest) -> None:
         spec = redis_spec(req.to_redis, req.password_file)
         if req.tmp_dir is not None:
             check_parent(req.tmp_dir)  # before any download
+        signed_by = trust(req.verify_key, req.require_signatures)
         store = get_store(req.store_url, req.endpoint)
-        entry = catalog.find(store, req.backup, req.target)
+        entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         with backup_progress("download", entry, not req.as_json) as advance:
             result = restore_to_redis(
                 store, entry, spec, flush=req.flush, node=req.node, tmp_dir=req.tmp_dir,
@@ -251,8 +252,10 @@ def restore_into_cluster(req: RestoreRequest) -> None:
                 "--verify-only needs the id of the restored backup, not 'latest' (a newer "
                 "backup may exist by now)"
             )
+        keys = identities(list(req.identity))
+        signed_by = trust(req.verify_key, req.require_signatures)
         store = get_store(req.store_url, req.endpoint)
-        entry = catalog.find(store, req.backup, req.target)
+        entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         assert entry.manifest is not None  # find() returns complete backups only
         result: CommandResult
         if req.verify_only:
@@ -262,7 +265,7 @@ def restore_into_cluster(req: RestoreRequest) -> None:
             with backup_progress("restore", entry, not req.as_json) as advance:
                 restored = restore_to_cluster(
                     store, entry, seed, appendonly=req.appendonly, restart_nodes=req.restart,
-                    timeout=req.timeout, progress=advance,
+                    timeout=req.timeout, progress=advance, identities=keys,
                 )  # fmt: skip
             verify_cmd = (
                 f"backupctl restore {req.store_url} {restored.id} --target {restored.target} "

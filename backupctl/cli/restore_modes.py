@@ -25,7 +25,8 @@ CLUSTER = "--to-cluster"
 DESTINATIONS = (DIR, REDIS, CLUSTER)
 
 #: Which destinations each flag goes with. Flags not listed (--target,
-#: --endpoint, --json, --termination-log, --dry-run) go with every mode.
+#: --endpoint, --json, --termination-log, --dry-run, --verify-key,
+#: --require-signatures) go with every mode.
 FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--stage-only": (DIR,),
     "--swap": (DIR,),
@@ -43,6 +44,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--verify-only": (CLUSTER,),
     "--timeout": (CLUSTER,),
     "--force": (DIR,),
+    "--identity": (DIR, CLUSTER),  # --to-redis: after i12-load's rewrite of restore_server
 }
 
 #: Groups of flags of which at most one may be given: the steps of a
@@ -135,3 +137,8 @@ class RestoreRequest:
     restart: bool = False
     verify_only: bool = False
     timeout: float = 600.0
+    # --to-dir, --to-cluster: --identity files for encrypted backups (docs/encryption.md)
+    identity: tuple[Path, ...] = ()
+    # every mode: --verify-key files and --require-signatures (docs/encryption.md)
+    verify_key: tuple[Path, ...] = ()
+    require_signatures: bool = False

@@ -16,7 +16,19 @@ from typing import Annotated, Any
 
 import typer
 
-from backupctl.cli.options import EndpointOpt, JsonOpt, TermLogOpt, get_store, redis_spec
+from backupctl.cli.options import (
+    EncryptToFileOpt,
+    EncryptToOpt,
+    EndpointOpt,
+    JsonOpt,
+    LockDaysOpt,
+    LockModeOpt,
+    SigningKeyOpt,
+    TermLogOpt,
+    get_store,
+    recipients,
+    redis_spec,
+)
 from backupctl.cli.output import (
     CommandResult,
     backup_summary,
@@ -30,8 +42,10 @@ from backupctl.ops.backup_options import RunHooks, RunOptions
 from backupctl.redis import sentinel
 from backupctl.store import catalog
 from backupctl.store.archive import COMPRESSIONS
+from backupctl.store.backends.s3_options import parse_lock
 from backupctl.store.backup_set import DEFAULT_OWNER, ShardOutcome, parse_shard
 from backupctl.store.catalog import Manifest
+from backupctl.store.signing import load_signer
 
 ToOpt = Annotated[
     str, typer.Option("--to", help="Store URL to write the backup to.", show_default=False)
@@ -256,6 +270,11 @@ def run(
     timeout: TimeoutOpt = 3600.0,
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
+    encrypt_to: EncryptToOpt = None,
+    encrypt_to_file: EncryptToFileOpt = None,
+    signing_key: SigningKeyOpt = None,
+    lock_mode: LockModeOpt = None,
+    lock_days: LockDaysOpt = None,
 ) -> None:
     """Take a backup of one Redis server and stream it to a store."""
     if method not in ("bgsave", "replication"):
@@ -290,7 +309,7 @@ def run(
             typer.echo(f"note: {choice.note}", err=True)
         opts = RunOptions(
             redis=choice.spec,
-            store=get_store(to, endpoint),
+            store=get_store(to, endpoint, lock=parse_lock(lock_mode, lock_days)),
             target=target or choice.target,
             method=method,
             compression=compression,
@@ -304,6 +323,8 @@ def run(
             backup_id=backup_id,
             shard=parse_shard(shard) if shard is not None else None,
             owner=owner,
+            encrypt_to=recipients(encrypt_to, encrypt_to_file),
+            signer=load_signer(signing_key),
             hooks=ctx.find_object(RunHooks) or RunHooks(),
         )
         result: CommandResult

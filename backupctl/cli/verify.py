@@ -11,11 +11,16 @@ import typer
 
 from backupctl.cli.options import (
     EndpointOpt,
+    IdentityOpt,
     JsonOpt,
+    RequireSignaturesOpt,
     StoreArg,
     TargetOpt,
     TermLogOpt,
+    VerifyKeyOpt,
     get_store,
+    identities,
+    trust,
 )
 from backupctl.cli.output import CommandResult, backup_progress, human, note, report, user_errors
 from backupctl.ops.scratch import check_parent
@@ -65,13 +70,20 @@ def verify(
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
     termination_log: TermLogOpt = None,
+    identity: IdentityOpt = None,
+    verify_key: VerifyKeyOpt = None,
+    require_signatures: RequireSignaturesOpt = False,
 ) -> None:
     """Download a backup and check every checksum and RDB, without restoring it."""
     with user_errors(termination_log):
         if tmp_dir is not None:
             check_parent(tmp_dir)  # before any download
+        keys = identities(identity)
+        signed_by = trust(verify_key, require_signatures)
         store = get_store(store_url, endpoint)
-        entry = catalog.find(store, backup, target)
+        entry = catalog.find(store, backup, target, trust=signed_by)
         with backup_progress("verify", entry, not as_json) as advance:
-            result = verify_backup(store, entry, tmp_dir=tmp_dir, progress=advance, note=note)
+            result = verify_backup(
+                store, entry, tmp_dir=tmp_dir, progress=advance, note=note, identities=keys
+            )
         report(Verified(result), as_json=as_json, termination_log=termination_log)

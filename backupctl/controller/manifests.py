@@ -66,6 +66,7 @@ from backupctl.controller.spec import (
     restore_source_target,
     store_url,
 )
+from backupctl.controller.spec_crypto import backup_keys, prune_keys, restore_keys
 from backupctl.store.catalog import new_backup_id
 
 TLS_CA_DIR = "/var/run/secrets/backupctl/redis-tls"
@@ -226,6 +227,9 @@ def backup_job(
     if pod.tls is not None and pod.tls.enabled and pod.tls.ca_secret is not None:
         volumes.append(secret_volume(TLS_CA_VOLUME, pod.tls.ca_secret))
         mounts.append({"name": TLS_CA_VOLUME, "mountPath": TLS_CA_DIR, "readOnly": True})
+    keys = backup_keys(spec.encryption)
+    args, volumes, mounts = [*args, *keys.args], [*volumes, *keys.volumes], [*mounts, *keys.mounts]
+    env += keys.env
     return job(
         name=name,
         namespace=namespace,
@@ -272,6 +276,7 @@ def prune_job(
         spec.time_zone,
         *retention_args(spec.retention),
     ]
+    keys = prune_keys(spec.encryption)
     return job(
         name=name,
         namespace=namespace,
@@ -280,10 +285,10 @@ def prune_job(
         annotations={},
         options=spec.job,
         image=spec.job.image or image,
-        args=args,
-        env=storage_env(spec.storage),
-        volumes=storage_volumes(spec.storage),
-        mounts=storage_mounts(spec.storage),
+        args=[*args, *keys.args],
+        env=[*storage_env(spec.storage), *keys.env],
+        volumes=[*storage_volumes(spec.storage), *keys.volumes],
+        mounts=[*storage_mounts(spec.storage), *keys.mounts],
         affinity=None,
         node_selector=spec.job.node_selector,
         ttl_seconds_after_finished=ttl_seconds_after_finished,
@@ -374,6 +379,9 @@ def restore_stage_job(
     if source_node is not None:
         args += ["--node", source_node]
     args += ["--to-dir", to_dir, "--appendonly", "auto"]
+    keys = restore_keys(spec.decryption, to_dir=True)
+    args += keys.args
+    env = [*storage_env(spec.storage), *keys.env]
     labels = _base_labels("restore")
     labels[LABEL_RESTORE] = label_value(restore_name)
     return job(
@@ -385,12 +393,17 @@ def restore_stage_job(
         options=spec.job,
         image=spec.job.image or image,
         args=args,
-        env=storage_env(spec.storage),
+        env=env,
         volumes=[
             {"name": "data", "persistentVolumeClaim": {"claimName": pvc}},
             *storage_volumes(spec.storage),
+            *keys.volumes,
         ],
-        mounts=[data_mount(data_sub_path, read_only=False), *storage_mounts(spec.storage)],
+        mounts=[
+            data_mount(data_sub_path, read_only=False),
+            *storage_mounts(spec.storage),
+            *keys.mounts,
+        ],
         affinity=pin_to_node(node_name),
         node_selector={},
         ttl_seconds_after_finished=ttl_seconds_after_finished,
@@ -436,6 +449,11 @@ def restore_job(
         env += storage_env(spec.storage)
         volumes += storage_volumes(spec.storage)
         mounts += storage_mounts(spec.storage)
+        if args[:1] == ["restore"] and command is None:  # which backup, and its identity
+            keys = restore_keys(spec.decryption, to_dir="--to-dir" in args)
+            args = [*args, *keys.args]
+            volumes, mounts = [*volumes, *keys.volumes], [*mounts, *keys.mounts]
+            env += keys.env
     if redis is not None:
         pod = _with_target(redis, spec)
         if pod.password_secret is not None:

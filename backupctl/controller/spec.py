@@ -27,6 +27,12 @@ from typing import Any, TypeAlias
 
 from backupctl.controller.job_limits import DEFAULT_START_TIMEOUT_SECONDS, KINDS
 from backupctl.controller.schedule import check_time_zone, parse_cron
+from backupctl.controller.spec_crypto import (
+    DecryptionSpec,
+    EncryptionSpec,
+    parse_decryption,
+    parse_encryption,
+)
 from backupctl.controller.spec_fields import (
     DNS_SUBDOMAIN,
     SpecError,
@@ -195,6 +201,7 @@ class BackupSpec:
     prefer_replica: bool = False
     job: JobOptions = field(default_factory=JobOptions)
     verify: VerifySpec | None = None  # restore drills
+    encryption: EncryptionSpec | None = None  # spec.encryption (controller.spec_crypto)
 
     @property
     def scheduled(self) -> bool:
@@ -213,6 +220,7 @@ class RestoreSpec:
     from_backup: str | None = None
     source_target: str | None = None
     job: JobOptions = field(default_factory=JobOptions)
+    decryption: DecryptionSpec | None = None  # spec.decryption (controller.spec_crypto)
 
 
 # --- parsing -----------------------------------------------------------------
@@ -258,6 +266,7 @@ def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
         prefer_replica=opt_bool(spec, "preferReplica", p, False),
         job=parse_job_options(spec, p),
         verify=parse_verify(spec.get("verify"), f"{p}.verify"),
+        encryption=parse_encryption(spec.get("encryption"), f"{p}.encryption"),
     )
 
 
@@ -312,6 +321,7 @@ def parse_restore(spec: Mapping[str, Any]) -> RestoreSpec:
         from_backup=from_backup,
         source_target=source_target,
         job=parse_job_options(spec, p),
+        decryption=parse_decryption(spec.get("decryption"), f"{p}.decryption"),
     )
 
 

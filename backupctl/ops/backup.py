@@ -42,6 +42,7 @@ from backupctl.store import backup_set, catalog
 from backupctl.store.archive import Progress
 from backupctl.store.backup_set import ShardOutcome, ShardRecord
 from backupctl.store.catalog import Manifest, NodeEntry
+from backupctl.store.signing import write_signed_manifest
 
 __all__ = ["run_backup", "run_shard_backup"]
 
@@ -97,7 +98,7 @@ def run_backup(
         nodes=entries,
     )
     opts.hooks.on_step("manifest")
-    catalog.write_manifest(opts.store, manifest)
+    write_signed_manifest(opts.store, manifest, opts.signer)
     return manifest
 
 
@@ -210,7 +211,7 @@ def run_shard_backup(
         )
     if own is not None:  # a retried run: the archive behind the record is stored
         backup_set.claim(store, target, backup_id, opts.owner)
-        return backup_set.commit(store, own, reused=True)
+        return backup_set.commit(store, own, reused=True, signer=opts.signer)
 
     shards = _slot_shards(client)
     if len(shards) != count:
@@ -245,7 +246,7 @@ def run_shard_backup(
         node=dataclasses.replace(entry, node_id=member.node_id, slots=member.slots),
     )
     opts.hooks.on_step("manifest")
-    return backup_set.commit(store, record)
+    return backup_set.commit(store, record, signer=opts.signer)
 
 
 def _backup_in_parallel(

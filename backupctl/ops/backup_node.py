@@ -63,7 +63,7 @@ def backup_node(
 ) -> NodeEntry:
     """Snapshot one node and stream its archive into the backup folder."""
     archive_key = catalog.backup_dir(opts.target, backup_id) + catalog.archive_name(
-        node_name, opts.compression
+        node_name, opts.compression, encrypted=opts.encrypt_to is not None
     )
     with ExitStack() as stack:
         if opts.method == "bgsave":
@@ -84,7 +84,12 @@ def backup_node(
             if level is None and raw and opts.compression == "zstd":
                 level = RAW_RDB_ZSTD_LEVEL
             result: ArchiveResult = write_archive(
-                w, members, opts.compression, level=level, progress=_first_call(opts, progress)
+                w,
+                members,
+                opts.compression,
+                level=level,
+                progress=_first_call(opts, progress),
+                encrypt_to=opts.encrypt_to,
             )
             keys = info.keys
             if checker is not None:
@@ -112,6 +117,7 @@ def backup_node(
             size=result.size,
             sha256=result.sha256,
             compression=opts.compression,
+            encrypted_to=list(opts.encrypt_to.fingerprints) if opts.encrypt_to else [],
         ),
         files=result.files,
     )

@@ -17,6 +17,8 @@ from pathlib import Path
 from backupctl.redis.address import ConnectionSpec
 from backupctl.store import backup_set
 from backupctl.store.backends.base import Backend
+from backupctl.store.encryption import Recipients
+from backupctl.store.signing import Signer
 
 __all__ = ["STEPS", "BackupError", "RunHooks", "RunOptions"]
 
@@ -59,6 +61,10 @@ class RunOptions:
     shard: tuple[int, int] | None = None
     #: Who writes a shard set (the controller: the RedisBackup's name).
     owner: str = backup_set.DEFAULT_OWNER
+    #: Encrypt every archive to these age recipients (backupctl.store.encryption).
+    encrypt_to: Recipients | None = None
+    #: Sign the manifest with this key (backupctl.store.signing).
+    signer: Signer | None = None
     #: Told each step as it starts (see :class:`RunHooks`).
     hooks: RunHooks = field(default_factory=lambda: RunHooks(), compare=False, repr=False)
 

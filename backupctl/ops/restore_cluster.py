@@ -53,6 +53,7 @@ from backupctl.redis.errors import RedisNodeError
 from backupctl.store.archive import Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry
+from backupctl.store.encryption import Identities, require_keys
 
 __all__ = ["ClusterRestoreResult", "restore_to_cluster"]
 
@@ -80,6 +81,7 @@ def restore_to_cluster(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     clock: Monotonic = time.monotonic,
     sleep: Sleep = time.sleep,
+    identities: Identities | None = None,
 ) -> ClusterRestoreResult:
     """Steps 1-4 of the module docstring, and with ``restart_nodes`` step 5.
     Without it the nodes are left quiesced with the restored files in place:
@@ -87,8 +89,9 @@ def restore_to_cluster(
     manifest = entry.manifest
     if manifest is None:
         raise RestoreError(f"backup {entry.id} is incomplete and cannot be restored")
+    require_keys(manifest, identities)  # encrypted archives: before anything is touched
     plans = prepare(manifest, seed, appendonly=appendonly)
-    stage(store, entry, plans, appendonly=appendonly, progress=progress)
+    stage(store, entry, plans, appendonly=appendonly, progress=progress, identities=identities)
     previous = quiesce_and_swap(plans, seed, manifest, timeout=timeout, now=now)
     checks = None
     if restart_nodes:

@@ -38,6 +38,7 @@ from backupctl.redis.live import LiveError, quiesce, resume
 from backupctl.store.archive import Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest
+from backupctl.store.encryption import Identities
 
 __all__ = ["QUIESCE_STATE", "discard", "quiesce_and_swap", "stage"]
 
@@ -53,6 +54,7 @@ def stage(
     *,
     appendonly: str,
     progress: Progress | None = None,
+    identities: Identities | None = None,
 ) -> None:
     """Download each shard's archive once (shards in parallel), verify it,
     copy it to the shard's other nodes. On any failure every staged copy is
@@ -72,6 +74,7 @@ def stage(
                 aof_filename=m.appendfilename,
                 progress=progress if source is None else None,
                 source=source,
+                identities=identities,
             )
             source = source or staged_dir(m.dir, entry.id)
 

@@ -73,6 +73,7 @@ from backupctl.store import catalog
 from backupctl.store.archive import COPY_CHUNK, ArchiveError, Progress, extract_verified
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
+from backupctl.store.encryption import Identities, require_keys
 
 APPENDONLY_MODES = ("auto", "yes", "no")
 __all__ = ["STAGED_MARKER", "SWAP_RECORD"]  # re-exported: the names tests and docs use
@@ -130,11 +131,14 @@ def download_node(
     dest: Path,
     *,
     progress: Progress | None = None,
+    identities: Identities | None = None,
 ) -> RdbReport | None:
     """Download and unpack one node's archive into ``dest``, verifying every
     checksum and the RDB (its report returned; None without an RDB); raises
-    :class:`ArchiveError`/StorageError."""
+    :class:`ArchiveError`/StorageError. An encrypted archive needs
+    ``identities`` (checked before it is opened)."""
     key = catalog.backup_dir(manifest.target, manifest.id) + node.archive.key
+    require_keys(manifest, identities, [node])
     with store.open(key) as src:
         size, sha = extract_verified(
             src,
@@ -143,6 +147,7 @@ def download_node(
             dest,
             progress=progress,
             archive_size=node.archive.size,
+            identities=identities if node.archive.encrypted else None,
         )
     if size != node.archive.size or sha != node.archive.sha256:
         raise ArchiveError(
@@ -226,11 +231,14 @@ def restore_to_dir(
     progress: Progress | None = None,
     redis_server: str | None = None,
     before_step: StepHook | None = None,
+    identities: Identities | None = None,
 ) -> RestoreResult:
     """Stage, then swap in (see the module docstring). With ``redis_server``
     (the binary that will load DIR) a backup it cannot load is refused first.
     A swap an earlier run left half-done is rolled back first; ``before_step``
     is called before each step of the swap (a fault-injection point)."""
+    if entry.manifest is not None:
+        require_keys(entry.manifest, identities, [pick_node(entry.manifest, node)])
     with _data_dir(to_dir, create=True) as data:
         recovered = recover(data, finish_id=None)
         swept = leftovers.sweep(data, keep_complete=True)
@@ -238,6 +246,7 @@ def restore_to_dir(
         plan = _stage(
             store, entry, data, name, appendonly, node, prefer_aof, dbfilename,
             aof_dirname, aof_filename, progress, redis_server=redis_server,
+            identities=identities,
         )  # fmt: skip
         # Point of no return: everything is verified and on the same filesystem.
         previous = swap(data, name, plan, _previous_name(data, now), before_step=before_step)
@@ -258,6 +267,7 @@ def stage_to_dir(
     progress: Progress | None = None,
     source: Path | None = None,
     redis_server: str | None = None,
+    identities: Identities | None = None,
 ) -> RestoreResult:
     """Download and verify into ``DIR/.backupctl-staging-<id>/`` and stop
     there: the files Redis loads are not touched (Redis may keep running).
@@ -265,6 +275,8 @@ def stage_to_dir(
     restore at a time prepares a data directory). With ``source`` (the
     staging folder of the same backup and node in another data directory)
     the verified files are copied from there, not downloaded."""
+    if entry.manifest is not None:
+        require_keys(entry.manifest, identities, [pick_node(entry.manifest, node)])
     with _data_dir(to_dir, create=True) as data:
         recovered = recover(data, finish_id=None)
         swept = leftovers.sweep(data, keep_complete=False)
@@ -272,6 +284,7 @@ def stage_to_dir(
         plan = _stage(
             store, entry, data, name, appendonly, node, prefer_aof, dbfilename,
             aof_dirname, aof_filename, progress, source, redis_server=redis_server,
+            identities=identities,
         )  # fmt: skip
         try:
             with data.owned_subdir(name) as staging:  # last: the staged copy is complete
@@ -438,6 +451,7 @@ def _stage(
     source: Path | None = None,
     *,
     redis_server: str | None = None,
+    identities: Identities | None = None,
 ) -> dict[str, Any]:
     """Download + verify into the new staging folder ``name`` of ``data``;
     return the swap plan (JSON-able): ``files`` maps names in DIR to paths
@@ -460,7 +474,10 @@ def _stage(
         with staging:
             with staging.mkdir(ARCHIVE_FOLDER) as archive:
                 if source is None:
-                    download_node(store, manifest, n, archive.fd_path, progress=progress)
+                    download_node(
+                        store, manifest, n, archive.fd_path, progress=progress,
+                        identities=identities,
+                    )  # fmt: skip
                 else:
                     copy_node_files(n, source / ARCHIVE_FOLDER, archive.fd_path)
             rdb_name = dbfilename or Path(rdb.path).name

@@ -24,6 +24,7 @@ from backupctl.redis.rdb_reader import RdbFormatError, read_rdb_file
 from backupctl.store.archive import Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, NodeEntry
+from backupctl.store.encryption import Identities, require_keys
 
 #: Name start of verify's temp folders (``<prefix><pid>-<random>``).
 SCRATCH_PREFIX = "backupctl-verify-"
@@ -47,19 +48,21 @@ def verify_backup(
     tmp_dir: Path | None = None,
     progress: Progress | None = None,
     note: Callable[[str], None] | None = None,
+    identities: Identities | None = None,
 ) -> VerifyReport:
     """Unpack and check every node of ``entry`` in turn, under ``tmp_dir``
     (default: the system temp folder); ``note`` hears of leftovers removed."""
     manifest = entry.manifest
     if manifest is None:
         raise RestoreError(f"backup {entry.id} is incomplete (no manifest): nothing to verify")
+    require_keys(manifest, identities)
     report = VerifyReport(id=manifest.id, target=manifest.target)
     need = max((sum(f.size for f in n.files) for n in manifest.nodes), default=0)
     with scratch_dir(tmp_dir, SCRATCH_PREFIX, need=need, note=note) as tmp:
         for i, node in enumerate(manifest.nodes):
             folder = tmp / f"node-{i}"
             folder.mkdir()
-            download_node(store, manifest, node, folder, progress=progress)
+            download_node(store, manifest, node, folder, progress=progress, identities=identities)
             _count_keys(report, node, folder)
             shutil.rmtree(folder)  # one node's files at a time
             _count(report, node)

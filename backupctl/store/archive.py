@@ -45,6 +45,13 @@ from backupctl.store.archive_guard import (
     shown,
 )
 from backupctl.store.catalog import FileEntry
+from backupctl.store.encryption import (
+    EncryptionError,
+    Identities,
+    Recipients,
+    decrypting_reader,
+    encrypting,
+)
 
 COMPRESSIONS = ("zstd", "gzip", "none")
 #: Level 1 keeps the pipeline as fast as ``zstd -1``/``sha256sum`` on 2 cores
@@ -216,22 +223,25 @@ def write_archive(
     *,
     level: int | None = None,
     progress: Progress | None = None,
+    encrypt_to: Recipients | None = None,
 ) -> ArchiveResult:
-    """Write ``members`` as one compressed tar into ``sink``; return the
-    archive's size and sha256 and each file's size and sha256."""
+    """Write ``members`` as one compressed tar into ``sink`` (then encrypted
+    to ``encrypt_to``, age); return the stored object's size and sha256 and
+    each file's size and sha256."""
     out = HashingWriter(sink)
-    comp = _Compressor(out, compression, level)
     files: list[FileEntry] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
-        tar = _TarStream(comp, hasher)
-        for m in members:
-            with m.open() as src:
-                if m.size is None:
-                    files.append(tar.add_stream(m, src, progress))
-                else:
-                    files.append(tar.add_sized(m, src, progress))
-        tar.close()
-    comp.finish()
+    with encrypting(out, encrypt_to) as encrypted:
+        comp = _Compressor(encrypted, compression, level)  # type: ignore[arg-type]
+        with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+            tar = _TarStream(comp, hasher)
+            for m in members:
+                with m.open() as src:
+                    if m.size is None:
+                        files.append(tar.add_stream(m, src, progress))
+                    else:
+                        files.append(tar.add_sized(m, src, progress))
+            tar.close()
+        comp.finish()
     return ArchiveResult(size=out.size, sha256=out.hexdigest(), files=files)
 
 
@@ -417,6 +427,7 @@ def extract_verified(
     on_file: Callable[[FileEntry, Path | None], None] | None = None,
     progress: Progress | None = None,
     archive_size: int | None = None,
+    identities: Identities | None = None,
 ) -> tuple[int, str]:
     """Stream an archive, check every file against ``expected`` (size and
     sha256), and write the files under ``dest`` (or only check them when
@@ -429,12 +440,17 @@ def extract_verified(
     larger than its file's declared size is refused before its first byte, a
     file listed twice or a member not listed at once, and with
     ``archive_size`` (the manifest's archive size) the stored object is read
-    no further than one byte past it."""
+    no further than one byte past it. With ``identities`` the stored object
+    is an age stream, decrypted as it is read (the size and sha256 returned
+    are the stored, encrypted bytes')."""
     by_name = ExpectedFiles(expected)
     seen: set[str] = set()
     current: _FileOut | None = None
     hashed = HashingReader(source, progress, limit=archive_size)
-    tar_stream = TarBudget(decompressing_reader(hashed, compression))  # type: ignore[arg-type]
+    plain: BinaryIO = hashed  # type: ignore[assignment]
+    if identities is not None:
+        plain = decrypting_reader(plain, identities, "the archive")
+    tar_stream = TarBudget(decompressing_reader(plain, compression))
     try:
         for info, reader in iter_members(tar_stream):  # type: ignore[arg-type]
             want, number = by_name.get(info.name)
@@ -472,9 +488,13 @@ def extract_verified(
         raise ArchiveError(f"archive is corrupt or truncated: {_tar_reason(e)}") from e
     except (zstandard.ZstdError, EOFError, gzip.BadGzipFile, OSError) as e:
         raise ArchiveError(f"archive is corrupt or truncated: {e}") from e
+    except EncryptionError as e:
+        raise ArchiveError(str(e)) from e
     finally:
         if current is not None:
             current.close()
+        if identities is not None:
+            plain.close()
     missing = sorted({f.path for f in expected} - seen)
     if missing:
         raise ArchiveError(f"archive is missing {', '.join(missing)} listed in the manifest")

@@ -48,6 +48,7 @@ from backupctl.store import catalog
 from backupctl.store.backends.base import Backend, NotFound, put_bytes, read_at_most
 from backupctl.store.catalog import CatalogError, Manifest, NodeEntry
 from backupctl.store.manifest_checks import MAX_MANIFEST_BYTES
+from backupctl.store.signing import Signer, write_signed_manifest
 
 RECORD_FORMAT = "backupctl.dev/shard-record/v1"
 SHARDS_DIR = "shards"
@@ -324,8 +325,11 @@ def claim(store: Backend, target: str, backup_id: str, owner: str) -> None:
         )
 
 
-def commit(store: Backend, record: ShardRecord, *, reused: bool = False) -> ShardOutcome:
-    """Write ``record`` (unless ``reused``), then the manifest if the set is complete."""
+def commit(
+    store: Backend, record: ShardRecord, *, reused: bool = False, signer: Signer | None = None
+) -> ShardOutcome:
+    """Write ``record`` (unless ``reused``), then the manifest if the set is complete
+    (signed by ``signer``, see backupctl.store.signing)."""
     if not reused:
         put_bytes(store, record_key(record.target, record.id, record.shard), record.dumps())
     prefix = shards_prefix(record.target, record.id)
@@ -334,7 +338,7 @@ def commit(store: Backend, record: ShardRecord, *, reused: bool = False) -> Shar
         return ShardOutcome(record=record, recorded=len(keys), reused=reused)
     records = [read_record(store, record.target, record.id, key) for key in keys]
     manifest = assemble(records)
-    catalog.write_manifest(store, manifest)
+    write_signed_manifest(store, manifest, signer)
     return ShardOutcome(record=record, recorded=len(keys), manifest=manifest, reused=reused)
 
 

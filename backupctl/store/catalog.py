@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,7 +50,11 @@ class CatalogError(Exception):
 
 
 class ForeignManifest(CatalogError):
-    """A readable manifest that names another folder than the one it sits in."""
+    """A manifest not this folder's own: it names another folder, or fails its signature."""
+
+
+#: Checks a manifest's bytes before parsing, raising ForeignManifest (signing.Trust).
+ManifestCheck = Callable[[Backend, str, str, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,14 @@ class ArchiveEntry:
     size: int
     sha256: str
     compression: str  # "zstd" | "gzip" | "none"
+    #: fingerprints of the age recipients the stored object is encrypted to
+    #: (backupctl.store.encryption.fingerprint); empty: not encrypted. The
+    #: manifest holds ``"encryption": {"format": "age", "recipients": [...]}``.
+    encrypted_to: list[str] = field(default_factory=list)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.encrypted_to)
 
 
 @dataclass(frozen=True)
@@ -259,9 +271,16 @@ def _node_to_json(n: dict[str, Any]) -> dict[str, Any]:
         "snapshotTime": n["snapshot_time"],
         "aofEnabled": n["aof_enabled"],
         "keys": n["keys"],
-        "archive": n["archive"],
+        "archive": _archive_to_json(n["archive"]),
         "files": [_file_to_json(f) for f in n["files"]],
     }
+
+
+def _archive_to_json(a: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in a.items() if k != "encrypted_to"}
+    if a.get("encrypted_to"):
+        out["encryption"] = {"format": "age", "recipients": list(a["encrypted_to"])}
+    return out
 
 
 def _file_to_json(f: dict[str, Any]) -> dict[str, Any]:
@@ -388,9 +407,9 @@ def manifest_key(target: str, backup_id: str) -> str:
     return backup_dir(target, backup_id) + MANIFEST_NAME
 
 
-def archive_name(node: str, compression: str) -> str:
+def archive_name(node: str, compression: str, *, encrypted: bool = False) -> str:
     ext = {"zstd": ".tar.zst", "gzip": ".tar.gz", "none": ".tar"}[compression]
-    return node + ext
+    return node + ext + (".age" if encrypted else "")
 
 
 # --- listing -----------------------------------------------------------------
@@ -469,6 +488,7 @@ def scan(
     *,
     load_manifests: bool = True,
     include_pending: bool = False,
+    trust: ManifestCheck | None = None,
 ) -> list[BackupEntry]:
     """All backup folders under ``target`` (or the whole store), newest first.
     Folders with a manifest are read so ``complete`` and ``created`` are
@@ -476,7 +496,7 @@ def scan(
     than the one it sits in, makes the folder ``invalid`` (not complete, with
     the reason in ``manifest_error``). ``include_pending`` also reports
     folders that so far hold only an unfinished upload (a backup running now,
-    or killed mid-upload). Nothing is written: a read-only store lists."""
+    or killed mid-upload); ``trust`` checks signatures. Nothing is written."""
     prefix = backup_dir(target, "").rstrip("/") + "/" if target else ""
     pending = _pending(backend, prefix) if include_pending else []
     entries = group_listing(backend.list(prefix), pending)
@@ -486,7 +506,7 @@ def scan(
         for e in entries:
             if any(o.key.endswith("/" + MANIFEST_NAME) for o in e.objects):
                 try:
-                    e.manifest = read_manifest(backend, e.target, e.id)
+                    e.manifest = read_manifest(backend, e.target, e.id, trust)
                 except (CatalogError, StorageError) as err:
                     e.manifest_error, e.invalid = str(err), True
                     e.foreign = isinstance(err, ForeignManifest)
@@ -503,12 +523,16 @@ def _pending(backend: Backend, prefix: str) -> list[PendingUpload]:
         return []
 
 
-def read_manifest(backend: Backend, target: str, backup_id: str) -> Manifest:
+def read_manifest(
+    backend: Backend, target: str, backup_id: str, trust: ManifestCheck | None = None
+) -> Manifest:
     """The manifest of folder ``<target>/<backup_id>/``, read with a size cap,
     parsed with bounds, and bound to its folder: it must name that target and
     id, or it is a manifest copied from elsewhere and :class:`CatalogError`
     says so (it would restore another target's data)."""
     raw = read_at_most(backend, manifest_key(target, backup_id), checks.MAX_MANIFEST_BYTES)
+    if trust is not None:
+        trust(backend, target, backup_id, raw)  # before parsing: the bytes signed
     manifest = Manifest.loads(raw)
     check_folder(manifest, target, backup_id)
     return manifest
@@ -525,11 +549,13 @@ def check_folder(manifest: Manifest, target: str, backup_id: str) -> None:
         )
 
 
-def find(backend: Backend, ref: str, target: str | None = None) -> BackupEntry:
+def find(
+    backend: Backend, ref: str, target: str | None = None, trust: ManifestCheck | None = None
+) -> BackupEntry:
     """Resolve ``ref`` (an id, an archive name, or ``latest``) to one complete
     backup; clear :class:`CatalogError` otherwise."""
     bid = normalize_ref(ref)
-    entries = scan(backend, target)
+    entries = scan(backend, target, trust=trust)
     if bid == "latest":
         complete = [e for e in entries if e.complete]
         targets = {e.target for e in complete}
@@ -540,7 +566,9 @@ def find(backend: Backend, ref: str, target: str | None = None) -> BackupEntry:
             )
         if not complete:
             where = f" of target {target!r}" if target else ""
-            raise CatalogError(f"no complete backup{where} in {backend.url}")
+            bad = next((e for e in entries if e.invalid), None)
+            why = f" ({bad.id} is INVALID: {bad.manifest_error})" if bad else ""
+            raise CatalogError(f"no complete backup{where} in {backend.url}{why}")
         return complete[0]
     matches = [e for e in entries if e.id == bid]
     if not matches:

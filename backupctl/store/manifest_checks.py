@@ -30,7 +30,7 @@ MAX_SLOT = 16_383
 MAX_TEXT = 4096
 
 _FILE_FIELDS = {"path", "size", "sha256", "kind", "parts"}
-_ARCHIVE_FIELDS = {"key", "size", "sha256", "compression"}
+_ARCHIVE_FIELDS = {"key", "size", "sha256", "compression", "encryption"}
 
 
 class ManifestValueError(ValueError):
@@ -110,7 +110,24 @@ def archive_fields(value: Any, what: str) -> dict[str, Any]:
         "size": whole(field(d, "size", what), f"{what}.size", MAX_BYTES),
         "sha256": text(field(d, "sha256", what), f"{what}.sha256"),
         "compression": text(field(d, "compression", what), f"{what}.compression"),
+        "encrypted_to": _encryption(d.get("encryption"), f"{what}.encryption"),
     }
+
+
+def _encryption(value: Any, what: str) -> list[str]:
+    """The recipient fingerprints of an archive's ``encryption`` (none: not encrypted)."""
+    if value is None:
+        return []
+    d = mapping(value, what, {"format", "recipients"})
+    if d.get("format") != "age":
+        raise ManifestValueError(f"{what}.format must be 'age' (this backupctl reads no other)")
+    prints = [
+        text(p, f"{what}.recipients[{i}]")
+        for i, p in enumerate(items(field(d, "recipients", what), f"{what}.recipients", 64))
+    ]
+    if not prints:
+        raise ManifestValueError(f"{what}.recipients is empty")
+    return prints
 
 
 def slot_ranges(value: Any, what: str) -> list[list[int]]:

@@ -44,7 +44,12 @@ from backupctl.store.backends.base import (
     StorageError,
     put_bytes,
 )
-from backupctl.store.backends.wrappers import DryRunBackend, ObservingBackend
+from backupctl.store.backends.wrappers import (
+    DryRunBackend,
+    ObservingBackend,
+    extend_retention,
+    retention_of,
+)
 from backupctl.store.catalog import BackupEntry
 from backupctl.store.retention import Policy, PolicyError, apply_policy
 
@@ -233,10 +238,15 @@ def prune(
     read_manifests: bool = True,
     keep_oldest: bool = True,
     on_delete: Callable[[str], None] | None = None,
+    trust: catalog.ManifestCheck | None = None,
+    extend_lock: timedelta | None = None,
 ) -> PruneResult:
     """Apply ``policy`` to every target in ``backend`` (or only ``target``)
     and sweep leftovers; see the module docstring. ``on_delete`` is called
-    with each key after it is deleted (progress, tests). Raises
+    with each key after it is deleted (progress, tests). ``trust`` checks manifest
+    signatures: a backup failing it is neither counted nor deleted. ``extend_lock``:
+    each kept backup that has an Object Lock is locked until at least ``now +
+    extend_lock`` (retention keeps it longer than its first lock). Raises
     :class:`PolicyError` / :class:`PruneError` before touching anything when
     the request is bad, and :class:`StorageError` from the store."""
     policy.validate()
@@ -255,7 +265,7 @@ def prune(
     cutoff = now - incomplete_grace
     grace = _span(incomplete_grace)
 
-    targets = _classify(backend, target, read_manifests)
+    targets = _classify(backend, target, read_manifests or trust is not None, trust)
     prefix = f"{target}/" if target else ""
     stale_uploads: list[PendingUpload] = []
     for up in backend.pending_uploads(prefix):
@@ -280,7 +290,7 @@ def prune(
             result.skipped.append(Skipped(name, why))
             _report_blocked(result, t, cutoff, now, grace, why)
             continue
-        _prune_target(sink, result, t, policy, now, grace, keep_oldest)
+        _prune_target(sink, result, t, policy, now, grace, keep_oldest, extend_lock)
 
     for up in stale_uploads:
         t_name = _upload_target(up.key)
@@ -291,9 +301,11 @@ def prune(
     return result
 
 
-def _classify(backend: Backend, target: str | None, read_manifests: bool) -> dict[str, _Target]:
+def _classify(
+    backend: Backend, target: str | None, read_manifests: bool, trust: catalog.ManifestCheck | None
+) -> dict[str, _Target]:
     targets: dict[str, _Target] = {}
-    for e in catalog.scan(backend, target, load_manifests=read_manifests):
+    for e in catalog.scan(backend, target, load_manifests=read_manifests, trust=trust):
         t = targets.setdefault(e.target, _Target(e.target))
         has_manifest = _has(e, catalog.MANIFEST_NAME)
         if has_manifest and (e.manifest is not None or not read_manifests):
@@ -374,6 +386,7 @@ def _prune_target(
     now: datetime,
     grace: str,
     keep_oldest: bool,
+    extend_lock: timedelta | None = None,
 ) -> None:
     items = [_CreatedFromId(e) if e.manifest is None else e for e in t.complete]
     decision = apply_policy(items, policy, now=now, keep_oldest=keep_oldest)
@@ -383,30 +396,65 @@ def _prune_target(
         keep, reasons = v.keep, v.reasons
         if i == 0 and not keep:  # belt and braces: retention keeps it anyway
             keep, reasons = True, ("newest complete backup (never removed)",)
+        if keep and extend_lock is not None:
+            reasons = (*reasons, *_extend_lock(sink, entry, now + extend_lock))
         row = Row(t.name, entry.id, v.item.created, reasons)
         if keep:
             result.keep.append(row)
             if _has(entry, DELETING_MARKER):  # a marker left by a killed prune
                 sink.delete(entry.prefix + DELETING_MARKER)
+        elif locked := _lock_reason(sink, entry, now):
+            result.keep.append(Row(t.name, entry.id, v.item.created, (*reasons, locked)))
         else:
             result.remove.append(row)
             to_remove.append(entry)
 
-    for e in t.half_deleted:
-        reason = "half-deleted by an interrupted prune"
-        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "remove"))
-        to_remove.append(e)
-    for e in t.incomplete:  # all older than the grace, or the target is blocked
-        reason = (
-            f"incomplete: no manifest, last written {_ago(now - _last_activity(e))} ago "
-            f"(older than {grace})"
-        )
-        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, (reason,), "remove"))
-        to_remove.append(e)
+    half = [(e, "half-deleted by an interrupted prune") for e in t.half_deleted]
+    for e, reason in half + [  # all older than the grace, or the target is blocked
+        (e, f"incomplete: no manifest, last written {_ago(now - _last_activity(e))} ago "
+            f"(older than {grace})")
+        for e in t.incomplete
+    ]:  # fmt: skip
+        locked = _lock_reason(sink, e, now)
+        action = "leave" if locked else "remove"
+        reasons = (reason, locked) if locked else (reason,)
+        result.incomplete.append(IncompleteRow(t.name, e.id, e.created, reasons, action))
+        if not locked:
+            to_remove.append(e)
 
     _report_foreign(result, t)
     for e in to_remove:
         _delete_backup(sink, e)
+
+
+def _extend_lock(backend: Backend, e: BackupEntry, until: datetime) -> tuple[str, ...]:
+    """Lock every object of ``e`` until ``until`` when its manifest is locked for
+    less (same mode); the reason to show, or nothing when there was no lock."""
+    lock = retention_of(backend, catalog.manifest_key(e.target, e.id))
+    if lock is None or lock[1] >= until:
+        return ()
+    for o in e.objects:
+        extend_retention(backend, o.key, lock[0], until)
+    return (f"{lock[0].lower()} lock extended to {format_time(until)}",)
+
+
+def _lock_reason(backend: Backend, e: BackupEntry, now: datetime) -> str:
+    """Why ``e`` may not be deleted yet: an S3 Object Lock on its manifest (written
+    last, so locked longest), or on its newest object when it has none; "" if free."""
+    newest = max(e.objects, key=lambda o: o.modified, default=None)
+    key = catalog.manifest_key(e.target, e.id)
+    if not any(o.key == key for o in e.objects):
+        if newest is None:
+            return ""
+        key = newest.key
+    lock = retention_of(backend, key)
+    if lock is None or lock[1] <= now:
+        return ""
+    mode, until = lock
+    return (
+        f"locked ({mode.lower() or 'object lock'}) until {format_time(until)}: not deleted; "
+        "a prune after that removes it"
+    )
 
 
 def _delete_backup(sink: Backend, e: BackupEntry) -> None:

@@ -532,6 +532,50 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], Mutation, bool, str]] = [
         "set exactly one of storage or fromBackup (a RedisBackup's name)",
     ),
     ("restore-bad-id", _base_restore, _set("spec.backupId", "yesterday"), True, "backupId"),
+    # issue 18: keys for encrypted and signed backups (controller/spec_crypto.py)
+    (
+        "encryption-not-an-age-recipient",
+        _base_backup,
+        _set("spec.encryption", {"recipients": ["age1ok", "-----BEGIN PRIVATE KEY-----"]}),
+        True,
+        "must be an age recipient: an X25519 key (age1...) or an SSH public key "
+        "(ssh-ed25519 ... / ssh-rsa ...)",
+    ),
+    (
+        "encryption-require-signatures-without-key",
+        _base_backup,
+        _set(
+            "spec.encryption",
+            {"signingKeySecret": {"name": "s", "key": "k"}, "requireSignatures": True},
+        ),
+        True,
+        "needs verifyKeyFrom (the public key)",
+    ),
+    (
+        "encryption-recipients-from-both",
+        _base_backup,
+        _set(
+            "spec.encryption",
+            {
+                "recipientsFrom": {
+                    "configMap": {"name": "a", "key": "k"},
+                    "secret": {"name": "b", "key": "k"},
+                }
+            },
+        ),
+        True,
+        "set exactly one of configMap and secret ({name, key})",
+    ),
+    (
+        "decryption-require-signatures-without-key",
+        _base_restore,
+        _set(
+            "spec.decryption",
+            {"identitySecret": {"name": "id", "key": "key.txt"}, "requireSignatures": True},
+        ),
+        True,
+        "needs verifyKeyFrom (the public key)",
+    ),
 ]
 
 
@@ -789,3 +833,32 @@ def test_dockerfile_builds_one_non_root_image_for_controller_and_jobs() -> None:
     assert "redis-tools" in text
     assert re.search(r"^USER 10001", text, re.M)
     assert re.search(r'^ENTRYPOINT \["backupctl"\]', text, re.M)
+
+
+def test_encryption_and_decryption_fields_validate_and_parse() -> None:
+    """Issue 18: every field of spec.encryption / spec.decryption passes the schema
+    (with its CEL rules) and the API server path, and spec.py reads it."""
+    backup = _base_backup()
+    backup["spec"]["encryption"] = {
+        "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+                       "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9ok dr"],
+        "recipientsFrom": {"configMap": {"name": "recipients", "key": "recipients.txt"}},
+        "signingKeySecret": {"name": "signing", "key": "signing.pem"},
+        "verifyKeyFrom": {"secret": {"name": "signing-pub", "key": "signing.pub.pem"}},
+        "requireSignatures": True,
+        "s3ServerSide": {"type": "aws:kms", "kmsKeyId": "alias/backups"},
+        "s3ObjectLock": {"mode": "Governance", "days": 35},
+    }  # fmt: skip
+    restore = _base_restore()
+    restore["spec"]["decryption"] = {
+        "identitySecret": {"name": "identity", "key": "key.txt"},
+        "verifyKeyFrom": {"configMap": {"name": "signing-pub", "key": "signing.pub.pem"}},
+        "requireSignatures": True,
+        "s3CustomerKeySecret": {"name": "sse-c", "key": "customer.key"},
+    }
+    for doc in (backup, restore):
+        assert schema_errors(doc) == []
+        _, pruned, emulated = _apiserver(doc)
+        assert pruned == [] and emulated == []  # nothing dropped, nothing refused
+    assert parse(backup).encryption.lock == ("GOVERNANCE", 35)
+    assert parse(restore).decryption.sse_customer_key.name == "sse-c"

@@ -87,6 +87,7 @@ def test_every_mode_specific_option_of_the_command_is_in_the_table() -> None:
     restore = get_command(app).commands["restore"]  # type: ignore[attr-defined]
     flags = {p.opts[0] for p in restore.params if p.opts[0].startswith("--")}
     common = {"--target", "--endpoint", "--json", "--termination-log", "--dry-run", "--help"}
+    common |= {"--verify-key", "--require-signatures"}  # which backup, in every mode
     assert flags - common - set(DESTINATIONS) == set(FLAG_MODES)
 
 

@@ -18,6 +18,7 @@ are imported only for the scheme in use, so ``file://`` needs none of them.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -36,7 +37,13 @@ from backupctl.store.backends.base import (
     read_bytes,
 )
 from backupctl.store.backends.retry import RetryingBackend
+from backupctl.store.backends.s3_options import ObjectLock, sse_from_env
 from backupctl.store.backends.wrappers import DryRunBackend
+
+#: Server-side encryption of the other clouds (docs/encryption.md): the Azure
+#: encryption scope and the GCS Cloud KMS key every write names.
+AZURE_SCOPE_ENV = "BACKUPCTL_AZURE_ENCRYPTION_SCOPE"
+GCS_KMS_KEY_ENV = "BACKUPCTL_GCS_KMS_KEY"
 
 __all__ = [
     "CHUNK_SIZE",
@@ -130,17 +137,24 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
-def open_store(url: str, *, endpoint: str | None = None) -> Backend:
+def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None = None) -> Backend:
     """The backend for ``url`` (see the module doc for the forms).
 
     ``endpoint`` overrides the service endpoint of ``s3://``, ``az://`` and
     ``gs://`` stores (MinIO, Azurite, an emulator...). Raises
     :class:`StoreURLError` with one line saying what is wrong and what a
-    correct URL looks like.
+    correct URL looks like. ``lock``: S3 Object Lock on every object written
+    (s3:// only); S3 server-side encryption comes from the environment
+    (:mod:`backupctl.store.backends.s3_options`).
     """
     url = url.strip()
     if not url:
         raise StoreURLError(f"empty store URL: use one like {EXAMPLES}")
+    if lock is not None and not url.lower().startswith("s3://"):
+        raise StoreURLError(
+            "--lock-mode/--lock-days (S3 Object Lock) work on s3:// stores only (Azure "
+            "immutability and GCS retention are not supported yet)"
+        )
     if "://" not in url:
         scheme = url.split(":", 1)[0].lower()
         if ":" in url and scheme in {"file", "memory", *_CLOUD, *_SUGGEST}:
@@ -210,14 +224,16 @@ def open_store(url: str, *, endpoint: str | None = None) -> Backend:
     if scheme == "s3":
         from backupctl.store.backends.s3 import S3Backend
 
-        return S3Backend(bucket, prefix, endpoint=endpoint)
+        return S3Backend(bucket, prefix, endpoint=endpoint, sse=sse_from_env(os.environ), lock=lock)
     if scheme == "az":
         from backupctl.store.backends.azure import AzureBackend
 
-        return AzureBackend(bucket, prefix, endpoint=endpoint)
+        scope = os.environ.get(AZURE_SCOPE_ENV, "").strip() or None
+        return AzureBackend(bucket, prefix, endpoint=endpoint, encryption_scope=scope)
     from backupctl.store.backends.gcs import GCSBackend
 
-    return GCSBackend(bucket, prefix, endpoint=endpoint)
+    kms_key = os.environ.get(GCS_KMS_KEY_ENV, "").strip() or None
+    return GCSBackend(bucket, prefix, endpoint=endpoint, kms_key_name=kms_key)
 
 
 def _example(scheme: str) -> str:

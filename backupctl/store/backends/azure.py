@@ -85,8 +85,19 @@ def _block_id(number: int) -> str:
 class AzureBackend:
     """A :class:`~backupctl.store.backends.base.Backend` over one container (+ prefix)."""
 
-    def __init__(self, container: str, prefix: str = "", *, endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        container: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        encryption_scope: str | None = None,
+    ) -> None:
         self.container = container
+        #: every write names it (``$BACKUPCTL_AZURE_ENCRYPTION_SCOPE``, docs/encryption.md)
+        self.scope: dict[str, Any] = (
+            {"encryption_scope": encryption_scope} if encryption_scope else {}
+        )
         self.root = prefix.strip("/")
         self.url = f"az://{container}" + (f"/{self.root}" if self.root else "")
         self._endpoint_arg = endpoint
@@ -297,18 +308,22 @@ class _AzureWriter(PartUploadWriter):
     def _upload_part(self, number: int, data: bytes | bytearray) -> object:
         # The SDK sends a bytearray as it is (no copy); its stubs say bytes only.
         block: Any = data
-        self._b._client("upload").get_blob_client(self._name).stage_block(_block_id(number), block)
+        self._b._client("upload").get_blob_client(self._name).stage_block(
+            _block_id(number), block, **self._b.scope
+        )
         return None
 
     def _finish(self, tail: bytes, parts: int, results: dict[int, object]) -> None:
         blob = self._b._client("upload").get_blob_client(self._name)
         if parts == 0:
-            blob.upload_blob(tail, overwrite=True)
+            blob.upload_blob(tail, overwrite=True, **self._b.scope)
             return
         if tail:
             parts += 1
             self._upload_part(parts, tail)
-        blob.commit_block_list([BlobBlock(_block_id(n)) for n in range(1, parts + 1)])
+        blob.commit_block_list(
+            [BlobBlock(_block_id(n)) for n in range(1, parts + 1)], **self._b.scope
+        )
 
     def _discard(self, parts: int) -> None:
         self._b._purge_uncommitted(self._name)

@@ -82,8 +82,17 @@ def anonymous_endpoint(endpoint: str, *, emulator: bool, key_file: bool) -> bool
 class GCSBackend:
     """A :class:`~backupctl.store.backends.base.Backend` over one bucket (+ prefix)."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        kms_key_name: str | None = None,
+    ) -> None:
         self.bucket_name = bucket
+        #: the Cloud KMS key every write names (``$BACKUPCTL_GCS_KMS_KEY``, docs/encryption.md)
+        self.kms_key_name = kms_key_name
         self.root = prefix.strip("/")
         self.url = f"gs://{bucket}" + (f"/{self.root}" if self.root else "")
         self._endpoint_arg = endpoint
@@ -265,7 +274,9 @@ class _GCSWriter(PartUploadWriter):
         return self._gb._error(err)  # a 404 while writing means the bucket is missing
 
     def _begin(self) -> None:
-        blob = self._gb._b().blob(self._name, chunk_size=CHUNK_SIZE)
+        blob = self._gb._b().blob(
+            self._name, chunk_size=CHUNK_SIZE, kms_key_name=self._gb.kms_key_name
+        )
         upload: Any = blob.open(
             "wb", chunk_size=CHUNK_SIZE, ignore_flush=True, retry=UPLOAD_RETRY, timeout=TIMEOUT
         )
@@ -278,7 +289,7 @@ class _GCSWriter(PartUploadWriter):
 
     def _finish(self, tail: bytes, parts: int, results: dict[int, object]) -> None:
         if self._upload is None:
-            self._gb._b().blob(self._name).upload_from_string(
+            self._gb._b().blob(self._name, kms_key_name=self._gb.kms_key_name).upload_from_string(
                 tail, content_type="application/octet-stream", retry=UPLOAD_RETRY, timeout=TIMEOUT
             )
             return

@@ -11,13 +11,21 @@ created on first use, so :func:`open_store` itself never touches the network.
 Writes are multipart uploads of 5 MiB parts, two in flight at a time (see
 :class:`~backupctl.store.backends.base.PartUploadWriter`); an object smaller than
 one part is a single ``PutObject`` on commit.
+
+Server-side encryption (SSE-S3, SSE-KMS, SSE-C) and Object Lock are decided in
+:mod:`backupctl.store.backends.s3_options` and added to every write (and, for
+SSE-C, every read); a multipart object also gets its retention set again once
+complete (``PutObjectRetention``), so the lock holds on stores that ignore it
+on ``CreateMultipartUpload``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -50,6 +58,7 @@ from backupctl.store.backends.base import (
     join_key,
     strip_root,
 )
+from backupctl.store.backends.s3_options import ObjectLock, ServerSideEncryption
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -115,8 +124,18 @@ def _session() -> boto3.session.Session:
 class S3Backend:
     """A :class:`~backupctl.store.backends.base.Backend` over one bucket (+ prefix)."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        sse: ServerSideEncryption | None = None,
+        lock: ObjectLock | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.bucket = bucket
+        self.sse, self.lock, self._now = sse, lock, now
         self.root = prefix.strip("/")
         self.url = f"s3://{bucket}" + (f"/{self.root}" if self.root else "")
         self._endpoint_arg = endpoint
@@ -214,7 +233,7 @@ class S3Backend:
     def open(self, key: str) -> BinaryIO:
         name = self._name(key)
         try:
-            resp = self._client().get_object(Bucket=self.bucket, Key=name)
+            resp = self._client().get_object(Bucket=self.bucket, Key=name, **self._read_args())
         except Exception as err:
             raise self._error(err, key) from err
         bodies = [resp["Body"]]  # the current body, closed with the reader
@@ -237,7 +256,11 @@ class S3Backend:
                     bodies[0].close()
                     try:
                         bodies[0] = self._client().get_object(
-                            Bucket=self.bucket, Key=name, Range=f"bytes={offset}-", IfMatch=etag
+                            Bucket=self.bucket,
+                            Key=name,
+                            Range=f"bytes={offset}-",
+                            IfMatch=etag,
+                            **self._read_args(),
                         )["Body"]
                     except Exception as err2:
                         raise self._error(err2, key) from err2
@@ -260,10 +283,43 @@ class S3Backend:
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            head = self._client().head_object(Bucket=self.bucket, Key=self._name(key))
+            head = self._head(key)
         except Exception as err:
             raise self._error(err, key) from err
         return ObjectInfo(key, head["ContentLength"], head["LastModified"].astimezone(UTC))
+
+    def _head(self, key: str) -> Any:
+        return self._client().head_object(
+            Bucket=self.bucket, Key=self._name(key), **self._read_args()
+        )
+
+    def _read_args(self) -> dict[str, Any]:
+        return self.sse.read_args() if self.sse else {}
+
+    def retention(self, key: str) -> tuple[str, datetime] | None:
+        """``(mode, retain-until)`` of the Object Lock on ``key``, None when unlocked."""
+        try:
+            head = self._head(key)
+        except Exception as err:
+            raise self._error(err, key) from err
+        until = head.get("ObjectLockRetainUntilDate")
+        return (str(head.get("ObjectLockMode", "")), until.astimezone(UTC)) if until else None
+
+    def extend_retention(self, key: str, mode: str, until: datetime) -> None:
+        """Object Lock ``mode`` on ``key`` until ``until`` (S3 allows extending, never
+        shortening, a compliance lock)."""
+        try:
+            retention: Any = {"Mode": mode, "RetainUntilDate": until}
+            self._client().put_object_retention(
+                Bucket=self.bucket, Key=self._name(key), Retention=retention
+            )
+        except Exception as err:
+            raise self._error(err, key) from err
+
+    def write_args(self) -> dict[str, Any]:
+        """What PutObject / CreateMultipartUpload carry: SSE and the lock from now."""
+        args = self.sse.write_args() if self.sse else {}
+        return {**args, **(self.lock.write_args(self._now()) if self.lock else {})}
 
     def delete(self, key: str) -> None:
         try:
@@ -306,6 +362,7 @@ class _S3Writer(PartUploadWriter):
         self._key = key
         self._name = name
         self._upload_id = ""
+        self._args: dict[str, Any] = {}
 
     def part_size(self, number: int) -> int:
         # S3 allows 10,000 parts of at least 5 MiB: 5 MiB parts up to 20 GiB,
@@ -318,8 +375,9 @@ class _S3Writer(PartUploadWriter):
         return self._b._error(err, self._key)
 
     def _begin(self) -> None:
+        self._args = self._b.write_args()
         resp = self._b._client("upload").create_multipart_upload(
-            Bucket=self._b.bucket, Key=self._name
+            Bucket=self._b.bucket, Key=self._name, **self._args
         )
         self._upload_id = resp["UploadId"]
 
@@ -330,13 +388,21 @@ class _S3Writer(PartUploadWriter):
             UploadId=self._upload_id,
             PartNumber=number,
             Body=data,  # type: ignore[arg-type]  # botocore takes bytearray; stubs omit it
+            **(self._b.sse.part_args() if self._b.sse else {}),
+            **self._md5(data),
         )
         return resp["ETag"]
 
     def _finish(self, tail: bytes, parts: int, results: dict[int, object]) -> None:
         client = self._b._client("upload")
         if parts == 0:
-            client.put_object(Bucket=self._b.bucket, Key=self._name, Body=tail)
+            client.put_object(
+                Bucket=self._b.bucket,
+                Key=self._name,
+                Body=tail,
+                **self._b.write_args(),
+                **self._md5(tail),
+            )
             return
         if tail:
             results[parts + 1] = self._upload_part(parts + 1, tail)
@@ -347,7 +413,24 @@ class _S3Writer(PartUploadWriter):
             MultipartUpload={
                 "Parts": [{"PartNumber": n, "ETag": str(results[n])} for n in sorted(results)]
             },
+            **self._b._read_args(),
         )
+        if "ObjectLockMode" in self._args:  # again: some stores ignore it on the start
+            client.put_object_retention(
+                Bucket=self._b.bucket,
+                Key=self._name,
+                Retention={
+                    "Mode": self._args["ObjectLockMode"],
+                    "RetainUntilDate": self._args["ObjectLockRetainUntilDate"],
+                },
+            )
+
+    def _md5(self, data: bytes | bytearray) -> dict[str, Any]:
+        """Content-MD5, which S3 requires of every upload to a locked object."""
+        if self._b.lock is None:
+            return {}
+        digest = hashlib.md5(data, usedforsecurity=False).digest()
+        return {"ContentMD5": base64.b64encode(digest).decode()}
 
     def _discard(self, parts: int) -> None:
         self._b._abort(self._name, self._upload_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import BinaryIO
 
 from backupctl.store.backends.base import (
@@ -53,6 +54,28 @@ class ForwardingBackend:
     def abort_upload(self, upload: PendingUpload) -> None:
         self.inner.abort_upload(upload)
 
+    def retention(self, key: str) -> tuple[str, datetime] | None:
+        """The inner store's Object Lock on ``key`` (see :func:`retention_of`)."""
+        return retention_of(self.inner, key)
+
+    def extend_retention(self, key: str, mode: str, until: datetime) -> None:
+        extend_retention(self.inner, key, mode, until)
+
+
+def retention_of(backend: Backend, key: str) -> tuple[str, datetime] | None:
+    """``(mode, retain-until)`` of the Object Lock on ``key`` in stores that
+    have one (S3), else None: prune asks before it deletes."""
+    ask = getattr(backend, "retention", None)
+    result: tuple[str, datetime] | None = ask(key) if ask is not None else None
+    return result
+
+
+def extend_retention(backend: Backend, key: str, mode: str, until: datetime) -> None:
+    """Move the Object Lock on ``key`` out to ``until`` (stores without locks: nothing)."""
+    extend = getattr(backend, "extend_retention", None)
+    if extend is not None:
+        extend(key, mode, until)
+
 
 class ObservingBackend(ForwardingBackend):
     """Calls ``on_delete(key)`` after each delete (progress output)."""
@@ -87,6 +110,9 @@ class DryRunBackend(ForwardingBackend):
     def abort_upload(self, upload: PendingUpload) -> None:
         log.info("dry run: would abort the unfinished upload of %s/%s", self.url, upload.key)
         self.would_abort.append(upload)
+
+    def extend_retention(self, key: str, mode: str, until: datetime) -> None:
+        log.info("dry run: would lock %s/%s until %s", self.url, key, until)
 
 
 class _DiscardingWriter(ManagedWriter):

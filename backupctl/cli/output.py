@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from typer._click.globals import get_current_context  # typer 0.29 vendors click
 
+from backupctl.cli.exit_codes import ExitCode, classify
+from backupctl.cli.exit_codes import interrupted as interrupted_code
 from backupctl.cli.signals import Terminated, unwinding_signals
 from backupctl.cli.termination import termination_message
 from backupctl.ops.backup_options import BackupError
@@ -86,39 +89,65 @@ def report(result: CommandResult, *, as_json: bool, termination_log: Path | None
         result.print_text()
 
 
-def fail(message: str, *, termination_log: Path | None = None) -> NoReturn:
-    """The failure path of every command: one line on stderr, exit code 1."""
+def fail(
+    message: str, *, code: ExitCode = ExitCode.USAGE, termination_log: Path | None = None
+) -> NoReturn:
+    """The failure path of every command: one ``error:`` line on stderr, the
+    exit code of :mod:`backupctl.cli.exit_codes` (by default 2: a command's
+    own checks of its flags fail here), and under ``--json``
+    ``{"ok": false, "error": {"code", "exitCode", "message"}}`` on stdout."""
+    message = " ".join(message.split())  # always one line
     if termination_log is not None:
-        write_termination_log(termination_log, {"ok": False, "error": message})
+        write_termination_log(
+            termination_log, {"ok": False, "error": message, "code": code.word}
+        )
+    if _wants_json():
+        print_json(error_json(message, code))
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(int(code))
+
+
+def error_json(message: str, code: ExitCode) -> dict[str, Any]:
+    """What ``--json`` prints on stdout when a command fails."""
+    return {"ok": False, "error": {"code": code.word, "exitCode": int(code), "message": message}}
+
+
+def _wants_json() -> bool:
+    """``--json`` was given to the running command (every command names it ``as_json``)."""
+    ctx = get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
 
 
 @contextmanager
 def user_errors(
     termination_log: Path | None = None, *, interrupted: str = "interrupted"
 ) -> Iterator[None]:
-    """Turn known errors into one line + exit 1 (and bugs into one line too,
-    unless BACKUPCTL_DEBUG is set). SIGTERM and SIGINT unwind the block, so
-    its cleanup runs (:func:`~backupctl.cli.signals.unwinding_signals`), and
-    end in ``interrupted`` (the message; "interrupted by SIGTERM" ...)."""
+    """Turn known errors into one line and their exit code (and bugs into one
+    line too, exit 1, unless BACKUPCTL_DEBUG is set). SIGTERM and SIGINT
+    unwind the block, so its cleanup runs
+    (:func:`~backupctl.cli.signals.unwinding_signals`), and end in
+    ``interrupted`` (the message; "interrupted by SIGTERM" ...) with exit
+    code 143 or 130."""
     try:
         with unwinding_signals():
             yield
     except typer.Exit:
         raise
     except USER_ERRORS as e:
-        fail(str(e), termination_log=termination_log)
+        fail(str(e), code=classify(e), termination_log=termination_log)
     except KeyboardInterrupt as e:
+        signal_name = "SIGINT"
         if isinstance(e, Terminated):  # "interrupted by SIGTERM (run prune again ...)"
             interrupted = interrupted.replace("interrupted", str(e), 1)
-        fail(interrupted, termination_log=termination_log)
+            signal_name = e.signal_name
+        fail(interrupted, code=interrupted_code(signal_name), termination_log=termination_log)
     except Exception as e:
         if os.environ.get("BACKUPCTL_DEBUG"):
             raise
         fail(
             f"unexpected {type(e).__name__}: {e} (this is a bug; rerun with BACKUPCTL_DEBUG=1 "
             "and report the traceback)",
+            code=ExitCode.ERROR,
             termination_log=termination_log,
         )
 

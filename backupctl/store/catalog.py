@@ -49,6 +49,14 @@ class CatalogError(Exception):
     """A backup reference that does not resolve, or a manifest that is unreadable."""
 
 
+class BackupNotFound(CatalogError):
+    """No backup (or no complete one) matches the id or 'latest' asked for."""
+
+
+class InvalidReference(CatalogError):
+    """A backup id or target that is not well formed (the user's typo)."""
+
+
 class ForeignManifest(CatalogError):
     """A readable manifest that names another folder than the one it sits in."""
 
@@ -337,7 +345,7 @@ def is_backup_id(name: str) -> bool:
 def validate_id(backup_id: str) -> str:
     """``backup_id`` if it is a backup id (``backup-YYYYMMDD-HHMMSS[-N]``, a real time)."""
     if not is_backup_id(backup_id):
-        raise CatalogError(
+        raise InvalidReference(
             f"{backup_id!r} is not a backup id: use backup-YYYYMMDD-HHMMSS (UTC), "
             "optionally with a -N suffix"
         )
@@ -347,7 +355,7 @@ def validate_id(backup_id: str) -> str:
 def id_time(backup_id: str) -> datetime:
     m = ID_PATTERN.fullmatch(backup_id)
     if not m or not is_backup_id(backup_id):
-        raise CatalogError(f"{backup_id!r} is not a backup id (expected backup-YYYYMMDD-HHMMSS)")
+        raise InvalidReference(f"{backup_id!r} is not a backup id (expected backup-YYYYMMDD-HHMMSS)")
     return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
 
@@ -364,7 +372,7 @@ def normalize_ref(ref: str) -> str:
             name = name[: -len(suffix)]
             break
     if not ID_PATTERN.match(name):
-        raise CatalogError(
+        raise InvalidReference(
             f"{ref!r} is not a backup id: use 'latest' or an id like backup-20240101-120000 "
             "(see 'backupctl list')"
         )
@@ -373,7 +381,7 @@ def normalize_ref(ref: str) -> str:
 
 def validate_target(target: str) -> str:
     if not TARGET_PATTERN.match(target) or any(ID_PATTERN.match(p) for p in target.split("/")):
-        raise CatalogError(
+        raise InvalidReference(
             f"target {target!r} is not valid: use letters, digits, '.', '_', '-' "
             "and '/' between parts, e.g. 'redis/redis-cluster'"
         )
@@ -540,11 +548,11 @@ def find(backend: Backend, ref: str, target: str | None = None) -> BackupEntry:
             )
         if not complete:
             where = f" of target {target!r}" if target else ""
-            raise CatalogError(f"no complete backup{where} in {backend.url}")
+            raise BackupNotFound(f"no complete backup{where} in {backend.url}")
         return complete[0]
     matches = [e for e in entries if e.id == bid]
     if not matches:
-        raise CatalogError(f"backup {bid!r} not found in {backend.url} (see 'backupctl list')")
+        raise BackupNotFound(f"backup {bid!r} not found in {backend.url} (see 'backupctl list')")
     if len(matches) > 1:
         raise CatalogError(f"backup id {bid!r} exists for several targets; pass --target")
     entry = matches[0]

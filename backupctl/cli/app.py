@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from backupctl import __version__
 from backupctl.cli import listing, live, operator, prune, restore, run, verify
 from backupctl.cli.exit_codes import ExitCode
+from backupctl.cli.help_layout import apply_help_layout
 from backupctl.cli.output import error_json, print_json
 from backupctl.core.compat import SUPPORTED, display
 
@@ -32,7 +33,14 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 class BackupctlGroup(TyperGroup):
     """The root command: click's usage errors become one ``error:`` line
     (with ``--json`` also the JSON error on stdout) and exit code 2, instead
-    of a multi-line box; Ctrl-C before a command's own handler is 130."""
+    of a multi-line box; Ctrl-C before a command's own handler is 130. Its
+    commands' options get their metavars and panels from
+    :mod:`backupctl.cli.help_layout`."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for name, command in self.commands.items():
+            apply_help_layout(name, command.params)
 
     def main(  # type: ignore[override]
         self,
@@ -124,7 +132,9 @@ RootJsonOpt = Annotated[bool, typer.Option("--json", help="With --version: print
 
 
 @app.callback(invoke_without_command=True)
-def root(ctx: typer.Context, show_version: VersionOpt = False, as_json: RootJsonOpt = False) -> None:
+def root(
+    ctx: typer.Context, show_version: VersionOpt = False, as_json: RootJsonOpt = False
+) -> None:
     if show_version:
         _print_version(as_json)
         raise typer.Exit(0)

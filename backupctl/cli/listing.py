@@ -42,7 +42,7 @@ def entry_json(e: BackupEntry) -> dict[str, Any]:
         "created": format_time(e.created),
         "size": m.size if m else e.stored_bytes,
         "keys": m.keys if m else None,
-        "nodes": [n.name for n in m.nodes] if m else [],
+        "nodes": [{"name": n.name, "role": n.role, "keys": n.keys} for n in m.nodes] if m else [],
         "redisVersion": m.redis_version if m else None,
         "problem": None if m else (e.manifest_error or _incomplete_reason(e)),
     }
@@ -52,8 +52,8 @@ def entry_json(e: BackupEntry) -> dict[str, Any]:
 class Listing(CommandResult):
     entries: list[BackupEntry]
 
-    def to_json(self) -> list[dict[str, Any]]:
-        return [entry_json(e) for e in self.entries]
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "backups": [entry_json(e) for e in self.entries]}
 
     def print_text(self) -> None:
         if not self.entries:

@@ -98,9 +98,7 @@ def fail(
     ``{"ok": false, "error": {"code", "exitCode", "message"}}`` on stdout."""
     message = " ".join(message.split())  # always one line
     if termination_log is not None:
-        write_termination_log(
-            termination_log, {"ok": False, "error": message, "code": code.word}
-        )
+        write_termination_log(termination_log, {"ok": False, "error": message, "code": code.word})
     if _wants_json():
         print_json(error_json(message, code))
     typer.echo(f"error: {message}", err=True)
@@ -186,8 +184,26 @@ def human(n: float) -> str:
     return f"{n} B"
 
 
+def plural(n: int, word: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def backup_json(m: Manifest) -> dict[str, Any]:
+    """A backup in a few fields, in the JSON vocabulary (docs/cli-output.md)."""
+    return {
+        "id": m.id,
+        "target": m.target,
+        "created": m.created,
+        "size": m.size,
+        "keys": m.keys,
+        "sha256": m.nodes[0].archive.sha256 if len(m.nodes) == 1 else None,
+    }
+
+
 def backup_summary(m: Manifest) -> dict[str, Any]:
-    """A backup in a few fields (``run``'s termination message, ``restore --dry-run``)."""
+    """``run``'s termination message: the controller reads ``time`` (its
+    contract predates the vocabulary of ``--json``; keep it)."""
     return {
         "id": m.id,
         "target": m.target,

@@ -18,7 +18,17 @@ from typing import Annotated, Any
 import typer
 
 from backupctl.cli.options import JsonOpt, TermLogOpt, get_store
-from backupctl.cli.output import CommandResult, fail, print_table, report, user_errors
+from backupctl.cli.output import (
+    CommandResult,
+    fail,
+    human,
+    plural,
+    print_table,
+    report,
+    user_errors,
+)
+from backupctl.store import catalog
+from backupctl.store.backends.base import Backend
 from backupctl.store.prune import PruneResult, check_request, prune
 from backupctl.store.retention import Policy, PolicyError, parse_duration
 
@@ -97,12 +107,35 @@ PruneEndpointOpt = Annotated[
 ]
 
 
+def camel(data: Any) -> Any:
+    """``dry_run`` -> ``dryRun`` in every key (the JSON vocabulary is camelCase)."""
+    if isinstance(data, dict):
+        return {_camel_word(k): camel(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [camel(v) for v in data]
+    return data
+
+
+def _camel_word(key: str) -> str:
+    first, *rest = key.split("_")
+    return first + "".join(w.capitalize() for w in rest)
+
+
 @dataclass(frozen=True)
 class Pruned(CommandResult):
     result: PruneResult
+    #: Bytes of each backup folder before the prune, by (target, id).
+    sizes: dict[tuple[str, str], int]
+
+    @property
+    def freed(self) -> int:
+        """Bytes the removed and swept backups held."""
+        r = self.result
+        gone = [*r.remove, *(i for i in r.incomplete if i.action == "remove")]
+        return sum(self.sizes.get((row.target, row.id), 0) for row in gone)
 
     def to_json(self) -> dict[str, Any]:
-        return self.result.to_json()
+        return {"ok": True, **camel(self.result.to_json()), "freed": self.freed}
 
     def termination_json(self) -> dict[str, Any]:
         r = self.result
@@ -113,6 +146,7 @@ class Pruned(CommandResult):
             "swept": sum(1 for i in r.incomplete if i.action == "remove"),
             "aborted": len(r.aborted_uploads),
             "dryRun": r.dry_run,
+            "freed": self.freed,
         }
 
     def print_text(self) -> None:
@@ -161,10 +195,20 @@ class Pruned(CommandResult):
         swept = sum(1 for i in r.incomplete if i.action == "remove")
         verb = "would remove" if r.dry_run else "removed"
         text = (
-            f"{len(r.keep)} kept, {verb} {len(r.remove)} backups and {swept} incomplete, "
-            f"{'would abort' if r.dry_run else 'aborted'} {len(r.aborted_uploads)} uploads"
+            f"{len(r.keep)} kept, {verb} {plural(len(r.remove), 'backup')} and {swept} "
+            f"incomplete ({human(self.freed)} {'would be ' if r.dry_run else ''}freed), "
+            f"{'would abort' if r.dry_run else 'aborted'} "
+            f"{plural(len(r.aborted_uploads), 'unfinished upload')}"
         )
         return text + (" (dry run: nothing was deleted)" if r.dry_run else "")
+
+
+def _sizes(store: Backend, target: str | None) -> dict[tuple[str, str], int]:
+    """What each backup folder holds now, to say how much the prune frees."""
+    return {
+        (e.target, e.id): e.manifest.size if e.manifest else e.stored_bytes
+        for e in catalog.scan(store, target, include_pending=True)
+    }
 
 
 def prune_command(
@@ -206,8 +250,10 @@ def prune_command(
     hooks = ctx.find_object(PruneHooks) or PruneHooks()
     with user_errors(termination_log, interrupted="interrupted (run prune again to finish)"):
         check_request(policy, dry_run)  # before the store is opened
+        store = get_store(store_url, endpoint)
+        sizes = _sizes(store, target)
         result = prune(
-            get_store(store_url, endpoint),
+            store,
             policy,
             now=now,
             target=target,
@@ -215,6 +261,6 @@ def prune_command(
             dry_run=dry_run,
             on_delete=hooks.on_delete,
         )
-    report(Pruned(result), as_json=as_json, termination_log=termination_log)
+    report(Pruned(result, sizes), as_json=as_json, termination_log=termination_log)
     for s in result.skipped:
         typer.echo(f"warning: target {s.target} skipped: {s.reason}", err=True)

@@ -15,8 +15,8 @@ import typer
 from backupctl.cli.options import get_store
 from backupctl.cli.output import (
     CommandResult,
+    backup_json,
     backup_progress,
-    backup_summary,
     report,
     user_errors,
 )
@@ -113,7 +113,7 @@ class WouldRestore(CommandResult):
         return {
             "ok": True,
             "dryRun": True,
-            **backup_summary(m),
+            **backup_json(m),
             "redisVersion": m.redis_version,
             "flavour": m.flavour,
             "serverVersion": m.version,

@@ -10,6 +10,7 @@ does: check the flags, pick the node, back up, report.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +22,8 @@ from backupctl.cli.output import (
     CommandResult,
     backup_summary,
     fail,
+    human,
+    plural,
     progress_bar,
     report,
     user_errors,
@@ -172,15 +175,24 @@ class BackupDone(CommandResult):
     """A whole backup (one server, or every shard of a cluster) was stored."""
 
     manifest: Manifest
+    store: str
+    seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        return self.manifest.to_json()
+        return {"ok": True, **self.manifest.to_json(), "store": self.store,
+                "seconds": round(self.seconds, 3)}  # fmt: skip
 
     def termination_json(self) -> dict[str, Any]:
         return {"ok": True, **backup_summary(self.manifest)}
 
     def print_text(self) -> None:
-        typer.echo(self.manifest.id)
+        m = self.manifest
+        typer.echo(m.id)  # stdout: the id alone, for id=$(backupctl run ...)
+        typer.echo(
+            f"stored {m.id} of {m.target} in {self.store}: {human(m.size)}, "
+            f"{plural(m.keys, 'key')}, {plural(len(m.nodes), 'node')}, {self.seconds:.1f} s",
+            err=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,7 @@ class ShardDone(CommandResult):
     def to_json(self) -> dict[str, Any]:
         outcome, record = self.outcome, self.outcome.record
         return {
+            "ok": True,
             "id": record.id,
             "target": record.target,
             "shard": record.shard,
@@ -307,9 +320,11 @@ def run(
             hooks=ctx.find_object(RunHooks) or RunHooks(),
         )
         result: CommandResult
+        started = time.monotonic()
         with progress_bar("backup", not as_json) as (advance, set_total):
             if opts.shard is not None:
                 result = ShardDone(run_shard_backup(opts, progress=advance, on_size=set_total))
             else:
-                result = BackupDone(run_backup(opts, progress=advance, on_size=set_total))
+                manifest = run_backup(opts, progress=advance, on_size=set_total)
+                result = BackupDone(manifest, opts.store.url, time.monotonic() - started)
         report(result, as_json=as_json, termination_log=termination_log)

@@ -10,7 +10,15 @@ from typing import Annotated, Any
 import typer
 
 from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, get_store
-from backupctl.cli.output import CommandResult, backup_progress, human, note, report, user_errors
+from backupctl.cli.output import (
+    CommandResult,
+    backup_progress,
+    human,
+    note,
+    plural,
+    report,
+    user_errors,
+)
 from backupctl.ops.scratch import check_parent
 from backupctl.ops.verify import VerifyReport, verify_backup
 from backupctl.store import catalog
@@ -36,15 +44,16 @@ class Verified(CommandResult):
             "ok": True,
             "id": r.id,
             "target": r.target,
-            "nodes": r.nodes,
+            "nodes": [{"name": n} for n in r.nodes],
             "files": r.files,
-            "bytes": r.bytes,
+            "size": r.bytes,
         }
 
     def print_text(self) -> None:
         r = self.report
         typer.echo(
-            f"{r.id}: OK ({r.files} files in {len(r.nodes)} archive(s), {human(r.bytes)} checked)"
+            f"{r.id}: OK ({plural(r.files, 'file')} in {plural(len(r.nodes), 'archive')}, "
+            f"{human(r.bytes)} checked)"
         )
 
 

@@ -355,7 +355,9 @@ def validate_id(backup_id: str) -> str:
 def id_time(backup_id: str) -> datetime:
     m = ID_PATTERN.fullmatch(backup_id)
     if not m or not is_backup_id(backup_id):
-        raise InvalidReference(f"{backup_id!r} is not a backup id (expected backup-YYYYMMDD-HHMMSS)")
+        raise InvalidReference(
+            f"{backup_id!r} is not a backup id (expected backup-YYYYMMDD-HHMMSS)"
+        )
     return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
 

@@ -85,6 +85,8 @@ def list_cmd(
 ) -> None:
     """List complete backups, newest first (and any whose manifest cannot be used)."""
     with user_errors():
+        if target is not None:
+            catalog.validate_target(target)  # a typo is an error, not "no backups"
         store = get_store(store_url, endpoint)
         # No store.check(): it asks for write access, and listing needs only reads
         # (the listing itself reports a missing store or a denied read).

@@ -28,13 +28,14 @@ ExpectKeysOpt = Annotated[
     int | None,
     typer.Option(
         "--expect-keys",
+        min=0,
         help="Verify a restore: each primary loaded exactly N keys at its last start and "
         "every replica holds the same data (DEBUG DIGEST where allowed).",
     ),
 ]
 WaitOpt = Annotated[
     float,
-    typer.Option("--wait", help="Seconds to wait for servers to start, load, sync, agree."),
+    typer.Option("--wait", min=0, help="Seconds to wait for servers to start, load, sync, agree."),
 ]
 RedisUrlOpt = Annotated[
     str,

@@ -250,6 +250,8 @@ def prune_command(
     hooks = ctx.find_object(PruneHooks) or PruneHooks()
     with user_errors(termination_log, interrupted="interrupted (run prune again to finish)"):
         check_request(policy, dry_run)  # before the store is opened
+        if target is not None:
+            catalog.validate_target(target)
         store = get_store(store_url, endpoint)
         sizes = _sizes(store, target)
         result = prune(

@@ -74,6 +74,7 @@ TimeoutOpt = Annotated[
     float,
     typer.Option(
         "--timeout",
+        min=1,
         help="With --to-cluster: seconds to wait for background saves to end, nodes to come "
         "back, load and sync.",
     ),

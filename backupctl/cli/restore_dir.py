@@ -12,11 +12,14 @@ from typing import Any
 
 import typer
 
+from backupctl.cli.exit_codes import ExitCode
 from backupctl.cli.options import get_store
 from backupctl.cli.output import (
     CommandResult,
     backup_json,
     backup_progress,
+    fail,
+    note,
     report,
     user_errors,
 )
@@ -153,6 +156,23 @@ def restore_dry_run(req: RestoreRequest) -> None:
                termination_log=req.termination_log)  # fmt: skip
 
 
+def check_to_dir(to_dir: Path, *, termination_log: Path | None) -> None:
+    """Refuse a DIR whose parent is missing (a typo, as ``run --to`` refuses
+    a missing store folder); a new DIR in an existing folder is made, with a
+    note saying so."""
+    if to_dir.exists():
+        return
+    parent = to_dir.absolute().parent
+    if not parent.is_dir():
+        fail(
+            f"--to-dir {to_dir}: {parent} does not exist: check the path, or create it with "
+            f"mkdir -p {to_dir}",
+            code=ExitCode.NOT_FOUND,
+            termination_log=termination_log,
+        )
+    note(f"{to_dir} does not exist yet: creating it")
+
+
 #: Called before each step of the swap (tests kill the process there).
 StepHook = Callable[[str], None]
 
@@ -161,6 +181,7 @@ def restore_into_dir(req: RestoreRequest, *, before_step: StepHook | None = None
     """``--to-dir``: download, verify and swap in; or one of those steps.
     SIGTERM, like Ctrl-C, stops it with the staging folder removed."""
     assert req.to_dir is not None
+    check_to_dir(req.to_dir, termination_log=req.termination_log)
     with user_errors(req.termination_log):  # SIGTERM/SIGINT unwind: the clean-up runs
         if req.swap or req.discard_staged:
             result = _staged_step(req, req.to_dir, before_step)

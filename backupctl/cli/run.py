@@ -87,7 +87,12 @@ KeepRdbCompressionOpt = Annotated[
     ),
 ]
 CompressionOpt = Annotated[str, typer.Option("--compression", help="zstd, gzip or none.")]
-LevelOpt = Annotated[int | None, typer.Option("--level", help="Compression level.")]
+LevelOpt = Annotated[
+    int | None,
+    typer.Option("--level", help="Compression level: zstd 1-22 (default 3), gzip 1-9 (default 6)."),
+]
+#: The levels each compression accepts.
+LEVELS = {"zstd": range(1, 23), "gzip": range(1, 10)}
 NodeNameOpt = Annotated[
     str | None,
     typer.Option("--node-name", help="Archive name for this node (default: host-port)."),
@@ -167,7 +172,10 @@ OwnerOpt = Annotated[
         "same --id are refused.",
     ),
 ]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the snapshot.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=1, help="Seconds to wait for the snapshot."),
+]
 
 
 @dataclass(frozen=True)
@@ -279,6 +287,13 @@ def run(
     if compression not in COMPRESSIONS:
         fail(
             f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}",
+            termination_log=termination_log,
+        )
+    if level is not None and level not in LEVELS.get(compression, range(0)):
+        allowed = LEVELS.get(compression)
+        fail(
+            f"--level {level} is out of range for --compression {compression}: use "
+            + (f"{allowed.start}-{allowed.stop - 1}" if allowed else "no --level with none"),
             termination_log=termination_log,
         )
     if pause_rdbcompression and keep_rdbcompression:

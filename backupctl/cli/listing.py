@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, get_store
 from backupctl.cli.output import CommandResult, human, print_table, report, user_errors
 from backupctl.core.timefmt import format_time
@@ -82,6 +83,9 @@ def list_cmd(
     show_all: ShowAllOpt = False,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """List complete backups, newest first (and any whose manifest cannot be used)."""
     with user_errors():

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import JsonOpt, PasswordFileOpt, TermLogOpt, redis_spec
 from backupctl.cli.output import CommandResult, report, user_errors
 from backupctl.core.compat import display
@@ -96,6 +97,9 @@ def check_redis(
     wait: WaitOpt = 0.0,
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
 ) -> None:
     """Report version, role, keys and load counters of Redis servers; verify a restore."""
@@ -112,6 +116,9 @@ def quiesce_redis(
     resume_: ResumeOpt = False,
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
 ) -> None:
     """Stop a running Redis from writing to its data directory, or --resume it.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ from typer._click.globals import get_current_context  # typer 0.29 vendors click
 
 from backupctl.cli.exit_codes import ExitCode, classify
 from backupctl.cli.exit_codes import interrupted as interrupted_code
+from backupctl.cli.logs import log
+from backupctl.cli.progress import progress
 from backupctl.cli.signals import Terminated, unwinding_signals
 from backupctl.cli.termination import termination_message
 from backupctl.ops.backup_options import BackupError
@@ -101,7 +102,7 @@ def fail(
         write_termination_log(termination_log, {"ok": False, "error": message, "code": code.word})
     if _wants_json():
         print_json(error_json(message, code))
-    typer.echo(f"error: {message}", err=True)
+    log("error", message, code=code.word, exitCode=int(code))
     raise typer.Exit(int(code))
 
 
@@ -160,8 +161,14 @@ def write_termination_log(path: Path, data: dict[str, Any], *smaller: dict[str, 
 
 
 def note(message: str) -> None:
-    """A ``note: ...`` line on stderr (something the user should know, not an error)."""
-    typer.echo(f"note: {message}", err=True)
+    """A ``note: ...`` line on stderr (something the user should know, not an
+    error; none with ``--quiet``)."""
+    log("note", message)
+
+
+def warning(message: str) -> None:
+    """A ``warning: ...`` line on stderr."""
+    log("warning", message)
 
 
 def print_json(data: Any) -> None:
@@ -218,44 +225,18 @@ def backup_summary(m: Manifest) -> dict[str, Any]:
 def progress_bar(
     description: str, enabled: bool
 ) -> Iterator[tuple[Progress | None, Callable[[int], None] | None]]:
-    """A rich progress bar on stderr when it is a terminal; yields
-    (advance, set_total) callbacks, or Nones when there is no terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield None, None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-    from rich.progress import (
-        Progress as RichProgress,
-    )
-
-    with RichProgress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=None)
-        yield (
-            lambda n: bar.advance(task, n),
-            lambda total: bar.update(task, total=total),
-        )
+    """Progress on stderr (:func:`backupctl.cli.progress.progress`); yields
+    (advance, set_total) callbacks for the ops functions."""
+    with progress(description, enabled=enabled) as meter:
+        yield meter.advance, meter.set_total
 
 
 @contextmanager
 def backup_progress(
     description: str, entry: BackupEntry, enabled: bool
 ) -> Iterator[Progress | None]:
-    """A progress bar (see :func:`progress_bar`) sized to the backup's archives."""
-    with progress_bar(description, enabled) as (advance, set_total):
-        if set_total and entry.manifest:
-            set_total(entry.manifest.size)
-        yield advance
+    """Progress (see :func:`progress_bar`) sized to the backup's archives."""
+    with progress(description, enabled=enabled) as meter:
+        if entry.manifest:
+            meter.set_total(entry.manifest.size)
+        yield meter.advance

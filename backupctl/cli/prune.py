@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import JsonOpt, TermLogOpt, get_store
 from backupctl.cli.output import (
     CommandResult,
@@ -226,6 +227,9 @@ def prune_command(
     incomplete_grace: IncompleteGraceOpt = "24h",
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
     endpoint: PruneEndpointOpt = None,
 ) -> None:

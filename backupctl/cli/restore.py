@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperOption
 
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, TermLogOpt
 from backupctl.cli.output import fail
 from backupctl.cli.restore_dir import restore_dry_run, restore_into_dir
@@ -200,6 +201,9 @@ def restore(
     target: TargetOpt = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
 ) -> None:
     """Restore a backup into a data directory (--to-dir), a running Redis (--to-redis) or,

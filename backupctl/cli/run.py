@@ -17,17 +17,19 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt, log
 from backupctl.cli.options import EndpointOpt, JsonOpt, TermLogOpt, get_store, redis_spec
 from backupctl.cli.output import (
     CommandResult,
     backup_summary,
     fail,
     human,
+    note,
     plural,
-    progress_bar,
     report,
     user_errors,
 )
+from backupctl.cli.progress import Meter, progress
 from backupctl.ops.backup import run_backup, run_shard_backup
 from backupctl.ops.backup_options import RunHooks, RunOptions
 from backupctl.redis import sentinel
@@ -196,11 +198,13 @@ class BackupDone(CommandResult):
     def print_text(self) -> None:
         m = self.manifest
         typer.echo(m.id)  # stdout: the id alone, for id=$(backupctl run ...)
-        typer.echo(
+        log(
+            "info",
             f"stored {m.id} of {m.target} in {self.store}: {human(m.size)}, "
             f"{plural(m.keys, 'key')}, {plural(len(m.nodes), 'node')}, {self.seconds:.1f} s",
-            err=True,
-        )
+            event="stored", id=m.id, target=m.target, store=self.store, size=m.size,
+            keys=m.keys, seconds=round(self.seconds, 3),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,9 @@ def run(
     endpoint: EndpointOpt = None,
     timeout: TimeoutOpt = 3600.0,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
 ) -> None:
     """Take a backup of one Redis server and stream it to a store."""
@@ -315,8 +322,12 @@ def run(
             prefer_replica=prefer_replica, require_replica=require_replica, cluster=cluster,
         )  # fmt: skip
         if choice.note:
-            typer.echo(f"note: {choice.note}", err=True)
-        opts = RunOptions(
+            note(choice.note)
+        result: CommandResult
+        started = time.monotonic()
+        with progress("connect", enabled=not as_json) as meter:
+            hooks = _labelled(ctx.find_object(RunHooks) or RunHooks(), meter)
+            result = _backup(meter, started, RunOptions(
             redis=choice.spec,
             store=get_store(to, endpoint),
             target=target or choice.target,
@@ -332,14 +343,34 @@ def run(
             backup_id=backup_id,
             shard=parse_shard(shard) if shard is not None else None,
             owner=owner,
-            hooks=ctx.find_object(RunHooks) or RunHooks(),
-        )
-        result: CommandResult
-        started = time.monotonic()
-        with progress_bar("backup", not as_json) as (advance, set_total):
-            if opts.shard is not None:
-                result = ShardDone(run_shard_backup(opts, progress=advance, on_size=set_total))
-            else:
-                manifest = run_backup(opts, progress=advance, on_size=set_total)
-                result = BackupDone(manifest, opts.store.url, time.monotonic() - started)
+            hooks=hooks,
+            ))  # fmt: skip
         report(result, as_json=as_json, termination_log=termination_log)
+
+
+#: What the progress line calls each step of :data:`~backupctl.ops.backup_options.STEPS`.
+STEP_LABELS = {
+    "snapshot": "waiting for BGSAVE",
+    "stream": "replication stream",
+    "upload": "upload",
+    "manifest": "writing manifest",
+}
+
+
+def _labelled(hooks: RunHooks, meter: Meter) -> RunHooks:
+    """``hooks``, also naming each step on the progress line."""
+
+    def on_step(step: str) -> None:
+        # the archive's size is known before its first bytes: keep it for "upload"
+        meter.step(STEP_LABELS.get(step, step), keep_total=step == "upload")
+        hooks.on_step(step)
+
+    return RunHooks(on_step=on_step)
+
+
+def _backup(meter: Meter, started: float, opts: RunOptions) -> CommandResult:
+    if opts.shard is not None:
+        outcome = run_shard_backup(opts, progress=meter.advance, on_size=meter.set_total)
+        return ShardDone(outcome)
+    manifest = run_backup(opts, progress=meter.advance, on_size=meter.set_total)
+    return BackupDone(manifest, opts.store.url, time.monotonic() - started)

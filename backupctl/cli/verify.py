@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, get_store
 from backupctl.cli.output import (
     CommandResult,
@@ -64,6 +65,9 @@ def verify(
     tmp_dir: TmpDirOpt = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Download a backup and check every checksum and RDB, without restoring it."""
     with user_errors():

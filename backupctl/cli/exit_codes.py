@@ -18,6 +18,7 @@ from backupctl.ops.backup_options import BackupError
 from backupctl.ops.restore_dir import RestoreError
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.live import LiveError
+from backupctl.redis.load import LoadError
 from backupctl.store.archive import ArchiveError
 from backupctl.store.backends.base import AccessDenied, NotFound, StorageError, StoreURLError
 from backupctl.store.catalog import BackupNotFound, CatalogError, InvalidReference
@@ -64,7 +65,8 @@ _REDIS_INTEGRITY = frozenset({"rdb"})
 
 #: Words of the messages that refuse to risk data (dir in use, keys present, an
 #: RDB the target cannot load): the fix is a flag or another target, not a retry.
-_REFUSALS = ("refused", "--force", "--flush")
+#: ("connection refused" is not one: hence the comma).
+_REFUSALS = ("refused,", "--force", "--flush")
 
 
 def _refused(message: str) -> bool:
@@ -82,7 +84,9 @@ def classify(error: BaseException) -> ExitCode:
             return ExitCode.STORE
         case ArchiveError() | CatalogError():
             return ExitCode.INTEGRITY
-        case RedisNodeError() | RestoreError() if _refused(str(error)):
+        case RedisNodeError() if error.reason == "input":  # a URL, a password file
+            return ExitCode.USAGE
+        case LoadError() | RestoreError() if _refused(str(error)):
             return ExitCode.UNSAFE
         case RedisNodeError() if error.reason in _REDIS_INTEGRITY:
             return ExitCode.INTEGRITY

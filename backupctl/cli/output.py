@@ -91,15 +91,15 @@ def report(result: CommandResult, *, as_json: bool, termination_log: Path | None
 
 
 def fail(
-    message: str, *, code: ExitCode = ExitCode.USAGE, termination_log: Path | None = None
+    message: str, *, code: ExitCode = ExitCode.ERROR, termination_log: Path | None = None
 ) -> NoReturn:
     """The failure path of every command: one ``error:`` line on stderr, the
-    exit code of :mod:`backupctl.cli.exit_codes` (by default 2: a command's
-    own checks of its flags fail here), and under ``--json``
+    exit code of :mod:`backupctl.cli.exit_codes` (a command's own checks of
+    its flags pass ``ExitCode.USAGE``), and under ``--json``
     ``{"ok": false, "error": {"code", "exitCode", "message"}}`` on stdout."""
     message = " ".join(message.split())  # always one line
     if termination_log is not None:
-        write_termination_log(termination_log, {"ok": False, "error": message, "code": code.word})
+        write_termination_log(termination_log, {"ok": False, "error": message})
     if _wants_json():
         print_json(error_json(message, code))
     log("error", message, code=code.word, exitCode=int(code))

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.exit_codes import ExitCode
 from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import JsonOpt, TermLogOpt, get_store
 from backupctl.cli.output import (
@@ -30,7 +31,7 @@ from backupctl.cli.output import (
 )
 from backupctl.store import catalog
 from backupctl.store.backends.base import Backend
-from backupctl.store.prune import PruneResult, check_request, prune
+from backupctl.store.prune import PruneError, PruneResult, check_request, prune
 from backupctl.store.retention import Policy, PolicyError, parse_duration
 
 
@@ -240,7 +241,11 @@ def prune_command(
         within = parse_duration(keep_within) if keep_within is not None else None
         grace_duration = parse_duration(incomplete_grace)
     except PolicyError as e:
-        fail(f"--keep-within/--incomplete-grace: {e}", termination_log=termination_log)
+        fail(
+            f"--keep-within/--incomplete-grace: {e}",
+            code=ExitCode.USAGE,
+            termination_log=termination_log,
+        )
     policy = Policy(
         last=keep_last,
         hourly=keep_hourly,
@@ -253,7 +258,10 @@ def prune_command(
     )
     hooks = ctx.find_object(PruneHooks) or PruneHooks()
     with user_errors(termination_log, interrupted="interrupted (run prune again to finish)"):
-        check_request(policy, dry_run)  # before the store is opened
+        try:
+            check_request(policy, dry_run)  # before the store is opened
+        except PruneError as e:
+            fail(str(e), code=ExitCode.USAGE, termination_log=termination_log)
         if target is not None:
             catalog.validate_target(target)
         store = get_store(store_url, endpoint)

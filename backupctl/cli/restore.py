@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperOption
 
+from backupctl.cli.exit_codes import ExitCode
 from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import EndpointOpt, JsonOpt, StoreArg, TargetOpt, TermLogOpt
 from backupctl.cli.output import fail
@@ -214,12 +215,13 @@ def restore(
     if appendonly not in APPENDONLY_MODES:
         fail(
             f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}",
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     try:
         mode = mode_of(given_flags(ctx))
     except FlagError as e:
-        fail(str(e), termination_log=termination_log)
+        fail(str(e), code=ExitCode.USAGE, termination_log=termination_log)
     req = RestoreRequest(
         store_url=store_url, backup=backup, target=target, endpoint=endpoint, as_json=as_json,
         termination_log=termination_log, to_dir=to_dir, to_redis=to_redis, to_cluster=to_cluster,

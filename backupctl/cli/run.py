@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.exit_codes import ExitCode
 from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt, log
 from backupctl.cli.options import EndpointOpt, JsonOpt, TermLogOpt, get_store, redis_spec
 from backupctl.cli.output import (
@@ -289,11 +290,13 @@ def run(
     if method not in ("bgsave", "replication"):
         fail(
             f"--method must be bgsave or replication, not {method!r}",
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     if compression not in COMPRESSIONS:
         fail(
             f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}",
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     if level is not None and level not in LEVELS.get(compression, range(0)):
@@ -301,17 +304,20 @@ def run(
         fail(
             f"--level {level} is out of range for --compression {compression}: use "
             + (f"{allowed.start}-{allowed.stop - 1}" if allowed else "no --level with none"),
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     if pause_rdbcompression and keep_rdbcompression:
         fail(
             "--pause-rdbcompression and --keep-rdbcompression contradict each other: pick one "
             "(--keep-rdbcompression is the default now and can be left out)",
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     if shard is not None and not (cluster and backup_id):
         fail(
             "--shard needs --cluster and --id: every shard's run writes into the same backup",
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     with user_errors(termination_log):

@@ -63,6 +63,8 @@ def interrupted(signal_name: str) -> ExitCode:
 _REDIS_INTEGRITY = frozenset({"rdb"})
 
 
+#: A live server that cannot be quiesced (check-redis' other failures: not verified).
+_LIVE_REDIS = ("CONFIG SET", "background save")
 #: Words of the messages that refuse to risk data (dir in use, keys present, an
 #: RDB the target cannot load): the fix is a flag or another target, not a retry.
 #: ("connection refused" is not one: hence the comma).
@@ -92,8 +94,12 @@ def classify(error: BaseException) -> ExitCode:
             return ExitCode.INTEGRITY
         case RedisNodeError():
             return ExitCode.REDIS
-        case LiveError():
-            return ExitCode.INTEGRITY if "expected" in str(error) else ExitCode.REDIS
+        case LiveError() if "state file" in str(error):
+            return ExitCode.ERROR
+        case LiveError() if any(w in str(error) for w in _LIVE_REDIS):
+            return ExitCode.REDIS
+        case LiveError():  # check-redis: the restore is not verified
+            return ExitCode.INTEGRITY
         case RestoreError() if "verification failed" in str(error):
             return ExitCode.INTEGRITY
         case BackupError():

@@ -9,8 +9,8 @@ read by every command (their values ride on click's context, so the
 commands do not pass them around).
 
 Fields of a JSON line: ``time`` (RFC 3339, UTC), ``level`` (``debug``,
-``info``, ``note``, ``warning``, ``error``), ``message``; progress lines add
-``event: "progress"``, ``step``, ``bytes``, ``total``, ``rate`` (bytes/s),
+``info``, ``progress``, ``note``, ``warning``, ``error``), ``message``;
+progress lines add ``event: "progress"``, ``step``, ``bytes``, ``total``, ``rate`` (bytes/s),
 ``eta`` and ``elapsed`` (seconds); errors add ``code`` and ``exitCode``.
 """
 
@@ -36,7 +36,7 @@ __all__ = [
     "settings",
 ]
 
-LEVELS = ("debug", "info", "note", "warning", "error")
+LEVELS = ("debug", "info", "progress", "note", "warning", "error")
 _KEY = "backupctl.logs"
 
 
@@ -95,7 +95,7 @@ LogFormatOpt = Annotated[
 def log(level: str, message: str, **fields: Any) -> None:
     """One line on stderr: ``level: message``, or a JSON object."""
     s = settings()
-    if s.quiet and level in ("note", "info", "debug"):
+    if s.quiet and level in ("note", "progress", "info", "debug"):
         return
     if level == "debug" and not s.verbose:
         return

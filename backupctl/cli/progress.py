@@ -155,7 +155,7 @@ def progress(label: str, *, enabled: bool, interval: float = LINE_INTERVAL) -> I
 
 
 def _line(state: State) -> None:
-    log("info", describe(state), **fields(state))
+    log("progress", describe(state), **fields(state))
 
 
 @contextmanager

@@ -61,7 +61,7 @@ def test_backup_to_every_store_restores_same_digest_with_appendonly_yes_and_no(
     kinds = {f["kind"] for f in node["files"]}
     assert ("aof" in kinds) == (method == "bgsave")  # AOF folder only readable with bgsave
 
-    listed = json.loads(cli("list", url, "--json", env=env).stdout)
+    listed = json.loads(cli("list", url, "--json", env=env).stdout)["backups"]
     assert [b["id"] for b in listed] == [manifest["id"]]
     assert cli("verify", url, "latest", env=env).returncode == 0
 
@@ -197,9 +197,9 @@ def test_backup_killed_mid_upload_is_listed_only_as_incomplete_and_restore_lates
             break
     assert killed, "the backup finished before it could be killed"
 
-    listed = json.loads(cli("list", store, "--json").stdout)
+    listed = json.loads(cli("list", store, "--json").stdout)["backups"]
     assert [b["id"] for b in listed] == [first]
-    everything = json.loads(cli("list", store, "--all", "--json").stdout)
+    everything = json.loads(cli("list", store, "--all", "--json").stdout)["backups"]
     incomplete = [b for b in everything if not b["complete"]]
     assert len(incomplete) == 1 and incomplete[0]["id"] != first
     assert "INCOMPLETE" in cli("list", store, "--all").stdout

@@ -61,13 +61,14 @@ class Checked(CommandResult):
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": True,
-            "nodes": [n.json() for n in self.nodes],
+            "nodes": [{"name": n.redis, **n.json()} for n in self.nodes],
             "restoredKeys": restored_keys(self.nodes) if self.verified else None,
         }
 
     def termination_fallbacks(self) -> tuple[dict[str, Any], ...]:
         # Without digests when it would not fit into a termination message.
-        return ({**self.to_json(), "nodes": [{**n.json(), "digest": None} for n in self.nodes]},)
+        nodes = [{"name": n.redis, **n.json(), "digest": None} for n in self.nodes]
+        return ({**self.to_json(), "nodes": nodes},)
 
     def print_text(self) -> None:
         for n in self.nodes:

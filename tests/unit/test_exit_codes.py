@@ -30,6 +30,7 @@ from backupctl.store.backends.base import AccessDenied, NotFound, StorageError, 
 from backupctl.store.backends.local import LocalBackend
 from backupctl.store.catalog import BackupNotFound, CatalogError, InvalidReference
 from backupctl.store.retention import PolicyError
+
 from support.fake_backups import add_backup
 
 T0 = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from backupctl.cli.app import app
 from backupctl.store.backends.local import LocalBackend
+
 from support.fake_backups import add_backup
 
 SCHEMAS = Path(__file__).parents[2] / "docs" / "schemas"

@@ -100,6 +100,8 @@ def classify(error: BaseException) -> ExitCode:
             return ExitCode.REDIS
         case LiveError():  # check-redis: the restore is not verified
             return ExitCode.INTEGRITY
+        case RestoreError() if "nothing staged" in str(error):
+            return ExitCode.NOT_FOUND
         case RestoreError() if "verification failed" in str(error):
             return ExitCode.INTEGRITY
         case BackupError():

@@ -1,12 +1,14 @@
 """How every command ends, in one place: its result (text on stdout, or JSON
 with ``--json``, and the termination log), or one ``error: ...`` line on
-stderr with exit code 1 (and ``{"ok": false, "error": ...}`` in the
-termination log). Also the progress bars and the small formatting helpers
-the commands share.
+stderr with the exit code of :mod:`backupctl.cli.exit_codes` (and ``{"ok":
+false, "error": ...}`` in the termination log, and on stdout under
+``--json``). Also progress (:mod:`backupctl.cli.progress`) and the small
+formatting helpers the commands share.
 
 Errors a user can cause are :data:`USER_ERRORS`; anything else is our bug and
 is reported in one line too, unless ``BACKUPCTL_DEBUG`` is set (then the
-traceback). Typer's own usage errors exit 2 before any of this runs.
+traceback). Click's own usage errors are handled by
+:class:`backupctl.cli.app.BackupctlGroup` (exit 2) before any of this runs.
 """
 
 from __future__ import annotations

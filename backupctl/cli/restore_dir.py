@@ -17,12 +17,12 @@ from backupctl.cli.options import get_store
 from backupctl.cli.output import (
     CommandResult,
     backup_json,
-    backup_progress,
     fail,
     note,
     report,
     user_errors,
 )
+from backupctl.cli.progress import Meter, progress
 from backupctl.cli.restore_modes import RestoreRequest
 from backupctl.core.compat import display
 from backupctl.ops.restore_dir import (
@@ -195,14 +195,27 @@ def _download(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -
     entry = catalog.find(store, req.backup, req.target)
     if not req.stage_only and not req.force:
         refuse_in_use(to_dir)
-    with backup_progress("restore", entry, not req.as_json) as advance:
+    with progress("download and verify", enabled=not req.as_json) as meter:
+        meter.set_total(entry.manifest.size if entry.manifest else 0)
         if req.stage_only:
             return stage_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
-                                prefer_aof=req.prefer_aof, progress=advance,
+                                prefer_aof=req.prefer_aof, progress=meter.advance,
                                 redis_server=req.redis_server)  # fmt: skip
         return restore_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
-                              prefer_aof=req.prefer_aof, progress=advance,
-                              redis_server=req.redis_server, before_step=before_step)  # fmt: skip
+                              prefer_aof=req.prefer_aof, progress=meter.advance,
+                              redis_server=req.redis_server,
+                              before_step=_labelled(meter, before_step))  # fmt: skip
+
+
+def _labelled(meter: Meter, before_step: StepHook | None) -> StepHook:
+    """``before_step``, also naming each swap step on the progress line."""
+
+    def step(name: str) -> None:
+        meter.step(f"swap: {name}")
+        if before_step is not None:
+            before_step(name)
+
+    return step
 
 
 def _staged_step(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> CommandResult:
@@ -216,5 +229,7 @@ def _staged_step(req: RestoreRequest, to_dir: Path, before_step: StepHook | None
         if not discarded.removed and discarded.recovered is None:
             raise RestoreError(f"nothing staged for {backup_id} in {to_dir}: nothing was removed")
         return StagedDiscarded(backup_id, discarded)
-    result = swap_staged(to_dir, backup_id, before_step=before_step, refuse_busy=not req.force)
+    with progress("swap", enabled=not req.as_json) as meter:
+        result = swap_staged(to_dir, backup_id, before_step=_labelled(meter, before_step),
+                             refuse_busy=not req.force)  # fmt: skip
     return DirRestored(result, staged=False)

@@ -18,7 +18,6 @@ from backupctl.cli.output import (
     CommandResult,
     backup_json,
     fail,
-    note,
     report,
     user_errors,
 )
@@ -158,8 +157,7 @@ def restore_dry_run(req: RestoreRequest) -> None:
 
 def check_to_dir(to_dir: Path, *, termination_log: Path | None) -> None:
     """Refuse a DIR whose parent is missing (a typo, as ``run --to`` refuses
-    a missing store folder); a new DIR in an existing folder is made, with a
-    note saying so."""
+    a missing store folder); a new DIR in an existing folder is made."""
     if to_dir.exists():
         return
     parent = to_dir.absolute().parent
@@ -170,7 +168,6 @@ def check_to_dir(to_dir: Path, *, termination_log: Path | None) -> None:
             code=ExitCode.NOT_FOUND,
             termination_log=termination_log,
         )
-    note(f"{to_dir} does not exist yet: creating it")
 
 
 #: Called before each step of the swap (tests kill the process there).

@@ -38,6 +38,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "manifest.schema.json").read_text())
 
 
+def as_manifest(run_json: dict[str, Any]) -> dict[str, Any]:
+    """``run --json`` is the manifest plus ``ok``, ``store`` and ``seconds``."""
+    return {k: v for k, v in run_json.items() if k not in ("ok", "store", "seconds")}
+
+
 # --- reading Sentinel and INFO answers (no servers) ----------------------------------
 
 
@@ -125,7 +130,7 @@ def _master_port(sentinel: RedisServer) -> int:
 
 
 def _node(manifest: dict[str, Any]) -> tuple[str, str]:
-    jsonschema.validate(manifest, SCHEMA)
+    jsonschema.validate(as_manifest(manifest), SCHEMA)
     (node,) = manifest["nodes"]
     return node["name"], node["role"]
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import (
     EndpointOpt,
     JsonOpt,
@@ -52,7 +53,7 @@ def entry_json(e: BackupEntry) -> dict[str, Any]:
         "created": format_time(e.created),
         "size": m.size if m else e.stored_bytes,
         "keys": m.keys if m else None,
-        "nodes": [n.name for n in m.nodes] if m else [],
+        "nodes": [{"name": n.name, "role": n.role, "keys": n.keys} for n in m.nodes] if m else [],
         "redisVersion": m.redis_version if m else None,
         "signed": any(o.key == signature_key(e.target, e.id) for o in e.objects),
         "problem": None if m else (e.manifest_error or _incomplete_reason(e)),
@@ -63,8 +64,8 @@ def entry_json(e: BackupEntry) -> dict[str, Any]:
 class Listing(CommandResult):
     entries: list[BackupEntry]
 
-    def to_json(self) -> list[dict[str, Any]]:
-        return [entry_json(e) for e in self.entries]
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "backups": [entry_json(e) for e in self.entries]}
 
     def print_text(self) -> None:
         if not self.entries:
@@ -95,9 +96,14 @@ def list_cmd(
     as_json: JsonOpt = False,
     verify_key: VerifyKeyOpt = None,
     require_signatures: RequireSignaturesOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """List complete backups, newest first (and any whose manifest cannot be used)."""
     with user_errors():
+        if target is not None:
+            catalog.validate_target(target)  # a typo is an error, not "no backups"
         keys = trust(verify_key, require_signatures)
         store = get_store(store_url, endpoint)
         # No store.check(): it asks for write access, and listing needs only reads

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import JsonOpt, PasswordFileOpt, TermLogOpt, redis_spec
 from backupctl.cli.output import CommandResult, report, user_errors
 from backupctl.core.compat import display
@@ -28,13 +29,14 @@ ExpectKeysOpt = Annotated[
     int | None,
     typer.Option(
         "--expect-keys",
+        min=0,
         help="Verify a restore: each primary loaded exactly N keys at its last start and "
         "every replica holds the same data (DEBUG DIGEST where allowed).",
     ),
 ]
 WaitOpt = Annotated[
     float,
-    typer.Option("--wait", help="Seconds to wait for servers to start, load, sync, agree."),
+    typer.Option("--wait", min=0, help="Seconds to wait for servers to start, load, sync, agree."),
 ]
 RedisUrlOpt = Annotated[
     str,
@@ -59,13 +61,14 @@ class Checked(CommandResult):
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": True,
-            "nodes": [n.json() for n in self.nodes],
+            "nodes": [{"name": n.redis, **n.json()} for n in self.nodes],
             "restoredKeys": restored_keys(self.nodes) if self.verified else None,
         }
 
     def termination_fallbacks(self) -> tuple[dict[str, Any], ...]:
         # Without digests when it would not fit into a termination message.
-        return ({**self.to_json(), "nodes": [{**n.json(), "digest": None} for n in self.nodes]},)
+        nodes = [{"name": n.redis, **n.json(), "digest": None} for n in self.nodes]
+        return ({**self.to_json(), "nodes": nodes},)
 
     def print_text(self) -> None:
         for n in self.nodes:
@@ -95,6 +98,9 @@ def check_redis(
     wait: WaitOpt = 0.0,
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
 ) -> None:
     """Report version, role, keys and load counters of Redis servers; verify a restore."""
@@ -111,6 +117,9 @@ def quiesce_redis(
     resume_: ResumeOpt = False,
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
 ) -> None:
     """Stop a running Redis from writing to its data directory, or --resume it.

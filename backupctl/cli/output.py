@@ -1,19 +1,20 @@
 """How every command ends, in one place: its result (text on stdout, or JSON
 with ``--json``, and the termination log), or one ``error: ...`` line on
-stderr with exit code 1 (and ``{"ok": false, "error": ...}`` in the
-termination log). Also the progress bars and the small formatting helpers
-the commands share.
+stderr with the exit code of :mod:`backupctl.cli.exit_codes` (and ``{"ok":
+false, "error": ...}`` in the termination log, and on stdout under
+``--json``). Also progress (:mod:`backupctl.cli.progress`) and the small
+formatting helpers the commands share.
 
 Errors a user can cause are :data:`USER_ERRORS`; anything else is our bug and
 is reported in one line too, unless ``BACKUPCTL_DEBUG`` is set (then the
-traceback). Typer's own usage errors exit 2 before any of this runs.
+traceback). Click's own usage errors are handled by
+:class:`backupctl.cli.app.BackupctlGroup` (exit 2) before any of this runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from typer._click.globals import get_current_context  # typer 0.29 vendors click
 
+from backupctl.cli.exit_codes import ExitCode, classify
+from backupctl.cli.exit_codes import interrupted as interrupted_code
+from backupctl.cli.logs import log
+from backupctl.cli.progress import progress
 from backupctl.cli.signals import Terminated, unwinding_signals
 from backupctl.cli.termination import termination_message
 from backupctl.ops.backup_options import BackupError
@@ -86,39 +92,63 @@ def report(result: CommandResult, *, as_json: bool, termination_log: Path | None
         result.print_text()
 
 
-def fail(message: str, *, termination_log: Path | None = None) -> NoReturn:
-    """The failure path of every command: one line on stderr, exit code 1."""
+def fail(
+    message: str, *, code: ExitCode = ExitCode.ERROR, termination_log: Path | None = None
+) -> NoReturn:
+    """The failure path of every command: one ``error:`` line on stderr, the
+    exit code of :mod:`backupctl.cli.exit_codes` (a command's own checks of
+    its flags pass ``ExitCode.USAGE``), and under ``--json``
+    ``{"ok": false, "error": {"code", "exitCode", "message"}}`` on stdout."""
+    message = " ".join(message.split())  # always one line
     if termination_log is not None:
         write_termination_log(termination_log, {"ok": False, "error": message})
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    if _wants_json():
+        print_json(error_json(message, code))
+    log("error", message, code=code.word, exitCode=int(code))
+    raise typer.Exit(int(code))
+
+
+def error_json(message: str, code: ExitCode) -> dict[str, Any]:
+    """What ``--json`` prints on stdout when a command fails."""
+    return {"ok": False, "error": {"code": code.word, "exitCode": int(code), "message": message}}
+
+
+def _wants_json() -> bool:
+    """``--json`` was given to the running command (every command names it ``as_json``)."""
+    ctx = get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
 
 
 @contextmanager
 def user_errors(
     termination_log: Path | None = None, *, interrupted: str = "interrupted"
 ) -> Iterator[None]:
-    """Turn known errors into one line + exit 1 (and bugs into one line too,
-    unless BACKUPCTL_DEBUG is set). SIGTERM and SIGINT unwind the block, so
-    its cleanup runs (:func:`~backupctl.cli.signals.unwinding_signals`), and
-    end in ``interrupted`` (the message; "interrupted by SIGTERM" ...)."""
+    """Turn known errors into one line and their exit code (and bugs into one
+    line too, exit 1, unless BACKUPCTL_DEBUG is set). SIGTERM and SIGINT
+    unwind the block, so its cleanup runs
+    (:func:`~backupctl.cli.signals.unwinding_signals`), and end in
+    ``interrupted`` (the message; "interrupted by SIGTERM" ...) with exit
+    code 143 or 130."""
     try:
         with unwinding_signals():
             yield
     except typer.Exit:
         raise
     except USER_ERRORS as e:
-        fail(str(e), termination_log=termination_log)
+        fail(str(e), code=classify(e), termination_log=termination_log)
     except KeyboardInterrupt as e:
+        signal_name = "SIGINT"
         if isinstance(e, Terminated):  # "interrupted by SIGTERM (run prune again ...)"
             interrupted = interrupted.replace("interrupted", str(e), 1)
-        fail(interrupted, termination_log=termination_log)
+            signal_name = e.signal_name
+        fail(interrupted, code=interrupted_code(signal_name), termination_log=termination_log)
     except Exception as e:
         if os.environ.get("BACKUPCTL_DEBUG"):
             raise
         fail(
             f"unexpected {type(e).__name__}: {e} (this is a bug; rerun with BACKUPCTL_DEBUG=1 "
             "and report the traceback)",
+            code=ExitCode.ERROR,
             termination_log=termination_log,
         )
 
@@ -133,8 +163,14 @@ def write_termination_log(path: Path, data: dict[str, Any], *smaller: dict[str, 
 
 
 def note(message: str) -> None:
-    """A ``note: ...`` line on stderr (something the user should know, not an error)."""
-    typer.echo(f"note: {message}", err=True)
+    """A ``note: ...`` line on stderr (something the user should know, not an
+    error; none with ``--quiet``)."""
+    log("note", message)
+
+
+def warning(message: str) -> None:
+    """A ``warning: ...`` line on stderr."""
+    log("warning", message)
 
 
 def print_json(data: Any) -> None:
@@ -157,8 +193,26 @@ def human(n: float) -> str:
     return f"{n} B"
 
 
+def plural(n: int, word: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def backup_json(m: Manifest) -> dict[str, Any]:
+    """A backup in a few fields, in the JSON vocabulary (docs/cli-output.md)."""
+    return {
+        "id": m.id,
+        "target": m.target,
+        "created": m.created,
+        "size": m.size,
+        "keys": m.keys,
+        "sha256": m.nodes[0].archive.sha256 if len(m.nodes) == 1 else None,
+    }
+
+
 def backup_summary(m: Manifest) -> dict[str, Any]:
-    """A backup in a few fields (``run``'s termination message, ``restore --dry-run``)."""
+    """``run``'s termination message: the controller reads ``time`` (its
+    contract predates the vocabulary of ``--json``; keep it)."""
     return {
         "id": m.id,
         "target": m.target,
@@ -173,44 +227,18 @@ def backup_summary(m: Manifest) -> dict[str, Any]:
 def progress_bar(
     description: str, enabled: bool
 ) -> Iterator[tuple[Progress | None, Callable[[int], None] | None]]:
-    """A rich progress bar on stderr when it is a terminal; yields
-    (advance, set_total) callbacks, or Nones when there is no terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield None, None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-    from rich.progress import (
-        Progress as RichProgress,
-    )
-
-    with RichProgress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=None)
-        yield (
-            lambda n: bar.advance(task, n),
-            lambda total: bar.update(task, total=total),
-        )
+    """Progress on stderr (:func:`backupctl.cli.progress.progress`); yields
+    (advance, set_total) callbacks for the ops functions."""
+    with progress(description, enabled=enabled) as meter:
+        yield meter.advance, meter.set_total
 
 
 @contextmanager
 def backup_progress(
     description: str, entry: BackupEntry, enabled: bool
 ) -> Iterator[Progress | None]:
-    """A progress bar (see :func:`progress_bar`) sized to the backup's archives."""
-    with progress_bar(description, enabled) as (advance, set_total):
-        if set_total and entry.manifest:
-            set_total(entry.manifest.size)
-        yield advance
+    """Progress (see :func:`progress_bar`) sized to the backup's archives."""
+    with progress(description, enabled=enabled) as meter:
+        if entry.manifest:
+            meter.set_total(entry.manifest.size)
+        yield meter.advance

@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.exit_codes import ExitCode
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import (
     JsonOpt,
     RequireSignaturesOpt,
@@ -25,8 +27,18 @@ from backupctl.cli.options import (
     get_store,
     trust,
 )
-from backupctl.cli.output import CommandResult, fail, print_table, report, user_errors
-from backupctl.store.prune import PruneResult, check_request, prune
+from backupctl.cli.output import (
+    CommandResult,
+    fail,
+    human,
+    plural,
+    print_table,
+    report,
+    user_errors,
+)
+from backupctl.store import catalog
+from backupctl.store.backends.base import Backend
+from backupctl.store.prune import PruneError, PruneResult, check_request, prune
 from backupctl.store.retention import Policy, PolicyError, parse_duration
 
 
@@ -116,12 +128,35 @@ PruneEndpointOpt = Annotated[
 ]
 
 
+def camel(data: Any) -> Any:
+    """``dry_run`` -> ``dryRun`` in every key (the JSON vocabulary is camelCase)."""
+    if isinstance(data, dict):
+        return {_camel_word(k): camel(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [camel(v) for v in data]
+    return data
+
+
+def _camel_word(key: str) -> str:
+    first, *rest = key.split("_")
+    return first + "".join(w.capitalize() for w in rest)
+
+
 @dataclass(frozen=True)
 class Pruned(CommandResult):
     result: PruneResult
+    #: Bytes of each backup folder before the prune, by (target, id).
+    sizes: dict[tuple[str, str], int]
+
+    @property
+    def freed(self) -> int:
+        """Bytes the removed and swept backups held."""
+        r = self.result
+        gone = [*r.remove, *(i for i in r.incomplete if i.action == "remove")]
+        return sum(self.sizes.get((row.target, row.id), 0) for row in gone)
 
     def to_json(self) -> dict[str, Any]:
-        return self.result.to_json()
+        return {"ok": True, **camel(self.result.to_json()), "freed": self.freed}
 
     def termination_json(self) -> dict[str, Any]:
         r = self.result
@@ -132,6 +167,7 @@ class Pruned(CommandResult):
             "swept": sum(1 for i in r.incomplete if i.action == "remove"),
             "aborted": len(r.aborted_uploads),
             "dryRun": r.dry_run,
+            "freed": self.freed,
         }
 
     def print_text(self) -> None:
@@ -180,10 +216,20 @@ class Pruned(CommandResult):
         swept = sum(1 for i in r.incomplete if i.action == "remove")
         verb = "would remove" if r.dry_run else "removed"
         text = (
-            f"{len(r.keep)} kept, {verb} {len(r.remove)} backups and {swept} incomplete, "
-            f"{'would abort' if r.dry_run else 'aborted'} {len(r.aborted_uploads)} uploads"
+            f"{len(r.keep)} kept, {verb} {plural(len(r.remove), 'backup')} and {swept} "
+            f"incomplete ({human(self.freed)} {'would be ' if r.dry_run else ''}freed), "
+            f"{'would abort' if r.dry_run else 'aborted'} "
+            f"{plural(len(r.aborted_uploads), 'unfinished upload')}"
         )
         return text + (" (dry run: nothing was deleted)" if r.dry_run else "")
+
+
+def _sizes(store: Backend, target: str | None) -> dict[tuple[str, str], int]:
+    """What each backup folder holds now, to say how much the prune frees."""
+    return {
+        (e.target, e.id): e.manifest.size if e.manifest else e.stored_bytes
+        for e in catalog.scan(store, target, include_pending=True)
+    }
 
 
 def prune_command(
@@ -201,6 +247,9 @@ def prune_command(
     incomplete_grace: IncompleteGraceOpt = "24h",
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
     endpoint: PruneEndpointOpt = None,
     verify_key: VerifyKeyOpt = None,
@@ -214,7 +263,11 @@ def prune_command(
         within = parse_duration(keep_within) if keep_within is not None else None
         grace_duration = parse_duration(incomplete_grace)
     except PolicyError as e:
-        fail(f"--keep-within/--incomplete-grace: {e}", termination_log=termination_log)
+        fail(
+            f"--keep-within/--incomplete-grace: {e}",
+            code=ExitCode.USAGE,
+            termination_log=termination_log,
+        )
     policy = Policy(
         last=keep_last,
         hourly=keep_hourly,
@@ -227,10 +280,17 @@ def prune_command(
     )
     hooks = ctx.find_object(PruneHooks) or PruneHooks()
     with user_errors(termination_log, interrupted="interrupted (run prune again to finish)"):
-        check_request(policy, dry_run)  # before the store is opened
+        try:
+            check_request(policy, dry_run)  # before the store is opened
+        except PruneError as e:
+            fail(str(e), code=ExitCode.USAGE, termination_log=termination_log)
+        if target is not None:
+            catalog.validate_target(target)
         signed_by = trust(verify_key, require_signatures)
+        store = get_store(store_url, endpoint)
+        sizes = _sizes(store, target)
         result = prune(
-            get_store(store_url, endpoint),
+            store,
             policy,
             now=now,
             target=target,
@@ -240,6 +300,6 @@ def prune_command(
             trust=signed_by,
             extend_lock=timedelta(days=extend_lock_days) if extend_lock_days else None,
         )
-    report(Pruned(result), as_json=as_json, termination_log=termination_log)
+    report(Pruned(result, sizes), as_json=as_json, termination_log=termination_log)
     for s in result.skipped:
         typer.echo(f"warning: target {s.target} skipped: {s.reason}", err=True)

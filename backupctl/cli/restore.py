@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 from typer.core import TyperOption
 
+from backupctl.cli.exit_codes import ExitCode
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import (
     EndpointOpt,
     IdentityOpt,
@@ -91,6 +93,7 @@ TimeoutOpt = Annotated[
     float,
     typer.Option(
         "--timeout",
+        min=1,
         help="With --to-cluster: seconds to wait for background saves to end, nodes to come "
         "back, load and sync.",
     ),
@@ -234,6 +237,9 @@ def restore(
     target: TargetOpt = None,
     endpoint: EndpointOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
     identity: IdentityOpt = None,
     verify_key: VerifyKeyOpt = None,
@@ -247,13 +253,14 @@ def restore(
     if appendonly not in APPENDONLY_MODES:
         fail(
             f"--appendonly must be one of {', '.join(APPENDONLY_MODES)}",
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     try:
         mode = mode_of(given_flags(ctx))
         threshold = parse_size(large_value_threshold, "--large-value-threshold")
     except FlagError as e:
-        fail(str(e), termination_log=termination_log)
+        fail(str(e), code=ExitCode.USAGE, termination_log=termination_log)
     req = RestoreRequest(
         store_url=store_url, backup=backup, target=target, endpoint=endpoint, as_json=as_json,
         termination_log=termination_log, to_dir=to_dir, to_redis=to_redis, to_cluster=to_cluster,

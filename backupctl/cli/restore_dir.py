@@ -12,14 +12,16 @@ from typing import Any
 
 import typer
 
+from backupctl.cli.exit_codes import ExitCode
 from backupctl.cli.options import get_store, identities, trust
 from backupctl.cli.output import (
     CommandResult,
-    backup_progress,
-    backup_summary,
+    backup_json,
+    fail,
     report,
     user_errors,
 )
+from backupctl.cli.progress import Meter, progress
 from backupctl.cli.restore_modes import RestoreRequest
 from backupctl.core.compat import display
 from backupctl.ops.restore_dir import (
@@ -113,7 +115,7 @@ class WouldRestore(CommandResult):
         return {
             "ok": True,
             "dryRun": True,
-            **backup_summary(m),
+            **backup_json(m),
             "redisVersion": m.redis_version,
             "flavour": m.flavour,
             "serverVersion": m.version,
@@ -155,6 +157,21 @@ def restore_dry_run(req: RestoreRequest) -> None:
                termination_log=req.termination_log)  # fmt: skip
 
 
+def check_to_dir(to_dir: Path, *, termination_log: Path | None) -> None:
+    """Refuse a DIR whose parent is missing (a typo, as ``run --to`` refuses
+    a missing store folder); a new DIR in an existing folder is made."""
+    if to_dir.exists():
+        return
+    parent = to_dir.absolute().parent
+    if not parent.is_dir():
+        fail(
+            f"--to-dir {to_dir}: {parent} does not exist: check the path, or create it with "
+            f"mkdir -p {to_dir}",
+            code=ExitCode.NOT_FOUND,
+            termination_log=termination_log,
+        )
+
+
 #: Called before each step of the swap (tests kill the process there).
 StepHook = Callable[[str], None]
 
@@ -163,6 +180,7 @@ def restore_into_dir(req: RestoreRequest, *, before_step: StepHook | None = None
     """``--to-dir``: download, verify and swap in; or one of those steps.
     SIGTERM, like Ctrl-C, stops it with the staging folder removed."""
     assert req.to_dir is not None
+    check_to_dir(req.to_dir, termination_log=req.termination_log)
     with user_errors(req.termination_log):  # SIGTERM/SIGINT unwind: the clean-up runs
         if req.swap or req.discard_staged:
             result = _staged_step(req, req.to_dir, before_step)
@@ -178,15 +196,28 @@ def _download(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -
     entry = catalog.find(store, req.backup, req.target, trust=signed_by)
     if not req.stage_only and not req.force:
         refuse_in_use(to_dir)
-    with backup_progress("restore", entry, not req.as_json) as advance:
+    with progress("download and verify", enabled=not req.as_json) as meter:
+        meter.set_total(entry.manifest.size if entry.manifest else 0)
         if req.stage_only:
             return stage_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
-                                prefer_aof=req.prefer_aof, progress=advance,
+                                prefer_aof=req.prefer_aof, progress=meter.advance,
                                 redis_server=req.redis_server, identities=keys)  # fmt: skip
         return restore_to_dir(store, entry, to_dir, appendonly=req.appendonly, node=req.node,
-                              prefer_aof=req.prefer_aof, progress=advance,
-                              redis_server=req.redis_server, before_step=before_step,
+                              prefer_aof=req.prefer_aof, progress=meter.advance,
+                              redis_server=req.redis_server,
+                              before_step=_labelled(meter, before_step),
                               identities=keys)  # fmt: skip
+
+
+def _labelled(meter: Meter, before_step: StepHook | None) -> StepHook:
+    """``before_step``, also naming each swap step on the progress line."""
+
+    def step(name: str) -> None:
+        meter.step(f"swap: {name}")
+        if before_step is not None:
+            before_step(name)
+
+    return step
 
 
 def _staged_step(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> CommandResult:
@@ -200,5 +231,7 @@ def _staged_step(req: RestoreRequest, to_dir: Path, before_step: StepHook | None
         if not discarded.removed and discarded.recovered is None:
             raise RestoreError(f"nothing staged for {backup_id} in {to_dir}: nothing was removed")
         return StagedDiscarded(backup_id, discarded)
-    result = swap_staged(to_dir, backup_id, before_step=before_step, refuse_busy=not req.force)
+    with progress("swap", enabled=not req.as_json) as meter:
+        result = swap_staged(to_dir, backup_id, before_step=_labelled(meter, before_step),
+                             refuse_busy=not req.force)  # fmt: skip
     return DirRestored(result, staged=False)

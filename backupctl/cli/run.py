@@ -10,12 +10,15 @@ does: check the flags, pick the node, back up, report.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.exit_codes import ExitCode
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt, log
 from backupctl.cli.options import (
     EncryptToFileOpt,
     EncryptToOpt,
@@ -33,10 +36,13 @@ from backupctl.cli.output import (
     CommandResult,
     backup_summary,
     fail,
-    progress_bar,
+    human,
+    note,
+    plural,
     report,
     user_errors,
 )
+from backupctl.cli.progress import Meter, progress
 from backupctl.ops.backup import run_backup, run_shard_backup
 from backupctl.ops.backup_options import RunHooks, RunOptions
 from backupctl.redis import sentinel
@@ -98,7 +104,12 @@ KeepRdbCompressionOpt = Annotated[
     ),
 ]
 CompressionOpt = Annotated[str, typer.Option("--compression", help="zstd, gzip or none.")]
-LevelOpt = Annotated[int | None, typer.Option("--level", help="Compression level.")]
+LevelOpt = Annotated[
+    int | None,
+    typer.Option("--level", help="Compression level: zstd 1-22 (default 3), gzip 1-9 (default 6)."),
+]
+#: The levels each compression accepts.
+LEVELS = {"zstd": range(1, 23), "gzip": range(1, 10)}
 NodeNameOpt = Annotated[
     str | None,
     typer.Option("--node-name", help="Archive name for this node (default: host-port)."),
@@ -178,7 +189,10 @@ OwnerOpt = Annotated[
         "same --id are refused.",
     ),
 ]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the snapshot.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=1, help="Seconds to wait for the snapshot."),
+]
 
 
 @dataclass(frozen=True)
@@ -186,15 +200,26 @@ class BackupDone(CommandResult):
     """A whole backup (one server, or every shard of a cluster) was stored."""
 
     manifest: Manifest
+    store: str
+    seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        return self.manifest.to_json()
+        return {"ok": True, **self.manifest.to_json(), "store": self.store,
+                "seconds": round(self.seconds, 3)}  # fmt: skip
 
     def termination_json(self) -> dict[str, Any]:
         return {"ok": True, **backup_summary(self.manifest)}
 
     def print_text(self) -> None:
-        typer.echo(self.manifest.id)
+        m = self.manifest
+        typer.echo(m.id)  # stdout: the id alone, for id=$(backupctl run ...)
+        log(
+            "info",
+            f"stored {m.id} of {m.target} in {self.store}: {human(m.size)}, "
+            f"{plural(m.keys, 'key')}, {plural(len(m.nodes), 'node')}, {self.seconds:.1f} s",
+            event="stored", id=m.id, target=m.target, store=self.store, size=m.size,
+            keys=m.keys, seconds=round(self.seconds, 3),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -207,6 +232,7 @@ class ShardDone(CommandResult):
     def to_json(self) -> dict[str, Any]:
         outcome, record = self.outcome, self.outcome.record
         return {
+            "ok": True,
             "id": record.id,
             "target": record.target,
             "shard": record.shard,
@@ -269,6 +295,9 @@ def run(
     endpoint: EndpointOpt = None,
     timeout: TimeoutOpt = 3600.0,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
     termination_log: TermLogOpt = None,
     encrypt_to: EncryptToOpt = None,
     encrypt_to_file: EncryptToFileOpt = None,
@@ -280,22 +309,34 @@ def run(
     if method not in ("bgsave", "replication"):
         fail(
             f"--method must be bgsave or replication, not {method!r}",
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     if compression not in COMPRESSIONS:
         fail(
             f"--compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}",
+            code=ExitCode.USAGE,
+            termination_log=termination_log,
+        )
+    if level is not None and level not in LEVELS.get(compression, range(0)):
+        allowed = LEVELS.get(compression)
+        fail(
+            f"--level {level} is out of range for --compression {compression}: use "
+            + (f"{allowed.start}-{allowed.stop - 1}" if allowed else "no --level with none"),
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     if pause_rdbcompression and keep_rdbcompression:
         fail(
             "--pause-rdbcompression and --keep-rdbcompression contradict each other: pick one "
             "(--keep-rdbcompression is the default now and can be left out)",
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     if shard is not None and not (cluster and backup_id):
         fail(
             "--shard needs --cluster and --id: every shard's run writes into the same backup",
+            code=ExitCode.USAGE,
             termination_log=termination_log,
         )
     with user_errors(termination_log):
@@ -306,8 +347,12 @@ def run(
             prefer_replica=prefer_replica, require_replica=require_replica, cluster=cluster,
         )  # fmt: skip
         if choice.note:
-            typer.echo(f"note: {choice.note}", err=True)
-        opts = RunOptions(
+            note(choice.note)
+        result: CommandResult
+        started = time.monotonic()
+        with progress("connect", enabled=not as_json) as meter:
+            hooks = _labelled(ctx.find_object(RunHooks) or RunHooks(), meter)
+            result = _backup(meter, started, RunOptions(
             redis=choice.spec,
             store=get_store(to, endpoint, lock=parse_lock(lock_mode, lock_days)),
             target=target or choice.target,
@@ -325,12 +370,34 @@ def run(
             owner=owner,
             encrypt_to=recipients(encrypt_to, encrypt_to_file),
             signer=load_signer(signing_key),
-            hooks=ctx.find_object(RunHooks) or RunHooks(),
-        )
-        result: CommandResult
-        with progress_bar("backup", not as_json) as (advance, set_total):
-            if opts.shard is not None:
-                result = ShardDone(run_shard_backup(opts, progress=advance, on_size=set_total))
-            else:
-                result = BackupDone(run_backup(opts, progress=advance, on_size=set_total))
+            hooks=hooks,
+            ))  # fmt: skip
         report(result, as_json=as_json, termination_log=termination_log)
+
+
+#: What the progress line calls each step of :data:`~backupctl.ops.backup_options.STEPS`.
+STEP_LABELS = {
+    "snapshot": "waiting for BGSAVE",
+    "stream": "replication stream",
+    "upload": "upload",
+    "manifest": "writing manifest",
+}
+
+
+def _labelled(hooks: RunHooks, meter: Meter) -> RunHooks:
+    """``hooks``, also naming each step on the progress line."""
+
+    def on_step(step: str) -> None:
+        # the archive's size is known before its first bytes: keep it for "upload"
+        meter.step(STEP_LABELS.get(step, step), keep_total=step == "upload")
+        hooks.on_step(step)
+
+    return RunHooks(on_step=on_step)
+
+
+def _backup(meter: Meter, started: float, opts: RunOptions) -> CommandResult:
+    if opts.shard is not None:
+        outcome = run_shard_backup(opts, progress=meter.advance, on_size=meter.set_total)
+        return ShardDone(outcome)
+    manifest = run_backup(opts, progress=meter.advance, on_size=meter.set_total)
+    return BackupDone(manifest, opts.store.url, time.monotonic() - started)

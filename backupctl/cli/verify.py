@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt
 from backupctl.cli.options import (
     EndpointOpt,
     IdentityOpt,
@@ -22,7 +23,15 @@ from backupctl.cli.options import (
     identities,
     trust,
 )
-from backupctl.cli.output import CommandResult, backup_progress, human, note, report, user_errors
+from backupctl.cli.output import (
+    CommandResult,
+    backup_progress,
+    human,
+    note,
+    plural,
+    report,
+    user_errors,
+)
 from backupctl.ops.scratch import check_parent
 from backupctl.ops.verify import VerifyReport, verify_backup
 from backupctl.store import catalog
@@ -48,9 +57,9 @@ class Verified(CommandResult):
             "ok": True,
             "id": r.id,
             "target": r.target,
-            "nodes": r.nodes,
+            "nodes": [{"name": n} for n in r.nodes],
             "files": r.files,
-            "bytes": r.bytes,
+            "size": r.bytes,
             "keys": r.keys,
             "types": r.types,
         }
@@ -58,7 +67,8 @@ class Verified(CommandResult):
     def print_text(self) -> None:
         r = self.report
         typer.echo(
-            f"{r.id}: OK ({r.files} files in {len(r.nodes)} archive(s), {human(r.bytes)} checked)"
+            f"{r.id}: OK ({plural(r.files, 'file')} in {plural(len(r.nodes), 'archive')}, "
+            f"{human(r.bytes)} checked)"
         )
 
 
@@ -73,6 +83,9 @@ def verify(
     identity: IdentityOpt = None,
     verify_key: VerifyKeyOpt = None,
     require_signatures: RequireSignaturesOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Download a backup and check every checksum and RDB, without restoring it."""
     with user_errors(termination_log):

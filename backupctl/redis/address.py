@@ -46,10 +46,10 @@ class ConnectionSpec:
 
     def __post_init__(self) -> None:
         if not self.host:
-            raise RedisNodeError(f"a Redis address needs a host: {URL_EXAMPLE}", reason="config")
+            raise RedisNodeError(f"a Redis address needs a host: {URL_EXAMPLE}", reason="input")
         if not 0 < self.port < 65536:
             raise RedisNodeError(
-                f"Redis port {self.port} is out of range (1-65535)", reason="config"
+                f"Redis port {self.port} is out of range (1-65535)", reason="input"
             )
 
     @property
@@ -128,14 +128,14 @@ def _split_url(url: str) -> _SplitUrl:
         raise RedisNodeError(
             f"invalid Redis URL (not shown, it may hold a password): it does not start with "
             f"redis:// or rediss://; expected {URL_EXAMPLE}",
-            reason="config",
+            reason="input",
         )
     if scheme not in ("redis", "rediss"):
         name = scheme if scheme.isascii() and scheme.isalnum() and len(scheme) <= 16 else "?"
         raise RedisNodeError(
             f"invalid Redis URL (not shown, it may hold a password): unsupported scheme "
             f"{name}://; expected {URL_EXAMPLE}",
-            reason="config",
+            reason="input",
         )
     userinfo, at, rest = after.rpartition("@")
     return _SplitUrl(scheme, userinfo if at else None, rest)
@@ -147,16 +147,16 @@ def _read_password_file(path: str) -> str:
             value = fh.read()
     except OSError as exc:
         raise RedisNodeError(
-            f"cannot read password file {path}: {exc.strerror or exc}", reason="config"
+            f"cannot read password file {path}: {exc.strerror or exc}", reason="input"
         ) from None
     except UnicodeDecodeError:  # the message would quote the bytes around the bad one
         raise RedisNodeError(
             f"password file {path} is not UTF-8 text: write the password as UTF-8",
-            reason="config",
+            reason="input",
         ) from None
     value = value.rstrip("\r\n")
     if not value:
-        raise RedisNodeError(f"password file {path} is empty", reason="config")
+        raise RedisNodeError(f"password file {path} is empty", reason="input")
     return value
 
 
@@ -188,7 +188,7 @@ def parse_redis_url(
 
     def bad(why: str) -> RedisNodeError:
         return RedisNodeError(
-            f"invalid Redis URL {shown!r}: {why}; expected {URL_EXAMPLE}", reason="config"
+            f"invalid Redis URL {shown!r}: {why}; expected {URL_EXAMPLE}", reason="input"
         )
 
     try:  # only the part after the userinfo: it holds no secret

@@ -40,7 +40,10 @@ __all__ = [
 #: The client type :func:`connect` returns (so callers need not import redis).
 Redis = redis.Redis
 
-_PASSWORD_HINT = "check --password / REDIS_PASSWORD / --password-file"
+_PASSWORD_HINT = (
+    "check the password in the URL (redis://[user]:PASSWORD@host:port), "
+    "--password-file or REDIS_PASSWORD"
+)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -86,8 +89,8 @@ def error_for(exc: BaseException, spec: ConnectionSpec, timeout: float) -> Redis
         )
     if "CALLED WITHOUT ANY PASSWORD CONFIGURED" in upper:
         return RedisNodeError(
-            f"Redis at {where} has no password set, but one was given: drop --password / "
-            "REDIS_PASSWORD / --password-file, or set requirepass on the server",
+            f"Redis at {where} has no password set, but one was given: drop the password "
+            "from the URL, --password-file and REDIS_PASSWORD, or set requirepass on the server",
             reason="auth",
         )
     if isinstance(exc, redis.exceptions.NoPermissionError) or upper.startswith("NOPERM"):

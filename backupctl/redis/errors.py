@@ -19,7 +19,8 @@ class RedisNodeError(Exception):
     ``reason`` is a short machine-readable word for status conditions and exit
     codes: ``auth``, ``noauth``, ``unreachable``, ``timeout``, ``tls``,
     ``protocol``, ``permission``, ``loading``, ``bgsave``, ``replication``,
-    ``config``, ``rdb``, ``error``.
+    ``config``, ``rdb``, ``error``; ``input`` for a URL or password file that
+    cannot be used (the user's to fix, exit code 2 in the CLI).
     """
 
     def __init__(self, message: str, *, reason: str = "error") -> None:

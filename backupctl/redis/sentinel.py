@@ -376,8 +376,9 @@ def _about_sentinel(exc: RedisNodeError) -> str:
     """A connection error's text, saying Sentinel and naming the Sentinel's settings."""
     text = str(exc).replace("Redis at", "Sentinel at", 1)
     return text.replace(
-        "--password / REDIS_PASSWORD / --password-file",
-        "--sentinel-password-file / REDIS_SENTINEL_PASSWORD / the --sentinel URL",
+        "the password in the URL (redis://[user]:PASSWORD@host:port), --password-file or "
+        "REDIS_PASSWORD",
+        "--sentinel-password-file, REDIS_SENTINEL_PASSWORD or the --sentinel URL",
     )
 
 

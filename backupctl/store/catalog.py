@@ -49,6 +49,14 @@ class CatalogError(Exception):
     """A backup reference that does not resolve, or a manifest that is unreadable."""
 
 
+class BackupNotFound(CatalogError):
+    """No backup (or no complete one) matches the id or 'latest' asked for."""
+
+
+class InvalidReference(CatalogError):
+    """A backup id or target that is not well formed (the user's typo)."""
+
+
 class ForeignManifest(CatalogError):
     """A manifest not this folder's own: it names another folder, or fails its signature."""
 
@@ -183,13 +191,13 @@ class Manifest:
         try:
             d = checks.mapping(d, "the manifest")
             if d.get("format") != MANIFEST_FORMAT:
-                raise CatalogError(f"unsupported manifest format {_clip(d.get('format'))}")
+                raise CatalogError(f"unsupported manifest format {checks.clip(d.get('format'))}")
             tool = checks.mapping(checks.field(d, "tool", "the manifest"), "tool")
             redis = checks.mapping(checks.field(d, "redis", "the manifest"), "redis")
             redis_version = checks.text(checks.field(redis, "version", "redis"), "redis.version")
             created = checks.text(checks.field(d, "created", "the manifest"), "created")
             if parse_time(created) is None:
-                raise CatalogError(f"'created' is not an RFC 3339 time: {_clip(created)}")
+                raise CatalogError(f"'created' is not an RFC 3339 time: {checks.clip(created)}")
             nodes = checks.items(
                 checks.field(d, "nodes", "the manifest"), "nodes", checks.MAX_NODES
             )
@@ -212,7 +220,7 @@ class Manifest:
                 nodes=[_node_from_json(n, f"nodes[{i}]") for i, n in enumerate(nodes)],
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise CatalogError(f"malformed manifest: {_reason(e)}") from e
+            raise CatalogError(f"malformed manifest: {checks.reason(e)}") from e
 
     @classmethod
     def loads(cls, raw: bytes) -> Manifest:
@@ -229,21 +237,6 @@ class Manifest:
             raise CatalogError("manifest is not valid JSON: nested too deeply") from e
 
 
-def _reason(e: Exception) -> str:
-    """One line for a parse failure: the message of our own checks, the field
-    name of a KeyError, else the exception's text."""
-    if isinstance(e, KeyError):
-        return f"missing field {e}"
-    return _clip(str(e) or type(e).__name__, quote=False)
-
-
-def _clip(value: Any, *, quote: bool = True, limit: int = 80) -> str:
-    """A value from a manifest, shortened for a message."""
-    shown = repr(value) if quote else str(value)
-    shown = "".join(c if c.isprintable() else "?" for c in shown[: limit + 1])
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
-
-
 def node_to_json(node: NodeEntry) -> dict[str, Any]:
     """One ``nodes[]`` entry of the manifest."""
     return _node_to_json(asdict(node))
@@ -254,7 +247,7 @@ def node_from_json(d: Any) -> NodeEntry:
     try:
         return _node_from_json(d)
     except (KeyError, TypeError, ValueError) as e:
-        raise CatalogError(f"malformed node entry: {_reason(e)}") from e
+        raise CatalogError(f"malformed node entry: {checks.reason(e)}") from e
 
 
 def _node_to_json(n: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +349,7 @@ def is_backup_id(name: str) -> bool:
 def validate_id(backup_id: str) -> str:
     """``backup_id`` if it is a backup id (``backup-YYYYMMDD-HHMMSS[-N]``, a real time)."""
     if not is_backup_id(backup_id):
-        raise CatalogError(
+        raise InvalidReference(
             f"{backup_id!r} is not a backup id: use backup-YYYYMMDD-HHMMSS (UTC), "
             "optionally with a -N suffix"
         )
@@ -366,7 +359,9 @@ def validate_id(backup_id: str) -> str:
 def id_time(backup_id: str) -> datetime:
     m = ID_PATTERN.fullmatch(backup_id)
     if not m or not is_backup_id(backup_id):
-        raise CatalogError(f"{backup_id!r} is not a backup id (expected backup-YYYYMMDD-HHMMSS)")
+        raise InvalidReference(
+            f"{backup_id!r} is not a backup id (expected backup-YYYYMMDD-HHMMSS)"
+        )
     return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
 
@@ -383,7 +378,7 @@ def normalize_ref(ref: str) -> str:
             name = name[: -len(suffix)]
             break
     if not ID_PATTERN.match(name):
-        raise CatalogError(
+        raise InvalidReference(
             f"{ref!r} is not a backup id: use 'latest' or an id like backup-20240101-120000 "
             "(see 'backupctl list')"
         )
@@ -392,7 +387,7 @@ def normalize_ref(ref: str) -> str:
 
 def validate_target(target: str) -> str:
     if not TARGET_PATTERN.match(target) or any(ID_PATTERN.match(p) for p in target.split("/")):
-        raise CatalogError(
+        raise InvalidReference(
             f"target {target!r} is not valid: use letters, digits, '.', '_', '-' "
             "and '/' between parts, e.g. 'redis/redis-cluster'"
         )
@@ -542,8 +537,8 @@ def check_folder(manifest: Manifest, target: str, backup_id: str) -> None:
     """:class:`CatalogError` unless ``manifest`` names ``<target>/<backup_id>/``."""
     if (manifest.target, manifest.id) != (target, backup_id):
         raise ForeignManifest(
-            f"the manifest names {_clip(manifest.target, quote=False)}/"
-            f"{_clip(manifest.id, quote=False)} but sits in "
+            f"the manifest names {checks.clip(manifest.target, quote=False)}/"
+            f"{checks.clip(manifest.id, quote=False)} but sits in "
             f"{target}/{backup_id}/: it was copied or moved from another folder and is not used "
             "(move it back, or delete the folder)"
         )
@@ -568,11 +563,11 @@ def find(
             where = f" of target {target!r}" if target else ""
             bad = next((e for e in entries if e.invalid), None)
             why = f" ({bad.id} is INVALID: {bad.manifest_error})" if bad else ""
-            raise CatalogError(f"no complete backup{where} in {backend.url}{why}")
+            raise BackupNotFound(f"no complete backup{where} in {backend.url}{why}")
         return complete[0]
     matches = [e for e in entries if e.id == bid]
     if not matches:
-        raise CatalogError(f"backup {bid!r} not found in {backend.url} (see 'backupctl list')")
+        raise BackupNotFound(f"backup {bid!r} not found in {backend.url} (see 'backupctl list')")
     if len(matches) > 1:
         raise CatalogError(f"backup id {bid!r} exists for several targets; pass --target")
     entry = matches[0]

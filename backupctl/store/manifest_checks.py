@@ -149,3 +149,18 @@ def optional_text(value: Any, what: str) -> str | None:
 def _show(value: Any) -> str:
     kind = type(value).__name__
     return {"NoneType": "null", "dict": "an object", "list": "a list"}.get(kind, kind)
+
+
+def reason(e: Exception) -> str:
+    """One line for a parse failure: the message of our own checks, the field
+    name of a KeyError, else the exception's text."""
+    if isinstance(e, KeyError):
+        return f"missing field {e}"
+    return clip(str(e) or type(e).__name__, quote=False)
+
+
+def clip(value: Any, *, quote: bool = True, limit: int = 80) -> str:
+    """A value from a manifest, shortened for a message."""
+    shown = repr(value) if quote else str(value)
+    shown = "".join(c if c.isprintable() else "?" for c in shown[: limit + 1])
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"

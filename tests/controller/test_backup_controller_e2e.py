@@ -243,7 +243,7 @@ def store_ids(url: str, env: dict[str, str], target: str) -> list[str]:
         timeout=60,
         check=True,
     )
-    return [b["id"] for b in json.loads(out.stdout)]
+    return [b["id"] for b in json.loads(out.stdout)["backups"]]
 
 
 def assert_valid_jobs(api: K8sApi) -> None:
@@ -785,11 +785,11 @@ def test_an_opstree_cluster_of_size_6_is_backed_up_by_one_job_per_shard_into_one
         [BACKUPCTL, "list", f"s3://{bucket}", "--all", "--json"],
         env={**os.environ, **s3_server.env}, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
-    (listed,) = json.loads(out.stdout)  # one set, complete; no stray folder
+    (listed,) = json.loads(out.stdout)["backups"]  # one set, complete; no stray folder
     assert (listed["id"], listed["target"], listed["complete"], listed["keys"]) == (
         last["id"], "ns/redis-cluster", True, total,
     )  # fmt: skip
-    assert listed["nodes"] == [f"127.0.0.1-{p.port}" for p in primaries]
+    assert [n["name"] for n in listed["nodes"]] == [f"127.0.0.1-{p.port}" for p in primaries]
     assert listed["id"] == "backup-" + run.rsplit("-", 1)[1][:8] + "-" + run[-6:]
 
     settled_events(

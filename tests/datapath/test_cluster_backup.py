@@ -88,15 +88,15 @@ def test_one_shard_failing_leaves_no_complete_set_and_the_next_run_succeeds(
         "run", "--redis", nodes[0].url, "--to", store, "--target", "c", "--cluster", check=False
     )
     assert_one_clear_error(proc, "1 of 3 shards failed")
-    assert json.loads(cli("list", store, "--json").stdout) == []
-    assert [b["complete"] for b in json.loads(cli("list", store, "--all", "--json").stdout)] == [
-        False
-    ]
+    assert json.loads(cli("list", store, "--json").stdout)["backups"] == []
+    assert [
+        b["complete"] for b in json.loads(cli("list", store, "--all", "--json").stdout)["backups"]
+    ] == [False]
 
     (broken / "x").unlink()
     broken.rmdir()
     cli("run", "--redis", nodes[0].url, "--to", store, "--target", "c", "--cluster")
-    listed = json.loads(cli("list", store, "--json").stdout)
+    listed = json.loads(cli("list", store, "--json").stdout)["backups"]
     assert len(listed) == 1 and listed[0]["keys"] == 3_000
 
 
@@ -196,7 +196,7 @@ def test_shard_runs_started_together_with_one_id_make_one_complete_set(
     assert any(r["complete"] for r in results)  # the last to finish wrote the manifest
     assert sum(r["keys"] for r in results) == 30_000
 
-    (listed,) = json.loads(cli("list", store, "--all", "--json").stdout)
+    (listed,) = json.loads(cli("list", store, "--all", "--json").stdout)["backups"]
     assert (listed["id"], listed["complete"], listed["keys"]) == (SET_ID, True, 30_000)
     manifest = json.loads((store / "c" / SET_ID / "manifest.json").read_text())
     # Each shard Job found its own shard from Redis, whatever node it was pointed at:
@@ -241,8 +241,8 @@ def test_two_of_three_shards_leave_the_set_incomplete_until_the_third_completes_
     assert archive.stat().st_mtime_ns == stamp, "a retried shard run does not upload again"
     cli(*shard_args(masters[0], store, 2, 3, "--prefer-replica"))
 
-    assert json.loads(cli("list", store, "--json").stdout) == []
-    (incomplete,) = json.loads(cli("list", store, "--all", "--json").stdout)
+    assert json.loads(cli("list", store, "--json").stdout)["backups"] == []
+    (incomplete,) = json.loads(cli("list", store, "--all", "--json").stdout)["backups"]
     assert (incomplete["id"], incomplete["complete"]) == (SET_ID, False)
     assert incomplete["problem"] == "incomplete: no manifest"
     refused = cli("restore", store, SET_ID, "--target", "c", "--dry-run", check=False)
@@ -251,7 +251,7 @@ def test_two_of_three_shards_leave_the_set_incomplete_until_the_third_completes_
     last = json.loads(cli(*shard_args(masters[0], store, 3, 3, *replica_args)).stdout)
     assert last["complete"] and last["manifest"]["keys"] == 3_000
     assert {n["role"] for n in last["manifest"]["nodes"]} == {"replica"}
-    (listed,) = json.loads(cli("list", store, "--json").stdout)
+    (listed,) = json.loads(cli("list", store, "--json").stdout)["backups"]
     assert (listed["id"], listed["keys"], len(listed["nodes"])) == (SET_ID, 3_000, 3)
 
 

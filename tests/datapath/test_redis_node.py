@@ -148,7 +148,8 @@ def test_wrong_password_and_noauth(redis_factory: RedisFactory) -> None:
         connect(bad)
     assert str(err.value) == (
         f"Redis at {where} rejected the password: "
-        "check --password / REDIS_PASSWORD / --password-file"
+        "check the password in the URL (redis://[user]:PASSWORD@host:port), --password-file "
+        "or REDIS_PASSWORD"
     )
     assert err.value.reason == "auth" and "wrong-pw" not in str(err.value)
 
@@ -156,7 +157,8 @@ def test_wrong_password_and_noauth(redis_factory: RedisFactory) -> None:
     with pytest.raises(RedisNodeError) as err:
         connect(none)
     assert str(err.value) == (
-        f"Redis at {where} requires a password: check --password / REDIS_PASSWORD / --password-file"
+        f"Redis at {where} requires a password: check the password in the URL "
+        "(redis://[user]:PASSWORD@host:port), --password-file or REDIS_PASSWORD"
     )
     assert err.value.reason == "noauth"
 

@@ -129,7 +129,7 @@ def test_check_redis_verifies_a_primary_and_its_replicas(
 
     wrong = cli("check-redis", *urls, "--expect-keys", str(n + 5), "--termination-log", tlog,
                 check=False)  # fmt: skip
-    assert wrong.returncode == 1
+    assert wrong.returncode == 6  # integrity: the restore is not verified
     assert f"loaded {n} keys" in wrong.stderr and f"holds {n + 5}" in wrong.stderr
     assert json.loads(tlog.read_text())["ok"] is False
 
@@ -139,7 +139,7 @@ def test_check_redis_verifies_a_primary_and_its_replicas(
     replicas[1].client().execute_command("REPLICAOF", "NO", "ONE")
     replicas[1].client().set("diverged", "1")
     diverged = cli("check-redis", *urls, "--expect-keys", str(n), check=False)
-    assert diverged.returncode == 1 and "expected one primary" in diverged.stderr
+    assert diverged.returncode == 6 and "expected one primary" in diverged.stderr
 
 
 def test_check_redis_without_debug_compares_key_counts(

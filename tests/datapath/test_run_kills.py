@@ -46,7 +46,7 @@ def _config(server: RedisServer) -> dict[str, Any]:
 
 
 def _listed(store: Path) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = json.loads(cli("list", store, "--json").stdout)
+    out: list[dict[str, Any]] = json.loads(cli("list", store, "--json").stdout)["backups"]
     return out
 
 
@@ -109,7 +109,7 @@ def test_run_killed_at_every_step_then_a_rerun(redis_factory: RedisFactory, tmp_
     listed = _listed(store)
     assert sorted(b["id"] for b in listed) == [before, after]
     assert all(b["complete"] for b in listed)
-    everything = json.loads(cli("list", store, "--all", "--json").stdout)
+    everything = json.loads(cli("list", store, "--all", "--json").stdout)["backups"]
     assert len([b for b in everything if not b["complete"]]) >= 1  # the killed ones, marked
     assert _config(src) == config
     assert _leftovers(killed, Path(tempfile.gettempdir()), tmp_path) == []

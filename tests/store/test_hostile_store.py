@@ -84,7 +84,7 @@ def _listed(store: LocalBackend, *extra: str) -> dict[str, dict[str, Any]]:
     result = CliRunner().invoke(app, ["list", store.url, "--json", *extra])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
-    return {f"{e['target']}/{e['id']}": e for e in json.loads(result.stdout)}
+    return {f"{e['target']}/{e['id']}": e for e in json.loads(result.stdout)["backups"]}
 
 
 # --- archives that claim less than they hold -----------------------------------------
@@ -322,7 +322,7 @@ def test_a_manifest_that_is_a_link_a_fifo_or_huge_is_listed_invalid_without_read
     # A cap on memory: reading /dev/zero whole would fail it (MemoryError), not the test run.
     proc = _cli("list", store.url, "--json", timeout=30, memory=1024 * MiB)
     assert proc.returncode == 0, proc.stderr
-    listed = {e["id"]: e for e in json.loads(proc.stdout)}
+    listed = {e["id"]: e for e in json.loads(proc.stdout)["backups"]}
     assert listed[good]["status"] == "complete"
     assert listed[bad]["status"] == "invalid" and needle in listed[bad]["problem"]
     text = _cli("list", store.url, timeout=30, memory=1024 * MiB)
@@ -465,7 +465,7 @@ def test_list_works_on_a_read_only_store(store: LocalBackend, read_only_view: Pa
     for extra in ([], ["--all"]):
         proc = _cli("list", read_only_view, "--json", *extra)
         assert proc.returncode == 0, proc.stderr
-        got = [e["id"] for e in json.loads(proc.stdout)]
+        got = [e["id"] for e in json.loads(proc.stdout)["backups"]]
         assert got[:2] == ids[::-1] and len(got) == 2 + len(extra)
 
 
@@ -513,7 +513,7 @@ def test_list_works_with_read_only_s3_credentials(tmp_path: Path) -> None:
             for extra in ([], ["--all"]):
                 result = CliRunner().invoke(app, ["list", f"s3://{bucket}", "--json", *extra])
                 assert result.exit_code == 0, result.output
-                assert [e["id"] for e in json.loads(result.stdout)] == ids[::-1]
+                assert [e["id"] for e in json.loads(result.stdout)["backups"]] == ids[::-1]
     finally:
         emulator.stop()
 

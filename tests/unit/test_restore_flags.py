@@ -88,6 +88,7 @@ def test_every_mode_specific_option_of_the_command_is_in_the_table() -> None:
     flags = {p.opts[0] for p in restore.params if p.opts[0].startswith("--")}
     common = {"--target", "--endpoint", "--json", "--termination-log", "--dry-run", "--help"}
     common |= {"--verify-key", "--require-signatures"}  # which backup, in every mode
+    common |= {"--quiet", "--verbose", "--log-format"}
     assert flags - common - set(DESTINATIONS) == set(FLAG_MODES)
 
 
@@ -101,7 +102,7 @@ def test_every_mode_specific_option_of_the_command_is_in_the_table() -> None:
         (["--to-dir", "d", "--to-cluster", "redis://127.0.0.1:1"], "pass exactly one of"),
     ],
 )
-def test_the_command_refuses_in_one_line_exit_1_and_writes_the_termination_log(
+def test_the_command_refuses_in_one_line_exit_2_and_writes_the_termination_log(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     """Flags given at their default value count as given: they were asked for."""
@@ -111,7 +112,7 @@ def test_the_command_refuses_in_one_line_exit_1_and_writes_the_termination_log(
     result = CliRunner().invoke(
         app, ["restore", str(store), "latest", *args, "--termination-log", str(log)]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # usage
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
     assert json.loads(log.read_text()) == {"ok": False, "error": lines[0].removeprefix("error: ")}

@@ -31,7 +31,7 @@ def test_any_text_parses_or_raises_the_documented_error(url: str) -> None:
     try:
         spec = parse_redis_url(url, env={})
     except RedisNodeError as exc:
-        assert exc.reason == "config"
+        assert exc.reason == "input"
         assert "\n" not in str(exc) and str(exc)
     else:
         assert isinstance(spec, ConnectionSpec)

@@ -68,9 +68,14 @@ def record(d: Draft, job: JobView) -> None:
         out["backupId"] = result["id"]
     if job.state == SUCCEEDED and result.get("ok"):
         out["result"] = PASSED
-        for key in ("files", "bytes", "keys"):
-            if isinstance(result.get(key), int):
-                out[key] = result[key]
+        for key, field in (
+            ("files", "files"),
+            ("size", "bytes"),
+            ("bytes", "bytes"),
+            ("keys", "keys"),
+        ):
+            if isinstance(result.get(key), int):  # verify says "size" (older: "bytes")
+                out.setdefault(field, result[key])
         types = result.get("types")
         if isinstance(types, dict):
             out["types"] = {str(k): v for k, v in types.items() if isinstance(v, int)}

@@ -158,7 +158,9 @@ def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None
     if "://" not in url:
         scheme = url.split(":", 1)[0].lower()
         if ":" in url and scheme in {"file", "memory", *_CLOUD, *_SUGGEST}:
-            fixed = _SUGGEST.get(scheme, scheme) + "://" + url.split(":", 1)[1].lstrip("/")
+            # file URLs hold an absolute path: file:///x (file://x names a host)
+            slashes = ":///" if scheme == "file" else "://"
+            fixed = _SUGGEST.get(scheme, scheme) + slashes + url.split(":", 1)[1].lstrip("/")
             raise StoreURLError(f"store URL {url!r} lacks '//': did you mean {fixed}?")
         if endpoint:
             raise StoreURLError("an endpoint only applies to s3://, az:// and gs:// stores")

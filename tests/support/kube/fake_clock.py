@@ -7,6 +7,11 @@ seconds into a file (:meth:`support.kube.operator_process.Operator.set_time`).
 and then by :meth:`FileOffsetClock.watch` (every :data:`POLL` seconds, never
 on the hot path), which calls ``on_change`` whenever the offset moves, so the
 controller's daemons wake up and plan at the new time.
+
+A timestamp the API server set (``from_real``) is shifted by the offset in
+force when it was set, not by today's: a resource created at 10:00 stays
+created at 10:00 after the clock jumps to 11:00, as it would on a cluster
+whose clock simply ran on.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class FileOffsetClock:
         self.path = path
         self._seen: tuple[int, int] | None = None
         self._offset = 0.0
+        #: (real time it took effect, offset), oldest first
+        self._history: list[tuple[datetime, float]] = []
         self.refresh()
 
     def refresh(self) -> bool:
@@ -40,14 +47,21 @@ class FileOffsetClock:
         except (OSError, ValueError):
             return False  # keep the last good offset while the file is rewritten
         changed, self._offset = offset != self._offset, offset
+        if changed or not self._history:
+            self._history.append((datetime.now(UTC), offset))
         return changed
 
     def now(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self._offset)
 
     def from_real(self, t: datetime) -> datetime:
-        """A timestamp the API server set, on this clock."""
-        return t + timedelta(seconds=self._offset)
+        """A timestamp the API server set, on this clock (the offset then)."""
+        offset = self._history[0][1] if self._history else self._offset
+        for since, value in self._history:
+            if since > t:
+                break
+            offset = value
+        return t + timedelta(seconds=offset)
 
     async def watch(self, on_change: Callable[[], None]) -> None:
         """Call ``on_change()`` whenever the offset changes."""

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 import typer
 
 from backupctl.cli.defaults import resolve_args
+from backupctl.cli.exit_codes import ExitCode
 from backupctl.cli.options import EndpointOpt, JsonOpt, TargetOpt, get_store
 from backupctl.cli.output import (
     CommandResult,
-    fail,
+    error_json,
     human,
     print_json,
     progress_bar,
@@ -104,9 +105,12 @@ def check_command(
             subset=subset,
             progress=advance,
         )
-    if as_json:
-        print_json(result.to_json())
+    message = f"check found {len(result.errors)} error(s) in {result.store}"
+    if as_json:  # one JSON document: the report, and the error when it found any
+        failed = {} if result.ok else error_json(message, ExitCode.INTEGRITY)
+        print_json({**result.to_json(), **failed})
     else:
         Checked(result).print_text()
     if not result.ok:
-        fail(f"check found {len(result.errors)} error(s) in {result.store}")
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(int(ExitCode.INTEGRITY))

@@ -146,12 +146,14 @@ def test_restore_refuses_before_touching_anything_a_backup_the_target_cannot_loa
     assert sorted(p.name for p in data.iterdir()) == ["dump.rdb"]
     assert (data / "dump.rdb").read_bytes() == b"the live data"
 
-    # --to-redis: the local reader is the old server: refused before any download or write.
+    # --to-redis reads the archive itself (no local server since issue 12): --redis-server
+    # there is a usage error, before any download or write.
     target = redis_factory()
     proc = cli(
         "restore", store, "latest", "--to-redis", target.url, "--redis-server", old, check=False
     )
-    assert_one_clear_error(proc, "nothing was touched", "Redis 6.2.14")
+    assert proc.returncode == 2
+    assert_one_clear_error(proc, "--redis-server goes with --to-dir")
     assert target.dbsize() == 0
 
     # The real redis-server of the backup's version loads it: no refusal.

@@ -197,7 +197,7 @@ def test_restore_to_cluster_with_restart_brings_every_shard_back_to_the_backup(
 
     # Not restored yet: the verification says which node loaded what.
     refused = cli("restore", store, m["id"], "--to-cluster", nodes[0].url, "--verify-only",
-                  "--timeout", "0", check=False)  # fmt: skip
+                  "--timeout", "1", check=False)  # fmt: skip
     assert_one_clear_error(refused, "verification failed", "loaded 0 keys", "the backup holds")
 
     with Supervisor(nodes):

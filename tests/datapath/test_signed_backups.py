@@ -45,7 +45,7 @@ def test_a_planted_unsigned_backup_is_not_latest_and_an_edited_one_fails_verify(
     assert planted["id"] != genuine["id"]
     trust = ("--verify-key", public, "--require-signatures")
 
-    rows = {r["id"]: r for r in json.loads(cli("list", store, "--json", *trust).stdout)}
+    rows = {r["id"]: r for r in json.loads(cli("list", store, "--json", *trust).stdout)["backups"]}
     assert rows[genuine["id"]]["status"] == "complete" and rows[genuine["id"]]["signed"]
     assert rows[planted["id"]]["status"] == "invalid"
     assert "not signed" in rows[planted["id"]]["problem"]

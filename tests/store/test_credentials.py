@@ -66,13 +66,14 @@ def test_azure_sas_token_with_an_endpoint_and_read_only_sas(
         local.mkdir()
         bid = add_backup(open_store(str(local)), "ns/a", datetime(2025, 1, 1, tzinfo=UTC))
         cli("copy", local, url, env=env)
-        listed = json.loads(cli("list", url, "--json", env=env).stdout)
+        listed = json.loads(cli("list", url, "--json", env=env).stdout)["backups"]
         assert [e["id"] for e in listed] == [bid]
 
         read_only = {**env, "AZURE_STORAGE_SAS_TOKEN": _sas(container, "rl")}
         assert json.loads(cli("show", url, bid, "--json", env=read_only).stdout)["ok"]
         denied = cli("delete", url, bid, "--force", env=read_only, check=False)
         assert_one_clear_error(denied, "denied")
-        assert [e["id"] for e in json.loads(cli("list", url, "--json", env=env).stdout)] == [bid]
+        listed = json.loads(cli("list", url, "--json", env=env).stdout)["backups"]
+        assert [e["id"] for e in listed] == [bid]
     finally:
         azurite_server.remove_bucket(container)

@@ -281,7 +281,7 @@ def test_list_and_restore_dry_run_honour_verify_key_and_require_signatures(
         app, ["list", url, "--json", "--verify-key", str(public), "--require-signatures"]
     )
     assert out.exit_code == 0, out.output
-    rows = {r["id"]: r for r in json.loads(out.stdout)}
+    rows = {r["id"]: r for r in json.loads(out.stdout)["backups"]}
     assert rows[good]["status"] == "complete" and rows[good]["signed"] is True
     assert rows[planted]["status"] == "invalid" and rows[planted]["signed"] is False
     assert "not signed" in rows[planted]["problem"]
@@ -295,5 +295,5 @@ def test_list_and_restore_dry_run_honour_verify_key_and_require_signatures(
 
     refused = runner.invoke(app, ["restore", url, "--dry-run", planted, "--verify-key",
                                   str(public), "--require-signatures"])  # fmt: skip
-    assert refused.exit_code == 1
+    assert refused.exit_code == 6  # integrity (docs/cli-output.md)
     assert "cannot be used" in refused.output and "not signed" in refused.output

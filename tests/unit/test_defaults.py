@@ -158,7 +158,8 @@ def test_cli_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
     base = {"BACKUPCTL_CONFIG": str(config), "HOME": str(tmp_path)}
 
     def listed(*args: object, env: dict[str, str]) -> list[str]:
-        return [e["target"] for e in json.loads(cli("list", *args, "--json", env=env).stdout)]
+        listed = json.loads(cli("list", *args, "--json", env=env).stdout)["backups"]
+        return [e["target"] for e in listed]
 
     assert listed(env=base) == ["ns/file"]
     env = {**base, "BACKUPCTL_STORE": str(tmp_path / "env")}

@@ -129,7 +129,7 @@ def test_lock_on_a_store_other_than_s3_is_refused() -> None:
             open_store(url, lock=ObjectLock("GOVERNANCE", 1))
     out = CliRunner().invoke(app, ["run", "--redis", "redis://127.0.0.1:1", "--to", "/tmp/x",
                                    "--lock-mode", "governance", "--lock-days", "3"])  # fmt: skip
-    assert out.exit_code == 1 and "s3:// stores only" in out.output
+    assert out.exit_code == 2 and "s3:// stores only" in out.output  # usage
 
 
 # --- on moto --------------------------------------------------------------------------

@@ -353,7 +353,7 @@ def test_a_backup_restores_into_another_version_or_is_refused_before_anything_is
     # --to-redis relabels payloads or rebuilds values where the target has every field;
     # the data here holds hash field TTLs the target lacks: refused after the verifying
     # download (a checker's note may come first), naming both sides and the type.
-    assert to_redis.returncode == 1, to_redis.stderr
+    assert to_redis.returncode == 7, to_redis.stderr  # refused as unsafe
     errors = [ln for ln in to_redis.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in to_redis.stderr, to_redis.stderr
     for needle in (src.version, dst.version, "field TTLs", "nothing was written"):

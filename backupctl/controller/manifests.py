@@ -39,13 +39,12 @@ from typing import Any
 
 from backupctl.controller.identity import RunAs, probe_args
 from backupctl.controller.job_env import (
-    retention_args,
     secret_volume,
     storage_env,
     storage_mounts,
     storage_volumes,
 )
-from backupctl.controller.job_limits import BACKUP, PROBE, PRUNE, STAGE
+from backupctl.controller.job_limits import BACKUP, PROBE, STAGE
 from backupctl.controller.job_pod import (
     CONTAINER_NAME,
     DATA_DIR,
@@ -66,7 +65,7 @@ from backupctl.controller.spec import (
     restore_source_target,
     store_url,
 )
-from backupctl.controller.spec_crypto import backup_keys, prune_keys, restore_keys
+from backupctl.controller.spec_crypto import backup_keys, restore_keys
 from backupctl.store.catalog import new_backup_id
 
 TLS_CA_DIR = "/var/run/secrets/backupctl/redis-tls"
@@ -249,91 +248,6 @@ def backup_job(
         deadline_fallback=spec.job.active_deadline_seconds,
         run_as=run_as,
         run_as_of=pod.name,
-    )
-
-
-def prune_job(
-    spec: BackupSpec,
-    *,
-    name: str,
-    namespace: str,
-    backup_name: str,
-    owner: Mapping[str, Any] | None,
-    image: str,
-    slot: datetime | None = None,
-    ttl_seconds_after_finished: int | None = None,
-) -> dict[str, Any]:
-    """The Job that applies ``spec.retention`` to the target's backups.
-    Name it ``job_name(backup_name, slot, "prune")``."""
-    if spec.retention.empty:
-        raise ValueError("the spec has no retention rules: nothing to prune")
-    args = [
-        "prune",
-        store_url(spec.storage),
-        "--target",
-        catalog_target(namespace, spec.target, backup_name),
-        "--timezone",
-        spec.time_zone,
-        *retention_args(spec.retention),
-    ]
-    keys = prune_keys(spec.encryption)
-    return job(
-        name=name,
-        namespace=namespace,
-        owner=owner,
-        labels=backup_labels(backup_name, "prune", slot),
-        annotations={},
-        options=spec.job,
-        image=spec.job.image or image,
-        args=[*args, *keys.args],
-        env=[*storage_env(spec.storage), *keys.env],
-        volumes=[*storage_volumes(spec.storage), *keys.volumes],
-        mounts=[*storage_mounts(spec.storage), *keys.mounts],
-        affinity=None,
-        node_selector=spec.job.node_selector,
-        ttl_seconds_after_finished=ttl_seconds_after_finished,
-        kind=PRUNE,
-    )
-
-
-def verify_job(
-    spec: BackupSpec,
-    *,
-    name: str,
-    namespace: str,
-    backup_name: str,
-    backup_id: str,
-    owner: Mapping[str, Any] | None,
-    image: str,
-    slot: datetime | None = None,
-    ttl_seconds_after_finished: int | None = None,
-) -> dict[str, Any]:
-    """A restore drill: ``backupctl verify`` of backup ``backup_id`` of the
-    target (every archive downloaded, every sha256 and RDB checked). Name it
-    ``job_name(backup_name, slot, "verify")``; it has a backup Job's deadline."""
-    args = [
-        "verify",
-        store_url(spec.storage),
-        backup_id,
-        "--target",
-        catalog_target(namespace, spec.target, backup_name),
-    ]
-    return job(
-        name=name,
-        namespace=namespace,
-        owner=owner,
-        labels=backup_labels(backup_name, "verify", slot),
-        annotations={},
-        options=spec.job,
-        image=spec.job.image or image,
-        args=args,
-        env=storage_env(spec.storage),
-        volumes=storage_volumes(spec.storage),
-        mounts=storage_mounts(spec.storage),
-        affinity=None,
-        node_selector=spec.job.node_selector,
-        ttl_seconds_after_finished=ttl_seconds_after_finished,
-        kind=BACKUP,
     )
 
 
@@ -589,7 +503,6 @@ __all__ = [
     "label_value",
     "owner_reference",
     "probe_job",
-    "prune_job",
     "redis_url",
     "restore_job",
     "restore_stage_job",

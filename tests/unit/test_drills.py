@@ -23,10 +23,10 @@ from unit.test_backup_plan import (
 
 from backupctl.controller.backup.model import Observed, Plan
 from backupctl.controller.jobs import FAILED, SUCCEEDED, VERIFY, JobView
-from backupctl.controller.manifests import verify_job
 from backupctl.controller.metric_values import backup_gauges
 from backupctl.controller.spec import parse_backup
 from backupctl.controller.spec_fields import SpecError
+from backupctl.controller.store_jobs import verify_job
 
 AFTER = {"afterEachBackup": True}
 HOURLY = {"schedule": "30 * * * *"}

@@ -19,7 +19,6 @@ from backupctl.controller.manifests import (
     TargetPod,
     backup_job,
     owner_reference,
-    prune_job,
     restore_job,
     restore_stage_job,
 )
@@ -27,6 +26,7 @@ from backupctl.controller.schedule import job_name
 from backupctl.controller.spec import parse_backup, parse_restore
 from backupctl.controller.spec_crypto import KEYS_DIR, SECRET_FILE_MODE
 from backupctl.controller.spec_fields import SpecError
+from backupctl.controller.store_jobs import prune_job
 
 K8S_VERSIONS = ["1.31.0", kubernetes_validate.utils.latest_version()]
 SLOT = datetime(2024, 1, 1, 2, tzinfo=UTC)

@@ -22,7 +22,6 @@ from backupctl.controller.manifests import (
     backup_labels,
     label_value,
     owner_reference,
-    prune_job,
     restore_stage_job,
 )
 from backupctl.controller.observe import job_view, parse_shard
@@ -35,6 +34,7 @@ from backupctl.controller.spec import (
     with_backup_source,
 )
 from backupctl.controller.spec_fields import SpecError
+from backupctl.controller.store_jobs import prune_job
 
 K8S_VERSIONS = ["1.31.0", kubernetes_validate.utils.latest_version()]
 SLOT = datetime(2024, 1, 1, 2, tzinfo=UTC)

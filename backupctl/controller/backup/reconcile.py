@@ -48,8 +48,6 @@ from backupctl.controller.manifests import (
     backup_job,
     label_value,
     owner_reference,
-    prune_job,
-    verify_job,
 )
 from backupctl.controller.metric_values import JOB_FAILED, backup_gauges, schedule_interval
 from backupctl.controller.observe import job_view, pod_problem, pod_result
@@ -62,6 +60,7 @@ from backupctl.controller.spec import (
     parse_backup,
 )
 from backupctl.controller.spec_fields import SpecError
+from backupctl.controller.store_jobs import prune_job, verify_job
 from backupctl.core.timefmt import parse_time
 
 PLURAL = "redisbackups"

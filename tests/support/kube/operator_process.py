@@ -5,10 +5,12 @@ with the metrics and liveness endpoints on free loopback ports, and its log kept
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -75,8 +77,14 @@ class Operator:
 
     def set_time(self, t: datetime) -> None:
         """Make the operator's clock read ``t`` now (and run on from there)."""
+        # API timestamps have whole seconds: jump on a second's boundary, and
+        # say which, so an object created in the jump's second is not read
+        # with the old offset (or one created before it with the new).
+        boundary = math.floor(time.time()) + 1
+        time.sleep(max(0.0, boundary - time.time()))
+        offset = (t - datetime.fromtimestamp(boundary, UTC)).total_seconds()
         tmp = self.clock.with_suffix(".tmp")
-        tmp.write_text(f"{(t - datetime.now(UTC)).total_seconds():.3f}")
+        tmp.write_text(f"{offset:.3f} {boundary}")
         tmp.replace(self.clock)
 
     def start(self) -> None:

@@ -472,7 +472,7 @@ def _extend_lock(backend: Backend, e: BackupEntry, until: datetime) -> tuple[str
         if err.transient:
             raise
         return (f"lock ({lock[0].lower()}) not extended: {err}",)
-    return (f"lock ({lock[0].lower()}) extended to {format_time(until)}",)
+    return (f"lock extended to {format_time(until)} ({lock[0].lower()})",)
 
 
 def lock_reason(backend: Backend, e: BackupEntry, now: datetime, *, after: str) -> str:

@@ -109,10 +109,14 @@ def _refuse(scheme: str, mode: str, modes: tuple[str, str], other: str) -> Objec
 
 
 def describe_lock(mode: str, until: datetime) -> str:
-    """``locked (governance) until 2026-01-10T02:00:00Z`` / ``held (legal hold) until released``."""
+    """``locked (governance) until 2026-01-10T02:00:00Z``, ``locked (unlocked policy)
+    until ...`` (Azure, GCS) or ``held (legal hold) until released``."""
     if until >= HELD:
         return f"held ({mode.lower()}) until released"
-    return f"locked ({mode.lower() or 'object lock'}) until {format_time(until)}"
+    kind = mode.lower() or "object lock"
+    if kind in ("unlocked", "locked"):  # Azure / GCS: the mode is the policy's
+        kind += " policy"
+    return f"locked ({kind}) until {format_time(until)}"
 
 
 __all__ = [

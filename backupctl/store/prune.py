@@ -405,7 +405,7 @@ def _prune_target(
         if i == 0 and not keep:  # belt and braces: retention keeps it anyway
             keep, reasons = True, ("newest complete backup (never removed)",)
         if keep and extend_lock is not None:
-            reasons = (*reasons, *_extend_lock(sink, entry, now + extend_lock))
+            reasons = (*reasons, *_extend_lock(sink, entry, _whole_second(now + extend_lock)))
         row = Row(t.name, entry.id, v.item.created, reasons)
         if keep:
             result.keep.append(row)
@@ -457,6 +457,12 @@ def _delete_or_keep(sink: Backend, result: PruneResult, e: BackupEntry) -> None:
                 result.incomplete[i] = IncompleteRow(
                     ir.target, ir.id, ir.created, (*ir.reasons, why), "leave"
                 )
+
+
+def _whole_second(t: datetime) -> datetime:
+    """``t`` rounded up to a whole second: Azure keeps an expiry to the second, so
+    the next prune at the same time sees the lock long enough and leaves it."""
+    return t if not t.microsecond else t.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def _extend_lock(backend: Backend, e: BackupEntry, until: datetime) -> tuple[str, ...]:

@@ -103,7 +103,7 @@ class AzureImmutabilityProxy:
                 (self.holds.add if on else self.holds.discard)(path)
             return self._reply(h, 200, {_HOLD: "true" if on else "false"})
         writes = h.command == "PUT" and comp in ("", "blocklist")
-        if blob_level and (h.command == "DELETE" and not comp or writes) and self.locked(path):
+        if blob_level and ((h.command == "DELETE" and not comp) or writes) and self.locked(path):
             return self._reply(
                 h,
                 409,
@@ -133,9 +133,11 @@ class AzureImmutabilityProxy:
         until, mode = headers.get(_UNTIL, ""), headers.get(_MODE, "Unlocked")
         with self.lock:
             old = self.policies.get(path)
-            if old is not None and old[1] == "Locked":
-                if mode != "Locked" or parsedate_to_datetime(until) < parsedate_to_datetime(old[0]):
-                    return self._reply(h, 409, {"x-ms-error-code": "ImmutabilityPolicyLocked"})
+            shorter = old is not None and (
+                mode != "Locked" or parsedate_to_datetime(until) < parsedate_to_datetime(old[0])
+            )
+            if old is not None and old[1] == "Locked" and shorter:  # Azure: only extended
+                return self._reply(h, 409, {"x-ms-error-code": "ImmutabilityPolicyLocked"})
             self.policies[path] = (until, mode)
         self._reply(h, 200, {_UNTIL: until, _MODE: mode})
 

@@ -157,13 +157,14 @@ def _server_side(d: Mapping[str, Any], p: str) -> dict[str, Any]:
 
 
 def check_lock_storage(enc: EncryptionSpec | None, storage: str, p: str) -> None:
-    """The lock field must be the one of the store (``storage``: s3, azureBlob, gcs)."""
+    """The lock field must be the one of the store (``storage``: s3, azureBlob, gcs);
+    worded as the CRD's CEL rule."""
     if enc is None or not enc.lock_field or LOCK_FIELDS[enc.lock_field][0] == storage:
         return
-    right = next(k for k, (kind, _) in LOCK_FIELDS.items() if kind == storage)
     raise SpecError(
         f"{p}.{enc.lock_field}",
-        f"goes with storage.{LOCK_FIELDS[enc.lock_field][0]}; with storage.{storage} use {right}",
+        "the lock must match the store: s3ObjectLock with storage.s3, azureImmutability "
+        "with storage.azureBlob, gcsRetention with storage.gcs",
     )
 
 

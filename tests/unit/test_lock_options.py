@@ -135,12 +135,13 @@ def test_no_lock_no_extend_flag() -> None:
     ("storage", "encryption", "message"),
     [
         ("s3", {"azureImmutability": {"mode": "Locked", "days": 3}},
-         "spec.encryption.azureImmutability: goes with storage.azureBlob; with storage.s3 "
-         "use s3ObjectLock"),
+         "spec.encryption.azureImmutability: the lock must match the store: s3ObjectLock "
+         "with storage.s3, azureImmutability with storage.azureBlob, gcsRetention with "
+         "storage.gcs"),
         ("gcs", {"s3ObjectLock": {"mode": "Governance", "days": 3}},
-         "goes with storage.s3; with storage.gcs use gcsRetention"),
+         "spec.encryption.s3ObjectLock: the lock must match the store"),
         ("azureBlob", {"gcsRetention": {"mode": "Locked", "days": 3}},
-         "with storage.azureBlob use azureImmutability"),
+         "spec.encryption.gcsRetention: the lock must match the store"),
         ("azureBlob", {"azureImmutability": {"mode": "Governance", "days": 3}},
          "must be one of Unlocked, Locked"),
         ("gcs", {"gcsRetention": {"mode": "Locked"}}, "gcsRetention.days: is required"),

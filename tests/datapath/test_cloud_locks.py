@@ -40,9 +40,11 @@ from backupctl.store.prune import prune
 from backupctl.store.retention import Policy
 
 from support import object_stores
+from support.cli_runner import assert_one_clear_error, cli
 from support.fake_backups import add_backup
 from support.lock_stores import AzureImmutabilityProxy, gcs_retention_argv
 from support.object_stores import AzuriteEmulator, ServerProcess, store_env
+from support.redis_servers import RedisFactory, populate
 
 azurite_server = object_stores.azurite_server
 
@@ -273,3 +275,32 @@ def test_a_held_backup_is_kept_until_the_hold_is_released(lock_store: LockStore)
     later = prune(writer, Policy(last=1), now=datetime.now(UTC))
     assert [r.id for r in later.remove] == [old]
     assert {e.id for e in catalog.scan(writer, TARGET)} == {new}
+
+
+def test_the_cli_locks_a_real_backup_and_prune_and_delete_say_why(
+    lock_store: LockStore, redis_factory: RedisFactory
+) -> None:
+    """As a user runs it: ``backupctl run --lock-mode`` against a real server,
+    then ``prune`` and ``delete`` of the locked backup by the CLI."""
+    src = redis_factory()
+    populate(src.client(), 500)
+    where = [lock_store.url, "--endpoint", lock_store.endpoint]
+    run = ["run", "--redis", src.url, "--to", lock_store.url, "--endpoint", lock_store.endpoint,
+           "--target", TARGET, "--lock-mode", "locked", "--lock-days", "1", "--json"]  # fmt: skip
+    first = json.loads(cli(*run, env=lock_store.env).stdout)["id"]
+    second = json.loads(cli(*run, env=lock_store.env).stdout)["id"]
+    keys = [o.key for o in lock_store.open().list(f"{TARGET}/{first}/")]
+    assert any(k.endswith(".tar.zst") for k in keys) and len(keys) >= 2, keys
+    for key in keys:  # archives and manifest alike
+        lock = lock_store.read_lock(key)
+        assert lock is not None and lock[0] == "Locked", key
+
+    pruned = cli("prune", *where, "--keep-last", "1", "--json", env=lock_store.env)
+    report = json.loads(pruned.stdout)
+    assert not report["remove"]
+    [row] = [r for r in report["keep"] if r["id"] == first]
+    assert row["reasons"][-1].startswith("locked (locked policy) until "), row
+    refused = cli("delete", *where, first, env=lock_store.env, check=False)
+    assert_one_clear_error(refused, f"backup {first} of {TARGET} is locked (locked policy)")
+    listed = json.loads(cli("list", *where, "--json", env=lock_store.env).stdout)
+    assert {b["id"] for b in listed["backups"]} >= {first, second}

@@ -903,7 +903,7 @@ def test_azure_and_gcs_lock_fields_validate_beside_s3s(
     assert pruned == []
     if error:
         assert any(error in e for e in emulated), emulated
-        with pytest.raises(specmod.SpecError, match=error):
+        with pytest.raises(SpecError, match=error):
             parse(backup)
     else:
         assert emulated == [] and schema_errors(backup) == []

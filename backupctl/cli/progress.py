@@ -30,6 +30,8 @@ __all__ = ["Meter", "State", "describe", "fields", "figures", "progress"]
 
 #: Seconds between two progress lines off a terminal.
 LINE_INTERVAL = 5.0
+#: A rate over less time than this is not shown.
+MIN_RATE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,10 @@ class State:
 
     @property
     def rate(self) -> float | None:
-        """Per second, over the step so far (None before anything moved)."""
-        return self.done / self.elapsed if self.done and self.elapsed > 0 else None
+        """Per second, over the step so far (None before anything moved, and in
+        the step's first half second, where it would be noise: a load's first
+        report comes with bytes already read)."""
+        return self.done / self.elapsed if self.done and self.elapsed >= MIN_RATE_SECONDS else None
 
     @property
     def eta(self) -> float | None:

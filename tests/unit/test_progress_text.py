@@ -41,6 +41,8 @@ def test_json_fields_name_the_keys_of_a_load_only_when_known() -> None:
     assert plain == {"event": "progress", "step": "upload", "unit": "bytes", "bytes": 5,
                      "total": 10, "rate": 5.0, "eta": 1.0, "elapsed": 1.0}  # fmt: skip
     assert fields(State("load", 5, 10, 1.0, keys=3))["keys"] == 3
+    # no rate (nor ETA) over a blink: it would be noise
+    assert fields(State("load", 5, 10, 0.2))["rate"] is None
 
 
 def test_a_load_is_its_own_step_started_by_its_first_report() -> None:
@@ -56,7 +58,7 @@ def test_a_load_is_its_own_step_started_by_its_first_report() -> None:
     meter.load(2048, 80, 80)
     assert seen[-2:] == [
         ("load: 40 B of 80 B (50%), 1,024 keys, 0s", True),
-        ("load: 80 B of 80 B (100%), 2,048 keys, 40 B/s, 2s", False),
+        ("load: 80 B of 80 B (100%), 2,048 keys, 40 B/s, ETA 0s, 2s", False),
     ]
     meter.step("swap")  # a new step forgets the keys
     assert meter.state().keys is None

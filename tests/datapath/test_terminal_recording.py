@@ -13,10 +13,11 @@ of a 500 MiB dataset are never silent for long.
 One dataset serves the four commands (terminal run and restore, then piped
 run and restore); both restores show that the data arrived (equal ``DEBUG
 DIGEST``), so a quiet command that did nothing cannot pass. CPU time about
-50 s in all (~60 s of wall time on an idle 2-core machine; 3 min at load 8). Before this check, ``restore --to-redis``
-on a terminal drew its own ``loading:`` line over the ``download`` bar (still
-at 100%), and off a terminal kept printing ``download ... (100%)`` while it
-loaded keys.
+50 s in all (~60 s of wall time on an idle 2-core machine; 3 min at load 8).
+
+Before this check, ``restore --to-redis`` on a terminal drew its own
+``loading:`` line over the ``download`` bar (still at 100%), and off a
+terminal kept printing ``download ... (100%)`` while it loaded keys.
 
 The dataset is 64,000 strings of 8 KiB of random-looking bytes (500 MiB of
 values; the RDB and the archive are ~450 MiB, since LZF and zstd gain little),

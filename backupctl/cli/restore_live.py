@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from backupctl.cli.options import get_store, identities, redis_spec, trust
-from backupctl.cli.output import CommandResult, backup_progress, note, report, user_errors
+from backupctl.cli.output import CommandResult, backup_progress, note, plural, report, user_errors
 from backupctl.cli.progress import progress
 from backupctl.cli.restore_modes import RestoreRequest
 from backupctl.ops.restore_dir import RestoreError
@@ -54,7 +54,7 @@ class Loaded(CommandResult):
     def print_text(self) -> None:
         r = self.result
         expired = f", {r.expired} expired since the backup" if r.expired else ""
-        where = f"{len(r.databases)} database(s)"
+        where = plural(len(r.databases), "database")
         if r.cluster:
             per_master = ", ".join(f"{m}: {n}" for m, n in r.masters.items())
             where = f"{len(r.masters)} cluster masters ({per_master})"

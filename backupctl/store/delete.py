@@ -41,6 +41,15 @@ class DeleteError(PruneError):
     """A delete that must not run as asked. ``str()`` is one line."""
 
 
+class DeleteNotFound(DeleteError, catalog.BackupNotFound):
+    """An id that names no backup in the store (exit code: not found)."""
+
+
+class DeleteRefused(DeleteError):
+    """A delete refused as unsafe: the newest complete backup without
+    ``--force``, a backup that may be being written, a locked one."""
+
+
 @dataclass(frozen=True, slots=True)
 class Deleted:
     target: str
@@ -107,7 +116,7 @@ def plan_delete(
         matches = [e for e in entries if e.id == bid and (target is None or e.target == target)]
         if not matches:
             where = f" of target {target!r}" if target else ""
-            raise DeleteError(f"backup {bid!r}{where} not found in {url} (see 'backupctl list')")
+            raise DeleteNotFound(f"backup {bid!r}{where} not found in {url} (see 'backupctl list')")
         if len(matches) > 1:
             names = ", ".join(sorted(e.target for e in matches))
             raise DeleteError(
@@ -124,13 +133,13 @@ def plan_delete(
                 f"({e.manifest_error}); check it, then pass --force to delete it"
             )
         if state == "incomplete" and not force:
-            raise DeleteError(
+            raise DeleteRefused(
                 f"backup {e.id} of {e.target} has no manifest: it may be being written right "
                 "now; prune sweeps it after its grace period, or pass --force to delete it now"
             )
         newest = next((x for x in entries if x.target == e.target and x.complete), None)
         if newest is e and not force:
-            raise DeleteError(
+            raise DeleteRefused(
                 f"refusing to delete {e.id}: it is the newest complete backup of {e.target}; "
                 "pass --force if you really want it gone"
             )
@@ -179,7 +188,7 @@ def check_locks(backend: Backend, chosen: Sequence[BackupEntry], now: datetime) 
         if (why := lock_reason(backend, e, now, after="a delete after"))
     ]
     if locked:
-        raise DeleteError(
+        raise DeleteRefused(
             f"refusing to delete: backup {'; backup '.join(locked)} (nothing was deleted; "
             "name the other backups alone)"
             if len(chosen) > 1
@@ -189,6 +198,8 @@ def check_locks(backend: Backend, chosen: Sequence[BackupEntry], now: datetime) 
 
 __all__ = [
     "DeleteError",
+    "DeleteNotFound",
+    "DeleteRefused",
     "DeleteResult",
     "Deleted",
     "check_locks",

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from typer._click import exceptions as click_errors  # typer 0.29 vendors click
 from typer._click.core import Context as ClickContext
+from typer._click.core import Parameter
 from typer.core import TyperGroup
 
 from backupctl import __version__
@@ -25,7 +26,7 @@ from backupctl.cli.check import check_command
 from backupctl.cli.copy import copy_command
 from backupctl.cli.delete import delete_command
 from backupctl.cli.exit_codes import ExitCode
-from backupctl.cli.help_layout import apply_help_layout
+from backupctl.cli.help_layout import apply_help_layout, quiet_help_option
 from backupctl.cli.ls import ls
 from backupctl.cli.output import error_json, print_json
 from backupctl.cli.show import show
@@ -44,8 +45,15 @@ class BackupctlGroup(TyperGroup):
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
+        quiet_help_option(self)
         for name, command in self.commands.items():
             apply_help_layout(name, command.params)
+            quiet_help_option(command)
+
+    def get_params(self, ctx: ClickContext) -> list[Parameter]:
+        params = super().get_params(ctx)  # typer adds the completion flags here
+        apply_help_layout("", params)
+        return params
 
     def main(  # type: ignore[override]
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from typer._click.core import Parameter  # typer 0.29 vendors click
+from typer._click.core import Command, Context, Parameter  # typer 0.29 vendors click
 from typer.core import TyperArgument, TyperOption
 
 #: Options whose value is a URL (the rest get a metavar from their type).
@@ -125,10 +125,31 @@ def apply_help_layout(command_name: str, params: Sequence[Parameter]) -> None:
     """Set the metavar and panel of every parameter of one command (in place)."""
     panels = {**COMMON_PANELS, **PANELS.get(command_name, {})}
     for argument in params:
-        if isinstance(argument, TyperArgument) and argument.metavar is None:
-            argument.metavar = ARGUMENTS.get(argument.name or "", (argument.name or "").upper())
+        if isinstance(argument, TyperArgument):
+            if argument.metavar is None:
+                argument.metavar = ARGUMENTS.get(argument.name or "", (argument.name or "").upper())
+            # The name column shows the metavar already; typer would add "<str>".
+            argument.display_type_rich = _no_type  # type: ignore[method-assign]
     for option in (p for p in params if isinstance(p, TyperOption)):
         if option.metavar is None:
             option.metavar = metavar(option)
         if option.rich_help_panel is None and option.opts[0] in panels:
             option.rich_help_panel = panels[option.opts[0]]
+
+
+def _no_type(ctx: Context) -> None:
+    return None
+
+
+def quiet_help_option(command: Command) -> None:
+    """``--help`` (added by click per command, outside ``params``) shows no
+    ``<bool>``: wrap the command's factory of it (in place)."""
+    make = command.get_help_option
+
+    def get_help_option(ctx: Context) -> TyperOption | None:
+        option = make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option  # type: ignore[method-assign]

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
-from backupctl.store.backends import open_store
+from backupctl.store.backends import AccessDenied, open_store
 from backupctl.store.backends.gcs import anonymous_endpoint
 
-from support import object_stores
+from support import azure_identity, object_stores
 from support.cli_runner import assert_one_clear_error, cli
 from support.fake_backups import add_backup
 from support.object_stores import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteEmulator
@@ -77,3 +77,57 @@ def test_azure_sas_token_with_an_endpoint_and_read_only_sas(
         assert [e["id"] for e in listed] == [bid]
     finally:
         azurite_server.remove_bucket(container)
+
+
+def test_azure_managed_identity_through_default_azure_credential(tmp_path: Path) -> None:
+    """No key, no SAS: only the account and a managed identity (App Service's
+    IDENTITY_ENDPOINT, on 127.0.0.1). DefaultAzureCredential gets a storage
+    token there and Azurite (HTTPS, OAuth on) accepts the backups it writes
+    and lists them back."""
+    cert, key = azure_identity.self_signed_cert(tmp_path)
+    server, endpoint = azure_identity.https_azurite(tmp_path, cert, key)
+    identity = azure_identity.ManagedIdentityEndpoint()
+    try:
+        service = BlobServiceClient(
+            endpoint,
+            credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY},
+            connection_verify=str(cert),
+        )
+        container = object_stores.unique_bucket_name()
+        service.create_container(container)
+        base = {
+            "AZURE_STORAGE_CONNECTION_STRING": "",
+            "AZURE_STORAGE_KEY": "",
+            "AZURE_STORAGE_SAS_TOKEN": "",
+            "AZURE_STORAGE_ACCOUNT": AZURITE_ACCOUNT,
+            "AZURE_STORAGE_ENDPOINT": endpoint,
+            "REQUESTS_CA_BUNDLE": str(cert),
+        }
+        local = tmp_path / "src"
+        local.mkdir()
+        bid = add_backup(open_store(str(local)), "ns/a", datetime(2025, 1, 1, tzinfo=UTC))
+        url = f"az://{container}/p"
+        cli("copy", local, url, env={**base, **identity.env})
+        assert "https://storage.azure.com" in identity.resources[0]
+        blobs = [b.name for b in service.get_container_client(container).list_blobs()]
+        assert any(bid in name for name in blobs)
+        listed = json.loads(cli("list", url, "--json", env={**base, **identity.env}).stdout)
+        assert [e["id"] for e in listed["backups"]] == [bid]
+    finally:
+        identity.stop()
+        server.stop()
+
+
+def test_azure_identity_without_a_token_is_one_line_naming_the_ways_to_log_in() -> None:
+    from azure.identity import CredentialUnavailableError
+
+    from backupctl.store.backends.azure import AzureBackend
+
+    backend = AzureBackend("backups", endpoint="https://acct.blob.core.windows.net")
+    backend.credential_source = "DefaultAzureCredential"
+    many_lines = "DefaultAzureCredential failed to retrieve a token.\nAttempted credentials:\n..."
+    err = backend._error(CredentialUnavailableError(message=many_lines))
+    assert isinstance(err, AccessDenied)
+    assert "\n" not in str(err)
+    for hint in ("no Azure credentials", "AZURE_STORAGE_SAS_TOKEN", "managed identity"):
+        assert hint in str(err)

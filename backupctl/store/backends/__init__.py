@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 from backupctl.store.backends.base import (
@@ -44,6 +45,8 @@ from backupctl.store.backends.wrappers import DryRunBackend
 #: encryption scope and the GCS Cloud KMS key every write names.
 AZURE_SCOPE_ENV = "BACKUPCTL_AZURE_ENCRYPTION_SCOPE"
 GCS_KMS_KEY_ENV = "BACKUPCTL_GCS_KMS_KEY"
+#: GCS without credentials (docs/stores.md): a public bucket, an emulator at --endpoint.
+GCS_ANONYMOUS_ENV = "BACKUPCTL_GCS_ANONYMOUS"
 
 __all__ = [
     "CHUNK_SIZE",
@@ -235,7 +238,18 @@ def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None
     from backupctl.store.backends.gcs import GCSBackend
 
     kms_key = os.environ.get(GCS_KMS_KEY_ENV, "").strip() or None
-    return GCSBackend(bucket, prefix, endpoint=endpoint, kms_key_name=kms_key)
+    anonymous = _flag(os.environ, GCS_ANONYMOUS_ENV)
+    return GCSBackend(bucket, prefix, endpoint=endpoint, kms_key_name=kms_key, anonymous=anonymous)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A true/false environment setting (unset or empty: false)."""
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise StoreURLError(f"{name}={env[name]!r} is not a boolean: set it to true or false")
 
 
 def _example(scheme: str) -> str:

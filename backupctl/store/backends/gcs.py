@@ -3,11 +3,12 @@
 Credentials come from the standard Google chain (``GOOGLE_APPLICATION_CREDENTIALS``
 pointing at a service-account key, workload identity, gcloud's application
 default credentials); the project from ``GOOGLE_CLOUD_PROJECT`` when set.
-Against an emulator (``STORAGE_EMULATOR_HOST``, or a plain ``http://``
-``endpoint`` without ``GOOGLE_APPLICATION_CREDENTIALS``) the client uses
-anonymous credentials and a dummy project; an ``https://`` endpoint (Private
-Service Connect, a proxy) uses the credential chain above. The client is created on first
-use, so :func:`open_store` itself never touches the network.
+A custom ``endpoint`` (Private Service Connect, a proxy, another address of
+the service) uses that same chain: credentials are anonymous only for an
+emulator (``STORAGE_EMULATOR_HOST`` set, the Google client's own convention)
+or when asked for (``BACKUPCTL_GCS_ANONYMOUS=true``, a public bucket or an
+emulator given by ``--endpoint``), with a dummy project. The client is created
+on first use, so :func:`open_store` itself never touches the network.
 
 Writes are resumable uploads in 8 MiB chunks. GCS requires the chunks of one
 upload in order, so one chunk is in flight while the caller fills the next;
@@ -69,14 +70,11 @@ _TRANSIENT = (
 )
 
 
-def anonymous_endpoint(endpoint: str, *, emulator: bool, key_file: bool) -> bool:
-    """Whether a custom ``endpoint`` is an emulator, reached without
-    credentials (pure): with ``STORAGE_EMULATOR_HOST`` set, or a plain
-    ``http://`` endpoint when no key file is configured. An ``https://``
-    endpoint is a real service behind another address: authenticated."""
-    if emulator:
-        return True
-    return endpoint.startswith("http://") and not key_file
+def anonymous_credentials(*, emulator: bool, asked: bool) -> bool:
+    """Whether the client goes without credentials (pure): for an emulator
+    (``STORAGE_EMULATOR_HOST``) or when asked (``BACKUPCTL_GCS_ANONYMOUS``);
+    never because of what an endpoint looks like."""
+    return emulator or asked
 
 
 class GCSBackend:
@@ -89,8 +87,11 @@ class GCSBackend:
         *,
         endpoint: str | None = None,
         kms_key_name: str | None = None,
+        anonymous: bool = False,
     ) -> None:
         self.bucket_name = bucket
+        #: no credentials at all (``BACKUPCTL_GCS_ANONYMOUS``)
+        self.anonymous = anonymous
         #: the Cloud KMS key every write names (``$BACKUPCTL_GCS_KMS_KEY``, docs/encryption.md)
         self.kms_key_name = kms_key_name
         self.root = prefix.strip("/")
@@ -117,11 +118,7 @@ class GCSBackend:
             self.endpoint = endpoint
         options = {"api_endpoint": endpoint} if endpoint else None
         try:
-            if endpoint and anonymous_endpoint(
-                endpoint,
-                emulator=bool(emulator),
-                key_file=bool(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")),
-            ):
+            if anonymous_credentials(emulator=bool(emulator), asked=self.anonymous):
                 return storage.Client(
                     project=project or "backupctl-emulator",
                     credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
@@ -129,9 +126,16 @@ class GCSBackend:
                 )
             return storage.Client(project=project, client_options=options)
         except google.auth.exceptions.DefaultCredentialsError as err:
+            emulator_hint = (
+                f"; for an emulator set STORAGE_EMULATOR_HOST={endpoint} (or "
+                "BACKUPCTL_GCS_ANONYMOUS=true)"
+                if endpoint
+                else ""
+            )
             raise AccessDenied(
                 "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a "
-                "service account key file (or use workload identity)"
+                "service account key file (or use workload identity, or gcloud auth "
+                f"application-default login){emulator_hint}"
             ) from err
 
     def _error(self, err: Exception, key: str | None = None) -> StorageError:

@@ -23,10 +23,17 @@ from backupctl.store.backends.gcs import GCSBackend, anonymous_credentials
 from support import azure_identity, object_stores
 from support.cli_runner import assert_one_clear_error, cli
 from support.fake_backups import add_backup
-from support.object_stores import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteEmulator, GCSEmulator
+from support.object_stores import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    AzuriteEmulator,
+    GCSEmulator,
+    S3Emulator,
+)
 
 azurite_server = object_stores.azurite_server
 gcs_server = object_stores.gcs_server
+s3_server = object_stores.s3_server
 
 
 @pytest.mark.parametrize(
@@ -263,3 +270,31 @@ def test_gcs_custom_endpoint_uses_the_credential_chain(
     finally:
         tokens.stop()
         gcs_server.remove_bucket(bucket)
+
+
+def test_aws_profile_that_does_not_exist_is_named_not_an_aws_endpoint(
+    s3_server: S3Emulator, tmp_path: Path
+) -> None:
+    """AWS_PROFILE=nosuch with a local endpoint: one line naming the profile
+    and the files read (it named https://s3.us-east-1.amazonaws.com), exit 4
+    (store credentials); both fixes it offers work."""
+    config = tmp_path / "aws-config"
+    config.write_text(
+        "[profile backups]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    )
+    bucket = s3_server.new_bucket()
+    try:
+        env = {**s3_server.env, "AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "nosuch"}
+        url = f"s3://{bucket}"
+        failed = cli("list", url, env=env, check=False)
+        assert failed.returncode == 4
+        line = assert_one_clear_error(failed, "'nosuch'", "AWS_PROFILE", str(config))
+        assert "amazonaws.com" not in line
+        as_json = json.loads(cli("list", url, "--json", env=env, check=False).stdout)
+        assert as_json["error"]["code"] == "store"
+
+        for fixed in ({"AWS_PROFILE": "backups"}, {"AWS_PROFILE": ""}):
+            listed = cli("list", url, "--json", env={**env, **fixed})
+            assert json.loads(listed.stdout)["backups"] == []
+    finally:
+        s3_server.remove_bucket(bucket)

@@ -25,7 +25,7 @@ import base64
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -40,6 +40,7 @@ from botocore.exceptions import (
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
     ResponseStreamingError,
 )
@@ -103,6 +104,21 @@ def _config(attempts: int, path_style: bool) -> Config:
     )
 
 
+def profile_not_found(profile: str, env: Mapping[str, str]) -> str:
+    """The one line for an ``AWS_PROFILE`` that names no profile (pure): which
+    files were read and how to fix it (not the endpoint: no request was made)."""
+    files = [
+        env.get("AWS_CONFIG_FILE") or "~/.aws/config",
+        env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials",
+    ]
+    var = "AWS_PROFILE" if env.get("AWS_PROFILE") else "AWS_DEFAULT_PROFILE"
+    return (
+        f"AWS profile {profile!r} (from {var}) is not in {' or '.join(files)}: "
+        f"fix {var} (aws configure list-profiles shows the profiles), or unset it "
+        "to use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the pod's role"
+    )
+
+
 _loader_lock = threading.Lock()
 _loader: Any = None
 
@@ -112,7 +128,12 @@ def _session() -> boto3.session.Session:
     shares one botocore data loader: the S3 service model is parsed once per
     process instead of once per client (~150 ms each)."""
     global _loader
-    core = botocore.session.Session()
+    # An empty AWS_PROFILE counts as unset (as every BACKUPCTL_ variable does),
+    # not as a profile named "".
+    unset = os.environ.get("AWS_PROFILE") == "" and not os.environ.get("AWS_DEFAULT_PROFILE")
+    core = botocore.session.Session(
+        session_vars={"profile": (None, None, None, None)} if unset else None
+    )
     with _loader_lock:
         if _loader is None:
             _loader = core.get_component("data_loader")
@@ -150,14 +171,15 @@ class S3Backend:
         ``upload`` retries more, because a failed part fails the whole backup."""
         with self._lock:
             if purpose not in self._clients:
-                session = _session()
-                self._region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
+                # the endpoint first: errors while reading the profile name it
                 self._endpoint = (
                     self._endpoint_arg
                     or os.environ.get("AWS_ENDPOINT_URL_S3")
                     or os.environ.get("AWS_ENDPOINT_URL")
                     or None
                 )
+                session = _session()
+                self._region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
                 attempts = 3 if purpose == "ops" else 6
                 self._clients[purpose] = session.client(
                     "s3",
@@ -176,6 +198,8 @@ class S3Backend:
         if isinstance(err, StorageError):
             return err
         where = f"S3 bucket '{self.bucket}' at {self.endpoint}"
+        if isinstance(err, ProfileNotFound):
+            return AccessDenied(profile_not_found(str(err.kwargs.get("profile", "")), os.environ))
         if isinstance(err, NoCredentialsError | PartialCredentialsError):
             return AccessDenied(
                 "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "

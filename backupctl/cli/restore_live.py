@@ -226,7 +226,7 @@ def restore_into_redis(req: RestoreRequest) -> None:
         if req.tmp_dir is not None:
             check_parent(req.tmp_dir)  # before any download
         signed_by = trust(req.verify_key, req.require_signatures)
-        store = get_store(req.store_url, req.endpoint)
+        store = get_store(req.store_url, req.endpoint, limit_download=req.limit_download)
         entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         with backup_progress("download", entry, not req.as_json) as advance:
             result = restore_to_redis(
@@ -254,7 +254,7 @@ def restore_into_cluster(req: RestoreRequest) -> None:
             )
         keys = identities(list(req.identity))
         signed_by = trust(req.verify_key, req.require_signatures)
-        store = get_store(req.store_url, req.endpoint)
+        store = get_store(req.store_url, req.endpoint, limit_download=req.limit_download)
         entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         assert entry.manifest is not None  # find() returns complete backups only
         result: CommandResult

@@ -39,6 +39,7 @@ from backupctl.store.backends.base import (
 )
 from backupctl.store.backends.retry import RetryingBackend
 from backupctl.store.backends.s3_options import ObjectLock, sse_from_env
+from backupctl.store.backends.transfer import Transfer, TransferError, check_transfer
 from backupctl.store.backends.wrappers import DryRunBackend
 
 #: Server-side encryption of the other clouds (docs/encryption.md): the Azure
@@ -60,6 +61,7 @@ __all__ = [
     "RetryingBackend",
     "StorageError",
     "StoreURLError",
+    "Transfer",
     "open_store",
     "put_bytes",
     "put_stream",
@@ -140,7 +142,13 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
-def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None = None) -> Backend:
+def open_store(
+    url: str,
+    *,
+    endpoint: str | None = None,
+    lock: ObjectLock | None = None,
+    transfer: Transfer | None = None,
+) -> Backend:
     """The backend for ``url`` (see the module doc for the forms).
 
     ``endpoint`` overrides the service endpoint of ``s3://``, ``az://`` and
@@ -148,7 +156,9 @@ def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None
     :class:`StoreURLError` with one line saying what is wrong and what a
     correct URL looks like. ``lock``: S3 Object Lock on every object written
     (s3:// only); S3 server-side encryption comes from the environment
-    (:mod:`backupctl.store.backends.s3_options`).
+    (:mod:`backupctl.store.backends.s3_options`). ``transfer``: the part size and
+    concurrency of uploads, checked against the store's limits (a
+    :class:`StoreURLError` when they do not suit it).
     """
     url = url.strip()
     if not url:
@@ -226,15 +236,29 @@ def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None
         raise StoreURLError(f"store URL {url!r} has '.' or '..' in its prefix")
     if endpoint is not None:
         endpoint = _check_endpoint(endpoint)
+    transfer = transfer or Transfer()
+    try:
+        check_transfer(scheme, transfer)
+    except TransferError as err:
+        raise StoreURLError(str(err)) from None
     if scheme == "s3":
         from backupctl.store.backends.s3 import S3Backend
 
-        return S3Backend(bucket, prefix, endpoint=endpoint, sse=sse_from_env(os.environ), lock=lock)
+        return S3Backend(
+            bucket,
+            prefix,
+            endpoint=endpoint,
+            sse=sse_from_env(os.environ),
+            lock=lock,
+            transfer=transfer,
+        )
     if scheme == "az":
         from backupctl.store.backends.azure import AzureBackend
 
         scope = os.environ.get(AZURE_SCOPE_ENV, "").strip() or None
-        return AzureBackend(bucket, prefix, endpoint=endpoint, encryption_scope=scope)
+        return AzureBackend(
+            bucket, prefix, endpoint=endpoint, encryption_scope=scope, transfer=transfer
+        )
     from backupctl.store.backends.gcs import GCSBackend
 
     kms_key = os.environ.get(GCS_KMS_KEY_ENV, "").strip() or None

@@ -19,7 +19,8 @@ else the connection string's ``BlobEndpoint``, else
 account: ``http://127.0.0.1:10000/devstoreaccount1``. The client is created
 on first use, so :func:`open_store` itself never touches the network.
 
-Writes stage 8 MiB blocks, three in flight at a time, and commit the block
+Writes stage 8 MiB blocks, three in flight at a time (``--part-size``,
+``--concurrency``: :mod:`backupctl.store.backends.transfer`), and commit the block
 list on commit; an object smaller than one block is a single ``Put Blob``.
 Staged but uncommitted blocks are Azure's "unfinished upload": listed by
 ``pending_uploads`` (blobs that exist only as uncommitted blocks) and purged
@@ -48,7 +49,6 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ExponentialRetry
 
 from backupctl.store.backends.base import (
-    CHUNK_SIZE,
     AccessDenied,
     NotFound,
     ObjectInfo,
@@ -62,6 +62,7 @@ from backupctl.store.backends.base import (
     join_key,
     strip_root,
 )
+from backupctl.store.backends.transfer import Transfer
 
 READ_RANGE = 2 * 1024 * 1024
 _CREDENTIALS_HINT = (
@@ -104,8 +105,11 @@ class AzureBackend:
         *,
         endpoint: str | None = None,
         encryption_scope: str | None = None,
+        transfer: Transfer | None = None,
     ) -> None:
         self.container = container
+        #: block size and blocks in flight (--part-size, --concurrency)
+        self.transfer = transfer or Transfer()
         #: every write names it (``$BACKUPCTL_AZURE_ENCRYPTION_SCOPE``, docs/encryption.md)
         self.scope: dict[str, Any] = (
             {"encryption_scope": encryption_scope} if encryption_scope else {}
@@ -143,8 +147,8 @@ class AzureBackend:
             # whose __len__ is its byte count), so bigger ranges cost memory.
             "max_single_get_size": READ_RANGE,
             "max_chunk_get_size": READ_RANGE,
-            "max_single_put_size": CHUNK_SIZE,
-            "max_block_size": CHUNK_SIZE,
+            "max_single_put_size": self.transfer.part("az"),
+            "max_block_size": self.transfer.part("az"),
         }
         endpoint = self._endpoint_arg or os.environ.get("AZURE_STORAGE_ENDPOINT")
         conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
@@ -318,13 +322,17 @@ def _identity_credential() -> Any:
 class _AzureWriter(PartUploadWriter):
     """Stage blocks concurrently, commit the block list on commit."""
 
-    max_parts = 50_000  # Azure's block limit: ~390 GiB with 8 MiB blocks
+    max_parts = 50_000  # Azure's block limit: ~390 GiB with 8 MiB blocks (the default)
 
     def __init__(self, backend: AzureBackend, key: str, name: str) -> None:
-        super().__init__(f"{backend.url}/{key}", workers=3)
+        super().__init__(f"{backend.url}/{key}", workers=backend.transfer.workers("az"))
+        self._block = backend.transfer.part("az")
         self._b = backend
         self._key = key
         self._name = name
+
+    def part_size(self, number: int) -> int:
+        return self._block
 
     def _map_error(self, err: Exception) -> StorageError:
         return self._b._error(err, self._key)

@@ -10,7 +10,7 @@ or when asked for (``BACKUPCTL_GCS_ANONYMOUS=true``, a public bucket or an
 emulator given by ``--endpoint``), with a dummy project. The client is created
 on first use, so :func:`open_store` itself never touches the network.
 
-Writes are resumable uploads in 8 MiB chunks. GCS requires the chunks of one
+Writes are resumable uploads in 8 MiB chunks (``--part-size``). GCS requires the chunks of one
 upload in order, so one chunk is in flight while the caller fills the next;
 an object smaller than one chunk is a single request on commit. Resumable
 sessions cannot be listed, so ``pending_uploads`` is always empty (GCS drops
@@ -48,6 +48,7 @@ from backupctl.store.backends.base import (
     join_key,
     strip_root,
 )
+from backupctl.store.backends.transfer import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,10 @@ class GCSBackend:
         endpoint: str | None = None,
         kms_key_name: str | None = None,
         anonymous: bool = False,
+        transfer: Transfer | None = None,
     ) -> None:
+        #: chunk size of resumable uploads (--part-size; chunks go one at a time)
+        self.transfer = transfer or Transfer()
         self.bucket_name = bucket
         #: no credentials at all (``BACKUPCTL_GCS_ANONYMOUS``)
         self.anonymous = anonymous
@@ -263,26 +267,30 @@ def _first_line(err: Exception) -> str:
 
 
 class _GCSWriter(PartUploadWriter):
-    """A resumable upload fed one 8 MiB chunk at a time, in order."""
+    """A resumable upload fed one chunk (8 MiB, or --part-size) at a time, in order."""
 
     max_parts = 1 << 40  # no part limit on resumable uploads
 
     def __init__(self, backend: GCSBackend, key: str, name: str) -> None:
         super().__init__(f"{backend.url}/{key}", workers=1)
+        self._chunk = backend.transfer.part("gs")
         self._gb = backend
         self._key = key
         self._name = name
         self._upload: BlobWriter | None = None
+
+    def part_size(self, number: int) -> int:
+        return self._chunk
 
     def _map_error(self, err: Exception) -> StorageError:
         return self._gb._error(err)  # a 404 while writing means the bucket is missing
 
     def _begin(self) -> None:
         blob = self._gb._b().blob(
-            self._name, chunk_size=CHUNK_SIZE, kms_key_name=self._gb.kms_key_name
+            self._name, chunk_size=self._chunk, kms_key_name=self._gb.kms_key_name
         )
         upload: Any = blob.open(
-            "wb", chunk_size=CHUNK_SIZE, ignore_flush=True, retry=UPLOAD_RETRY, timeout=TIMEOUT
+            "wb", chunk_size=self._chunk, ignore_flush=True, retry=UPLOAD_RETRY, timeout=TIMEOUT
         )
         self._upload = upload
 

@@ -9,8 +9,9 @@ with path-style addressing whenever a custom endpoint is set. The client is
 created on first use, so :func:`open_store` itself never touches the network.
 
 Writes are multipart uploads of 5 MiB parts, two in flight at a time (see
-:class:`~backupctl.store.backends.base.PartUploadWriter`); an object smaller than
-one part is a single ``PutObject`` on commit.
+:class:`~backupctl.store.backends.base.PartUploadWriter`; ``--part-size`` and
+``--concurrency`` change both, :mod:`backupctl.store.backends.transfer`); an
+object smaller than one part is a single ``PutObject`` on commit.
 
 Server-side encryption (SSE-S3, SSE-KMS, SSE-C) and Object Lock are decided in
 :mod:`backupctl.store.backends.s3_options` and added to every write (and, for
@@ -60,6 +61,7 @@ from backupctl.store.backends.base import (
     strip_root,
 )
 from backupctl.store.backends.s3_options import ObjectLock, ServerSideEncryption
+from backupctl.store.backends.transfer import Transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -154,8 +156,11 @@ class S3Backend:
         sse: ServerSideEncryption | None = None,
         lock: ObjectLock | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        transfer: Transfer | None = None,
     ) -> None:
         self.bucket = bucket
+        #: part size and parts in flight of multipart uploads (--part-size, --concurrency)
+        self.transfer = transfer or Transfer()
         self.sse, self.lock, self._now = sse, lock, now
         self.root = prefix.strip("/")
         self.url = f"s3://{bucket}" + (f"/{self.root}" if self.root else "")
@@ -381,7 +386,8 @@ class _S3Writer(PartUploadWriter):
     """Multipart upload, started lazily when the first full part is ready."""
 
     def __init__(self, backend: S3Backend, key: str, name: str) -> None:
-        super().__init__(f"{backend.url}/{key}", workers=2)
+        super().__init__(f"{backend.url}/{key}", workers=backend.transfer.workers("s3"))
+        self._base = backend.transfer.part("s3")
         self._b = backend
         self._key = key
         self._name = name
@@ -389,11 +395,14 @@ class _S3Writer(PartUploadWriter):
         self._args: dict[str, Any] = {}
 
     def part_size(self, number: int) -> int:
-        # S3 allows 10,000 parts of at least 5 MiB: 5 MiB parts up to 20 GiB,
-        # then bigger ones, so objects up to ~210 GiB fit while common sizes
-        # keep memory low (measured: peak RSS of a run 125 -> ~110 MiB).
+        # S3 allows 10,000 parts of at least 5 MiB: 5 MiB parts (the default
+        # --part-size) up to 20 GiB, then bigger ones, so objects up to ~210 GiB
+        # fit while common sizes keep memory low (measured: peak RSS of a run
+        # 125 -> ~110 MiB).
         mib = 1024 * 1024
-        return 5 * mib if number <= 4000 else 16 * mib if number <= 8000 else 64 * mib
+        if number <= 4000:
+            return self._base
+        return max(self._base, 16 * mib if number <= 8000 else 64 * mib)
 
     def _map_error(self, err: Exception) -> StorageError:
         return self._b._error(err, self._key)

@@ -112,7 +112,7 @@ def _parts(s3_server: S3Emulator, bucket: str, key: str) -> int:
 def test_s3_part_size_flag_and_variable_set_the_multipart_parts(
     s3_server: S3Emulator, s3_store: StoreURL, tmp_path: Path
 ) -> None:
-    bid, key = big_backup(tmp_path / "src")
+    _, key = big_backup(tmp_path / "src")
     bucket = s3_store.url.removeprefix("s3://")
     env = dict(s3_store.env)
     counts = {}
@@ -130,7 +130,7 @@ def test_s3_part_size_flag_and_variable_set_the_multipart_parts(
 def test_azure_part_size_sets_the_committed_blocks(
     azurite_server: AzuriteEmulator, azure_store: StoreURL, tmp_path: Path
 ) -> None:
-    bid, key = big_backup(tmp_path / "src")
+    _, key = big_backup(tmp_path / "src")
     container = azure_store.url.removeprefix("az://")
     blocks = {}
     for name, args in [("default", ()), ("flag", ("--part-size", "4MiB"))]:

@@ -199,7 +199,8 @@ LimitUploadOpt = Annotated[
         metavar="KiB/s",
         min=1,
         envvar="BACKUPCTL_LIMIT_UPLOAD",
-        help="Limit the upload to the store to this many KiB/s (as restic's).",
+        help="Limit the upload to the store (copy: the destination) to this many KiB/s, as "
+        "restic's (env: BACKUPCTL_LIMIT_UPLOAD).",
         rich_help_panel=TRANSFER,
         show_default=False,
     ),
@@ -211,7 +212,8 @@ LimitDownloadOpt = Annotated[
         metavar="KiB/s",
         min=1,
         envvar="BACKUPCTL_LIMIT_DOWNLOAD",
-        help="Limit the download from the store to this many KiB/s (as restic's).",
+        help="Limit the download from the store (copy: the source) to this many KiB/s, as "
+        "restic's (env: BACKUPCTL_LIMIT_DOWNLOAD).",
         rich_help_panel=TRANSFER,
         show_default=False,
     ),
@@ -224,7 +226,7 @@ PartSizeOpt = Annotated[
         envvar="BACKUPCTL_PART_SIZE",
         help="Upload in parts of this size, e.g. 64MiB (default: S3 5MiB, Azure 8MiB, GCS "
         "8MiB; memory: about (concurrency + 1) parts). Bigger parts: fewer requests, and "
-        "S3's 10,000 parts reach further.",
+        "S3's 10,000 parts reach further (env: BACKUPCTL_PART_SIZE).",
         rich_help_panel=TRANSFER,
         show_default=False,
     ),
@@ -238,7 +240,7 @@ ConcurrencyOpt = Annotated[
         max=MAX_CONCURRENCY,
         envvar="BACKUPCTL_CONCURRENCY",
         help="Upload this many parts at once (default: S3 2, Azure 3; GCS sends its chunks "
-        "in order, one at a time).",
+        "in order, one at a time) (env: BACKUPCTL_CONCURRENCY).",
         rich_help_panel=TRANSFER,
         show_default=False,
     ),

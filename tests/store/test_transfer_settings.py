@@ -109,22 +109,26 @@ def _parts(s3_server: S3Emulator, bucket: str, key: str) -> int:
     return int(head.get("PartsCount", 1))
 
 
-def test_s3_part_size_flag_and_variable_set_the_multipart_parts(
+def test_s3_part_size_flag_variable_and_config_file_set_the_multipart_parts(
     s3_server: S3Emulator, s3_store: StoreURL, tmp_path: Path
 ) -> None:
     _, key = big_backup(tmp_path / "src")
     bucket = s3_store.url.removeprefix("s3://")
     env = dict(s3_store.env)
+    config = tmp_path / "config.toml"
+    config.write_text('part-size = "6MiB"\n')
     counts = {}
     for name, args, extra in [
         ("default", (), {}),
         ("flag", ("--part-size", "6MiB"), {}),
         ("variable", (), {"BACKUPCTL_PART_SIZE": "6MiB"}),
+        ("file", (), {"BACKUPCTL_CONFIG": str(config)}),
+        ("file-under-flag", ("--part-size", "5MiB"), {"BACKUPCTL_CONFIG": str(config)}),
     ]:
         url = f"{s3_store.url}/{name}"
         cli("copy", tmp_path / "src", url, *args, env={**env, **extra})
         counts[name] = _parts(s3_server, bucket, f"{name}/{key}")
-    assert counts == {"default": 3, "flag": 2, "variable": 2}
+    assert counts == {"default": 3, "flag": 2, "variable": 2, "file": 2, "file-under-flag": 3}
 
 
 def test_azure_part_size_sets_the_committed_blocks(

@@ -98,7 +98,9 @@ def test_azure_sas_token_with_an_endpoint_and_read_only_sas(
         read_only = {**env, "AZURE_STORAGE_SAS_TOKEN": _sas(container, "rl")}
         assert json.loads(cli("show", url, bid, "--json", env=read_only).stdout)["ok"]
         denied = cli("delete", url, bid, "--force", env=read_only, check=False)
-        assert_one_clear_error(denied, "denied")
+        assert_one_clear_error(denied, "denied", "AZURE_STORAGE_SAS_TOKEN", "permissions")
+        signature = parse_qs(read_only["AZURE_STORAGE_SAS_TOKEN"])["sig"][0]
+        assert signature not in denied.stderr + denied.stdout
         listed = json.loads(cli("list", url, "--json", env=env).stdout)["backups"]
         assert [e["id"] for e in listed] == [bid]
     finally:

@@ -136,6 +136,8 @@ def test_azure_managed_identity_through_default_azure_credential(tmp_path: Path)
         bid = add_backup(open_store(str(local)), "ns/a", datetime(2025, 1, 1, tzinfo=UTC))
         url = f"az://{container}/p"
         cli("copy", local, url, env={**base, **identity.env})
+        # one token for the command (its listing and upload clients share it)
+        assert len(identity.resources) == 1
         assert "https://storage.azure.com" in identity.resources[0]
         blobs = [b.name for b in service.get_container_client(container).list_blobs()]
         assert any(bid in name for name in blobs)

@@ -121,6 +121,7 @@ class AzureBackend:
         self._clients: dict[str, ContainerClient] = {}
         #: which credential the client uses (a variable's name, never its value)
         self.credential_source = "AZURE_STORAGE_CONNECTION_STRING"
+        self._identity: Any = None  # DefaultAzureCredential, made on first use
         self.endpoint = endpoint or os.environ.get("AZURE_STORAGE_ENDPOINT") or "(Azure Blob)"
 
     # -- clients and errors ---------------------------------------------------
@@ -174,7 +175,9 @@ class AzureBackend:
                 credential = sas.lstrip("?")
                 self.credential_source = "AZURE_STORAGE_SAS_TOKEN"
             elif account or endpoint:
-                credential = _identity_credential()
+                # one credential for both clients: one token, refreshed once
+                self._identity = self._identity or _identity_credential()
+                credential = self._identity
                 self.credential_source = "DefaultAzureCredential"
             else:
                 raise AccessDenied(f"no Azure credentials found: {_CREDENTIALS_HINT}")

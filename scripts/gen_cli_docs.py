@@ -40,6 +40,10 @@ config file.
 | the store (`STORE`, `SRC` of `copy`, `--to` is not defaulted) | `BACKUPCTL_STORE` | `store` |
 | `--target` | `BACKUPCTL_TARGET` | `target` |
 | `--endpoint` | `BACKUPCTL_ENDPOINT` | `endpoint` |
+| `--limit-upload` (KiB/s) | `BACKUPCTL_LIMIT_UPLOAD` | `limit-upload` (a number) |
+| `--limit-download` (KiB/s) | `BACKUPCTL_LIMIT_DOWNLOAD` | `limit-download` (a number) |
+| `--part-size` | `BACKUPCTL_PART_SIZE` | `part-size` (`"64MiB"`) |
+| `--concurrency` | `BACKUPCTL_CONCURRENCY` | `concurrency` (1 to 32) |
 
 The config file is `$BACKUPCTL_CONFIG`, else `$XDG_CONFIG_HOME/backupctl/config.toml`,
 else `~/.config/backupctl/config.toml`; a TOML file such as
@@ -50,7 +54,9 @@ target = "prod/cache"
 ```
 
 A missing default config file is fine; a missing `$BACKUPCTL_CONFIG` file, an
-unknown key or a value that is not a string is one `error:` line and exit 2.
+unknown key or a value of the wrong kind is one `error:` line and exit 2. The
+transfer settings apply to the commands that have the option
+([stores.md](stores.md#large-transfers-bandwidth-part-size-concurrency)).
 Commands whose positionals are `STORE ID` (`verify`, `restore`, `show`, `ls`,
 `delete`) tell the store from an id by its shape: an argument that is a backup
 id (`backup-YYYYMMDD-HHMMSS[-N]`) or `latest` starts the ids.

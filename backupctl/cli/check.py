@@ -11,7 +11,7 @@ import typer
 
 from backupctl.cli.defaults import resolve_args
 from backupctl.cli.exit_codes import ExitCode
-from backupctl.cli.options import EndpointOpt, JsonOpt, TargetOpt, get_store
+from backupctl.cli.options import EndpointOpt, JsonOpt, LimitDownloadOpt, TargetOpt, get_store
 from backupctl.cli.output import (
     CommandResult,
     error_json,
@@ -74,12 +74,7 @@ def check_command(
     read_data: ReadDataOpt = False,
     read_data_subset: SubsetOpt = None,
     endpoint: EndpointOpt = None,
-    limit_download: Annotated[
-        float | None,
-        typer.Option(
-            "--limit-download", metavar="KiB/s", min=1, help="Limit reading to this many KiB/s."
-        ),
-    ] = None,
+    limit_download: LimitDownloadOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check every manifest and archive in a store; with --read-data also every byte.
@@ -99,7 +94,7 @@ def check_command(
         raise typer.BadParameter(str(e), param_hint="'--read-data-subset'") from None
     with user_errors(), progress_bar("check", not as_json) as (advance, _):
         result = check_store(
-            get_store(r.stores[0], r.endpoint),
+            get_store(r.stores[0], r.endpoint, limit_download=limit_download),
             target=r.target,
             read_data=read_data,
             subset=subset,

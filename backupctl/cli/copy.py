@@ -10,7 +10,17 @@ from typing import Annotated, Any
 import typer
 
 from backupctl.cli.defaults import resolve_args
-from backupctl.cli.options import EndpointOpt, JsonOpt, TargetOpt, get_store
+from backupctl.cli.options import (
+    ConcurrencyOpt,
+    EndpointOpt,
+    JsonOpt,
+    LimitDownloadOpt,
+    LimitUploadOpt,
+    PartSizeOpt,
+    TargetOpt,
+    get_store,
+    transfer,
+)
 from backupctl.cli.output import (
     CommandResult,
     human,
@@ -20,7 +30,6 @@ from backupctl.cli.output import (
     user_errors,
 )
 from backupctl.ops.copy import CopyReport, copy_backups
-from backupctl.store.backends.throttle import limited
 
 StoresIdsArgs = Annotated[
     list[str],
@@ -33,24 +42,6 @@ StoresIdsArgs = Annotated[
 ]
 LatestOpt = Annotated[
     bool, typer.Option("--latest", help="Copy only the newest complete backup of each target.")
-]
-LimitUploadOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--limit-upload",
-        metavar="KiB/s",
-        min=1,
-        help="Limit the upload (to the destination) to this many KiB/s, as restic's.",
-    ),
-]
-LimitDownloadOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--limit-download",
-        metavar="KiB/s",
-        min=1,
-        help="Limit the download (from the source) to this many KiB/s.",
-    ),
 ]
 ToEndpointOpt = Annotated[
     str | None,
@@ -95,6 +86,8 @@ def copy_command(
     to_endpoint: ToEndpointOpt = None,
     limit_upload: LimitUploadOpt = None,
     limit_download: LimitDownloadOpt = None,
+    part_size: PartSizeOpt = None,
+    concurrency: ConcurrencyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy backups to another store (off-site), keeping their ids.
@@ -107,13 +100,10 @@ def copy_command(
     r = resolve_args(args, target=target, endpoint=endpoint, stores=2)
     if r.ids and latest:
         raise typer.BadParameter("give backup ids or --latest, not both", param_hint="'--latest'")
+    uploads = transfer(part_size, concurrency)
     with user_errors(interrupted="interrupted (run copy again to resume)"):
-        src = limited(
-            get_store(r.stores[0], r.endpoint), upload_kib=None, download_kib=limit_download
-        )
-        dst = limited(
-            get_store(r.stores[1], to_endpoint), upload_kib=limit_upload, download_kib=None
-        )
+        src = get_store(r.stores[0], r.endpoint, limit_download=limit_download)
+        dst = get_store(r.stores[1], to_endpoint, transfer=uploads, limit_upload=limit_upload)
         dst.check()  # a missing bucket or read-only credentials: before any download
         with progress_bar("copy", not as_json) as (advance, _):
             result = copy_backups(

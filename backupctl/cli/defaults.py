@@ -10,6 +10,13 @@ then the config file (``BACKUPCTL_CONFIG``, else
 ``target`` and ``endpoint`` strings. A missing default config file is no
 error; a missing ``BACKUPCTL_CONFIG`` file, or a malformed one, is.
 
+The transfer settings (docs/stores.md) follow the same precedence: a flag,
+then ``BACKUPCTL_LIMIT_UPLOAD`` / ``BACKUPCTL_LIMIT_DOWNLOAD`` /
+``BACKUPCTL_PART_SIZE`` / ``BACKUPCTL_CONCURRENCY`` (read by the options
+themselves), then the file's ``limit-upload``, ``limit-download`` (KiB/s),
+``part-size`` (a size string like ``"64MiB"``) and ``concurrency``, for the
+commands that take them (:data:`TRANSFER_OPTIONS`).
+
 The deciding functions here are pure (:func:`resolve`, :func:`parse_config`,
 :func:`split_store`, :func:`default_map`); :func:`current` reads the process
 environment and the file, at the edge.
@@ -24,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backupctl.cli.restore_modes import FlagError, parse_size
+from backupctl.store.backends.transfer import MAX_CONCURRENCY
 from backupctl.store.catalog import ID_PATTERN
 
 ENV_STORE = "BACKUPCTL_STORE"
@@ -31,6 +40,21 @@ ENV_TARGET = "BACKUPCTL_TARGET"
 ENV_ENDPOINT = "BACKUPCTL_ENDPOINT"
 ENV_CONFIG = "BACKUPCTL_CONFIG"
 _KEYS = {"store", "target", "endpoint"}
+#: The config file's transfer keys and the parameter each sets.
+TRANSFER_KEYS = {
+    "limit-upload": "limit_upload",
+    "limit-download": "limit_download",
+    "part-size": "part_size",
+    "concurrency": "concurrency",
+}
+#: Which commands take which transfer settings (their parameter names).
+TRANSFER_OPTIONS = {
+    "run": ("limit_upload", "part_size", "concurrency"),
+    "copy": ("limit_upload", "limit_download", "part_size", "concurrency"),
+    "restore": ("limit_download",),
+    "verify": ("limit_download",),
+    "check": ("limit_download",),
+}
 
 
 class ConfigError(Exception):
@@ -42,6 +66,8 @@ class Defaults:
     store: str | None = None
     target: str | None = None
     endpoint: str | None = None
+    #: the config file's transfer settings, by parameter name (TRANSFER_KEYS)
+    transfer: tuple[tuple[str, Any], ...] = ()
 
 
 def config_path(env: Mapping[str, str]) -> tuple[Path, bool]:
@@ -59,15 +85,39 @@ def parse_config(text: str, where: str) -> Defaults:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {where} is not valid TOML: {e}") from None
-    unknown = sorted(set(data) - _KEYS)
+    unknown = sorted(set(data) - _KEYS - set(TRANSFER_KEYS))
     if unknown:
-        raise ConfigError(
-            f"config file {where}: unknown key {unknown[0]!r} (known: endpoint, store, target)"
-        )
+        known = ", ".join(sorted(_KEYS | set(TRANSFER_KEYS)))
+        raise ConfigError(f"config file {where}: unknown key {unknown[0]!r} (known: {known})")
     for key in _KEYS & set(data):
         if not isinstance(data[key], str) or not data[key].strip():
             raise ConfigError(f"config file {where}: {key!r} must be a non-empty string")
-    return Defaults(data.get("store"), data.get("target"), data.get("endpoint"))
+    transfer = []
+    for key, param in TRANSFER_KEYS.items():
+        if key not in data:
+            continue
+        problem = _transfer_problem(key, data[key])
+        if problem:
+            raise ConfigError(f"config file {where}: {key!r} must be {problem}")
+        transfer.append((param, data[key]))
+    return Defaults(data.get("store"), data.get("target"), data.get("endpoint"), tuple(transfer))
+
+
+def _transfer_problem(key: str, value: object) -> str | None:
+    """What a transfer setting of the config file must be, when it is not (pure)."""
+    if key == "part-size":
+        try:
+            parse_size(value if isinstance(value, str) else "", "part-size")
+        except FlagError:
+            return 'a size string like "64MiB"'
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "a number"
+    if key == "concurrency" and not (isinstance(value, int) and 1 <= value <= MAX_CONCURRENCY):
+        return f"a whole number from 1 to {MAX_CONCURRENCY}"
+    if value < 1:
+        return "at least 1 (KiB/s)"
+    return None
 
 
 def resolve(env: Mapping[str, str], file: Defaults) -> Defaults:
@@ -76,6 +126,7 @@ def resolve(env: Mapping[str, str], file: Defaults) -> Defaults:
         store=env.get(ENV_STORE) or file.store,
         target=env.get(ENV_TARGET) or file.target,
         endpoint=env.get(ENV_ENDPOINT) or file.endpoint,
+        transfer=file.transfer,  # their variables are read by the options (click)
     )
 
 
@@ -138,7 +189,9 @@ def split_store(
 def default_map(d: Defaults) -> dict[str, Any]:
     """Click's ``default_map`` for the commands that take the store as their
     only positional argument (``list``, ``prune``), so they read the defaults
-    too (pure); click uses it only for what the command line leaves unset."""
+    too, and the file's transfer settings for the commands that take them
+    (pure); click uses it only for what the command line and the options'
+    variables leave unset."""
     values: dict[str, Any] = {}
     if d.store:
         values["store_url"] = d.store
@@ -146,10 +199,15 @@ def default_map(d: Defaults) -> dict[str, Any]:
         values["target"] = d.target
     if d.endpoint:
         values["endpoint"] = d.endpoint
-    if not values:
-        return {}
-    rest = {k: v for k, v in values.items() if k != "store_url"}
-    return {"list": values, "prune": dict(values), "verify": rest, "restore": dict(rest)}
+    out: dict[str, dict[str, Any]] = {}
+    if values:
+        rest = {k: v for k, v in values.items() if k != "store_url"}
+        out = {"list": values, "prune": dict(values), "verify": rest, "restore": dict(rest)}
+    for command, params in TRANSFER_OPTIONS.items():
+        given = {k: v for k, v in d.transfer if k in params}
+        if given:
+            out[command] = {**out.get(command, {}), **given}
+    return out
 
 
 #: Commands whose positional arguments are ``STORE ID``: with a default

@@ -13,11 +13,14 @@ from typing import Annotated
 
 import typer
 
+from backupctl.cli.restore_modes import FlagError, parse_size
 from backupctl.redis.address import ConnectionSpec, parse_redis_url
 from backupctl.store.backends import open_store
 from backupctl.store.backends.base import Backend
 from backupctl.store.backends.retry import RetryingBackend
 from backupctl.store.backends.s3_options import ObjectLock
+from backupctl.store.backends.throttle import limited
+from backupctl.store.backends.transfer import MAX_CONCURRENCY, Transfer
 from backupctl.store.encryption import Identities, Recipients, load_identities, parse_recipients
 from backupctl.store.signing import (
     SIGNING_KEY_ENV,
@@ -60,9 +63,19 @@ PasswordFileOpt = Annotated[
 ]
 
 
-def get_store(url: str, endpoint: str | None, *, lock: ObjectLock | None = None) -> Backend:
-    """The store behind ``url``, with the storage package's retry wrapper."""
-    return RetryingBackend(open_store(url, endpoint=endpoint, lock=lock))
+def get_store(
+    url: str,
+    endpoint: str | None,
+    *,
+    lock: ObjectLock | None = None,
+    transfer: Transfer | None = None,
+    limit_upload: float | None = None,
+    limit_download: float | None = None,
+) -> Backend:
+    """The store behind ``url``, with the storage package's retry wrapper and
+    the bandwidth limits (KiB/s; None: unlimited)."""
+    backend = open_store(url, endpoint=endpoint, lock=lock, transfer=transfer)
+    return RetryingBackend(limited(backend, limit_upload, limit_download))
 
 
 def redis_spec(url: str, password_file: Path | None) -> ConnectionSpec:
@@ -176,3 +189,70 @@ LockDaysOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+# --- transfers: bandwidth, part size, concurrency (docs/stores.md) --------------------
+
+TRANSFER = "Transfer"
+LimitUploadOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--limit-upload",
+        metavar="KiB/s",
+        min=1,
+        envvar="BACKUPCTL_LIMIT_UPLOAD",
+        help="Limit the upload to the store (copy: the destination) to this many KiB/s, as "
+        "restic's (env: BACKUPCTL_LIMIT_UPLOAD).",
+        rich_help_panel=TRANSFER,
+        show_default=False,
+    ),
+]
+LimitDownloadOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--limit-download",
+        metavar="KiB/s",
+        min=1,
+        envvar="BACKUPCTL_LIMIT_DOWNLOAD",
+        help="Limit the download from the store (copy: the source) to this many KiB/s, as "
+        "restic's (env: BACKUPCTL_LIMIT_DOWNLOAD).",
+        rich_help_panel=TRANSFER,
+        show_default=False,
+    ),
+]
+PartSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--part-size",
+        metavar="SIZE",
+        envvar="BACKUPCTL_PART_SIZE",
+        help="Upload in parts of this size, e.g. 64MiB (default: S3 5MiB, Azure 8MiB, GCS "
+        "8MiB; memory: about (concurrency + 1) parts). Bigger parts: fewer requests, and "
+        "S3's 10,000 parts reach further (env: BACKUPCTL_PART_SIZE).",
+        rich_help_panel=TRANSFER,
+        show_default=False,
+    ),
+]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        metavar="N",
+        min=1,
+        max=MAX_CONCURRENCY,
+        envvar="BACKUPCTL_CONCURRENCY",
+        help="Upload this many parts at once (default: S3 2, Azure 3; GCS sends its chunks "
+        "in order, one at a time) (env: BACKUPCTL_CONCURRENCY).",
+        rich_help_panel=TRANSFER,
+        show_default=False,
+    ),
+]
+
+
+def transfer(part_size: str | None, concurrency: int | None) -> Transfer:
+    """``--part-size`` / ``--concurrency`` (a bad size: a usage error naming the flag)."""
+    try:
+        size = parse_size(part_size, "--part-size") if part_size is not None else None
+    except FlagError as e:
+        raise typer.BadParameter(str(e), param_hint="'--part-size'") from None
+    return Transfer(part_size=size, concurrency=concurrency)

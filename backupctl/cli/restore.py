@@ -18,6 +18,7 @@ from backupctl.cli.options import (
     EndpointOpt,
     IdentityOpt,
     JsonOpt,
+    LimitDownloadOpt,
     RequireSignaturesOpt,
     StoreArg,
     TargetOpt,
@@ -244,6 +245,7 @@ def restore(
     identity: IdentityOpt = None,
     verify_key: VerifyKeyOpt = None,
     require_signatures: RequireSignaturesOpt = False,
+    limit_download: LimitDownloadOpt = None,
 ) -> None:
     """Restore a backup into a data directory (--to-dir), a running Redis (--to-redis) or,
     in place, a Redis Cluster whose nodes' data directories are on this machine (--to-cluster).
@@ -269,7 +271,7 @@ def restore(
         restart=restart, verify_only=verify_only, timeout=timeout, redis_server=redis_server,
         force=force, large_value_threshold=threshold, no_tmp=no_tmp,
         identity=tuple(identity or ()), verify_key=tuple(verify_key or ()),
-        require_signatures=require_signatures,
+        require_signatures=require_signatures, limit_download=limit_download,
     )  # fmt: skip
     if dry_run or mode is None:  # mode_of allows no destination only with --dry-run
         restore_dry_run(req)

@@ -150,7 +150,7 @@ def restore_dry_run(req: RestoreRequest) -> None:
     """Resolve the backup (e.g. 'latest') once and say what a restore would load."""
     with user_errors(req.termination_log):
         signed_by = trust(req.verify_key, req.require_signatures)
-        store = get_store(req.store_url, req.endpoint)
+        store = get_store(req.store_url, req.endpoint, limit_download=req.limit_download)
         entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         assert entry.manifest is not None  # find() returns complete backups only
         report(WouldRestore(entry.manifest), as_json=req.as_json,
@@ -192,7 +192,7 @@ def restore_into_dir(req: RestoreRequest, *, before_step: StepHook | None = None
 def _download(req: RestoreRequest, to_dir: Path, before_step: StepHook | None) -> RestoreResult:
     keys = identities(list(req.identity))
     signed_by = trust(req.verify_key, req.require_signatures)
-    store = get_store(req.store_url, req.endpoint)
+    store = get_store(req.store_url, req.endpoint, limit_download=req.limit_download)
     entry = catalog.find(store, req.backup, req.target, trust=signed_by)
     if not req.stage_only and not req.force:
         refuse_in_use(to_dir)

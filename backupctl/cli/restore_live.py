@@ -181,7 +181,7 @@ def restore_into_redis(req: RestoreRequest) -> None:
         if req.tmp_dir is not None:
             check_parent(req.tmp_dir)  # before any download
         signed_by = trust(req.verify_key, req.require_signatures)
-        store = get_store(req.store_url, req.endpoint)
+        store = get_store(req.store_url, req.endpoint, limit_download=req.limit_download)
         entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         # one display for both steps: "download" (and verify), then "load" (keys)
         with progress("download", enabled=not req.as_json) as meter:
@@ -211,7 +211,7 @@ def restore_into_cluster(req: RestoreRequest) -> None:
             )
         keys = identities(list(req.identity))
         signed_by = trust(req.verify_key, req.require_signatures)
-        store = get_store(req.store_url, req.endpoint)
+        store = get_store(req.store_url, req.endpoint, limit_download=req.limit_download)
         entry = catalog.find(store, req.backup, req.target, trust=signed_by)
         assert entry.manifest is not None  # find() returns complete backups only
         result: CommandResult

@@ -26,7 +26,7 @@ DESTINATIONS = (DIR, REDIS, CLUSTER)
 
 #: Which destinations each flag goes with. Flags not listed (--target,
 #: --endpoint, --json, --termination-log, --dry-run, --verify-key,
-#: --require-signatures) go with every mode.
+#: --require-signatures, --limit-download) go with every mode.
 FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--stage-only": (DIR,),
     "--swap": (DIR,),
@@ -142,3 +142,5 @@ class RestoreRequest:
     # every mode: --verify-key files and --require-signatures (docs/encryption.md)
     verify_key: tuple[Path, ...] = ()
     require_signatures: bool = False
+    # every mode: --limit-download (KiB/s)
+    limit_download: float | None = None

@@ -20,17 +20,21 @@ import typer
 from backupctl.cli.exit_codes import ExitCode
 from backupctl.cli.logs import LogFormatOpt, QuietOpt, VerboseOpt, log
 from backupctl.cli.options import (
+    ConcurrencyOpt,
     EncryptToFileOpt,
     EncryptToOpt,
     EndpointOpt,
     JsonOpt,
+    LimitUploadOpt,
     LockDaysOpt,
     LockModeOpt,
+    PartSizeOpt,
     SigningKeyOpt,
     TermLogOpt,
     get_store,
     recipients,
     redis_spec,
+    transfer,
 )
 from backupctl.cli.output import (
     CommandResult,
@@ -304,8 +308,15 @@ def run(
     signing_key: SigningKeyOpt = None,
     lock_mode: LockModeOpt = None,
     lock_days: LockDaysOpt = None,
+    limit_upload: LimitUploadOpt = None,
+    part_size: PartSizeOpt = None,
+    concurrency: ConcurrencyOpt = None,
 ) -> None:
     """Take a backup of one Redis server and stream it to a store."""
+    try:
+        uploads = transfer(part_size, concurrency)
+    except typer.BadParameter as e:
+        fail(e.format_message(), code=ExitCode.USAGE, termination_log=termination_log)
     if method not in ("bgsave", "replication"):
         fail(
             f"--method must be bgsave or replication, not {method!r}",
@@ -354,7 +365,10 @@ def run(
             hooks = _labelled(ctx.find_object(RunHooks) or RunHooks(), meter)
             result = _backup(meter, started, RunOptions(
             redis=choice.spec,
-            store=get_store(to, endpoint, lock=parse_lock(lock_mode, lock_days)),
+            store=get_store(
+                to, endpoint, lock=parse_lock(lock_mode, lock_days), transfer=uploads,
+                limit_upload=limit_upload,
+            ),
             target=target or choice.target,
             method=method,
             compression=compression,

@@ -14,6 +14,7 @@ from backupctl.cli.options import (
     EndpointOpt,
     IdentityOpt,
     JsonOpt,
+    LimitDownloadOpt,
     RequireSignaturesOpt,
     StoreArg,
     TargetOpt,
@@ -86,6 +87,7 @@ def verify(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     log_format: LogFormatOpt = "text",
+    limit_download: LimitDownloadOpt = None,
 ) -> None:
     """Download a backup and check every checksum and RDB, without restoring it."""
     with user_errors(termination_log):
@@ -93,7 +95,7 @@ def verify(
             check_parent(tmp_dir)  # before any download
         keys = identities(identity)
         signed_by = trust(verify_key, require_signatures)
-        store = get_store(store_url, endpoint)
+        store = get_store(store_url, endpoint, limit_download=limit_download)
         entry = catalog.find(store, backup, target, trust=signed_by)
         with backup_progress("verify", entry, not as_json) as advance:
             result = verify_backup(

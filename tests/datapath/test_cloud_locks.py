@@ -134,7 +134,7 @@ def _gcs(endpoint: str) -> Iterator[LockStore]:
     env = {"STORAGE_EMULATOR_HOST": endpoint, "GOOGLE_CLOUD_PROJECT": "test"}
 
     def open_(**kw: Any) -> Backend:
-        return GCSBackend(bucket_name, "backups", endpoint=endpoint, **kw)
+        return GCSBackend(bucket_name, "backups", endpoint=endpoint, anonymous=True, **kw)
 
     def read_lock(key: str) -> tuple[str, datetime] | None:
         blob = bucket.get_blob(f"backups/{key}")

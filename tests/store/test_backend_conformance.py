@@ -515,6 +515,7 @@ def test_unreachable_endpoint_is_transient_and_fails_fast(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_EC2_METADATA_DISABLED": "true",
+        "BACKUPCTL_GCS_ANONYMOUS": "true",  # an emulator given by its endpoint
         "AZURE_STORAGE_CONNECTION_STRING": (
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
             f"BlobEndpoint={dead_endpoint}/devstoreaccount1;"

@@ -70,6 +70,24 @@ def test_config_path(env: dict[str, str], path: str, explicit: bool) -> None:
         ("store = 3", "'store' must be a non-empty string"),
         ('store = ""', "'store' must be a non-empty string"),
         ("store = ", "not valid TOML"),
+        (
+            'part-size = "64MiB"\nconcurrency = 8\nlimit-upload = 512\nlimit-download = 1.5',
+            Defaults(
+                transfer=(
+                    ("limit_upload", 512),
+                    ("limit_download", 1.5),
+                    ("part_size", "64MiB"),
+                    ("concurrency", 8),
+                )
+            ),
+        ),
+        ('part-size = "lots"', "'part-size' must be a size string"),
+        ("part-size = 64", "'part-size' must be a size string"),
+        ("concurrency = 99", "'concurrency' must be a whole number from 1 to 32"),
+        ("concurrency = 2.5", "'concurrency' must be a whole number"),
+        ("limit-upload = 0", "'limit-upload' must be at least 1"),
+        ('limit-download = "fast"', "'limit-download' must be a number"),
+        ("limit-upload = true", "'limit-upload' must be a number"),
     ],
 )
 def test_parse_config(text: str, want: Defaults | str) -> None:
@@ -143,6 +161,19 @@ def test_default_map_fills_store_only_where_it_is_the_only_positional() -> None:
     assert default_map(Defaults()) == {}
 
 
+def test_default_map_gives_each_command_only_the_transfer_settings_it_takes() -> None:
+    d = Defaults(
+        target="ns/a",
+        transfer=(("limit_upload", 512), ("limit_download", 256), ("part_size", "64MiB")),
+    )
+    m = default_map(d)
+    assert m["run"] == {"limit_upload": 512, "part_size": "64MiB"}
+    assert m["copy"] == {"limit_upload": 512, "limit_download": 256, "part_size": "64MiB"}
+    assert m["restore"] == {"target": "ns/a", "limit_download": 256} == m["verify"]
+    assert m["check"] == {"limit_download": 256}
+    assert "limit_download" not in m["list"]
+
+
 # --- the CLI ------------------------------------------------------------------
 
 
@@ -179,5 +210,6 @@ def test_cli_missing_store_and_broken_config_are_one_line_usage_errors(tmp_path:
     proc = cli("list", env={**env, "BACKUPCTL_CONFIG": str(bad)}, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        f"error: config file {bad}: unknown key 'stroe' (known: endpoint, store, target)"
+        f"error: config file {bad}: unknown key 'stroe' (known: concurrency, endpoint, "
+        "limit-download, limit-upload, part-size, store, target)"
     )

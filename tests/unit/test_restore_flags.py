@@ -89,6 +89,7 @@ def test_every_mode_specific_option_of_the_command_is_in_the_table() -> None:
     common = {"--target", "--endpoint", "--json", "--termination-log", "--dry-run", "--help"}
     common |= {"--verify-key", "--require-signatures"}  # which backup, in every mode
     common |= {"--quiet", "--verbose", "--log-format"}
+    common |= {"--limit-download"}  # every mode downloads
     assert flags - common - set(DESTINATIONS) == set(FLAG_MODES)
 
 

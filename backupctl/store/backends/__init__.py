@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 from backupctl.store.backends.base import (
@@ -39,12 +40,15 @@ from backupctl.store.backends.base import (
 from backupctl.store.backends.locks import ObjectLock, lock_for_store
 from backupctl.store.backends.retry import RetryingBackend
 from backupctl.store.backends.s3_options import sse_from_env
+from backupctl.store.backends.transfer import Transfer, TransferError, check_transfer
 from backupctl.store.backends.wrappers import DryRunBackend
 
 #: Server-side encryption of the other clouds (docs/encryption.md): the Azure
 #: encryption scope and the GCS Cloud KMS key every write names.
 AZURE_SCOPE_ENV = "BACKUPCTL_AZURE_ENCRYPTION_SCOPE"
 GCS_KMS_KEY_ENV = "BACKUPCTL_GCS_KMS_KEY"
+#: GCS without credentials (docs/stores.md): a public bucket, an emulator at --endpoint.
+GCS_ANONYMOUS_ENV = "BACKUPCTL_GCS_ANONYMOUS"
 
 __all__ = [
     "CHUNK_SIZE",
@@ -58,6 +62,7 @@ __all__ = [
     "RetryingBackend",
     "StorageError",
     "StoreURLError",
+    "Transfer",
     "open_store",
     "put_bytes",
     "put_stream",
@@ -138,7 +143,13 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint.rstrip("/")
 
 
-def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None = None) -> Backend:
+def open_store(
+    url: str,
+    *,
+    endpoint: str | None = None,
+    lock: ObjectLock | None = None,
+    transfer: Transfer | None = None,
+) -> Backend:
     """The backend for ``url`` (see the module doc for the forms).
 
     ``endpoint`` overrides the service endpoint of ``s3://``, ``az://`` and
@@ -146,7 +157,9 @@ def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None
     :class:`StoreURLError` with one line saying what is wrong and what a
     correct URL looks like. ``lock``: S3 Object Lock, Azure immutability or GCS
     object retention on every object written (:mod:`.locks`); S3 server-side
-    encryption comes from the environment (:mod:`.s3_options`).
+    encryption comes from the environment (:mod:`.s3_options`). ``transfer``: the part
+    size and concurrency of uploads, checked against the store's limits (a
+    :class:`StoreURLError` when they do not suit it).
     """
     url = url.strip()
     if not url:
@@ -220,19 +233,48 @@ def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None
         raise StoreURLError(f"store URL {url!r} has '.' or '..' in its prefix")
     if endpoint is not None:
         endpoint = _check_endpoint(endpoint)
+    transfer = transfer or Transfer()
+    try:
+        check_transfer(scheme, transfer)
+    except TransferError as err:
+        raise StoreURLError(str(err)) from None
     if scheme == "s3":
         from backupctl.store.backends.s3 import S3Backend
 
-        return S3Backend(bucket, prefix, endpoint=endpoint, sse=sse_from_env(os.environ), lock=lock)
+        return S3Backend(
+            bucket,
+            prefix,
+            endpoint=endpoint,
+            sse=sse_from_env(os.environ),
+            lock=lock,
+            transfer=transfer,
+        )
     if scheme == "az":
         from backupctl.store.backends.azure import AzureBackend
 
         scope = os.environ.get(AZURE_SCOPE_ENV, "").strip() or None
-        return AzureBackend(bucket, prefix, endpoint=endpoint, encryption_scope=scope, lock=lock)
+        return AzureBackend(
+            bucket, prefix, endpoint=endpoint, encryption_scope=scope, lock=lock,
+            transfer=transfer,
+        )  # fmt: skip
     from backupctl.store.backends.gcs import GCSBackend
 
     kms_key = os.environ.get(GCS_KMS_KEY_ENV, "").strip() or None
-    return GCSBackend(bucket, prefix, endpoint=endpoint, kms_key_name=kms_key, lock=lock)
+    anonymous = _flag(os.environ, GCS_ANONYMOUS_ENV)
+    return GCSBackend(
+        bucket, prefix, endpoint=endpoint, kms_key_name=kms_key, lock=lock, anonymous=anonymous,
+        transfer=transfer,
+    )  # fmt: skip
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A true/false environment setting (unset or empty: false)."""
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise StoreURLError(f"{name}={env[name]!r} is not a boolean: set it to true or false")
 
 
 def _example(scheme: str) -> str:

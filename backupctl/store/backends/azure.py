@@ -6,9 +6,12 @@ Credentials, first match wins:
    show-connection-string`` prints, or Azurite's well-known one);
 2. ``AZURE_STORAGE_ACCOUNT`` with ``AZURE_STORAGE_KEY``, or ``AZURE_STORAGE_SAS_TOKEN``
    with ``AZURE_STORAGE_ACCOUNT`` or an endpoint (a leading ``?`` is dropped);
-3. ``DefaultAzureCredential`` (workload identity, managed identity...) when
-   the optional ``azure-identity`` package is installed and the account is
-   known (``AZURE_STORAGE_ACCOUNT`` or an endpoint).
+3. ``DefaultAzureCredential`` (an environment service principal, AKS workload
+   identity, managed identity, ``az login``...) when the account is known
+   (``AZURE_STORAGE_ACCOUNT`` or an endpoint).
+
+A SAS token is a secret like a key: it is never part of a message (errors
+name the variable it came from, :attr:`AzureBackend.credential_source`).
 
 The endpoint is the ``endpoint`` argument, else ``AZURE_STORAGE_ENDPOINT``,
 else the connection string's ``BlobEndpoint``, else
@@ -16,7 +19,8 @@ else the connection string's ``BlobEndpoint``, else
 account: ``http://127.0.0.1:10000/devstoreaccount1``. The client is created
 on first use, so :func:`open_store` itself never touches the network.
 
-Writes stage 8 MiB blocks, three in flight at a time, and commit the block
+Writes stage 8 MiB blocks, three in flight at a time (``--part-size``,
+``--concurrency``: :mod:`backupctl.store.backends.transfer`), and commit the block
 list on commit; an object smaller than one block is a single ``Put Blob``.
 Staged but uncommitted blocks are Azure's "unfinished upload": listed by
 ``pending_uploads`` (blobs that exist only as uncommitted blocks) and purged
@@ -58,7 +62,6 @@ from azure.storage.blob import (
 )
 
 from backupctl.store.backends.base import (
-    CHUNK_SIZE,
     AccessDenied,
     NotFound,
     ObjectInfo,
@@ -73,13 +76,23 @@ from backupctl.store.backends.base import (
     strip_root,
 )
 from backupctl.store.backends.locks import HELD, ObjectLock
+from backupctl.store.backends.transfer import Transfer
 
 READ_RANGE = 2 * 1024 * 1024
 _CREDENTIALS_HINT = (
     "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or "
-    "AZURE_STORAGE_SAS_TOKEN, or (workload / managed identity, az login) AZURE_STORAGE_ACCOUNT "
-    "with the azure-identity package installed; see docs/stores.md"
+    "AZURE_STORAGE_SAS_TOKEN, or AZURE_STORAGE_ACCOUNT alone for workload / managed identity "
+    "or az login; see docs/stores.md"
 )
+#: What each credential source needs to be fixed, for "access denied" messages.
+_FIX = {
+    "AZURE_STORAGE_CONNECTION_STRING": "check AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_KEY": "check AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_SAS_TOKEN": "check AZURE_STORAGE_SAS_TOKEN: its expiry, permissions "
+    "(racwdl; rl for read-only commands) and container",
+    "DefaultAzureCredential": "the identity DefaultAzureCredential found needs the Storage "
+    "Blob Data Contributor role (Reader for read-only commands) on the container",
+}
 
 
 def _parse_connection_string(conn: str) -> dict[str, str]:
@@ -108,10 +121,13 @@ class AzureBackend:
         encryption_scope: str | None = None,
         lock: ObjectLock | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        transfer: Transfer | None = None,
     ) -> None:
         self.container = container
         #: the immutability policy of every blob written (docs/encryption.md)
         self.lock, self._now = lock, now
+        #: block size and blocks in flight (--part-size, --concurrency)
+        self.transfer = transfer or Transfer()
         #: every write names it (``$BACKUPCTL_AZURE_ENCRYPTION_SCOPE``, docs/encryption.md)
         self.scope: dict[str, Any] = (
             {"encryption_scope": encryption_scope} if encryption_scope else {}
@@ -121,6 +137,9 @@ class AzureBackend:
         self._endpoint_arg = endpoint
         self._lock = threading.Lock()
         self._clients: dict[str, ContainerClient] = {}
+        #: which credential the client uses (a variable's name, never its value)
+        self.credential_source = "AZURE_STORAGE_CONNECTION_STRING"
+        self._identity: Any = None  # DefaultAzureCredential, made on first use
         self.endpoint = endpoint or os.environ.get("AZURE_STORAGE_ENDPOINT") or "(Azure Blob)"
 
     # -- clients and errors ---------------------------------------------------
@@ -147,13 +166,14 @@ class AzureBackend:
             # whose __len__ is its byte count), so bigger ranges cost memory.
             "max_single_get_size": READ_RANGE,
             "max_chunk_get_size": READ_RANGE,
-            "max_single_put_size": CHUNK_SIZE,
-            "max_block_size": CHUNK_SIZE,
+            "max_single_put_size": self.transfer.part("az"),
+            "max_block_size": self.transfer.part("az"),
         }
         endpoint = self._endpoint_arg or os.environ.get("AZURE_STORAGE_ENDPOINT")
         conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
         account = os.environ.get("AZURE_STORAGE_ACCOUNT")
         credential: Any = None
+        sas = os.environ.get("AZURE_STORAGE_SAS_TOKEN", "").strip()
         try:
             if conn:
                 if not endpoint:
@@ -167,25 +187,22 @@ class AzureBackend:
             elif account and os.environ.get("AZURE_STORAGE_KEY"):
                 key = os.environ["AZURE_STORAGE_KEY"]
                 credential = {"account_name": account, "account_key": key}
-            elif (account or endpoint) and os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
+                self.credential_source = "AZURE_STORAGE_KEY"
+            elif (account or endpoint) and sas:
                 # a SAS as the portal or `az ... generate-sas` prints it, with or without "?"
-                credential = os.environ["AZURE_STORAGE_SAS_TOKEN"].lstrip("?")
+                credential = sas.lstrip("?")
+                self.credential_source = "AZURE_STORAGE_SAS_TOKEN"
+            elif account or endpoint:
+                # one credential for both clients: one token, refreshed once
+                self._identity = self._identity or _identity_credential()
+                credential = self._identity
+                self.credential_source = "DefaultAzureCredential"
             else:
-                credential = self._identity_credential()
-                if credential is None or not (account or endpoint):
-                    raise AccessDenied(f"no Azure credentials found: {_CREDENTIALS_HINT}")
+                raise AccessDenied(f"no Azure credentials found: {_CREDENTIALS_HINT}")
             url = endpoint or f"https://{account}.blob.core.windows.net"
             return BlobServiceClient(url, credential=credential, **options)
         except ValueError as err:  # malformed connection string or endpoint
             raise StorageError(f"cannot use the Azure storage settings: {err}") from err
-
-    @staticmethod
-    def _identity_credential() -> Any:
-        try:
-            from azure.identity import DefaultAzureCredential  # optional dependency
-        except ImportError:
-            return None
-        return DefaultAzureCredential()
 
     def _error(self, err: Exception, key: str | None = None) -> StorageError:
         """Map an azure-core exception to a one-line StorageError."""
@@ -203,10 +220,16 @@ class AzureBackend:
             return NotFound(f"{where} does not exist: create it or fix the store URL")
         if isinstance(err, ResourceNotFoundError) or code == "BlobNotFound":
             return NotFound(f"object {key!r} not found in {self.url}")
+        if isinstance(err, ClientAuthenticationError) and not status:
+            # DefaultAzureCredential found no identity, or its token request failed
+            return AccessDenied(
+                f"no Azure credentials found for {where}: DefaultAzureCredential got no "
+                f"token ({type(err).__name__}); {_CREDENTIALS_HINT}"
+            )
         if isinstance(err, ClientAuthenticationError) or status in (401, 403):
             return AccessDenied(
-                f"access to {where} denied ({code or status}): check AZURE_STORAGE_KEY "
-                "or AZURE_STORAGE_CONNECTION_STRING"
+                f"access to {where} denied ({code or status}, credentials from "
+                f"{self.credential_source}): {_FIX[self.credential_source]}"
             )
         message = str(getattr(err, "message", "") or err).splitlines()[0]
         if isinstance(err, HttpResponseError) and (status >= 500 or status in (408, 429)):
@@ -344,17 +367,29 @@ class AzureBackend:
             raise self._error(err, upload.key) from err
 
 
+def _identity_credential() -> Any:
+    """``DefaultAzureCredential``, imported when used: azure-identity and msal
+    take ~0.3 s to import, which the other credential sources do not pay."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
 class _AzureWriter(PartUploadWriter):
     """Stage blocks concurrently, commit the block list on commit."""
 
-    max_parts = 50_000  # Azure's block limit: ~390 GiB with 8 MiB blocks
+    max_parts = 50_000  # Azure's block limit: ~390 GiB with 8 MiB blocks (the default)
 
     def __init__(self, backend: AzureBackend, key: str, name: str) -> None:
-        super().__init__(f"{backend.url}/{key}", workers=3)
+        super().__init__(f"{backend.url}/{key}", workers=backend.transfer.workers("az"))
+        self._block = backend.transfer.part("az")
         self._b = backend
         self._key = key
         self._name = name
         self._args = backend.write_args()  # the lock counts from the start of the write
+
+    def part_size(self, number: int) -> int:
+        return self._block
 
     def _map_error(self, err: Exception) -> StorageError:
         return self._b._error(err, self._key)

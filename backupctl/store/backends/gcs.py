@@ -3,13 +3,14 @@
 Credentials come from the standard Google chain (``GOOGLE_APPLICATION_CREDENTIALS``
 pointing at a service-account key, workload identity, gcloud's application
 default credentials); the project from ``GOOGLE_CLOUD_PROJECT`` when set.
-Against an emulator (``STORAGE_EMULATOR_HOST``, or a plain ``http://``
-``endpoint`` without ``GOOGLE_APPLICATION_CREDENTIALS``) the client uses
-anonymous credentials and a dummy project; an ``https://`` endpoint (Private
-Service Connect, a proxy) uses the credential chain above. The client is created on first
-use, so :func:`open_store` itself never touches the network.
+A custom ``endpoint`` (Private Service Connect, a proxy, another address of
+the service) uses that same chain: credentials are anonymous only for an
+emulator (``STORAGE_EMULATOR_HOST`` set, the Google client's own convention)
+or when asked for (``BACKUPCTL_GCS_ANONYMOUS=true``, a public bucket or an
+emulator given by ``--endpoint``), with a dummy project. The client is created
+on first use, so :func:`open_store` itself never touches the network.
 
-Writes are resumable uploads in 8 MiB chunks. GCS requires the chunks of one
+Writes are resumable uploads in 8 MiB chunks (``--part-size``). GCS requires the chunks of one
 upload in order, so one chunk is in flight while the caller fills the next;
 an object smaller than one chunk is a single request on commit. Resumable
 sessions cannot be listed, so ``pending_uploads`` is always empty (GCS drops
@@ -55,6 +56,7 @@ from backupctl.store.backends.base import (
     strip_root,
 )
 from backupctl.store.backends.locks import HELD, ObjectLock
+from backupctl.store.backends.transfer import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +79,11 @@ _TRANSIENT = (
 )
 
 
-def anonymous_endpoint(endpoint: str, *, emulator: bool, key_file: bool) -> bool:
-    """Whether a custom ``endpoint`` is an emulator, reached without
-    credentials (pure): with ``STORAGE_EMULATOR_HOST`` set, or a plain
-    ``http://`` endpoint when no key file is configured. An ``https://``
-    endpoint is a real service behind another address: authenticated."""
-    if emulator:
-        return True
-    return endpoint.startswith("http://") and not key_file
+def anonymous_credentials(*, emulator: bool, asked: bool) -> bool:
+    """Whether the client goes without credentials (pure): for an emulator
+    (``STORAGE_EMULATOR_HOST``) or when asked (``BACKUPCTL_GCS_ANONYMOUS``);
+    never because of what an endpoint looks like."""
+    return emulator or asked
 
 
 class GCSBackend:
@@ -99,10 +98,16 @@ class GCSBackend:
         kms_key_name: str | None = None,
         lock: ObjectLock | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        anonymous: bool = False,
+        transfer: Transfer | None = None,
     ) -> None:
+        #: chunk size of resumable uploads (--part-size; chunks go one at a time)
+        self.transfer = transfer or Transfer()
         self.bucket_name = bucket
         #: the retention of every object written (docs/encryption.md)
         self.lock, self._now = lock, now
+        #: no credentials at all (``BACKUPCTL_GCS_ANONYMOUS``)
+        self.anonymous = anonymous
         #: the Cloud KMS key every write names (``$BACKUPCTL_GCS_KMS_KEY``, docs/encryption.md)
         self.kms_key_name = kms_key_name
         self.root = prefix.strip("/")
@@ -129,11 +134,7 @@ class GCSBackend:
             self.endpoint = endpoint
         options = {"api_endpoint": endpoint} if endpoint else None
         try:
-            if endpoint and anonymous_endpoint(
-                endpoint,
-                emulator=bool(emulator),
-                key_file=bool(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")),
-            ):
+            if anonymous_credentials(emulator=bool(emulator), asked=self.anonymous):
                 return storage.Client(
                     project=project or "backupctl-emulator",
                     credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
@@ -141,9 +142,16 @@ class GCSBackend:
                 )
             return storage.Client(project=project, client_options=options)
         except google.auth.exceptions.DefaultCredentialsError as err:
+            emulator_hint = (
+                f"; for an emulator set STORAGE_EMULATOR_HOST={endpoint} (or "
+                "BACKUPCTL_GCS_ANONYMOUS=true)"
+                if endpoint
+                else ""
+            )
             raise AccessDenied(
                 "no Google Cloud credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a "
-                "service account key file (or use workload identity)"
+                "service account key file (or use workload identity, or gcloud auth "
+                f"application-default login){emulator_hint}"
             ) from err
 
     def _error(self, err: Exception, key: str | None = None) -> StorageError:
@@ -308,12 +316,13 @@ def _first_line(err: Exception) -> str:
 
 
 class _GCSWriter(PartUploadWriter):
-    """A resumable upload fed one 8 MiB chunk at a time, in order."""
+    """A resumable upload fed one chunk (8 MiB, or --part-size) at a time, in order."""
 
     max_parts = 1 << 40  # no part limit on resumable uploads
 
     def __init__(self, backend: GCSBackend, key: str, name: str) -> None:
         super().__init__(f"{backend.url}/{key}", workers=1)
+        self._chunk = backend.transfer.part("gs")
         self._gb = backend
         self._key = key
         self._name = name
@@ -321,13 +330,16 @@ class _GCSWriter(PartUploadWriter):
         # the lock counts from the start of the write
         self._until = backend.lock.retain_until(backend._now()) if backend.lock else None
 
+    def part_size(self, number: int) -> int:
+        return self._chunk
+
     def _map_error(self, err: Exception) -> StorageError:
         return self._gb._error(err)  # a 404 while writing means the bucket is missing
 
     def _begin(self) -> None:
-        blob = self._gb.new_blob(self._name, self._until, chunk_size=CHUNK_SIZE)
+        blob = self._gb.new_blob(self._name, self._until, chunk_size=self._chunk)
         upload: Any = blob.open(
-            "wb", chunk_size=CHUNK_SIZE, ignore_flush=True, retry=UPLOAD_RETRY, timeout=TIMEOUT
+            "wb", chunk_size=self._chunk, ignore_flush=True, retry=UPLOAD_RETRY, timeout=TIMEOUT
         )
         self._upload = upload
 

@@ -9,8 +9,9 @@ with path-style addressing whenever a custom endpoint is set. The client is
 created on first use, so :func:`open_store` itself never touches the network.
 
 Writes are multipart uploads of 5 MiB parts, two in flight at a time (see
-:class:`~backupctl.store.backends.base.PartUploadWriter`); an object smaller than
-one part is a single ``PutObject`` on commit.
+:class:`~backupctl.store.backends.base.PartUploadWriter`; ``--part-size`` and
+``--concurrency`` change both, :mod:`backupctl.store.backends.transfer`); an
+object smaller than one part is a single ``PutObject`` on commit.
 
 Server-side encryption (SSE-S3, SSE-KMS, SSE-C) and Object Lock are decided in
 :mod:`backupctl.store.backends.s3_options` and added to every write (and, for
@@ -25,7 +26,7 @@ import base64
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -40,6 +41,7 @@ from botocore.exceptions import (
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ProfileNotFound,
     ReadTimeoutError,
     ResponseStreamingError,
 )
@@ -59,6 +61,7 @@ from backupctl.store.backends.base import (
     strip_root,
 )
 from backupctl.store.backends.s3_options import ObjectLock, ServerSideEncryption
+from backupctl.store.backends.transfer import Transfer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -103,6 +106,21 @@ def _config(attempts: int, path_style: bool) -> Config:
     )
 
 
+def profile_not_found(profile: str, env: Mapping[str, str]) -> str:
+    """The one line for an ``AWS_PROFILE`` that names no profile (pure): which
+    files were read and how to fix it (not the endpoint: no request was made)."""
+    files = [
+        env.get("AWS_CONFIG_FILE") or "~/.aws/config",
+        env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials",
+    ]
+    var = "AWS_PROFILE" if env.get("AWS_PROFILE") else "AWS_DEFAULT_PROFILE"
+    return (
+        f"AWS profile {profile!r} (from {var}) is not in {' or '.join(files)}: "
+        f"fix {var} (aws configure list-profiles shows the profiles), or unset it "
+        "to use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the pod's role"
+    )
+
+
 _loader_lock = threading.Lock()
 _loader: Any = None
 
@@ -112,7 +130,12 @@ def _session() -> boto3.session.Session:
     shares one botocore data loader: the S3 service model is parsed once per
     process instead of once per client (~150 ms each)."""
     global _loader
-    core = botocore.session.Session()
+    # An empty AWS_PROFILE counts as unset (as every BACKUPCTL_ variable does),
+    # not as a profile named "".
+    unset = os.environ.get("AWS_PROFILE") == "" and not os.environ.get("AWS_DEFAULT_PROFILE")
+    core = botocore.session.Session(
+        session_vars={"profile": (None, None, None, None)} if unset else None
+    )
     with _loader_lock:
         if _loader is None:
             _loader = core.get_component("data_loader")
@@ -133,8 +156,11 @@ class S3Backend:
         sse: ServerSideEncryption | None = None,
         lock: ObjectLock | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        transfer: Transfer | None = None,
     ) -> None:
         self.bucket = bucket
+        #: part size and parts in flight of multipart uploads (--part-size, --concurrency)
+        self.transfer = transfer or Transfer()
         self.sse, self.lock, self._now = sse, lock, now
         self.root = prefix.strip("/")
         self.url = f"s3://{bucket}" + (f"/{self.root}" if self.root else "")
@@ -150,14 +176,15 @@ class S3Backend:
         ``upload`` retries more, because a failed part fails the whole backup."""
         with self._lock:
             if purpose not in self._clients:
-                session = _session()
-                self._region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
+                # the endpoint first: errors while reading the profile name it
                 self._endpoint = (
                     self._endpoint_arg
                     or os.environ.get("AWS_ENDPOINT_URL_S3")
                     or os.environ.get("AWS_ENDPOINT_URL")
                     or None
                 )
+                session = _session()
+                self._region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
                 attempts = 3 if purpose == "ops" else 6
                 self._clients[purpose] = session.client(
                     "s3",
@@ -176,6 +203,8 @@ class S3Backend:
         if isinstance(err, StorageError):
             return err
         where = f"S3 bucket '{self.bucket}' at {self.endpoint}"
+        if isinstance(err, ProfileNotFound):
+            return AccessDenied(profile_not_found(str(err.kwargs.get("profile", "")), os.environ))
         if isinstance(err, NoCredentialsError | PartialCredentialsError):
             return AccessDenied(
                 "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
@@ -357,7 +386,8 @@ class _S3Writer(PartUploadWriter):
     """Multipart upload, started lazily when the first full part is ready."""
 
     def __init__(self, backend: S3Backend, key: str, name: str) -> None:
-        super().__init__(f"{backend.url}/{key}", workers=2)
+        super().__init__(f"{backend.url}/{key}", workers=backend.transfer.workers("s3"))
+        self._base = backend.transfer.part("s3")
         self._b = backend
         self._key = key
         self._name = name
@@ -365,11 +395,14 @@ class _S3Writer(PartUploadWriter):
         self._args: dict[str, Any] = {}
 
     def part_size(self, number: int) -> int:
-        # S3 allows 10,000 parts of at least 5 MiB: 5 MiB parts up to 20 GiB,
-        # then bigger ones, so objects up to ~210 GiB fit while common sizes
-        # keep memory low (measured: peak RSS of a run 125 -> ~110 MiB).
+        # S3 allows 10,000 parts of at least 5 MiB: 5 MiB parts (the default
+        # --part-size) up to 20 GiB, then bigger ones, so objects up to ~210 GiB
+        # fit while common sizes keep memory low (measured: peak RSS of a run
+        # 125 -> ~110 MiB).
         mib = 1024 * 1024
-        return 5 * mib if number <= 4000 else 16 * mib if number <= 8000 else 64 * mib
+        if number <= 4000:
+            return self._base
+        return max(self._base, 16 * mib if number <= 8000 else 64 * mib)
 
     def _map_error(self, err: Exception) -> StorageError:
         return self._b._error(err, self._key)

@@ -225,6 +225,7 @@ def restore_into_redis(req: RestoreRequest) -> None:
         spec = redis_spec(req.to_redis, req.password_file)
         if req.tmp_dir is not None:
             check_parent(req.tmp_dir)  # before any download
+        keys = identities(list(req.identity))
         signed_by = trust(req.verify_key, req.require_signatures)
         store = get_store(req.store_url, req.endpoint)
         entry = catalog.find(store, req.backup, req.target, trust=signed_by)
@@ -232,7 +233,7 @@ def restore_into_redis(req: RestoreRequest) -> None:
             result = restore_to_redis(
                 store, entry, spec, flush=req.flush, node=req.node, tmp_dir=req.tmp_dir,
                 progress=advance, note=note, large_value_threshold=req.large_value_threshold,
-                no_tmp=req.no_tmp,
+                no_tmp=req.no_tmp, identities=keys,
                 load_progress=LoadMeter(sys.stderr, sys.stderr.isatty() and not req.as_json),
             )  # fmt: skip
         report(Loaded(result), as_json=req.as_json, termination_log=req.termination_log)

@@ -238,7 +238,8 @@ def _plain(
 
 def _read_to_end(plain: BinaryIO) -> None:
     """Read what is left of the decrypted stream (after the tar's end): age
-    checks its last chunk's tag and the end of the stream only there."""
+    checks its last chunk's tag and the end of the stream only there, and its
+    thread is done reading the stored object before the caller drains it."""
     for _ in range(1 << 40):  # bounded by the archive's size
         if not plain.read(COPY_CHUNK):
             return

@@ -91,3 +91,22 @@ def test_a_missing_or_wrong_identity_is_one_error_and_the_target_is_untouched(
     # The same command with the right key does load (so the refusals above were about the key).
     cli("restore", store, "latest", "--to-redis", target.url, "--flush", "--identity", key)
     assert target.digest() == digest
+
+
+def test_a_flipped_byte_in_the_encrypted_archive_stops_both_routes_before_anything_is_written(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    store, key, _, _ = _encrypted_backup(redis_factory, tmp_path, "valkey-8.1")
+    (archive,) = store.rglob("*.tar.zst.age")
+    raw = bytearray(archive.read_bytes())
+    raw[-100] ^= 0x01  # in the last age chunk, after the tar: the sha256 and age both see it
+    archive.write_bytes(bytes(raw))
+    target = redis_factory(server="valkey-8.1")
+    target.client().set("marker", "still here")
+    for extra in ((), ("--no-tmp",)):
+        proc = cli("restore", store, "latest", "--to-redis", target.url, "--flush",
+                   "--identity", key, *extra, check=False)  # fmt: skip
+        assert_one_clear_error(proc)
+        assert proc.returncode == ExitCode.INTEGRITY, (extra, proc.stderr)
+        assert target.client().dbsize() == 1, extra  # no FLUSHALL, nothing loaded
+        assert target.client().get("marker") == "still here"

@@ -22,6 +22,7 @@ from backupctl.redis.load import LoadError
 from backupctl.store.archive import ArchiveError
 from backupctl.store.backends.base import AccessDenied, NotFound, StorageError, StoreURLError
 from backupctl.store.catalog import BackupNotFound, CatalogError, InvalidReference
+from backupctl.store.delete import DeleteRefused
 from backupctl.store.retention import PolicyError
 
 __all__ = ["ExitCode", "Failure", "classify", "interrupted"]
@@ -82,6 +83,8 @@ def classify(error: BaseException) -> ExitCode:
             return ExitCode.USAGE
         case NotFound() | BackupNotFound():
             return ExitCode.NOT_FOUND
+        case DeleteRefused():
+            return ExitCode.UNSAFE
         case AccessDenied() | StorageError():
             return ExitCode.STORE
         case ArchiveError() | CatalogError():

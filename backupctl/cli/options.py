@@ -150,15 +150,17 @@ def trust(verify_keys: Sequence[Path] | None, required: bool) -> Trust | None:
     return load_trust(list(verify_keys or ()), required=required)
 
 
-# --- S3 Object Lock (docs/encryption.md) --------------------------------------------
+# --- Object Lock, Azure immutability, GCS retention (docs/encryption.md) -------------
 
 LockModeOpt = Annotated[
     str | None,
     typer.Option(
         "--lock-mode",
-        metavar="governance|compliance",
-        help="S3 Object Lock on every object of the backup (the bucket must have Object Lock "
-        "enabled); with --lock-days.",
+        metavar="governance|compliance|unlocked|locked",
+        help="Lock every object of the backup: S3 Object Lock (governance|compliance; the "
+        "bucket must have Object Lock enabled), Azure version-level immutability or GCS "
+        "object retention (unlocked|locked; enabled on the container / bucket); with "
+        "--lock-days.",
         rich_help_panel="Encryption",
         show_default=False,
     ),

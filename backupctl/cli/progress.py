@@ -26,10 +26,12 @@ from typing import Any
 
 from backupctl.cli.logs import log, settings
 
-__all__ = ["Meter", "State", "describe", "fields", "progress"]
+__all__ = ["Meter", "State", "describe", "fields", "figures", "progress"]
 
 #: Seconds between two progress lines off a terminal.
 LINE_INTERVAL = 5.0
+#: A rate over less time than this is not shown.
+MIN_RATE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,14 @@ class State:
     total: int | None
     elapsed: float
     unit: str = "bytes"
+    keys: int | None = None  # keys written so far, for a step counted in bytes (a load)
 
     @property
     def rate(self) -> float | None:
-        """Per second, over the step so far (None before anything moved)."""
-        return self.done / self.elapsed if self.done and self.elapsed > 0 else None
+        """Per second, over the step so far (None before anything moved, and in
+        the step's first half second, where it would be noise: a load's first
+        report comes with bytes already read)."""
+        return self.done / self.elapsed if self.done and self.elapsed >= MIN_RATE_SECONDS else None
 
     @property
     def eta(self) -> float | None:
@@ -71,14 +76,22 @@ def _seconds(s: float) -> str:
 
 
 def describe(s: State) -> str:
-    """``upload: 12.0 MiB of 50.0 MiB (24%), 3.1 MiB/s, ETA 12s``, or
+    """``upload: 12.0 MiB of 50.0 MiB (24%), 3.1 MiB/s, ETA 12s, 4s``, or
     ``waiting for BGSAVE: 8s`` while nothing moves."""
+    return f"{s.label}: {figures(s)}"
+
+
+def figures(s: State) -> str:
+    """What :func:`describe` says after the label, in binary units: also the
+    text beside the bar on a terminal, so both read the same."""
     if not s.done and s.total is None:
-        return f"{s.label}: {_seconds(s.elapsed)}"
-    text = f"{s.label}: {_amount(s.done, s.unit)}"
+        return _seconds(s.elapsed)
+    text = _amount(s.done, s.unit)
     if s.total is not None:
-        pct = 100 * s.done // s.total if s.total else 100
+        pct = min(100, 100 * s.done // s.total) if s.total else 100
         text += f" of {_amount(s.total, s.unit)} ({pct}%)"
+    if s.keys is not None:
+        text += f", {s.keys:,} keys"
     if s.rate is not None:
         text += f", {_amount(s.rate, s.unit)}/s"
     if s.eta is not None:
@@ -88,7 +101,7 @@ def describe(s: State) -> str:
 
 def fields(s: State) -> dict[str, Any]:
     """The JSON fields of a progress line (stable names, see :mod:`backupctl.cli.logs`)."""
-    return {
+    out: dict[str, Any] = {
         "event": "progress",
         "step": s.label,
         "unit": s.unit,
@@ -98,6 +111,9 @@ def fields(s: State) -> dict[str, Any]:
         "eta": round(s.eta, 1) if s.eta is not None else None,
         "elapsed": round(s.elapsed, 1),
     }
+    if s.keys is not None and s.unit == "bytes":
+        out["keys"] = s.keys
+    return out
 
 
 class Meter:
@@ -108,13 +124,14 @@ class Meter:
         self._lock = threading.Lock()
         self._label, self._unit = label, "bytes"
         self._done, self._total = 0, None  # type: tuple[int, int | None]
+        self._keys: int | None = None
         self._started = clock()
         self.on_change: Callable[[State, bool], None] = lambda state, new_step: None
 
     def state(self) -> State:
         with self._lock:
             return State(self._label, self._done, self._total, self._clock() - self._started,
-                         self._unit)  # fmt: skip
+                         self._unit, self._keys)  # fmt: skip
 
     def step(
         self, label: str, total: int | None = None, unit: str = "bytes", keep_total: bool = False
@@ -123,6 +140,7 @@ class Meter:
         with self._lock:
             total = self._total if keep_total else total
             self._label, self._total, self._unit, self._done = label, total, unit, 0
+            self._keys = None
             self._started = self._clock()
         self.on_change(self.state(), True)
 
@@ -131,6 +149,16 @@ class Meter:
         with self._lock:
             self._done += n
         self.on_change(self.state(), False)
+
+    def load(self, keys: int, done: int, total: int) -> None:
+        """A load's ``LoadProgress`` callback (keys written, RDB bytes read of
+        ``total``): shown as the step ``load``, begun at its first call."""
+        with self._lock:
+            new_step = self._label != "load"
+            if new_step:
+                self._label, self._unit, self._started = "load", "bytes", self._clock()
+            self._done, self._total, self._keys = done, total, keys
+        self.on_change(self.state(), new_step)
 
     def set_total(self, total: int) -> None:
         with self._lock:
@@ -182,25 +210,23 @@ def _lines(meter: Meter, interval: float) -> Iterator[None]:
 
 @contextmanager
 def _rich(meter: Meter) -> Iterator[None]:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+    """The bar, and beside it what a progress line says (:func:`figures`: binary
+    units, the keys of a load); redrawn 4 times a second, so the elapsed time
+    moves even while a step reports nothing."""
+    from rich.console import Console, RenderableType
+    from rich.progress import BarColumn, ProgressColumn, Task, TextColumn
     from rich.progress import Progress as RichProgress
+    from rich.text import Text
+
+    class Figures(ProgressColumn):
+        def render(self, task: Task) -> RenderableType:
+            return Text(figures(meter.state()))
 
     verbose = settings().verbose
     with RichProgress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        TimeElapsedColumn(),
+        Figures(),
         console=Console(stderr=True),
         transient=True,
         refresh_per_second=4,

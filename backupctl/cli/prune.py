@@ -78,7 +78,8 @@ ExtendLockOpt = Annotated[
         metavar="N",
         min=1,
         max=36_500,
-        help="S3 Object Lock: every kept backup that is locked stays locked until at least "
+        help="Every kept backup that is locked (S3 Object Lock, Azure immutability, GCS "
+        "retention) stays locked until at least "
         "N days from now (retention keeps it longer than its first lock; docs/encryption.md).",
         show_default=False,
     ),

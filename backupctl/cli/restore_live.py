@@ -5,17 +5,15 @@ machine (staged, swapped, optionally restarted, and verified)."""
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from backupctl.cli.options import get_store, identities, redis_spec, trust
-from backupctl.cli.output import CommandResult, backup_progress, note, report, user_errors
+from backupctl.cli.output import CommandResult, backup_progress, note, plural, report, user_errors
+from backupctl.cli.progress import progress
 from backupctl.cli.restore_modes import RestoreRequest
 from backupctl.ops.restore_dir import RestoreError
 from backupctl.ops.scratch import check_parent
@@ -56,7 +54,7 @@ class Loaded(CommandResult):
     def print_text(self) -> None:
         r = self.result
         expired = f", {r.expired} expired since the backup" if r.expired else ""
-        where = f"{len(r.databases)} database(s)"
+        where = plural(len(r.databases), "database")
         if r.cluster:
             per_master = ", ".join(f"{m}: {n}" for m, n in r.masters.items())
             where = f"{len(r.masters)} cluster masters ({per_master})"
@@ -169,49 +167,6 @@ class ClusterRestored(CommandResult):
         typer.echo(f"then verify:\n  {self.verify_cmd}")
 
 
-class LoadMeter:
-    """Progress of the load: keys, RDB bytes read, rate and ETA. On a terminal one
-    line rewritten in place (at most 5 times a second); off a terminal a log line
-    every ``every`` seconds."""
-
-    def __init__(
-        self,
-        out: TextIO,
-        tty: bool,
-        every: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.out, self.tty, self.clock = out, tty, clock
-        self.every = 0.2 if tty else every
-        self.start = clock()
-        self.last = self.start
-
-    def __call__(self, keys: int, done: int, total: int) -> None:
-        now = self.clock()
-        final = total > 0 and done >= total
-        if now - self.last < self.every and not (final and self.tty):
-            return
-        self.last = now
-        self.out.write(
-            load_line(keys, done, total, now - self.start) + ("\r" if self.tty else "\n")
-        )
-        if final and self.tty:
-            self.out.write("\n")
-        self.out.flush()
-
-
-def load_line(keys: int, done: int, total: int, elapsed: float) -> str:
-    """``loading: 150000 keys, 310.2/325.0 MiB (95%), 25.1 MiB/s, ETA 1 s`` (pure)."""
-    mib = 1 << 20
-    rate = done / elapsed if elapsed > 0 else 0.0
-    pct = f" ({100 * done // total}%)" if total else ""
-    eta = f", ETA {int((total - done) / rate)} s" if rate > 0 and total > done else ""
-    return (
-        f"loading: {keys} keys, {done / mib:.1f}/{total / mib:.1f} MiB{pct}, "
-        f"{rate / mib:.1f} MiB/s{eta}"
-    )
-
-
 def _str_or_none(path: Path | None) -> str | None:
     return str(path) if path is not None else None
 
@@ -229,12 +184,14 @@ def restore_into_redis(req: RestoreRequest) -> None:
         signed_by = trust(req.verify_key, req.require_signatures)
         store = get_store(req.store_url, req.endpoint)
         entry = catalog.find(store, req.backup, req.target, trust=signed_by)
-        with backup_progress("download", entry, not req.as_json) as advance:
+        # one display for both steps: "download" (and verify), then "load" (keys)
+        with progress("download", enabled=not req.as_json) as meter:
+            if entry.manifest:
+                meter.set_total(entry.manifest.size)
             result = restore_to_redis(
                 store, entry, spec, flush=req.flush, node=req.node, tmp_dir=req.tmp_dir,
-                progress=advance, note=note, large_value_threshold=req.large_value_threshold,
-                no_tmp=req.no_tmp, identities=keys,
-                load_progress=LoadMeter(sys.stderr, sys.stderr.isatty() and not req.as_json),
+                progress=meter.advance, note=note, no_tmp=req.no_tmp, identities=keys,
+                large_value_threshold=req.large_value_threshold, load_progress=meter.load,
             )  # fmt: skip
         report(Loaded(result), as_json=req.as_json, termination_log=req.termination_log)
 

@@ -1,8 +1,9 @@
 """``backupctl show [STORE] ID``: one backup's manifest, for people or
 (``--json``) as stored, like ``restic cat snapshot``; and how each of its
 objects is protected: age encryption (the recipients' fingerprints, from the
-manifest), server-side encryption and the Object Lock, as the store reports
-them (S3: two HeadObject per object). Nothing is downloaded or changed."""
+manifest), server-side encryption (S3) and the lock (S3 Object Lock, Azure
+immutability policy or legal hold, GCS retention or hold), as the store
+reports them (one request each per object). Nothing is downloaded or changed."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from backupctl.cli.output import CommandResult, human, print_table, report, user
 from backupctl.core.timefmt import format_time
 from backupctl.store import catalog
 from backupctl.store.backends.base import Backend
+from backupctl.store.backends.locks import HELD, describe_lock
 from backupctl.store.backends.s3_options import ServerSideEncryption
 from backupctl.store.backends.wrappers import retention_of, server_side_of
 from backupctl.store.catalog import Manifest
@@ -40,7 +42,7 @@ class StoredObject:
     node: str | None  # the node whose archive it is; None: the manifest
     encrypted_to: tuple[str, ...]  # age recipients' fingerprints; (): not encrypted
     server_side: ServerSideEncryption | None  # as the store reports it; None: none
-    lock: tuple[str, datetime] | None  # (Object Lock mode, retain-until); None: none
+    lock: tuple[str, datetime] | None  # (mode, retain-until; HELD: a hold); None: none
 
     def to_json(self) -> dict[str, Any]:
         sse = self.server_side
@@ -58,7 +60,10 @@ class StoredObject:
             "lock": (
                 None
                 if self.lock is None
-                else {"mode": self.lock[0], "retainUntil": format_time(self.lock[1])}
+                else {
+                    "mode": self.lock[0],
+                    "retainUntil": None if self.lock[1] >= HELD else format_time(self.lock[1]),
+                }
             ),
         }
 
@@ -66,9 +71,7 @@ class StoredObject:
         """OBJECT, ENCRYPTION, SERVER-SIDE, LOCK for people (pure)."""
         enc = "age to " + ", ".join(self.encrypted_to) if self.encrypted_to else "none"
         sse = self.server_side.describe() if self.server_side is not None else "none"
-        lock = "none"
-        if self.lock is not None:
-            lock = f"{self.lock[0].lower()} until {format_time(self.lock[1])}"
+        lock = describe_lock(*self.lock) if self.lock is not None else "none"
         return (self.key, enc, sse, lock)
 
 
@@ -164,8 +167,8 @@ def show(
     """Show a backup's manifest: when, what server, which nodes and archives.
 
     Then how each object is protected: age encryption (the recipients'
-    fingerprints), server-side encryption and the Object Lock as the store
-    reports them ("none" where there is none).
+    fingerprints), server-side encryption and the lock as the store reports
+    them ("none" where there is none).
 
     Example: backupctl show s3://bucket/redis latest --target prod/cache
     """

@@ -30,6 +30,7 @@ from backupctl.controller.schedule import check_time_zone, parse_cron
 from backupctl.controller.spec_crypto import (
     DecryptionSpec,
     EncryptionSpec,
+    check_lock_storage,
     parse_decryption,
     parse_encryption,
 )
@@ -252,6 +253,8 @@ def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
     check_time_zone(tz, f"{p}.timeZone")
     if schedule is not None:
         schedule = parse_cron(schedule, f"{p}.schedule")
+    encryption = parse_encryption(spec.get("encryption"), f"{p}.encryption")
+    check_lock_storage(encryption, _backend_name(storage), f"{p}.encryption")
     return BackupSpec(
         target=parse_target(spec, p),
         storage=storage,
@@ -266,7 +269,7 @@ def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
         prefer_replica=opt_bool(spec, "preferReplica", p, False),
         job=parse_job_options(spec, p),
         verify=parse_verify(spec.get("verify"), f"{p}.verify"),
-        encryption=parse_encryption(spec.get("encryption"), f"{p}.encryption"),
+        encryption=encryption,
     )
 
 

@@ -39,6 +39,12 @@ SECRET_FILE_MODE = 0o440
 #: How inline recipients must start (the CRD's CEL rule says the same).
 RECIPIENT_PREFIXES = ("age1", "ssh-")
 MAX_RECIPIENTS = 32
+#: The lock fields of spec.encryption: the storage each goes with, and its modes.
+LOCK_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "s3ObjectLock": ("s3", ("Governance", "Compliance")),
+    "azureImmutability": ("azureBlob", ("Unlocked", "Locked")),
+    "gcsRetention": ("gcs", ("Unlocked", "Locked")),
+}
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,11 @@ class EncryptionSpec:
     sse: str | None = None
     kms_key_id: str | None = None
     sse_customer_key: KeyFileRef | None = None
-    #: S3 Object Lock of every object a backup writes: ("GOVERNANCE" | "COMPLIANCE", days)
+    #: the lock of every object a backup writes: ("GOVERNANCE" | "COMPLIANCE", days)
+    #: from ``s3ObjectLock``, ("UNLOCKED" | "LOCKED", days) from ``azureImmutability``
+    #: or ``gcsRetention`` (``lock_field`` says which)
     lock: tuple[str, int] | None = None
+    lock_field: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,8 @@ def parse_decryption(raw: Any, p: str) -> DecryptionSpec | None:
 
 def _server_side(d: Mapping[str, Any], p: str) -> dict[str, Any]:
     """``s3ServerSide: {type, kmsKeyId}``, ``s3CustomerKeySecret`` and
-    ``s3ObjectLock: {mode, days}`` as :class:`EncryptionSpec` fields."""
+    ``s3ObjectLock`` / ``azureImmutability`` / ``gcsRetention: {mode, days}`` as
+    :class:`EncryptionSpec` fields."""
     out: dict[str, Any] = {"sse_customer_key": _key_ref(d, "s3CustomerKeySecret", p)}
     if d.get("s3ServerSide") is not None:
         sp = f"{p}.s3ServerSide"
@@ -133,15 +143,30 @@ def _server_side(d: Mapping[str, Any], p: str) -> dict[str, Any]:
             raise SpecError(f"{sp}.kmsKeyId", "goes with type aws:kms")
         if out["sse_customer_key"] is not None:
             raise SpecError(sp, "set s3ServerSide or s3CustomerKeySecret (SSE-C), not both")
-    if d.get("s3ObjectLock") is not None:
-        sp = f"{p}.s3ObjectLock"
-        lock = obj(d["s3ObjectLock"], sp)
-        mode = enum(lock, "mode", sp, ("Governance", "Compliance"))
+    locks = [k for k in LOCK_FIELDS if d.get(k) is not None]
+    if len(locks) > 1:
+        raise SpecError(p, f"set one of {', '.join(locks)}, not both")
+    for k in locks:
+        sp = f"{p}.{k}"
+        lock = obj(d[k], sp)
+        mode = enum(lock, "mode", sp, LOCK_FIELDS[k][1])
         days = opt_int(lock, "days", sp, minimum=1, maximum=36_500)
         if days is None:
             raise SpecError(f"{sp}.days", "is required")
-        out["lock"] = (mode.upper(), days)
+        out["lock"], out["lock_field"] = (mode.upper(), days), k
     return out
+
+
+def check_lock_storage(enc: EncryptionSpec | None, storage: str, p: str) -> None:
+    """The lock field must be the one of the store (``storage``: s3, azureBlob, gcs);
+    worded as the CRD's CEL rule."""
+    if enc is None or not enc.lock_field or LOCK_FIELDS[enc.lock_field][0] == storage:
+        return
+    raise SpecError(
+        f"{p}.{enc.lock_field}",
+        "the lock must match the store: s3ObjectLock with storage.s3, azureImmutability "
+        "with storage.azureBlob, gcsRetention with storage.gcs",
+    )
 
 
 def _check_require(required: bool, verify_key: KeyFileRef | None, p: str) -> None:
@@ -295,6 +320,7 @@ __all__ = [
     "JobKeys",
     "KeyFileRef",
     "backup_keys",
+    "check_lock_storage",
     "drill_keys",
     "has_secret_file",
     "parse_decryption",

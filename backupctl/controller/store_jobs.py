@@ -47,7 +47,9 @@ def prune_job(
     ttl_seconds_after_finished: int | None = None,
 ) -> dict[str, Any]:
     """The Job that applies ``spec.retention`` to the target's backups.
-    Name it ``job_name(backup_name, slot, "prune")``."""
+    Name it ``job_name(backup_name, slot, "prune")``. With a lock in
+    ``spec.encryption``, each kept backup's lock is extended to now + its days
+    (``--extend-lock-days``): a backup stays locked as long as retention keeps it."""
     if spec.retention.empty:
         raise ValueError("the spec has no retention rules: nothing to prune")
     args = [
@@ -58,6 +60,7 @@ def prune_job(
         "--timezone",
         spec.time_zone,
         *retention_args(spec.retention),
+        *_extend_lock_args(spec),
     ]
     return _store_job(
         spec,
@@ -71,6 +74,11 @@ def prune_job(
         ttl_seconds_after_finished=ttl_seconds_after_finished,
         keys=prune_keys(spec.encryption),
     )
+
+
+def _extend_lock_args(spec: BackupSpec) -> list[str]:
+    lock = spec.encryption.lock if spec.encryption is not None else None
+    return ["--extend-lock-days", str(lock[1])] if lock is not None else []
 
 
 def verify_job(

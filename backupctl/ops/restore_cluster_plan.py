@@ -271,7 +271,7 @@ def _require_local_dir(data: Path, config_file: str, node_id: str, where: str, n
             f"{where} keeps its data in {data}, which is not a directory on this machine holding "
             f"that node's {config_file}: run backupctl where every node's data directory is "
             f"mounted, or per node on its host (restore --node {name} --stage-only --to-dir DIR, "
-            "quiesce-redis, restore --swap; README: cluster restore by hand)"
+            "quiesce-redis, restore --swap; docs/restore.md: cluster restore by hand)"
         )
     if not os.access(data, os.W_OK | os.X_OK):
         raise RestoreError(f"{where}: no permission to write to its data directory {data}")

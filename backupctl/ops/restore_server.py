@@ -75,7 +75,7 @@ from backupctl.store.encryption import Identities, require_keys
 #: Keys per RESTORE pipeline at most.
 BATCH_KEYS = 512
 #: Payload bytes a pipeline holds at most (in flight to the target).
-BATCH_BYTES = 16 * 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
 #: A value whose RDB bytes are larger is rebuilt with commands, never held whole.
 LARGE_VALUE_THRESHOLD = 64 * 1024 * 1024
 #: Name starts of the temp folders (unpacked archives),

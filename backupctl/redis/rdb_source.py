@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO, NoReturn, cast
 
-from backupctl.redis.lzf import LzfError, lzf_decompress
+from backupctl.redis.lzf import LzfError, lzf_decompress, lzf_pieces
 from backupctl.redis.rdb import crc64_redis
 
 __all__ = [
@@ -30,6 +30,9 @@ __all__ = [
 MAX_MATERIALISED = 512 << 20
 
 _CHUNK = 1 << 20  # what one refill asks the stream for
+#: An LZF string declaring more is decompressed in pieces (pure Python, slower)
+#: by :meth:`RdbSource.string_pieces`, never held whole with its compressed form.
+LZF_STREAM_ABOVE = 4 << 20
 _MAX_READ = 16 << 20  # the most one read() call asks for (a hostile length never reaches read())
 
 _ENC_INT8, _ENC_INT16, _ENC_INT32, _ENC_LZF = 0, 1, 2, 3
@@ -290,7 +293,7 @@ class RdbSource:
         for _ in range(left + 1):  # every read that returns data brings a byte or more
             if left <= 0:
                 break
-            data = self._stream.read(min(left, _MAX_READ))
+            data = self._stream.read(min(left, _CHUNK))  # a skip holds no more than a refill
             if not data:
                 break
             if len(data) > left:  # a stream that ignores the size asked for
@@ -390,9 +393,17 @@ class RdbSource:
                 left -= len(piece)
                 yield piece
         elif kind == _ENC_LZF:
-            data = self.string_after_lzf_marker(what)
-            for i in range(0, len(data), max(1, chunk)):
-                yield data[i : i + chunk]
+            clen, ulen = self._lzf_header(what)
+            if ulen <= LZF_STREAM_ABOVE:
+                data = self._lzf_body(clen, ulen, what)
+                for i in range(0, len(data), max(1, chunk)):
+                    yield data[i : i + chunk]
+                return
+            start = self.offset
+            try:
+                yield from lzf_pieces(self._pieces(clen, what), clen, ulen, max(1, chunk))
+            except LzfError as exc:
+                raise RdbFormatError(f"bad LZF data in {what}: {exc}", start + exc.pos) from None
         else:
             width = {_ENC_INT8: 1, _ENC_INT16: 2, _ENC_INT32: 4}[kind]
             yield str(int.from_bytes(self.take(width, what), "little", signed=True)).encode()
@@ -461,8 +472,21 @@ class RdbSource:
             raise RdbFormatError(f"{what} is an integer, not an encoded blob", start - 1)
         return self.string_after_lzf_marker(what), start, True
 
+    def _pieces(self, n: int, what: str) -> Iterator[bytes]:
+        """The next ``n`` bytes, in reads of at most :data:`_CHUNK`."""
+        left = n
+        for _ in range(n // _CHUNK + 2):
+            if left <= 0:
+                return
+            piece = self.take(min(left, _CHUNK), what)
+            left -= len(piece)
+            yield piece
+
     def string_after_lzf_marker(self, what: str) -> bytes:
         clen, ulen = self._lzf_header(what)
+        return self._lzf_body(clen, ulen, what)
+
+    def _lzf_body(self, clen: int, ulen: int, what: str) -> bytes:
         start = self.offset
         data = self.take(clen, what)
         try:

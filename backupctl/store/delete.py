@@ -15,13 +15,18 @@ Refused (before anything is deleted):
   last snapshot only by policy; a one-off delete of the only good copy is
   almost always a mistake);
 - a folder without a manifest that is not half-deleted (it may be a backup
-  being written right now), unless ``force``.
+  being written right now), unless ``force``;
+- a backup that is still locked (S3 Object Lock, Azure immutability policy,
+  GCS retention, or a hold), even with ``force``: the store would refuse the
+  delete anyway, maybe after the manifest is gone. The error names each locked
+  backup and until when (one request per named backup, as prune asks).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from backupctl.core.timefmt import format_time
@@ -29,11 +34,20 @@ from backupctl.store import catalog
 from backupctl.store.backends.base import Backend
 from backupctl.store.backends.wrappers import DryRunBackend, ObservingBackend
 from backupctl.store.catalog import BackupEntry
-from backupctl.store.prune import DELETING_MARKER, PruneError, delete_folder
+from backupctl.store.prune import DELETING_MARKER, PruneError, delete_folder, lock_reason
 
 
 class DeleteError(PruneError):
     """A delete that must not run as asked. ``str()`` is one line."""
+
+
+class DeleteNotFound(DeleteError, catalog.BackupNotFound):
+    """An id that names no backup in the store (exit code: not found)."""
+
+
+class DeleteRefused(DeleteError):
+    """A delete refused as unsafe: the newest complete backup without
+    ``--force``, a backup that may be being written, a locked one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +116,7 @@ def plan_delete(
         matches = [e for e in entries if e.id == bid and (target is None or e.target == target)]
         if not matches:
             where = f" of target {target!r}" if target else ""
-            raise DeleteError(f"backup {bid!r}{where} not found in {url} (see 'backupctl list')")
+            raise DeleteNotFound(f"backup {bid!r}{where} not found in {url} (see 'backupctl list')")
         if len(matches) > 1:
             names = ", ".join(sorted(e.target for e in matches))
             raise DeleteError(
@@ -119,13 +133,13 @@ def plan_delete(
                 f"({e.manifest_error}); check it, then pass --force to delete it"
             )
         if state == "incomplete" and not force:
-            raise DeleteError(
+            raise DeleteRefused(
                 f"backup {e.id} of {e.target} has no manifest: it may be being written right "
                 "now; prune sweeps it after its grace period, or pass --force to delete it now"
             )
         newest = next((x for x in entries if x.target == e.target and x.complete), None)
         if newest is e and not force:
-            raise DeleteError(
+            raise DeleteRefused(
                 f"refusing to delete {e.id}: it is the newest complete backup of {e.target}; "
                 "pass --force if you really want it gone"
             )
@@ -140,15 +154,18 @@ def delete_backups(
     force: bool = False,
     dry_run: bool = False,
     on_delete: Callable[[str], None] | None = None,
+    now: datetime | None = None,
 ) -> DeleteResult:
     """Delete the backups ``ids`` (see the module docstring). ``on_delete``
-    is called with each key after it is deleted (progress, tests)."""
+    is called with each key after it is deleted (progress, tests); ``now``
+    (default: the clock) decides whether a lock has passed."""
     if target is not None:
         catalog.validate_target(target)
     for ref in ids:
         catalog.validate_id(ref)
     entries = catalog.scan(backend, target)
     chosen = plan_delete(entries, ids, target=target, force=force, url=backend.url)
+    check_locks(backend, chosen, now or datetime.now(UTC))
     sink: Backend = DryRunBackend(backend) if dry_run else backend
     if on_delete is not None:
         sink = ObservingBackend(sink, on_delete)
@@ -162,4 +179,30 @@ def delete_backups(
     return result
 
 
-__all__ = ["DeleteError", "DeleteResult", "Deleted", "delete_backups", "plan_delete"]
+def check_locks(backend: Backend, chosen: Sequence[BackupEntry], now: datetime) -> None:
+    """:class:`DeleteError` naming every backup of ``chosen`` that is still locked,
+    before anything is deleted."""
+    locked = [
+        f"{e.id} of {e.target} is {why}"
+        for e in chosen
+        if (why := lock_reason(backend, e, now, after="a delete after"))
+    ]
+    if locked:
+        raise DeleteRefused(
+            f"refusing to delete: backup {'; backup '.join(locked)} (nothing was deleted; "
+            "name the other backups alone)"
+            if len(chosen) > 1
+            else f"refusing to delete: backup {locked[0]} (nothing was deleted)"
+        )
+
+
+__all__ = [
+    "DeleteError",
+    "DeleteNotFound",
+    "DeleteRefused",
+    "DeleteResult",
+    "Deleted",
+    "check_locks",
+    "delete_backups",
+    "plan_delete",
+]

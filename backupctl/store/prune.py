@@ -44,6 +44,7 @@ from backupctl.store.backends.base import (
     StorageError,
     put_bytes,
 )
+from backupctl.store.backends.locks import HELD, describe_lock
 from backupctl.store.backends.wrappers import (
     DryRunBackend,
     ObservingBackend,
@@ -129,6 +130,8 @@ class PruneResult:
     incomplete: list[IncompleteRow] = field(default_factory=list)
     aborted_uploads: list[UploadRow] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    #: deletes the store refused although no lock was seen (kept, in ``keep``)
+    refused: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -245,7 +248,7 @@ def prune(
     and sweep leftovers; see the module docstring. ``on_delete`` is called
     with each key after it is deleted (progress, tests). ``trust`` checks manifest
     signatures: a backup failing it is neither counted nor deleted. ``extend_lock``:
-    each kept backup that has an Object Lock is locked until at least ``now +
+    each kept backup that has a lock (S3, Azure, GCS) is locked until at least ``now +
     extend_lock`` (retention keeps it longer than its first lock). Raises
     :class:`PolicyError` / :class:`PruneError` before touching anything when
     the request is bad, and :class:`StorageError` from the store."""
@@ -298,6 +301,11 @@ def prune(
             continue
         sink.abort_upload(up)
         result.aborted_uploads.append(UploadRow(t_name, up.key, up.started, up.upload_id))
+    if result.refused:
+        raise StorageError(
+            f"{len(result.refused)} backup(s) could not be deleted, the rest of the prune is "
+            f"done: {result.refused[0]}"
+        )
     return result
 
 
@@ -397,7 +405,7 @@ def _prune_target(
         if i == 0 and not keep:  # belt and braces: retention keeps it anyway
             keep, reasons = True, ("newest complete backup (never removed)",)
         if keep and extend_lock is not None:
-            reasons = (*reasons, *_extend_lock(sink, entry, now + extend_lock))
+            reasons = (*reasons, *_extend_lock(sink, entry, _whole_second(now + extend_lock)))
         row = Row(t.name, entry.id, v.item.created, reasons)
         if keep:
             result.keep.append(row)
@@ -424,7 +432,37 @@ def _prune_target(
 
     _report_foreign(result, t)
     for e in to_remove:
+        _delete_or_keep(sink, result, e)
+
+
+def _delete_or_keep(sink: Backend, result: PruneResult, e: BackupEntry) -> None:
+    """Delete ``e``; when the store refuses (a lock prune could not see: a bucket or
+    container policy, a permission), keep it with the store's reason and go on with
+    the others; :func:`prune` fails at the end, after the rest is done (a transient
+    error, an unreachable store, fails at once)."""
+    try:
         _delete_backup(sink, e)
+    except StorageError as err:
+        if err.transient:
+            raise
+        result.refused.append(str(err))
+        why = f"not deleted: the store refused ({err}); a later prune tries again"
+        for i, r in enumerate(result.remove):
+            if (r.target, r.id) == (e.target, e.id):
+                del result.remove[i]
+                result.keep.append(Row(r.target, r.id, r.created, (*r.reasons, why)))
+                return
+        for i, ir in enumerate(result.incomplete):
+            if (ir.target, ir.id) == (e.target, e.id):
+                result.incomplete[i] = IncompleteRow(
+                    ir.target, ir.id, ir.created, (*ir.reasons, why), "leave"
+                )
+
+
+def _whole_second(t: datetime) -> datetime:
+    """``t`` rounded up to a whole second: Azure keeps an expiry to the second, so
+    the next prune at the same time sees the lock long enough and leaves it."""
+    return t if not t.microsecond else t.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def _extend_lock(backend: Backend, e: BackupEntry, until: datetime) -> tuple[str, ...]:
@@ -433,14 +471,21 @@ def _extend_lock(backend: Backend, e: BackupEntry, until: datetime) -> tuple[str
     lock = retention_of(backend, catalog.manifest_key(e.target, e.id))
     if lock is None or lock[1] >= until:
         return ()
-    for o in e.objects:
-        extend_retention(backend, o.key, lock[0], until)
-    return (f"{lock[0].lower()} lock extended to {format_time(until)}",)
+    try:
+        for o in e.objects:
+            extend_retention(backend, o.key, lock[0], until)
+    except StorageError as err:
+        if err.transient:
+            raise
+        return (f"lock ({lock[0].lower()}) not extended: {err}",)
+    return (f"lock extended to {format_time(until)} ({lock[0].lower()})",)
 
 
-def _lock_reason(backend: Backend, e: BackupEntry, now: datetime) -> str:
-    """Why ``e`` may not be deleted yet: an S3 Object Lock on its manifest (written
-    last, so locked longest), or on its newest object when it has none; "" if free."""
+def lock_reason(backend: Backend, e: BackupEntry, now: datetime, *, after: str) -> str:
+    """Why ``e`` may not be deleted yet: a lock (S3 Object Lock, Azure immutability
+    policy, GCS retention) or a hold on its manifest (written last, so locked
+    longest), or on its newest object when it has none; "" if free. ``after``:
+    what removes it once the lock has passed (e.g. "a prune after that")."""
     newest = max(e.objects, key=lambda o: o.modified, default=None)
     key = catalog.manifest_key(e.target, e.id)
     if not any(o.key == key for o in e.objects):
@@ -451,10 +496,12 @@ def _lock_reason(backend: Backend, e: BackupEntry, now: datetime) -> str:
     if lock is None or lock[1] <= now:
         return ""
     mode, until = lock
-    return (
-        f"locked ({mode.lower() or 'object lock'}) until {format_time(until)}: not deleted; "
-        "a prune after that removes it"
-    )
+    when = "it is released" if until >= HELD else "that"
+    return f"{describe_lock(mode, until)}: not deleted; {after} {when} removes it"
+
+
+def _lock_reason(backend: Backend, e: BackupEntry, now: datetime) -> str:
+    return lock_reason(backend, e, now, after="a prune after")
 
 
 def _delete_backup(sink: Backend, e: BackupEntry) -> None:
@@ -494,5 +541,6 @@ __all__ = [
     "UploadRow",
     "check_request",
     "delete_folder",
+    "lock_reason",
     "prune",
 ]

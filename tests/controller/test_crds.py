@@ -375,6 +375,14 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], Mutation, bool, str]] = [
         "set exactly one of s3, azureBlob, gcs",
     ),
     ("no-storage", _base_backup, _set("spec.storage", None), True, "storage"),
+    (
+        "lock-of-another-store",
+        _base_backup,
+        _set("spec.encryption", {"gcsRetention": {"mode": "Locked", "days": 3}}),
+        True,
+        "the lock must match the store: s3ObjectLock with storage.s3, azureImmutability "
+        "with storage.azureBlob, gcsRetention with storage.gcs",
+    ),
     ("cron-garbage", _base_backup, _set("spec.schedule", "every day"), True, schedule.CRON_FORMAT),
     (
         "cron-six-fields",
@@ -870,3 +878,33 @@ def test_encryption_and_decryption_fields_validate_and_parse() -> None:
         assert pruned == [] and emulated == []  # nothing dropped, nothing refused
     assert parse(backup).encryption.lock == ("GOVERNANCE", 35)
     assert parse(restore).decryption.sse_customer_key.name == "sse-c"
+
+
+@pytest.mark.parametrize(
+    ("storage", "field", "error"),
+    [
+        ({"azureBlob": {"container": "backups", "storageAccount": "acct"}},
+         "azureImmutability", ""),
+        ({"gcs": {"bucket": "my-bucket"}}, "gcsRetention", ""),
+        (None, "azureImmutability", "the lock must match the store"),
+        (None, "gcsRetention", "the lock must match the store"),
+    ],
+)  # fmt: skip
+def test_azure_and_gcs_lock_fields_validate_beside_s3s(
+    storage: dict[str, Any] | None, field: str, error: str
+) -> None:
+    """Issue 18: azureImmutability / gcsRetention pass the schema with their store,
+    and a lock that does not match the store is refused by the CEL rule."""
+    backup = _base_backup()
+    if storage is not None:
+        backup["spec"]["storage"] = storage
+    backup["spec"]["encryption"] = {field: {"mode": "Locked", "days": 30}}
+    _, pruned, emulated = _apiserver(backup)
+    assert pruned == []
+    if error:
+        assert any(error in e for e in emulated), emulated
+        with pytest.raises(SpecError, match=error):
+            parse(backup)
+    else:
+        assert emulated == [] and schema_errors(backup) == []
+        assert parse(backup).encryption.lock == ("LOCKED", 30)

@@ -2,7 +2,7 @@
 controller (``backupctl operator``) and the real kubectl.
 
 - ``kubectl apply -k manifests/`` installs; the controller puts its finalizer on
-  the RedisBackups and RedisRestores of the examples; README's uninstall steps,
+  the RedisBackups and RedisRestores of the examples; docs/install.md's uninstall steps,
   run as written, leave nothing Terminating (resources, CRDs, namespace gone);
 - the wrong order (``kubectl delete -k manifests/`` first, the controller gone)
   leaves the resources and CRDs Terminating, and the recovery command of
@@ -147,7 +147,7 @@ def test_documented_uninstall_leaves_nothing_terminating(
     objs = with_finalizers(api, operator)
     assert {o["kind"] for o in objs} == {"RedisBackup", "RedisRestore"}
 
-    script = sh_block(REPO / "README.md", "### Uninstall")
+    script = sh_block(REPO / "docs" / "install.md", "## Uninstall")
     lines = [ln for ln in script.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     first, second = lines  # custom resources first (controller running), then the install
     run_documented(api, first)

@@ -415,8 +415,7 @@ def test_values_far_above_the_large_value_threshold_load_equal_with_bounded_memo
     assert result["keys"] == written.keys
     assert state(target) == state(source)
     assert_same_expiries(expiries(target, written), expiries(source, written))
-    if rss_mib > 100:  # the data is equal (above); issue 12's memory goal is still open
-        pytest.xfail(f"issue 12 (open): peak RSS {rss_mib:.0f} MiB for 120 MiB of big values")
+    assert rss_mib <= 100, f"peak RSS {rss_mib:.0f} MiB for 120 MiB of big values (goal 100)"
 
 
 def test_no_tmp_loads_the_same_data_without_an_archive_in_the_temp_folder(

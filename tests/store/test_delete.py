@@ -142,6 +142,10 @@ def test_cli_refuses_newest_and_reports_what_it_freed(tmp_path: Path, store: Bac
     url = store.url
     proc = cli("delete", url, ids[2], check=False)
     assert_one_clear_error(proc, "newest complete backup", "--force")
+    assert proc.returncode == 7  # refused as unsafe (docs/cli-output.md)
+    missing = cli("delete", url, "backup-20000101-000000", "--json", check=False)
+    assert_one_clear_error(missing, "backup-20000101-000000", "not found")
+    assert missing.returncode == 5 and json.loads(missing.stdout)["error"]["code"] == "not_found"
     out = json.loads(cli("delete", url, ids[0], "--json").stdout)
     assert out["ok"] and [d["id"] for d in out["deleted"]] == [ids[0]] and out["bytes"] > 0
     text = cli("delete", ids[1], env={"BACKUPCTL_STORE": url}).stdout

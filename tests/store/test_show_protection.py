@@ -22,8 +22,9 @@ from backupctl.core.timefmt import format_time
 from backupctl.store import catalog
 from backupctl.store.backends.base import Backend, put_bytes
 from backupctl.store.backends.local import LocalBackend
+from backupctl.store.backends.locks import ObjectLock
 from backupctl.store.backends.s3 import S3Backend
-from backupctl.store.backends.s3_options import ObjectLock, ServerSideEncryption
+from backupctl.store.backends.s3_options import ServerSideEncryption
 from backupctl.store.catalog import ArchiveEntry, FileEntry, Manifest, NodeEntry
 
 from support import object_stores
@@ -132,7 +133,8 @@ def test_show_prints_encryption_sse_kms_and_the_object_lock_of_every_object(
     enc, sse, lock = rows["redis-0.tar.zst.age"]
     assert enc == f"age to {OPS}, {DR}"
     assert sse == "SSE-KMS (backup-key)"
-    assert lock == f"governance until {objects['redis-0.tar.zst.age']['lock']['retainUntil']}"
+    until = objects["redis-0.tar.zst.age"]["lock"]["retainUntil"]
+    assert lock == f"locked (governance) until {until}"
     assert rows["redis-1.tar.zst"][0] == "none"
 
 

@@ -581,7 +581,8 @@ def test_verification_failure_keeps_the_restored_data_and_says_where_the_old_is(
     world = World(results=default_results(), fail={"r1-verify"})
     st = run(world)
     assert condition(st, "Failed")["reason"] == "VerificationFailed"
-    assert ".backupctl-previous-20240101-120500" in st["message"] and "README" in st["message"]
+    assert ".backupctl-previous-20240101-120500" in st["message"]
+    assert "docs/kubernetes.md" in st["message"]
     assert is_finished(st) and not any(p.get("rollback") for p in st["pods"])
 
 

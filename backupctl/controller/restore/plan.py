@@ -72,7 +72,7 @@ The flow (``status.phase``; each pod's progress in ``status.pods[].phase``):
     (``Progressing=True``, reason ``RollingBack``, while it runs): staged
     copies discarded (``<name>-discard-<i>``), quiesced servers resumed
     (``<name>-resume-<i>``), the StatefulSet scaled back. After the swap the
-    previous data stays in the dated folder on each volume (README: how to
+    previous data stays in the dated folder on each volume (docs/kubernetes.md: how to
     roll back by hand).
 
 A restore never runs twice: ``Completed``/``Failed`` are final, and the

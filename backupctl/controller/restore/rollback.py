@@ -9,7 +9,7 @@ loads the restored files, so all servers agree again); and a scaled-down
 StatefulSet scaled back. While that runs the restore says
 ``Progressing=True``, reason ``RollingBack``; :meth:`Rollback.undo` takes
 one pass of it. After the swap the previous data stays in the dated folder
-on each volume (the README says how to roll back by hand).
+on each volume (docs/kubernetes.md says how to roll back by hand).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class Rollback:
         if swapped:
             message += (
                 f"; the volumes swapped so far keep their data from before the restore in "
-                f"{_previous_names(st) or '.backupctl-previous-<time>'} (see the README to roll "
-                "back)"
+                f"{_previous_names(st) or '.backupctl-previous-<time>'} (see docs/kubernetes.md "
+                "to roll back)"
             )
         elif st.get("startTime"):
             message += "; the data Redis loads was not touched"

@@ -36,8 +36,9 @@ from backupctl.store.backends.base import (
     put_stream,
     read_bytes,
 )
+from backupctl.store.backends.locks import ObjectLock, lock_for_store
 from backupctl.store.backends.retry import RetryingBackend
-from backupctl.store.backends.s3_options import ObjectLock, sse_from_env
+from backupctl.store.backends.s3_options import sse_from_env
 from backupctl.store.backends.wrappers import DryRunBackend
 
 #: Server-side encryption of the other clouds (docs/encryption.md): the Azure
@@ -143,18 +144,14 @@ def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None
     ``endpoint`` overrides the service endpoint of ``s3://``, ``az://`` and
     ``gs://`` stores (MinIO, Azurite, an emulator...). Raises
     :class:`StoreURLError` with one line saying what is wrong and what a
-    correct URL looks like. ``lock``: S3 Object Lock on every object written
-    (s3:// only); S3 server-side encryption comes from the environment
-    (:mod:`backupctl.store.backends.s3_options`).
+    correct URL looks like. ``lock``: S3 Object Lock, Azure immutability or GCS
+    object retention on every object written (:mod:`.locks`); S3 server-side
+    encryption comes from the environment (:mod:`.s3_options`).
     """
     url = url.strip()
     if not url:
         raise StoreURLError(f"empty store URL: use one like {EXAMPLES}")
-    if lock is not None and not url.lower().startswith("s3://"):
-        raise StoreURLError(
-            "--lock-mode/--lock-days (S3 Object Lock) work on s3:// stores only (Azure "
-            "immutability and GCS retention are not supported yet)"
-        )
+    lock = lock_for_store(lock, url.split("://", 1)[0] if "://" in url else "file")
     if "://" not in url:
         scheme = url.split(":", 1)[0].lower()
         if ":" in url and scheme in {"file", "memory", *_CLOUD, *_SUGGEST}:
@@ -231,11 +228,11 @@ def open_store(url: str, *, endpoint: str | None = None, lock: ObjectLock | None
         from backupctl.store.backends.azure import AzureBackend
 
         scope = os.environ.get(AZURE_SCOPE_ENV, "").strip() or None
-        return AzureBackend(bucket, prefix, endpoint=endpoint, encryption_scope=scope)
+        return AzureBackend(bucket, prefix, endpoint=endpoint, encryption_scope=scope, lock=lock)
     from backupctl.store.backends.gcs import GCSBackend
 
     kms_key = os.environ.get(GCS_KMS_KEY_ENV, "").strip() or None
-    return GCSBackend(bucket, prefix, endpoint=endpoint, kms_key_name=kms_key)
+    return GCSBackend(bucket, prefix, endpoint=endpoint, kms_key_name=kms_key, lock=lock)
 
 
 def _example(scheme: str) -> str:

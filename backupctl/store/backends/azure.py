@@ -21,6 +21,12 @@ list on commit; an object smaller than one block is a single ``Put Blob``.
 Staged but uncommitted blocks are Azure's "unfinished upload": listed by
 ``pending_uploads`` (blobs that exist only as uncommitted blocks) and purged
 by ``abort_upload`` (Azure would otherwise drop them after a week).
+
+Immutability (``run --lock-mode unlocked|locked --lock-days N``, the container
+or account must have version-level immutability enabled): every blob is
+written with a version-level immutability policy, expiry = write time + N
+days, on its ``Put Blob`` or ``Put Block List``; ``retention`` reads the policy
+(or a legal hold) back for prune and delete, ``extend_retention`` moves it out.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import base64
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from azure.core import MatchConditions
@@ -42,7 +49,13 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ExponentialRetry
+from azure.storage.blob import (
+    BlobBlock,
+    BlobServiceClient,
+    ContainerClient,
+    ExponentialRetry,
+    ImmutabilityPolicy,
+)
 
 from backupctl.store.backends.base import (
     CHUNK_SIZE,
@@ -59,6 +72,7 @@ from backupctl.store.backends.base import (
     join_key,
     strip_root,
 )
+from backupctl.store.backends.locks import HELD, ObjectLock
 
 READ_RANGE = 2 * 1024 * 1024
 _CREDENTIALS_HINT = (
@@ -92,8 +106,12 @@ class AzureBackend:
         *,
         endpoint: str | None = None,
         encryption_scope: str | None = None,
+        lock: ObjectLock | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.container = container
+        #: the immutability policy of every blob written (docs/encryption.md)
+        self.lock, self._now = lock, now
         #: every write names it (``$BACKUPCTL_AZURE_ENCRYPTION_SCOPE``, docs/encryption.md)
         self.scope: dict[str, Any] = (
             {"encryption_scope": encryption_scope} if encryption_scope else {}
@@ -268,6 +286,41 @@ class AzureBackend:
         except Exception as err:
             raise self._error(err, key) from err
 
+    def retention(self, key: str) -> tuple[str, datetime] | None:
+        """``(mode, expiry)`` of the immutability policy on ``key`` (``legal hold``
+        until :data:`HELD` when it has one), None when it has neither."""
+        try:
+            props = self._client().get_blob_client(self._name(key)).get_blob_properties()
+        except Exception as err:
+            raise self._error(err, key) from err
+        if props.has_legal_hold:
+            return ("legal hold", HELD)
+        policy = props.immutability_policy
+        if policy is None or policy.expiry_time is None:
+            return None
+        mode = str(getattr(policy.policy_mode, "value", policy.policy_mode) or "")
+        return (mode, policy.expiry_time.astimezone(UTC))
+
+    def extend_retention(self, key: str, mode: str, until: datetime) -> None:
+        """The immutability policy of ``key`` (``Unlocked`` / ``Locked``) until
+        ``until`` (Azure allows extending, never shortening, a locked one)."""
+        if until >= HELD:
+            return
+        policy = ImmutabilityPolicy(expiry_time=until, policy_mode=mode.capitalize())
+        try:
+            self._client().get_blob_client(self._name(key)).set_immutability_policy(policy)
+        except Exception as err:
+            raise self._error(err, key) from err
+
+    def write_args(self) -> dict[str, Any]:
+        """What ``Put Blob`` / ``Put Block List`` carry: the encryption scope and
+        the immutability policy from now."""
+        if self.lock is None:
+            return dict(self.scope)
+        until = self.lock.retain_until(self._now())
+        policy = ImmutabilityPolicy(expiry_time=until, policy_mode=self.lock.service_mode)
+        return {**self.scope, "immutability_policy": policy}
+
     def pending_uploads(self, prefix: str = "") -> Iterator[PendingUpload]:
         # The listing with uncommitted blobs also has the committed ones;
         # the difference is the blobs that exist only as staged blocks.
@@ -301,6 +354,7 @@ class _AzureWriter(PartUploadWriter):
         self._b = backend
         self._key = key
         self._name = name
+        self._args = backend.write_args()  # the lock counts from the start of the write
 
     def _map_error(self, err: Exception) -> StorageError:
         return self._b._error(err, self._key)
@@ -316,14 +370,12 @@ class _AzureWriter(PartUploadWriter):
     def _finish(self, tail: bytes, parts: int, results: dict[int, object]) -> None:
         blob = self._b._client("upload").get_blob_client(self._name)
         if parts == 0:
-            blob.upload_blob(tail, overwrite=True, **self._b.scope)
+            blob.upload_blob(tail, overwrite=True, **self._args)
             return
         if tail:
             parts += 1
             self._upload_part(parts, tail)
-        blob.commit_block_list(
-            [BlobBlock(_block_id(n)) for n in range(1, parts + 1)], **self._b.scope
-        )
+        blob.commit_block_list([BlobBlock(_block_id(n)) for n in range(1, parts + 1)], **self._args)
 
     def _discard(self, parts: int) -> None:
         self._b._purge_uncommitted(self._name)

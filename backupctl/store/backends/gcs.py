@@ -14,6 +14,12 @@ upload in order, so one chunk is in flight while the caller fills the next;
 an object smaller than one chunk is a single request on commit. Resumable
 sessions cannot be listed, so ``pending_uploads`` is always empty (GCS drops
 unfinished sessions after a week; they are never visible as objects).
+
+Object retention (``run --lock-mode unlocked|locked --lock-days N``, the bucket
+must have object retention enabled): every object is created with a
+retention configuration (mode, retain-until = write time + N days) in its
+upload's metadata; ``retention`` reads it (or a temporary / event-based hold)
+back for prune and delete, ``extend_retention`` moves it out.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import google.auth.exceptions
@@ -47,6 +54,7 @@ from backupctl.store.backends.base import (
     join_key,
     strip_root,
 )
+from backupctl.store.backends.locks import HELD, ObjectLock
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +97,12 @@ class GCSBackend:
         *,
         endpoint: str | None = None,
         kms_key_name: str | None = None,
+        lock: ObjectLock | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.bucket_name = bucket
+        #: the retention of every object written (docs/encryption.md)
+        self.lock, self._now = lock, now
         #: the Cloud KMS key every write names (``$BACKUPCTL_GCS_KMS_KEY``, docs/encryption.md)
         self.kms_key_name = kms_key_name
         self.root = prefix.strip("/")
@@ -245,6 +257,43 @@ class GCSBackend:
         except Exception as err:
             raise self._error(err, key) from err
 
+    def retention(self, key: str) -> tuple[str, datetime] | None:
+        """``(mode, retain-until)`` of the object retention on ``key`` (a temporary
+        or event-based hold: until :data:`HELD`), None when it has none."""
+        try:
+            blob = self._b().blob(self._name(key))
+            blob.reload(retry=OPS_RETRY, timeout=TIMEOUT)
+        except Exception as err:
+            raise self._error(err, key) from err
+        if blob.temporary_hold:
+            return ("temporary hold", HELD)
+        if blob.event_based_hold:
+            return ("event-based hold", HELD)
+        until = blob.retention.retain_until_time
+        return (str(blob.retention.mode or ""), until.astimezone(UTC)) if until else None
+
+    def extend_retention(self, key: str, mode: str, until: datetime) -> None:
+        """The retention of ``key`` (``Unlocked`` / ``Locked``) until ``until``
+        (GCS allows extending, never shortening, a locked one)."""
+        if until >= HELD:
+            return
+        try:
+            blob = self._b().blob(self._name(key))
+            blob.retention.mode = mode.capitalize()
+            blob.retention.retain_until_time = until
+            blob.patch(retry=OPS_RETRY, timeout=TIMEOUT)
+        except Exception as err:
+            raise self._error(err, key) from err
+
+    def new_blob(self, name: str, until: datetime | None, **kwargs: Any) -> storage.Blob:
+        """A blob to upload to ``name``: the KMS key and, with a lock, its retention
+        until ``until`` (sent in the upload's metadata)."""
+        blob = self._b().blob(name, kms_key_name=self.kms_key_name, **kwargs)
+        if self.lock is not None and until is not None:
+            blob.retention.mode = self.lock.service_mode
+            blob.retention.retain_until_time = until
+        return blob
+
     def pending_uploads(self, prefix: str = "") -> Iterator[PendingUpload]:
         check_prefix(prefix)
         return iter(())  # GCS has no API to list resumable upload sessions
@@ -269,14 +318,14 @@ class _GCSWriter(PartUploadWriter):
         self._key = key
         self._name = name
         self._upload: BlobWriter | None = None
+        # the lock counts from the start of the write
+        self._until = backend.lock.retain_until(backend._now()) if backend.lock else None
 
     def _map_error(self, err: Exception) -> StorageError:
         return self._gb._error(err)  # a 404 while writing means the bucket is missing
 
     def _begin(self) -> None:
-        blob = self._gb._b().blob(
-            self._name, chunk_size=CHUNK_SIZE, kms_key_name=self._gb.kms_key_name
-        )
+        blob = self._gb.new_blob(self._name, self._until, chunk_size=CHUNK_SIZE)
         upload: Any = blob.open(
             "wb", chunk_size=CHUNK_SIZE, ignore_flush=True, retry=UPLOAD_RETRY, timeout=TIMEOUT
         )
@@ -289,7 +338,7 @@ class _GCSWriter(PartUploadWriter):
 
     def _finish(self, tail: bytes, parts: int, results: dict[int, object]) -> None:
         if self._upload is None:
-            self._gb._b().blob(self._name, kms_key_name=self._gb.kms_key_name).upload_from_string(
+            self._gb.new_blob(self._name, self._until).upload_from_string(
                 tail, content_type="application/octet-stream", retry=UPLOAD_RETRY, timeout=TIMEOUT
             )
             return

@@ -14,7 +14,8 @@ table tests check them without a server.
   reads the store (restore, verify) needs the same key, and losing it loses
   the backups.
 - Object Lock (``run --lock-mode governance|compliance --lock-days N``): every
-  object of a backup is written with retain-until = write time + N days.
+  object of a backup is written with retain-until = write time + N days
+  (parsed in :mod:`backupctl.store.backends.locks`, shared with Azure and GCS).
 """
 
 from __future__ import annotations
@@ -23,19 +24,16 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from backupctl.store.backends.base import StoreURLError
+from backupctl.store.backends.locks import LOCK_MODES, MAX_LOCK_DAYS, ObjectLock, parse_lock
 
 SSE_ENV = "BACKUPCTL_S3_SSE"
 SSE_KMS_KEY_ENV = "BACKUPCTL_S3_SSE_KMS_KEY_ID"
 SSE_C_KEY_FILE_ENV = "BACKUPCTL_S3_SSE_C_KEY_FILE"
 SSE_MODES = {"aes256": "AES256", "sse-s3": "AES256", "aws:kms": "aws:kms", "sse-kms": "aws:kms"}
-LOCK_MODES = ("governance", "compliance")
-#: Object Lock allows at most 100 years.
-MAX_LOCK_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -71,36 +69,6 @@ class ServerSideEncryption:
         if self.algorithm == "aws:kms":
             return "SSE-KMS" + (f" ({self.kms_key_id})" if self.kms_key_id else "")
         return "SSE-S3"
-
-
-@dataclass(frozen=True)
-class ObjectLock:
-    """Object Lock of every object a run writes: mode, and days from the write."""
-
-    mode: str  # "GOVERNANCE" | "COMPLIANCE"
-    days: int
-
-    def retain_until(self, now: datetime) -> datetime:
-        return now + timedelta(days=self.days)
-
-    def write_args(self, now: datetime) -> dict[str, Any]:
-        return {"ObjectLockMode": self.mode, "ObjectLockRetainUntilDate": self.retain_until(now)}
-
-
-def parse_lock(mode: str | None, days: int | None) -> ObjectLock | None:
-    """``--lock-mode`` / ``--lock-days`` (both or neither); StoreURLError: one line."""
-    if mode is None and days is None:
-        return None
-    if mode is None or days is None:
-        raise StoreURLError(
-            "--lock-mode and --lock-days go together: e.g. --lock-mode governance --lock-days 30 "
-            "(set the days to how long retention keeps a backup)"
-        )
-    if mode.lower() not in LOCK_MODES:
-        raise StoreURLError(f"--lock-mode must be governance or compliance, not {mode[:40]!r}")
-    if not 1 <= days <= MAX_LOCK_DAYS:
-        raise StoreURLError(f"--lock-days must be 1..{MAX_LOCK_DAYS}, not {days}")
-    return ObjectLock(mode=mode.upper(), days=days)
 
 
 def sse_from_env(env: Mapping[str, str]) -> ServerSideEncryption | None:
@@ -147,3 +115,13 @@ def _customer_key(path: Path) -> bytes:
             "(make one with 'openssl rand 32 > sse-c.key')"
         )
     return key
+
+
+__all__ = [
+    "LOCK_MODES",
+    "MAX_LOCK_DAYS",
+    "ObjectLock",
+    "ServerSideEncryption",
+    "parse_lock",
+    "sse_from_env",
+]

@@ -1,7 +1,8 @@
 """A controller clock for tests: real time plus an offset read from a file.
 
 The e2e tests move the controller across cron slots by writing a number of
-seconds (and the whole second of real time it takes effect) into a file (:meth:`support.kube.operator_process.Operator.set_time`).
+seconds, and the whole second of real time it takes effect, into a file
+(:meth:`support.kube.operator_process.Operator.set_time`).
 :class:`FileOffsetClock` is a :class:`backupctl.controller.runtime.Clock`:
 ``now()`` is real UTC time plus that offset; the file is read once at start
 and then by :meth:`FileOffsetClock.watch` (every :data:`POLL` seconds, never
@@ -45,9 +46,8 @@ class FileOffsetClock:
             self._seen = (st.st_mtime_ns, st.st_size)
             fields = self.path.read_text().split()
             offset = float(fields[0]) if fields else 0.0
-            since = (
-                datetime.fromtimestamp(int(fields[1]), UTC) if len(fields) > 1 else datetime.now(UTC)
-            )
+            now = datetime.now(UTC)
+            since = datetime.fromtimestamp(int(fields[1]), UTC) if len(fields) > 1 else now
         except (OSError, ValueError):
             return False  # keep the last good offset while the file is rewritten
         changed, self._offset = offset != self._offset, offset

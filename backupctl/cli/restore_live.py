@@ -180,6 +180,7 @@ def restore_into_redis(req: RestoreRequest) -> None:
         spec = redis_spec(req.to_redis, req.password_file)
         if req.tmp_dir is not None:
             check_parent(req.tmp_dir)  # before any download
+        keys = identities(list(req.identity))
         signed_by = trust(req.verify_key, req.require_signatures)
         store = get_store(req.store_url, req.endpoint, limit_download=req.limit_download)
         entry = catalog.find(store, req.backup, req.target, trust=signed_by)
@@ -189,7 +190,7 @@ def restore_into_redis(req: RestoreRequest) -> None:
                 meter.set_total(entry.manifest.size)
             result = restore_to_redis(
                 store, entry, spec, flush=req.flush, node=req.node, tmp_dir=req.tmp_dir,
-                progress=meter.advance, note=note, no_tmp=req.no_tmp,
+                progress=meter.advance, note=note, no_tmp=req.no_tmp, identities=keys,
                 large_value_threshold=req.large_value_threshold, load_progress=meter.load,
             )  # fmt: skip
         report(Loaded(result), as_json=req.as_json, termination_log=req.termination_log)

@@ -44,7 +44,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "--verify-only": (CLUSTER,),
     "--timeout": (CLUSTER,),
     "--force": (DIR,),
-    "--identity": (DIR, CLUSTER),  # --to-redis: after i12-load's rewrite of restore_server
+    "--identity": (DIR, REDIS, CLUSTER),
 }
 
 #: Groups of flags of which at most one may be given: the steps of a
@@ -137,7 +137,7 @@ class RestoreRequest:
     restart: bool = False
     verify_only: bool = False
     timeout: float = 600.0
-    # --to-dir, --to-cluster: --identity files for encrypted backups (docs/encryption.md)
+    # every destination: --identity files for encrypted backups (docs/encryption.md)
     identity: tuple[Path, ...] = ()
     # every mode: --verify-key files and --require-signatures (docs/encryption.md)
     verify_key: tuple[Path, ...] = ()

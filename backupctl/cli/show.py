@@ -1,10 +1,14 @@
 """``backupctl show [STORE] ID``: one backup's manifest, for people or
-(``--json``) as stored, like ``restic cat snapshot``. It reads only the
-manifest: nothing is downloaded or changed."""
+(``--json``) as stored, like ``restic cat snapshot``; and how each of its
+objects is protected: age encryption (the recipients' fingerprints, from the
+manifest), server-side encryption (S3) and the lock (S3 Object Lock, Azure
+immutability policy or legal hold, GCS retention or hold), as the store
+reports them (one request each per object). Nothing is downloaded or changed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +16,12 @@ import typer
 from backupctl.cli.defaults import Resolved, resolve_args
 from backupctl.cli.options import EndpointOpt, JsonOpt, TargetOpt, get_store
 from backupctl.cli.output import CommandResult, human, print_table, report, user_errors
+from backupctl.core.timefmt import format_time
 from backupctl.store import catalog
+from backupctl.store.backends.base import Backend
+from backupctl.store.backends.locks import HELD, describe_lock
+from backupctl.store.backends.s3_options import ServerSideEncryption
+from backupctl.store.backends.wrappers import retention_of, server_side_of
 from backupctl.store.catalog import Manifest
 
 StoreIdArgs = Annotated[
@@ -26,11 +35,76 @@ StoreIdArgs = Annotated[
 
 
 @dataclass(frozen=True)
-class Shown(CommandResult):
-    manifest: Manifest
+class StoredObject:
+    """One object of a backup and how it is protected."""
+
+    key: str  # relative to the backup's folder: "redis-0.tar.zst.age", "manifest.json"
+    node: str | None  # the node whose archive it is; None: the manifest
+    encrypted_to: tuple[str, ...]  # age recipients' fingerprints; (): not encrypted
+    server_side: ServerSideEncryption | None  # as the store reports it; None: none
+    lock: tuple[str, datetime] | None  # (mode, retain-until; HELD: a hold); None: none
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": True, "manifest": self.manifest.to_json()}
+        sse = self.server_side
+        return {
+            "key": self.key,
+            "node": self.node,
+            "encryption": (
+                {"format": "age", "recipients": list(self.encrypted_to)}
+                if self.encrypted_to
+                else None
+            ),
+            "serverSide": (
+                None if sse is None else {"algorithm": sse.algorithm, "kmsKeyId": sse.kms_key_id}
+            ),
+            "lock": (
+                None
+                if self.lock is None
+                else {
+                    "mode": self.lock[0],
+                    "retainUntil": None if self.lock[1] >= HELD else format_time(self.lock[1]),
+                }
+            ),
+        }
+
+    def row(self) -> tuple[str, str, str, str]:
+        """OBJECT, ENCRYPTION, SERVER-SIDE, LOCK for people (pure)."""
+        enc = "age to " + ", ".join(self.encrypted_to) if self.encrypted_to else "none"
+        sse = self.server_side.describe() if self.server_side is not None else "none"
+        lock = describe_lock(*self.lock) if self.lock is not None else "none"
+        return (self.key, enc, sse, lock)
+
+
+def stored_objects(store: Backend, manifest: Manifest) -> list[StoredObject]:
+    """Every node's archive and the manifest, with their protection: encryption
+    from the manifest, server-side encryption and lock asked of the store."""
+    folder = catalog.backup_dir(manifest.target, manifest.id)
+    wanted: list[tuple[str, str | None, tuple[str, ...]]] = [
+        (n.archive.key, n.name, tuple(n.archive.encrypted_to)) for n in manifest.nodes
+    ]
+    wanted.append((catalog.manifest_key(manifest.target, manifest.id)[len(folder) :], None, ()))
+    out = []
+    for key, node, prints in wanted:
+        stored = folder + key
+        out.append(
+            StoredObject(
+                key, node, prints, server_side_of(store, stored), retention_of(store, stored)
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Shown(CommandResult):
+    manifest: Manifest
+    objects: list[StoredObject] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "manifest": self.manifest.to_json(),
+            "objects": [o.to_json() for o in self.objects],
+        }
 
     def print_text(self) -> None:
         m = self.manifest
@@ -60,6 +134,11 @@ class Shown(CommandResult):
             for n in m.nodes
         ]
         print_table(("NODE", "ROLE", "VERSION", "KEYS", "ARCHIVE", "SIZE", "SHA256"), rows)
+        if self.objects:
+            typer.echo("")
+            print_table(
+                ("OBJECT", "ENCRYPTION", "SERVER-SIDE", "LOCK"), [o.row() for o in self.objects]
+            )
 
 
 def one_id(args: list[str], target: str | None, endpoint: str | None) -> Resolved:
@@ -73,9 +152,10 @@ def one_id(args: list[str], target: str | None, endpoint: str | None) -> Resolve
     return r
 
 
-def find_one(r: Resolved) -> catalog.BackupEntry:
-    """The one complete backup ``r`` names."""
-    return catalog.find(get_store(r.stores[0], r.endpoint), r.ids[0], r.target)
+def find_one(r: Resolved, store: Backend | None = None) -> catalog.BackupEntry:
+    """The one complete backup ``r`` names (in ``store``, default: ``r``'s)."""
+    store = store or get_store(r.stores[0], r.endpoint)
+    return catalog.find(store, r.ids[0], r.target)
 
 
 def show(
@@ -86,10 +166,16 @@ def show(
 ) -> None:
     """Show a backup's manifest: when, what server, which nodes and archives.
 
+    Then how each object is protected: age encryption (the recipients'
+    fingerprints), server-side encryption and the lock as the store reports
+    them ("none" where there is none).
+
     Example: backupctl show s3://bucket/redis latest --target prod/cache
     """
     r = one_id(args, target, endpoint)
     with user_errors():
-        entry = find_one(r)
+        store = get_store(r.stores[0], r.endpoint)
+        entry = find_one(r, store)
         assert entry.manifest is not None  # find() returns complete backups only
-        report(Shown(entry.manifest), as_json=as_json, termination_log=None)
+        objects = stored_objects(store, entry.manifest)
+        report(Shown(entry.manifest, objects), as_json=as_json, termination_log=None)

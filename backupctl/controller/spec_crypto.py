@@ -5,7 +5,8 @@ Why a module of its own: keys reach a Job only as files from a Secret or
 ConfigMap volume, never as environment values (an env value shows in
 ``kubectl describe``, in crash dumps and in every child process), and which
 key goes to which Job (recipients and the signing key to ``run``, the
-identity to ``restore --to-dir``, the verify key to every reader) is one
+identity to ``restore --to-dir`` and to restore drills, the verify key to
+every reader) is one
 decision kept here, beside the parsing, so :mod:`backupctl.controller.manifests`
 only appends what this returns. The controller never reads the Secrets.
 
@@ -279,6 +280,27 @@ def prune_keys(enc: EncryptionSpec | None) -> JobKeys:
     return _trust(enc.verify_key, enc.require_signatures) + _sse(enc.sse_customer_key)
 
 
+def drill_keys(enc: EncryptionSpec | None, dec: DecryptionSpec | None) -> JobKeys:
+    """A restore drill's ``verify`` (``spec.verify.decryption``): the identity
+    that decrypts; the verify key and SSE-C key of ``dec``, else those of the
+    backups' own ``spec.encryption`` (a drill checks what the prune Job trusts)."""
+    dec = dec or DecryptionSpec()
+    verify_key, required = dec.verify_key, dec.require_signatures
+    if verify_key is None and enc is not None:
+        verify_key, required = enc.verify_key, enc.require_signatures
+    customer_key = dec.sse_customer_key or (enc.sse_customer_key if enc else None)
+    keys = _trust(verify_key, required) + _sse(customer_key)
+    if dec.identity is not None:
+        keys += _file("age-identity", dec.identity, "--identity")
+    return keys
+
+
+def has_secret_file(keys: JobKeys) -> bool:
+    """Whether ``keys`` mount a Secret: its files are root's, mode 0440, so the
+    Job needs an ``fsGroup`` for its non-root user to read them."""
+    return any("secret" in v for v in keys.volumes)
+
+
 def restore_keys(dec: DecryptionSpec | None, *, to_dir: bool) -> JobKeys:
     """``restore``: the verify key in every mode; the identity with ``--to-dir``
     (the mode that decrypts: resolving and verifying read only the manifest)."""
@@ -299,6 +321,8 @@ __all__ = [
     "KeyFileRef",
     "backup_keys",
     "check_lock_storage",
+    "drill_keys",
+    "has_secret_file",
     "parse_decryption",
     "parse_encryption",
     "prune_keys",

@@ -4,7 +4,9 @@ A drill is a Job running ``backupctl verify`` on the newest successful
 backup: every archive downloaded, every sha256 and RDB checked. It lives in a
 module of its own because spec.py is at its size limit, and because the
 rule (exactly one of a cron ``schedule`` or ``afterEachBackup``) is the
-drills' own.
+drills' own. ``decryption`` (the keys a drill of encrypted or signed
+backups needs) is parsed as ``RedisRestore.spec.decryption`` is
+(:mod:`backupctl.controller.spec_crypto`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backupctl.controller.schedule import parse_cron
+from backupctl.controller.spec_crypto import DecryptionSpec, parse_decryption
 from backupctl.controller.spec_fields import SpecError, obj, opt_bool, opt_str
 
 
@@ -24,6 +27,8 @@ class VerifySpec:
 
     schedule: str | None = None
     after_each_backup: bool = False
+    #: the identity (and verify / SSE-C keys) the drill Job gets as files
+    decryption: DecryptionSpec | None = None
 
 
 def parse_verify(raw: Any, p: str) -> VerifySpec | None:
@@ -37,7 +42,8 @@ def parse_verify(raw: Any, p: str) -> VerifySpec | None:
         raise SpecError(p, "set exactly one of schedule or afterEachBackup: true")
     if schedule is not None:
         schedule = parse_cron(schedule, f"{p}.schedule")
-    return VerifySpec(schedule=schedule, after_each_backup=after)
+    decryption = parse_decryption(spec.get("decryption"), f"{p}.decryption")
+    return VerifySpec(schedule=schedule, after_each_backup=after, decryption=decryption)
 
 
 __all__ = ["VerifySpec", "parse_verify"]

@@ -3,6 +3,11 @@
 Why its own module: they share one shape (the store's credentials and any key
 files, no Redis, no data volume, any node), which :func:`_store_job` builds once;
 the Jobs that touch Redis or its data stay in :mod:`.manifests`.
+
+Key files from a Secret are root's with mode 0440 (:mod:`.spec_crypto`); these
+Jobs run as the image's non-root user, so a Job mounting one gets the pod
+``fsGroup`` :data:`KEY_FILES_GROUP`: the kubelet gives the files that group
+and adds it to the Job's groups, so the Job (and nobody else) reads them.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from backupctl.controller.identity import RunAs
 from backupctl.controller.job_env import (
     retention_args,
     storage_env,
@@ -21,7 +27,12 @@ from backupctl.controller.job_limits import BACKUP, PRUNE
 from backupctl.controller.job_pod import job
 from backupctl.controller.manifests import backup_labels
 from backupctl.controller.spec import BackupSpec, catalog_target, store_url
-from backupctl.controller.spec_crypto import JobKeys, prune_keys
+from backupctl.controller.spec_crypto import JobKeys, drill_keys, has_secret_file, prune_keys
+
+#: The ``fsGroup`` of a store Job that mounts a Secret key file: the image's
+#: group (the Dockerfile's ``USER 10001:10001``); any gid would do, it is
+#: added to the Job's groups.
+KEY_FILES_GROUP = 10001
 
 
 def prune_job(
@@ -83,7 +94,8 @@ def verify_job(
     ttl_seconds_after_finished: int | None = None,
 ) -> dict[str, Any]:
     """A restore drill: ``backupctl verify`` of backup ``backup_id`` of the
-    target (every archive downloaded, every sha256 and RDB checked). Name it
+    target (every archive downloaded, every sha256 and RDB checked), with the
+    keys of ``spec.verify.decryption`` as files (:func:`drill_keys`). Name it
     ``job_name(backup_name, slot, "verify")``; it has a backup Job's deadline."""
     args = [
         "verify",
@@ -102,6 +114,7 @@ def verify_job(
         args=args,
         kind=BACKUP,
         ttl_seconds_after_finished=ttl_seconds_after_finished,
+        keys=drill_keys(spec.encryption, spec.verify.decryption if spec.verify else None),
     )
 
 
@@ -119,6 +132,7 @@ def _store_job(
     keys: JobKeys | None = None,
 ) -> dict[str, Any]:
     keys = keys or JobKeys()
+    run_as = RunAs(fs_group=KEY_FILES_GROUP) if has_secret_file(keys) else None
     return job(
         name=name,
         namespace=namespace,
@@ -135,6 +149,7 @@ def _store_job(
         node_selector=spec.job.node_selector,
         ttl_seconds_after_finished=ttl_seconds_after_finished,
         kind=kind,
+        run_as=run_as,
     )
 
 

@@ -30,6 +30,11 @@ a server on another host, a server that must stay up, a Redis Cluster. How:
    libraries are loaded from the RDB's function records with ``FUNCTION LOAD``
    (on every master of a cluster).
 
+An encrypted backup (age) needs ``identities`` that can decrypt every
+archive to load; that is checked first of all, before the target is even
+connected to, so a missing or wrong key is one error and the target is
+untouched. The archives are decrypted as they are read, in both routes.
+
 Memory is bounded by the threshold and the pipeline budget, whatever the
 dataset. A cluster has database 0 only: a backup with keys in another
 database is refused before anything is written. Keys whose TTL passed by the
@@ -65,6 +70,7 @@ from backupctl.redis.rdb_values import value_type
 from backupctl.store.archive import ArchiveError, Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
+from backupctl.store.encryption import Identities, require_keys
 
 #: Keys per RESTORE pipeline at most.
 BATCH_KEYS = 512
@@ -116,6 +122,7 @@ def restore_to_redis(
     load_progress: LoadProgress | None = None,
     now_ms: int | None = None,
     no_tmp: bool = False,
+    identities: Identities | None = None,
 ) -> LoadResult:
     """Load ``entry`` into the running server ``target``: one node of the
     backup, or into a Redis Cluster every node of it (``node`` picks one).
@@ -124,21 +131,23 @@ def restore_to_redis(
     hears of such leftovers removed. ``now_ms`` (default: now) is the time
     against which expiries are judged. With ``no_tmp`` nothing is written to
     disk: each archive is streamed from the store twice
-    (:mod:`backupctl.ops.restore_stream`)."""
+    (:mod:`backupctl.ops.restore_stream`). Encrypted archives are decrypted
+    with ``identities``, checked before the target is connected to."""
     manifest = entry.manifest
     if manifest is None:
         raise LoadError(f"backup {entry.id} is incomplete and cannot be restored")
+    # The nodes this restore may load (all of them into a cluster): keys checked first.
+    require_keys(manifest, identities, None if node is None else [pick_node(manifest, node)])
     start_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with open_target(target, flush=flush, timeout=timeout) as dest:
         nodes = _source_nodes(manifest, node, dest.cluster)
+        args = (batch_keys, batch_bytes, large_value_threshold, start_ms, load_progress)
         if no_tmp:
-            copy = _load_streaming(store, manifest, nodes, dest, flush, progress,
-                                   (batch_keys, batch_bytes, large_value_threshold, start_ms,
-                                    load_progress))  # fmt: skip
+            copy = _load_streaming(store, manifest, nodes, dest, flush, progress, args,
+                                   identities)  # fmt: skip
         else:
             copy = _load_unpacked(store, manifest, nodes, dest, flush, tmp_dir, progress, note,
-                                  (batch_keys, batch_bytes, large_value_threshold, start_ms,
-                                   load_progress))  # fmt: skip
+                                  args, identities)  # fmt: skip
         masters = dest.written()
     keys = sum(copy.databases.values())
     return LoadResult(
@@ -164,7 +173,7 @@ _CopyArgs = tuple[int, int, int, int, "LoadProgress | None"]
 def _load_unpacked(
     store: Backend, manifest: Manifest, nodes: list[NodeEntry], dest: Target, flush: bool,
     tmp_dir: Path | None, progress: Progress | None, note: Callable[[str], None] | None,
-    args: _CopyArgs,
+    args: _CopyArgs, identities: Identities | None,
 ) -> _Copy:  # fmt: skip
     """Every archive unpacked into a temp folder and verified, then loaded."""
     need = sum(f.size for n in nodes for f in n.files)
@@ -173,7 +182,8 @@ def _load_unpacked(
         for i, n in enumerate(nodes):  # every archive verified before anything is written
             data = tmp / f"node-{i}"
             data.mkdir()
-            report = download_node(store, manifest, n, data, progress=progress)
+            report = download_node(store, manifest, n, data, progress=progress,
+                                   identities=identities)  # fmt: skip
             rdb = n.rdb_file
             assert rdb is not None and report is not None  # _source_nodes checked
             rdbs.append((n, data / rdb.path, report))
@@ -186,7 +196,7 @@ def _load_unpacked(
 
 def _load_streaming(
     store: Backend, manifest: Manifest, nodes: list[NodeEntry], dest: Target, flush: bool,
-    progress: Progress | None, args: _CopyArgs,
+    progress: Progress | None, args: _CopyArgs, identities: Identities | None,
 ) -> _Copy:  # fmt: skip
     """``--no-tmp``: every archive streamed and verified (block digests kept),
     then streamed again and loaded, block by verified block."""
@@ -194,10 +204,11 @@ def _load_streaming(
     for n in nodes:
         digests: list[bytes] = []
         verified.append((n, digests, verify_streaming(store, manifest, n, digests,
-                                                      progress=progress)))  # fmt: skip
+                                                      progress=progress,
+                                                      identities=identities)))  # fmt: skip
     copy = _prepare(dest, [(n, r) for n, _, r in verified], flush, args)
     for n, digests, report in verified:
-        with rdb_again(store, manifest, n, digests) as stream:
+        with rdb_again(store, manifest, n, digests, identities) as stream:
             copy.node(n, stream, report, copy.routes[n.name])
     return copy
 

@@ -17,6 +17,12 @@ from the store twice instead:
    first changed block (:class:`StoreChanged`), and bytes not verified are
    never parsed, so never written.
 
+An encrypted archive (age, docs/encryption.md) is decrypted as it is read
+in both passes, between the stored object's sha256 and the decompressor:
+the first pass reads the age stream to its end, so every chunk's
+authentication tag and the end of the stream are checked before anything
+is written.
+
 Memory: one block, whatever the archive's size. ``redis-check-rdb`` (the
 second opinion of the unpacked route) needs a file, so it is not run here.
 """
@@ -27,7 +33,7 @@ import hashlib
 import io
 import tarfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import BinaryIO
 
 import zstandard
@@ -45,6 +51,7 @@ from backupctl.store.archive import (
 from backupctl.store.archive_guard import ExpectedFiles, TarBudget
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import FileEntry, Manifest, NodeEntry
+from backupctl.store.encryption import Identities, decrypting_reader, require_keys
 
 __all__ = ["BLOCK", "StoreChanged", "rdb_again", "verify_streaming"]
 
@@ -218,6 +225,26 @@ def _object_key(manifest: Manifest, node: NodeEntry) -> str:
     return catalog.backup_dir(manifest.target, manifest.id) + node.archive.key
 
 
+def _plain(
+    stack: ExitStack, hashed: HashingReader, node: NodeEntry, identities: Identities | None
+) -> BinaryIO:
+    """The stored bytes as the compressed tar stream: decrypted (age) when the
+    archive is encrypted, the decrypting reader closed when ``stack`` ends."""
+    if not node.archive.encrypted:
+        return hashed  # type: ignore[return-value]
+    assert identities is not None  # require_keys checked
+    return stack.enter_context(decrypting_reader(hashed, identities, node.archive.key))  # type: ignore[arg-type]
+
+
+def _read_to_end(plain: BinaryIO) -> None:
+    """Read what is left of the decrypted stream (after the tar's end): age
+    checks its last chunk's tag and the end of the stream only there, and its
+    thread is done reading the stored object before the caller drains it."""
+    for _ in range(1 << 40):  # bounded by the archive's size
+        if not plain.read(COPY_CHUNK):
+            return
+
+
 def verify_streaming(
     store: Backend,
     manifest: Manifest,
@@ -225,16 +252,20 @@ def verify_streaming(
     digests: list[bytes],
     *,
     progress: Progress | None = None,
+    identities: Identities | None = None,
 ) -> RdbReport:
     """Pass 1: the node's stored archive read through and checked (see the
     module docstring), the RDB's block digests appended to ``digests``;
-    :class:`ArchiveError` naming the first problem."""
+    :class:`ArchiveError` naming the first problem. An encrypted archive needs
+    ``identities`` (checked before the object is opened)."""
     rdb = node.rdb_file
     if rdb is None:
         raise ArchiveError(f"backup {manifest.id} node {node.name} has no RDB file")
-    with store.open(_object_key(manifest, node)) as obj:
+    require_keys(manifest, identities, [node])
+    with store.open(_object_key(manifest, node)) as obj, ExitStack() as stack:
         hashed = HashingReader(obj, progress, limit=node.archive.size)
-        tar = TarBudget(decompressing_reader(hashed, node.archive.compression))  # type: ignore[arg-type]
+        plain = _plain(stack, hashed, node, identities)
+        tar = TarBudget(decompressing_reader(plain, node.archive.compression))
         files = _FileReader(tar, node.files, rdb)
         blocks = _Blocks(files, digests, check=False)  # type: ignore[arg-type]
         try:
@@ -244,6 +275,8 @@ def verify_streaming(
         if not files.done:  # the reader stopped at the trailer: anything after it is not RDB
             raise ArchiveError(f"{rdb.path}: data after the end of the RDB")
         files.read_rest()
+        if node.archive.encrypted:
+            _read_to_end(plain)
         hashed.drain()
     if hashed.size != node.archive.size or hashed.hexdigest() != node.archive.sha256:
         raise ArchiveError(
@@ -255,13 +288,19 @@ def verify_streaming(
 
 @contextmanager
 def rdb_again(
-    store: Backend, manifest: Manifest, node: NodeEntry, digests: list[bytes]
+    store: Backend,
+    manifest: Manifest,
+    node: NodeEntry,
+    digests: list[bytes],
+    identities: Identities | None = None,
 ) -> Iterator[BinaryIO]:
-    """Pass 2: the node's RDB bytes streamed from the store again, each block
-    handed on only once it matches the first pass (:class:`StoreChanged`)."""
+    """Pass 2: the node's RDB bytes streamed from the store again (decrypted
+    with ``identities`` when encrypted), each block handed on only once it
+    matches the first pass (:class:`StoreChanged`)."""
     rdb = node.rdb_file
     assert rdb is not None  # verify_streaming checked
-    with store.open(_object_key(manifest, node)) as obj:
+    with store.open(_object_key(manifest, node)) as obj, ExitStack() as stack:
         hashed = HashingReader(obj, None, limit=node.archive.size)
-        tar = TarBudget(decompressing_reader(hashed, node.archive.compression))  # type: ignore[arg-type]
+        plain = _plain(stack, hashed, node, identities)
+        tar = TarBudget(decompressing_reader(plain, node.archive.compression))
         yield _Blocks(_FileReader(tar, node.files, rdb), digests, check=True)  # type: ignore[arg-type,misc]

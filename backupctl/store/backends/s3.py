@@ -334,6 +334,20 @@ class S3Backend:
         until = head.get("ObjectLockRetainUntilDate")
         return (str(head.get("ObjectLockMode", "")), until.astimezone(UTC)) if until else None
 
+    def server_side(self, key: str) -> ServerSideEncryption | None:
+        """How S3 encrypts the stored ``key`` (one HeadObject), None when it does not:
+        SSE-S3, SSE-KMS with the key id S3 reports, or SSE-C (the key is never read)."""
+        try:
+            head = self._head(key)
+        except Exception as err:
+            raise self._error(err, key) from err
+        if head.get("SSECustomerAlgorithm") or (self.sse and self.sse.algorithm == "SSE-C"):
+            return ServerSideEncryption("SSE-C")
+        algorithm = head.get("ServerSideEncryption")
+        if not algorithm:
+            return None
+        return ServerSideEncryption(str(algorithm), kms_key_id=head.get("SSEKMSKeyId") or None)
+
     def extend_retention(self, key: str, mode: str, until: datetime) -> None:
         """Object Lock ``mode`` on ``key`` until ``until`` (S3 allows extending, never
         shortening, a compliance lock)."""

@@ -19,6 +19,7 @@ from backupctl.store.backends.base import (
     ObjectWriter,
     PendingUpload,
 )
+from backupctl.store.backends.s3_options import ServerSideEncryption
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,24 @@ class ForwardingBackend:
     def extend_retention(self, key: str, mode: str, until: datetime) -> None:
         extend_retention(self.inner, key, mode, until)
 
+    def server_side(self, key: str) -> ServerSideEncryption | None:
+        """The inner store's server-side encryption of ``key`` (see :func:`server_side_of`)."""
+        return server_side_of(self.inner, key)
+
 
 def retention_of(backend: Backend, key: str) -> tuple[str, datetime] | None:
     """``(mode, retain-until)`` of the Object Lock on ``key`` in stores that
     have one (S3), else None: prune asks before it deletes."""
     ask = getattr(backend, "retention", None)
     result: tuple[str, datetime] | None = ask(key) if ask is not None else None
+    return result
+
+
+def server_side_of(backend: Backend, key: str) -> ServerSideEncryption | None:
+    """How the store encrypts ``key`` server-side, as it reports it (S3: one
+    HeadObject); None when it does not, or cannot say (file, Azure, GCS)."""
+    ask = getattr(backend, "server_side", None)
+    result: ServerSideEncryption | None = ask(key) if ask is not None else None
     return result
 
 

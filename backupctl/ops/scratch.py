@@ -144,7 +144,8 @@ def scratch_dir(
     check_parent(base, need=need, option=option)
     removed = sweep(base, prefix)
     if removed and note is not None:
-        note(f"removed {len(removed)} leftover temp folder(s) of killed runs: {', '.join(removed)}")
+        folders = "folder" if len(removed) == 1 else "folders"
+        note(f"removed {len(removed)} leftover temp {folders} of killed runs: {', '.join(removed)}")
     try:
         folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
     except OSError as exc:

@@ -406,7 +406,7 @@ def test_a_success_is_followed_by_one_prune_job_named_after_its_slot() -> None:
         "jobName": "nb-20300101020000-prune",
         "kept": 2,
         "removed": 1,
-        "message": "kept 2, removed 1 backup(s)",
+        "message": "kept 2, removed 1 backup",
     }
     assert reasons(recorded) == ["RetentionApplied"]
     # Neither the prune Job's removal by history limits nor a restart runs it again.

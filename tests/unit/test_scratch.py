@@ -48,7 +48,7 @@ def test_a_killed_runs_folder_is_removed_by_the_next_run_and_reported(tmp_path: 
             assert mine.is_dir()
             assert not folder.exists()
             assert live_folder.is_dir()  # its owner lives: kept
-            assert notes == [f"removed 1 leftover temp folder(s) of killed runs: {folder}"]
+            assert notes == [f"removed 1 leftover temp folder of killed runs: {folder}"]
         assert not mine.exists()
     finally:
         live.kill()

@@ -152,7 +152,8 @@ def _record_prune(d: Draft, job: JobView) -> None:
             if isinstance(result.get(key), int):
                 retention[key] = result[key]
         kept, removed = retention.get("kept", "?"), retention.get("removed", "?")
-        retention["message"] = f"kept {kept}, removed {removed} backup(s)"
+        noun = "backup" if removed == 1 else "backups"
+        retention["message"] = f"kept {kept}, removed {removed} {noun}"
         d.event("Normal", "RetentionApplied", f"Job {job.name}: {retention['message']}")
         if condition(d.status, "Failed").get("reason") == "RetentionFailed":
             d.set_condition("Failed", False, "RetentionApplied", retention["message"])

@@ -14,8 +14,16 @@ with like on a noisy machine:
 4. ``backupctl run --method replication`` to moto's S3 server (diskless
    sync) with the server's settings untouched (``rdbcompression yes``, the
    default since issue 13), and with the opt-in ``--pause-rdbcompression``,
-   vs ``redis-cli --rdb - | zstd -1 | aws s3 cp -`` on the same server; the
-   three in turn ``--repeat`` times (medians: the machine is shared).
+   vs ``redis-cli --rdb - | zstd -1 | aws s3 cp -`` on the same server;
+   with ``--before DIR`` also the run of another checkout of backupctl
+   (``PYTHONPATH=DIR``: a change and its baseline in one invocation); all
+   in turn ``--repeat`` times, the order reversed every other round
+   (medians: the machine is shared). ``--s3-only`` skips steps 2-3,
+   ``--no-pause`` the ``--pause-rdbcompression`` rounds.
+
+Every command is timed by wall clock, CPU seconds (user + sys of its whole
+process tree, from ``wait4``) and the peak RSS of its largest process: on a
+loaded machine wall time tracks CPU time, so both ratios are printed.
 
 Goals: peak RSS <= 100 MiB; pipeline >= 0.8x the slower of zstd -1 and
 sha256sum (issue 2); replication to S3 with the server's settings untouched

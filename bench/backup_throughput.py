@@ -14,8 +14,16 @@ with like on a noisy machine:
 4. ``backupctl run --method replication`` to moto's S3 server (diskless
    sync) with the server's settings untouched (``rdbcompression yes``, the
    default since issue 13), and with the opt-in ``--pause-rdbcompression``,
-   vs ``redis-cli --rdb - | zstd -1 | aws s3 cp -`` on the same server; the
-   three in turn ``--repeat`` times (medians: the machine is shared).
+   vs ``redis-cli --rdb - | zstd -1 | aws s3 cp -`` on the same server;
+   with ``--before DIR`` also the run of another checkout of backupctl
+   (``PYTHONPATH=DIR``: a change and its baseline in one invocation); all
+   in turn ``--repeat`` times, the order reversed every other round
+   (medians: the machine is shared). ``--s3-only`` skips steps 2-3,
+   ``--no-pause`` the ``--pause-rdbcompression`` rounds.
+
+Every command is timed by wall clock, CPU seconds (user + sys of its whole
+process tree, from ``wait4``) and the peak RSS of its largest process: on a
+loaded machine wall time tracks CPU time, so both ratios are printed.
 
 Goals: peak RSS <= 100 MiB; pipeline >= 0.8x the slower of zstd -1 and
 sha256sum (issue 2); replication to S3 with the server's settings untouched
@@ -61,24 +69,32 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listening on {HOST}:{port} after {timeout} s")
 
 
+#: (wall seconds, peak RSS MiB, CPU seconds) of one command.
+Timing = tuple[float, float, float]
+
+
 def timed(
     cmd: str | list[str], *, env: dict[str, str] | None = None, shell: bool = False
-) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS MiB of the process tree's
-    largest waited-for process, from wait4)."""
+) -> Timing:
+    """Run a command; return its wall seconds, the peak RSS (MiB) of the
+    largest process of its tree (wait4's ru_maxrss) and the CPU seconds
+    (user + sys) of the whole tree: the process, its threads and every
+    descendant it waited for (a shell pipeline's commands, backupctl's RDB
+    reader process). On a loaded machine wall time tracks CPU time."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{cmd!r} failed with {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def _median(runs: list[tuple[float, float]]) -> tuple[float, float]:
-    """(median wall, largest peak RSS) of several runs."""
-    walls = sorted(w for w, _ in runs)
-    return walls[len(walls) // 2], max(r for _, r in runs)
+def _median(runs: list[Timing]) -> Timing:
+    """(median wall, largest peak RSS, median CPU) of several runs."""
+    walls = sorted(w for w, _, _ in runs)
+    cpus = sorted(c for _, _, c in runs)
+    return walls[len(walls) // 2], max(r for _, r, _ in runs), cpus[len(cpus) // 2]
 
 
 def fill(client: redis.Redis, size_mib: int) -> int:
@@ -137,12 +153,145 @@ def pipeline_in_process(redis_url: str, store_dir: Path) -> tuple[float, float]:
     return time.perf_counter() - marks["after"], marks["bgsave"]
 
 
+def _s3_env(endpoint: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def _row(name: str, t: Timing | None, rdb_mib: float) -> str:
+    if t is None:
+        return ""
+    wall, rss, cpu = t
+    rss_col = f"{rss:.0f}" if rss else ""
+    cpu_col = f"{cpu:.2f}" if cpu else ""
+    return f"{name:<52}{wall:>8.2f}{rdb_mib / wall:>9.0f}{cpu_col:>8}{rss_col:>14}"
+
+
+def file_rows(url: str, rdb: Path, work: Path, rdb_mib: float) -> list[str]:
+    """The file:// part: baselines on dump.rdb, run, run --encrypt-to, the pipeline."""
+    zstd_t = timed(["zstd", "-1", "-q", "-c", str(rdb)])
+    sha_t = timed(["sha256sum", str(rdb)])
+    slower = max(zstd_t[0], sha_t[0])
+    store = work / "store"
+    store.mkdir()
+    run_cmd = [str(VENV_BIN / "backupctl"), "run", "--redis", url, "--to", store.as_uri()]
+    run_t = timed([*run_cmd, "--target", "bench/file"])
+    # Issue 18: the same run, archives encrypted with age (one recipient).
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    enc_t = timed([*run_cmd, "--target", "bench/file-age", "--encrypt-to", recipient])
+    pipe_s, bgsave_s = pipeline_in_process(url, store)
+    rows = [
+        _row("baseline: zstd -1 dump.rdb", zstd_t, rdb_mib),
+        _row("baseline: sha256sum dump.rdb", sha_t, rdb_mib),
+        _row("backupctl run -> file:// (BGSAVE + pipeline)", run_t, rdb_mib),
+        _row("backupctl run -> file:// --encrypt-to (age)", enc_t, rdb_mib),
+        _row(f"  of which BGSAVE (in-process run: {bgsave_s:.1f} s)", (bgsave_s, 0, 0), rdb_mib),
+        _row("  post-BGSAVE pipeline (tar+zstd+sha256+check+write)", (pipe_s, 0, 0), rdb_mib),
+    ]
+    return [
+        *rows,
+        "",
+        f"pipeline throughput vs slower baseline: {rdb_mib / pipe_s:.0f} vs "
+        f"{rdb_mib / slower:.0f} MiB/s = {slower / pipe_s:.2f}x (goal >= 0.80x)",
+        f"encrypted vs plain run -> file:// (same data, one run): {run_t[0] / enc_t[0]:.2f}x "
+        f"the plain rate (goal >= 0.80x); peak RSS {enc_t[1]:.0f} vs {run_t[1]:.0f} MiB",
+        f"peak RSS of backupctl run -> file://: {max(run_t[1], enc_t[1]):.0f} MiB "
+        "(goal <= 100 MiB)",
+    ]
+
+
+def s3_rows(
+    rport: int, client: redis.Redis, rdb_mib: float, args: argparse.Namespace, procs: list
+) -> list[str]:
+    """The S3 part: DIY vs backupctl (vs --before, vs --pause-rdbcompression) in turn."""
+    sport = free_port()
+    procs.append(
+        subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", HOST, "-p", str(sport)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    wait_port(sport)
+    endpoint = f"http://{HOST}:{sport}"
+    env = _s3_env(endpoint)
+    aws = str(VENV_BIN / "aws")
+    subprocess.run([aws, "s3", "mb", "s3://bench"], env=env, check=True, stdout=subprocess.DEVNULL)
+    diy_cmd = (
+        f"redis-cli -h {HOST} -p {rport} --rdb - 2>/dev/null | zstd -1 -q | "
+        f"'{aws}' s3 cp - s3://bench/diy/dump.rdb.zst --endpoint-url {endpoint}"
+    )
+    repl_cmd = [str(VENV_BIN / "backupctl"), "run", "--redis", f"redis://{HOST}:{rport}",
+                "--to", "s3://bench/ours", "--target", "bench/s3",
+                "--method", "replication"]  # fmt: skip
+    kinds: dict[str, tuple[str | list[str], dict[str, str], bool]] = {
+        "diy": (diy_cmd, env, True),
+        "repl": (repl_cmd, env, False),
+    }
+    if args.before:  # the same command run by another checkout of backupctl
+        kinds["before"] = (repl_cmd, {**env, "PYTHONPATH": str(args.before)}, False)
+    if args.pause:  # what the opt-in rdbcompression window is worth, shown rather than hidden
+        kinds["pause"] = ([*repl_cmd, "--pause-rdbcompression"], env, False)
+    assert client.config_get("rdbcompression")["rdbcompression"] == "yes"
+    rounds: dict[str, list[Timing]] = {k: [] for k in kinds}
+    for i in range(max(1, args.repeat)):  # in turn, so drift hits all alike
+        order = list(kinds) if i % 2 == 0 else list(reversed(kinds))
+        for k in order:
+            cmd, cmd_env, shell = kinds[k]
+            rounds[k].append(timed(cmd, shell=shell, env=cmd_env))
+    assert client.config_get("rdbcompression")["rdbcompression"] == "yes"
+    med = {k: _median(v) for k, v in rounds.items()}
+    diy = med["diy"]
+
+    def per_round(k: str, field: int) -> str:
+        pairs = zip(rounds[k], rounds["diy"], strict=True)
+        return ", ".join(f"{r[field] / d[field]:.2f}" for r, d in pairs)
+
+    rows = [
+        _row("DIY: redis-cli --rdb - | zstd -1 | aws s3 cp -", diy, rdb_mib),
+        _row("backupctl run --method replication -> S3", med["repl"], rdb_mib),
+        _row(f"  the same, backupctl from {args.before}", med.get("before"), rdb_mib),
+        _row("  the same with --pause-rdbcompression", med.get("pause"), rdb_mib),
+    ]
+    lines = [r for r in rows if r]
+    lines.append("")
+    for k, label in (("repl", "this backupctl"), ("before", "--before"), ("pause", "--pause")):
+        if k not in med:
+            continue
+        lines.append(
+            f"replication to S3 vs DIY, server settings untouched ({label}): wall "
+            f"{med[k][0] / diy[0]:.2f}x (per round {per_round(k, 0)}; goal <= 0.90x), "
+            f"CPU {med[k][2] / diy[2]:.2f}x (per round {per_round(k, 2)})"
+        )
+    lines.append(f"peak RSS of backupctl run -> S3: {med['repl'][1]:.0f} MiB (goal <= 100 MiB)")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--size-mib", type=int, default=600)
     ap.add_argument("--repeat", type=int, default=3, help="rounds of the S3 comparison")
+    ap.add_argument("--s3-only", action="store_true", help="skip the file:// measurements")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        help="also time the S3 run with backupctl from this checkout (PYTHONPATH)",
+    )
+    ap.add_argument(
+        "--no-pause",
+        dest="pause",
+        action="store_false",
+        help="skip the --pause-rdbcompression rounds",
+    )
     args = ap.parse_args()
     for tool in ("redis-server", "redis-cli", "zstd", "sha256sum"):
         if shutil.which(tool) is None:
@@ -181,124 +330,13 @@ def main() -> None:
         rdb = data / "dump.rdb"
         rdb_mib = rdb.stat().st_size / 2**20
         subprocess.run(["cat", str(rdb)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
-        print(f"dump.rdb: {rdb_mib:.0f} MiB")
-
-        zstd_s, _ = timed(["zstd", "-1", "-q", "-c", str(rdb)])
-        sha_s, _ = timed(["sha256sum", str(rdb)])
-        slower = max(zstd_s, sha_s)
+        print(f"dump.rdb: {rdb_mib:.0f} MiB", flush=True)
         url = f"redis://{HOST}:{rport}"
-
-        store = work / "store"
-        store.mkdir()
-        run_s, run_rss = timed(
-            [
-                str(VENV_BIN / "backupctl"),
-                "run",
-                "--redis",
-                url,
-                "--to",
-                store.as_uri(),
-                "--target",
-                "bench/file",
-            ]
-        )
-        # Issue 18: the same run, archives encrypted with age (one recipient).
-        recipient = str(pyrage.x25519.Identity.generate().to_public())
-        enc_s, enc_rss = timed(
-            [str(VENV_BIN / "backupctl"), "run", "--redis", url, "--to", store.as_uri(),
-             "--target", "bench/file-age", "--encrypt-to", recipient]
-        )  # fmt: skip
-        pipe_s, bgsave_s = pipeline_in_process(url, store)
-
-        sport = free_port()
-        procs.append(
-            subprocess.Popen(
-                [str(VENV_BIN / "moto_server"), "-H", HOST, "-p", str(sport)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_port(sport)
-        endpoint = f"http://{HOST}:{sport}"
-        env = {
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-        subprocess.run(
-            [str(VENV_BIN / "aws"), "s3", "mb", "s3://bench"],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        diy_cmd = (
-            f"redis-cli -h {HOST} -p {rport} --rdb - 2>/dev/null | zstd -1 -q | "
-            f"'{VENV_BIN / 'aws'}' s3 cp - s3://bench/diy/dump.rdb.zst --endpoint-url {endpoint}"
-        )
-        repl_cmd = [
-            str(VENV_BIN / "backupctl"),
-            "run",
-            "--redis",
-            url,
-            "--to",
-            "s3://bench/ours",
-            "--target",
-            "bench/s3",
-            "--method",
-            "replication",
-        ]
-        assert client.config_get("rdbcompression")["rdbcompression"] == "yes"
-        rounds: dict[str, list[tuple[float, float]]] = {"diy": [], "repl": [], "pause": []}
-        for _ in range(max(1, args.repeat)):  # in turn, so drift hits all three alike
-            rounds["diy"].append(timed(diy_cmd, shell=True, env=env))
-            rounds["repl"].append(timed(repl_cmd, env=env))
-            # What the opt-in rdbcompression window is worth, shown rather than hidden.
-            rounds["pause"].append(timed([*repl_cmd, "--pause-rdbcompression"], env=env))
-        assert client.config_get("rdbcompression")["rdbcompression"] == "yes"
-        (diy_s, diy_rss), (repl_s, repl_rss), (pause_s, pause_rss) = (
-            _median(rounds[k]) for k in ("diy", "repl", "pause")
-        )
-        ratios = sorted(r[0] / d[0] for r, d in zip(rounds["repl"], rounds["diy"], strict=True))
-
-        mib_s = rdb_mib / pipe_s
+        lines = [] if args.s3_only else file_rows(url, rdb, work, rdb_mib)
+        lines = [*s3_rows(rport, client, rdb_mib, args, procs), "", *lines]
         print()
-        print(f"{'measurement':<52}{'wall s':>8}{'MiB/s':>9}{'peak RSS MiB':>14}")
-        rows = [
-            ("baseline: zstd -1 dump.rdb", zstd_s, None),
-            ("baseline: sha256sum dump.rdb", sha_s, None),
-            ("backupctl run -> file:// (BGSAVE + pipeline)", run_s, run_rss),
-            ("backupctl run -> file:// --encrypt-to (age)", enc_s, enc_rss),
-            (f"  of which BGSAVE (in-process run: {bgsave_s:.1f} s)", bgsave_s, None),
-            ("  post-BGSAVE pipeline (tar+zstd+sha256+check+write)", pipe_s, None),
-            ("DIY: redis-cli --rdb - | zstd -1 | aws s3 cp -", diy_s, diy_rss),
-            ("backupctl run --method replication -> S3", repl_s, repl_rss),
-            ("  the same with --pause-rdbcompression", pause_s, pause_rss),
-        ]
-        for name, secs, rss in rows:
-            rss_col = "" if rss is None else f"{rss:.0f}"
-            print(f"{name:<52}{secs:>8.2f}{rdb_mib / secs:>9.0f}{rss_col:>14}")
-        print()
-        print(
-            f"pipeline throughput vs slower baseline: {mib_s:.0f} vs {rdb_mib / slower:.0f} MiB/s "
-            f"= {slower / pipe_s:.2f}x (goal >= 0.80x)"
-        )
-        print(
-            f"replication to S3 vs DIY wall time, server settings untouched: {repl_s / diy_s:.2f}x "
-            f"(medians of {len(ratios)}; per round {', '.join(f'{r:.2f}' for r in ratios)}; "
-            f"goal <= 0.90x); {pause_s / diy_s:.2f}x with --pause-rdbcompression"
-        )
-        print(
-            f"encrypted vs plain run -> file:// (same data, one run): {run_s / enc_s:.2f}x "
-            f"the plain rate (goal >= 0.80x); peak RSS {enc_rss:.0f} vs {run_rss:.0f} MiB"
-        )
-        print(
-            f"peak RSS of backupctl run: file {run_rss:.0f} MiB, S3 {max(repl_rss, pause_rss):.0f} "
-            "MiB (goal <= 100 MiB)"
-        )
+        print(f"{'measurement':<52}{'wall s':>8}{'MiB/s':>9}{'CPU s':>8}{'peak RSS MiB':>14}")
+        print("\n".join(lines))
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -40,8 +40,9 @@ from backupctl.store.archive import Member
 
 __all__ = ["FileChecker", "RdbHeader", "RdbVerdict", "StreamChecker", "watch_rdb"]
 
-#: The queue between the archive writer and the feeding thread, in chunks (~1 MiB each).
+#: The queue between the archive writer and the feeding thread, in chunks of CHUNK bytes.
 QUEUE_CHUNKS = 4
+CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,19 @@ def _verdict(found: WorkerResult) -> RdbVerdict:
 
 class StreamChecker:
     """Feeds the reader process from a thread through a small bounded queue,
-    so writing to its pipe overlaps compression instead of adding to it."""
+    so writing to its pipe overlaps compression instead of adding to it.
+
+    The bytes are copied into one of ``QUEUE_CHUNKS + 1`` buffers that go
+    round (the caller may reuse its own at once): no buffer is allocated per
+    chunk, which faulted each MiB in afresh (see backupctl.core.malloc)."""
 
     def __init__(self, timeout: float) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self._queue: queue.Queue[tuple[bytearray, int] | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(QUEUE_CHUNKS + 1):
+            self._free.put(bytearray(CHUNK))
+        self._chunk: bytearray | None = None  # being filled by write()
+        self._filled = 0
         self._reader = ReaderProcess(None, deep=False, timeout=timeout)
         self._head = b""
         self._thread = threading.Thread(target=self._run, name="rdb-check", daemon=True)
@@ -117,21 +127,39 @@ class StreamChecker:
         self._stopped = False
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            chunk, n = item
             if len(self._head) < 9:
-                self._head += chunk[: 9 - len(self._head)]
+                self._head += chunk[: min(n, 9 - len(self._head))]
                 if len(self._head) == 9:
                     _note_old_tool(self._head)
-            self._reader.write(chunk)
+            self._reader.write(memoryview(chunk)[:n])
+            self._free.put(chunk)
 
-    def write(self, data: bytes) -> None:
-        self._queue.put(data)
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` for the reader (queued once a buffer is full)."""
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            if self._chunk is None:
+                self._chunk, self._filled = self._free.get(), 0
+            take = min(CHUNK - self._filled, view.nbytes)
+            self._chunk[self._filled : self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            if self._filled == CHUNK:
+                self._send()
+
+    def _send(self) -> None:
+        if self._chunk is not None and self._filled:
+            self._queue.put((self._chunk, self._filled))
+        self._chunk = None
 
     def stop(self, *, keep: bool = False) -> None:
         """End the stream; the reader is killed unless ``keep`` (close() asks
         it for its verdict)."""
         if not self._stopped:
             self._stopped = True
+            self._send()
             self._queue.put(None)
             self._thread.join()
         if not keep:
@@ -199,10 +227,21 @@ class _Tap:
 
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
-        self._header.feed(data)
-        if self._checker is not None and data:
-            self._checker.write(data)
+        self._seen(data)
         return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Read straight into the caller's buffer (no bytes object per read)."""
+        n = self._f.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._seen(memoryview(buffer)[:n])
+        return int(n or 0)
+
+    def _seen(self, data: bytes | memoryview) -> None:
+        if self._header.version is None:
+            self._header.feed(bytes(data[:9]))
+        if self._checker is not None and len(data):
+            self._checker.write(data)
 
     def close(self) -> None:
         self._f.close()

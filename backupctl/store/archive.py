@@ -65,6 +65,7 @@ ZSTD_DEFAULT_LEVEL = 1
 #: store's ingest costs. On LZF'd RDBs level 2 gains less (12%) for 20%.
 RAW_RDB_ZSTD_LEVEL = 2
 ZSTD_JOB_SIZE = 512 * 1024
+ZSTD_WRITE_SIZE = 128 * 1024
 #: Largest part of a file of unknown size (see the module docstring): the
 #: memory one buffered part costs, against one 512-byte header per part.
 PART_SIZE = 4 * 1024 * 1024
@@ -181,7 +182,9 @@ class _Compressor:
                 ZSTD_DEFAULT_LEVEL if level is None else level, threads=-1, job_size=ZSTD_JOB_SIZE
             )
             cctx = zstandard.ZstdCompressor(compression_params=params)
-            self._zw = cctx.stream_writer(sink, closefd=False, write_size=COPY_CHUNK)  # type: ignore[arg-type]
+            # Output in pieces below the data path's malloc mmap threshold
+            # (cli/app.py): heap blocks used again, not a fresh mapping per MiB.
+            self._zw = cctx.stream_writer(sink, closefd=False, write_size=ZSTD_WRITE_SIZE)  # type: ignore[arg-type]
             self._raw = self._zw
         elif compression == "gzip":
             self._gz = gzip.GzipFile(

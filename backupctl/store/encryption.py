@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import pyrage
-from cryptography.hazmat.primitives import serialization
 
 from backupctl.store.archive_guard import ArchiveError
 from backupctl.store.catalog import Manifest, NodeEntry
@@ -156,6 +155,9 @@ def parse_identities(data: bytes, where: str) -> Identities:
 
 
 def _ssh_identity(data: bytes, where: str) -> Identities:
+    # Here, not at the top: ~10 MiB that a backup without SSH keys need not hold.
+    from cryptography.hazmat.primitives import serialization
+
     try:
         public = serialization.load_ssh_private_key(data, password=None).public_key()
         line = public.public_bytes(

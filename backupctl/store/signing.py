@@ -39,11 +39,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:  # imported where used: ~10 MiB a backup without a key need not hold
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 from backupctl.store.backends.base import Backend, NotFound, put_bytes, read_at_most
 from backupctl.store.catalog import (
@@ -92,6 +94,8 @@ def write_signed_manifest(
 
 def key_fingerprint(key: Ed25519PublicKey) -> str:
     """``SHA256:...`` as ``ssh-keygen -l`` prints it for the same key."""
+    from cryptography.hazmat.primitives import serialization
+
     line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     blob = base64.b64decode(line.split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
@@ -155,6 +159,8 @@ class Trust:
                 f"the manifest is signed by key {fp}, which is not a --verify-key "
                 f"({', '.join(by_print)}): re-signed by someone else, or pass that key"
             )
+        from cryptography.exceptions import InvalidSignature
+
         try:
             key.verify(sig, _DOMAIN + manifest)
         except InvalidSignature:
@@ -225,6 +231,9 @@ def load_trust(paths: Sequence[Path], *, required: bool = False) -> Trust | None
 
 
 def _private_key(data: bytes) -> Ed25519PrivateKey | None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     for load in (serialization.load_pem_private_key, serialization.load_ssh_private_key):
         try:
             key = load(data, password=None)
@@ -238,6 +247,9 @@ def _public_key(data: bytes) -> Ed25519PublicKey | None:
     private = _private_key(data)
     if private is not None:
         return private.public_key()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     for load in (serialization.load_pem_public_key, serialization.load_ssh_public_key):
         try:
             key = load(data.strip())

@@ -5,6 +5,8 @@ damaged one with its offset, fed from a file (bgsave) or from a stream
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ import pytest
 from backupctl.ops.backup_rdb_check import FileChecker, StreamChecker, watch_rdb
 from backupctl.redis import rdb_tool
 from backupctl.redis.rdb_worker import ReaderProcess
-from backupctl.store.archive import file_member
+from backupctl.store.archive import Member, file_member, write_archive
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "rdb"
 NAMES = ["redis-7.0.15", "redis-8.0.2", "valkey-8.1.1", "valkey-9.1.2"]
@@ -102,3 +104,34 @@ def test_the_pipeline_notes_a_checker_too_old_for_the_rdb_once(
         "note: redis-check-rdb 7.0.15 does not read RDB 12; checked with backupctl's own reader"
     ]
     rdb_tool.tool_version_output.cache_clear()
+
+
+def test_the_checker_copies_what_it_is_given_so_the_caller_may_reuse_its_buffer() -> None:
+    # The archive writer reads the replication stream into one part buffer
+    # that it fills again at once: the reader must see the bytes as written.
+    raw = (SAMPLES / "redis-7.0.15.rdb").read_bytes()
+    checker = StreamChecker(timeout=60)
+    scratch = bytearray(1000)
+    for i in range(0, len(raw), len(scratch)):
+        piece = raw[i : i + len(scratch)]
+        scratch[: len(piece)] = piece
+        checker.write(memoryview(scratch)[: len(piece)])
+        scratch[:] = b"\xff" * len(scratch)  # reused at once
+    verdict = checker.close()
+    assert verdict.problem is None and verdict.keys == _expected_keys("redis-7.0.15")
+
+
+def test_a_replication_stream_archived_through_the_tap_is_checked_and_stored_whole() -> None:
+    raw = (SAMPLES / "valkey-8.1.1.rdb").read_bytes()
+    stream = io.BufferedReader(io.BytesIO(raw))  # type: ignore[arg-type]
+    member = Member(name="dump.rdb", size=None, kind="rdb", open=lambda: stream)
+    with ExitStack() as stack:
+        members, header, checker = watch_rdb([member], check=True, timeout=60, stack=stack)
+        sink = io.BytesIO()
+        result = write_archive(sink, members, "zstd")
+        assert checker is not None
+        verdict = checker.close()
+    assert verdict.problem is None and verdict.keys == _expected_keys("valkey-8.1.1")
+    assert header.magic is not None and raw.startswith(header.magic.encode())
+    assert result.files[0].sha256 == hashlib.sha256(raw).hexdigest()
+    assert result.files[0].size == len(raw)

@@ -1,8 +1,9 @@
 """``backupctl show [STORE] ID``: one backup's manifest, for people or
 (``--json``) as stored, like ``restic cat snapshot``; and how each of its
 objects is protected: age encryption (the recipients' fingerprints, from the
-manifest), server-side encryption (S3) and the lock (S3 Object Lock, Azure
-immutability policy or legal hold, GCS retention or hold), as the store
+manifest), server-side encryption (S3 SSE, Azure encryption scope, GCS KMS
+key) and the lock (S3 Object Lock, Azure immutability policy or legal hold,
+GCS retention or hold), as the store
 reports them (one request each per object). Nothing is downloaded or changed."""
 
 from __future__ import annotations

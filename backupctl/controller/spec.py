@@ -30,7 +30,7 @@ from backupctl.controller.schedule import check_time_zone, parse_cron
 from backupctl.controller.spec_crypto import (
     DecryptionSpec,
     EncryptionSpec,
-    check_lock_storage,
+    check_store_fields,
     parse_decryption,
     parse_encryption,
 )
@@ -254,7 +254,7 @@ def parse_backup(spec: Mapping[str, Any]) -> BackupSpec:
     if schedule is not None:
         schedule = parse_cron(schedule, f"{p}.schedule")
     encryption = parse_encryption(spec.get("encryption"), f"{p}.encryption")
-    check_lock_storage(encryption, _backend_name(storage), f"{p}.encryption")
+    check_store_fields(encryption, _backend_name(storage), f"{p}.encryption")
     return BackupSpec(
         target=parse_target(spec, p),
         storage=storage,

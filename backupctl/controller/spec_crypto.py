@@ -17,6 +17,7 @@ container's non-root user, and Kubernetes gives secret files to root.)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,20 @@ LOCK_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "azureImmutability": ("azureBlob", ("Unlocked", "Locked")),
     "gcsRetention": ("gcs", ("Unlocked", "Locked")),
 }
+#: The server-side encryption fields of spec.encryption and the storage each goes with.
+SERVER_SIDE_FIELDS: dict[str, str] = {
+    "s3ServerSide": "s3",
+    "s3CustomerKeySecret": "s3",
+    "azureEncryptionScope": "azureBlob",
+    "gcsKmsKeyName": "gcs",
+}
+#: Azure's rule for encryption scope names (the CRD's pattern says the same).
+AZURE_SCOPE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+#: A Cloud KMS key's resource name (the CRD's pattern says the same).
+GCS_KMS_KEY = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
+#: The variables ``open_store`` reads them from (store.backends, docs/encryption.md).
+AZURE_SCOPE_ENV = "BACKUPCTL_AZURE_ENCRYPTION_SCOPE"
+GCS_KMS_KEY_ENV = "BACKUPCTL_GCS_KMS_KEY"
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,10 @@ class EncryptionSpec:
     sse: str | None = None
     kms_key_id: str | None = None
     sse_customer_key: KeyFileRef | None = None
+    #: Azure: the encryption scope every blob is written with
+    azure_encryption_scope: str | None = None
+    #: GCS: the Cloud KMS key (CMEK) every object is written with
+    gcs_kms_key_name: str | None = None
     #: the lock of every object a backup writes: ("GOVERNANCE" | "COMPLIANCE", days)
     #: from ``s3ObjectLock``, ("UNLOCKED" | "LOCKED", days) from ``azureImmutability``
     #: or ``gcsRetention`` (``lock_field`` says which)
@@ -130,9 +149,10 @@ def parse_decryption(raw: Any, p: str) -> DecryptionSpec | None:
 
 
 def _server_side(d: Mapping[str, Any], p: str) -> dict[str, Any]:
-    """``s3ServerSide: {type, kmsKeyId}``, ``s3CustomerKeySecret`` and
-    ``s3ObjectLock`` / ``azureImmutability`` / ``gcsRetention: {mode, days}`` as
-    :class:`EncryptionSpec` fields."""
+    """``s3ServerSide: {type, kmsKeyId}``, ``s3CustomerKeySecret``,
+    ``azureEncryptionScope``, ``gcsKmsKeyName`` and ``s3ObjectLock`` /
+    ``azureImmutability`` / ``gcsRetention: {mode, days}`` as :class:`EncryptionSpec`
+    fields."""
     out: dict[str, Any] = {"sse_customer_key": _key_ref(d, "s3CustomerKeySecret", p)}
     if d.get("s3ServerSide") is not None:
         sp = f"{p}.s3ServerSide"
@@ -143,6 +163,20 @@ def _server_side(d: Mapping[str, Any], p: str) -> dict[str, Any]:
             raise SpecError(f"{sp}.kmsKeyId", "goes with type aws:kms")
         if out["sse_customer_key"] is not None:
             raise SpecError(sp, "set s3ServerSide or s3CustomerKeySecret (SSE-C), not both")
+    scope = out["azure_encryption_scope"] = opt_str(d, "azureEncryptionScope", p)
+    if scope is not None and not (3 <= len(scope) <= 63 and AZURE_SCOPE.fullmatch(scope)):
+        raise SpecError(
+            f"{p}.azureEncryptionScope",
+            "must be an encryption scope name: 3-63 lower-case letters, digits and single "
+            "dashes between them (az storage account encryption-scope list shows yours)",
+        )
+    kms = out["gcs_kms_key_name"] = opt_str(d, "gcsKmsKeyName", p)
+    if kms is not None and not GCS_KMS_KEY.fullmatch(kms):
+        raise SpecError(
+            f"{p}.gcsKmsKeyName",
+            "must be a Cloud KMS key name: projects/PROJECT/locations/LOCATION/keyRings/RING/"
+            "cryptoKeys/KEY (gcloud kms keys list --format='value(name)' prints it)",
+        )
     locks = [k for k in LOCK_FIELDS if d.get(k) is not None]
     if len(locks) > 1:
         raise SpecError(p, f"set one of {', '.join(locks)}, not both")
@@ -157,16 +191,31 @@ def _server_side(d: Mapping[str, Any], p: str) -> dict[str, Any]:
     return out
 
 
-def check_lock_storage(enc: EncryptionSpec | None, storage: str, p: str) -> None:
-    """The lock field must be the one of the store (``storage``: s3, azureBlob, gcs);
-    worded as the CRD's CEL rule."""
-    if enc is None or not enc.lock_field or LOCK_FIELDS[enc.lock_field][0] == storage:
+def check_store_fields(enc: EncryptionSpec | None, storage: str, p: str) -> None:
+    """The lock field and the server-side encryption fields must be those of the
+    store (``storage``: s3, azureBlob, gcs); worded as the CRD's CEL rules."""
+    if enc is None:
         return
-    raise SpecError(
-        f"{p}.{enc.lock_field}",
-        "the lock must match the store: s3ObjectLock with storage.s3, azureImmutability "
-        "with storage.azureBlob, gcsRetention with storage.gcs",
-    )
+    if enc.lock_field and LOCK_FIELDS[enc.lock_field][0] != storage:
+        raise SpecError(
+            f"{p}.{enc.lock_field}",
+            "the lock must match the store: s3ObjectLock with storage.s3, azureImmutability "
+            "with storage.azureBlob, gcsRetention with storage.gcs",
+        )
+    set_fields = {
+        "s3ServerSide": enc.sse is not None,
+        "s3CustomerKeySecret": enc.sse_customer_key is not None,
+        "azureEncryptionScope": enc.azure_encryption_scope is not None,
+        "gcsKmsKeyName": enc.gcs_kms_key_name is not None,
+    }
+    for field, kind in SERVER_SIDE_FIELDS.items():
+        if set_fields[field] and kind != storage:
+            raise SpecError(
+                f"{p}.{field}",
+                "the server-side encryption must match the store: s3ServerSide and "
+                "s3CustomerKeySecret with storage.s3, azureEncryptionScope with "
+                "storage.azureBlob, gcsKmsKeyName with storage.gcs",
+            )
 
 
 def _check_require(required: bool, verify_key: KeyFileRef | None, p: str) -> None:
@@ -256,13 +305,24 @@ def _sse(
     return keys
 
 
+def _store_encryption(enc: EncryptionSpec) -> JobKeys:
+    """Azure's encryption scope and GCS's KMS key as the CLI reads them: plain
+    names (not secrets) in ``BACKUPCTL_AZURE_ENCRYPTION_SCOPE`` / ``BACKUPCTL_GCS_KMS_KEY``."""
+    env = []
+    if enc.azure_encryption_scope is not None:
+        env.append({"name": AZURE_SCOPE_ENV, "value": enc.azure_encryption_scope})
+    if enc.gcs_kms_key_name is not None:
+        env.append({"name": GCS_KMS_KEY_ENV, "value": enc.gcs_kms_key_name})
+    return JobKeys(env=tuple(env))
+
+
 def backup_keys(enc: EncryptionSpec | None) -> JobKeys:
     """``run``: recipients inline and from their file, the signing key, S3
-    server-side encryption and Object Lock."""
+    server-side encryption, Azure's encryption scope, GCS's KMS key and the lock."""
     if enc is None:
         return JobKeys()
     keys = JobKeys(tuple(a for r in enc.recipients for a in ("--encrypt-to", r)))
-    keys += _sse(enc.sse_customer_key, enc.sse, enc.kms_key_id)
+    keys += _sse(enc.sse_customer_key, enc.sse, enc.kms_key_id) + _store_encryption(enc)
     if enc.lock is not None:
         keys += JobKeys(("--lock-mode", enc.lock[0].lower(), "--lock-days", str(enc.lock[1])))
     if enc.recipients_from is not None:
@@ -274,10 +334,12 @@ def backup_keys(enc: EncryptionSpec | None) -> JobKeys:
 
 def prune_keys(enc: EncryptionSpec | None) -> JobKeys:
     """``prune``: only backups signed by the verify key count (when one is set); an
-    SSE-C key to read the manifests and locks."""
+    SSE-C key to read the manifests and locks; the Azure scope and GCS KMS key, so
+    whatever prune writes is encrypted as the backups are."""
     if enc is None:
         return JobKeys()
-    return _trust(enc.verify_key, enc.require_signatures) + _sse(enc.sse_customer_key)
+    keys = _trust(enc.verify_key, enc.require_signatures) + _sse(enc.sse_customer_key)
+    return keys + _store_encryption(enc)
 
 
 def drill_keys(enc: EncryptionSpec | None, dec: DecryptionSpec | None) -> JobKeys:
@@ -320,7 +382,7 @@ __all__ = [
     "JobKeys",
     "KeyFileRef",
     "backup_keys",
-    "check_lock_storage",
+    "check_store_fields",
     "drill_keys",
     "has_secret_file",
     "parse_decryption",

@@ -383,6 +383,15 @@ INVALID: list[tuple[str, Callable[[], dict[str, Any]], Mutation, bool, str]] = [
         "the lock must match the store: s3ObjectLock with storage.s3, azureImmutability "
         "with storage.azureBlob, gcsRetention with storage.gcs",
     ),
+    (
+        "server-side-encryption-of-another-store",
+        _base_backup,
+        _set("spec.encryption", {"azureEncryptionScope": "backups-cmk"}),
+        True,
+        "the server-side encryption must match the store: s3ServerSide and s3CustomerKeySecret "
+        "with storage.s3, azureEncryptionScope with storage.azureBlob, gcsKmsKeyName with "
+        "storage.gcs",
+    ),
     ("cron-garbage", _base_backup, _set("spec.schedule", "every day"), True, schedule.CRON_FORMAT),
     (
         "cron-six-fields",
@@ -908,3 +917,38 @@ def test_azure_and_gcs_lock_fields_validate_beside_s3s(
     else:
         assert emulated == [] and schema_errors(backup) == []
         assert parse(backup).encryption.lock == ("LOCKED", 30)
+
+
+KMS_KEY = "projects/p1/locations/europe-west1/keyRings/backups/cryptoKeys/redis"
+
+
+@pytest.mark.parametrize(
+    ("storage", "field", "value", "ok"),
+    [
+        (AZ, "azureEncryptionScope", "backups-cmk", True),
+        (GCS, "gcsKmsKeyName", KMS_KEY, True),
+        (AZ, "azureEncryptionScope", "Backups_CMK", False),
+        (GCS, "gcsKmsKeyName", "redis", False),
+        (GCS, "gcsKmsKeyName", KMS_KEY + "/cryptoKeyVersions/1", False),
+    ],
+)
+def test_azure_scope_and_gcs_kms_key_fields_validate_with_their_store(
+    storage: dict[str, Any], field: str, value: str, ok: bool
+) -> None:
+    """Issue 18: azureEncryptionScope / gcsKmsKeyName pass the schema and the API
+    server path with their store and parse; a malformed name is refused by both the
+    schema's pattern and spec.py."""
+    backup = _base_backup()
+    backup["spec"]["storage"] = {"azureBlob" if storage is AZ else "gcs": storage}
+    backup["spec"]["encryption"] = {field: value}
+    _, pruned, emulated = _apiserver(backup)
+    assert pruned == []
+    if ok:
+        assert emulated == [] and schema_errors(backup) == []
+        enc = parse(backup).encryption
+        assert value in (enc.azure_encryption_scope, enc.gcs_kms_key_name)
+    else:
+        assert any(field in e for e in schema_errors(backup)), schema_errors(backup)
+        assert emulated
+        with pytest.raises(SpecError, match=field):
+            parse(backup)

@@ -31,6 +31,10 @@ or account must have version-level immutability enabled): every blob is
 written with a version-level immutability policy, expiry = write time + N
 days, on its ``Put Blob`` or ``Put Block List``; ``retention`` reads the policy
 (or a legal hold) back for prune and delete, ``extend_retention`` moves it out.
+
+Encryption scope (``$BACKUPCTL_AZURE_ENCRYPTION_SCOPE``, the CRD's
+``azureEncryptionScope``): every ``Put Blob``, ``Put Block`` and ``Put Block
+List`` names it; ``server_side`` reads it back for ``show``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import (
     BlobBlock,
+    BlobProperties,
     BlobServiceClient,
     ContainerClient,
     ExponentialRetry,
@@ -76,9 +81,12 @@ from backupctl.store.backends.base import (
     strip_root,
 )
 from backupctl.store.backends.locks import HELD, ObjectLock
+from backupctl.store.backends.s3_options import ServerSideEncryption
 from backupctl.store.backends.transfer import Transfer
 
 READ_RANGE = 2 * 1024 * 1024
+#: The name Azure reports for the account's default encryption scope.
+ACCOUNT_SCOPE = "$account-encryption-key"
 _CREDENTIALS_HINT = (
     "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or "
     "AZURE_STORAGE_SAS_TOKEN, or AZURE_STORAGE_ACCOUNT alone for workload / managed identity "
@@ -324,6 +332,14 @@ class AzureBackend:
         mode = str(getattr(policy.policy_mode, "value", policy.policy_mode) or "")
         return (mode, policy.expiry_time.astimezone(UTC))
 
+    def server_side(self, key: str) -> ServerSideEncryption | None:
+        """How Azure encrypts ``key`` as its properties say (:func:`server_side_of_blob`)."""
+        try:
+            props = self._client().get_blob_client(self._name(key)).get_blob_properties()
+        except Exception as err:
+            raise self._error(err, key) from err
+        return server_side_of_blob(props)
+
     def extend_retention(self, key: str, mode: str, until: datetime) -> None:
         """The immutability policy of ``key`` (``Unlocked`` / ``Locked``) until
         ``until`` (Azure allows extending, never shortening, a locked one)."""
@@ -365,6 +381,21 @@ class AzureBackend:
             self._purge_uncommitted(self._name(upload.key))
         except Exception as err:
             raise self._error(err, upload.key) from err
+
+
+def server_side_of_blob(props: BlobProperties) -> ServerSideEncryption | None:
+    """A blob's server-side encryption from its properties (pure): a customer-provided
+    key, an encryption scope (the account's default, ``$account-encryption-key``,
+    reads as the account's), the account's encryption, or None when the service
+    says the blob is not encrypted."""
+    if props.encryption_key_sha256:
+        return ServerSideEncryption("azure:customer-key")
+    scope = props.encryption_scope
+    if scope and scope != ACCOUNT_SCOPE:
+        return ServerSideEncryption("azure:scope", kms_key_id=scope)
+    if props.server_encrypted:
+        return ServerSideEncryption("azure:account")
+    return None
 
 
 def _identity_credential() -> Any:

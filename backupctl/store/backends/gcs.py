@@ -21,6 +21,9 @@ must have object retention enabled): every object is created with a
 retention configuration (mode, retain-until = write time + N days) in its
 upload's metadata; ``retention`` reads it (or a temporary / event-based hold)
 back for prune and delete, ``extend_retention`` moves it out.
+
+Cloud KMS key (``$BACKUPCTL_GCS_KMS_KEY``, the CRD's ``gcsKmsKeyName``): every
+upload names it; ``server_side`` reads it back for ``show``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from backupctl.store.backends.base import (
     strip_root,
 )
 from backupctl.store.backends.locks import HELD, ObjectLock
+from backupctl.store.backends.s3_options import ServerSideEncryption
 from backupctl.store.backends.transfer import Transfer
 
 log = logging.getLogger(__name__)
@@ -280,6 +284,15 @@ class GCSBackend:
         until = blob.retention.retain_until_time
         return (str(blob.retention.mode or ""), until.astimezone(UTC)) if until else None
 
+    def server_side(self, key: str) -> ServerSideEncryption | None:
+        """How GCS encrypts ``key`` as its metadata says (:func:`server_side_of_blob`)."""
+        try:
+            blob = self._b().blob(self._name(key))
+            blob.reload(retry=OPS_RETRY, timeout=TIMEOUT)
+        except Exception as err:
+            raise self._error(err, key) from err
+        return server_side_of_blob(blob)
+
     def extend_retention(self, key: str, mode: str, until: datetime) -> None:
         """The retention of ``key`` (``Unlocked`` / ``Locked``) until ``until``
         (GCS allows extending, never shortening, a locked one)."""
@@ -308,6 +321,19 @@ class GCSBackend:
 
     def abort_upload(self, upload: PendingUpload) -> None:
         return None  # nothing is ever listed, so nothing to abort
+
+
+def server_side_of_blob(blob: storage.Blob) -> ServerSideEncryption | None:
+    """An object's server-side encryption from its metadata (pure): its Cloud KMS
+    key (``kmsKeyName``, with the key version that encrypted it) or a customer-supplied
+    key (``customerEncryption``); None otherwise (GCS then encrypts with Google-managed
+    keys, which its metadata does not report)."""
+    if blob.kms_key_name:
+        return ServerSideEncryption("gcs:kms", kms_key_id=blob.kms_key_name)
+    # the SDK has no property for the resource's customerEncryption
+    if blob._properties.get("customerEncryption"):
+        return ServerSideEncryption("gcs:customer-key")
+    return None
 
 
 def _first_line(err: Exception) -> str:

@@ -34,11 +34,21 @@ SSE_ENV = "BACKUPCTL_S3_SSE"
 SSE_KMS_KEY_ENV = "BACKUPCTL_S3_SSE_KMS_KEY_ID"
 SSE_C_KEY_FILE_ENV = "BACKUPCTL_S3_SSE_C_KEY_FILE"
 SSE_MODES = {"aes256": "AES256", "sse-s3": "AES256", "aws:kms": "aws:kms", "sse-kms": "aws:kms"}
+#: How Azure's and GCS's server-side encryption, reported in the same type, reads
+#: (``algorithm`` -> words; ``kms_key_id`` holds the scope or key name).
+OTHER_STORES = {
+    "azure:scope": "Azure encryption scope",
+    "azure:account": "Azure account encryption",
+    "azure:customer-key": "Azure customer-provided key",
+    "gcs:kms": "Cloud KMS key",
+    "gcs:customer-key": "GCS customer-supplied key",
+}
 
 
 @dataclass(frozen=True)
 class ServerSideEncryption:
-    """SSE-S3 (``AES256``), SSE-KMS (``aws:kms`` with an optional key id) or SSE-C."""
+    """SSE-S3 (``AES256``), SSE-KMS (``aws:kms`` with an optional key id) or SSE-C;
+    as Azure and GCS report theirs, one of :data:`OTHER_STORES`."""
 
     algorithm: str  # "AES256" | "aws:kms" | "SSE-C"
     kms_key_id: str | None = None
@@ -66,8 +76,11 @@ class ServerSideEncryption:
     def describe(self) -> str:
         if self.algorithm == "SSE-C":
             return "SSE-C (customer key)"
+        named = f" ({self.kms_key_id})" if self.kms_key_id else ""
         if self.algorithm == "aws:kms":
-            return "SSE-KMS" + (f" ({self.kms_key_id})" if self.kms_key_id else "")
+            return "SSE-KMS" + named
+        if self.algorithm in OTHER_STORES:
+            return OTHER_STORES[self.algorithm] + named
         return "SSE-S3"
 
 

@@ -77,7 +77,8 @@ def retention_of(backend: Backend, key: str) -> tuple[str, datetime] | None:
 
 def server_side_of(backend: Backend, key: str) -> ServerSideEncryption | None:
     """How the store encrypts ``key`` server-side, as it reports it (S3: one
-    HeadObject); None when it does not, or cannot say (file, Azure, GCS)."""
+    HeadObject; Azure, GCS: the object's properties); None when it does not, or
+    cannot say (file)."""
     ask = getattr(backend, "server_side", None)
     result: ServerSideEncryption | None = ask(key) if ask is not None else None
     return result

@@ -48,6 +48,10 @@ import pyrage
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.peak_rss import PeakTracker  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 
@@ -77,17 +81,25 @@ def timed(
     cmd: str | list[str], *, env: dict[str, str] | None = None, shell: bool = False
 ) -> Timing:
     """Run a command; return its wall seconds, the peak RSS (MiB) of the
-    largest process of its tree (wait4's ru_maxrss) and the CPU seconds
-    (user + sys) of the whole tree: the process, its threads and every
-    descendant it waited for (a shell pipeline's commands, backupctl's RDB
-    reader process). On a loaded machine wall time tracks CPU time."""
+    largest process of its tree (each one's VmHWM, polled every 10 ms:
+    tests/support/peak_rss.py; wait4's ru_maxrss would count this script's
+    own peak at fork) and the CPU seconds (user + sys) of the whole tree: the
+    process, its threads and every descendant it waited for (a shell
+    pipeline's commands, backupctl's RDB reader process). On a loaded machine
+    wall time tracks CPU time."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = PeakTracker(proc.pid)
+    while True:
+        peak.sample()
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.01)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{cmd!r} failed with {os.waitstatus_to_exitcode(status)}")
-    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    return wall, peak.largest_mib, usage.ru_utime + usage.ru_stime
 
 
 def _median(runs: list[Timing]) -> Timing:

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from support.datasets import fill_big_hash, fill_bulk  # noqa: E402
+from support.peak_rss import PeakTracker  # noqa: E402
 from support.server_versions import SERVERS, ServerVersion  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -164,15 +165,18 @@ def tree_rss_mib(pid: int) -> float:
 def timed(
     cmd: str | list[str], *, env: dict[str, str] | None = None, shell: bool = False
 ) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout). The peak is the larger of wait4's
-    (the largest single process of the tree) and the sum over the process tree
-    sampled every 20 ms (a helper server beside the CLI counts too)."""
+    """(wall seconds, peak RSS MiB, stdout). The peak is the larger of the
+    largest single process's VmHWM (tests/support/peak_rss.py; not wait4's
+    ru_maxrss, which counts this script's own peak at fork) and the sum over
+    the process tree sampled every 20 ms (a helper server beside the CLI counts
+    too)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(cmd, shell=shell, env={**os.environ, **(env or {})}, stdout=out)
-        peak = 0.0
+        peak, largest = 0.0, PeakTracker(proc.pid)
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            largest.sample()
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             peak = max(peak, tree_rss_mib(proc.pid))
@@ -182,7 +186,7 @@ def timed(
         if proc.returncode != 0:
             raise RuntimeError(f"{cmd!r} failed with {proc.returncode}")
         out.seek(0)
-        return wall, max(peak, usage.ru_maxrss / 1024), out.read().decode(errors="replace")
+        return wall, max(peak, largest.largest_mib), out.read().decode(errors="replace")
 
 
 def backupctl(*args: object) -> list[str]:

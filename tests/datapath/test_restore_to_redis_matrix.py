@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from support.cli_runner import cli
@@ -52,6 +51,7 @@ from support.datasets import (
     fill_full,
     on_db,
 )
+from support.peak_rss import PeakTracker
 from support.redis_cluster import make_cluster
 from support.redis_servers import RedisFactory, RedisServer
 from support.server_versions import SERVERS
@@ -247,20 +247,18 @@ def timed_restore(
     """The CLI as a child: (its --json result, the peak RSS MiB of it and its
     children, the most bytes seen under ``watch`` meanwhile).
 
-    The peak is each process's ``VmHWM`` (its own memory's high-water mark),
-    polled every 5 ms; it only grows, so the last reading is the peak. Not
-    wait4's ``ru_maxrss``: Linux counts in it the parent's peak at fork time,
-    which in a long pytest run is pytest's own (456 MiB seen in CI)."""
+    The peak is the largest ``VmHWM`` of the tree, polled every 5 ms
+    (:mod:`support.peak_rss`; not wait4's ``ru_maxrss``, which counted
+    pytest's own 456 MiB in CI)."""
     argv = [sys.executable, "-m", "backupctl", "restore", store, "latest", "--target", TARGET,
             "--to-redis", url, "--json", *extra]  # fmt: skip
     out_file = logs / f"restore-{os.getpid()}-{time.time_ns()}"
     with open(out_file, "w+b") as out, open(f"{out_file}.err", "w+b") as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env={**os.environ, **env})
         most, deadline = 0, time.monotonic() + 600
-        peaks: dict[int, int] = {}  # pid -> VmHWM KiB
+        peak = PeakTracker(proc.pid)
         while True:
-            for child in [proc.pid, *_children(proc.pid)]:
-                peaks[child] = max(peaks.get(child, 0), _high_water_kib(child))
+            peak.sample()
             if proc.poll() is not None:
                 break
             if time.monotonic() > deadline:
@@ -275,27 +273,7 @@ def timed_restore(
         assert proc.returncode == 0, (proc.returncode, err.read().decode(errors="replace"))
         result: dict[str, Any] = json.loads(out.read())
     assert result["ok"], result
-    return result, max(peaks.values()) / 1024, most
-
-
-def _high_water_kib(pid: int) -> int:
-    """``VmHWM`` of ``pid`` in KiB (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` alive now."""
-    try:
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return []
+    return result, peak.largest_mib, most
 
 
 def _bytes_under(folder: Path) -> int:

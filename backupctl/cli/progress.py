@@ -212,7 +212,7 @@ def _lines(meter: Meter, interval: float) -> Iterator[None]:
 def _rich(meter: Meter) -> Iterator[None]:
     """The bar, and beside it what a progress line says (:func:`figures`: binary
     units, the keys of a load); redrawn 4 times a second, so the elapsed time
-    moves even while a step reports nothing."""
+    moves even while a step reports nothing, and at once when a step begins."""
     from rich.console import Console, RenderableType
     from rich.progress import BarColumn, ProgressColumn, Task, TextColumn
     from rich.progress import Progress as RichProgress
@@ -237,6 +237,8 @@ def _rich(meter: Meter) -> Iterator[None]:
             if new_step and verbose:
                 bar.console.print(f"{state.label} ...")
             bar.update(task, description=state.label, completed=state.done, total=state.total)
+            if new_step:  # drawn now: a step shorter than a redraw interval is still seen
+                bar.refresh()
 
         meter.on_change = show
         try:

@@ -4,9 +4,8 @@ Safety order (the reason this module exists rather than ``tar x``):
 
 1. download every archive byte into a hidden staging folder *inside* DIR
    (same filesystem, so the final moves are renames), checking each file's
-   sha256, the archive's sha256, and the RDB itself (backupctl's reader walks
-   every value to the CRC64 trailer; ``redis-check-rdb`` too when it reads
-   that version);
+   sha256, the archive's sha256, and the RDB itself (backupctl's reader walks every
+   value to the CRC64 trailer; ``redis-check-rdb`` beside it when it reads that version);
 2. only then move the files Redis would load (``dump.rdb``, the AOF folder)
    into a dated ``.backupctl-previous-<time>`` folder of DIR;
 3. rename the staged files into place.
@@ -48,6 +47,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +67,7 @@ from backupctl.ops import leftovers
 from backupctl.ops.dir_in_use import processes_in
 from backupctl.ops.swap_journal import Recovered, StepHook, SwapError, recover, swap
 from backupctl.redis.local_server import server_version
+from backupctl.redis.rdb import rdb_header
 from backupctl.redis.rdb_reader import RdbFormatError, RdbReport, read_rdb_file
 from backupctl.redis.rdb_tool import check_rdb, second_opinion
 from backupctl.store import catalog
@@ -185,20 +186,25 @@ def copy_node_files(node: NodeEntry, source: Path, dest: Path) -> None:
 
 
 def check_rdb_file(path: Path) -> RdbReport:
-    """Walk the whole RDB with backupctl's reader (every value, to the CRC64
-    trailer); then ``redis-check-rdb`` as a second opinion when it reads that
-    magic and version (else one note on stderr). :class:`ArchiveError` naming
-    the offset of the first problem."""
+    """Walk the whole RDB with backupctl's reader (every value, to the CRC64 trailer),
+    ``redis-check-rdb`` running beside it when it reads that magic and version (else
+    one note on stderr). :class:`ArchiveError` naming the offset of the first problem."""
     try:
-        report = read_rdb_file(path, deep=True)
-    except RdbFormatError as e:
-        raise ArchiveError(f"{path.name}: the RDB is corrupt: {e}") from e
-    except OSError as e:
-        raise ArchiveError(f"{path.name}: cannot read the RDB: {e}") from e
-    if second_opinion(report.magic, report.version):
-        ok, tail = check_rdb(str(path))
-        if not ok:
-            raise ArchiveError(f"{path.name}: redis-check-rdb rejects it: {tail}")
+        with open(path, "rb") as fh:
+            tool = second_opinion(*rdb_header(fh.read(9)), note=False)
+    except (OSError, ValueError):  # our reader says what is wrong with it
+        tool = False
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        opinion = pool.submit(check_rdb, str(path)) if tool else None
+        try:
+            report = read_rdb_file(path, deep=True)
+        except (RdbFormatError, OSError) as e:
+            what = "the RDB is corrupt" if isinstance(e, RdbFormatError) else "cannot read the RDB"
+            raise ArchiveError(f"{path.name}: {what}: {e}") from e
+    if opinion is None:
+        second_opinion(report.magic, report.version)  # its note, when the tool cannot read it
+    elif not (result := opinion.result())[0]:
+        raise ArchiveError(f"{path.name}: redis-check-rdb rejects it: {result[1]}")
     return report
 
 

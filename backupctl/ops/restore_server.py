@@ -338,6 +338,8 @@ class _Copy:
                 if self.progress is not None and count % 1024 == 0:
                     self._tell(walk.offset)
             self._send()
+            for db, written in self.dest.sync().items():  # the last batches' replies
+                self.databases[db] = self.databases.get(db, 0) + written
         except (RdbFormatError, ArchiveError) as exc:  # verified a moment ago: it changed
             raise LoadError(f"{name} of node {node.name}: {exc}; stopped, "
                             f"{self._so_far()}") from None  # fmt: skip

@@ -34,7 +34,7 @@ from backupctl.redis.cluster import cluster_shards
 from backupctl.redis.connection import connect, exec_command
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import NodeInfo, node_info
-from backupctl.redis.resp_pipeline import pack_restore, send_batch
+from backupctl.redis.resp_pipeline import Batch, RawPipe, pack_command, pack_restore
 
 #: Rounds of MOVED/ASK redirects one batch may take before we give up.
 MAX_REDIRECTS = 5
@@ -77,7 +77,14 @@ class Target(Protocol):
         """FUNCTION LOAD one library on every master."""
 
     def write(self, db: int, items: Sequence[Item], *, replace: bool) -> int:
-        """RESTORE ``items`` into database ``db``; returns how many were written."""
+        """RESTORE ``items`` into database ``db``; returns how many keys (of this
+        batch or earlier ones) are known written now. A batch's replies may be
+        read later (while the next one is built): :meth:`sync` reads them all;
+        an error of an earlier batch raises here or there, naming its key."""
+
+    def sync(self) -> dict[int, int]:
+        """Every reply still pending read and checked: keys known written since
+        the last ``write``/``sync`` returned, per database."""
 
     def execute(self, db: int, key: bytes, commands: Iterable[Command], budget: int) -> None:
         """Send ``commands`` (all about ``key``'s slot) to database ``db``, pipelined
@@ -253,6 +260,7 @@ class Server:
         self.databases = _databases(client)
         self._client = binary_client(spec, timeout)
         self._dbs: dict[int, redis.Redis] = {}
+        self._pipes: dict[int, RawPipe[Item | bytes]] = {}
         self._written = 0
 
     def flush(self) -> None:
@@ -266,36 +274,83 @@ class Server:
         args = ("FUNCTION", "LOAD", "REPLACE", code) if replace else ("FUNCTION", "LOAD", code)
         _run(self._client, self.spec, *args)
 
-    def write(self, db: int, items: Sequence[Item], *, replace: bool) -> int:
+    def _db(self, db: int) -> redis.Redis:
         if db not in self._dbs:
             self._dbs[db] = select_db(self._client, db)
-        client = self._dbs[db]
+        return self._dbs[db]
+
+    def _pipe(self, db: int) -> RawPipe[Item | bytes]:
+        if db not in self._pipes:
+            try:
+                self._pipes[db] = RawPipe(self._db(db))
+            except redis.RedisError as exc:
+                raise fail(self.spec, "connecting", exc) from None
+        return self._pipes[db]
+
+    def _send(self, db: int, packed: list[bytes], tags: Sequence[Item | bytes], what: str) -> int:
+        try:
+            done = self._pipe(db).send(packed, tags)
+        except redis.RedisError as exc:
+            raise fail(self.spec, what, exc) from None
+        return self._settle(db, done)
+
+    def write(self, db: int, items: Sequence[Item], *, replace: bool) -> int:
         items = [Item(*item) for item in items]  # plain (key, expiry, payload) tuples too
         packed = [pack_restore(*item[:3], replace, *item[3:]) for item in items]
-        try:
-            results = send_batch(client, packed)
-        except redis.RedisError as exc:
-            raise fail(self.spec, "RESTORE", exc) from None
-        for (key, _, payload, _, _), result in zip(items, results, strict=True):
-            if not isinstance(result, Exception):
-                continue
-            if "BUSYKEY" not in str(result):
-                raise fail(self.spec, f"RESTORE of key {_shown(key)}", result)
-            if not _same_value(client, key, payload):
-                raise _busy(self.spec, key)
-        self._written += len(items)
-        return len(items)
+        return self._send(db, packed, items, "RESTORE")
+
+    def sync(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for db, pipe in self._pipes.items():
+            try:
+                done = pipe.drain()
+            except redis.RedisError as exc:
+                raise fail(self.spec, "RESTORE", exc) from None
+            if written := self._settle(db, done):
+                counts[db] = written
+        return counts
+
+    def _settle(self, db: int, batches: list[Batch[Item | bytes]]) -> int:
+        """Errors of answered batches raised (a key already holding exactly the
+        payload is fine); how many keys they wrote."""
+        written = 0
+        for batch in batches:
+            for index, text in batch.errors:
+                tag = batch.tags[index]
+                if isinstance(tag, bytes):  # a command rebuilding the key ``tag``
+                    if "no such key" in text:  # every field's TTL had passed: nothing to rename
+                        continue
+                    raise fail(self.spec, f"rebuilding key {_shown(tag)}",
+                               redis.ResponseError(text))  # fmt: skip
+                if "BUSYKEY" not in text:
+                    raise fail(self.spec, f"RESTORE of key {_shown(tag.key)}",
+                               redis.ResponseError(text))  # fmt: skip
+                if not _same_value(self._db(db), tag.key, tag.payload):
+                    raise _busy(self.spec, tag.key)
+            written += sum(1 for tag in batch.tags if not isinstance(tag, bytes))
+        self._written += written
+        return written
 
     def execute(self, db: int, key: bytes, commands: Iterable[Command], budget: int) -> None:
-        if db not in self._dbs:
-            self._dbs[db] = select_db(self._client, db)
-        _pipelined(self._dbs[db], self.spec, key, commands, budget)
+        packed: list[bytes] = []
+        size = 0
+        for command in commands:
+            packed.append(pack_command(*command))
+            size += len(packed[-1])
+            if size >= budget:
+                self._send(db, packed, [key] * len(packed), f"rebuilding key {_shown(key)}")
+                packed, size = [], 0
+        if packed:
+            self._send(db, packed, [key] * len(packed), f"rebuilding key {_shown(key)}")
         self._written += 1
 
     def written(self) -> dict[str, int]:
         return {self.display: self._written}
 
     def close(self) -> None:
+        for pipe in self._pipes.values():
+            pipe.close()
+        self._pipes.clear()
         for client in self._dbs.values():
             client.close()
         self._client.close()
@@ -523,6 +578,9 @@ class Cluster:
         for other, group in asked.items():
             written += self._send(other, group, replace, moved, hints, asking=True)
         return written
+
+    def sync(self) -> dict[int, int]:
+        return {}  # write and execute read their replies before they return
 
     def execute(self, db: int, key: bytes, commands: Iterable[Command], budget: int) -> None:
         if db != 0:

@@ -1,22 +1,40 @@
-"""RESTORE commands packed as RESP by hand and sent as one pipeline.
+"""Commands packed as RESP by hand, sent on one connection with the replies
+of the previous batch still pending, the replies counted from a buffer.
 
 Why it exists: ``restore --to-redis`` sends one ``RESTORE`` per key, hundreds
-of thousands of them; redis-py's pipeline builds and encodes each argument
-through its generic command machinery, a large share of the load's CPU time
-(profiled on 150,000 keys). Here a RESTORE is packed with one join, the batch
-is written on one connection of the client's pool and the replies are read
-in order, an error reply kept as the exception in its place (as
-``pipeline.execute(raise_on_error=False)`` does). Bounded like the caller's
-batch: the packed commands are the payloads plus a few bytes each.
+of thousands of them, and a large value as thousands of ``HSET``/``RPUSH``
+chunks; redis-py builds and encodes each argument through its generic
+command machinery and parses each reply one at a time, a large share of the
+load's CPU time (profiled on 150,000 keys). Here a command is packed with one
+join, a batch is written with one ``sendall`` on one connection of the
+client's pool (:class:`RawPipe`), and its replies are read later, in bulk,
+while the next batch is built and sent: the server works on batch N while we
+build N+1. The replies are only counted (``+OK``, integers, bulk strings,
+arrays: walked to their end, never decoded); an error reply is kept with its
+index in the batch, so the caller names the key.
+
+Bounded: at most ``depth`` batches (each the caller's batch, at most its byte
+budget) are in flight; then the oldest one's replies are read before the next
+batch is sent.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 import redis
 
-__all__ = ["pack_command", "pack_restore", "send_batch"]
+__all__ = ["Batch", "RawPipe", "pack_command", "pack_restore", "reply_end"]
+
+T = TypeVar("T")
+
+_OK = b"+OK\r\n"
+_LINE = frozenset(b"+-:_#,(")  # a reply that is one line
+_BULK = frozenset(b"$!=")  # a length line, then that many bytes + CRLF (-1: none)
+_AGGREGATE = {ord("*"): 1, ord("~"): 1, ord(">"): 1, ord("%"): 2, ord("|"): 2}
+_RECV = 1 << 16
 
 
 def pack_command(*args: bytes | str) -> bytes:
@@ -50,23 +68,126 @@ def pack_restore(
     return pack_command(*args)
 
 
-def send_batch(client: redis.Redis, packed: list[bytes]) -> list[Any]:
-    """Send ``packed`` commands on one connection and read one reply each;
-    an error reply is returned as its :class:`redis.ResponseError`. A
-    connection error raises (the connection is dropped, not reused)."""
-    pool = client.connection_pool
-    conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
-    replies: list[Any] = []
-    try:
-        conn.send_packed_command([b"".join(packed)], check_health=False)  # one write
-        for _ in packed:
-            try:
-                replies.append(conn.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        pool.release(conn)
-    return replies
+def reply_end(buf: bytes, pos: int) -> int:
+    """Where the reply starting at ``buf[pos]`` ends (RESP2 or RESP3), or -1
+    when ``buf`` does not hold all of it yet. :class:`redis.ResponseError`
+    for bytes that are not a reply."""
+    todo = 1
+    for _ in range(len(buf) - pos + 1):  # every element takes 3 bytes or more
+        if todo == 0:
+            return pos
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return -1
+        kind = buf[pos]
+        todo -= 1
+        if kind in _LINE:
+            pos = eol + 2
+        elif kind in _BULK:
+            n = int(buf[pos + 1 : eol])
+            pos = eol + 2 + (n + 2 if n >= 0 else 0)
+            if pos > len(buf):
+                return -1
+        elif kind in _AGGREGATE:
+            n = int(buf[pos + 1 : eol])
+            todo += max(0, n) * _AGGREGATE[kind] + (kind == ord("|"))
+            pos = eol + 2
+        else:
+            raise redis.ResponseError(f"unexpected reply byte {kind!r} from the server")
+    return pos if todo == 0 else -1
+
+
+class Batch(Generic[T]):
+    """One sent batch: ``tags`` (one per command, e.g. the key) and, once its
+    replies are read, ``errors`` as (index, the server's message)."""
+
+    __slots__ = ("errors", "tags")
+
+    def __init__(self, tags: Sequence[T]) -> None:
+        self.tags = tags
+        self.errors: list[tuple[int, str]] = []
+
+
+class RawPipe(Generic[T]):
+    """Batches of packed commands on one connection of ``client``'s pool,
+    held out of the pool until :meth:`close`; at most ``depth`` batches in
+    flight. A connection error or a timeout raises :class:`redis.RedisError`
+    and drops the connection."""
+
+    def __init__(self, client: redis.Redis, depth: int = 2) -> None:
+        self._pool = client.connection_pool
+        self._conn: Any = self._pool.get_connection()  # connected: AUTH, SELECT done
+        self._sock: Any = self._conn._sock  # redis-py keeps its socket here
+        self._depth = max(1, depth)
+        self._pending: deque[Batch[T]] = deque()
+        self._buf = b""
+        self._pos = 0
+
+    def send(self, packed: Sequence[bytes], tags: Sequence[T]) -> list[Batch[T]]:
+        """Send ``packed`` (one command per tag); returns the batches whose
+        replies were read to make room (oldest first)."""
+        done = []
+        while len(self._pending) >= self._depth:
+            done.append(self._complete())
+        batch: Batch[T] = Batch(tags)
+        self._pending.append(batch)
+        try:
+            self._sock.sendall(b"".join(packed))
+        except (OSError, ValueError) as exc:
+            self._broken()
+            raise redis.ConnectionError(f"sending to the server failed: {exc}") from None
+        return done
+
+    def drain(self) -> list[Batch[T]]:
+        """Every pending batch's replies read (oldest first)."""
+        return [self._complete() for _ in range(len(self._pending))]
+
+    def _complete(self) -> Batch[T]:
+        batch = self._pending.popleft()
+        want = len(batch.tags)
+        got = 0
+        buf, pos = self._buf, self._pos
+        for _ in range(1 << 40):  # each turn reads a reply or more bytes: bounded by the replies
+            if got == want:
+                break
+            if buf.startswith(_OK, pos):
+                pos += 5
+                got += 1
+                continue
+            end = reply_end(buf, pos) if pos < len(buf) else -1
+            if end < 0:
+                buf, pos = buf[pos:] + self._recv(), 0
+                continue
+            if buf[pos] in b"-!":
+                batch.errors.append((got, _error_text(buf, pos, end)))
+            pos = end
+            got += 1
+        self._buf, self._pos = buf, pos
+        return batch
+
+    def _recv(self) -> bytes:
+        try:
+            data: bytes = self._sock.recv(_RECV)
+        except (OSError, ValueError) as exc:
+            self._broken()
+            raise redis.ConnectionError(f"reading from the server failed: {exc}") from None
+        if not data:
+            self._broken()
+            raise redis.ConnectionError("the server closed the connection")
+        return bytes(data)
+
+    def _broken(self) -> None:
+        self._pending.clear()
+        self._conn.disconnect()
+
+    def close(self) -> None:
+        """Back to the pool (dropped first when replies are still pending)."""
+        if self._pending or self._pos < len(self._buf):
+            self._conn.disconnect()
+        self._pending.clear()
+        self._pool.release(self._conn)
+
+
+def _error_text(buf: bytes, pos: int, end: int) -> str:
+    start = buf.find(b"\r\n", pos) + 2 if buf[pos] == ord("!") else pos + 1  # RESP3 !len
+    return buf[start : end - 2].decode("utf-8", "replace")

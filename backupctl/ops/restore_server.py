@@ -56,8 +56,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backupctl.core.compat import ValueRoute, display, value_route
-from backupctl.ops.restore_dir import download_node, pick_node
+from backupctl.ops.restore_dir import pick_node
 from backupctl.ops.restore_stream import rdb_again, verify_streaming
+from backupctl.ops.restore_unpack import unpack_checked
 from backupctl.ops.scratch import scratch_dir
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.dump_payload import dump_payload
@@ -182,10 +183,10 @@ def _load_unpacked(
         for i, n in enumerate(nodes):  # every archive verified before anything is written
             data = tmp / f"node-{i}"
             data.mkdir()
-            report = download_node(store, manifest, n, data, progress=progress,
-                                   identities=identities)  # fmt: skip
+            report = unpack_checked(store, manifest, n, data, progress=progress,
+                                    identities=identities)  # fmt: skip
             rdb = n.rdb_file
-            assert rdb is not None and report is not None  # _source_nodes checked
+            assert rdb is not None  # _source_nodes checked
             rdbs.append((n, data / rdb.path, report))
         copy = _prepare(dest, [(n, r) for n, _, r in rdbs], flush, args)
         for n, rdb_path, report in rdbs:
@@ -338,12 +339,13 @@ class _Copy:
                 if self.progress is not None and count % 1024 == 0:
                     self._tell(walk.offset)
             self._send()
-            for db, written in self.dest.sync().items():  # the last batches' replies
-                self.databases[db] = self.databases.get(db, 0) + written
+            self._sync()
         except (RdbFormatError, ArchiveError) as exc:  # verified a moment ago: it changed
+            self._sync()
             raise LoadError(f"{name} of node {node.name}: {exc}; stopped, "
                             f"{self._so_far()}") from None  # fmt: skip
         except RebuildRefused as exc:
+            self._sync()
             raise LoadError(f"node {node.name}: {exc} ({self._so_far()})") from None
         self.expired += sum(walk.expired.values())
         self.done_bytes += report.size
@@ -380,6 +382,12 @@ class _Copy:
             self._pending_bytes += len(payload) + len(rec.key)
             if len(self._pending) >= self.batch_keys or self._pending_bytes >= self.batch_bytes:
                 self._send()
+
+    def _sync(self) -> None:
+        """The replies of the batches still in flight read: every key sent is
+        written (or its error raised) and counted."""
+        for db, written in self.dest.sync().items():
+            self.databases[db] = self.databases.get(db, 0) + written
 
     def _so_far(self) -> str:
         keys = sum(self.databases.values())

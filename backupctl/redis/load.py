@@ -261,6 +261,7 @@ class Server:
         self._client = binary_client(spec, timeout)
         self._dbs: dict[int, redis.Redis] = {}
         self._pipes: dict[int, RawPipe[Item | bytes]] = {}
+        self._unreported: dict[int, int] = {}  # db -> keys known written, not yet returned
         self._written = 0
 
     def flush(self) -> None:
@@ -287,32 +288,33 @@ class Server:
                 raise fail(self.spec, "connecting", exc) from None
         return self._pipes[db]
 
-    def _send(self, db: int, packed: list[bytes], tags: Sequence[Item | bytes], what: str) -> int:
+    def _send(self, db: int, packed: list[bytes], tags: Sequence[Item | bytes], what: str) -> None:
         try:
             done = self._pipe(db).send(packed, tags)
         except redis.RedisError as exc:
             raise fail(self.spec, what, exc) from None
-        return self._settle(db, done)
+        self._settle(db, done)
 
     def write(self, db: int, items: Sequence[Item], *, replace: bool) -> int:
         items = [Item(*item) for item in items]  # plain (key, expiry, payload) tuples too
         packed = [pack_restore(*item[:3], replace, *item[3:]) for item in items]
-        return self._send(db, packed, items, "RESTORE")
+        self._send(db, packed, items, "RESTORE")
+        return self._unreported.pop(db, 0)
 
     def sync(self) -> dict[int, int]:
-        counts: dict[int, int] = {}
         for db, pipe in self._pipes.items():
             try:
                 done = pipe.drain()
             except redis.RedisError as exc:
                 raise fail(self.spec, "RESTORE", exc) from None
-            if written := self._settle(db, done):
-                counts[db] = written
+            self._settle(db, done)
+        counts = {db: n for db, n in self._unreported.items() if n}
+        self._unreported.clear()
         return counts
 
-    def _settle(self, db: int, batches: list[Batch[Item | bytes]]) -> int:
+    def _settle(self, db: int, batches: list[Batch[Item | bytes]]) -> None:
         """Errors of answered batches raised (a key already holding exactly the
-        payload is fine); how many keys they wrote."""
+        payload is fine); the keys they wrote counted."""
         written = 0
         for batch in batches:
             for index, text in batch.errors:
@@ -329,7 +331,7 @@ class Server:
                     raise _busy(self.spec, tag.key)
             written += sum(1 for tag in batch.tags if not isinstance(tag, bytes))
         self._written += written
-        return written
+        self._unreported[db] = self._unreported.get(db, 0) + written
 
     def execute(self, db: int, key: bytes, commands: Iterable[Command], budget: int) -> None:
         packed: list[bytes] = []

@@ -87,6 +87,11 @@ def test_a_checker_too_old_for_the_rdb_is_a_note_and_the_backup_restores_equal(
     assert [x for x in restored.stderr.splitlines() if not x.startswith("progress: ")] == [note]
     server = redis_factory(dir=data)
     assert server.dbsize() == dbsize and server.digest() == digest
+    if method == "bgsave":  # --to-redis gives the same note, once (the walk beside the unpacking)
+        target = redis_factory()
+        loaded = cli("restore", store, "latest", "--to-redis", target.url, env=env)
+        assert [x for x in loaded.stderr.splitlines() if not x.startswith("progress: ")] == [note]
+        assert target.digest() == digest
     # The old tool was asked its version, never to judge a file.
     assert set(log.read_text().split()) == {"--version"}
 
@@ -98,6 +103,8 @@ def test_a_checker_too_old_for_the_rdb_is_a_note_and_the_backup_restores_equal(
         ("flipped", "restore"),
         ("truncated", "verify"),
         ("truncated", "restore"),
+        ("flipped", "to-redis"),
+        ("truncated", "to-redis"),
     ],
 )
 def test_a_corrupt_rdb_is_refused_with_its_offset_and_the_data_dir_is_untouched(
@@ -117,13 +124,19 @@ def test_a_corrupt_rdb_is_refused_with_its_offset_and_the_data_dir_is_untouched(
     data.mkdir()
     (data / "dump.rdb").write_bytes(b"the live data")
     before = sorted((p.name, p.read_bytes()) for p in data.iterdir())
+    target = redis_factory() if command == "to-redis" else None
     if command == "verify":
         proc = cli("verify", store, "latest", check=False)
+    elif target is not None:  # the RDB walked while it is unpacked: refused all the same
+        target.client().set("keep", "me")
+        proc = cli("restore", store, "latest", "--to-redis", target.url, "--flush", check=False)
     else:
         proc = cli("restore", store, "latest", "--to-dir", data, check=False)
     line = assert_one_clear_error(proc, "dump.rdb", "corrupt")
     assert re.search(r"at offset \d+", line), line
     assert sorted((p.name, p.read_bytes()) for p in data.iterdir()) == before
+    if target is not None:  # never flushed: nothing is written before the RDB is verified
+        assert target.client().keys("*") == ["keep"]
 
 
 def test_restore_refuses_before_touching_anything_a_backup_the_target_cannot_load(

@@ -1,0 +1,153 @@
+"""``restore --to-redis``'s first pass: a node's archive unpacked and verified,
+its RDB walked while it is being unpacked.
+
+Why it exists: ``--to-redis`` writes nothing before the archive is verified
+(the archive's and every file's size and sha256, the RDB's structure and
+CRC-64 with our reader, and ``redis-check-rdb``'s opinion where it reads that
+version). Done one after the other, the unpacking (zstd, sha256, the disk: C
+code that lets go of the GIL) and our reader's walk (pure Python) each wait
+for the other. Here the walk runs in a thread that follows the RDB file as the
+unpacking writes it (:class:`_Growing`), and ``redis-check-rdb`` (a process
+that wants the whole file) starts as soon as the file is complete, beside the
+rest of the walk. The same checks as
+:func:`backupctl.ops.restore_dir.download_node`, with the same messages, in
+the same order: an archive error first (checksum, size, a file missing or
+extra), then our reader's, then the tool's.
+
+Memory: the reader's own buffer; the file is read as it is written, never
+held.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from backupctl.redis.rdb import rdb_header
+from backupctl.redis.rdb_reader import RdbFormatError, RdbReport, read_rdb
+from backupctl.redis.rdb_tool import check_rdb, second_opinion
+from backupctl.store import catalog
+from backupctl.store.archive import ArchiveError, Progress, extract_verified
+from backupctl.store.backends.base import Backend
+from backupctl.store.catalog import Manifest, NodeEntry
+from backupctl.store.encryption import Identities, require_keys
+
+__all__ = ["unpack_checked"]
+
+#: How long the walk waits for more bytes before it looks again (the unpacking
+#: also wakes it each time it reads a chunk of the archive).
+_POLL = 0.05
+
+
+class _Growing(io.RawIOBase):
+    """The bytes of ``path`` as another thread writes them; the end of the file
+    is the end only once ``done`` is set (then nothing more is written)."""
+
+    def __init__(self, path: Path, done: threading.Event, wake: threading.Condition) -> None:
+        self._path = path
+        self._done = done
+        self._wake = wake
+        self._fh: io.FileIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        for _ in range(1 << 40):  # each turn reads, ends, or waits _POLL: bounded by the writer
+            finished = self._done.is_set()  # before reading: what was written by then is there
+            if self._fh is None and self._path.exists():
+                self._fh = io.FileIO(self._path, "r")
+            if self._fh is not None:
+                n = self._fh.readinto(b)
+                if n:
+                    return n
+            if finished:
+                return 0
+            with self._wake:
+                self._wake.wait(_POLL)
+        return 0
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        super().close()
+
+
+def _walk(path: Path, size: int, done: threading.Event, wake: threading.Condition) -> RdbReport:
+    with _Growing(path, done, wake) as stream:
+        return read_rdb(stream, deep=True, size=size)  # type: ignore[arg-type]
+
+
+def unpack_checked(
+    store: Backend,
+    manifest: Manifest,
+    node: NodeEntry,
+    dest: Path,
+    *,
+    progress: Progress | None = None,
+    identities: Identities | None = None,
+) -> RdbReport:
+    """Download and unpack ``node``'s archive into ``dest``, verifying it (see
+    the module docstring); the RDB's report. :class:`ArchiveError` naming the
+    first problem. An encrypted archive needs ``identities``."""
+    rdb = node.rdb_file
+    if rdb is None:
+        raise ArchiveError(f"backup {manifest.id} node {node.name} has no RDB file")
+    require_keys(manifest, identities, [node])
+    path = dest / rdb.path
+    done, wake = threading.Event(), threading.Condition()
+
+    def tick(read: int) -> None:
+        if progress is not None:
+            progress(read)
+        with wake:
+            wake.notify_all()
+
+    key = catalog.backup_dir(manifest.target, manifest.id) + node.archive.key
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        walk = pool.submit(_walk, path, rdb.size, done, wake)
+        try:
+            with store.open(key) as src:
+                size, sha = extract_verified(
+                    src, node.archive.compression, node.files, dest, progress=tick,
+                    archive_size=node.archive.size,
+                    identities=identities if node.archive.encrypted else None,
+                )  # fmt: skip
+        finally:  # the walk ends at what was written (a failed unpacking: its error wins)
+            done.set()
+            with wake:
+                wake.notify_all()
+        if size != node.archive.size or sha != node.archive.sha256:
+            raise ArchiveError(
+                f"{node.archive.key}: archive checksum mismatch (sha256 {sha[:12]}… size "
+                f"{size}, manifest says {node.archive.sha256[:12]}… size {node.archive.size}): "
+                "the stored object is corrupt"
+            )
+        opinion: Future[tuple[bool, str]] | None = None
+        if not walk.done() or walk.exception() is None:
+            opinion = _second_opinion(pool, path)
+        try:
+            report = walk.result()
+        except RdbFormatError as e:
+            raise ArchiveError(f"{path.name}: the RDB is corrupt: {e}") from e
+        except OSError as e:
+            raise ArchiveError(f"{path.name}: cannot read the RDB: {e}") from e
+    if opinion is None:
+        second_opinion(report.magic, report.version)  # its note, when the tool cannot read it
+    elif not (result := opinion.result())[0]:
+        raise ArchiveError(f"{path.name}: redis-check-rdb rejects it: {result[1]}")
+    return report
+
+
+def _second_opinion(pool: ThreadPoolExecutor, path: Path) -> Future[tuple[bool, str]] | None:
+    """``redis-check-rdb`` on the complete file, started now, when it reads its
+    magic and version (else None: the note comes once the walk is done)."""
+    try:
+        with open(path, "rb") as fh:
+            if not second_opinion(*rdb_header(fh.read(9)), note=False):
+                return None
+    except (OSError, ValueError):  # our reader says what is wrong with it
+        return None
+    return pool.submit(check_rdb, str(path))

@@ -1,0 +1,145 @@
+"""The raw RESTORE pipeline: replies walked to their end without decoding them,
+errors kept with their place in the batch, at most ``depth`` batches in flight
+(a socketpair plays the server; no network)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import pytest
+import redis
+
+from backupctl.redis.resp_pipeline import RawPipe, pack_command, reply_end
+
+REPLIES = [
+    b"+OK\r\n",
+    b"-BUSYKEY Target key name already exists.\r\n",
+    b":1024\r\n",
+    b"$3\r\nabc\r\n",
+    b"$-1\r\n",
+    b"$0\r\n\r\n",
+    b"*2\r\n:1\r\n$5\r\nhe\r\nl\r\n",  # a bulk string holding CRLF
+    b"*2\r\n*1\r\n:1\r\n*0\r\n",  # nested
+    b"*-1\r\n",
+    b"%1\r\n+field\r\n:-2\r\n",  # RESP3 map (HPEXPIREAT on RESP3 servers: arrays)
+    b"_\r\n",
+    b"!5\r\nERR x\r\n",  # RESP3 bulk error
+]
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+def test_a_reply_ends_where_it_ends_and_a_cut_one_is_not_complete(reply: bytes) -> None:
+    buf = b"junk" + reply + b"+OK\r\n"
+    assert reply_end(buf, 4) == 4 + len(reply)
+    for cut in range(4, 4 + len(reply)):
+        assert reply_end(buf[:cut], 4) == -1
+
+
+def test_bytes_that_are_no_reply_are_an_error() -> None:
+    with pytest.raises(redis.ResponseError, match="unexpected reply byte"):
+        reply_end(b"?what\r\n", 0)
+
+
+class _Conn:
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.disconnected = False
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+
+
+class _Pool:
+    def __init__(self, conn: _Conn) -> None:
+        self.conn = conn
+        self.released = False
+
+    def get_connection(self) -> _Conn:
+        return self.conn
+
+    def release(self, conn: _Conn) -> None:
+        self.released = True
+
+
+class _Client:
+    def __init__(self, sock: socket.socket) -> None:
+        self.connection_pool = _Pool(_Conn(sock))
+
+
+def _pipe(sock: socket.socket, depth: int = 2) -> RawPipe[str]:
+    client: Any = _Client(sock)
+    return RawPipe(client, depth)
+
+
+def _read_commands(sock: socket.socket, count: int) -> int:
+    """Read until ``count`` commands (RESP arrays) arrived; how many bytes."""
+    buf = b""
+    for _ in range(10_000):
+        pos = got = 0
+        while got < count and (end := reply_end(buf, pos)) >= 0:
+            pos, got = end, got + 1
+        if got == count:
+            return len(buf)
+        buf += sock.recv(1 << 16)
+    raise AssertionError("commands never arrived")
+
+
+def test_errors_are_kept_with_their_index_and_replies_may_arrive_in_pieces() -> None:
+    ours, server = socket.socketpair()
+    with ours, server:
+        server.settimeout(10)
+        ours.settimeout(10)
+        pipe = _pipe(ours)
+        keys = [f"k{i}" for i in range(6)]
+        assert pipe.send([pack_command("RESTORE", k, "0", "x") for k in keys], keys) == []
+        _read_commands(server, 6)
+        answer = b"+OK\r\n-BUSYKEY exists\r\n:3\r\n*2\r\n:1\r\n:-2\r\n+OK\r\n-ERR bad payload\r\n"
+
+        def trickle() -> None:  # one byte at a time: every reply cut somewhere
+            for i in range(len(answer)):
+                server.sendall(answer[i : i + 1])
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        (batch,) = pipe.drain()
+        thread.join(10)
+        assert batch.tags == keys
+        assert batch.errors == [(1, "BUSYKEY exists"), (5, "ERR bad payload")]
+        pipe.close()
+
+
+def test_at_most_depth_batches_are_in_flight() -> None:
+    ours, server = socket.socketpair()
+    with ours, server:
+        server.settimeout(10)
+        ours.settimeout(10)
+        pipe = _pipe(ours, depth=2)
+        assert pipe.send([pack_command("PING")], ["a"]) == []
+        assert pipe.send([pack_command("PING"), pack_command("PING")], ["b", "c"]) == []
+        _read_commands(server, 3)
+        server.sendall(b"+OK\r\n")  # batch a's reply: the third send may go out
+        done = pipe.send([pack_command("PING")], ["d"])
+        assert [b.tags for b in done] == [["a"]]
+        server.sendall(b"+OK\r\n+OK\r\n-ERR no\r\n")
+        rest = pipe.drain()
+        assert [(b.tags, b.errors) for b in rest] == [(["b", "c"], []), (["d"], [(0, "ERR no")])]
+        pipe.close()
+
+
+def test_a_closed_connection_raises_and_the_connection_is_dropped() -> None:
+    ours, server = socket.socketpair()
+    with ours:
+        ours.settimeout(10)
+        client: Any = _Client(ours)
+        pipe: RawPipe[str] = RawPipe(client)
+        pipe.send([pack_command("PING")], ["a"])
+        server.close()
+        with pytest.raises(
+            redis.ConnectionError, match=r"from the server failed|closed the connection"
+        ):
+            pipe.drain()
+        assert client.connection_pool.conn.disconnected
+        pipe.close()
+        assert client.connection_pool.released

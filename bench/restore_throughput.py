@@ -14,10 +14,17 @@ machine:
 3. baseline: the same server version started on that ``dump.rdb``, timed from
    spawn until ``loading:0``;
 4. ``restore --to-redis`` (from ``file://``) into an empty server of that
-   version: wall time and peak RSS (wait4: the CLI and every child it
-   waited for), and the target's DEBUG DIGEST checked;
+   version: wall time, CPU seconds (the CLI with its children, and the
+   target server's), peak RSS (VmHWM, below), and the target's DEBUG DIGEST
+   checked;
 5. ``restore --to-dir`` and ``verify`` from both stores, beside ``cp`` of the
    archive (file://), ``aws s3 cp`` of it (S3) and ``zstd -d | tar -x`` of it.
+
+Every row has its CPU seconds beside the wall time (the machine is shared:
+wall time includes waiting for a core). Peak RSS is the larger of the largest
+single process's VmHWM and the tree's RSS sampled; for ``--to-redis`` the
+CLI's own VmHWM is printed too (``redis-check-rdb``, the second opinion it
+runs, holds the largest value while it reads it).
 
 Goals (issue 12): ``--to-redis`` peak RSS <= 100 MiB on a 1 GiB dataset;
 ``--to-redis`` wall <= 4x the startup load of the same RDB.
@@ -37,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 
@@ -108,6 +116,15 @@ class Servers:
             time.sleep(0.005)
         raise RuntimeError(f"{name}: still loading after 900 s")
 
+    def cpu_s(self, client: redis.Redis) -> float:
+        """CPU seconds the server of ``client`` used so far (Linux /proc)."""
+        port = str(client.connection_pool.connection_kwargs["port"])
+        for proc in self.procs:
+            if proc.poll() is None and port in proc.args:  # type: ignore[operator]
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0
+
     def stop(self, client: redis.Redis) -> None:
         port = client.connection_pool.connection_kwargs["port"]
         client.close()
@@ -162,11 +179,17 @@ def tree_rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def timed(
-    cmd: str | list[str], *, env: dict[str, str] | None = None, shell: bool = False
-) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout). The peak is the larger of the
-    largest single process's VmHWM (tests/support/peak_rss.py; not wait4's
+class Timed(NamedTuple):
+    wall: float  # seconds
+    rss: float  # peak RSS MiB (see timed)
+    out: str  # stdout
+    cpu: float  # CPU seconds of the command and the children it waited for
+    own_rss: float  # the command's own VmHWM, MiB
+
+
+def timed(cmd: str | list[str], *, env: dict[str, str] | None = None, shell: bool = False) -> Timed:
+    """The command run and measured. The peak is the larger of the largest
+    single process's VmHWM (tests/support/peak_rss.py; not wait4's
     ru_maxrss, which counts this script's own peak at fork) and the sum over
     the process tree sampled every 20 ms (a helper server beside the CLI counts
     too)."""
@@ -176,7 +199,7 @@ def timed(
         peak, largest = 0.0, PeakTracker(proc.pid)
         while True:
             largest.sample()
-            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             peak = max(peak, tree_rss_mib(proc.pid))
@@ -186,7 +209,9 @@ def timed(
         if proc.returncode != 0:
             raise RuntimeError(f"{cmd!r} failed with {proc.returncode}")
         out.seek(0)
-        return wall, max(peak, largest.largest_mib), out.read().decode(errors="replace")
+        return Timed(wall, max(peak, largest.largest_mib), out.read().decode(errors="replace"),
+                     usage.ru_utime + usage.ru_stime,
+                     largest._peaks.get(proc.pid, 0) / 1024)  # fmt: skip
 
 
 def backupctl(*args: object) -> list[str]:
@@ -212,7 +237,7 @@ def main() -> None:
     server = SERVERS[args.server]
     work = Path(tempfile.mkdtemp(prefix="backupctl-restore-bench-", dir=args.work_dir))
     servers = Servers(work, server)
-    rows: list[tuple[str, float, float | None]] = []
+    rows: list[tuple[str, float, float | None, float | None]] = []  # wall, RSS, CPU
     try:
         source, _ = servers.start("source")
         t = time.perf_counter()
@@ -233,12 +258,12 @@ def main() -> None:
         store.mkdir()
         src_url = f"redis://{HOST}:{source.connection_pool.connection_kwargs['port']}"
         run = backupctl("run", "--redis", src_url, "--target", TARGET, "--json", "--to")
-        run_s, _, out = timed([*run, store.as_uri()])
+        run_s, _, out, _, _ = timed([*run, store.as_uri()])
         manifest = json.loads(out)
         s3 = servers.moto()
         subprocess.run([str(aws), "s3", "mb", "s3://bench"], env={**os.environ, **s3}, check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
-        s3_s, _, s3_out = timed([*run, "s3://bench/b"], env=s3)
+        s3_s, _, s3_out, _, _ = timed([*run, "s3://bench/b"], env=s3)
         s3_id = json.loads(s3_out)["id"]
         servers.stop(source)
         (node,) = manifest["nodes"]
@@ -250,12 +275,14 @@ def main() -> None:
         # baseline: the server loads the same RDB at startup
         subprocess.run(["cat", str(rdb)], stdout=subprocess.DEVNULL, check=True)
         loaded, load_s = servers.start("startup", rdb.parent)
+        load_cpu = servers.cpu_s(loaded)
         assert loaded.execute_command("DEBUG", "DIGEST") == digest, "startup load: other digest"
         servers.stop(loaded)
         empty, empty_s = servers.start("empty")
+        empty_cpu = servers.cpu_s(empty)
         servers.stop(empty)
-        rows.append((f"baseline: {server.id} loads dump.rdb at startup", load_s, None))
-        rows.append(("  (an empty server's startup, included above)", empty_s, None))
+        rows.append((f"baseline: {server.id} loads dump.rdb at startup", load_s, None, load_cpu))
+        rows.append(("  (an empty server's startup, included above)", empty_s, None, empty_cpu))
 
         # restore --to-redis into an empty server of the same version
         target, _ = servers.start("target")
@@ -263,47 +290,51 @@ def main() -> None:
         tools = work / "tools"
         server.write_tools(tools)  # main's --to-redis reads with a local server of this version
         env = {"PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}
-        redis_s, redis_rss, _ = timed(backupctl("restore", store.as_uri(), "latest", "--target",
-                                                TARGET, "--to-redis", f"redis://{HOST}:{tport}"),
-                                      env=env)  # fmt: skip
+        to_redis = timed(backupctl("restore", store.as_uri(), "latest", "--target", TARGET,
+                                   "--to-redis", f"redis://{HOST}:{tport}"), env=env)  # fmt: skip
+        redis_s, redis_rss = to_redis.wall, to_redis.rss
         same = target.execute_command("DEBUG", "DIGEST") == digest
+        target_cpu = servers.cpu_s(target)
         servers.stop(target)
         rows.append(("restore --to-redis (file://)" + ("" if same else " DIGEST DIFFERS"), redis_s,
-                     redis_rss))  # fmt: skip
+                     redis_rss, to_redis.cpu))  # fmt: skip
+        rows.append(("  (the target server's CPU during it)", redis_s, None, target_cpu))
 
         # downloads, --to-dir and verify, from both stores
-        cp_s, _, _ = timed(["cp", str(archive), str(work / "copy.tar")])
+        cp = timed(["cp", str(archive), str(work / "copy.tar")])
         (work / "copy.tar").unlink()
         untar = work / "untar"
         untar.mkdir()
-        unz_s, unz_rss, _ = timed(f"zstd -d -q -c '{archive}' | tar -x -C '{untar}'", shell=True)
+        unz = timed(f"zstd -d -q -c '{archive}' | tar -x -C '{untar}'", shell=True)
         shutil.rmtree(untar)
         key = f"b/{TARGET}/{s3_id}/{archive.name}"
-        aws_s, aws_rss, _ = timed([str(aws), "s3", "cp", f"s3://bench/{key}", str(work / "dl")],
-                                  env=s3)  # fmt: skip
+        aws_cp = timed([str(aws), "s3", "cp", f"s3://bench/{key}", str(work / "dl")], env=s3)
         (work / "dl").unlink()
-        rows.append(("baseline: cp archive (file://)", cp_s, None))
-        rows.append(("baseline: aws s3 cp archive (moto S3)", aws_s, aws_rss))
-        rows.append(("baseline: zstd -d | tar -x archive", unz_s, unz_rss))
+        rows.append(("baseline: cp archive (file://)", cp.wall, None, cp.cpu))
+        rows.append(("baseline: aws s3 cp archive (moto S3)", aws_cp.wall, aws_cp.rss, aws_cp.cpu))
+        rows.append(("baseline: zstd -d | tar -x archive", unz.wall, unz.rss, unz.cpu))
+        unz_s = unz.wall
         for label, url, extra in (("file://", store.as_uri(), {}), ("S3", "s3://bench/b", s3)):
             dest = work / f"dir-{label[:2]}"
-            dir_s, dir_rss, _ = timed(backupctl("restore", url, "latest", "--target", TARGET,
-                                                "--to-dir", dest), env=extra)  # fmt: skip
+            to_dir = timed(backupctl("restore", url, "latest", "--target", TARGET, "--to-dir",
+                                     dest), env=extra)  # fmt: skip
             shutil.rmtree(dest)
-            ver_s, ver_rss, _ = timed(backupctl("verify", url, "latest", "--target", TARGET),
-                                      env=extra)  # fmt: skip
-            rows.append((f"restore --to-dir ({label})", dir_s, dir_rss))
-            rows.append((f"verify ({label})", ver_s, ver_rss))
+            ver = timed(backupctl("verify", url, "latest", "--target", TARGET), env=extra)
+            rows.append((f"restore --to-dir ({label})", to_dir.wall, to_dir.rss, to_dir.cpu))
+            rows.append((f"verify ({label})", ver.wall, ver.rss, ver.cpu))
 
         print()
-        print(f"{'measurement':<52}{'wall s':>8}{'RDB MiB/s':>11}{'peak RSS MiB':>14}")
-        for name, secs, rss in rows:
+        print(f"{'measurement':<52}{'wall s':>8}{'CPU s':>8}{'RDB MiB/s':>11}{'peak RSS MiB':>14}")
+        for name, secs, rss, cpu in rows:
             rss_col = "" if rss is None else f"{rss:.0f}"
-            print(f"{name:<52}{secs:>8.2f}{rdb_mib / secs:>11.0f}{rss_col:>14}")
-        times = dict((n, s) for n, s, _ in rows)
+            cpu_col = "" if cpu is None else f"{cpu:.2f}"
+            print(f"{name:<52}{secs:>8.2f}{cpu_col:>8}{rdb_mib / secs:>11.0f}{rss_col:>14}")
+        times = dict((n, s) for n, s, _, _ in rows)
         print()
-        print(f"--to-redis wall vs startup load: {redis_s / load_s:.2f}x (goal <= 4x); "
-              f"peak RSS {redis_rss:.0f} MiB for a {rdb_mib:.0f} MiB RDB (goal <= 100 MiB); "
+        print(f"--to-redis wall vs startup load: {redis_s / load_s:.2f}x (goal <= 4x); CPU s: "
+              f"the CLI {to_redis.cpu:.1f} + the target {target_cpu:.1f} vs {load_cpu:.1f}; "
+              f"peak RSS {redis_rss:.0f} MiB for a {rdb_mib:.0f} MiB RDB (goal <= 100 MiB; "
+              f"the CLI's own {to_redis.own_rss:.0f}); "
               f"digest {'equal' if same else 'DIFFERENT'}")  # fmt: skip
         for label, base in (("file://", "baseline: cp archive (file://)"),
                             ("S3", "baseline: aws s3 cp archive (moto S3)")):  # fmt: skip

@@ -57,15 +57,29 @@ def pack_restore(
     freq: int | None,
 ) -> bytes:
     """``RESTORE key expire payload [REPLACE] ABSTTL [IDLETIME s | FREQ f]``."""
-    args: list[bytes | str] = [b"RESTORE", key, b"%d" % expire_ms, payload]
-    if replace:
-        args.append(b"REPLACE")
-    args.append(b"ABSTTL")
+    if isinstance(key, str):
+        key = key.encode()
+    expire = b"%d" % expire_ms
+    tail = [b"$7\r\nREPLACE\r\n"] if replace else []
+    tail.append(b"$6\r\nABSTTL\r\n")
     if idle is not None:
-        args += [b"IDLETIME", b"%d" % idle]
+        tail.append(b"$8\r\nIDLETIME\r\n$%d\r\n%d\r\n" % (len(b"%d" % idle), idle))
     elif freq is not None:
-        args += [b"FREQ", b"%d" % freq]
-    return pack_command(*args)
+        tail.append(b"$4\r\nFREQ\r\n$%d\r\n%d\r\n" % (len(b"%d" % freq), freq))
+    head = b"*%d\r\n$7\r\nRESTORE\r\n$%d\r\n" % (
+        4 + len(tail) + (idle is not None or freq is not None),
+        len(key),
+    )
+    return b"".join(
+        (
+            head,
+            key,
+            b"\r\n$%d\r\n%s\r\n$%d\r\n" % (len(expire), expire, len(payload)),
+            payload,
+            b"\r\n",
+            *tail,
+        )
+    )
 
 
 def reply_end(buf: bytes, pos: int) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from backupctl.redis.resp_pipeline import RawPipe, pack_command, reply_end
+from backupctl.redis.resp_pipeline import RawPipe, pack_command, pack_restore, reply_end
 
 REPLIES = [
     b"+OK\r\n",
@@ -143,3 +143,20 @@ def test_a_closed_connection_raises_and_the_connection_is_dropped() -> None:
         assert client.connection_pool.conn.disconnected
         pipe.close()
         assert client.connection_pool.released
+
+
+@pytest.mark.parametrize("replace", [False, True])
+@pytest.mark.parametrize(("idle", "freq"), [(None, None), (0, None), (123456, None), (None, 255)])
+@pytest.mark.parametrize("key", [b"k", "clé", b"\x00\r\n" * 50])
+def test_restore_is_packed_as_the_generic_command_would_be(
+    key: bytes | str, replace: bool, idle: int | None, freq: int | None
+) -> None:
+    payload = bytes(range(256)) * 3
+    args: list[bytes | str] = ["RESTORE", key, b"1700000000123", payload]
+    args += ["REPLACE"] * replace + ["ABSTTL"]
+    if idle is not None:
+        args += ["IDLETIME", str(idle)]
+    elif freq is not None:
+        args += ["FREQ", str(freq)]
+    assert pack_restore(key, 1700000000123, payload, replace, idle, freq) == pack_command(*args)
+    assert reply_end(pack_command(*args), 0) == len(pack_command(*args))  # one RESP array

@@ -125,7 +125,13 @@ class RdbKeys:
                 if vtype is None:
                     raise RdbFormatError(f"unknown value type or opcode {op}", at)
                 key = src.string("a key")
-                if expire is not None and expire < self.now_ms:
+                raw_string = None
+                if op == 0 and (expire is None or expire >= self.now_ms):
+                    raw_string = src.raw_string(self.threshold)  # most keys: no tee, no walk
+                if raw_string is not None:
+                    yield KeyValue(db, key, op, "string", expire, idle, freq, b"\x00" + raw_string)
+                    self.keys[db] = self.keys.get(db, 0) + 1
+                elif expire is not None and expire < self.now_ms:
                     self._skip(src, vtype, key)
                     self.expired[db] = self.expired.get(db, 0) + 1
                 else:

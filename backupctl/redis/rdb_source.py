@@ -439,6 +439,31 @@ class RdbSource:
             clen, _ = self._lzf_header(what)
             self.skip(clen, what)
 
+    def raw_string(self, limit: int) -> bytes | None:
+        """The next string's RDB bytes as they are (header and body; LZF left
+        compressed), passed, when they are wholly in the buffer and at most
+        ``limit`` bytes, with the checks :meth:`skip_string` makes; else None
+        and nothing is consumed (the caller walks it the slow way)."""
+        buf = self._buf
+        pos = self._pos
+        if pos + 5 > len(buf):
+            return None
+        b = buf[pos]
+        if b < 0x40:
+            end = pos + 1 + b
+        elif b < 0x80:
+            end = pos + 2 + (((b & 0x3F) << 8) | buf[pos + 1])
+        elif b == 0x80:
+            end = pos + 5 + int.from_bytes(buf[pos + 1 : pos + 5], "big")
+        elif b == 0xC3:  # LZF: its lengths checked as skip_string checks them
+            end = self._lzf_end(buf, pos + 1)
+        else:
+            return None
+        if end < 0 or end > len(buf) or end - pos > limit:
+            return None
+        self._pos = end
+        return buf[pos:end]
+
     @staticmethod
     def _lzf_end(buf: bytes, pos: int) -> int:
         """Where an LZF string whose two lengths start at ``buf[pos]`` ends, when

@@ -9,7 +9,8 @@ a server on another host, a server that must stay up, a Redis Cluster. How:
    with ``cluster_state:ok``, all 16384 slots served, each empty unless
    ``flush``); see :mod:`backupctl.redis.load`;
 2. download the archives into a temporary folder and verify them exactly as
-   ``--to-dir`` does (every sha256, the RDB's structure and CRC64): one node's,
+   ``--to-dir`` does (every sha256, the RDB's structure and CRC64; the RDB
+   walked while it is unpacked, :mod:`backupctl.ops.restore_unpack`): one node's,
    or into a cluster every shard of a cluster backup set. All of them before
    anything is written. The reader's report says which value types the RDBs
    hold; each gets its route to the target (:func:`backupctl.core.compat.value_route`):
@@ -22,7 +23,8 @@ a server on another host, a server that must stay up, a Redis Cluster. How:
    key is sent as ``RESTORE key expiry payload [REPLACE] ABSTTL [IDLETIME s |
    FREQ f]``, the payload being the value's own RDB bytes + RDB version +
    CRC64 (:mod:`backupctl.redis.dump_payload`), in pipelines holding at most
-   ``batch_bytes`` (``REPLACE`` only with ``flush``). Into a cluster each key
+   ``batch_bytes``, two of them in flight into a standalone server
+   (``REPLACE`` only with ``flush``). Into a cluster each key
    goes to the master owning its slot, whatever the shard count of the
    backup. A value larger than ``large_value_threshold`` is never held: it is
    rebuilt with bounded commands under a temporary name in its slot and

@@ -59,8 +59,7 @@ class LoadError(RedisNodeError):
 
 
 class Target(Protocol):
-    """Where keys are loaded. ``write`` and ``restore_functions`` raise
-    :class:`LoadError` with one clear line."""
+    """Where keys are loaded; the methods raise :class:`LoadError` with one clear line."""
 
     display: str  # host:port as given, for messages and results
     cluster: bool
@@ -77,14 +76,12 @@ class Target(Protocol):
         """FUNCTION LOAD one library on every master."""
 
     def write(self, db: int, items: Sequence[Item], *, replace: bool) -> int:
-        """RESTORE ``items`` into database ``db``; returns how many keys (of this
-        batch or earlier ones) are known written now. A batch's replies may be
-        read later (while the next one is built): :meth:`sync` reads them all;
-        an error of an earlier batch raises here or there, naming its key."""
+        """RESTORE ``items`` into database ``db``; how many keys (of this batch or
+        earlier ones) are known written now. Replies may be read later (:meth:`sync`
+        reads them all); an earlier batch's error raises then, naming its key."""
 
     def sync(self) -> dict[int, int]:
-        """Every reply still pending read and checked: keys known written since
-        the last ``write``/``sync`` returned, per database."""
+        """Pending replies read and checked; keys written since last told, per database."""
 
     def execute(self, db: int, key: bytes, commands: Iterable[Command], budget: int) -> None:
         """Send ``commands`` (all about ``key``'s slot) to database ``db``, pipelined
@@ -280,17 +277,11 @@ class Server:
             self._dbs[db] = select_db(self._client, db)
         return self._dbs[db]
 
-    def _pipe(self, db: int) -> RawPipe[Item | bytes]:
-        if db not in self._pipes:
-            try:
-                self._pipes[db] = RawPipe(self._db(db))
-            except redis.RedisError as exc:
-                raise fail(self.spec, "connecting", exc) from None
-        return self._pipes[db]
-
     def _send(self, db: int, packed: list[bytes], tags: Sequence[Item | bytes], what: str) -> None:
         try:
-            done = self._pipe(db).send(packed, tags)
+            if db not in self._pipes:  # one connection per database, held while loading
+                self._pipes[db] = RawPipe(self._db(db))
+            done = self._pipes[db].send(packed, tags)
         except redis.RedisError as exc:
             raise fail(self.spec, what, exc) from None
         self._settle(db, done)
@@ -308,8 +299,7 @@ class Server:
             except redis.RedisError as exc:
                 raise fail(self.spec, "RESTORE", exc) from None
             self._settle(db, done)
-        counts = {db: n for db, n in self._unreported.items() if n}
-        self._unreported.clear()
+        counts, self._unreported = {db: n for db, n in self._unreported.items() if n}, {}
         return counts
 
     def _settle(self, db: int, batches: list[Batch[Item | bytes]]) -> None:
@@ -322,13 +312,14 @@ class Server:
                 if isinstance(tag, bytes):  # a command rebuilding the key ``tag``
                     if "no such key" in text:  # every field's TTL had passed: nothing to rename
                         continue
-                    raise fail(self.spec, f"rebuilding key {_shown(tag)}",
-                               redis.ResponseError(text))  # fmt: skip
-                if "BUSYKEY" not in text:
-                    raise fail(self.spec, f"RESTORE of key {_shown(tag.key)}",
-                               redis.ResponseError(text))  # fmt: skip
-                if not _same_value(self._db(db), tag.key, tag.payload):
-                    raise _busy(self.spec, tag.key)
+                    what = f"rebuilding key {_shown(tag)}"
+                elif "BUSYKEY" in text:
+                    if not _same_value(self._db(db), tag.key, tag.payload):
+                        raise _busy(self.spec, tag.key)
+                    continue
+                else:
+                    what = f"RESTORE of key {_shown(tag.key)}"
+                raise fail(self.spec, what, redis.ResponseError(text))
             written += sum(1 for tag in batch.tags if not isinstance(tag, bytes))
         self._written += written
         self._unreported[db] = self._unreported.get(db, 0) + written

@@ -18,16 +18,18 @@ import pytest
 pytest_plugins = ["support.redis_servers", "support.object_stores", "support.kube.fixtures"]
 
 _SLOW_DIRS = ("datapath", "controller")
-#: Whole files that are timing- or memory-sensitive (single tests elsewhere carry
-#: ``@pytest.mark.serial`` themselves).
-_SERIAL_FILES = (
+#: Tests (a path under tests/, or the start of a node id) whose assertions are about
+#: time or memory; single tests in files of ours carry ``@pytest.mark.serial`` instead.
+_SERIAL = (
     "datapath/test_terminal_recording.py",  # a frame at least every 2 s
-    "datapath/test_progress.py",  # the same, against a slowed BGSAVE
+    "datapath/test_progress.py::test_off_a_terminal",  # a line at least every 10 s
+    "datapath/test_progress.py::test_on_a_terminal",  # a redraw at least every 2 s
     "datapath/test_transfer_limits.py",  # elapsed time against --limit-*
-    "datapath/test_restore_to_redis_matrix.py",  # peak RSS bounds
+    # peak RSS <= 100 MiB
+    "datapath/test_restore_to_redis_matrix.py::test_values_far_above_the_large_value_threshold",
     "controller/test_leader",  # lease durations and renewals in real time
 )
-#: Files whose tests run the operator process (kept on one worker).
+#: Files whose tests run the operator process: one group, kept on one worker.
 _OPERATOR_FILES = (
     "controller/test_backup_controller_e2e.py",
     "controller/test_encrypted_drill_e2e.py",
@@ -35,6 +37,13 @@ _OPERATOR_FILES = (
     "controller/test_operating_e2e.py",
     "controller/test_restore_controller_e2e.py",
     "controller/test_users_and_stuck_jobs_e2e.py",
+)
+#: Files whose module-scoped fixtures start something: each file on one worker, so
+#: that happens once.
+_FILE_GROUPS = (
+    "datapath/test_cloud_locks.py",
+    "datapath/test_restore_to_redis_matrix.py",
+    "store/test_retention_restic_oracle.py",
 )
 
 
@@ -54,12 +63,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     xdist = config.pluginmanager.hasplugin("xdist")
     for item in items:
         rel = Path(item.fspath).relative_to(here)
+        path = rel.as_posix()
         if rel.parts and rel.parts[0] in _SLOW_DIRS:
             item.add_marker(pytest.mark.slow)
-        if rel.as_posix().startswith(_SERIAL_FILES):
+        if f"{path}::{item.name}".startswith(_SERIAL):
             item.add_marker(pytest.mark.serial)
-        if xdist and rel.as_posix() in _OPERATOR_FILES:
+        if xdist and path in _OPERATOR_FILES:
             item.add_marker(pytest.mark.xdist_group("operator"))
+        elif xdist and path in _FILE_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(path))
     phase = config.getoption("phase")
     if phase == "all":
         return

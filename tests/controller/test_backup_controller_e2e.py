@@ -17,16 +17,27 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from backupctl.redis.cluster import cluster_shards
 
+from support.controller_e2e import (
+    NS,
+    backup_jobs,
+    condition,
+    events,
+    job_done,
+    redis_backup,
+    s3_storage,
+    secret,
+    wait,
+)
+from support.controller_e2e import backup_status as status
+from support.controller_e2e import pod_statefulset as redis_statefulset
 from support.kube.api_client import ApiStatusError
 from support.kube.fixtures import K8sApi
 from support.kube.kubelet import Kubelet
@@ -35,186 +46,10 @@ from support.object_stores import AzuriteEmulator, GCSEmulator, S3Emulator
 from support.redis_cluster import add_replicas, fill_cluster, make_cluster, wait_replicas_in_sync
 from support.redis_servers import RedisFactory, RedisServer, populate, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-NS = "ns"
 K8S_VERSION = kubernetes_validate.utils.latest_version()
-T = TypeVar("T")
-
-
-@pytest.fixture
-def api(k8s_api: K8sApi) -> K8sApi:
-    k8s_api.apply(REPO / "crds" / "redisbackup.yaml")
-    k8s_api.apply(REPO / "crds" / "redisrestore.yaml")
-    k8s_api.create_namespace(NS)
-    return k8s_api
-
-
-@pytest.fixture
-def operator(api: K8sApi, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(api, tmp_path, NS)
-    try:
-        yield op
-    finally:
-        op.stop()
-        if os.environ.get("BACKUPCTL_SHOW_OPERATOR_LOG"):
-            print(op.log(100_000))
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-def wait(
-    op: Operator,
-    condition: Callable[[], T | Literal[False] | None],
-    timeout: float,
-    what: str,
-    context: Callable[[], Any] | None = None,
-) -> T:
-    """Poll ``condition`` (bounded); on timeout, show the operator's log and ``context()``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n--- context ---\n{context()}" if context else ""
-            raise AssertionError(
-                f"timed out after {timeout}s: {what}{extra}\n--- operator log ---\n{op.log()}"
-            )
-        time.sleep(0.1)
-
-
-def redis_statefulset(api: K8sApi, name: str, server: RedisServer, *, node: str = "node-a") -> str:
-    """A StatefulSet ``name`` with one ready pod ``<name>-0`` that is ``server``; returns
-    the pod's data PVC name (map it with ``kubelet.volumes[claim] = server.dir``)."""
-    container = {
-        "name": "redis",
-        "image": "redis:7",
-        "ports": [{"name": "redis", "containerPort": server.port}],
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-    }
-    labels = {"app": name}
-    sts = api.create(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": name},
-            "spec": {
-                "serviceName": name,
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-                "volumeClaimTemplates": [
-                    {
-                        "metadata": {"name": "data"},
-                        "spec": {
-                            "accessModes": ["ReadWriteOnce"],
-                            "resources": {"requests": {"storage": "1Gi"}},
-                        },
-                    }
-                ],
-            },
-        },
-        NS,
-    )
-    claim = f"data-{name}-0"
-    # As the official image's entrypoint does before it drops to uid 999: the data
-    # directory belongs to 999, which the controller reads (no runAsUser is set).
-    os.chown(server.dir, 999, 999)
-    owner = {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "name": name,
-        "uid": sts["metadata"]["uid"],
-        "controller": True,
-    }
-    api.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": f"{name}-0", "labels": labels, "ownerReferences": [owner]},
-            "spec": {
-                "nodeName": node,
-                "containers": [container],
-                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
-            },
-        },
-        NS,
-    )
-    api.patch(
-        "pods",
-        NS,
-        f"{name}-0",
-        {
-            "status": {
-                "phase": "Running",
-                "podIP": "127.0.0.1",
-                "hostIP": "127.0.0.1",
-                "conditions": [{"type": "Ready", "status": "True"}],
-            }
-        },
-        subresource="status",
-    )
-    return claim
-
-
-def secret(api: K8sApi, name: str, **data: str) -> None:
-    api.create(
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}, NS
-    )
-
-
-def s3_storage(
-    s3: S3Emulator, bucket: str, creds: str = "s3-creds", **extra: Any
-) -> dict[str, Any]:
-    return {
-        "s3": {
-            "bucket": bucket,
-            "region": "us-east-1",
-            "endpoint": s3.endpoint,
-            "accessKeyIdSecret": {"name": creds, "key": "access-key-id"},
-            "secretAccessKeySecret": {"name": creds, "key": "secret-access-key"},
-            **extra,
-        }
-    }
-
-
-def redis_backup(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "backupctl.dev/v1alpha1",
-        "kind": "RedisBackup",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-def status(api: K8sApi, name: str) -> dict[str, Any]:
-    obj = api.get("redisbackups", NS, name) or {}
-    return dict(obj.get("status") or {})
-
-
-def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in st.get("conditions") or [] if c["type"] == type_), {})
-
-
-def backup_jobs(api: K8sApi, name: str, component: str = "backup") -> list[dict[str, Any]]:
-    return api.list(
-        "jobs", NS, labels=f"backupctl.dev/backup={name},app.kubernetes.io/component={component}"
-    )
-
-
-def job_done(api: K8sApi, job: str) -> dict[str, Any] | None:
-    obj = api.get("jobs", NS, job)
-    conds = {c["type"] for c in ((obj or {}).get("status") or {}).get("conditions") or []}
-    return obj if conds & {"Complete", "Failed"} else None
-
-
-def events(api: K8sApi, name: str) -> list[tuple[str, str, str]]:
-    return [
-        (e["type"], e["reason"], e.get("message", ""))
-        for e in api.list("events", NS)
-        if e.get("involvedObject", {}).get("name") == name
-    ]
 
 
 def settled_events(

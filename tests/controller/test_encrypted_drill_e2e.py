@@ -11,23 +11,21 @@ import copy
 from datetime import UTC, datetime
 
 import pyrage
-from controller.test_backup_controller_e2e import (
-    NS,
-    api,  # noqa: F401  (fixture)
-    backup_jobs,
-    job_done,
-    operator,  # noqa: F401  (fixture)
-    redis_backup,
-    redis_statefulset,
-    s3_storage,
-    secret,
-    status,
-    wait,
-)
 from controller.test_crds import _apiserver, _base_backup, parse, schema_errors
 
 from backupctl.controller.spec_crypto import KEYS_DIR
 
+from support.controller_e2e import (
+    NS,
+    backup_jobs,
+    job_done,
+    redis_backup,
+    s3_storage,
+    secret,
+    wait,
+)
+from support.controller_e2e import backup_status as status
+from support.controller_e2e import pod_statefulset as redis_statefulset
 from support.kube.fixtures import K8sApi
 from support.kube.kubelet import Kubelet
 from support.kube.operator_process import Operator
@@ -56,9 +54,9 @@ def test_the_crd_takes_the_drills_decryption_keys() -> None:
 
 
 def test_a_drill_of_an_encrypted_backup_passes_with_the_identity_as_a_file(
-    api: K8sApi,  # noqa: F811
+    api: K8sApi,
     kubelet: Kubelet,
-    operator: Operator,  # noqa: F811
+    operator: Operator,
     redis_factory: RedisFactory,
     s3_server: S3Emulator,
 ) -> None:

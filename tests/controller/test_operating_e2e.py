@@ -22,22 +22,20 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.test_backup_controller_e2e import (
+from unit.test_monitoring import OTHERS, used_metric_names
+
+from support.controller_e2e import (
     NS,
-    api,  # noqa: F401  (fixture)
     backup_jobs,
     events,
     job_done,
-    operator,  # noqa: F401  (fixture)
     redis_backup,
-    redis_statefulset,
     s3_storage,
     secret,
-    status,
     wait,
 )
-from unit.test_monitoring import OTHERS, used_metric_names
-
+from support.controller_e2e import backup_status as status
+from support.controller_e2e import pod_statefulset as redis_statefulset
 from support.kube.fixtures import K8sApi
 from support.kube.kubelet import Kubelet
 from support.kube.operator_process import Operator
@@ -72,9 +70,9 @@ def annotate(client: K8sApi, name: str, value: str) -> None:
 
 
 def test_run_now_makes_one_job_per_value_across_a_restart_and_metrics_follow(
-    api: K8sApi,  # noqa: F811
+    api: K8sApi,
     kubelet: Kubelet,
-    operator: Operator,  # noqa: F811
+    operator: Operator,
     redis_factory: RedisFactory,
     s3_server: S3Emulator,
 ) -> None:
@@ -183,14 +181,14 @@ def test_run_now_makes_one_job_per_value_across_a_restart_and_metrics_follow(
     assert missing == set(), f"not on /metrics: {sorted(missing)}"
 
 
-def verify_jobs(api: K8sApi, name: str) -> list[dict[str, Any]]:  # noqa: F811
+def verify_jobs(api: K8sApi, name: str) -> list[dict[str, Any]]:
     return backup_jobs(api, name, component="verify")
 
 
 def test_a_restore_drill_passes_then_fails_on_a_corrupted_archive(
-    api: K8sApi,  # noqa: F811
+    api: K8sApi,
     kubelet: Kubelet,
-    operator: Operator,  # noqa: F811
+    operator: Operator,
     redis_factory: RedisFactory,
     s3_server: S3Emulator,
 ) -> None:

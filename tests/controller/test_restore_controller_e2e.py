@@ -19,9 +19,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -29,16 +28,15 @@ import redis
 from backupctl.core.slots import normalize_slots
 from backupctl.redis.cluster import cluster_shards
 
+from support.controller_e2e import NS, condition, s3_storage, wait
+from support.controller_e2e import event_reasons as events
 from support.kube.fixtures import K8sApi
 from support.kube.kubelet import Kubelet
 from support.kube.operator_process import BACKUPCTL, Operator
 from support.kube.statefulset_controller import StatefulSets, wait_ready
 from support.object_stores import S3Emulator
 
-REPO = Path(__file__).resolve().parents[2]
-NS = "ns"
 STS = "redis"
-T = TypeVar("T")
 OPSTREE_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
@@ -58,55 +56,10 @@ OPSTREE_CRD = {
 
 
 @pytest.fixture
-def api(k8s_api: K8sApi) -> K8sApi:
-    k8s_api.apply(REPO / "crds" / "redisbackup.yaml")
-    k8s_api.apply(REPO / "crds" / "redisrestore.yaml")
-    k8s_api.create_namespace(NS)
-    return k8s_api
-
-
-@pytest.fixture
-def statefulsets(api: K8sApi, kubelet: Kubelet, tmp_path: Path) -> Iterator[StatefulSets]:
-    stand_in = StatefulSets(api, kubelet, tmp_path / "sts", namespace=NS).start()
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
-    assert not stand_in.errors, stand_in.errors
-
-
-@pytest.fixture
-def operator(api: K8sApi, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(api, tmp_path, NS)
-    op.start()
-    try:
-        yield op
-    finally:
-        op.stop()
-        if os.environ.get("BACKUPCTL_SHOW_OPERATOR_LOG"):
-            print(op.log(200_000))
-
-
-@pytest.fixture
-def bucket(s3_server: S3Emulator, api: K8sApi, kubelet: Kubelet) -> Iterator[str]:
-    """A fresh bucket, its credentials Secret, and an AWS env the Jobs cannot escape."""
-    name = s3_server.new_bucket()
-    api.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "aws"},
-            "stringData": {"access-key-id": "testing", "secret-access-key": "testing"},
-        },
-        NS,
-    )
-    kubelet.base_env.update(
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-    )
-    yield name
-    s3_server.remove_bucket(name)
+def operator(operator: Operator) -> Operator:
+    """The shared fixture's operator, started at once."""
+    operator.start()
+    return operator
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -214,16 +167,11 @@ def take_backup(
 def restore(
     name: str, s3: S3Emulator, bucket: str, target: str = STS, **ref: Any
 ) -> dict[str, Any]:
-    storage: dict[str, Any] = {
-        "bucket": bucket,
-        "region": "us-east-1",
-        "endpoint": s3.endpoint,
-        "accessKeyIdSecret": {"name": "aws", "key": "access-key-id"},
-        "secretAccessKeySecret": {"name": "aws", "key": "secret-access-key"},
+    extra = {"key": ref.pop("key")} if "key" in ref else {}
+    spec: dict[str, Any] = {
+        "redisClusterName": target,
+        "storage": s3_storage(s3, bucket, creds="aws", **extra),
     }
-    spec: dict[str, Any] = {"redisClusterName": target, "storage": {"s3": storage}}
-    if "key" in ref:
-        storage["key"] = ref.pop("key")
     spec.update(ref)
     return {
         "apiVersion": "backupctl.dev/v1alpha1",
@@ -235,23 +183,6 @@ def restore(
 
 def status(api: K8sApi, name: str) -> dict[str, Any]:
     return dict((api.get("redisrestores", NS, name) or {}).get("status") or {})
-
-
-def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in st.get("conditions") or [] if c["type"] == type_), {})
-
-
-def wait(
-    op: Operator, cond: Callable[[], T | Literal[False] | None], timeout: float, what: str
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {what}\n--- log ---\n{op.log()}")
-        time.sleep(0.1)
 
 
 def finished(api: K8sApi, op: Operator, name: str, timeout: float = 120) -> dict[str, Any]:
@@ -272,14 +203,6 @@ def restore_jobs(api: K8sApi, name: str) -> list[str]:
     return sorted(
         j["metadata"]["name"] for j in api.list("jobs", NS, f"backupctl.dev/restore={name}")
     )
-
-
-def events(api: K8sApi, name: str) -> list[str]:
-    return [
-        str(e.get("reason"))
-        for e in api.list("events", NS)
-        if (e.get("involvedObject") or {}).get("name") == name
-    ]
 
 
 def volume_files(folder: Path) -> dict[str, str]:

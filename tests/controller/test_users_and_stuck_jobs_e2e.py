@@ -13,78 +13,30 @@ the pod waiting (its status says so).
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import pytest
 import redis
 
+from support.controller_e2e import NS, condition, event_reasons, s3_storage, wait
 from support.kube.fixtures import K8sApi
 from support.kube.kubelet import Kubelet
 from support.kube.operator_process import Operator
 from support.kube.statefulset_controller import StatefulSets, wait_ready
 from support.object_stores import S3Emulator
 
-REPO = Path(__file__).resolve().parents[2]
-NS = "ns"
 STS = "redis"
-T = TypeVar("T")
 SLOT = datetime(2030, 1, 1, 2, 0, tzinfo=UTC)
 REDIS_999 = {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999}
 
 
 @pytest.fixture
-def api(k8s_api: K8sApi) -> K8sApi:
-    k8s_api.apply(REPO / "crds" / "redisbackup.yaml")
-    k8s_api.apply(REPO / "crds" / "redisrestore.yaml")
-    k8s_api.create_namespace(NS)
-    return k8s_api
-
-
-@pytest.fixture
-def statefulsets(api: K8sApi, kubelet: Kubelet, tmp_path: Path) -> Iterator[StatefulSets]:
-    stand_in = StatefulSets(api, kubelet, tmp_path / "sts", namespace=NS).start()
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
-    assert not stand_in.errors, stand_in.errors
-
-
-@pytest.fixture
-def operator(api: K8sApi, tmp_path: Path) -> Iterator[Operator]:
-    op = Operator(api, tmp_path, NS)
-    op.start()
-    try:
-        yield op
-    finally:
-        op.stop()
-        if os.environ.get("BACKUPCTL_SHOW_OPERATOR_LOG"):
-            print(op.log(200_000))
-
-
-@pytest.fixture
-def bucket(s3_server: S3Emulator, api: K8sApi, kubelet: Kubelet) -> Iterator[str]:
-    name = s3_server.new_bucket()
-    api.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "aws"},
-            "stringData": {"access-key-id": "testing", "secret-access-key": "testing"},
-        },
-        NS,
-    )
-    kubelet.base_env.update(
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-    )
-    yield name
-    s3_server.remove_bucket(name)
+def operator(operator: Operator) -> Operator:
+    """The shared fixture's operator, started at once (on the real clock)."""
+    operator.start()
+    return operator
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -157,15 +109,7 @@ def start_redis(
 
 
 def storage(s3: S3Emulator, bucket: str) -> dict[str, Any]:
-    return {
-        "s3": {
-            "bucket": bucket,
-            "region": "us-east-1",
-            "endpoint": s3.endpoint,
-            "accessKeyIdSecret": {"name": "aws", "key": "access-key-id"},
-            "secretAccessKeySecret": {"name": "aws", "key": "secret-access-key"},
-        }
-    }
+    return s3_storage(s3, bucket, creds="aws")
 
 
 def resource(kind: str, name: str, **spec: Any) -> dict[str, Any]:
@@ -179,31 +123,6 @@ def resource(kind: str, name: str, **spec: Any) -> dict[str, Any]:
 
 def status(api: K8sApi, plural: str, name: str) -> dict[str, Any]:
     return dict((api.get(plural, NS, name) or {}).get("status") or {})
-
-
-def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in st.get("conditions") or [] if c["type"] == type_), {})
-
-
-def wait(
-    op: Operator, cond: Callable[[], T | Literal[False] | None], timeout: float, what: str
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {what}\n--- log ---\n{op.log()}")
-        time.sleep(0.1)
-
-
-def event_reasons(api: K8sApi, name: str) -> list[str]:
-    return [
-        str(e.get("reason"))
-        for e in api.list("events", NS)
-        if (e.get("involvedObject") or {}).get("name") == name
-    ]
 
 
 def pod_security_of(job: dict[str, Any]) -> dict[str, Any]:

@@ -352,6 +352,7 @@ def test_replica(redis_factory: RedisFactory, tmp_path: Path) -> None:
 
 
 @needs_check_rdb
+@pytest.mark.serial  # two BGSAVEs within 1.5 s: not while another worker loads the machine
 def test_bgsave_twice_within_a_second(redis_factory: RedisFactory) -> None:
     server = redis_factory()
     client = connect(parse_redis_url(server.url, env={}))

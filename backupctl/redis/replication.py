@@ -38,8 +38,16 @@ from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import config_get
 from backupctl.redis.polling import Deadline
 from backupctl.redis.rdb import FAST_CRC64, RdbValidator
+from backupctl.redis.replication_receive import ReceiveAhead
 
 __all__ = ["RdbCompressionPause", "ReplicationRDB", "replication_rdb"]
+
+
+#: What the receiving thread may hold until the archive writer's first read
+#: (:class:`~backupctl.redis.replication_receive.ReceiveAhead`): 16 MiB, about
+#: a third of a second of a fork child's output, in 1 MiB buffers.
+RECEIVE_CHUNK = 1024 * 1024
+RECEIVE_CHUNKS = 16
 
 
 def _resp_command(*args: str | bytes) -> bytes:
@@ -58,6 +66,7 @@ class _Wire:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.ahead: ReceiveAhead | None = None
 
     def send(self, *args: str | bytes) -> None:
         self.sock.sendall(_resp_command(*args))
@@ -83,7 +92,14 @@ class _Wire:
             view[:n] = self.buf[:n]
             del self.buf[:n]
             return n
+        if self.ahead is not None:
+            return self.ahead.readinto(view)
         return self.sock.recv_into(view)
+
+    def receive_ahead(self, *, chunk: int, chunks: int) -> ReceiveAhead:
+        """From now on, the socket is drained by a thread (see :class:`ReceiveAhead`)."""
+        self.ahead = ReceiveAhead(self.sock.recv_into, chunk=chunk, chunks=chunks)
+        return self.ahead
 
 
 class _PayloadStream(io.RawIOBase):
@@ -311,6 +327,7 @@ def replication_rdb(
     where = spec.display
     deadline = Deadline(timeout, clock)
     sock: socket.socket | None = None
+    ahead: ReceiveAhead | None = None
     try:
         try:
             raw_sock = socket.create_connection((spec.host, spec.port), timeout=connect_timeout)
@@ -343,6 +360,7 @@ def replication_rdb(
                 wire, spec, deadline, io_timeout, on_fork
             )
             sock.settimeout(io_timeout)
+            ahead = wire.receive_ahead(chunk=RECEIVE_CHUNK, chunks=RECEIVE_CHUNKS)
         except RedisNodeError:
             raise
         except Exception as exc:
@@ -358,9 +376,15 @@ def replication_rdb(
         stream = io.BufferedReader(raw, buffer_size=256 * 1024)
         yield ReplicationRDB(size=size, stream=stream, replid=replid, offset=offset, verified=check)
     finally:
+        if ahead is not None:
+            ahead.stop()
         if sock is not None:
             with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the receiving thread's recv
+            with suppress(OSError):
                 sock.close()
+        if ahead is not None:
+            ahead.join(timeout=5)
 
 
 def _read_sync_header(

@@ -399,6 +399,8 @@ class S3Backend:
 class _S3Writer(PartUploadWriter):
     """Multipart upload, started lazily when the first full part is ready."""
 
+    tail_as_part = True  # S3's last part may be shorter than the others
+
     def __init__(self, backend: S3Backend, key: str, name: str) -> None:
         super().__init__(f"{backend.url}/{key}", workers=backend.transfer.workers("s3"))
         self._base = backend.transfer.part("s3")

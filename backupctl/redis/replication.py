@@ -7,8 +7,11 @@ capa eof``, ``REPLCONF rdb-only``, ``PSYNC ? -1``), keepalive newlines while
 the master forks, and then a payload that is either ``$<size>`` bytes (a
 disk-based sync) or runs until a 40-byte end mark (a diskless one). The
 payload is handed out as a plain binary stream, checked (magic + CRC-64) as
-it passes. :class:`RdbCompressionPause` switches LZF off for the one fork
-that makes that snapshot, because the archive compresses it anyway.
+it passes; until its first read, a thread receives it ahead
+(:mod:`backupctl.redis.replication_receive`), so the master's fork child is
+not held up while the caller still sets up its store.
+:class:`RdbCompressionPause` switches LZF off for the one fork that makes
+that snapshot, because the archive compresses it anyway.
 """
 
 from __future__ import annotations

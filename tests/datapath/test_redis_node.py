@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 
+from backupctl.redis import replication
 from backupctl.redis.address import ConnectionSpec, parse_redis_url
 from backupctl.redis.bgsave import bgsave, wait_aof_rewrite_idle
 from backupctl.redis.cluster import _shards_from_cluster_nodes, cluster_shards
@@ -36,7 +37,6 @@ from backupctl.redis.rdb import (
     rdb_version_from_header,
 )
 from backupctl.redis.rdb_tool import RdbStreamChecker, check_rdb, count_rdb_keys
-from backupctl.redis import replication
 from backupctl.redis.replication import replication_rdb
 
 from support.redis_servers import RedisFactory, RedisServer, free_port, populate, wait_for

@@ -376,7 +376,9 @@ def replication_rdb(
         else:
             assert size is not None
             raw = _PayloadStream(wire, size, where, validator)
-        stream = io.BufferedReader(raw, buffer_size=256 * 1024)
+        # Reads of a part's size go straight into the caller's buffer; this one
+        # serves only small reads.
+        stream = io.BufferedReader(raw, buffer_size=64 * 1024)
         yield ReplicationRDB(size=size, stream=stream, replid=replid, offset=offset, verified=check)
     finally:
         if ahead is not None:

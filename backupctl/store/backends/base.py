@@ -485,7 +485,8 @@ class PartUploadWriter(ManagedWriter):
 
     def _commit(self) -> None:
         if self.tail_as_part and self._pool is not None and self._buf is not None:
-            last, self._buf = self._buf[: self._filled], None
+            last, self._buf = self._buf, None
+            del last[self._filled :]  # shortened in place: no copy of up to a part
             if last:
                 self._submit(last)  # overlaps the parts in flight: one upload less at the end
         self._drain()

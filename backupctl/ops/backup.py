@@ -68,17 +68,18 @@ def run_backup(
         # The store is checked and the backup id picked while the master
         # forks and starts streaming (the receiving thread holds what comes
         # meanwhile): its set-up is no longer ahead of the snapshot.
-        with ThreadPoolExecutor(1, thread_name_prefix="store") as pool:
-            store_ready = pool.submit(_store_ready, opts, now)
-            try:
-                client, info = _connect(opts, check_store=False)
-            except BaseException:
-                store_ready.result()  # a store error first, as without the overlap
-                raise
-            name = opts.node_name or default_node_name(opts.redis)
-            entry = backup_node(
-                opts, opts.redis, client, info, store_ready, name, now, progress, on_size
-            )
+        pool = ThreadPoolExecutor(1, thread_name_prefix="store")
+        store_ready = pool.submit(_store_ready, opts, now)
+        pool.shutdown(wait=False)  # its thread ends with this one task (stack freed)
+        try:
+            client, info = _connect(opts, check_store=False)
+        except BaseException:
+            store_ready.result()  # a store error first, as without the overlap
+            raise
+        name = opts.node_name or default_node_name(opts.redis)
+        entry = backup_node(
+            opts, opts.redis, client, info, store_ready, name, now, progress, on_size
+        )
         entries, backup_id = [entry], store_ready.result()
     else:
         client, info = _connect(opts)

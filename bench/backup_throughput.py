@@ -21,6 +21,12 @@ with like on a noisy machine:
    (medians: the machine is shared). ``--s3-only`` skips steps 2-3,
    ``--no-pause`` the ``--pause-rdbcompression`` rounds.
 
+backupctl's modules are byte-compiled first (``compileall``), as ``pip
+install`` leaves them: with ``PYTHONDONTWRITEBYTECODE`` set (as on this
+machine) every run would otherwise compile ~90 modules from source, ~0.6 s
+before the first byte. Each round notes the 1-minute load average before it;
+the wall ratio of the quietest rounds is printed beside the medians.
+
 Every command is timed by wall clock, CPU seconds (user + sys of its whole
 process tree, from ``wait4``) and the peak RSS of its largest process: on a
 loaded machine wall time tracks CPU time, so both ratios are printed.
@@ -33,6 +39,7 @@ sha256sum (issue 2); replication to S3 with the server's settings untouched
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import random
 import shutil
@@ -253,8 +260,10 @@ def s3_rows(
         kinds["pause"] = ([*repl_cmd, "--pause-rdbcompression"], env, False)
     assert client.config_get("rdbcompression")["rdbcompression"] == "yes"
     rounds: dict[str, list[Timing]] = {k: [] for k in kinds}
+    loads: list[float] = []  # the 1-minute load average before each round
     for i in range(max(1, args.repeat)):  # in turn, so drift hits all alike
         order = list(kinds) if i % 2 == 0 else list(reversed(kinds))
+        loads.append(os.getloadavg()[0])
         for k in order:
             cmd, cmd_env, shell = kinds[k]
             rounds[k].append(timed(cmd, shell=shell, env=cmd_env))
@@ -283,6 +292,13 @@ def s3_rows(
             f"CPU {med[k][2] / diy[2]:.2f}x (per round {per_round(k, 2)})"
         )
     lines.append(f"peak RSS of backupctl run -> S3: {med['repl'][1]:.0f} MiB (goal <= 100 MiB)")
+    lines.append("load average before each round: " + ", ".join(f"{x:.2f}" for x in loads))
+    quiet = sorted(range(len(loads)), key=loads.__getitem__)[: max(1, len(loads) // 2)]
+    lines.append(
+        f"quietest rounds ({', '.join(str(i + 1) for i in sorted(quiet))}): wall "
+        + ", ".join(f"{rounds['repl'][i][0] / rounds['diy'][i][0]:.2f}x" for i in sorted(quiet))
+        + " (this backupctl vs DIY)"
+    )
     return lines
 
 
@@ -308,6 +324,9 @@ def main() -> None:
     for tool in ("redis-server", "redis-cli", "zstd", "sha256sum"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: run scripts/bootstrap.sh")
+    for tree in (ROOT, args.before):  # as installed: no run compiles modules from source
+        if tree is not None and (tree / "backupctl").is_dir():
+            compileall.compile_dir(tree / "backupctl", quiet=1)
     work = Path(tempfile.mkdtemp(prefix="backupctl-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:

@@ -10,9 +10,12 @@ tracebacks.
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer._click import exceptions as click_errors  # typer 0.29 vendors click
@@ -194,13 +197,48 @@ def _bound_malloc_caching() -> None:
         pass
 
 
-def main() -> None:
+def main() -> NoReturn:
     _bound_malloc_caching()
     # Built once (``app(...)`` would build every command's click parameters
     # again: ~0.1 CPU-s of each run's start-up).
     group = typer.main.get_command(app)
     args, default_map = defaults.for_main(sys.argv[1:], _value_options(group))
-    group(args=args, default_map=default_map)
+    code: object = 0
+    try:
+        group(args=args, default_map=default_map)
+    except SystemExit as e:
+        code = e.code
+    leave(code)
+
+
+def leave(code: object) -> NoReturn:
+    """Exit as ``sys.exit(code)`` does, without tearing the interpreter down.
+
+    After the command is done, a normal exit frees every module's objects one
+    by one: 0.2-0.9 s for what a run loads (botocore's service models, typer,
+    redis-py), measured after the last byte of every S3 backup -- time a
+    user and a Job wait for nothing. What an exit must do is still done
+    here, in the same order: wait for non-daemon threads, run the atexit
+    handlers (logging, temporary folders' finalizers), flush stdout and
+    stderr; then the process ends with ``os._exit``."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): the message on stderr, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: as Python's own exit, status 120
+            status = status or 120
+    os._exit(status)
 
 
 def _value_options(group: ClickCommand) -> dict[str, set[str]]:

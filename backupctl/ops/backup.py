@@ -64,26 +64,34 @@ def run_backup(
     only when every shard succeeded, so a partial set is never complete.
     """
     assert opts.shard is None, "one shard of a set is backed up by run_shard_backup"
-    client, info = _connect(opts)
-    if opts.backup_id is not None:
-        backup_id = opts.backup_id
-        if backup_set.has_manifest(opts.store, opts.target, backup_id):
-            raise BackupError(
-                f"backup {backup_id} of {opts.target} is already complete: pick another --id "
-                "(or leave it out for a new one)"
-            )
-    else:
-        existing = {e.id for e in catalog.scan(opts.store, opts.target, load_manifests=False)}
-        backup_id = catalog.new_backup_id(now(), existing)
-
-    if opts.cluster:
-        nodes = _cluster_nodes(client, opts)
-        entries = _backup_in_parallel(opts, backup_id, nodes, now, progress, on_size)
-    else:
+    if opts.method == "replication" and not opts.cluster:
+        # The store is checked and the backup id picked while the master
+        # forks and starts streaming (the receiving thread holds what comes
+        # meanwhile): its set-up is no longer ahead of the snapshot.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="store")
+        store_ready = pool.submit(_store_ready, opts, now)
+        pool.shutdown(wait=False)  # its thread ends with this one task (stack freed)
+        try:
+            client, info = _connect(opts, check_store=False)
+        except BaseException:
+            store_ready.result()  # a store error first, as without the overlap
+            raise
         name = opts.node_name or default_node_name(opts.redis)
-        entries = [
-            backup_node(opts, opts.redis, client, info, backup_id, name, now, progress, on_size)
-        ]
+        entry = backup_node(
+            opts, opts.redis, client, info, store_ready, name, now, progress, on_size
+        )
+        entries, backup_id = [entry], store_ready.result()
+    else:
+        client, info = _connect(opts)
+        backup_id = _store_ready(opts, now, checked=True)
+        if opts.cluster:
+            nodes = _cluster_nodes(client, opts)
+            entries = _backup_in_parallel(opts, backup_id, nodes, now, progress, on_size)
+        else:
+            name = opts.node_name or default_node_name(opts.redis)
+            entries = [
+                backup_node(opts, opts.redis, client, info, backup_id, name, now, progress, on_size)
+            ]
     manifest = Manifest(
         id=backup_id,
         target=opts.target,
@@ -102,12 +110,30 @@ def run_backup(
     return manifest
 
 
-def _connect(opts: RunOptions) -> tuple[Redis, NodeInfo]:
-    """Check the target name, the store and the server's mode against the options."""
+def _store_ready(opts: RunOptions, now: Callable[[], datetime], *, checked: bool = False) -> str:
+    """Check the store (unless ``checked``) and pick the backup's id: the one
+    given, unless a backup by that id is complete, or a new one."""
+    if not checked:
+        opts.store.check()
+    if opts.backup_id is not None:
+        if backup_set.has_manifest(opts.store, opts.target, opts.backup_id):
+            raise BackupError(
+                f"backup {opts.backup_id} of {opts.target} is already complete: pick another "
+                "--id (or leave it out for a new one)"
+            )
+        return opts.backup_id
+    existing = {e.id for e in catalog.scan(opts.store, opts.target, load_manifests=False)}
+    return catalog.new_backup_id(now(), existing)
+
+
+def _connect(opts: RunOptions, *, check_store: bool = True) -> tuple[Redis, NodeInfo]:
+    """Check the target name, the store (unless told not to: the caller
+    checks it beside) and the server's mode against the options."""
     catalog.validate_target(opts.target)
     if opts.backup_id is not None:
         catalog.validate_id(opts.backup_id)
-    opts.store.check()
+    if check_store:
+        opts.store.check()
     client = connect(opts.redis)
     info = node_info(client)
     if info.cluster_enabled and not opts.cluster:

@@ -18,6 +18,7 @@ import io
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -55,16 +56,17 @@ def backup_node(
     spec: ConnectionSpec,
     client: Redis,
     info: NodeInfo,
-    backup_id: str,
+    backup_id: str | Future[str],
     node_name: str,
     now: Callable[[], datetime],
     progress: Progress | None,
     on_size: Callable[[int], None] | None,
 ) -> NodeEntry:
-    """Snapshot one node and stream its archive into the backup folder."""
-    archive_key = catalog.backup_dir(opts.target, backup_id) + catalog.archive_name(
-        node_name, opts.compression, encrypted=opts.encrypt_to is not None
-    )
+    """Snapshot one node and stream its archive into the backup folder.
+
+    ``backup_id`` may still be being picked (a future, see
+    :func:`backupctl.ops.backup.run_backup`): it is waited for once the
+    snapshot has started, before the archive's first byte is stored."""
     with ExitStack() as stack:
         if opts.method == "bgsave":
             members, snapshot_time = _bgsave_members(opts, client, info, stack, now)
@@ -73,6 +75,11 @@ def backup_node(
             members, snapshot_time, raw = _replication_members(spec, opts, client, info, stack, now)
         else:
             raise BackupError(f"unknown method {opts.method!r}: use bgsave or replication")
+        if isinstance(backup_id, Future):
+            backup_id = backup_id.result()  # the stream is received meanwhile
+        archive_key = catalog.backup_dir(opts.target, backup_id) + catalog.archive_name(
+            node_name, opts.compression, encrypted=opts.encrypt_to is not None
+        )
         sizes = [m.size for m in members]
         if on_size is not None and None not in sizes:
             on_size(sum(s for s in sizes if s is not None))

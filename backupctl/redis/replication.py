@@ -7,8 +7,11 @@ capa eof``, ``REPLCONF rdb-only``, ``PSYNC ? -1``), keepalive newlines while
 the master forks, and then a payload that is either ``$<size>`` bytes (a
 disk-based sync) or runs until a 40-byte end mark (a diskless one). The
 payload is handed out as a plain binary stream, checked (magic + CRC-64) as
-it passes. :class:`RdbCompressionPause` switches LZF off for the one fork
-that makes that snapshot, because the archive compresses it anyway.
+it passes; until its first read, a thread receives it ahead
+(:mod:`backupctl.redis.replication_receive`), so the master's fork child is
+not held up while the caller still sets up its store.
+:class:`RdbCompressionPause` switches LZF off for the one fork that makes
+that snapshot, because the archive compresses it anyway.
 """
 
 from __future__ import annotations
@@ -38,8 +41,16 @@ from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import config_get
 from backupctl.redis.polling import Deadline
 from backupctl.redis.rdb import FAST_CRC64, RdbValidator
+from backupctl.redis.replication_receive import ReceiveAhead
 
 __all__ = ["RdbCompressionPause", "ReplicationRDB", "replication_rdb"]
+
+
+#: What the receiving thread may hold until the archive writer's first read
+#: (:class:`~backupctl.redis.replication_receive.ReceiveAhead`): 16 MiB, about
+#: a third of a second of a fork child's output, in 1 MiB buffers.
+RECEIVE_CHUNK = 1024 * 1024
+RECEIVE_CHUNKS = 16
 
 
 def _resp_command(*args: str | bytes) -> bytes:
@@ -58,6 +69,7 @@ class _Wire:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.ahead: ReceiveAhead | None = None
 
     def send(self, *args: str | bytes) -> None:
         self.sock.sendall(_resp_command(*args))
@@ -83,7 +95,14 @@ class _Wire:
             view[:n] = self.buf[:n]
             del self.buf[:n]
             return n
+        if self.ahead is not None:
+            return self.ahead.readinto(view)
         return self.sock.recv_into(view)
+
+    def receive_ahead(self, *, chunk: int, chunks: int) -> ReceiveAhead:
+        """From now on, the socket is drained by a thread (see :class:`ReceiveAhead`)."""
+        self.ahead = ReceiveAhead(self.sock.recv_into, chunk=chunk, chunks=chunks)
+        return self.ahead
 
 
 class _PayloadStream(io.RawIOBase):
@@ -311,6 +330,7 @@ def replication_rdb(
     where = spec.display
     deadline = Deadline(timeout, clock)
     sock: socket.socket | None = None
+    ahead: ReceiveAhead | None = None
     try:
         try:
             raw_sock = socket.create_connection((spec.host, spec.port), timeout=connect_timeout)
@@ -343,6 +363,7 @@ def replication_rdb(
                 wire, spec, deadline, io_timeout, on_fork
             )
             sock.settimeout(io_timeout)
+            ahead = wire.receive_ahead(chunk=RECEIVE_CHUNK, chunks=RECEIVE_CHUNKS)
         except RedisNodeError:
             raise
         except Exception as exc:
@@ -355,12 +376,20 @@ def replication_rdb(
         else:
             assert size is not None
             raw = _PayloadStream(wire, size, where, validator)
-        stream = io.BufferedReader(raw, buffer_size=256 * 1024)
+        # Reads of a part's size go straight into the caller's buffer; this one
+        # serves only small reads.
+        stream = io.BufferedReader(raw, buffer_size=64 * 1024)
         yield ReplicationRDB(size=size, stream=stream, replid=replid, offset=offset, verified=check)
     finally:
+        if ahead is not None:
+            ahead.stop()
         if sock is not None:
             with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the receiving thread's recv
+            with suppress(OSError):
                 sock.close()
+        if ahead is not None:
+            ahead.join(timeout=5)
 
 
 def _read_sync_header(

@@ -50,3 +50,42 @@ def test_every_byte_arrives_in_order_through_at_most_workers_plus_one_buffers(
     assert joined == data
     assert sorted(w.parts) == list(range(1, 21)) and len(w.tail) == 123
     assert len(w.buffers) <= workers + 1, f"{len(w.buffers)} part buffers for 20 parts"
+
+
+class _Gated(_Recording):
+    """Part 2 stays in flight until the last part has started (or 5 s pass)."""
+
+    tail_as_part = True
+
+    def __init__(self) -> None:
+        super().__init__(workers=2)
+        self.tail_started = threading.Event()
+        self.tail_started_while_part_2_in_flight = False
+
+    def _upload_part(self, number: int, data: bytes | bytearray) -> object:
+        if number == 3:
+            self.tail_started.set()
+        if number == 2:
+            self.tail_started_while_part_2_in_flight = self.tail_started.wait(5)
+        return super()._upload_part(number, data)
+
+
+def test_a_short_last_part_is_uploaded_beside_the_parts_in_flight() -> None:
+    # S3 takes a short last part: commit() queues it with the others instead of
+    # uploading it once they are done (one part upload less after the last byte).
+    data = bytes(i % 253 for i in range(2 * PART + 100))
+    w = _Gated()
+    with w:
+        w.write(data)
+        w.commit()
+    assert w.tail_started_while_part_2_in_flight
+    assert sorted(w.parts) == [1, 2, 3] and w.tail == b""
+    assert b"".join(w.parts[n] for n in (1, 2, 3)) == data
+
+
+def test_an_object_smaller_than_a_part_is_still_one_upload() -> None:
+    w = _Gated()
+    with w:
+        w.write(b"small")
+        w.commit()
+    assert w.parts == {} and w.tail == b"small"

@@ -346,13 +346,19 @@ class PartUploadWriter(ManagedWriter):
     * :meth:`_upload_part` (worker thread; parts are numbered from 1; with
       ``workers=1`` parts are uploaded one at a time, in order),
     * :meth:`_finish` (caller's thread, after every part succeeded; ``tail``
-      is what remains buffered, the whole object when ``parts == 0``),
+      is what remains buffered, the whole object when ``parts == 0``; with
+      :attr:`tail_as_part` a non-empty tail of a multipart upload is
+      uploaded as the last part instead, beside the parts still in flight,
+      and ``tail`` is empty),
     * :meth:`_discard` (after in-flight parts have stopped; only called when
       :meth:`_begin` ran),
     * :meth:`_map_error` (SDK exception -> :class:`StorageError`).
     """
 
     max_parts: int = 10_000
+    #: The store takes a short last part like any other (S3): it is queued
+    #: at commit() with the parts in flight, not uploaded after them.
+    tail_as_part: bool = False
 
     def __init__(self, description: str, *, workers: int = 3) -> None:
         super().__init__(description)
@@ -478,6 +484,11 @@ class PartUploadWriter(ManagedWriter):
             self._pool.shutdown(wait=True)
 
     def _commit(self) -> None:
+        if self.tail_as_part and self._pool is not None and self._buf is not None:
+            last, self._buf = self._buf, None
+            del last[self._filled :]  # shortened in place: no copy of up to a part
+            if last:
+                self._submit(last)  # overlaps the parts in flight: one upload less at the end
         self._drain()
         self._raise_if_failed()
         tail = bytes(memoryview(self._buf)[: self._filled]) if self._buf is not None else b""

@@ -179,7 +179,8 @@ class Kube:
     @staticmethod
     def _path(group: str, version: str, plural: str, namespace: str, name: str = "") -> str:
         base = f"/apis/{group}/{version}" if group else f"/api/{version}"
-        path = f"{base}/namespaces/{quote(namespace)}/{plural}"
+        # namespace '': every namespace (a list across the cluster)
+        path = f"{base}/namespaces/{quote(namespace)}/{plural}" if namespace else f"{base}/{plural}"
         return f"{path}/{quote(name)}" if name else path
 
     # -- verbs ------------------------------------------------------------------------

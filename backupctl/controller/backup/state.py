@@ -94,6 +94,8 @@ class Controller:
     image: str
     clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
+    #: ``--shard`` (None: unsharded): its Jobs carry it (leader_rules.JOB_SHARD_LABEL)
+    shard: str | None = None
     trackers: dict[tuple[str, str], Tracker] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     jobs: JobIndex | None = None  # kopf's index of Jobs, once a daemon received it

@@ -60,7 +60,7 @@ async def backup_daemon(
     controller.jobs = backup_jobs
     namespace = namespace or ""
     tracker = controller.tracker(namespace, name)
-    tracker.body = body
+    tracker.body, tracker.stopped = body, stopped
     try:
         while not stopped:
             tracker.wake.clear()

@@ -19,7 +19,8 @@ fresh emulator: first one controller (the baseline), then N controller processes
 ``backupctl.dev/shard``; both runs use ``--leader-elect`` (one Lease per shard). Printed
 side by side: slot -> Job p99, each controller's peak RSS, the emulator's CPU, and a
 check that every RedisBackup got exactly one Job. Sharded goals: p99 <= 10 s and
-<= 200 MiB per shard.
+<= 200 MiB per shard. ``--no-baseline`` skips the 1-controller run (for iterating on
+the sharded figures; a record is made with the baseline beside it).
 
     .venv/bin/python bench/controller_scale.py [--count 1000] [--shards 4]
 """

@@ -185,12 +185,13 @@ def must_stop(last_renewed: float, now: float, timings: Timings) -> bool:
 
 
 def attempt_timeout(last_renewed: float, now: float, timings: Timings) -> float:
-    """How long the next renewal may take: at most half the renew deadline (but no less
-    than a retry period), so one request lost behind a busy API server is abandoned in
-    time for another attempt; and never more than what is left of the renew deadline (a
-    request hanging on a broken network must not carry the leader past it)."""
-    left = max(0.0, timings.renew_deadline - (now - last_renewed))
-    return min(left, max(timings.retry_period, timings.renew_deadline / 2))
+    """How long the next renewal may take: whatever is left of the renew deadline
+    (a request hanging on a broken network must not carry the leader past it). Not
+    less: a slow answer from a busy API server still renews, as in client-go, whose
+    renew loop runs every attempt under one deadline. (Measured: capping an attempt at
+    half the deadline lost healthy leaders, the retry queued again behind the same
+    backlog; a lost connection fails at once and is retried anyway.)"""
+    return max(0.0, timings.renew_deadline - (now - last_renewed))
 
 
 def lease_name(shard: str | None) -> str:

@@ -20,6 +20,7 @@ import kopf
 from backupctl.controller import topology
 from backupctl.controller.backup.model import Problem
 from backupctl.controller.backup.run_now import ANNOTATION as RUN_NOW
+from backupctl.controller.gate import Gate
 from backupctl.controller.jobs import JobView, PodProblem
 from backupctl.controller.kube import Kube
 from backupctl.controller.manifests import label_value
@@ -34,6 +35,8 @@ MAX_SLEEP = 300.0
 MIN_SLEEP = 0.05
 #: How often the watch caches are compared with what each daemon last saw.
 CHANGE_POLL = 0.5
+#: Passes of RedisBackup daemons run at once (the others wait their turn; see gate.py).
+PASSES_AT_ONCE = 32
 
 #: kopf's index of Jobs: (namespace, backup label) -> (owner uid, JobView).
 JobIndex = kopf.Index[tuple[str, str], tuple[str, JobView]]
@@ -100,6 +103,8 @@ class Controller:
     jobs: JobIndex | None = None  # kopf's index of Jobs, once a daemon received it
     #: namespace -> (when listed, its RedisRestores), shared by that namespace's daemons
     restores: dict[str, tuple[datetime, list[dict[str, Any]]]] = field(default_factory=dict)
+    #: the passes of its daemons that run at once (a cron slot wakes thousands)
+    passes: Gate = field(default_factory=lambda: Gate(PASSES_AT_ONCE))
     #: namespace -> the list of its RedisRestores on its way (one for all who ask)
     listing: dict[str, asyncio.Future[list[dict[str, Any]]]] = field(default_factory=dict)
 

@@ -68,6 +68,7 @@ from .deletion import Deleter
 from .discovery import Discovery
 from .emulator_thread import EmulatorThread, write_kubeconfig
 from .errors import ApiError, JsonDict, no_such_resource
+from .gate import Gate
 from .http_request import HttpRequest, Parsed, parse_path
 from .kmock_compat import KmockFront
 from .kube_controllers import KubeControllers
@@ -130,7 +131,7 @@ class KubeEmulator(KmockFront):
     auth: Authenticator = attrs.field(init=False)
     # Clients cut off from the server by token (support.kube.partition).
     partitions: Partitions = attrs.field(factory=Partitions, init=False)
-    fairness: asyncio.Semaphore | None = attrs.field(default=None, init=False)
+    fairness: Gate | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -186,9 +187,9 @@ class KubeEmulator(KmockFront):
 
     # -- the HTTP front of the API ----------------------------------------------------------
 
-    def _fairness(self) -> asyncio.Semaphore:
-        if self.fairness is None:  # made on the serving loop
-            self.fairness = asyncio.Semaphore(FAIRNESS)
+    def _fairness(self) -> Gate:
+        if self.fairness is None:
+            self.fairness = Gate(FAIRNESS)
         return self.fairness
 
     async def serve_resource(self, http: HttpRequest) -> aiohttp.web.StreamResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -151,7 +152,7 @@ def test_a_shard_labels_its_jobs_and_pods_and_watches_only_those(
     shard: str | None, jobs: str | None, labelled: bool
 ) -> None:
     assert job_shard_selector(shard) == jobs
-    job = {
+    job: dict[str, Any] = {
         "metadata": {"name": "j", "labels": {"backupctl.dev/shard": "0-of-3"}},
         "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": {"a": "b"}}}},
     }
@@ -168,11 +169,11 @@ def test_a_shard_labels_its_jobs_and_pods_and_watches_only_those(
 
 
 def test_older_unlabelled_jobs_of_the_shards_resources_are_adopted() -> None:
-    def job(name: str, owner: str, labels: dict[str, str] | None = None) -> dict[str, object]:
+    def job(name: str, owner: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
         meta = {"name": name, "namespace": "ns", "labels": labels or {}}
         return {"metadata": {**meta, "ownerReferences": [{"uid": owner}]}}
 
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         job("mine-old", "uid-1"),
         job("mine-new", "uid-1", {"backupctl.dev/controller-shard": "eu-1"}),
         job("other-shard", "uid-9"),

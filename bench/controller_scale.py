@@ -190,13 +190,13 @@ class RssSampler(threading.Thread):
 class JobWatcher(threading.Thread):
     """Records when each Job's ADDED event arrives (monotonic time)."""
 
-    def __init__(self, url: str, resource_version: str) -> None:
+    def __init__(self, url: str, resource_version: str, seconds: float = 300) -> None:
         super().__init__(daemon=True)
         host, port = url.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=300)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=seconds)
         self.path = (
             f"/apis/batch/v1/namespaces/{NS}/jobs?watch=true&resourceVersion={resource_version}"
-            "&timeoutSeconds=300"
+            f"&timeoutSeconds={int(seconds)}"
         )
         self.seen: dict[str, tuple[float, str]] = {}
         self.error: str | None = None
@@ -308,7 +308,9 @@ def measure(args: argparse.Namespace, shards: int) -> dict[str, Any]:
         rv = api.request("GET", f"/apis/batch/v1/namespaces/{NS}/jobs")["metadata"][
             "resourceVersion"
         ]
-        watcher = JobWatcher(url, rv)
+        # The watch lasts the whole window (lead + --timeout): a shorter one ended the
+        # window early, counting the Jobs created after it as missing.
+        watcher = JobWatcher(url, rv, args.lead + args.timeout + 30)
         watcher.start()
         time.sleep(0.5)
         # Skip the idle hours: the clock jumps to shortly before the slot, then runs on,

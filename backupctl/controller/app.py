@@ -145,7 +145,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         jobs = f"{LABEL_MANAGED_BY}=backupctl,{job_shard_selector(config.shard)}"
         settings.watching.label_selectors["batch", "jobs"] = jobs  # and its own Jobs
         if config.shard:
-            await adopt_jobs(kube, config.shard, memo.namespaces)
+            await adopt_jobs(kube, config.shard, memo.get("namespaces"))
     controller = Controller(kube=kube, image=config.image, clock=clock, shard=config.shard)
     memo.restores = Restores(kube=kube, image=config.image, clock=clock, shard=config.shard)
     kube.on_request = controller.metrics.api_request

@@ -5,8 +5,9 @@ same second. Let loose, they queue their requests inside the API client's connec
 pool, where the 30 s request timeout runs: the tail times out, every daemon that timed out
 backs off, and the slot's Jobs come minutes late (measured: 496 of 10,000 Jobs within 4
 minutes). Gated, a pass waits for its turn without a timeout, and its requests find a
-connection at once. ``asyncio.Semaphore`` would do, but in Python 3.11 each ``acquire``
-scans every waiter (quadratic with 10,000 waiting).
+connection at once. (``asyncio.Semaphore`` would do as well; this one is strictly
+first-come-first-served, so no daemon's pass is overtaken at a slot, and it is small
+enough to read at a glance.)
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """A first-come-first-served limit, O(1) per caller, for the emulator's fairness.
 
-Why not ``asyncio.Semaphore``: in Python 3.11 each ``acquire`` scans every waiter, and
-four controllers starting 2,500 RedisBackups each keep thousands of requests waiting:
-the scans alone stalled the emulator's loop past the controllers' renew deadlines.
-(The controller has its own copy, backupctl/controller/gate.py: the substrate does not
-import the code it tests.)
+Strictly first-come-first-served, so the requests that wait their turn (thousands, from
+four controllers starting 2,500 RedisBackups each) are served in arrival order. (The
+controller has its own copy, backupctl/controller/gate.py: the substrate does not import
+the code it tests.)
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ fresh emulator: first one controller (the baseline), then N controller processes
 ``backupctl.dev/shard``; both runs use ``--leader-elect`` (one Lease per shard). Printed
 side by side: slot -> Job p99, each controller's peak RSS, the emulator's CPU, and a
 check that every RedisBackup got exactly one Job. Sharded goals: p99 <= 10 s and
-<= 200 MiB per shard.
+<= 200 MiB per shard. ``--no-baseline`` skips the 1-controller run (for iterating on
+the sharded figures; a record is made with the baseline beside it).
 
     .venv/bin/python bench/controller_scale.py [--count 1000] [--shards 4]
 """
@@ -189,13 +190,13 @@ class RssSampler(threading.Thread):
 class JobWatcher(threading.Thread):
     """Records when each Job's ADDED event arrives (monotonic time)."""
 
-    def __init__(self, url: str, resource_version: str) -> None:
+    def __init__(self, url: str, resource_version: str, seconds: float = 300) -> None:
         super().__init__(daemon=True)
         host, port = url.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=300)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=seconds)
         self.path = (
             f"/apis/batch/v1/namespaces/{NS}/jobs?watch=true&resourceVersion={resource_version}"
-            "&timeoutSeconds=300"
+            f"&timeoutSeconds={int(seconds)}"
         )
         self.seen: dict[str, tuple[float, str]] = {}
         self.error: str | None = None
@@ -226,13 +227,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_operators(
-    work: Path, clock: Path, kubeconfig: Path, shards: int
+    work: Path, clock: Path, kubeconfig: Path, shards: int, lease: str = "15/10/2"
 ) -> list[subprocess.Popen[bytes]]:
     """One controller (shards == 0: all RedisBackups) or one per shard, each electing
-    its shard's leader (it is alone: it leads at once)."""
+    its shard's leader (it is alone: it leads at once) with the Lease timings ``lease``
+    (duration/renew deadline/retry period)."""
+    duration, deadline, retry = lease.split("/")
     procs = []
     for shard in range(max(1, shards)):
         flags = ["-n", NS, "--image", "backupctl:bench", "--leader-elect"]
+        flags += [f"--leader-elect-lease-duration={duration}"]
+        flags += [f"--leader-elect-renew-deadline={deadline}"]
+        flags += [f"--leader-elect-retry-period={retry}"]
         if shards:
             flags.append(f"--shard={shard}")
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_NAME": f"bench-{shard}"}
@@ -272,7 +278,7 @@ def measure(args: argparse.Namespace, shards: int) -> dict[str, Any]:
         print(f"created {count} RedisBackups in {time.monotonic() - started:.1f} s", flush=True)
 
         started = time.monotonic()
-        operators = start_operators(work, clock, kubeconfig, shards)
+        operators = start_operators(work, clock, kubeconfig, shards, args.lease)
         samplers = [RssSampler(op.pid) for op in operators]
         for sampler in samplers:
             sampler.start()
@@ -286,7 +292,9 @@ def measure(args: argparse.Namespace, shards: int) -> dict[str, Any]:
             dead = [op.args for op in operators if op.poll() is not None]
             if time.monotonic() > deadline or dead:
                 raise SystemExit(f"only {ready}/{count} RedisBackups got a status; see {work}")
-            time.sleep(0.5)
+            # A list of 10,000 RedisBackups costs the emulator a second of its one loop:
+            # poll less often the more there are, not to load it more than the controllers.
+            time.sleep(max(0.5, count / 2000))
         settle = time.monotonic() - started
         time.sleep(3)
         procs = [psutil.Process(op.pid) for op in operators]
@@ -300,7 +308,9 @@ def measure(args: argparse.Namespace, shards: int) -> dict[str, Any]:
         rv = api.request("GET", f"/apis/batch/v1/namespaces/{NS}/jobs")["metadata"][
             "resourceVersion"
         ]
-        watcher = JobWatcher(url, rv)
+        # The watch lasts the whole window (lead + --timeout): a shorter one ended the
+        # window early, counting the Jobs created after it as missing.
+        watcher = JobWatcher(url, rv, args.lead + args.timeout + 30)
         watcher.start()
         time.sleep(0.5)
         # Skip the idle hours: the clock jumps to shortly before the slot, then runs on,
@@ -407,8 +417,19 @@ def main() -> None:
     parser.add_argument(
         "--lead", type=float, default=25.0, help="seconds of clock before the slot (default 25)"
     )
+    parser.add_argument(
+        "--lease",
+        default="15/10/2",
+        help="Lease duration/renew deadline/retry period in seconds (default: client-go's "
+        "15/10/2; a process starved of CPU by other jobs may need longer)",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="with --shards, skip the 1-controller run (for iterating; not for the record)",
+    )
     args = parser.parse_args()
-    runs = [measure(args, 0)]
+    runs = [] if args.no_baseline and args.shards else [measure(args, 0)]
     if args.shards:
         runs.append(measure(args, args.shards))
     print(f"\n=== {args.count} RedisBackups, one slot ===")
@@ -429,11 +450,13 @@ def main() -> None:
         "emulator CPU over the slot window: "
         + ", ".join(f"{r['label']} {r['cpu_emulator'] / r['window']:.0%} of one core" for r in runs)
     )
-    base = runs[0]
-    ok = base["missing"] == 0 and base["twice"] == 0 and base["p99"] <= 5.0
-    ok = ok and max(base["peak_rss"]) < 200 * MIB
-    if len(runs) > 1:
-        sharded = runs[1]
+    ok = True
+    if not (args.no_baseline and args.shards):
+        base = runs[0]
+        ok = base["missing"] == 0 and base["twice"] == 0 and base["p99"] <= 5.0
+        ok = ok and max(base["peak_rss"]) < 200 * MIB
+    if args.shards:
+        sharded = runs[-1]
         ok = ok and sharded["missing"] == 0 and sharded["twice"] == 0
         ok = ok and sharded["p99"] <= 10.0 and max(sharded["peak_rss"]) <= 200 * MIB
     print("goals met" if ok else "goals NOT met")

@@ -13,9 +13,10 @@ when imported here: :mod:`backupctl.controller.backup.handlers` and
 :mod:`backupctl.controller.restore.handlers`, so one process serves both.
 
 High availability (docs/ha.md): with an :class:`Election` in the Config, :func:`run`
-first waits to hold the shard's Lease (:mod:`backupctl.controller.leader`), serving only
-the health check meanwhile, and starts kopf once it leads; if it then fails to renew
-within the renew deadline, it stops kopf (its ``stop_flag``) and exits 1, before the
+first waits to hold the shard's Lease (:mod:`backupctl.controller.leader`, on a thread of
+its own: :mod:`backupctl.controller.leader_thread`), serving only the health check
+meanwhile, and starts kopf once it leads; if it then fails to renew within the renew
+deadline, it stops kopf (its ``stop_flag``) and exits 1, before the
 Lease expires for the others, so the Deployment restarts it as a standby. With a
 ``shard`` in the Config, kopf watches only the RedisBackups and RedisRestores labelled
 ``backupctl.dev/shard=<shard>`` (``''``: those without the label).
@@ -50,10 +51,17 @@ from backupctl.controller.backup import handlers as _backup_handlers  # noqa: F4
 from backupctl.controller.backup.state import Controller
 from backupctl.controller.kube import Kube
 from backupctl.controller.leader import LEADER, LeaderElector, shard_label
-from backupctl.controller.leader_rules import Timings, lease_name, shard_selector
+from backupctl.controller.leader_rules import (
+    Timings,
+    job_shard_selector,
+    lease_name,
+    shard_selector,
+)
+from backupctl.controller.leader_thread import LeaseThread
 from backupctl.controller.manifests import LABEL_MANAGED_BY
 from backupctl.controller.restore.handlers import Restores
 from backupctl.controller.runtime import Clock, SystemClock
+from backupctl.controller.shard_jobs import adopt_jobs
 from backupctl.controller.spec import API_GROUP
 
 IMAGE_ENV = "BACKUPCTL_IMAGE"
@@ -129,13 +137,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.loggers = False  # Events are posted explicitly, one per transition
     config: Config = memo.config
     selector = shard_selector(config.shard)
+    clock: Clock = memo.clock
+    memo.kube = kube = Kube.connect()  # the one API client of both controllers
     if selector is not None:  # this shard's resources only (server-side selector)
         settings.watching.label_selectors[API_GROUP, "redisbackups"] = selector
         settings.watching.label_selectors[API_GROUP, "redisrestores"] = selector
-    clock: Clock = memo.clock
-    memo.kube = kube = Kube.connect()  # the one API client of both controllers
-    controller = Controller(kube=kube, image=config.image, clock=clock)
-    memo.restores = Restores(kube=kube, image=config.image, clock=clock)
+        jobs = f"{LABEL_MANAGED_BY}=backupctl,{job_shard_selector(config.shard)}"
+        settings.watching.label_selectors["batch", "jobs"] = jobs  # and its own Jobs
+        if config.shard:
+            await adopt_jobs(kube, config.shard, memo.get("namespaces"))
+    controller = Controller(kube=kube, image=config.image, clock=clock, shard=config.shard)
+    memo.restores = Restores(kube=kube, image=config.image, clock=clock, shard=config.shard)
     kube.on_request = controller.metrics.api_request
     memo.metrics.sources.append(controller.metrics.registry)  # served by run()
     controller.tasks.append(asyncio.create_task(controller.watch_changes()))
@@ -192,11 +204,11 @@ async def standby_health(url: str | None) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
-async def standby(elector: LeaderElector) -> bool:
+async def standby(election: LeaseThread) -> bool:
     """Wait to lead; False if SIGTERM/SIGINT came first (kopf, which handles them once
     it runs, is not started yet: the standby just ends, exit status 0)."""
     loop = asyncio.get_running_loop()
-    acquiring = asyncio.ensure_future(elector.acquire())
+    acquiring = asyncio.ensure_future(election.acquire())
     signals = (signal.SIGTERM, signal.SIGINT)
     handled = threading.current_thread() is threading.main_thread()
     if handled:
@@ -214,20 +226,6 @@ async def standby(elector: LeaderElector) -> bool:
             for sig in signals:
                 loop.remove_signal_handler(sig)
     return True
-
-
-async def _keep_leading(
-    elector: LeaderElector, stop_flag: asyncio.Event, lost: asyncio.Event
-) -> None:
-    """Renew; on a missed renew deadline stop kopf, and end the process if kopf takes
-    longer than half the time left before the Lease expires for the others."""
-    await elector.keep_leading()
-    lost.set()
-    stop_flag.set()
-    timings = elector.timings
-    await asyncio.sleep(max(0.5, (timings.lease_duration - timings.renew_deadline) / 2))
-    log.error("the controller did not stop in time after losing its Lease: exiting now")
-    exit_now()
 
 
 def exit_now() -> None:
@@ -251,44 +249,59 @@ async def operate(
         served = CollectorRegistry(auto_describe=False)
         served.register(metrics)
         start_http_server(config.metrics_port, addr=config.metrics_address, registry=served)
-    elector: LeaderElector | None = None
+    thread: LeaseThread | None = None
     election = config.election
     if election is not None:
         elector = LeaderElector(
-            Kube.connect(connections=2),
+            Kube.connect(connections=2),  # its own client: never behind the handlers' requests
             namespace=election.namespace,
             name=lease_name(config.shard),
             identity=election.identity,
             timings=election.timings,
             shard=config.shard,
         )
+        thread = LeaseThread(elector)
         async with standby_health(liveness):
-            if not await standby(elector):
+            if not await standby(thread):
+                await thread.close(release=False)
                 return 0  # stopped (SIGTERM/SIGINT) before it led
     else:
         LEADER.labels(shard_label(config.shard)).set(1)  # alone: it handles everything
-    stop_flag, lost = asyncio.Event(), asyncio.Event()
-    keeper = (
-        None if elector is None else asyncio.create_task(_keep_leading(elector, stop_flag, lost))
-    )
+    stop_flag, lost = asyncio.Event(), threading.Event()
+    if thread is not None:
+        loop = asyncio.get_running_loop()
+
+        def on_lost() -> None:  # called on the election thread
+            lost.set()
+            loop.call_soon_threadsafe(stop_flag.set)
+
+        timings = election.timings if election is not None else Timings()
+        # Stop kopf, and end the process if kopf takes longer than half the time left
+        # before the Lease expires for the others.
+        grace = max(0.5, (timings.lease_duration - timings.renew_deadline) / 2)
+        thread.keep_leading(on_lost, grace, exit_now)
     try:
         await kopf.operator(
             standalone=True,
             clusterwide=all_namespaces,
             namespaces=list(namespaces),
             liveness_endpoint=liveness,
-            memo=kopf.Memo(config=config, clock=clock, metrics=metrics),
+            memo=kopf.Memo(
+                config=config,
+                clock=clock,
+                metrics=metrics,
+                namespaces=None if all_namespaces else list(namespaces),
+            ),
             stop_flag=stop_flag,
         )
     finally:
-        if keeper is not None:
-            keeper.cancel()
+        if thread is not None and thread.keeping is not None:
+            thread.keeping.cancel()
     if lost.is_set():
         log.error("stopped handling after losing the Lease: exiting %d", EXIT_LOST_LEADERSHIP)
         exit_now()
-    if elector is not None:
-        await elector.release()
-        await elector.kube.aclose()
+    if thread is not None:
+        await thread.close(release=True)
     return 0
 
 

@@ -10,7 +10,7 @@ Login comes from the ``kubernetes`` package's loaders, so every kubeconfig
 and in-cluster flavour works, token refresh included: ``$KUBECONFIG`` when
 set; in a pod, the service account; else ``~/.kube/config``. The typed
 ``kubernetes`` APIs on the same login stay available as :attr:`Kube.custom`
-and :attr:`Kube.core` for callers that want them.
+and :attr:`Kube.core` for callers that want them (made on first use).
 
 Errors come back as :class:`ApiError` (with the HTTP status; 503 when the
 server cannot be reached); 404 on ``get`` is None and 409 AlreadyExists on
@@ -20,6 +20,7 @@ server cannot be reached); 404 on ``get`` is None and 409 AlreadyExists on
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import ssl
@@ -60,8 +61,6 @@ class Kube:
         self.connections = connections
         self.api_client = client.ApiClient(configuration)
         self.api_client.user_agent = f"backupctl/{__version__}"
-        self.custom = client.CustomObjectsApi(self.api_client)
-        self.core = client.CoreV1Api(self.api_client)
         self._session: aiohttp.ClientSession | None = None
         self._closing: asyncio.Task[None] | None = None
         self._auth: dict[str, str] = {}
@@ -70,6 +69,17 @@ class Kube:
         self._proxy: str | None = configuration.proxy or None
         #: Told of every request: (HTTP method, seconds, status; 0 when none came back).
         self.on_request: Callable[[str, float, int], None] | None = None
+
+    @functools.cached_property
+    def custom(self) -> client.CustomObjectsApi:
+        """The typed ``kubernetes`` API of custom objects on the same login."""
+        return client.CustomObjectsApi(self.api_client)
+
+    @functools.cached_property
+    def core(self) -> client.CoreV1Api:
+        """The typed core/v1 API on the same login (made on first use: importing it
+        costs every controller process 20 MiB that none of the handlers need)."""
+        return client.CoreV1Api(self.api_client)
 
     @classmethod
     def connect(cls, connections: int = 16) -> Kube:
@@ -179,7 +189,8 @@ class Kube:
     @staticmethod
     def _path(group: str, version: str, plural: str, namespace: str, name: str = "") -> str:
         base = f"/apis/{group}/{version}" if group else f"/api/{version}"
-        path = f"{base}/namespaces/{quote(namespace)}/{plural}"
+        # namespace '': every namespace (a list across the cluster)
+        path = f"{base}/namespaces/{quote(namespace)}/{plural}" if namespace else f"{base}/{plural}"
         return f"{path}/{quote(name)}" if name else path
 
     # -- verbs ------------------------------------------------------------------------

@@ -27,6 +27,9 @@ JsonDict = dict[str, Any]
 
 #: Label of the shard a resource belongs to (``backupctl operator --shard NAME``).
 SHARD_LABEL = "backupctl.dev/shard"
+#: Label of the Jobs (and their pods) a sharded controller creates: its shard. Not
+#: ``backupctl.dev/shard``, which on a Job names the Redis Cluster shard it backs up.
+JOB_SHARD_LABEL = "backupctl.dev/controller-shard"
 #: The Lease of an unsharded controller; a shard's is ``<LEASE_NAME>-shard-<name>``.
 LEASE_NAME = "backupctl-controller"
 #: client-go's retry jitter: a candidate waits retry_period * (1 + up to this).
@@ -183,7 +186,11 @@ def must_stop(last_renewed: float, now: float, timings: Timings) -> bool:
 
 def attempt_timeout(last_renewed: float, now: float, timings: Timings) -> float:
     """How long the next renewal may take: whatever is left of the renew deadline
-    (a request hanging on a broken network must not carry the leader past it)."""
+    (a request hanging on a broken network must not carry the leader past it). Not
+    less: a slow answer from a busy API server still renews, as in client-go, whose
+    renew loop runs every attempt under one deadline. (Measured: capping an attempt at
+    half the deadline lost healthy leaders, the retry queued again behind the same
+    backlog; a lost connection fails at once and is retried anyway.)"""
     return max(0.0, timings.renew_deadline - (now - last_renewed))
 
 
@@ -204,6 +211,54 @@ def shard_selector(shard: str | None) -> str | None:
     return f"{SHARD_LABEL}={shard}"
 
 
+def job_shard_selector(shard: str | None) -> str | None:
+    """The label selector of the Jobs a shard's controller watches (None: all of them):
+    those it labelled with its shard; ``''``: unlabelled ones, which include every Job
+    made before the label existed (:func:`adoptable_jobs` moves the others)."""
+    if shard is None:
+        return None
+    if shard == "":
+        return f"!{JOB_SHARD_LABEL}"
+    return f"{JOB_SHARD_LABEL}={shard}"
+
+
+def with_job_shard(job: JsonDict, shard: str | None) -> JsonDict:
+    """``job`` with :data:`JOB_SHARD_LABEL` on it and on its pods (unchanged for an
+    unsharded controller or the unlabelled-default shard)."""
+    if not shard:
+        return job
+    meta = job.get("metadata") or {}
+    spec = job.get("spec") or {}
+    template = spec.get("template") or {}
+    pod_meta = template.get("metadata") or {}
+    label = {JOB_SHARD_LABEL: shard}
+    return {
+        **job,
+        "metadata": {**meta, "labels": {**(meta.get("labels") or {}), **label}},
+        "spec": {
+            **spec,
+            "template": {
+                **template,
+                "metadata": {**pod_meta, "labels": {**(pod_meta.get("labels") or {}), **label}},
+            },
+        },
+    }
+
+
+def adoptable_jobs(jobs: list[JsonDict], owners: set[str]) -> list[tuple[str, str]]:
+    """(namespace, name) of the Jobs without :data:`JOB_SHARD_LABEL` owned by one of
+    ``owners`` (the uids of this shard's RedisBackups and RedisRestores): Jobs created
+    before Jobs carried the label, which the shard's Job watch would otherwise never see."""
+    found = []
+    for job in jobs:
+        meta = job.get("metadata") or {}
+        if JOB_SHARD_LABEL in (meta.get("labels") or {}):
+            continue
+        if any(o.get("uid") in owners for o in meta.get("ownerReferences") or []):
+            found.append((str(meta.get("namespace") or ""), str(meta.get("name"))))
+    return found
+
+
 def shard_problem(shard: str) -> str | None:
     """Why ``shard`` cannot be a label value (None: it can)."""
     if shard == "":
@@ -219,16 +274,20 @@ def shard_problem(shard: str) -> str | None:
 
 
 __all__ = [
+    "JOB_SHARD_LABEL",
     "Action",
     "Observed",
     "Record",
     "Timings",
+    "adoptable_jobs",
     "attempt_timeout",
     "decide",
+    "job_shard_selector",
     "lease_name",
     "lease_spec",
     "must_stop",
     "observe",
     "release_spec",
     "shard_selector",
+    "with_job_shard",
 ]

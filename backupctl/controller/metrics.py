@@ -31,9 +31,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from backupctl.controller.metric_series import BackupSeries
 from backupctl.controller.metric_values import (
-    BACKUP_GAUGES,
-    FAILURE_REASONS,
     JOB_FAILED,
     LABELS,
     RESTORE_PHASES,
@@ -48,19 +47,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.gauges = {
-            key: Gauge(f"backupctl_{key}", text, LABELS, registry=r)
-            for key, text in BACKUP_GAUGES.items()
-        }
-        self.failures = Counter(
-            "backupctl_backup_failures",
-            "Failed backup runs, by reason.",
-            (*LABELS, "reason"),
-            registry=r,
-        )
-        self.jobs_created = Counter(
-            "backupctl_backup_jobs_created", "Backup Jobs created.", LABELS, registry=r
-        )
+        self.series = BackupSeries()  # every RedisBackup's series, one row each
+        r.register(self.series)
         self.restore_phase = Gauge(
             "backupctl_restore_phase",
             "1 for the current phase of a RedisRestore, 0 for the others.",
@@ -104,27 +92,19 @@ class Metrics:
     # -- RedisBackup ----------------------------------------------------------------------
 
     def backup(self, namespace: str, name: str, gauges: Mapping[str, float]) -> None:
-        """Set a RedisBackup's gauges (from :func:`backup_gauges`)."""
-        for key, value in gauges.items():
-            self.gauges[key].labels(namespace, name).set(value)
-        for reason in FAILURE_REASONS:  # show every reason's series at 0
-            self.failures.labels(namespace, name, reason)
-        self.jobs_created.labels(namespace, name)
+        """Set a RedisBackup's gauges (from :func:`backup_gauges`); its counters show
+        from the start (every failure reason at 0)."""
+        self.series.set_gauges(namespace, name, gauges)
 
     def failure(self, namespace: str, name: str, reason: str = JOB_FAILED) -> None:
-        self.failures.labels(namespace, name, reason).inc()
+        self.series.failure(namespace, name, reason)
 
     def job_created(self, namespace: str, name: str) -> None:
-        self.jobs_created.labels(namespace, name).inc()
+        self.series.job_created(namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted RedisBackup's series."""
-        for metric in (*self.gauges.values(), self.jobs_created):
-            with contextlib.suppress(KeyError):
-                metric.remove(namespace, name)
-        for reason in FAILURE_REASONS:
-            with contextlib.suppress(KeyError):
-                self.failures.remove(namespace, name, reason)
+        self.series.forget(namespace, name)
 
     # -- RedisRestore ---------------------------------------------------------------------
 

@@ -119,6 +119,27 @@ def redis_backup(name: str, shard: str | None = None) -> dict[str, Any]:
     }
 
 
+SHARD_LABEL = "backupctl.dev/controller-shard"
+
+
+def old_job(name: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """A volume-owner probe Job of ``owner`` as a version without the Jobs' shard label
+    made it (not a backup Job: the test's slots stay the only runs)."""
+    meta = owner["metadata"]
+    labels = {"app.kubernetes.io/managed-by": "backupctl", "backupctl.dev/probe": meta["name"]}
+    ref = {"apiVersion": "backupctl.dev/v1alpha1", "kind": "RedisBackup", "name": meta["name"],
+           "uid": meta["uid"], "controller": True}  # fmt: skip
+    container = {"name": "backup", "image": "backupctl:test"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels, "ownerReferences": [ref]},
+        "spec": {
+            "template": {"spec": {"containers": [container], "restartPolicy": "Never"}},
+        },
+    }
+
+
 def wait(
     ops: list[Operator],
     condition: Callable[[], T | Literal[False] | None],
@@ -307,9 +328,12 @@ def test_shards_handle_only_their_label_and_a_double_create_is_harmless(
     one = operators("ctl-1", "--shard=1", *ELECT)
     default = operators("ctl-default", "--shard=", *ELECT)
     one.set_time(SLOT - timedelta(seconds=120))
+    # A Job an older version made for a RedisBackup of shard 1, without the Jobs' shard
+    # label: the shard labels it at start-up, so its Job watch sees it.
+    owner = api.create(redis_backup("in-one", shard="1"), NS)
+    api.create(old_job("in-one-probe", owner), NS)
     one.start()
     default.start()
-    api.create(redis_backup("in-one", shard="1"), NS)
     api.create(redis_backup("unlabelled"), NS)
     api.create(redis_backup("moving", shard="1"), NS)
     for name in ("in-one", "unlabelled", "moving"):
@@ -322,6 +346,12 @@ def test_shards_handle_only_their_label_and_a_double_create_is_harmless(
     assert selectors_of(api, one.token, "redisbackups") == {"backupctl.dev/shard=1"}
     assert selectors_of(api, default.token, "redisbackups") == {"!backupctl.dev/shard"}
     assert selectors_of(api, one.token, "redisrestores") == {"backupctl.dev/shard=1"}
+    # ... and only its own Jobs (labelled by the shard that created them).
+    managed = "app.kubernetes.io/managed-by=backupctl"
+    assert selectors_of(api, one.token, "jobs") == {f"{managed},{SHARD_LABEL}=1"}
+    assert selectors_of(api, default.token, "jobs") == {f"{managed},!{SHARD_LABEL}"}
+    old = api.get("jobs", NS, "in-one-probe") or {}
+    assert old["metadata"]["labels"].get(SHARD_LABEL) == "1"
 
     # A third controller for every RedisBackup, as while a move between shards is half
     # done: two controllers handle "moving" (and the others). A slow network (every
@@ -339,7 +369,7 @@ def test_shards_handle_only_their_label_and_a_double_create_is_harmless(
         assert op.token is not None
         api.delay_creates(op.token, 2.0)
     one.set_time(SLOT + timedelta(seconds=1))
-    expected = sorted(f"{n}-20300101020000" for n in names)
+    expected = sorted([*(f"{n}-20300101020000" for n in names), "in-one-probe"])
     wait([one, default, everything], lambda: jobs(api) == expected, 30, "one Job per backup")
     wait([everything], lambda: len(job_posts(api, everything)) == 3, 30, "ctl-all creates too")
     assert len(job_posts(api, one)) == 2 and len(job_posts(api, default)) == 1

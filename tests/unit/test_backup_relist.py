@@ -45,6 +45,8 @@ class FakeKube:
 
     async def list(self, group: str, version: str, plural: str, ns: str, *_: Any) -> Any:
         self.calls.append(plural)
+        for _turn in range(3):  # a request takes a few turns of the loop to answer
+            await asyncio.sleep(0)
         return self.jobs if plural == "jobs" else self.restores
 
 
@@ -131,3 +133,22 @@ def test_a_namespace_shares_one_list_of_restores_for_the_ttl() -> None:
     clock.t += timedelta(seconds=reconcile.RESTORES_TTL_SECONDS)
     assert asyncio.run(reconcile.restoring(controller, trackers[0], spec)) is None
     assert kube.calls == ["redisrestores", "redisrestores"]
+
+
+def test_daemons_asking_at_once_share_the_one_list_on_its_way() -> None:
+    """At a cron slot every daemon of a namespace asks in the same second, the cache
+    expired: one list answers all of them."""
+    controller, _, kube, _, _ = setup()
+    spec = {"target": {"kind": "StatefulSet", "name": "redis"}}
+    kube.restores = [
+        {"metadata": {"name": "r1"}, "spec": spec, "status": {"startTime": "2027-01-01T00:00:00Z"}}
+    ]
+    trackers = [Tracker(NS, f"b{i}") for i in range(50)]
+
+    async def all_at_once() -> list[str | None]:
+        return list(
+            await asyncio.gather(*(reconcile.restoring(controller, t, spec) for t in trackers))
+        )
+
+    assert asyncio.run(all_at_once()) == ["r1"] * 50
+    assert kube.calls == ["redisrestores"]

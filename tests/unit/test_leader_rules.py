@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -11,8 +12,10 @@ from backupctl.controller.leader_rules import (
     Observed,
     Record,
     Timings,
+    adoptable_jobs,
     attempt_timeout,
     decide,
+    job_shard_selector,
     lease_name,
     lease_spec,
     must_stop,
@@ -20,6 +23,7 @@ from backupctl.controller.leader_rules import (
     release_spec,
     shard_problem,
     shard_selector,
+    with_job_shard,
 )
 
 T = Timings()  # 15 / 10 / 2
@@ -134,6 +138,48 @@ def test_timings(timings: Timings, problem: str | None) -> None:
 def test_shards(shard: str | None, lease: str, selector: str | None) -> None:
     assert lease_name(shard) == lease
     assert shard_selector(shard) == selector
+
+
+@pytest.mark.parametrize(
+    ("shard", "jobs", "labelled"),
+    [
+        (None, None, False),  # unsharded: every Job, none labelled
+        ("", "!backupctl.dev/controller-shard", False),  # default shard: the unlabelled ones
+        ("eu-1", "backupctl.dev/controller-shard=eu-1", True),
+    ],
+)
+def test_a_shard_labels_its_jobs_and_pods_and_watches_only_those(
+    shard: str | None, jobs: str | None, labelled: bool
+) -> None:
+    assert job_shard_selector(shard) == jobs
+    job: dict[str, Any] = {
+        "metadata": {"name": "j", "labels": {"backupctl.dev/shard": "0-of-3"}},
+        "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": {"a": "b"}}}},
+    }
+    out = with_job_shard(job, shard)
+    job_labels, pod_labels = (
+        out["metadata"]["labels"],
+        out["spec"]["template"]["metadata"]["labels"],
+    )
+    assert job_labels.get("backupctl.dev/controller-shard") == (shard if labelled else None)
+    assert pod_labels.get("backupctl.dev/controller-shard") == (shard if labelled else None)
+    assert job_labels["backupctl.dev/shard"] == "0-of-3"  # a Redis Cluster shard: untouched
+    assert pod_labels["a"] == "b" and out["spec"]["backoffLimit"] == 0
+    assert "backupctl.dev/controller-shard" not in job["metadata"]["labels"]  # a copy
+
+
+def test_older_unlabelled_jobs_of_the_shards_resources_are_adopted() -> None:
+    def job(name: str, owner: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        meta = {"name": name, "namespace": "ns", "labels": labels or {}}
+        return {"metadata": {**meta, "ownerReferences": [{"uid": owner}]}}
+
+    jobs: list[dict[str, Any]] = [
+        job("mine-old", "uid-1"),
+        job("mine-new", "uid-1", {"backupctl.dev/controller-shard": "eu-1"}),
+        job("other-shard", "uid-9"),
+        {"metadata": {"name": "no-owner", "namespace": "ns"}},
+    ]
+    assert adoptable_jobs(jobs, {"uid-1", "uid-2"}) == [("ns", "mine-old")]
 
 
 @pytest.mark.parametrize(

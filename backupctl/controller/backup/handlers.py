@@ -60,13 +60,14 @@ async def backup_daemon(
     controller.jobs = backup_jobs
     namespace = namespace or ""
     tracker = controller.tracker(namespace, name)
-    tracker.body = body
+    tracker.body, tracker.stopped = body, stopped
     try:
         while not stopped:
             tracker.wake.clear()
             tracker.seen_state = controller.state_of(tracker)
             try:
-                delay = await reconcile(controller, tracker, body, backup_jobs)
+                async with controller.passes.held():  # a cron slot wakes thousands at once
+                    delay = await reconcile(controller, tracker, body, backup_jobs)
             except (ApiError, OSError) as e:  # the API server, not the user
                 tracker.status = None  # re-read the status on the next attempt
                 controller.metrics.reconcile_error("RedisBackup")

@@ -23,6 +23,7 @@ from backupctl.controller.backup.state import Controller, Tracker
 from backupctl.controller.identity import RootUser, RunAs, probe_owner, security_contexts
 from backupctl.controller.jobs import FAILED, RUNNING
 from backupctl.controller.kube import AlreadyExists
+from backupctl.controller.leader_rules import with_job_shard
 from backupctl.controller.manifests import (
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -86,7 +87,7 @@ async def _probe(
         manifest = probe_job(spec.job, name=name, namespace=ns, owner=owner, labels=labels,
                              pod=pod, image=controller.image)  # fmt: skip
         with contextlib.suppress(AlreadyExists):  # the last one is still going away
-            await kube.create("batch", "v1", "jobs", ns, manifest)
+            await kube.create("batch", "v1", "jobs", ns, with_job_shard(manifest, controller.shard))
         raise TargetError(PROBING, waiting)
     view = job_view(found)
     if view.state == RUNNING:

@@ -43,6 +43,7 @@ from backupctl.controller.backup.state import MAX_SLEEP, Controller, JobIndex, T
 from backupctl.controller.job_limits import first_seen
 from backupctl.controller.jobs import BACKUP, PRUNE, RUNNING, VERIFY, JobView
 from backupctl.controller.kube import AlreadyExists, ApiError
+from backupctl.controller.leader_rules import with_job_shard
 from backupctl.controller.manifests import (
     LABEL_BACKUP,
     backup_job,
@@ -296,6 +297,7 @@ async def execute(
     for create in planned.creates:
         try:
             manifest = job_manifest(controller, tracker, body, observed.spec, create)
+            manifest = with_job_shard(manifest, controller.shard)
             await kube.create("batch", "v1", "jobs", ns, manifest)
             kopf.event(body, type="Normal", reason="JobCreated", message=create.message)
             if create.component == BACKUP:

@@ -38,6 +38,7 @@ from typing import Any
 import kopf
 
 from backupctl.controller.kube import AlreadyExists, ApiError, Kube
+from backupctl.controller.leader_rules import with_job_shard
 from backupctl.controller.manifests import LABEL_RESTORE, label_value
 from backupctl.controller.restore.model import KIND, Plan, is_finished
 from backupctl.controller.restore.observe import PLURAL, observe
@@ -61,6 +62,8 @@ class Restores:
     kube: Kube
     image: str
     clock: Clock
+    #: ``--shard`` (None: unsharded): its Jobs carry it (leader_rules.JOB_SHARD_LABEL)
+    shard: str | None = None
     wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     #: "<namespace>/<job>" -> when its pod was first seen not starting (controller's clock)
     not_starting: dict[str, datetime] = field(default_factory=dict)
@@ -176,7 +179,7 @@ async def execute(restores: Restores, body: Mapping[str, Any], planned: Plan) ->
         await kube.delete("batch", "v1", "jobs", namespace, stuck)
     for job in planned.jobs:
         with contextlib.suppress(AlreadyExists):
-            await kube.create("batch", "v1", "jobs", namespace, job)
+            await kube.create("batch", "v1", "jobs", namespace, with_job_shard(job, restores.shard))
     for scale in planned.scale:
         patch = {"spec": {"replicas": scale.replicas}}
         await kube.patch("apps", "v1", "statefulsets", namespace, scale.name, patch)

@@ -26,7 +26,10 @@ assertions) and bundled discovery data, and replaces the request semantics:
   (:mod:`support.kube.schema`), refused with kube-apiserver's 422 messages;
 * built-in defaulting/validation where tests care: Job selector/labels/backoffLimit and
   restartPolicy, Pod phase and terminationMessagePath, Secret ``stringData``.
-* ``pods/log`` serves the output the kubelet stand-in captured (``kubectl logs job/x``).
+* ``pods/log`` serves the output the kubelet stand-in captured (``kubectl logs job/x``);
+* at most :data:`FAIRNESS` requests are served per turn of its event loop, Leases and
+  watches exempt (a small API Priority and Fairness: leader election is not starved by
+  bulk traffic).
 
 Server-side Table output (``kubectl get``) uses a CRD's ``additionalPrinterColumns``.
 
@@ -65,6 +68,7 @@ from .deletion import Deleter
 from .discovery import Discovery
 from .emulator_thread import EmulatorThread, write_kubeconfig
 from .errors import ApiError, JsonDict, no_such_resource
+from .gate import Gate
 from .http_request import HttpRequest, Parsed, parse_path
 from .kmock_compat import KmockFront
 from .kube_controllers import KubeControllers
@@ -98,6 +102,16 @@ __all__ = [
 ]
 
 CORE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+#: Requests served per turn of the event loop, as kube-apiserver's API Priority and
+#: Fairness limits requests in flight; Leases (leader election) and watches are exempt, as
+#: APF's ``leader-election`` and long-running requests are. The emulator serves on one
+#: event loop, which runs every request read in one turn before it reads the sockets
+#: again: without the limit, a Lease renewal waits behind all of them (hundreds from four
+#: controllers at start-up, seconds), and a healthy leader misses its renew deadline. A
+#: permit is given back on the next turn, so a turn serves at most this many and the
+#: sockets are read in between. Throughput is the same; only the order changes.
+FAIRNESS = 8
+LEASE_GROUP = "coordination.k8s.io"
 
 
 @attrs.define(kw_only=True)
@@ -117,6 +131,7 @@ class KubeEmulator(KmockFront):
     auth: Authenticator = attrs.field(init=False)
     # Clients cut off from the server by token (support.kube.partition).
     partitions: Partitions = attrs.field(factory=Partitions, init=False)
+    fairness: Gate | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -172,6 +187,11 @@ class KubeEmulator(KmockFront):
 
     # -- the HTTP front of the API ----------------------------------------------------------
 
+    def _fairness(self) -> Gate:
+        if self.fairness is None:
+            self.fairness = Gate(FAIRNESS)
+        return self.fairness
+
     async def serve_resource(self, http: HttpRequest) -> aiohttp.web.StreamResponse:
         """A resource request: our API semantics; refusals become ``Status`` bodies."""
         reset = None
@@ -179,7 +199,14 @@ class KubeEmulator(KmockFront):
             await self.partitions.wait(bearer(http.headers.get("Authorization")))
             await self.partitions.delay(bearer(http.headers.get("Authorization")), http.method)
             reset = current_user.set(self.auth.user(http.headers.get("Authorization")))
-            return await self._dispatch(http)
+            if http.is_watch or http.path.group == LEASE_GROUP:
+                return await self._dispatch(http)  # exempt: see FAIRNESS
+            fairness = self._fairness()
+            await fairness.acquire()
+            try:
+                return await self._dispatch(http)
+            finally:  # on the next turn of the loop: at most FAIRNESS per turn, see there
+                asyncio.get_running_loop().call_soon(fairness.release)
         except ApiError as e:
             return _json(e.code, e.status(), e.headers)
         except (selectors.SelectorError, ValueError) as e:

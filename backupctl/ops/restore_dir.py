@@ -47,7 +47,6 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,13 +64,10 @@ from backupctl.core.datadir import (
 from backupctl.core.safe_files import SafeDir, UnsafePathError
 from backupctl.ops import leftovers
 from backupctl.ops.dir_in_use import processes_in
+from backupctl.ops.restore_unpack import download_node
 from backupctl.ops.swap_journal import Recovered, StepHook, SwapError, recover, swap
 from backupctl.redis.local_server import server_version
-from backupctl.redis.rdb import rdb_header
-from backupctl.redis.rdb_reader import RdbFormatError, RdbReport, read_rdb_file
-from backupctl.redis.rdb_tool import check_rdb, second_opinion
-from backupctl.store import catalog
-from backupctl.store.archive import COPY_CHUNK, ArchiveError, Progress, extract_verified
+from backupctl.store.archive import COPY_CHUNK, ArchiveError, Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
 from backupctl.store.encryption import Identities, require_keys
@@ -125,41 +121,6 @@ def pick_node(manifest: Manifest, node: str | None) -> NodeEntry:
     raise RestoreError(f"backup {manifest.id} has no node {node!r}")
 
 
-def download_node(
-    store: Backend,
-    manifest: Manifest,
-    node: NodeEntry,
-    dest: Path,
-    *,
-    progress: Progress | None = None,
-    identities: Identities | None = None,
-) -> RdbReport | None:
-    """Download and unpack one node's archive into ``dest``, verifying every
-    checksum and the RDB (its report returned; None without an RDB); raises
-    :class:`ArchiveError`/StorageError. An encrypted archive needs
-    ``identities`` (checked before it is opened)."""
-    key = catalog.backup_dir(manifest.target, manifest.id) + node.archive.key
-    require_keys(manifest, identities, [node])
-    with store.open(key) as src:
-        size, sha = extract_verified(
-            src,
-            node.archive.compression,
-            node.files,
-            dest,
-            progress=progress,
-            archive_size=node.archive.size,
-            identities=identities if node.archive.encrypted else None,
-        )
-    if size != node.archive.size or sha != node.archive.sha256:
-        raise ArchiveError(
-            f"{node.archive.key}: archive checksum mismatch (sha256 {sha[:12]}… size {size}, "
-            f"manifest says {node.archive.sha256[:12]}… size {node.archive.size}): "
-            "the stored object is corrupt"
-        )
-    rdb = node.rdb_file
-    return check_rdb_file(dest / rdb.path) if rdb is not None else None
-
-
 def copy_node_files(node: NodeEntry, source: Path, dest: Path) -> None:
     """Copy the archive files of ``node`` from ``source`` (a folder they were
     verified into) to ``dest``, checking each copy's size and sha256 against
@@ -183,29 +144,6 @@ def copy_node_files(node: NodeEntry, source: Path, dest: Path) -> None:
                 f"{f.path}: the staged copy in {source} does not match the manifest "
                 f"(size {size} vs {f.size}): it changed after it was verified"
             )
-
-
-def check_rdb_file(path: Path) -> RdbReport:
-    """Walk the whole RDB with backupctl's reader (every value, to the CRC64 trailer),
-    ``redis-check-rdb`` running beside it when it reads that magic and version (else
-    one note on stderr). :class:`ArchiveError` naming the offset of the first problem."""
-    try:
-        with open(path, "rb") as fh:
-            tool = second_opinion(*rdb_header(fh.read(9)), note=False)
-    except (OSError, ValueError):  # our reader says what is wrong with it
-        tool = False
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        opinion = pool.submit(check_rdb, str(path)) if tool else None
-        try:
-            report = read_rdb_file(path, deep=True)
-        except (RdbFormatError, OSError) as e:
-            what = "the RDB is corrupt" if isinstance(e, RdbFormatError) else "cannot read the RDB"
-            raise ArchiveError(f"{path.name}: {what}: {e}") from e
-    if opinion is None:
-        second_opinion(report.magic, report.version)  # its note, when the tool cannot read it
-    elif not (result := opinion.result())[0]:
-        raise ArchiveError(f"{path.name}: redis-check-rdb rejects it: {result[1]}")
-    return report
 
 
 def refuse_unloadable(node: NodeEntry, redis_server: str) -> None:

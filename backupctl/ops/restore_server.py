@@ -60,7 +60,7 @@ from typing import BinaryIO
 from backupctl.core.compat import ValueRoute, display, value_route
 from backupctl.ops.restore_dir import pick_node
 from backupctl.ops.restore_stream import rdb_again, verify_streaming
-from backupctl.ops.restore_unpack import unpack_checked
+from backupctl.ops.restore_unpack import download_node
 from backupctl.ops.scratch import scratch_dir
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.dump_payload import dump_payload
@@ -185,10 +185,10 @@ def _load_unpacked(
         for i, n in enumerate(nodes):  # every archive verified before anything is written
             data = tmp / f"node-{i}"
             data.mkdir()
-            report = unpack_checked(store, manifest, n, data, progress=progress,
-                                    identities=identities)  # fmt: skip
+            report = download_node(store, manifest, n, data, progress=progress,
+                                   identities=identities)  # fmt: skip
             rdb = n.rdb_file
-            assert rdb is not None  # _source_nodes checked
+            assert rdb is not None and report is not None  # _source_nodes checked
             rdbs.append((n, data / rdb.path, report))
         copy = _prepare(dest, [(n, r) for n, _, r in rdbs], flush, args)
         for n, rdb_path, report in rdbs:

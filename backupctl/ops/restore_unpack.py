@@ -1,7 +1,8 @@
-"""``restore --to-redis``'s first pass: a node's archive unpacked and verified,
-its RDB walked while it is being unpacked.
+"""A node's archive downloaded, unpacked and verified, its RDB walked while it
+is being unpacked: the first pass of ``restore --to-dir``, ``--to-redis`` and
+``verify``.
 
-Why it exists: ``--to-redis`` writes nothing before the archive is verified
+Why it exists: a restore writes nothing before the archive is verified
 (the archive's and every file's size and sha256, the RDB's structure and
 CRC-64 with our reader, and ``redis-check-rdb``'s opinion where it reads that
 version). Done one after the other, the unpacking (zstd, sha256, the disk: C
@@ -9,10 +10,9 @@ code that lets go of the GIL) and our reader's walk (pure Python) each wait
 for the other. Here the walk runs in a thread that follows the RDB file as the
 unpacking writes it (:class:`_Growing`), and ``redis-check-rdb`` (a process
 that wants the whole file) starts as soon as the file is complete, beside the
-rest of the walk. The same checks as
-:func:`backupctl.ops.restore_dir.download_node`, with the same messages, in
-the same order: an archive error first (checksum, size, a file missing or
-extra), then our reader's, then the tool's.
+rest of the walk. Errors come in this order: an archive error first
+(checksum, size, a file missing or extra), then our reader's, then the
+tool's.
 
 Memory: the reader's own buffer; the file is read as it is written, never
 held.
@@ -34,7 +34,7 @@ from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import Manifest, NodeEntry
 from backupctl.store.encryption import Identities, require_keys
 
-__all__ = ["unpack_checked"]
+__all__ = ["download_node"]
 
 #: How long the walk waits for more bytes before it looks again (the unpacking
 #: also wakes it each time it reads a chunk of the archive).
@@ -80,7 +80,7 @@ def _walk(path: Path, size: int, done: threading.Event, wake: threading.Conditio
         return read_rdb(stream, deep=True, size=size)  # type: ignore[arg-type]
 
 
-def unpack_checked(
+def download_node(
     store: Backend,
     manifest: Manifest,
     node: NodeEntry,
@@ -88,15 +88,14 @@ def unpack_checked(
     *,
     progress: Progress | None = None,
     identities: Identities | None = None,
-) -> RdbReport:
+) -> RdbReport | None:
     """Download and unpack ``node``'s archive into ``dest``, verifying it (see
-    the module docstring); the RDB's report. :class:`ArchiveError` naming the
-    first problem. An encrypted archive needs ``identities``."""
-    rdb = node.rdb_file
-    if rdb is None:
-        raise ArchiveError(f"backup {manifest.id} node {node.name} has no RDB file")
+    the module docstring); the RDB's report (None for a node without an RDB).
+    :class:`ArchiveError` naming the first problem. An encrypted archive needs
+    ``identities`` (checked before it is opened)."""
     require_keys(manifest, identities, [node])
-    path = dest / rdb.path
+    rdb = node.rdb_file
+    path = dest / rdb.path if rdb is not None else None
     done, wake = threading.Event(), threading.Condition()
 
     def tick(read: int) -> None:
@@ -107,7 +106,9 @@ def unpack_checked(
 
     key = catalog.backup_dir(manifest.target, manifest.id) + node.archive.key
     with ThreadPoolExecutor(max_workers=2) as pool:
-        walk = pool.submit(_walk, path, rdb.size, done, wake)
+        walk: Future[RdbReport] | None = None
+        if rdb is not None and path is not None:  # a node without an RDB: the archive's checks only
+            walk = pool.submit(_walk, path, rdb.size, done, wake)
         try:
             with store.open(key) as src:
                 size, sha = extract_verified(
@@ -125,6 +126,8 @@ def unpack_checked(
                 f"{size}, manifest says {node.archive.sha256[:12]}… size {node.archive.size}): "
                 "the stored object is corrupt"
             )
+        if walk is None or path is None:
+            return None
         opinion: Future[tuple[bool, str]] | None = None
         if not walk.done() or walk.exception() is None:
             opinion = _second_opinion(pool, path)

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupctl.ops.restore_dir import RestoreError, download_node
+from backupctl.ops.restore_dir import RestoreError
+from backupctl.ops.restore_unpack import download_node
 from backupctl.ops.scratch import scratch_dir
 from backupctl.redis.rdb_reader import RdbFormatError, read_rdb_file
 from backupctl.store.archive import Progress

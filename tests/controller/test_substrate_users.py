@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ NS = "ns"
 def api(k8s_api: K8sApi) -> K8sApi:
     k8s_api.create_namespace(NS)
     return k8s_api
-
-
-@pytest.fixture
-def statefulsets(api: K8sApi, kubelet: Kubelet, tmp_path: Path) -> Iterator[StatefulSets]:
-    stand_in = StatefulSets(api, kubelet, tmp_path / "sts", namespace=NS).start()
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
-    assert not stand_in.errors, stand_in.errors
 
 
 def run(api: K8sApi, kubelet: Kubelet, name: str, script: str, **extra: object) -> str:

@@ -186,7 +186,7 @@ def _load_unpacked(
             data = tmp / f"node-{i}"
             data.mkdir()
             report = download_node(store, manifest, n, data, progress=progress,
-                                   identities=identities)  # fmt: skip
+                                   identities=identities, tool_check=False)  # fmt: skip
             rdb = n.rdb_file
             assert rdb is not None and report is not None  # _source_nodes checked
             rdbs.append((n, data / rdb.path, report))

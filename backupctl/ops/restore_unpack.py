@@ -14,6 +14,13 @@ rest of the walk. Errors come in this order: an archive error first
 (checksum, size, a file missing or extra), then our reader's, then the
 tool's.
 
+``restore --to-redis`` skips ``redis-check-rdb`` (``tool_check=False``): the
+file never lands on a server's disk; every value reaches the target as a
+``RESTORE`` payload whose RDB version and CRC-64 the target checks itself,
+after our reader has walked every value of the file deeply here. The tool
+would only add its memory (it holds a large value whole while it reads it:
+458 MiB on a 300 MiB hash) and CPU. ``--to-dir`` and ``verify`` keep it.
+
 Memory: the reader's own buffer; the file is read as it is written, never
 held.
 """
@@ -88,11 +95,15 @@ def download_node(
     *,
     progress: Progress | None = None,
     identities: Identities | None = None,
+    tool_check: bool = True,
 ) -> RdbReport | None:
     """Download and unpack ``node``'s archive into ``dest``, verifying it (see
     the module docstring); the RDB's report (None for a node without an RDB).
     :class:`ArchiveError` naming the first problem. An encrypted archive needs
-    ``identities`` (checked before it is opened)."""
+    ``identities`` (checked before it is opened). Without ``tool_check`` no
+    ``redis-check-rdb`` is run and no note printed (``--to-redis``: the target's
+    own RESTORE checks every payload's version and CRC-64, see the module
+    docstring)."""
     require_keys(manifest, identities, [node])
     rdb = node.rdb_file
     path = dest / rdb.path if rdb is not None else None
@@ -129,7 +140,7 @@ def download_node(
         if walk is None or path is None:
             return None
         opinion: Future[tuple[bool, str]] | None = None
-        if not walk.done() or walk.exception() is None:
+        if tool_check and (not walk.done() or walk.exception() is None):
             opinion = _second_opinion(pool, path)
         try:
             report = walk.result()
@@ -138,7 +149,8 @@ def download_node(
         except OSError as e:
             raise ArchiveError(f"{path.name}: cannot read the RDB: {e}") from e
     if opinion is None:
-        second_opinion(report.magic, report.version)  # its note, when the tool cannot read it
+        if tool_check:
+            second_opinion(report.magic, report.version)  # its note, when the tool cannot read it
     elif not (result := opinion.result())[0]:
         raise ArchiveError(f"{path.name}: redis-check-rdb rejects it: {result[1]}")
     return report

@@ -87,13 +87,54 @@ def test_a_checker_too_old_for_the_rdb_is_a_note_and_the_backup_restores_equal(
     assert [x for x in restored.stderr.splitlines() if not x.startswith("progress: ")] == [note]
     server = redis_factory(dir=data)
     assert server.dbsize() == dbsize and server.digest() == digest
-    if method == "bgsave":  # --to-redis gives the same note, once (the walk beside the unpacking)
+    if method == "bgsave":  # --to-redis runs no redis-check-rdb: no note (the target checks)
         target = redis_factory()
         loaded = cli("restore", store, "latest", "--to-redis", target.url, env=env)
-        assert [x for x in loaded.stderr.splitlines() if not x.startswith("progress: ")] == [note]
+        assert [x for x in loaded.stderr.splitlines() if not x.startswith("progress: ")] == []
         assert target.digest() == digest
     # The old tool was asked its version, never to judge a file.
     assert set(log.read_text().split()) == {"--version"}
+
+
+#: A redis-check-rdb new enough for every RDB that calls every file corrupt.
+REJECTING_TOOL = """#!/bin/sh
+echo "$*" >> "{log}"
+if [ "$1" = "--version" ]; then echo "redis-check-rdb 99.0.0"; exit 0; fi
+echo "[offset 0] Checking RDB file $1"
+echo "--- RDB ERROR DETECTED ---"
+echo "[offset 9] Invalid object type"
+echo "[info] 0 keys read"
+exit 1
+"""
+
+
+def test_to_redis_runs_no_redis_check_rdb_while_verify_still_asks_it(
+    redis_factory: RedisFactory, tmp_path: Path
+) -> None:
+    """--to-redis relies on our reader's deep walk and the target's own RESTORE
+    checks (version, CRC-64): a tool that rejects everything stops ``verify``
+    but is never asked by ``--to-redis``, which loads the backup equal."""
+    src = redis_factory()
+    populate(src.client(), 5_000)
+    digest = src.digest()
+    store = tmp_path / "store"
+    store.mkdir()
+    cli("run", "--redis", src.url, "--to", store)
+    log = tmp_path / "tool.log"
+    bin_dir = tmp_path / "rejecting-bin"
+    _script(bin_dir, "redis-check-rdb", REJECTING_TOOL.format(log=log))
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+    refused = cli("verify", store, "latest", env=env, check=False)
+    assert_one_clear_error(refused, "dump.rdb", "redis-check-rdb rejects it")
+    assert any(line.endswith("dump.rdb") for line in log.read_text().splitlines())
+    log.unlink()
+
+    target = redis_factory()
+    loaded = cli("restore", store, "latest", "--to-redis", target.url, env=env)
+    assert [x for x in loaded.stderr.splitlines() if not x.startswith("progress: ")] == []
+    assert target.digest() == digest
+    assert not log.exists()  # never asked, not even its version
 
 
 @pytest.mark.parametrize(

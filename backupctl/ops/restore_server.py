@@ -28,7 +28,11 @@ a server on another host, a server that must stay up, a Redis Cluster. How:
    goes to the master owning its slot, whatever the shard count of the
    backup. A value larger than ``large_value_threshold`` is never held: it is
    rebuilt with bounded commands under a temporary name in its slot and
-   renamed over the key (:mod:`backupctl.redis.rdb_commands`). Function
+   renamed over the key (:mod:`backupctl.redis.rdb_commands`). A value
+   between :data:`VALUE_HOLD` and the threshold is not held either (from
+   the unpacked file, into a standalone server): its ``RESTORE`` payload is
+   sent from where its bytes lie in the verified RDB file, chunk by chunk
+   (:class:`backupctl.redis.resp_pipeline.FileSlice`). Function
    libraries are loaded from the RDB's function records with ``FUNCTION LOAD``
    (on every master of a cluster).
 
@@ -37,8 +41,9 @@ archive to load; that is checked first of all, before the target is even
 connected to, so a missing or wrong key is one error and the target is
 untouched. The archives are decrypted as they are read, in both routes.
 
-Memory is bounded by the threshold and the pipeline budget, whatever the
-dataset. A cluster has database 0 only: a backup with keys in another
+Memory is bounded by :data:`VALUE_HOLD` and the pipeline budget, whatever
+the dataset and its largest value (with ``no_tmp``, or into a cluster, a
+value up to the threshold is held). A cluster has database 0 only: a backup with keys in another
 database is refused before anything is written. Keys whose TTL passed by the
 time the restore started are not loaded (as a Redis loading that RDB would)
 and are counted as ``expired``; the others keep their absolute expiry time.
@@ -66,10 +71,11 @@ from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.dump_payload import dump_payload
 from backupctl.redis.load import Command, Item, LoadError, Target, open_target
 from backupctl.redis.rdb_commands import RebuildRefused, rebuild, temp_name
-from backupctl.redis.rdb_keys import Function, KeyValue, LargeKey, RdbKeys
+from backupctl.redis.rdb_keys import Function, KeyValue, LargeKey, RdbKeys, SpannedKey
 from backupctl.redis.rdb_reader import RdbFormatError, RdbReport, printable_key
-from backupctl.redis.rdb_source import RdbSource
+from backupctl.redis.rdb_source import FileAt, RdbSource
 from backupctl.redis.rdb_values import value_type
+from backupctl.redis.resp_pipeline import FileSlice
 from backupctl.store.archive import ArchiveError, Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
@@ -81,6 +87,8 @@ BATCH_KEYS = 512
 BATCH_BYTES = 4 * 1024 * 1024
 #: A value whose RDB bytes are larger is rebuilt with commands, never held whole.
 LARGE_VALUE_THRESHOLD = 64 * 1024 * 1024
+#: A value whose RDB bytes are larger is not held in memory: sent from the unpacked file.
+VALUE_HOLD = 4 * 1024 * 1024
 #: Name starts of the temp folders (unpacked archives),
 #: ``<prefix><pid>-<random>``: see backupctl.ops.scratch.
 SCRATCH_PREFIX = "backupctl-load-"
@@ -192,8 +200,8 @@ def _load_unpacked(
             rdbs.append((n, data / rdb.path, report))
         copy = _prepare(dest, [(n, r) for n, _, r in rdbs], flush, args)
         for n, rdb_path, report in rdbs:
-            with open(rdb_path, "rb", buffering=0) as fh:
-                copy.node(n, fh, report, copy.routes[n.name])
+            with open(rdb_path, "rb", buffering=0) as fh:  # values over VALUE_HOLD: from here
+                copy.node(n, fh, report, copy.routes[n.name], fd=fh.fileno())
     return copy
 
 
@@ -329,11 +337,20 @@ class _Copy:
         self._pending: list[Item] = []
         self._pending_db = 0
         self._pending_bytes = 0
+        self.fd: int | None = None  # the RDB file being loaded, when it is one
 
     def node(
-        self, node: NodeEntry, fh: BinaryIO, report: RdbReport, routes: dict[int, ValueRoute]
+        self,
+        node: NodeEntry,
+        fh: BinaryIO,
+        report: RdbReport,
+        routes: dict[int, ValueRoute],
+        fd: int | None = None,
     ) -> None:
-        walk = RdbKeys(fh, self.now_ms, self.threshold, report.size)
+        """``fh``'s keys loaded; ``fd`` (``fh`` is that verified file) lets a
+        value over :data:`VALUE_HOLD` be sent from the file, never held."""
+        walk = RdbKeys(fh, self.now_ms, self.threshold, report.size, fd=fd, hold=VALUE_HOLD)
+        self.fd = fd
         name = node.rdb_file.path if node.rdb_file is not None else "the RDB"
         try:
             for count, rec in enumerate(walk.records(), 1):
@@ -358,7 +375,7 @@ class _Copy:
             keys = sum(self.databases.values()) + len(self._pending)
             self.progress(keys, self.done_bytes + at, self.total_bytes)
 
-    def _record(self, rec: KeyValue | LargeKey | Function, walk: RdbKeys,
+    def _record(self, rec: KeyValue | SpannedKey | LargeKey | Function, walk: RdbKeys,
                 routes: dict[int, ValueRoute]) -> None:  # fmt: skip
         if isinstance(rec, Function):
             self._function(rec)
@@ -370,7 +387,7 @@ class _Copy:
             route = routes[rec.type_id]
             if route.how == "rebuild":
                 self._send()
-                source = RdbSource(io.BytesIO(rec.raw[1:]), len(rec.raw) - 1)
+                source = self._value_source(rec)
                 self._rebuild(rec.db, rec.key, source, rec.type_id, rec.kind, rec.expire_ms,
                               walk.magic == "VALKEY")  # fmt: skip
                 return
@@ -379,11 +396,27 @@ class _Copy:
             if rec.db != self._pending_db:
                 self._send()
                 self._pending_db = rec.db
-            payload = dump_payload(rec.raw, route.version)
+            payload: bytes | FileSlice
+            if isinstance(rec, SpannedKey):
+                assert self.fd is not None  # spanned only with fd
+                payload = FileSlice(self.fd, rec.offset, rec.length, bytes((rec.type_id,)),
+                                    route.version)  # fmt: skip
+                size = payload.size
+            else:
+                payload = dump_payload(rec.raw, route.version)
+                size = len(payload)
             self._pending.append(Item(rec.key, rec.expire_ms or 0, payload, rec.idle, rec.freq))
-            self._pending_bytes += len(payload) + len(rec.key)
+            self._pending_bytes += size + len(rec.key)
             if len(self._pending) >= self.batch_keys or self._pending_bytes >= self.batch_bytes:
                 self._send()
+
+    def _value_source(self, rec: KeyValue | SpannedKey) -> RdbSource:
+        """A source at the first byte of ``rec``'s value (after the type byte)."""
+        if isinstance(rec, SpannedKey):
+            assert self.fd is not None  # spanned only with fd
+            stream = FileAt(self.fd, rec.offset)
+            return RdbSource(stream, rec.offset + rec.length, base=rec.offset)  # type: ignore[arg-type]
+        return RdbSource(io.BytesIO(rec.raw[1:]), len(rec.raw) - 1)
 
     def _sync(self) -> None:
         """The replies of the batches still in flight read: every key sent is

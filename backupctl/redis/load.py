@@ -29,6 +29,7 @@ import redis
 from redis.crc import key_slot
 
 from backupctl.core.slots import CLUSTER_SLOTS
+from backupctl.redis import resp_pipeline as rp
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.cluster import cluster_shards
 from backupctl.redis.connection import connect, exec_command
@@ -40,18 +41,22 @@ from backupctl.redis.resp_pipeline import Batch, RawPipe, pack_command, pack_res
 MAX_REDIRECTS = 5
 
 
+Payload = bytes | rp.FileSlice  # a DUMP payload, or one sent from the RDB file where it lies
+
+
 class Item(NamedTuple):
     """One key to write with RESTORE ... ABSTTL [IDLETIME s | FREQ f]."""
 
     key: bytes
     expire_ms: int  # absolute Unix time in ms; 0 = no expiry
-    payload: bytes  # a DUMP payload
+    payload: Payload
     idle: int | None = None  # LRU idle seconds
     freq: int | None = None  # LFU frequency
 
 
 #: One command of a value rebuilt with commands (rdb_commands).
 Command = tuple[bytes, ...]
+_Tag = Item | bytes  # what a command sent is about: a key's RESTORE, or a key rebuilt
 
 
 class LoadError(RedisNodeError):
@@ -168,8 +173,10 @@ def _shown(key: bytes) -> str:
     return repr(key[:80].decode("utf-8", "replace"))
 
 
-def _same_value(client: redis.Redis, key: bytes, payload: bytes, *, asking: bool = False) -> bool:
+def _same_value(client: redis.Redis, key: bytes, payload: Payload, *, asking: bool = False) -> bool:
     """Whether ``key`` already holds exactly ``payload`` (SCAN may return a key twice)."""
+    if isinstance(payload, rp.FileSlice):  # rare (a key twice): held for the comparison
+        payload = rp.slice_payload(payload)
     with suppress(redis.RedisError):
         if asking:
             pipe = client.pipeline(transaction=False)
@@ -188,7 +195,8 @@ def _busy(spec: ConnectionSpec, key: bytes) -> LoadError:
 
 
 def _restore(pipe: Any, item: Item, replace: bool) -> None:
-    key, expire, payload, idle, freq = item
+    key, expire, payload, idle, freq = item  # a FileSlice whole: redis-py needs it so (cluster)
+    payload = rp.slice_payload(payload) if isinstance(payload, rp.FileSlice) else payload
     pipe.restore(key, expire, payload, replace=replace, absttl=True, idletime=idle,
                  frequency=freq if idle is None else None)  # fmt: skip
 
@@ -218,11 +226,6 @@ def _flush_pipe(pipe: Any, spec: ConnectionSpec, key: bytes) -> None:
             if "no such key" in str(result):  # every field's TTL had passed: nothing to rename
                 continue
             raise fail(spec, f"rebuilding key {_shown(key)}", result)
-
-
-def _parse_pairs(text: str) -> dict[str, str]:
-    """``name:value`` lines (CLUSTER INFO) as a dict."""
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
 # --- one standalone server ----------------------------------------------------------
@@ -257,7 +260,7 @@ class Server:
         self.databases = _databases(client)
         self._client = binary_client(spec, timeout)
         self._dbs: dict[int, redis.Redis] = {}
-        self._pipes: dict[int, RawPipe[Item | bytes]] = {}
+        self._pipes: dict[int, RawPipe[_Tag]] = {}
         self._unreported: dict[int, int] = {}  # db -> keys known written, not yet returned
         self._written = 0
 
@@ -277,7 +280,7 @@ class Server:
             self._dbs[db] = select_db(self._client, db)
         return self._dbs[db]
 
-    def _send(self, db: int, packed: list[bytes], tags: Sequence[Item | bytes], what: str) -> None:
+    def _send(self, db: int, packed: Sequence[rp.Packed], tags: Sequence[_Tag], what: str) -> None:
         try:
             if db not in self._pipes:  # one connection per database, held while loading
                 self._pipes[db] = RawPipe(self._db(db))
@@ -302,7 +305,7 @@ class Server:
         counts, self._unreported = {db: n for db, n in self._unreported.items() if n}, {}
         return counts
 
-    def _settle(self, db: int, batches: list[Batch[Item | bytes]]) -> None:
+    def _settle(self, db: int, batches: list[Batch[_Tag]]) -> None:
         """Errors of answered batches raised (a key already holding exactly the
         payload is fine); the keys they wrote counted."""
         written = 0
@@ -446,7 +449,8 @@ class Cluster:
         try:
             info = node_info(client)
             raw = _run(client, spec, "CLUSTER", "INFO")
-            state = _parse_pairs(raw.decode() if isinstance(raw, bytes) else str(raw))
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)  # name:value lines
+            state = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
         finally:
             client.close()
         if info.role != "master":

@@ -11,6 +11,9 @@ the reader walks it. Function libraries (both FUNCTION opcodes) are yielded
 as they come; module aux records are counted.
 
 Memory is bounded: a value whose bytes grow past ``threshold`` is not held.
+When the stream is a file (``fd``), a value is held only up to ``hold``
+bytes: a larger one (up to the threshold) is a :class:`SpannedKey` saying
+where its bytes lie in the file, which the load sends from there.
 Its record is a :class:`LargeKey` whose ``source`` starts again at the
 value's first byte; the consumer decodes it from there, streaming
 (:mod:`backupctl.redis.rdb_commands`), and the walk goes on after it. Keys
@@ -33,6 +36,7 @@ __all__ = [
     "KeyValue",
     "LargeKey",
     "RdbKeys",
+    "SpannedKey",
 ]
 
 # Opcodes, from redis/redis and valkey-io/valkey src/rdb.h (as in rdb_reader).
@@ -55,6 +59,23 @@ class KeyValue:
     idle: int | None  # LRU idle seconds
     freq: int | None  # LFU frequency
     raw: bytes  # type byte + encoded value, as in the RDB
+
+
+@dataclass(frozen=True, slots=True)
+class SpannedKey:
+    """One key whose value's bytes (larger than the hold, at most the threshold)
+    are not held: they lie in the file from ``offset`` on, ``length`` bytes
+    (after the type byte)."""
+
+    db: int
+    key: bytes
+    type_id: int
+    kind: str
+    expire_ms: int | None
+    idle: int | None
+    freq: int | None
+    offset: int
+    length: int
 
 
 @dataclass(slots=True)
@@ -90,12 +111,16 @@ class RdbKeys:
 
     After the walk: ``magic``, ``version``, ``aux``, ``keys`` and ``expired``
     per database, ``functions`` and ``module_aux`` counts, ``size``.
+    ``fd`` (the stream is that open file, from offset 0) and ``hold``: see the
+    module docstring.
     """
 
     stream: BinaryIO
     now_ms: int
     threshold: int
     size_hint: int | None = None
+    fd: int | None = None
+    hold: int | None = None
     magic: str = ""
     version: int = 0
     aux: dict[str, str] = field(default_factory=dict)
@@ -107,10 +132,11 @@ class RdbKeys:
     large: int = 0  # values over the threshold
     offset: int = 0  # RDB bytes walked so far (at the last record's start)
 
-    def records(self) -> Iterator[KeyValue | LargeKey | Function]:
+    def records(self) -> Iterator[KeyValue | SpannedKey | LargeKey | Function]:
         """Every key (and function library) in file order; RdbFormatError at the
         first structural error, the CRC-64 trailer checked at the end."""
-        src = RdbSource(self.stream, self.size_hint)
+        src = RdbSource(self.stream, self.size_hint, fd=self.fd)
+        hold = self.threshold if self.hold is None else min(self.hold, self.threshold)
         self.magic, self.version = read_header(src)
         table = [value_type(t, self.magic == "VALKEY") for t in range(256)]
         db = 0
@@ -127,7 +153,7 @@ class RdbKeys:
                 key = src.string("a key")
                 raw_string = None
                 if op == 0 and (expire is None or expire >= self.now_ms):
-                    raw_string = src.raw_string(self.threshold)  # most keys: no tee, no walk
+                    raw_string = src.raw_string(hold)  # most keys: no tee, no walk
                 if raw_string is not None:
                     yield KeyValue(db, key, op, "string", expire, idle, freq, b"\x00" + raw_string)
                     self.keys[db] = self.keys.get(db, 0) + 1
@@ -136,10 +162,10 @@ class RdbKeys:
                     self.expired[db] = self.expired.get(db, 0) + 1
                 else:
                     start = src.offset
-                    src.tee_start(self.threshold)
+                    src.tee_start(self.threshold, hold)
                     try:
                         self._walk_value(src, vtype, key)
-                        raw = bytes((op,)) + src.tee_stop()
+                        held = src.tee_stop()
                     except TeeOverflow as over:
                         src = over.source
                         self.large += 1
@@ -149,7 +175,12 @@ class RdbKeys:
                         if src.offset == start:  # the consumer did not read it
                             self._skip(src, vtype, key)
                     else:
-                        yield KeyValue(db, key, op, vtype.kind, expire, idle, freq, raw)
+                        if held is None:  # over the hold: where it lies in the file
+                            yield SpannedKey(db, key, op, vtype.kind, expire, idle, freq, start,
+                                             src.offset - start)  # fmt: skip
+                        else:
+                            yield KeyValue(db, key, op, vtype.kind, expire, idle, freq,
+                                           bytes((op,)) + held)  # fmt: skip
                     self.keys[db] = self.keys.get(db, 0) + 1
                 expire = idle = freq = None
             elif op == _EOF:

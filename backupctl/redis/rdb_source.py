@@ -11,6 +11,7 @@ concerns live here, once; the errors carry the byte offset of the problem.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import BinaryIO, NoReturn, cast
 
@@ -19,6 +20,7 @@ from backupctl.redis.rdb import crc64_redis
 
 __all__ = [
     "MAX_MATERIALISED",
+    "FileAt",
     "RdbFormatError",
     "RdbSource",
     "RdbVersionError",
@@ -74,6 +76,20 @@ class TeeOverflow(Exception):
         self.source = source
 
 
+class FileAt:
+    """The bytes of the open file ``fd`` from ``offset`` on, read with ``pread``
+    (the descriptor's own position is left alone; the caller closes it)."""
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self._fd = fd
+        self._pos = offset
+
+    def read(self, n: int = -1) -> bytes:
+        data = os.pread(self._fd, n if n >= 0 else _MAX_READ, self._pos)
+        self._pos += len(data)
+        return data
+
+
 class _Chain:
     """A stream of held byte strings followed by another stream (read once)."""
 
@@ -104,12 +120,20 @@ class RdbSource:
     value's raw RDB bytes) without a copy per read; past the tee's limit
     :class:`TeeOverflow` hands over a source that starts again at the tee's
     start, so memory stays bounded by the limit whatever the value's size.
+
+    ``fd`` says the stream is that open file, offset for offset (``base``
+    included): a tee then holds at most its ``hold`` bytes; past it the bytes
+    are let go (counted, not kept; :meth:`tee_stop` returns None and the
+    value is read again from the file where it lies) and an overflow starts
+    again from the file (:class:`FileAt`), so memory stays bounded by
+    ``hold`` whatever the limit.
     """
 
     __slots__ = (
         "_base",
         "_buf",
         "_crc",
+        "_fd",
         "_limit",
         "_pos",
         "_stream",
@@ -117,12 +141,20 @@ class RdbSource:
         "_tee_at",
         "_tee_base",
         "_tee_crc",
+        "_tee_hold",
+        "_tee_let_go",
         "_tee_limit",
         "_tee_size",
     )
 
     def __init__(
-        self, stream: BinaryIO, limit: int | None = None, *, base: int = 0, crc: int = 0
+        self,
+        stream: BinaryIO,
+        limit: int | None = None,
+        *,
+        base: int = 0,
+        crc: int = 0,
+        fd: int | None = None,
     ) -> None:
         self._stream = stream
         self._buf = b""
@@ -130,31 +162,46 @@ class RdbSource:
         self._base = base  # file offset of _buf[0]
         self._crc = crc  # CRC-64 of everything before _buf[0]
         self._limit = limit
+        self._fd = fd
         self._tee: list[bytes] | None = None
         self._tee_at = 0  # where the tee starts in _buf (0 once part of it was dropped)
         self._tee_base = 0  # file offset of the tee's first byte
         self._tee_crc: int | None = None  # CRC-64 before the tee's first byte, once needed
         self._tee_limit = 0
+        self._tee_hold = 0
+        self._tee_let_go = False  # past the hold: the bytes are counted, not kept
         self._tee_size = 0
 
     # -- tee -----------------------------------------------------------------
 
-    def tee_start(self, limit: int) -> None:
-        """Record the bytes read from here on (up to ``limit``)."""
+    def tee_start(self, limit: int, hold: int | None = None) -> None:
+        """Record the bytes read from here on (up to ``limit``; with ``fd``
+        holding at most ``hold`` of them, see the class docstring)."""
         self._tee = []
         self._tee_at = self._pos
         self._tee_base = self.offset
         self._tee_crc = None
         self._tee_limit = limit
+        self._tee_hold = limit if hold is None or self._fd is None else min(hold, limit)
+        self._tee_let_go = False
         self._tee_size = 0
 
-    def tee_stop(self) -> bytes:
-        """The bytes read since :meth:`tee_start`; stops recording."""
+    @property
+    def tee_base(self) -> int:
+        """The file offset of the last tee's first byte."""
+        return self._tee_base
+
+    def tee_stop(self) -> bytes | None:
+        """The bytes read since :meth:`tee_start` (None when they were more than
+        its ``hold``: they are in the file from :attr:`tee_base` to :attr:`offset`);
+        stops recording."""
         tee = self._tee
         assert tee is not None, "tee_stop without tee_start"
         if self._tee_size + self._pos - self._tee_at > self._tee_limit:
             self._overflow()  # the whole value was read before a refill noticed
         self._tee = None
+        if self._tee_let_go or self._tee_size + self._pos - self._tee_at > self._tee_hold:
+            return None
         last = self._buf[self._tee_at : self._pos]
         if not tee:
             return last
@@ -168,9 +215,15 @@ class RdbSource:
         """``data`` (the tee's bytes leaving the buffer) recorded; overflow checked
         by the caller once the source's state is whole again."""
         assert self._tee is not None
-        self._tee.append(bytes(data))
         self._tee_size += len(data)
         self._tee_at = 0
+        if self._tee_let_go:
+            return
+        if self._tee_size > self._tee_hold:  # only with fd: the file has them
+            self._tee_let_go = True
+            self._tee.clear()
+            return
+        self._tee.append(bytes(data))
 
     def _tee_check(self) -> None:
         if self._tee is not None and self._tee_size > self._tee_limit:
@@ -183,9 +236,14 @@ class RdbSource:
         self._tee = None
         if crc is None:  # nothing of the tee left the buffer yet
             crc = crc64_redis(memoryview(self._buf)[: self._tee_at], self._crc)
+        if self._tee_let_go:
+            assert self._fd is not None  # let go only with fd
+            again = RdbSource(cast(BinaryIO, FileAt(self._fd, self._tee_base)), self._limit,
+                              base=self._tee_base, crc=crc, fd=self._fd)  # fmt: skip
+            raise TeeOverflow(again)
         rest = _Chain([*parts, self._buf[self._tee_at :]], self._stream)
         raise TeeOverflow(
-            RdbSource(cast(BinaryIO, rest), self._limit, base=self._tee_base, crc=crc)
+            RdbSource(cast(BinaryIO, rest), self._limit, base=self._tee_base, crc=crc, fd=self._fd)
         )
 
     @property

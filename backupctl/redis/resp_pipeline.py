@@ -15,18 +15,35 @@ index in the batch, so the caller names the key.
 
 Bounded: at most ``depth`` batches (each the caller's batch, at most its byte
 budget) are in flight; then the oldest one's replies are read before the next
-batch is sent.
+batch is sent. A payload too large to hold (:class:`FileSlice`: a value's
+bytes where they lie in the verified RDB file) is never in memory: its
+``RESTORE`` is packed with the payload's known length, and the bytes are
+read from the file and written to the socket in chunks of :data:`FILE_CHUNK`,
+the CRC-64 of the DUMP trailer computed as they pass.
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import redis
 
-__all__ = ["Batch", "RawPipe", "pack_command", "pack_restore", "reply_end"]
+from backupctl.redis.rdb import crc64_redis
+
+__all__ = [
+    "FILE_CHUNK",
+    "Batch",
+    "FileSlice",
+    "Packed",
+    "RawPipe",
+    "pack_command",
+    "pack_restore",
+    "reply_end",
+    "slice_payload",
+]
 
 T = TypeVar("T")
 
@@ -35,6 +52,59 @@ _LINE = frozenset(b"+-:_#,(")  # a reply that is one line
 _BULK = frozenset(b"$!=")  # a length line, then that many bytes + CRLF (-1: none)
 _AGGREGATE = {ord("*"): 1, ord("~"): 1, ord(">"): 1, ord("%"): 2, ord("|"): 2}
 _RECV = 1 << 16
+#: Bytes of a :class:`FileSlice` read and sent at a time.
+FILE_CHUNK = 1 << 20
+
+
+class FileSlice(NamedTuple):
+    """A DUMP payload whose value bytes stay in a file: ``head`` (the type
+    byte), then ``length`` bytes of the open file ``fd`` from ``offset``, then
+    ``version`` (2 bytes little-endian) and the CRC-64 of all of that."""
+
+    fd: int
+    offset: int
+    length: int
+    head: bytes
+    version: int
+
+    @property
+    def size(self) -> int:
+        """The payload's length in bytes."""
+        return len(self.head) + self.length + 10
+
+
+#: A packed command: bytes, or (bytes before, a payload sent from its file, bytes after).
+Packed = bytes | tuple[bytes, FileSlice, bytes]
+
+
+def _slice_chunks(part: FileSlice) -> Any:
+    """``part``'s value bytes in chunks of at most :data:`FILE_CHUNK`; OSError
+    when the file ends early (it changed since it was verified)."""
+    pos, end = part.offset, part.offset + part.length
+    for _ in range(part.length // FILE_CHUNK + 1):
+        if pos >= end:
+            return
+        data = os.pread(part.fd, min(FILE_CHUNK, end - pos), pos)
+        if not data:
+            raise OSError(f"the RDB file ends at offset {pos}, before the value's end ({end})")
+        pos += len(data)
+        yield data
+
+
+def _trailer(part: FileSlice, crc: int) -> bytes:
+    version = part.version.to_bytes(2, "little")
+    return version + crc64_redis(version, crc).to_bytes(8, "little")
+
+
+def slice_payload(part: FileSlice) -> bytes:
+    """The whole payload in memory (for a rare comparison, never the load)."""
+    crc = crc64_redis(part.head)
+    pieces = [part.head]
+    for data in _slice_chunks(part):
+        crc = crc64_redis(data, crc)
+        pieces.append(data)
+    pieces.append(_trailer(part, crc))
+    return b"".join(pieces)
 
 
 def pack_command(*args: bytes | str) -> bytes:
@@ -51,12 +121,13 @@ def pack_command(*args: bytes | str) -> bytes:
 def pack_restore(
     key: bytes | str,
     expire_ms: int,
-    payload: bytes,
+    payload: bytes | FileSlice,
     replace: bool,
     idle: int | None,
     freq: int | None,
-) -> bytes:
-    """``RESTORE key expire payload [REPLACE] ABSTTL [IDLETIME s | FREQ f]``."""
+) -> Packed:
+    """``RESTORE key expire payload [REPLACE] ABSTTL [IDLETIME s | FREQ f]``
+    (a :class:`FileSlice` payload between the bytes before and after it)."""
     if isinstance(key, str):
         key = key.encode()
     expire = b"%d" % expire_ms
@@ -70,6 +141,9 @@ def pack_restore(
         4 + len(tail) + (idle is not None or freq is not None),
         len(key),
     )
+    if isinstance(payload, FileSlice):
+        before = b"%s%s\r\n$%d\r\n%s\r\n$%d\r\n" % (head, key, len(expire), expire, payload.size)
+        return before, payload, b"".join((b"\r\n", *tail))
     return b"".join(
         (
             head,
@@ -137,7 +211,7 @@ class RawPipe(Generic[T]):
         self._buf = b""
         self._pos = 0
 
-    def send(self, packed: Sequence[bytes], tags: Sequence[T]) -> list[Batch[T]]:
+    def send(self, packed: Sequence[Packed], tags: Sequence[T]) -> list[Batch[T]]:
         """Send ``packed`` (one command per tag); returns the batches whose
         replies were read to make room (oldest first)."""
         done = []
@@ -146,11 +220,31 @@ class RawPipe(Generic[T]):
         batch: Batch[T] = Batch(tags)
         self._pending.append(batch)
         try:
-            self._sock.sendall(b"".join(packed))
+            if all(isinstance(p, bytes) for p in packed):
+                self._sock.sendall(b"".join(packed))  # type: ignore[arg-type]
+            else:
+                self._send_parts(packed)
         except (OSError, ValueError) as exc:
             self._broken()
             raise redis.ConnectionError(f"sending to the server failed: {exc}") from None
         return done
+
+    def _send_parts(self, packed: Sequence[Packed]) -> None:
+        """Commands some of which carry a payload sent from its file, chunk by chunk."""
+        held: list[bytes] = []
+        for command in packed:
+            if isinstance(command, bytes):
+                held.append(command)
+                continue
+            before, part, after = command
+            held += (before, part.head)
+            self._sock.sendall(b"".join(held))
+            crc = crc64_redis(part.head)
+            for data in _slice_chunks(part):
+                crc = crc64_redis(data, crc)
+                self._sock.sendall(data)
+            held = [_trailer(part, crc), after]
+        self._sock.sendall(b"".join(held))
 
     def drain(self) -> list[Batch[T]]:
         """Every pending batch's replies read (oldest first)."""

@@ -400,7 +400,11 @@ def test_values_far_above_the_large_value_threshold_load_equal_with_bounded_memo
     redis_factory: RedisFactory, no_server_env: dict[str, str], tmp_path: Path
 ) -> None:
     """20 MiB of each type against --large-value-threshold 1MiB: the chunked path
-    (SET+APPEND, RPUSH, SADD, ZADD, HSET with field TTLs, XADD + consumer group)."""
+    (SET+APPEND, RPUSH, SADD, ZADD, HSET with field TTLs, XADD + consumer group).
+    Then the same backup with the default threshold (64 MiB): each value is
+    over the 4 MiB the load holds, so its RESTORE payload is sent from the
+    verified RDB file, never held: equal data, and a peak no higher than the
+    chunked run's (which holds only its command batches) plus a little."""
     source = redis_factory(server="redis-8.0")
     written = fill_big_values(source.client(), 20 << 20)
     with source.client(decode_responses=False) as c:
@@ -421,6 +425,14 @@ def test_values_far_above_the_large_value_threshold_load_equal_with_bounded_memo
     assert state(target) == state(source)
     assert_same_expiries(expiries(target, written), expiries(source, written))
     assert rss_mib <= 100, f"peak RSS {rss_mib:.0f} MiB for 120 MiB of big values (goal 100)"
+
+    sent, sent_mib, _ = timed_restore(store, target.url, "--flush", env=no_server_env,
+                                      logs=tmp_path)  # fmt: skip
+    assert sent["keys"] == written.keys and sent["rebuilt"] == 0
+    assert state(target) == state(source)
+    assert_same_expiries(expiries(target, written), expiries(source, written))
+    # holding one 20 MiB payload costs 40+ MiB (its bytes, the payload, the packed command)
+    assert sent_mib <= rss_mib + 12, f"peak {sent_mib:.0f} MiB vs {rss_mib:.0f} MiB chunked"
 
 
 def test_no_tmp_loads_the_same_data_without_an_archive_in_the_temp_folder(

@@ -291,7 +291,7 @@ class Server:
 
     def write(self, db: int, items: Sequence[Item], *, replace: bool) -> int:
         items = [Item(*item) for item in items]  # plain (key, expiry, payload) tuples too
-        packed = [pack_restore(*item[:3], replace, *item[3:]) for item in items]
+        packed = [pack_restore(k, e, p, replace, i, f) for k, e, p, i, f in items]
         self._send(db, packed, items, "RESTORE")
         return self._unreported.pop(db, 0)
 

@@ -219,7 +219,7 @@ class RdbSource:
         self._tee_at = 0
         if self._tee_let_go:
             return
-        if self._tee_size > self._tee_hold:  # only with fd: the file has them
+        if self._fd is not None and self._tee_size > self._tee_hold:  # the file has them
             self._tee_let_go = True
             self._tee.clear()
             return

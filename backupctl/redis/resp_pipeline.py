@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import redis
 
@@ -81,7 +81,7 @@ def _slice_chunks(part: FileSlice) -> Any:
     """``part``'s value bytes in chunks of at most :data:`FILE_CHUNK`; OSError
     when the file ends early (it changed since it was verified)."""
     pos, end = part.offset, part.offset + part.length
-    for _ in range(part.length // FILE_CHUNK + 1):
+    for _ in range(part.length + 1):  # every turn brings a byte or more, or raises
         if pos >= end:
             return
         data = os.pread(part.fd, min(FILE_CHUNK, end - pos), pos)
@@ -118,6 +118,24 @@ def pack_command(*args: bytes | str) -> bytes:
     return b"".join(parts)
 
 
+@overload
+def pack_restore(
+    key: bytes | str,
+    expire_ms: int,
+    payload: bytes,
+    replace: bool,
+    idle: int | None,
+    freq: int | None,
+) -> bytes: ...
+@overload
+def pack_restore(
+    key: bytes | str,
+    expire_ms: int,
+    payload: FileSlice,
+    replace: bool,
+    idle: int | None,
+    freq: int | None,
+) -> tuple[bytes, FileSlice, bytes]: ...
 def pack_restore(
     key: bytes | str,
     expire_ms: int,

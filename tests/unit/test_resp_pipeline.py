@@ -1,17 +1,29 @@
 """The raw RESTORE pipeline: replies walked to their end without decoding them,
 errors kept with their place in the batch, at most ``depth`` batches in flight
-(a socketpair plays the server; no network)."""
+(a socketpair plays the server; no network); a payload sent from its file
+is the same bytes as one held."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from backupctl.redis.resp_pipeline import RawPipe, pack_command, pack_restore, reply_end
+from backupctl.redis.dump_payload import dump_payload
+from backupctl.redis.resp_pipeline import (
+    FILE_CHUNK,
+    FileSlice,
+    RawPipe,
+    pack_command,
+    pack_restore,
+    reply_end,
+    slice_payload,
+)
 
 REPLIES = [
     b"+OK\r\n",
@@ -160,3 +172,63 @@ def test_restore_is_packed_as_the_generic_command_would_be(
         args += ["FREQ", str(freq)]
     assert pack_restore(key, 1700000000123, payload, replace, idle, freq) == pack_command(*args)
     assert reply_end(pack_command(*args), 0) == len(pack_command(*args))  # one RESP array
+
+
+def test_a_payload_sent_from_its_file_is_the_bytes_of_the_payload_held(tmp_path: Path) -> None:
+    """A :class:`FileSlice` payload (value bytes left in the RDB file) goes on
+    the wire exactly as the same DUMP payload held in memory would, beside
+    held ones in one batch, in chunks: header, type byte, file bytes, version
+    and the CRC-64 computed as they pass."""
+    value = bytes(range(256)) * ((3 * FILE_CHUNK) // 256 + 7)  # over three chunks
+    path = tmp_path / "dump.rdb"
+    path.write_bytes(b"junk" + value + b"tail")
+    fd = os.open(path, os.O_RDONLY)
+    ours, server = socket.socketpair()
+    try:
+        with ours, server:
+            server.settimeout(10)
+            ours.settimeout(10)
+            part = FileSlice(fd, 4, len(value), b"\x04", 11)
+            held = dump_payload(b"\x04" + value, 11)
+            assert slice_payload(part) == held and part.size == len(held)
+            first = pack_restore(b"k", 0, b"\x00\x01x\x0b\x00" + b"\x00" * 8, False, None, None)
+            want = first + pack_restore(b"big", 1700000000123, held, True, 5, None)
+            sliced = pack_restore(b"big", 1700000000123, part, True, 5, None)
+            got = bytearray()
+            reader = threading.Thread(target=lambda: got.extend(_read_all(server, len(want))))
+            reader.start()
+            _pipe(ours).send([first, sliced], ["k", "big"])
+            reader.join(20)
+            assert bytes(got) == want
+    finally:
+        os.close(fd)
+
+
+def test_a_file_that_ends_before_its_payload_drops_the_connection(tmp_path: Path) -> None:
+    path = tmp_path / "dump.rdb"
+    path.write_bytes(b"x" * 100)
+    fd = os.open(path, os.O_RDONLY)
+    ours, server = socket.socketpair()
+    try:
+        with ours, server:
+            ours.settimeout(10)
+            client: Any = _Client(ours)
+            pipe: RawPipe[str] = RawPipe(client)
+            packed = pack_restore(b"k", 0, FileSlice(fd, 50, 500, b"\x00", 10), False, None, None)
+            with pytest.raises(redis.ConnectionError, match="ends at offset 100"):
+                pipe.send([packed], ["k"])
+            assert client.connection_pool.conn.disconnected
+    finally:
+        os.close(fd)
+
+
+def _read_all(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    for _ in range(100_000):
+        if len(buf) >= n:
+            break
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        buf += data
+    return bytes(buf)

@@ -23,8 +23,9 @@ machine:
 Every row has its CPU seconds beside the wall time (the machine is shared:
 wall time includes waiting for a core). Peak RSS is the larger of the largest
 single process's VmHWM and the tree's RSS sampled; for ``--to-redis`` the
-CLI's own VmHWM is printed too (``redis-check-rdb``, the second opinion it
-runs, holds the largest value while it reads it).
+CLI's own VmHWM is printed too (``--to-dir`` and ``verify`` also run
+``redis-check-rdb``, which holds the largest value while it reads it;
+``--to-redis`` no longer does).
 
 Goals (issue 12): ``--to-redis`` peak RSS <= 100 MiB on a 1 GiB dataset;
 ``--to-redis`` wall <= 4x the startup load of the same RDB.

@@ -32,7 +32,8 @@ a server on another host, a server that must stay up, a Redis Cluster. How:
    between :data:`VALUE_HOLD` and the threshold is not held either (from
    the unpacked file, into a standalone server): its ``RESTORE`` payload is
    sent from where its bytes lie in the verified RDB file, chunk by chunk
-   (:class:`backupctl.redis.resp_pipeline.FileSlice`). Function
+   (:class:`backupctl.redis.resp_pipeline.FileSlice`); into a cluster
+   (redis-py's pipeline would need it whole) it is rebuilt with commands. Function
    libraries are loaded from the RDB's function records with ``FUNCTION LOAD``
    (on every master of a cluster).
 
@@ -42,14 +43,14 @@ connected to, so a missing or wrong key is one error and the target is
 untouched. The archives are decrypted as they are read, in both routes.
 
 Memory is bounded by :data:`VALUE_HOLD` and the pipeline budget, whatever
-the dataset and its largest value (with ``no_tmp``, or into a cluster, a
-value up to the threshold is held). A cluster has database 0 only: a backup with keys in another
-database is refused before anything is written. Keys whose TTL passed by the
-time the restore started are not loaded (as a Redis loading that RDB would)
-and are counted as ``expired``; the others keep their absolute expiry time.
-Writers on the target should be stopped while loading: a key another client
-writes meanwhile makes the load fail (without ``flush``) or is overwritten
-(with it).
+the dataset and its largest value (with ``no_tmp``, or a module value into a
+cluster, a value up to the threshold is held). A cluster has database 0
+only: a backup with keys in another database is refused before anything is
+written. Keys whose TTL passed by the time the restore started are not
+loaded (as a Redis loading that RDB would) and are counted as ``expired``;
+the others keep their absolute expiry time. Writers on the target should be
+stopped while loading: a key another client writes meanwhile makes the load
+fail (without ``flush``) or is overwritten (with it).
 """
 
 from __future__ import annotations
@@ -385,7 +386,8 @@ class _Copy:
                           walk.magic == "VALKEY")  # fmt: skip
         else:
             route = routes[rec.type_id]
-            if route.how == "rebuild":
+            spanned = isinstance(rec, SpannedKey)  # over the hold: not held, into a cluster either
+            if route.how == "rebuild" or (spanned and self.dest.cluster and rec.kind != "module"):
                 self._send()
                 source = self._value_source(rec)
                 self._rebuild(rec.db, rec.key, source, rec.type_id, rec.kind, rec.expire_ms,

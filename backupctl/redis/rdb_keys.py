@@ -11,14 +11,13 @@ the reader walks it. Function libraries (both FUNCTION opcodes) are yielded
 as they come; module aux records are counted.
 
 Memory is bounded: a value whose bytes grow past ``threshold`` is not held.
-When the stream is a file (``fd``), a value is held only up to ``hold``
-bytes: a larger one (up to the threshold) is a :class:`SpannedKey` saying
-where its bytes lie in the file, which the load sends from there.
 Its record is a :class:`LargeKey` whose ``source`` starts again at the
 value's first byte; the consumer decodes it from there, streaming
-(:mod:`backupctl.redis.rdb_commands`), and the walk goes on after it. Keys
-whose expiry is before ``now_ms`` are skipped and counted, as a loading
-Redis does.
+(:mod:`backupctl.redis.rdb_commands`), and the walk goes on after it. When
+the stream is a file (``fd``), a value is held only up to ``hold`` bytes: a
+larger one (up to the threshold) is a :class:`SpannedKey` saying where its
+bytes lie in the file, which the load sends from there. Keys whose expiry is
+before ``now_ms`` are skipped and counted, as a loading Redis does.
 """
 
 from __future__ import annotations

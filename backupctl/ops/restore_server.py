@@ -43,14 +43,15 @@ connected to, so a missing or wrong key is one error and the target is
 untouched. The archives are decrypted as they are read, in both routes.
 
 Memory is bounded by :data:`VALUE_HOLD` and the pipeline budget, whatever
-the dataset and its largest value (with ``no_tmp``, or a module value into a
-cluster, a value up to the threshold is held). A cluster has database 0
-only: a backup with keys in another database is refused before anything is
-written. Keys whose TTL passed by the time the restore started are not
-loaded (as a Redis loading that RDB would) and are counted as ``expired``;
-the others keep their absolute expiry time. Writers on the target should be
-stopped while loading: a key another client writes meanwhile makes the load
-fail (without ``flush``) or is overwritten (with it).
+the dataset and its largest value (with ``no_tmp``, or into a cluster, a
+value over the hold is rebuilt with commands; only a module value, which has
+none, is held there, up to the threshold). A cluster has database 0 only: a
+backup with keys in another database is refused before anything is written.
+Keys whose TTL passed by the time the restore started are not loaded (as a
+Redis loading that RDB would) and are counted as ``expired``; the others
+keep their absolute expiry time. Writers on the target should be stopped
+while loading: a key another client writes meanwhile makes the load fail
+(without ``flush``) or is overwritten (with it).
 """
 
 from __future__ import annotations
@@ -349,8 +350,14 @@ class _Copy:
         fd: int | None = None,
     ) -> None:
         """``fh``'s keys loaded; ``fd`` (``fh`` is that verified file) lets a
-        value over :data:`VALUE_HOLD` be sent from the file, never held."""
-        walk = RdbKeys(fh, self.now_ms, self.threshold, report.size, fd=fd, hold=VALUE_HOLD)
+        value over :data:`VALUE_HOLD` be sent from the file, never held.
+        Without it (``--no-tmp``) such a value is rebuilt with commands, unless
+        the RDB has module values (no command form: held up to the threshold)."""
+        threshold = self.threshold
+        valkey = report.magic == "VALKEY"
+        if fd is None and all(_kind(t, valkey) != "module" for t in report.type_ids):
+            threshold = min(threshold, VALUE_HOLD)
+        walk = RdbKeys(fh, self.now_ms, threshold, report.size, fd=fd, hold=VALUE_HOLD)
         self.fd = fd
         name = node.rdb_file.path if node.rdb_file is not None else "the RDB"
         try:
@@ -467,6 +474,11 @@ class _Copy:
         replace = self.replace or fn.name in self.functions
         self.dest.load_function(fn.code, replace=replace)
         self.functions[fn.name] = fn.code
+
+
+def _kind(type_id: int, valkey: bool) -> str:
+    vtype = value_type(type_id, valkey)
+    return vtype.kind if vtype is not None else "?"
 
 
 def _first_checked(commands: Iterable[Command]) -> Iterator[Command]:

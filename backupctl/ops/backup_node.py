@@ -252,9 +252,16 @@ def _replication_members(
     # Valkey writes for a replica the format of the version it announces: ours
     # is the server's own, so the stream is the RDB its BGSAVE would write.
     announce = info.version if info.flavour == "valkey" else None
+    # With the RDB check on, the reader process walks every byte to the
+    # CRC-64 trailer and compares it: the stream's own CRC-64 would be the
+    # same sum over the same bytes again (verify=None: only without it).
     dump = stack.enter_context(
         replication_rdb(
-            spec, timeout=opts.timeout, on_fork=pause.restore, announce_version=announce
+            spec,
+            timeout=opts.timeout,
+            on_fork=pause.restore,
+            announce_version=announce,
+            verify=False if opts.check_rdb else None,
         )
     )
     _restore_rdbcompression(pause)  # the child exists by now (on_fork ran)

@@ -109,6 +109,13 @@ def timed(
     return wall, peak.largest_mib, usage.ru_utime + usage.ru_stime
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds of a process so far: its own user + sys, plus the reaped
+    children's (a redis-server's fork children, once it has waited for them)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def _median(runs: list[Timing]) -> Timing:
     """(median wall, largest peak RSS, median CPU) of several runs."""
     walls = sorted(w for w, _, _ in runs)
@@ -227,7 +234,11 @@ def file_rows(url: str, rdb: Path, work: Path, rdb_mib: float) -> list[str]:
 
 
 def s3_rows(
-    rport: int, client: redis.Redis, rdb_mib: float, args: argparse.Namespace, procs: list
+    rport: int,
+    client: redis.Redis,
+    rdb_mib: float,
+    args: argparse.Namespace,
+    procs: list[subprocess.Popen[bytes]],
 ) -> list[str]:
     """The S3 part: DIY vs backupctl (vs --before, vs --pause-rdbcompression) in turn."""
     sport = free_port()
@@ -239,6 +250,7 @@ def s3_rows(
         )
     )
     wait_port(sport)
+    moto_pid, server_pid = procs[-1].pid, procs[0].pid
     endpoint = f"http://{HOST}:{sport}"
     env = _s3_env(endpoint)
     aws = str(VENV_BIN / "aws")
@@ -260,13 +272,19 @@ def s3_rows(
         kinds["pause"] = ([*repl_cmd, "--pause-rdbcompression"], env, False)
     assert client.config_get("rdbcompression")["rdbcompression"] == "yes"
     rounds: dict[str, list[Timing]] = {k: [] for k in kinds}
+    # What the shared resources spent on each command: moto's S3 server
+    # and redis-server (its fork child counted once reaped), CPU seconds.
+    beside: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
     loads: list[float] = []  # the 1-minute load average before each round
     for i in range(max(1, args.repeat)):  # in turn, so drift hits all alike
         order = list(kinds) if i % 2 == 0 else list(reversed(kinds))
         loads.append(os.getloadavg()[0])
         for k in order:
             cmd, cmd_env, shell = kinds[k]
+            moto0, server0 = proc_cpu(moto_pid), proc_cpu(server_pid)
             rounds[k].append(timed(cmd, shell=shell, env=cmd_env))
+            time.sleep(0.2)  # the fork child reaped (redis-server's cron)
+            beside[k].append((proc_cpu(moto_pid) - moto0, proc_cpu(server_pid) - server0))
     assert client.config_get("rdbcompression")["rdbcompression"] == "yes"
     med = {k: _median(v) for k, v in rounds.items()}
     diy = med["diy"]
@@ -290,6 +308,14 @@ def s3_rows(
             f"replication to S3 vs DIY, server settings untouched ({label}): wall "
             f"{med[k][0] / diy[0]:.2f}x (per round {per_round(k, 0)}; goal <= 0.90x), "
             f"CPU {med[k][2] / diy[2]:.2f}x (per round {per_round(k, 2)})"
+        )
+    for k in kinds:
+        motos = sorted(m for m, _ in beside[k])
+        servers = sorted(r for _, r in beside[k])
+        lines.append(
+            f"CPU s beside {k}: moto median {motos[len(motos) // 2]:.2f} "
+            f"({', '.join(f'{m:.2f}' for m, _ in beside[k])}), redis-server median "
+            f"{servers[len(servers) // 2]:.2f} ({', '.join(f'{r:.2f}' for _, r in beside[k])})"
         )
     lines.append(f"peak RSS of backupctl run -> S3: {med['repl'][1]:.0f} MiB (goal <= 100 MiB)")
     lines.append("load average before each round: " + ", ".join(f"{x:.2f}" for x in loads))

@@ -42,6 +42,7 @@ _SLOT_INFO, _FUNCTION2, _FUNCTION_PRE_GA, _MODULE_AUX = 244, 245, 246, 247
 _IDLE, _FREQ, _AUX, _RESIZEDB = 248, 249, 250, 251
 _EXPIRETIME_MS, _EXPIRETIME, _SELECTDB, _EOF = 252, 253, 254, 255
 _MODULE_OPCODE_UINT = 2
+_STRING = 0  # the string value type, the same id in every RDB version
 
 _REDIS_VERSIONS = range(1, 13)  # Redis 1.x (RDB 1) .. 7.4 / 8.x (RDB 12)
 _VALKEY_VERSIONS = (80,)  # Valkey 9.0 / 9.1; Valkey 7.2-8.x write REDIS0011
@@ -147,6 +148,8 @@ class _Walk:
             if op < _SLOT_INFO:
                 self._key(op, at, db, expiry)
                 expiry = False
+                if op == _STRING:
+                    self._strings_in_buffer(db)
             elif op == _EOF:
                 break
             elif op == _SELECTDB:
@@ -206,6 +209,21 @@ class _Walk:
                 heapq.heappush(largest, item)
             else:
                 heapq.heapreplace(largest, item)
+
+    def _strings_in_buffer(self, db: int) -> None:
+        """Pass the plain string records that follow, wholly in the buffer,
+        the way :meth:`_key` would (see :func:`pass_plain_strings`)."""
+        largest = self.largest
+        if len(largest) < LARGEST_KEPT:
+            return  # every record may still be one of the largest: the slow path keeps it
+        buf, pos = self.src.window()
+        end, count, expiring = pass_plain_strings(buf, pos, largest[0][0])
+        if count:
+            self.src.advance(end)
+            self.keys[db] = self.keys.get(db, 0) + count
+            if expiring:
+                self.expires[db] = self.expires.get(db, 0) + expiring
+            self.type_counts[_STRING] += count
 
     def _aux(self, at: int) -> None:
         src = self.src
@@ -279,6 +297,83 @@ class _Walk:
             size=self.src.offset,
             type_ids=frozenset(t for t, n in enumerate(self.type_counts) if n),
         )
+
+
+#: Room :func:`pass_plain_strings` keeps before the buffer's end: every header
+#: byte it reads (an expire time, two string headers) is inside it.
+_WINDOW_SLACK = 32
+
+
+def pass_plain_strings(buf: bytes, pos: int, floor: int) -> tuple[int, int, int]:
+    """The reader's hot path (pure): from ``buf[pos]``, pass string-key
+    records -- type 0, maybe after a millisecond expire time -- whose key is
+    a raw string of a 6- or 14-bit length and whose value is such a string or
+    an LZF string with plausible 6- or 14-bit lengths (the checks
+    ``RdbSource.skip_string`` makes), that lie wholly in ``buf`` and whose
+    value takes at most ``floor`` bytes (so none is one of the largest).
+    Returns (the position after the last record passed, how many, how many of
+    them had an expire time). It stops at the first record it does not pass,
+    which the caller reads the slow way (and reports, if it is wrong).
+
+    Why: per record, the general walk's calls (opcode, key, value type,
+    string header) cost ~1.8 us in CPython; a backup's reader process spent
+    0.55 CPU-s on a 304 MiB RDB of 300,000 strings, on a two-core node that
+    the server's fork child and the upload share. This loop does the same
+    checks on plain bytes."""
+    stop = len(buf) - _WINDOW_SLACK
+    count = expiring = 0
+    for _ in range(len(buf)):  # every record passed is at least 3 bytes
+        if pos >= stop:
+            break
+        p = pos + 1
+        op = buf[pos]
+        if op == _EXPIRETIME_MS and buf[pos + 9] == _STRING:
+            p += 9
+        elif op != _STRING:
+            break
+        b = buf[p]  # the key: a raw string
+        if b < 0x40:
+            p += 1 + b
+        elif b < 0x80:
+            p += 2 + (((b & 0x3F) << 8) | buf[p + 1])
+        else:
+            break
+        if p >= stop:
+            break
+        start = p
+        b = buf[p]  # the value: a raw or LZF string
+        if b < 0x40:
+            p += 1 + b
+        elif b < 0x80:
+            p += 2 + (((b & 0x3F) << 8) | buf[p + 1])
+        elif b == 0xC3:
+            p += 1
+            c = buf[p]
+            if c < 0x40:
+                clen, p = c, p + 1
+            elif c < 0x80:
+                clen, p = ((c & 0x3F) << 8) | buf[p + 1], p + 2
+            else:
+                break
+            c = buf[p]
+            if c < 0x40:
+                ulen, p = c, p + 1
+            elif c < 0x80:
+                ulen, p = ((c & 0x3F) << 8) | buf[p + 1], p + 2
+            else:
+                break
+            if clen == 0 or ulen > clen * 90 + 64:
+                break  # implausible: the slow path says so
+            p += clen
+        else:
+            break
+        if p > len(buf) or p - start > floor:
+            break
+        if op == _EXPIRETIME_MS:
+            expiring += 1
+        count += 1
+        pos = p
+    return pos, count, expiring
 
 
 def read_rdb(stream: BinaryIO, *, deep: bool = True, size: int | None = None) -> RdbReport:

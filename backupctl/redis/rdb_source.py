@@ -497,6 +497,17 @@ class RdbSource:
             clen, _ = self._lzf_header(what)
             self.skip(clen, what)
 
+    def window(self) -> tuple[bytes, int]:
+        """The buffered bytes and the current position in them, for a tight
+        loop over records wholly in the buffer (rdb_reader.pass_plain_strings);
+        :meth:`advance` then moves past what it passed."""
+        return self._buf, self._pos
+
+    def advance(self, pos: int) -> None:
+        """Move to ``pos`` of :meth:`window`'s bytes (never back, never past them)."""
+        assert self._pos <= pos <= len(self._buf)
+        self._pos = pos
+
     def raw_string(self, limit: int) -> bytes | None:
         """The next string's RDB bytes as they are (header and body; LZF left
         compressed), passed, when they are wholly in the buffer and at most

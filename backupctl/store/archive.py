@@ -172,14 +172,22 @@ class HashingReader(io.RawIOBase):
 class _Compressor:
     """A writer that compresses into ``sink``; ``finish()`` ends the frame."""
 
-    def __init__(self, sink: HashingWriter, compression: str, level: int | None) -> None:
+    def __init__(
+        self, sink: HashingWriter, compression: str, level: int | None, threads: int = -1
+    ) -> None:
         self._raw: Sink
         if compression == "zstd":
-            # Multi-threaded (one worker per core) with 512 KiB jobs: the same
-            # ratio for ~7% more CPU than 1 MiB jobs, and 8 MiB of memory
-            # instead of 17 (1 MiB jobs) or ~60 (the default job size).
-            params = zstandard.ZstdCompressionParameters.from_level(
-                ZSTD_DEFAULT_LEVEL if level is None else level, threads=-1, job_size=ZSTD_JOB_SIZE
+            # Multi-threaded (one worker per core, threads=-1) with 512 KiB
+            # jobs: the same ratio for ~7% more CPU than 1 MiB jobs, and 8 MiB
+            # of memory instead of 17 (1 MiB jobs) or ~60 (the default job
+            # size). threads=0: in the calling thread (GIL released), no jobs.
+            level = ZSTD_DEFAULT_LEVEL if level is None else level
+            params = (
+                zstandard.ZstdCompressionParameters.from_level(level, threads=0)
+                if threads == 0
+                else zstandard.ZstdCompressionParameters.from_level(
+                    level, threads=threads, job_size=ZSTD_JOB_SIZE
+                )
             )
             cctx = zstandard.ZstdCompressor(compression_params=params)
             # Output in pieces below the data path's malloc mmap threshold
@@ -227,14 +235,16 @@ def write_archive(
     level: int | None = None,
     progress: Progress | None = None,
     encrypt_to: Recipients | None = None,
+    zstd_threads: int = -1,
 ) -> ArchiveResult:
     """Write ``members`` as one compressed tar into ``sink`` (then encrypted
     to ``encrypt_to``, age); return the stored object's size and sha256 and
-    each file's size and sha256."""
+    each file's size and sha256. ``zstd_threads``: zstd's workers (-1: one
+    per core; 0: none, zstd runs in the caller's thread)."""
     out = HashingWriter(sink)
     files: list[FileEntry] = []
     with encrypting(out, encrypt_to) as encrypted:
-        comp = _Compressor(encrypted, compression, level)  # type: ignore[arg-type]
+        comp = _Compressor(encrypted, compression, level, zstd_threads)  # type: ignore[arg-type]
         with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
             tar = _TarStream(comp, hasher)
             for m in members:

@@ -19,7 +19,9 @@ import pytest
 from backupctl.ops.backup_rdb_check import FileChecker, StreamChecker, watch_rdb
 from backupctl.redis import rdb_tool
 from backupctl.redis.rdb_worker import ReaderProcess
-from backupctl.store.archive import Member, file_member, write_archive
+from backupctl.store.archive import Member, extract_verified, file_member, write_archive
+
+from support.rdb_build import key, rdb, st
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "rdb"
 NAMES = ["redis-7.0.15", "redis-8.0.2", "valkey-8.1.1", "valkey-9.1.2"]
@@ -121,17 +123,36 @@ def test_the_checker_copies_what_it_is_given_so_the_caller_may_reuse_its_buffer(
     assert verdict.problem is None and verdict.keys == _expected_keys("redis-7.0.15")
 
 
-def test_a_replication_stream_archived_through_the_tap_is_checked_and_stored_whole() -> None:
+@pytest.mark.parametrize("zstd_threads", [-1, 0], ids=["zstd-workers", "zstd-in-caller"])
+def test_a_replication_stream_archived_through_the_tap_is_checked_and_stored_whole(
+    zstd_threads: int,
+) -> None:
     raw = (SAMPLES / "valkey-8.1.1.rdb").read_bytes()
     stream = io.BufferedReader(io.BytesIO(raw))  # type: ignore[arg-type]
     member = Member(name="dump.rdb", size=None, kind="rdb", open=lambda: stream)
     with ExitStack() as stack:
         members, header, checker = watch_rdb([member], check=True, timeout=60, stack=stack)
         sink = io.BytesIO()
-        result = write_archive(sink, members, "zstd")
+        result = write_archive(sink, members, "zstd", zstd_threads=zstd_threads)
         assert checker is not None
         verdict = checker.close()
     assert verdict.problem is None and verdict.keys == _expected_keys("valkey-8.1.1")
     assert header.magic is not None and raw.startswith(header.magic.encode())
     assert result.files[0].sha256 == hashlib.sha256(raw).hexdigest()
     assert result.files[0].size == len(raw)
+    sink.seek(0)
+    extract_verified(sink, "zstd", result.files, None)  # the archive holds it whole
+
+
+def test_a_flipped_byte_inside_a_string_value_fails_on_the_crc64() -> None:
+    """A replication backup with the check on leaves the CRC-64 to the reader
+    process (ops/backup_node.py: the stream's own would sum the same bytes
+    again): damage the walk cannot see, inside a value among a run of plain
+    strings (the reader's hot path), is still refused."""
+    body = b"\xfe\x00" + b"".join(key(0, f"user:{i}", st(f"value {i} " * 8)) for i in range(500))
+    raw = bytearray(rdb(body))
+    at = raw.index(b"value 400 ") + 3
+    raw[at] ^= 0x01  # 'u' -> 't': still a valid string of the same length
+    assert _stream(rdb(body)).close().problem is None
+    verdict = _stream(bytes(raw)).close()
+    assert verdict.problem is not None and "CRC-64 mismatch" in verdict.problem

@@ -412,7 +412,7 @@ def iter_members(stream: BinaryIO) -> Iterator[tuple[tarfile.TarInfo, BinaryIO]]
     skipped; links, devices and FIFOs are refused (never created, never
     followed): backupctl writes none, so one means the archive is not ours."""
     try:
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=COPY_CHUNK) as tar:
+        with tarfile.open(fileobj=stream, mode="r:") as tar:
             for info in tar:
                 if info.isdir():
                     continue

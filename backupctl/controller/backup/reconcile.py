@@ -298,7 +298,9 @@ async def execute(
         try:
             manifest = job_manifest(controller, tracker, body, observed.spec, create)
             manifest = with_job_shard(manifest, controller.shard)
-            await kube.create("batch", "v1", "jobs", ns, manifest)
+            job = await kube.create("batch", "v1", "jobs", ns, manifest)
+            now = controller.clock.now()
+            tracker.expect(job_view(job), now, now + timedelta(seconds=POD_CHECK_FIRST))
             kopf.event(body, type="Normal", reason="JobCreated", message=create.message)
             if create.component == BACKUP:
                 controller.metrics.job_created(ns, name)

@@ -72,6 +72,21 @@ class Tracker:
     listed_at: datetime | None = None  # when its Jobs were last listed from the API
     stopped: kopf.DaemonStopped | None = None  # kopf's stop flag of its daemon
 
+    def expect(self, job: JobView, now: datetime, first_pod_check: datetime) -> None:
+        """A Job this pass just created, as its watch event will show it.
+
+        The event then does not wake the daemon for a pass of its own: at a cron slot
+        that pass (observe, list the Jobs, plan, find nothing to do) was a third of the
+        controller's work and delayed the other resources' Jobs. What it started is
+        started here: the Job counts as seen, its Jobs as listed now, and its pod's first
+        check is due at ``first_pod_check``."""
+        self.seen.update((job.name, job.run_name))
+        self.listed_at = now
+        self.pod_checks.setdefault(job.name, (0, first_pod_check))
+        if isinstance(self.seen_state, tuple) and len(self.seen_state) == 2:
+            meta, jobs = self.seen_state
+            self.seen_state = (meta, sorted([*jobs, (job.name, job.state, job.ready)]))
+
     async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
         """Until ``seconds`` pass, something wakes this daemon, or kopf stops it.
 

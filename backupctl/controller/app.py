@@ -151,6 +151,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube.on_request = controller.metrics.api_request
     memo.metrics.sources.append(controller.metrics.registry)  # served by run()
     controller.tasks.append(asyncio.create_task(controller.watch_changes()))
+    controller.tasks.append(asyncio.create_task(controller.events.run()))
     controller.tasks.append(asyncio.create_task(clock.watch(controller.wake_all)))
     memo.controller = controller
 

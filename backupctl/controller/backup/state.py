@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -20,6 +20,7 @@ import kopf
 from backupctl.controller import topology
 from backupctl.controller.backup.model import Problem
 from backupctl.controller.backup.run_now import ANNOTATION as RUN_NOW
+from backupctl.controller.event_poster import EventPoster
 from backupctl.controller.gate import Gate
 from backupctl.controller.jobs import JobView, PodProblem
 from backupctl.controller.kube import Kube
@@ -122,6 +123,16 @@ class Controller:
     passes: Gate = field(default_factory=lambda: Gate(PASSES_AT_ONCE))
     #: namespace -> the list of its RedisRestores on its way (one for all who ask)
     listing: dict[str, asyncio.Future[list[dict[str, Any]]]] = field(default_factory=dict)
+    #: Events, posted once no pass waits for its turn (its task: app.startup)
+    events: EventPoster = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = EventPoster(self.kube, lambda: bool(self.passes.waiters))
+
+    async def event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event about the RedisBackup ``body``, stamped now (real time, as the API
+        server's own timestamps), posted behind the passes waiting for their turn."""
+        await self.events.post(body, type_, reason, message, datetime.now(UTC))
 
     def tracker(self, namespace: str, name: str) -> Tracker:
         key = (namespace, label_value(name))

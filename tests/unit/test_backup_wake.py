@@ -1,0 +1,70 @@
+"""What wakes a RedisBackup daemon for another pass after it created a Job.
+
+The Job's own watch event does not (issue 15: at a cron slot that pass -- observe, list
+the Jobs, plan, nothing to do -- was a third of the controller's work and delayed the
+other resources' Jobs); any later change of the Job does, and the check of its pod is
+still due POD_CHECK_FIRST seconds after it was created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from backupctl.controller.backup import reconcile
+from backupctl.controller.backup.state import Controller, Tracker
+from backupctl.controller.manifests import LABEL_BACKUP, label_value
+from backupctl.controller.observe import job_view
+
+NS, NAME, UID = "redis", "nightly", "uid-1"
+T0 = datetime(2030, 1, 1, 2, tzinfo=UTC)
+
+
+def job(done: bool = False) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    if done:
+        status = {"conditions": [{"type": "Complete", "status": "True"}]}
+    labels = {LABEL_BACKUP: label_value(NAME)}
+    return {"metadata": {"name": "nightly-1", "labels": labels}, "status": status}
+
+
+def woken_after_index_shows(created: dict[str, Any], indexed: dict[str, Any]) -> bool:
+    """Whether the daemon wakes once kopf's index holds ``indexed``, after the pass
+    that created ``created`` (the index did not hold it yet when the pass began)."""
+    controller = Controller(kube=None, image="img", clock=None)  # type: ignore[arg-type]
+    index: dict[tuple[str, str], list[Any]] = {}
+    controller.jobs = index  # type: ignore[assignment]
+    tracker = controller.tracker(NS, NAME)
+    tracker.body = {"metadata": {"name": NAME, "generation": 1}}  # type: ignore[assignment]
+    tracker.seen_state = controller.state_of(tracker)  # the pass begins
+    tracker.expect(job_view(created), T0, T0 + timedelta(seconds=reconcile.POD_CHECK_FIRST))
+    index[(NS, label_value(NAME))] = [(UID, job_view(indexed))]  # its watch event
+
+    async def watch() -> bool:
+        task = asyncio.create_task(controller.watch_changes())
+        try:
+            await asyncio.wait_for(tracker.wake.wait(), 1.5)  # three polls
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            task.cancel()
+
+    return asyncio.run(watch())
+
+
+def test_the_created_jobs_own_watch_event_does_not_wake_the_daemon() -> None:
+    assert not woken_after_index_shows(job(), job())
+
+
+def test_a_change_of_that_job_still_wakes_it() -> None:
+    assert woken_after_index_shows(job(), job(done=True))
+
+
+def test_its_pod_is_checked_after_pod_check_first_and_it_counts_as_seen() -> None:
+    tracker = Tracker(NS, NAME)
+    tracker.expect(job_view(job()), T0, T0 + timedelta(seconds=5))
+    assert tracker.pod_checks == {"nightly-1": (0, T0 + timedelta(seconds=5))}
+    assert "nightly-1" in tracker.seen
+    assert tracker.listed_at == T0

@@ -12,6 +12,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kopf
+
+from backupctl.controller import app
 from backupctl.controller.backup import reconcile
 from backupctl.controller.backup.state import Controller, Tracker
 from backupctl.controller.manifests import LABEL_BACKUP, label_value
@@ -68,3 +71,15 @@ def test_its_pod_is_checked_after_pod_check_first_and_it_counts_as_seen() -> Non
     assert tracker.pod_checks == {"nightly-1": (0, T0 + timedelta(seconds=5))}
     assert "nightly-1" in tracker.seen
     assert tracker.listed_at == T0
+
+
+def test_the_operator_has_no_change_handlers_so_it_keeps_no_diff_base() -> None:
+    """app.NoDiffBase gives kopf no diff base: right only while no handler reacts to
+    changes (@kopf.on.create/update/delete/field); one added must bring kopf's back."""
+    registry = kopf.get_default_registry()
+    assert [h.id for h in registry._changing.get_all_handlers()] == []
+    assert {h.id for h in registry._spawning.get_all_handlers()} == {
+        "backup_daemon",
+        "restore_daemon",
+    }
+    assert app.NoDiffBase().fetch(body=kopf.Body({"metadata": {}})) is None

@@ -9,6 +9,7 @@ still due POD_CHECK_FIRST seconds after it was created.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ import kopf
 
 from backupctl.controller import app
 from backupctl.controller.backup import reconcile
-from backupctl.controller.backup.state import Controller, Tracker
+from backupctl.controller.backup.state import CHANGE_POLL, FULL_SCAN_POLLS, Controller, Tracker
 from backupctl.controller.manifests import LABEL_BACKUP, label_value
 from backupctl.controller.observe import job_view
 
@@ -32,25 +33,33 @@ def job(done: bool = False) -> dict[str, Any]:
     return {"metadata": {"name": "nightly-1", "labels": labels}, "status": status}
 
 
-def woken_after_index_shows(created: dict[str, Any], indexed: dict[str, Any]) -> bool:
-    """Whether the daemon wakes once kopf's index holds ``indexed``, after the pass
-    that created ``created`` (the index did not hold it yet when the pass began)."""
+def woken_after_index_shows(
+    created: dict[str, Any], indexed: dict[str, Any] | None, *, reported: bool = True
+) -> float | None:
+    """Seconds until the daemon wakes (None: not within 6 s) once kopf's index holds
+    ``indexed`` (None: the Job was deleted), after the pass that created ``created``
+    (the index did not hold it yet when the pass began). ``reported``: kopf called the
+    index handler (it does for an added or changed Job, not for a deleted one)."""
     controller = Controller(kube=None, image="img", clock=None)  # type: ignore[arg-type]
+    key = (NS, label_value(NAME))
     index: dict[tuple[str, str], list[Any]] = {}
     controller.jobs = index  # type: ignore[assignment]
     tracker = controller.tracker(NS, NAME)
     tracker.body = {"metadata": {"name": NAME, "generation": 1}}  # type: ignore[assignment]
     tracker.seen_state = controller.state_of(tracker)  # the pass begins
     tracker.expect(job_view(created), T0, T0 + timedelta(seconds=reconcile.POD_CHECK_FIRST))
-    index[(NS, label_value(NAME))] = [(UID, job_view(indexed))]  # its watch event
+    index[key] = [(UID, job_view(indexed))] if indexed is not None else []  # its watch event
+    if reported:
+        controller.job_changed(key)
 
-    async def watch() -> bool:
+    async def watch() -> float | None:
         task = asyncio.create_task(controller.watch_changes())
+        started = time.monotonic()
         try:
-            await asyncio.wait_for(tracker.wake.wait(), 1.5)  # three polls
-            return True
+            await asyncio.wait_for(tracker.wake.wait(), 6.0)
+            return time.monotonic() - started
         except TimeoutError:
-            return False
+            return None
         finally:
             task.cancel()
 
@@ -58,11 +67,17 @@ def woken_after_index_shows(created: dict[str, Any], indexed: dict[str, Any]) ->
 
 
 def test_the_created_jobs_own_watch_event_does_not_wake_the_daemon() -> None:
-    assert not woken_after_index_shows(job(), job())
+    assert woken_after_index_shows(job(), job()) is None
 
 
-def test_a_change_of_that_job_still_wakes_it() -> None:
-    assert woken_after_index_shows(job(), job(done=True))
+def test_a_change_of_that_job_wakes_it_at_the_next_scan() -> None:
+    woken = woken_after_index_shows(job(), job(done=True))
+    assert woken is not None and woken < 2 * CHANGE_POLL
+
+
+def test_a_deleted_job_wakes_it_at_the_next_full_scan() -> None:
+    woken = woken_after_index_shows(job(), None, reported=False)
+    assert woken is not None and woken < (FULL_SCAN_POLLS + 1) * CHANGE_POLL
 
 
 def test_its_pod_is_checked_after_pod_check_first_and_it_counts_as_seen() -> None:

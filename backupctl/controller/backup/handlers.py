@@ -34,13 +34,17 @@ from backupctl.controller.spec import API_GROUP, API_VERSION
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_BACKUP: kopf.PRESENT})
 async def backup_jobs(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, memo: Any, **_: Any
 ) -> dict[tuple[str, str], tuple[str, JobView]]:
     """The Jobs of each RedisBackup, by (namespace, backup label): the
     owner's uid (a re-created RedisBackup of the same name is another
-    owner) and the Job as the planner sees it."""
+    owner) and the Job as the planner sees it. Tells the controller which
+    resource's Jobs changed (:meth:`Controller.watch_changes` compares those)."""
     owners = [o.get("uid", "") for o in body.get("metadata", {}).get("ownerReferences") or []]
     key = (namespace or "", str(labels[LABEL_BACKUP]))
+    controller: Controller | None = memo.get("controller")
+    if controller is not None:
+        controller.job_changed(key)
     return {key: (owners[0] if owners else "", job_view(body))}
 
 

@@ -298,8 +298,10 @@ async def execute(
         try:
             manifest = job_manifest(controller, tracker, body, observed.spec, create)
             manifest = with_job_shard(manifest, controller.shard)
-            await kube.create("batch", "v1", "jobs", ns, manifest)
-            kopf.event(body, type="Normal", reason="JobCreated", message=create.message)
+            job = await kube.create("batch", "v1", "jobs", ns, manifest)
+            now = controller.clock.now()
+            tracker.expect(job_view(job), now, now + timedelta(seconds=POD_CHECK_FIRST))
+            await controller.event(body, "Normal", "JobCreated", create.message)
             if create.component == BACKUP:
                 controller.metrics.job_created(ns, name)
         except AlreadyExists:
@@ -310,12 +312,12 @@ async def execute(
             failed = True  # refused (invalid, forbidden, quota): the user must act
             message = f"Job {create.name}: {e.message}"
             set_problem(tracker, "JobRejected", message, controller.clock.now())
-            kopf.event(body, type="Warning", reason="JobRejected", message=message)
+            await controller.event(body, "Warning", "JobRejected", message)
     for event in planned.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        await controller.event(body, event.type, event.reason, event.message)
     choice = tracker.choice
     if choice is not None and choice.note and choice.note != tracker.noted:
-        kopf.event(body, type="Normal", reason="TargetNote", message=choice.note)
+        await controller.event(body, "Normal", "TargetNote", choice.note)
         tracker.noted = choice.note
     for outcome in planned.outcomes:
         if not outcome.succeeded:

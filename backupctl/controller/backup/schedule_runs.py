@@ -16,6 +16,7 @@ planned with ``lastScheduleTime`` = its slot and a ``Running`` history entry
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,6 +50,13 @@ def slots_around(cron: str, tz: str, now: datetime) -> tuple[datetime, datetime]
         _AROUND.clear()
     _AROUND[(cron, tz)] = around
     return around
+
+
+@functools.lru_cache(maxsize=4096)
+def slot_before(cron: str, tz: str, slot: datetime) -> datetime:
+    """The slot before ``slot``: the same for every resource of a schedule at its slot
+    (thousands at once; croniter costs ~0.3 ms a call)."""
+    return prev_run(cron, tz, slot - _EPSILON)
 
 
 def upcoming(d: Draft, spec: BackupSpec) -> datetime:
@@ -230,7 +238,7 @@ def due(
     if active and spec.concurrency_policy == "Replace":
         d.replace = active
     note = ""
-    if prev_run(cron, tz, slot - _EPSILON) > base:  # more than one slot since base
+    if slot_before(cron, tz, slot) > base:  # more than one slot since base
         missed = missed_slots(cron, tz, base, d.now)
         count = f"{missed}+" if missed >= 100 else str(missed)
         note = f"{count} runs were missed; only the latest is made up for"

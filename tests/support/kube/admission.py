@@ -12,7 +12,6 @@ OwnerReferencesPermissionEnforcement of :mod:`.rbac` and :mod:`.pod_security` ar
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 import string
@@ -23,6 +22,7 @@ from typing import Any
 from . import schema
 from .errors import ApiError, JsonDict, invalid
 from .object_store import ObjectStore
+from .patching import json_copy
 from .resources import ResourceRegistry, ResourceType
 
 _DNS1123_SUBDOMAIN = re.compile(
@@ -57,7 +57,7 @@ def normalise(rt: ResourceType, ns: str | None, body: Any) -> JsonDict:
     """A copy of ``body`` with apiVersion, kind and namespace checked against the URL and set."""
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest", "the body of the request must be a JSON object")
-    obj = copy.deepcopy(body)
+    obj = json_copy(body)
     if obj.get("kind") not in (None, rt.kind) or obj.get("apiVersion") not in (
         None,
         rt.api_version,

@@ -112,6 +112,8 @@ CORE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 #: sockets are read in between. Throughput is the same; only the order changes.
 FAIRNESS = 8
 LEASE_GROUP = "coordination.k8s.io"
+#: Events a watch stream sends in one write, at most (all that are queued, up to this).
+WATCH_BATCH = 500
 
 
 @attrs.define(kw_only=True)
@@ -369,17 +371,30 @@ class KubeEmulator(KmockFront):
                 if remaining is not None and remaining <= 0:
                     break
                 try:
-                    event_or_none = await asyncio.wait_for(watcher.queue.get(), remaining)
+                    first = await asyncio.wait_for(watcher.queue.get(), remaining)
                 except TimeoutError:
                     break
-                if event_or_none is None:  # the server closes this stream
+                # Everything queued goes out in one write: one event per turn of the loop
+                # delayed a busy emulator's streams by seconds (2,000 Jobs: ~10 s).
+                pending = [first]
+                while len(pending) < WATCH_BATCH and not watcher.queue.empty():
+                    pending.append(watcher.queue.get_nowait())
+                batch, ended = [], False
+                for event_or_none in pending:
+                    if event_or_none is None:  # the server closes this stream
+                        ended = True
+                        break
+                    if self.partitions.cut(token):  # lost on the way to a partitioned client
+                        was_cut = True
+                        continue
+                    if was_cut:  # the partition healed: the client reconnects and re-lists
+                        ended = True
+                        break
+                    batch.append(event_or_none)
+                if batch:
+                    await _write_events(response, rt, batch)
+                if ended:
                     break
-                if self.partitions.cut(token):  # lost on the way to a partitioned client
-                    was_cut = True
-                    continue
-                if was_cut:  # the partition healed: the client reconnects and re-lists
-                    break
-                await _write_event(response, rt, event_or_none)
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError):
             pass
@@ -409,3 +424,13 @@ async def _write_event(
     if event["type"] != "ERROR":
         event = dict(event, object=rt.present(event["object"]))
     await response.write(json.dumps(event).encode() + b"\n")
+
+
+async def _write_events(
+    response: aiohttp.web.StreamResponse, rt: ResourceType, events: list[JsonDict]
+) -> None:
+    lines = [
+        json.dumps(e if e["type"] == "ERROR" else dict(e, object=rt.present(e["object"])))
+        for e in events
+    ]
+    await response.write(("\n".join(lines) + "\n").encode())

@@ -12,7 +12,6 @@ announced to :attr:`ObjectApi.on_written` (the cluster's controllers). DELETE is
 
 from __future__ import annotations
 
-import copy
 import json
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from . import patching, schema, selectors
 from .admission import Admission, Write, normalise
 from .errors import ApiError, JsonDict, conflict, invalid, no_such_resource, not_found
 from .object_store import ObjectStore
+from .patching import json_copy
 from .resources import ResourceType
 
 # (type, the old object or None on create, the stored object) -> None
@@ -156,7 +156,7 @@ class ObjectApi:
         if content_type == APPLY_PATCH:
             if old is None:
                 return self.create(rt, ns, body, dry_run=dry_run)
-            new = patching.merge_patch(copy.deepcopy(old), _strip_nulls(body))
+            new = patching.merge_patch(json_copy(old), _strip_nulls(body))
             return self.update(
                 rt,
                 old,
@@ -169,11 +169,11 @@ class ObjectApi:
             raise not_found(rt, name)
         try:
             if content_type == MERGE_PATCH:
-                new = patching.merge_patch(copy.deepcopy(old), body)
+                new = patching.merge_patch(json_copy(old), body)
             elif content_type == JSON_PATCH:
                 new = patching.json_patch(old, body)
             elif content_type == STRATEGIC_MERGE_PATCH and rt.schema is None:
-                new = patching.strategic_merge_patch(copy.deepcopy(old), body)
+                new = patching.strategic_merge_patch(json_copy(old), body)
             else:
                 raise ApiError(
                     415,
@@ -211,7 +211,7 @@ class ObjectApi:
         field_validation: str | None = None,
     ) -> tuple[JsonDict, list[str]]:
         """Store ``new`` (normalised) as the next version of ``old``: the end of PUT and PATCH."""
-        old = copy.deepcopy(old)
+        old = json_copy(old)
         if sub == "status":
             new = _with_status_of(old, new)
         else:
@@ -238,7 +238,7 @@ class ObjectApi:
 
 def _with_status_of(old: JsonDict, new: JsonDict) -> JsonDict:
     """A write to ``/status``: the old object with the new status (and nothing else)."""
-    candidate = copy.deepcopy(old)
+    candidate = json_copy(old)
     if "status" in new:
         candidate["status"] = new["status"]
     else:

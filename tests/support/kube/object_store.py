@@ -11,13 +11,13 @@ when an object goes away subscribes to :attr:`ObjectStore.on_removed`.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable, Iterable
 
 import kmock
 
 from .errors import JsonDict, not_found
+from .patching import json_copy
 from .resources import ResourceRegistry, ResourceType, StorageKey, now_iso
 from .watches import WatchHub
 
@@ -152,7 +152,7 @@ class ObjectStore:
 
     def remove(self, rt: ResourceType, obj: JsonDict) -> JsonDict:
         """Remove an object for good; returns its final state (with a new resourceVersion)."""
-        final = copy.deepcopy(obj)
+        final = json_copy(obj)
         final["metadata"]["resourceVersion"] = self._next_rv()
         key = self.key(rt, final["metadata"].get("namespace"), final["metadata"]["name"])
         self.objects[key].history.append(final)

@@ -34,6 +34,17 @@ _MERGE_KEYS: dict[str, str] = {
 _MERGE_PRIMITIVES = {"finalizers"}
 
 
+def json_copy(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists, immutable scalars): what ``copy.deepcopy``
+    does for these, 4-5x faster (no memo, no dispatch). Every write copies the stored
+    object two or three times: the emulator's largest cost at a slot of 10,000 Jobs."""
+    if isinstance(value, dict):
+        return {k: json_copy(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_copy(v) if isinstance(v, (dict, list)) else v for v in value]
+    return copy.deepcopy(value)
+
+
 class PatchError(ValueError):
     """A patch that cannot be applied (the API server answers 422)."""
 
@@ -41,7 +52,7 @@ class PatchError(ValueError):
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: dicts merge recursively, ``null`` deletes, the rest replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return json_copy(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -56,7 +67,7 @@ def json_patch(target: dict[str, Any], ops: Any) -> dict[str, Any]:
     if not isinstance(ops, list):
         raise PatchError("json patch must be a list of operations")
     try:
-        result: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(target), ops)
+        result: dict[str, Any] = jsonpatch.apply_patch(json_copy(target), ops)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError) as e:
         raise PatchError(str(e)) from e
     return result
@@ -69,9 +80,9 @@ def strategic_merge_patch(target: Any, patch: Any, field: str = "") -> Any:
     ``$deleteFromPrimitiveList/<field>``; ``$setElementOrder`` and ``$retainKeys`` are ignored.
     """
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return json_copy(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        return {k: json_copy(v) for k, v in patch.items() if k != "$patch"}
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if key.startswith("$setElementOrder/") or key in ("$retainKeys", "$patch"):
@@ -95,11 +106,11 @@ def strategic_merge_patch(target: Any, patch: Any, field: str = "") -> Any:
 
 def _merge_list(old: list[Any], patch: list[Any], merge_key: str, field: str) -> list[Any]:
     if any(isinstance(item, dict) and item.get("$patch") == "replace" for item in patch):
-        return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and "$patch" in i)]
-    result = [copy.deepcopy(item) for item in old]
+        return [json_copy(i) for i in patch if not (isinstance(i, dict) and "$patch" in i)]
+    result = [json_copy(item) for item in old]
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
-            result.append(copy.deepcopy(item))
+            result.append(json_copy(item))
             continue
         idx = next(
             (
@@ -113,7 +124,7 @@ def _merge_list(old: list[Any], patch: list[Any], merge_key: str, field: str) ->
             if idx is not None:
                 del result[idx]
         elif idx is None:
-            result.append({k: v for k, v in copy.deepcopy(item).items() if v is not None})
+            result.append({k: v for k, v in json_copy(item).items() if v is not None})
         else:
             result[idx] = strategic_merge_patch(result[idx], item, field)
     return result

@@ -52,6 +52,7 @@ from backupctl.store.encryption import (
     decrypting_reader,
     encrypting,
 )
+from backupctl.store.read_ahead import ReadAhead
 
 COMPRESSIONS = ("zstd", "gzip", "none")
 #: Level 1 keeps the pipeline as fast as ``zstd -1``/``sha256sum`` on 2 cores
@@ -463,7 +464,8 @@ def extract_verified(
     plain: BinaryIO = hashed  # type: ignore[assignment]
     if identities is not None:
         plain = decrypting_reader(plain, identities, "the archive")
-    tar_stream = TarBudget(decompressing_reader(plain, compression))
+    ahead = ReadAhead(decompressing_reader(plain, compression), COPY_CHUNK)
+    tar_stream = TarBudget(ahead)  # type: ignore[arg-type]
     try:
         for info, reader in iter_members(tar_stream):  # type: ignore[arg-type]
             want, number = by_name.get(info.name)
@@ -496,6 +498,7 @@ def extract_verified(
                 if on_file is not None:
                     on_file(want, current.path)
                 current = None
+        ahead.stop()  # nothing else reads the stored object now
         hashed.drain()
     except tarfile.TarError as e:  # raised while a member's bytes are read
         raise ArchiveError(f"archive is corrupt or truncated: {_tar_reason(e)}") from e
@@ -504,6 +507,7 @@ def extract_verified(
     except EncryptionError as e:
         raise ArchiveError(str(e)) from e
     finally:
+        ahead.stop()
         if current is not None:
             current.close()
         if identities is not None:

@@ -75,9 +75,23 @@ class TarBudget:
         self._limit = self.consumed + member_size + HEADER_SLACK
 
     def read(self, n: int = -1) -> bytes:
+        """``n`` bytes, fewer only at the end (tarfile's ``r:`` mode calls a short
+        read the end of the data)."""
         room = self._limit - self.consumed
         want = room + 1 if n is None or n < 0 else min(n, room + 1)
         data = self._source.read(want)
+        if 0 < len(data) < want:  # a source may return less: gather the rest
+            parts = [data]
+            got = len(data)
+            for _ in range(want - got):  # each turn reads at least a byte
+                more = self._source.read(want - got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+                if got >= want:
+                    break
+            data = b"".join(parts)
         self.consumed += len(data)
         if self.consumed > self._limit:
             start = self._limit - HEADER_SLACK

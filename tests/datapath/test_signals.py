@@ -143,7 +143,9 @@ def test_stopped_verify_and_restore_to_redis_remove_their_temp_folder(
     for name, args in commands.items():
         tmp = tmp_path / f"tmp-{name}"
         tmp.mkdir()
-        proc = _start(*args, "--tmp-dir", tmp)
+        # 20 MB/s: the first pass of the ~200 MiB archive lasts seconds, so the
+        # signal lands in it, however fast unpacking gets (it took ~0.5 s unthrottled)
+        proc = _start(*args, "--tmp-dir", tmp, "--limit-download", "20000")
         with _reaped(proc):
             wait_for(
                 lambda tmp=tmp: any(p.is_file() for p in tmp.rglob("node-*/*")),  # type: ignore[misc]

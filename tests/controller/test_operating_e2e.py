@@ -118,7 +118,13 @@ def test_run_now_makes_one_job_per_value_across_a_restart_and_metrics_follow(
 
     st = wait(operator, recorded, 30, "the run-now backup recorded")
     assert st["history"][0]["trigger"] == "run-now" and st["history"][0]["jobName"] == name
-    assert any(r == "RunNow" and "run-now=one" in m for _, r, m in events(api, "nightly"))
+    # Events are posted behind the passes (controller/event_poster.py): soon, not at once
+    wait(
+        operator,
+        lambda: any(r == "RunNow" and "run-now=one" in m for _, r, m in events(api, "nightly")),
+        40,
+        "the RunNow Event",
+    )
 
     def success_metric() -> float | None:
         value = sample(operator, "backupctl_backup_last_success_timestamp_seconds", **labels)
@@ -233,7 +239,12 @@ def test_a_restore_drill_passes_then_fails_on_a_corrupted_archive(
     assert passed["jobName"] == "drilled-20300101110000-verify"
     assert passed["backupId"] == backup["id"] and passed["bytes"] > 0
     assert passed["keys"] == keys == sum(passed["types"].values())
-    assert any(r == "VerificationPassed" for _, r, _ in events(api, "drilled"))
+    wait(
+        operator,
+        lambda: any(r == "VerificationPassed" for _, r, _ in events(api, "drilled")),
+        40,
+        "the VerificationPassed Event",
+    )
     stamp = wait(
         operator,
         lambda: sample(operator, "backupctl_verification_last_timestamp_seconds", **labels),
@@ -254,10 +265,14 @@ def test_a_restore_drill_passes_then_fails_on_a_corrupted_archive(
     failed = wait(operator, lambda: drill("Failed"), 180, "a failing drill")
     assert failed["jobName"] == "drilled-20300101120000-verify"
     assert "sha256" in failed["message"] or "archive" in failed["message"], failed
-    warnings = [
-        m for t, r, m in events(api, "drilled") if (t, r) == ("Warning", "VerificationFailed")
-    ]
-    assert warnings and failed["jobName"] in warnings[-1]
+
+    def warnings() -> list[str]:
+        return [
+            m for t, r, m in events(api, "drilled") if (t, r) == ("Warning", "VerificationFailed")
+        ]
+
+    wait(operator, warnings, 40, "the VerificationFailed Event")
+    assert failed["jobName"] in warnings()[-1]
 
     def failed_metric() -> float | None:
         value = sample(operator, "backupctl_verification_last_failed", **labels)

@@ -10,10 +10,14 @@ thread; the command's context managers undo what they did, and
 :func:`backupctl.cli.output.user_errors` prints one line. A second signal
 while that cleanup runs is ignored, so it is never cut short (SIGKILL still
 ends the process at once; what that leaves is found by the next run).
+A signal that arrives while a ``__del__`` runs (where a raised exception is
+only printed, "Exception ignored", and lost) is sent again 50 ms later, to
+be raised outside it.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -47,6 +51,11 @@ def unwinding_signals() -> Iterator[None]:
         nonlocal fired
         if fired:
             return  # the cleanup of the first one is under way
+        if frame is not None and frame.f_code.co_name == "__del__":
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
         fired = True
         raise Terminated(signum)
 

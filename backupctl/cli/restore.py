@@ -37,7 +37,7 @@ from backupctl.cli.restore_modes import (
     mode_of,
     parse_size,
 )
-from backupctl.core.malloc import BULK_MMAP_THRESHOLD, BULK_TRIM_THRESHOLD, tune_malloc
+from backupctl.core.malloc import tune_for_bulk_reading
 from backupctl.ops.restore_dir import APPENDONLY_MODES
 
 #: The function of each mode (a dry run has its own).
@@ -277,5 +277,5 @@ def restore(
     if dry_run or mode is None:  # mode_of allows no destination only with --dry-run
         restore_dry_run(req)
     else:
-        tune_malloc(mmap_threshold=BULK_MMAP_THRESHOLD, trim_threshold=BULK_TRIM_THRESHOLD)
+        tune_for_bulk_reading()
         MODES[mode](req)

@@ -33,7 +33,7 @@ from backupctl.cli.output import (
     report,
     user_errors,
 )
-from backupctl.core.malloc import BULK_MMAP_THRESHOLD, BULK_TRIM_THRESHOLD, tune_malloc
+from backupctl.core.malloc import tune_for_bulk_reading
 from backupctl.ops.scratch import check_parent
 from backupctl.ops.verify import VerifyReport, verify_backup
 from backupctl.store import catalog
@@ -98,7 +98,7 @@ def verify(
         signed_by = trust(verify_key, require_signatures)
         store = get_store(store_url, endpoint, limit_download=limit_download)
         entry = catalog.find(store, backup, target, trust=signed_by)
-        tune_malloc(mmap_threshold=BULK_MMAP_THRESHOLD, trim_threshold=BULK_TRIM_THRESHOLD)
+        tune_for_bulk_reading()
         with backup_progress("verify", entry, not as_json) as advance:
             result = verify_backup(
                 store, entry, tmp_dir=tmp_dir, progress=advance, note=note, identities=keys

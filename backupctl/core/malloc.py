@@ -6,7 +6,7 @@ buffers back to the kernel as soon as they are freed (``munmap``, or
 trimming the heap top), so every next buffer is faulted in afresh, page by
 page: measured at a third of the RDB reader's CPU time (0.31 of 0.96 CPU-s
 on a 304 MiB RDB). Both processes set their thresholds here once, at start.
-``restore`` and ``verify`` do the same (:data:`BULK_MMAP_THRESHOLD`) once
+``restore`` and ``verify`` do the same (:func:`tune_for_bulk_reading`) once
 their options are read, undoing the CLI's default of mmapping every chunk of
 256 KiB or more (kept for ``run``'s upload memory, see
 ``backupctl.cli.app``): on a 1 GiB restore that default cost 2.9 million
@@ -22,6 +22,7 @@ __all__ = [
     "BULK_TRIM_THRESHOLD",
     "M_MMAP_THRESHOLD",
     "M_TRIM_THRESHOLD",
+    "tune_for_bulk_reading",
     "tune_malloc",
 ]
 
@@ -49,3 +50,9 @@ def tune_malloc(*, mmap_threshold: int | None = None, trim_threshold: int | None
     except (OSError, AttributeError):
         return False
     return True
+
+
+def tune_for_bulk_reading() -> bool:
+    """The thresholds for a process that reads an archive end to end (``restore``,
+    ``verify``): :data:`BULK_MMAP_THRESHOLD` and :data:`BULK_TRIM_THRESHOLD`."""
+    return tune_malloc(mmap_threshold=BULK_MMAP_THRESHOLD, trim_threshold=BULK_TRIM_THRESHOLD)

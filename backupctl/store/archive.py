@@ -507,7 +507,7 @@ def extract_verified(
     except EncryptionError as e:
         raise ArchiveError(str(e)) from e
     finally:
-        ahead.stop()
+        ahead.stop(check=False)  # already stopped and checked unless an error is on its way
         if current is not None:
             current.close()
         if identities is not None:

@@ -30,8 +30,11 @@ class ReadAhead:
     :meth:`stop` ends the thread and waits for it: after it, nothing reads
     ``source`` any more (the caller may go on reading it itself)."""
 
-    def __init__(self, source: BinaryIO, chunk: int, depth: int = 4) -> None:
+    def __init__(
+        self, source: BinaryIO, chunk: int, depth: int = 4, join_timeout: float | None = None
+    ) -> None:
         self._source = source
+        self._join_timeout = JOIN_TIMEOUT if join_timeout is None else join_timeout
         self._chunk = chunk
         self._queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
         self._stopping = threading.Event()
@@ -80,10 +83,12 @@ class ReadAhead:
         self._pos = end
         return out
 
-    def stop(self) -> None:
-        """End the thread; raise RuntimeError if it still holds the source after
-        :data:`JOIN_TIMEOUT` (a source read that never returns)."""
+    def stop(self, *, check: bool = True) -> None:
+        """End the thread; with ``check``, raise RuntimeError if it still holds the
+        source after ``join_timeout`` (a source read that never returns). Without it
+        (cleaning up after another error, which must not be masked) a hung thread is
+        left behind: it is a daemon thread."""
         self._stopping.set()
-        self._thread.join(JOIN_TIMEOUT)
-        if self._thread.is_alive():
+        self._thread.join(self._join_timeout)
+        if check and self._thread.is_alive():
             raise RuntimeError("the read-ahead thread did not stop: its source read hangs")

@@ -9,11 +9,12 @@ import io
 import os
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
-from backupctl.store import archive
+from backupctl.store import archive, read_ahead
 from backupctl.store.archive import ArchiveError, Member, extract_verified, write_archive
 from backupctl.store.catalog import FileEntry
 
@@ -120,3 +121,38 @@ def test_parts_missing_out_of_order_or_miscounted_are_refused(tmp_path: Path) ->
     for why, (blob, files, needle) in cases.items():
         with pytest.raises(ArchiveError, match=needle):
             extract_verified(io.BytesIO(blob), "none", files, tmp_path / why)
+
+
+class _HangsAfter(io.RawIOBase):
+    """Gives ``data``, then blocks every further read until ``release`` is set."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.release = threading.Event()
+        self.hung = threading.Event()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.data:
+            out, self.data = self.data, b""
+            return out
+        self.hung.set()
+        self.release.wait(30)  # bounded: the test releases it at its end
+        return b""
+
+
+def test_a_corrupt_archive_is_reported_even_when_its_source_then_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-ahead thread stuck in a read must not hide the archive's own error."""
+    monkeypatch.setattr(read_ahead, "JOIN_TIMEOUT", 0.2)
+    source = _HangsAfter(_tar([("planted", b"x" * 10)]))
+    listed = FileEntry(path="dump.rdb", size=1, sha256="0" * 64, kind="rdb")
+    try:
+        with pytest.raises(ArchiveError, match="which the manifest does not list"):
+            extract_verified(source, "none", [listed], tmp_path / "out")  # type: ignore[arg-type]
+        assert source.hung.is_set()  # the thread was indeed stuck in a read
+    finally:
+        source.release.set()

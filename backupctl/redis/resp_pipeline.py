@@ -204,13 +204,15 @@ def reply_end(buf: bytes, pos: int) -> int:
 
 
 class Batch(Generic[T]):
-    """One sent batch: ``tags`` (one per command, e.g. the key) and, once its
-    replies are read, ``errors`` as (index, the server's message)."""
+    """One sent batch: ``tags`` (one per command, e.g. the key), ``keys`` (what
+    the caller counts it as, e.g. keys it writes) and, once its replies are
+    read, ``errors`` as (index, the server's message)."""
 
-    __slots__ = ("errors", "tags")
+    __slots__ = ("errors", "keys", "tags")
 
-    def __init__(self, tags: Sequence[T]) -> None:
+    def __init__(self, tags: Sequence[T], keys: int = 0) -> None:
         self.tags = tags
+        self.keys = keys
         self.errors: list[tuple[int, str]] = []
 
 
@@ -229,19 +231,22 @@ class RawPipe(Generic[T]):
         self._buf = b""
         self._pos = 0
 
-    def send(self, packed: Sequence[Packed], tags: Sequence[T]) -> list[Batch[T]]:
-        """Send ``packed`` (one command per tag); returns the batches whose
-        replies were read to make room (oldest first)."""
+    def send(self, packed: Sequence[Packed], tags: Sequence[T], keys: int = 0) -> list[Batch[T]]:
+        """Send ``packed`` (one command per tag; ``keys`` kept on its
+        :class:`Batch`); returns the batches whose replies were read to make
+        room (oldest first)."""
         done = []
         while len(self._pending) >= self._depth:
             done.append(self._complete())
-        batch: Batch[T] = Batch(tags)
+        batch: Batch[T] = Batch(tags, keys)
         self._pending.append(batch)
         try:
-            if all(isinstance(p, bytes) for p in packed):
-                self._sock.sendall(b"".join(packed))  # type: ignore[arg-type]
-            else:
+            try:
+                data = b"".join(packed)  # type: ignore[arg-type]
+            except TypeError:  # a payload sent from its file
                 self._send_parts(packed)
+            else:
+                self._sock.sendall(data)
         except (OSError, ValueError) as exc:
             self._broken()
             raise redis.ConnectionError(f"sending to the server failed: {exc}") from None

@@ -447,7 +447,7 @@ class _Copy:
                                   room=self.batch_bytes - self._pending_bytes,
                                   most=self.batch_keys - len(self._pending),
                                   out=self._pending)  # fmt: skip
-            total += run.count
+            total += run.records
             pos = run.end
             self._pending_bytes += run.size
             if len(self._pending) < self.batch_keys and self._pending_bytes < self.batch_bytes:

@@ -44,10 +44,10 @@ _INT_WIDTH = {0xC0: 1, 0xC1: 2, 0xC2: 4}
 
 class StringRun(NamedTuple):
     """What :func:`pack_string_run` packed: the position after the last record
-    packed, how many records, how many bytes of commands."""
+    packed, how many records (``records``), how many bytes of commands."""
 
     end: int
-    count: int
+    records: int
     size: int
 
 

@@ -51,16 +51,13 @@ class StringRun(NamedTuple):
     size: int
 
 
-def _formats(replace: bool) -> tuple[bytes, bytes, bytes]:
-    """The command of a key without and with an expiry, and the tail for
-    IDLETIME/FREQ (``%b`` places): one ``%`` each, nothing joined."""
-    opts = (b"$7\r\nREPLACE\r\n" if replace else b"") + b"$6\r\nABSTTL\r\n"
+def _pieces(replace: bool) -> tuple[bytes, bytes, bytes, bytes]:
+    """The constant pieces of a command: its start (up to the key's length),
+    the expiry of a key without one, the options after the payload, and the
+    array length once IDLETIME/FREQ follow."""
     n = 5 + replace
-    key = b"$%d\r\n%b\r\n"
-    value = b"$%d\r\n\x00%b%b\r\n"  # type byte 0, the value's RDB bytes, version + CRC-64
-    plain = b"*%d\r\n$7\r\nRESTORE\r\n" % n + key + b"$1\r\n0\r\n" + value + opts
-    expiring = b"*%d\r\n$7\r\nRESTORE\r\n" % n + key + key + value + opts
-    return plain, expiring, b"*%d" % (n + 2)
+    opts = (b"$7\r\nREPLACE\r\n" if replace else b"") + b"$6\r\nABSTTL\r\n"
+    return b"*%d\r\n$7\r\nRESTORE\r\n$" % n, b"\r\n$1\r\n0\r\n", b"\r\n" + opts, b"*%d" % (n + 2)
 
 
 def pack_string_run(
@@ -82,7 +79,7 @@ def pack_string_run(
     not take, one whose expiry is before ``now_ms`` (the caller skips and
     counts it), a value over ``hold`` bytes, once ``room`` bytes or ``most``
     commands are packed, or near the buffer's end."""
-    plain, expiring, more = _formats(replace)
+    start, no_expiry, opts, more = _pieces(replace)
     ver = version.to_bytes(2, "little")
     stop = len(buf) - _SLACK
     count = size = 0
@@ -160,12 +157,10 @@ def pack_string_run(
         value = buf[v:p]
         # the type byte (0) leaves a CRC-64 of init 0 at 0: the value's bytes start it
         trailer = ver + crc64_redis(ver, crc64_redis(value)).to_bytes(8, "little")
-        if expire:
-            text = b"%d" % expire
-            cmd = expiring % (v - k, buf[k:v], len(text), text, len(value) + 11, value,
-                              trailer)  # fmt: skip
-        else:
-            cmd = plain % (v - k, buf[k:v], len(value) + 11, value, trailer)
+        expiry = no_expiry if not expire else b"\r\n$%d\r\n%d\r\n" % (len(b"%d" % expire), expire)
+        # one join: the value's bytes copied once (a %-format copies them twice)
+        cmd = b"".join((start, b"%d\r\n" % (v - k), buf[k:v], expiry,
+                        b"$%d\r\n\x00" % (len(value) + 11), value, trailer, opts))  # fmt: skip
         if extra:
             cmd = more + cmd[cmd.index(b"\r\n") :] + extra
         out.append(cmd)

@@ -25,6 +25,7 @@ def test_a_key_holding_the_payload_is_fine_one_with_other_data_is_named(
     c.set(b"other", b"2")
     c.set(b"tmp", b"3")
     same, three = c.dump(b"same"), c.dump(b"tmp")
+    assert same is not None and three is not None
     c.delete(b"tmp")
     with open_target(parse_redis_url(srv.url), flush=True, timeout=30) as dest:  # no FLUSHALL
         dest.write_packed(0, [pack_restore(b"same", 0, same, False, None, None),
@@ -47,6 +48,7 @@ def test_batches_over_tls_are_written_and_counted_like_over_tcp(
     c = srv.client(decode_responses=False)
     c.set(b"v", b"x" * 100)
     payload = c.dump(b"v")
+    assert payload is not None
     c.delete(b"v")
     written = 0
     with open_target(parse_redis_url(srv.url), flush=False, timeout=30) as dest:

@@ -15,8 +15,8 @@ machine:
    spawn until ``loading:0``;
 4. ``restore --to-redis`` (from ``file://``) into an empty server of that
    version: wall time, CPU seconds (the CLI with its children, and the
-   target server's), peak RSS (VmHWM, below), and the target's DEBUG DIGEST
-   checked;
+   target server's up to the end of the load, as the baseline's), peak RSS
+   (VmHWM, below), and the target's DEBUG DIGEST checked;
 5. ``restore --to-dir`` and ``verify`` from both stores, beside ``cp`` of the
    archive (file://), ``aws s3 cp`` of it (S3) and ``zstd -d | tar -x`` of it.
 
@@ -294,8 +294,8 @@ def main() -> None:
         to_redis = timed(backupctl("restore", store.as_uri(), "latest", "--target", TARGET,
                                    "--to-redis", f"redis://{HOST}:{tport}"), env=env)  # fmt: skip
         redis_s, redis_rss = to_redis.wall, to_redis.rss
+        target_cpu = servers.cpu_s(target)  # before the check: DEBUG DIGEST is CPU-s too
         same = target.execute_command("DEBUG", "DIGEST") == digest
-        target_cpu = servers.cpu_s(target)
         servers.stop(target)
         rows.append(("restore --to-redis (file://)" + ("" if same else " DIGEST DIFFERS"), redis_s,
                      redis_rss, to_redis.cpu))  # fmt: skip

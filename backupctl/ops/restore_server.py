@@ -71,13 +71,14 @@ from backupctl.ops.restore_unpack import download_node
 from backupctl.ops.scratch import scratch_dir
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.dump_payload import dump_payload
-from backupctl.redis.load import Command, Item, LoadError, Target, open_target
+from backupctl.redis.load import Command, LoadError, Target, open_target
 from backupctl.redis.rdb_commands import RebuildRefused, rebuild, temp_name
 from backupctl.redis.rdb_keys import Function, KeyValue, LargeKey, RdbKeys, SpannedKey
 from backupctl.redis.rdb_reader import RdbFormatError, RdbReport, printable_key
 from backupctl.redis.rdb_source import FileAt, RdbSource
 from backupctl.redis.rdb_values import value_type
-from backupctl.redis.resp_pipeline import FileSlice
+from backupctl.redis.resp_pipeline import FileSlice, Packed, pack_restore
+from backupctl.redis.restore_strings import pack_string_run, restore_parts
 from backupctl.store.archive import ArchiveError, Progress
 from backupctl.store.backends.base import Backend
 from backupctl.store.catalog import BackupEntry, Manifest, NodeEntry
@@ -336,10 +337,13 @@ class _Copy:
         self.nonce = secrets.token_hex(6).encode()
         self.routes: dict[str, dict[int, ValueRoute]] = {}  # node -> type id -> route
         self.last_key: bytes | None = None  # the last key written
-        self._pending: list[Item] = []
+        self._pending: list[Packed] = []  # RESTORE commands not sent yet
         self._pending_db = 0
         self._pending_bytes = 0
         self.fd: int | None = None  # the RDB file being loaded, when it is one
+        self._walk: RdbKeys | None = None  # the node's walk, while it runs
+        self._hold = VALUE_HOLD
+        self._string_version = 0  # the RDB version string payloads carry
 
     def node(
         self,
@@ -358,6 +362,12 @@ class _Copy:
         if fd is None and all(_kind(t, valkey) != "module" for t in report.type_ids):
             threshold = min(threshold, VALUE_HOLD)
         walk = RdbKeys(fh, self.now_ms, threshold, report.size, fd=fd, hold=VALUE_HOLD)
+        string = routes.get(0)
+        if string is not None and string.how != "rebuild":  # plain strings: packed in bulk
+            walk.strings = self._strings
+            self._string_version = string.version
+            self._hold = min(threshold, VALUE_HOLD)
+        self._walk = walk
         self.fd = fd
         name = node.rdb_file.path if node.rdb_file is not None else "the RDB"
         try:
@@ -405,19 +415,48 @@ class _Copy:
             if rec.db != self._pending_db:
                 self._send()
                 self._pending_db = rec.db
-            payload: bytes | FileSlice
+            expire = rec.expire_ms or 0
             if isinstance(rec, SpannedKey):
                 assert self.fd is not None  # spanned only with fd
-                payload = FileSlice(self.fd, rec.offset, rec.length, bytes((rec.type_id,)),
-                                    route.version)  # fmt: skip
-                size = payload.size
+                part = FileSlice(self.fd, rec.offset, rec.length, bytes((rec.type_id,)),
+                                 route.version)  # fmt: skip
+                self._pending.append(pack_restore(rec.key, expire, part, self.replace, rec.idle,
+                                                  rec.freq))  # fmt: skip
+                self._pending_bytes += part.size + len(rec.key)
             else:
-                payload = dump_payload(rec.raw, route.version)
-                size = len(payload)
-            self._pending.append(Item(rec.key, rec.expire_ms or 0, payload, rec.idle, rec.freq))
-            self._pending_bytes += size + len(rec.key)
+                command = pack_restore(rec.key, expire, dump_payload(rec.raw, route.version),
+                                       self.replace, rec.idle, rec.freq)  # fmt: skip
+                self._pending.append(command)
+                self._pending_bytes += len(command)
             if len(self._pending) >= self.batch_keys or self._pending_bytes >= self.batch_bytes:
                 self._send()
+
+    def _strings(self, buf: bytes, pos: int, db: int) -> tuple[int, int]:
+        """The walk's ``strings`` hook: the plain string records at ``buf[pos]``
+        packed as RESTOREs (:func:`pack_string_run`) into the pending batch,
+        sent as it fills; (where it stopped, how many)."""
+        if db != self._pending_db:
+            self._send()
+            self._pending_db = db
+        walk = self._walk
+        assert walk is not None
+        total = 0
+        for _ in range(len(buf)):  # every turn packs a record or more, or returns
+            run = pack_string_run(buf, pos, now_ms=self.now_ms, version=self._string_version,
+                                  replace=self.replace, hold=self._hold,
+                                  room=self.batch_bytes - self._pending_bytes,
+                                  most=self.batch_keys - len(self._pending),
+                                  out=self._pending)  # fmt: skip
+            total += run.records
+            pos = run.end
+            self._pending_bytes += run.size
+            if len(self._pending) < self.batch_keys and self._pending_bytes < self.batch_bytes:
+                break  # stopped at a record it does not take
+            self._send()
+            self._tell(walk.offset)
+        if self._string_version != walk.version:
+            self.relabelled += total
+        return pos, total
 
     def _value_source(self, rec: KeyValue | SpannedKey) -> RdbSource:
         """A source at the first byte of ``rec``'s value (after the type byte)."""
@@ -442,9 +481,9 @@ class _Copy:
         if not self._pending:
             return
         db = self._pending_db
-        written = self.dest.write(db, self._pending, replace=self.replace)
+        written = self.dest.write_packed(db, self._pending, replace=self.replace)
         self.databases[db] = self.databases.get(db, 0) + written
-        self.last_key = self._pending[-1][0]
+        self.last_key = restore_parts(self._pending[-1]).key
         self._pending = []
         self._pending_bytes = 0
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, overload
 
 import redis
 from redis.crc import key_slot
@@ -35,7 +35,8 @@ from backupctl.redis.cluster import cluster_shards
 from backupctl.redis.connection import connect, exec_command
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import NodeInfo, node_info
-from backupctl.redis.resp_pipeline import Batch, RawPipe, pack_command, pack_restore
+from backupctl.redis.resp_pipeline import Batch, Packed, RawPipe, pack_command, pack_restore
+from backupctl.redis.restore_strings import restore_parts
 
 #: Rounds of MOVED/ASK redirects one batch may take before we give up.
 MAX_REDIRECTS = 5
@@ -57,6 +58,28 @@ class Item(NamedTuple):
 #: One command of a value rebuilt with commands (rdb_commands).
 Command = tuple[bytes, ...]
 _Tag = Item | bytes  # what a command sent is about: a key's RESTORE, or a key rebuilt
+
+
+class _Restores(Sequence[Item]):
+    """The keys of a batch of packed RESTOREs, read back from a command only
+    when asked (an error reply): nothing is built per key on the way."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, packed: Sequence[Packed]) -> None:
+        self._packed = packed
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    @overload
+    def __getitem__(self, index: int) -> Item: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Item]: ...
+    def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
+        if isinstance(index, slice):
+            return [Item(*restore_parts(p)) for p in self._packed[index]]
+        return Item(*restore_parts(self._packed[index]))
 
 
 class LoadError(RedisNodeError):
@@ -84,6 +107,11 @@ class Target(Protocol):
         """RESTORE ``items`` into database ``db``; how many keys (of this batch or
         earlier ones) are known written now. Replies may be read later (:meth:`sync`
         reads them all); an earlier batch's error raises then, naming its key."""
+
+    def write_packed(self, db: int, packed: Sequence[Packed], *, replace: bool) -> int:
+        """As :meth:`write`, the keys' RESTORE commands already packed (REPLACE
+        in them as ``replace`` says: :func:`~backupctl.redis.resp_pipeline.pack_restore`,
+        :mod:`~backupctl.redis.restore_strings`)."""
 
     def sync(self) -> dict[int, int]:
         """Pending replies read and checked; keys written since last told, per database."""
@@ -280,11 +308,12 @@ class Server:
             self._dbs[db] = select_db(self._client, db)
         return self._dbs[db]
 
-    def _send(self, db: int, packed: Sequence[rp.Packed], tags: Sequence[_Tag], what: str) -> None:
+    def _send(self, db: int, packed: Sequence[rp.Packed], tags: Sequence[_Tag], what: str,
+              keys: int) -> None:  # fmt: skip
         try:
             if db not in self._pipes:  # one connection per database, held while loading
                 self._pipes[db] = RawPipe(self._db(db))
-            done = self._pipes[db].send(packed, tags)
+            done = self._pipes[db].send(packed, tags, keys)
         except redis.RedisError as exc:
             raise fail(self.spec, what, exc) from None
         self._settle(db, done)
@@ -292,7 +321,10 @@ class Server:
     def write(self, db: int, items: Sequence[Item], *, replace: bool) -> int:
         items = [Item(*item) for item in items]  # plain (key, expiry, payload) tuples too
         packed = [pack_restore(k, e, p, replace, i, f) for k, e, p, i, f in items]
-        self._send(db, packed, items, "RESTORE")
+        return self.write_packed(db, packed, replace=replace)
+
+    def write_packed(self, db: int, packed: Sequence[Packed], *, replace: bool) -> int:
+        self._send(db, packed, _Restores(packed), "RESTORE", len(packed))
         return self._unreported.pop(db, 0)
 
     def sync(self) -> dict[int, int]:
@@ -323,7 +355,7 @@ class Server:
                 else:
                     what = f"RESTORE of key {_shown(tag.key)}"
                 raise fail(self.spec, what, redis.ResponseError(text))
-            written += sum(1 for tag in batch.tags if not isinstance(tag, bytes))
+            written += batch.keys
         self._written += written
         self._unreported[db] = self._unreported.get(db, 0) + written
 
@@ -334,10 +366,10 @@ class Server:
             packed.append(pack_command(*command))
             size += len(packed[-1])
             if size >= budget:
-                self._send(db, packed, [key] * len(packed), f"rebuilding key {_shown(key)}")
+                self._send(db, packed, [key] * len(packed), f"rebuilding key {_shown(key)}", 0)
                 packed, size = [], 0
         if packed:
-            self._send(db, packed, [key] * len(packed), f"rebuilding key {_shown(key)}")
+            self._send(db, packed, [key] * len(packed), f"rebuilding key {_shown(key)}", 0)
         self._written += 1
 
     def written(self) -> dict[str, int]:
@@ -526,6 +558,9 @@ class Cluster:
             f"{MAX_REDIRECTS} slot map refreshes: is it being resharded? load again when it is "
             "done"
         )
+
+    def write_packed(self, db: int, packed: Sequence[Packed], *, replace: bool) -> int:
+        return self.write(db, _Restores(packed), replace=replace)  # through redis-py
 
     def _send(
         self,

@@ -18,11 +18,18 @@ the stream is a file (``fd``), a value is held only up to ``hold`` bytes: a
 larger one (up to the threshold) is a :class:`SpannedKey` saying where its
 bytes lie in the file, which the load sends from there. Keys whose expiry is
 before ``now_ms`` are skipped and counted, as a loading Redis does.
+
+``strings`` (optional) takes over the commonest records in bulk: after each
+string key, it is handed the reader's buffer and position (and the
+database) and passes the plain string records that follow there itself
+(``restore --to-redis`` packs them as commands at once,
+:mod:`backupctl.redis.restore_strings`), returning where it stopped and how
+many it passed; they are counted as keys and not yielded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -36,6 +43,7 @@ __all__ = [
     "LargeKey",
     "RdbKeys",
     "SpannedKey",
+    "StringsHook",
 ]
 
 # Opcodes, from redis/redis and valkey-io/valkey src/rdb.h (as in rdb_reader).
@@ -104,6 +112,10 @@ class Function:
     name: str
 
 
+#: ``strings(buffer, position, db) -> (position after, records passed)``.
+StringsHook = Callable[[bytes, int, int], tuple[int, int]]
+
+
 @dataclass
 class RdbKeys:
     """Walks one RDB stream: ``for rec in RdbKeys(stream, ...).records()``.
@@ -111,7 +123,7 @@ class RdbKeys:
     After the walk: ``magic``, ``version``, ``aux``, ``keys`` and ``expired``
     per database, ``functions`` and ``module_aux`` counts, ``size``.
     ``fd`` (the stream is that open file, from offset 0) and ``hold``: see the
-    module docstring.
+    module docstring, as for ``strings``.
     """
 
     stream: BinaryIO
@@ -120,6 +132,7 @@ class RdbKeys:
     size_hint: int | None = None
     fd: int | None = None
     hold: int | None = None
+    strings: StringsHook | None = None
     magic: str = ""
     version: int = 0
     aux: dict[str, str] = field(default_factory=dict)
@@ -182,6 +195,12 @@ class RdbKeys:
                                            bytes((op,)) + held)  # fmt: skip
                     self.keys[db] = self.keys.get(db, 0) + 1
                 expire = idle = freq = None
+                if op == 0 and self.strings is not None:
+                    buf, pos = src.window()
+                    end, count = self.strings(buf, pos, db)
+                    if count:
+                        src.advance(end)
+                        self.keys[db] = self.keys.get(db, 0) + count
             elif op == _EOF:
                 break
             elif op == _SELECTDB:

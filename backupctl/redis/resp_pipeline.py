@@ -25,8 +25,11 @@ the CRC-64 of the DUMP trailer computed as they pass.
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 from collections import deque
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 import redis
@@ -52,6 +55,7 @@ _LINE = frozenset(b"+-:_#,(")  # a reply that is one line
 _BULK = frozenset(b"$!=")  # a length line, then that many bytes + CRLF (-1: none)
 _AGGREGATE = {ord("*"): 1, ord("~"): 1, ord(">"): 1, ord("%"): 2, ord("|"): 2}
 _RECV = 1 << 16
+_LOWAT_MAX = 1 << 15  # below any receive buffer: a read never waits for more than fits
 #: Bytes of a :class:`FileSlice` read and sent at a time.
 FILE_CHUNK = 1 << 20
 
@@ -204,13 +208,15 @@ def reply_end(buf: bytes, pos: int) -> int:
 
 
 class Batch(Generic[T]):
-    """One sent batch: ``tags`` (one per command, e.g. the key) and, once its
-    replies are read, ``errors`` as (index, the server's message)."""
+    """One sent batch: ``tags`` (one per command, e.g. the key), ``keys`` (what
+    the caller counts it as, e.g. keys it writes) and, once its replies are
+    read, ``errors`` as (index, the server's message)."""
 
-    __slots__ = ("errors", "tags")
+    __slots__ = ("errors", "keys", "tags")
 
-    def __init__(self, tags: Sequence[T]) -> None:
+    def __init__(self, tags: Sequence[T], keys: int = 0) -> None:
         self.tags = tags
+        self.keys = keys
         self.errors: list[tuple[int, str]] = []
 
 
@@ -228,20 +234,28 @@ class RawPipe(Generic[T]):
         self._pending: deque[Batch[T]] = deque()
         self._buf = b""
         self._pos = 0
+        self._low = 1  # the socket's SO_RCVLOWAT
+        # TCP only: TLS reads records ahead (a low mark could outwait the last bytes)
+        self._lowat = not isinstance(self._sock, ssl.SSLSocket) and getattr(
+            self._sock, "family", None
+        ) in (socket.AF_INET, socket.AF_INET6)
 
-    def send(self, packed: Sequence[Packed], tags: Sequence[T]) -> list[Batch[T]]:
-        """Send ``packed`` (one command per tag); returns the batches whose
-        replies were read to make room (oldest first)."""
+    def send(self, packed: Sequence[Packed], tags: Sequence[T], keys: int = 0) -> list[Batch[T]]:
+        """Send ``packed`` (one command per tag; ``keys`` kept on its
+        :class:`Batch`); returns the batches whose replies were read to make
+        room (oldest first)."""
         done = []
         while len(self._pending) >= self._depth:
             done.append(self._complete())
-        batch: Batch[T] = Batch(tags)
+        batch: Batch[T] = Batch(tags, keys)
         self._pending.append(batch)
         try:
-            if all(isinstance(p, bytes) for p in packed):
-                self._sock.sendall(b"".join(packed))  # type: ignore[arg-type]
-            else:
+            try:
+                data = b"".join(packed)  # type: ignore[arg-type]
+            except TypeError:  # a payload sent from its file
                 self._send_parts(packed)
+            else:
+                self._sock.sendall(data)
         except (OSError, ValueError) as exc:
             self._broken()
             raise redis.ConnectionError(f"sending to the server failed: {exc}") from None
@@ -276,12 +290,18 @@ class RawPipe(Generic[T]):
         for _ in range(1 << 40):  # each turn reads a reply or more bytes: bounded by the replies
             if got == want:
                 break
+            oks = min(want - got, (len(buf) - pos) // 5)  # a run of +OK: counted at once
+            if oks > 1 and buf.startswith(_OK * oks, pos):
+                pos += 5 * oks
+                got += oks
+                continue
             if buf.startswith(_OK, pos):
                 pos += 5
                 got += 1
                 continue
             end = reply_end(buf, pos) if pos < len(buf) else -1
             if end < 0:
+                self._wait_for(3 * (want - got) - (len(buf) - pos))  # a reply: 3 bytes or more
                 buf, pos = buf[pos:] + self._recv(), 0
                 continue
             if buf[pos] in b"-!":
@@ -290,6 +310,17 @@ class RawPipe(Generic[T]):
             got += 1
         self._buf, self._pos = buf, pos
         return batch
+
+    def _wait_for(self, least: int) -> None:
+        """Let the next read wait until at least ``least`` bytes are there
+        (what the replies still due take at the least), not wake up for
+        every few replies (SO_RCVLOWAT; best effort: a socket without it
+        wakes up more often)."""
+        low = max(1, min(least, _LOWAT_MAX))
+        if low != self._low and self._lowat:
+            with suppress(OSError, AttributeError):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low)
+            self._low = low
 
     def _recv(self) -> bytes:
         try:
@@ -310,6 +341,8 @@ class RawPipe(Generic[T]):
         """Back to the pool (dropped first when replies are still pending)."""
         if self._pending or self._pos < len(self._buf):
             self._conn.disconnect()
+        elif self._low != 1:
+            self._wait_for(1)  # redis-py reads one reply at a time on it again
         self._pending.clear()
         self._pool.release(self._conn)
 

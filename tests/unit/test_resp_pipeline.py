@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,21 @@ def _read_commands(sock: socket.socket, count: int) -> int:
     raise AssertionError("commands never arrived")
 
 
-def test_errors_are_kept_with_their_index_and_replies_may_arrive_in_pieces() -> None:
-    ours, server = socket.socketpair()
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """Two ends of a TCP connection on 127.0.0.1 (the pipe waits for replies
+    with a low-water mark there, SO_RCVLOWAT; a socketpair has none)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname(), timeout=10)
+        server, _ = listener.accept()
+    return ours, server
+
+
+PAIRS = {"socketpair": socket.socketpair, "tcp": _tcp_pair}
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_errors_are_kept_with_their_index_and_replies_may_arrive_in_pieces(pair: str) -> None:
+    ours, server = PAIRS[pair]()
     with ours, server:
         server.settimeout(10)
         ours.settimeout(10)
@@ -119,6 +133,36 @@ def test_errors_are_kept_with_their_index_and_replies_may_arrive_in_pieces() -> 
         thread.join(10)
         assert batch.tags == keys
         assert batch.errors == [(1, "BUSYKEY exists"), (5, "ERR bad payload")]
+        pipe.close()
+        if pair == "tcp":  # back to the pool as redis-py expects it: no low-water mark
+            assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+
+
+def test_the_shortest_replies_trickling_in_never_outwait_the_last_byte() -> None:
+    ours, server = _tcp_pair()
+    with ours, server:
+        ours.settimeout(3)  # a read waiting for bytes that never come fails here
+        pipe = _pipe(ours)
+        pipe.send([pack_command("PING")] * 40, ["p"] * 40)
+        _read_commands(server, 40)
+        # longer replies first, then RESP3 nulls (3 bytes, the least a reply takes); the
+        # first read wakes with 14 nulls still due and the first of them cut in two
+        answer = b"+OK\r\n" * 20 + b"_\r\n" * 20
+
+        def trickle() -> None:
+            server.sendall(answer[:120])
+            time.sleep(0.3)  # read by now
+            for i in range(120, len(answer)):
+                server.sendall(answer[i : i + 1])
+                time.sleep(0.002)
+
+        thread = threading.Thread(target=trickle)
+        started = time.monotonic()
+        thread.start()
+        (batch,) = pipe.drain()
+        thread.join(10)
+        assert len(batch.tags) == 40 and batch.errors == []
+        assert time.monotonic() - started < 2.5
         pipe.close()
 
 

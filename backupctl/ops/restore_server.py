@@ -71,7 +71,8 @@ from backupctl.ops.restore_unpack import download_node
 from backupctl.ops.scratch import scratch_dir
 from backupctl.redis.address import ConnectionSpec
 from backupctl.redis.dump_payload import dump_payload
-from backupctl.redis.load import Command, LoadError, Target, open_target
+from backupctl.redis.load import LoadError, Target, open_target
+from backupctl.redis.load_node import Command
 from backupctl.redis.rdb_commands import RebuildRefused, rebuild, temp_name
 from backupctl.redis.rdb_keys import Function, KeyValue, LargeKey, RdbKeys, SpannedKey
 from backupctl.redis.rdb_reader import RdbFormatError, RdbReport, printable_key

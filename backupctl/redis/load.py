@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from typing import Any, NamedTuple, Protocol, overload
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 import redis
 from redis.crc import key_slot
@@ -35,55 +35,29 @@ from backupctl.redis.cluster import cluster_shards
 from backupctl.redis.connection import connect, exec_command
 from backupctl.redis.errors import RedisNodeError
 from backupctl.redis.info import NodeInfo, node_info
+from backupctl.redis.load_node import (
+    Command,
+    Item,
+    LoadError,
+    PackedRestores,
+    binary_client,
+    busy_error,
+    databases,
+    fail,
+    pipelined,
+    queue_restore,
+    run_command,
+    same_value,
+    select_db,
+    shown_key,
+)
 from backupctl.redis.resp_pipeline import Batch, Packed, RawPipe, pack_command, pack_restore
-from backupctl.redis.restore_strings import restore_parts
 
 #: Rounds of MOVED/ASK redirects one batch may take before we give up.
 MAX_REDIRECTS = 5
 
 
-Payload = bytes | rp.FileSlice  # a DUMP payload, or one sent from the RDB file where it lies
-
-
-class Item(NamedTuple):
-    """One key to write with RESTORE ... ABSTTL [IDLETIME s | FREQ f]."""
-
-    key: bytes
-    expire_ms: int  # absolute Unix time in ms; 0 = no expiry
-    payload: Payload
-    idle: int | None = None  # LRU idle seconds
-    freq: int | None = None  # LFU frequency
-
-
-#: One command of a value rebuilt with commands (rdb_commands).
-Command = tuple[bytes, ...]
 _Tag = Item | bytes  # what a command sent is about: a key's RESTORE, or a key rebuilt
-
-
-class _Restores(Sequence[Item]):
-    """The keys of a batch of packed RESTOREs, read back from a command only
-    when asked (an error reply): nothing is built per key on the way."""
-
-    __slots__ = ("_packed",)
-
-    def __init__(self, packed: Sequence[Packed]) -> None:
-        self._packed = packed
-
-    def __len__(self) -> int:
-        return len(self._packed)
-
-    @overload
-    def __getitem__(self, index: int) -> Item: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Item]: ...
-    def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
-        if isinstance(index, slice):
-            return [Item(*restore_parts(p)) for p in self._packed[index]]
-        return Item(*restore_parts(self._packed[index]))
-
-
-class LoadError(RedisNodeError):
-    """The load was refused or failed; ``str()`` is one line."""
 
 
 class Target(Protocol):
@@ -147,115 +121,6 @@ def open_target(spec: ConnectionSpec, *, flush: bool, timeout: float) -> Iterato
         target.close()
 
 
-# --- helpers shared by both kinds ----------------------------------------------------
-
-
-def fail(spec: ConnectionSpec, what: str, exc: BaseException) -> LoadError:
-    """One clear line for ``what`` failing on ``spec`` (the password scrubbed)."""
-    text = str(exc)
-    if spec.password:
-        text = text.replace(spec.password, "***")
-    text = " ".join(text.split())
-    if "DUMP payload version" in text:
-        text += " (the target does not take this payload's RDB version)"
-    return LoadError(f"{spec.display}: {what} failed: {text}")
-
-
-def _run(client: redis.Redis, spec: ConnectionSpec, *args: Any) -> Any:
-    try:
-        return exec_command(client, *args)
-    except redis.RedisError as exc:
-        raise fail(spec, " ".join(str(a) for a in args[:2]), exc) from None
-
-
-def binary_client(spec: ConnectionSpec, timeout: float) -> redis.Redis:
-    """A redis-py client for ``spec`` returning bytes (keys may be any bytes)."""
-    decoded = connect(spec, timeout=min(timeout, 60.0))
-    pool = decoded.connection_pool
-    kwargs = {**pool.connection_kwargs, "decode_responses": False}
-    decoded.close()
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    )
-
-
-def select_db(client: redis.Redis, db: int) -> redis.Redis:
-    """The same server's database ``db``, through a new pool (SELECT is per connection)."""
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "db": db}
-    return redis.Redis(
-        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    )
-
-
-def _databases(client: redis.Redis) -> int:
-    """How many databases the server has (16 when CONFIG is not allowed)."""
-    try:
-        raw: Any = client.config_get("databases")
-        return max(16, int(raw.get("databases", 16)))
-    except (redis.RedisError, ValueError, TypeError):
-        return 16
-
-
-def _shown(key: bytes) -> str:
-    return repr(key[:80].decode("utf-8", "replace"))
-
-
-def _same_value(client: redis.Redis, key: bytes, payload: Payload, *, asking: bool = False) -> bool:
-    """Whether ``key`` already holds exactly ``payload`` (SCAN may return a key twice)."""
-    if isinstance(payload, rp.FileSlice):  # rare (a key twice): held for the comparison
-        payload = rp.slice_payload(payload)
-    with suppress(redis.RedisError):
-        if asking:
-            pipe = client.pipeline(transaction=False)
-            exec_command(pipe, "ASKING")
-            pipe.dump(key)
-            return bool(pipe.execute()[1] == payload)
-        return bool(client.dump(key) == payload)
-    return False
-
-
-def _busy(spec: ConnectionSpec, key: bytes) -> LoadError:
-    return LoadError(
-        f"{spec.display}: key {_shown(key)} already exists with other data (written by another "
-        "client while loading?); stop writers and load again with --flush"
-    )
-
-
-def _restore(pipe: Any, item: Item, replace: bool) -> None:
-    key, expire, payload, idle, freq = item  # a FileSlice whole: redis-py needs it so (cluster)
-    payload = rp.slice_payload(payload) if isinstance(payload, rp.FileSlice) else payload
-    pipe.restore(key, expire, payload, replace=replace, absttl=True, idletime=idle,
-                 frequency=freq if idle is None else None)  # fmt: skip
-
-
-def _pipelined(
-    client: redis.Redis, spec: ConnectionSpec, key: bytes, commands: Iterable[Command], budget: int
-) -> None:
-    """``commands`` in pipelines of at most ``budget`` bytes; the first error raises."""
-    pipe = client.pipeline(transaction=False)
-    size = 0
-    for command in commands:
-        exec_command(pipe, *command)
-        size += sum(len(a) for a in command)
-        if size >= budget:
-            _flush_pipe(pipe, spec, key)
-            size = 0
-    _flush_pipe(pipe, spec, key)
-
-
-def _flush_pipe(pipe: Any, spec: ConnectionSpec, key: bytes) -> None:
-    try:
-        results = pipe.execute(raise_on_error=False)
-    except redis.RedisError as exc:
-        raise fail(spec, f"rebuilding key {_shown(key)}", exc) from None
-    for result in results:
-        if isinstance(result, Exception):
-            if "no such key" in str(result):  # every field's TTL had passed: nothing to rename
-                continue
-            raise fail(spec, f"rebuilding key {_shown(key)}", result)
-
-
 # --- one standalone server ----------------------------------------------------------
 
 
@@ -285,7 +150,7 @@ class Server:
                 f"{spec.display} already holds {info.keys} keys: pass --flush to replace "
                 "everything in it with the backup (FLUSHALL first), or load into an empty server"
             )
-        self.databases = _databases(client)
+        self.databases = databases(client)
         self._client = binary_client(spec, timeout)
         self._dbs: dict[int, redis.Redis] = {}
         self._pipes: dict[int, RawPipe[_Tag]] = {}
@@ -293,15 +158,15 @@ class Server:
         self._written = 0
 
     def flush(self) -> None:
-        _run(self._client, self.spec, "FLUSHALL")
+        run_command(self._client, self.spec, "FLUSHALL")
 
     def restore_functions(self, payload: bytes, *, replace: bool) -> None:
-        _run(self._client, self.spec, "FUNCTION", "RESTORE", payload,
+        run_command(self._client, self.spec, "FUNCTION", "RESTORE", payload,
              "REPLACE" if replace else "APPEND")  # fmt: skip
 
     def load_function(self, code: str | bytes, *, replace: bool) -> None:
         args = ("FUNCTION", "LOAD", "REPLACE", code) if replace else ("FUNCTION", "LOAD", code)
-        _run(self._client, self.spec, *args)
+        run_command(self._client, self.spec, *args)
 
     def _db(self, db: int) -> redis.Redis:
         if db not in self._dbs:
@@ -324,7 +189,7 @@ class Server:
         return self.write_packed(db, packed, replace=replace)
 
     def write_packed(self, db: int, packed: Sequence[Packed], *, replace: bool) -> int:
-        self._send(db, packed, _Restores(packed), "RESTORE", len(packed))
+        self._send(db, packed, PackedRestores(packed), "RESTORE", len(packed))
         return self._unreported.pop(db, 0)
 
     def sync(self) -> dict[int, int]:
@@ -347,13 +212,13 @@ class Server:
                 if isinstance(tag, bytes):  # a command rebuilding the key ``tag``
                     if "no such key" in text:  # every field's TTL had passed: nothing to rename
                         continue
-                    what = f"rebuilding key {_shown(tag)}"
+                    what = f"rebuilding key {shown_key(tag)}"
                 elif "BUSYKEY" in text:
-                    if not _same_value(self._db(db), tag.key, tag.payload):
-                        raise _busy(self.spec, tag.key)
+                    if not same_value(self._db(db), tag.key, tag.payload):
+                        raise busy_error(self.spec, tag.key)
                     continue
                 else:
-                    what = f"RESTORE of key {_shown(tag.key)}"
+                    what = f"RESTORE of key {shown_key(tag.key)}"
                 raise fail(self.spec, what, redis.ResponseError(text))
             written += batch.keys
         self._written += written
@@ -366,10 +231,10 @@ class Server:
             packed.append(pack_command(*command))
             size += len(packed[-1])
             if size >= budget:
-                self._send(db, packed, [key] * len(packed), f"rebuilding key {_shown(key)}", 0)
+                self._send(db, packed, [key] * len(packed), f"rebuilding key {shown_key(key)}", 0)
                 packed, size = [], 0
         if packed:
-            self._send(db, packed, [key] * len(packed), f"rebuilding key {_shown(key)}", 0)
+            self._send(db, packed, [key] * len(packed), f"rebuilding key {shown_key(key)}", 0)
         self._written += 1
 
     def written(self) -> dict[str, int]:
@@ -408,7 +273,7 @@ class Cluster:
                 f"{spec.display} is a Redis Cluster node and a cluster has database 0 only: "
                 f"drop the database number ({spec.db}) from --to-redis"
             )
-        self.databases = _databases(client)
+        self.databases = databases(client)
         masters = self._slot_map(client)
         self._specs: dict[str, ConnectionSpec] = {}
         self._clients: dict[str, redis.Redis] = {}
@@ -480,7 +345,7 @@ class Cluster:
         client = connect(spec)
         try:
             info = node_info(client)
-            raw = _run(client, spec, "CLUSTER", "INFO")
+            raw = run_command(client, spec, "CLUSTER", "INFO")
             text = raw.decode() if isinstance(raw, bytes) else str(raw)  # name:value lines
             state = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
         finally:
@@ -522,7 +387,7 @@ class Cluster:
 
     def _each_master(self, *args: Any) -> None:
         for addr in sorted(self._written):
-            _run(self._client(addr), self._specs[addr], *args)
+            run_command(self._client(addr), self._specs[addr], *args)
 
     def flush(self) -> None:
         self._each_master("FLUSHALL")
@@ -560,7 +425,7 @@ class Cluster:
         )
 
     def write_packed(self, db: int, packed: Sequence[Packed], *, replace: bool) -> int:
-        return self.write(db, _Restores(packed), replace=replace)  # through redis-py
+        return self.write(db, PackedRestores(packed), replace=replace)  # through redis-py
 
     def _send(
         self,
@@ -580,7 +445,7 @@ class Cluster:
         for item in items:
             if asking:
                 exec_command(pipe, "ASKING")
-            _restore(pipe, item, replace)
+            queue_restore(pipe, item, replace)
         try:
             results = pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:
@@ -601,11 +466,11 @@ class Cluster:
                 else:
                     asked.setdefault(self._known(result.host, result.port, addr), []).append(item)
             elif "BUSYKEY" in str(result):
-                if not _same_value(client, item[0], item[2], asking=asking):
-                    raise _busy(spec, item[0])
+                if not same_value(client, item[0], item[2], asking=asking):
+                    raise busy_error(spec, item[0])
                 written += 1
             else:
-                raise fail(spec, f"RESTORE of key {_shown(item[0])}", result)
+                raise fail(spec, f"RESTORE of key {shown_key(item[0])}", result)
         self._written[addr] += written
         for other, group in asked.items():
             written += self._send(other, group, replace, moved, hints, asking=True)
@@ -620,7 +485,7 @@ class Cluster:
                 f"the backup has keys in database {db}, but a Redis Cluster has database 0 only"
             )
         addr = self._owner[key_slot(key)]
-        _pipelined(self._client(addr), self._specs[addr], key, commands, budget)
+        pipelined(self._client(addr), self._specs[addr], key, commands, budget)
         self._written[addr] += 1
 
     def written(self) -> dict[str, int]:

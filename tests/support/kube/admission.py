@@ -53,11 +53,15 @@ class Write:
 AdmissionCheck = Callable[[Write], list[str]]  # returns warnings; raises ApiError to refuse
 
 
-def normalise(rt: ResourceType, ns: str | None, body: Any) -> JsonDict:
-    """A copy of ``body`` with apiVersion, kind and namespace checked against the URL and set."""
+def normalise(rt: ResourceType, ns: str | None, body: Any, deep: bool = True) -> JsonDict:
+    """A copy of ``body`` with apiVersion, kind and namespace checked against the URL and set
+    (with ``deep`` off, only its top level and metadata are copied: a status write keeps
+    nothing else of it, and copies what it keeps)."""
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest", "the body of the request must be a JSON object")
-    obj = json_copy(body)
+    obj = json_copy(body) if deep else dict(body)
+    if not deep and isinstance(obj.get("metadata"), dict):
+        obj["metadata"] = json_copy(obj["metadata"])
     if obj.get("kind") not in (None, rt.kind) or obj.get("apiVersion") not in (
         None,
         rt.api_version,

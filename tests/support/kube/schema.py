@@ -135,8 +135,15 @@ def _is_type(value: Any, typ: str) -> bool:
 # Pruning and defaulting
 
 
-def prune(obj: Any, schema: dict[str, Any], path: str = "", root: bool = False) -> list[str]:
-    """Drop fields the schema does not declare (in place); return their paths."""
+def prune(
+    obj: Any,
+    schema: dict[str, Any],
+    path: str = "",
+    root: bool = False,
+    skip: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Drop fields the schema does not declare (in place); return their paths (``skip``:
+    top-level keys left as they are)."""
     pruned: list[str] = []
     if isinstance(obj, dict):
         preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
@@ -148,7 +155,7 @@ def prune(obj: Any, schema: dict[str, Any], path: str = "", root: bool = False) 
             else set()
         )
         for key in list(obj):
-            if key in keep:  # ObjectMeta is the server's business, not the schema's
+            if key in keep or key in skip:  # ObjectMeta is the server's business
                 continue
             if key in props:
                 pruned += prune(obj[key], props[key], _join(path, key))
@@ -165,10 +172,13 @@ def prune(obj: Any, schema: dict[str, Any], path: str = "", root: bool = False) 
     return pruned
 
 
-def apply_defaults(obj: Any, schema: dict[str, Any]) -> None:
-    """Fill in ``default``s of absent (or null, when not nullable) properties, in place."""
+def apply_defaults(obj: Any, schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> None:
+    """Fill in ``default``s of absent (or null, when not nullable) properties, in place
+    (``skip``: top-level keys left as they are)."""
     if isinstance(obj, dict):
         for key, sub in (schema.get("properties") or {}).items():
+            if key in skip:
+                continue
             if "default" in sub and (
                 key not in obj or (obj[key] is None and not sub.get("nullable"))
             ):
@@ -184,13 +194,14 @@ def apply_defaults(obj: Any, schema: dict[str, Any]) -> None:
             apply_defaults(item, schema["items"])
 
 
-def drop_nulls(obj: Any, schema: dict[str, Any]) -> None:
-    """Remove nulls of non-nullable fields (the API server prunes them before defaulting)."""
+def drop_nulls(obj: Any, schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> None:
+    """Remove nulls of non-nullable fields (the API server prunes them before defaulting;
+    ``skip``: top-level keys left as they are)."""
     if isinstance(obj, dict):
         props = schema.get("properties") or {}
         for key in list(obj):
             sub = props.get(key)
-            if sub is None:
+            if sub is None or key in skip:
                 continue
             if obj[key] is None and not sub.get("nullable"):
                 del obj[key]
@@ -582,10 +593,20 @@ def check_cel_rules(schema: Any, path: str = "openAPIV3Schema") -> list[FieldErr
 def process_custom_resource(
     obj: dict[str, Any], schema: dict[str, Any], old: dict[str, Any] | None = None
 ) -> tuple[list[str], list[FieldError]]:
-    """Prune, default and validate a custom resource in place: (pruned paths, errors)."""
-    drop_nulls(obj, schema)
-    pruned = prune(obj, schema, root=True)
-    apply_defaults(obj, schema)
+    """Prune, default and validate a custom resource in place: (pruned paths, errors).
+
+    On an update, a top-level part that *is* the stored version's (the same object, as the
+    spec of a status write) was pruned and defaulted when it was stored and is not walked
+    again (as validation ratcheting passes unchanged values): a status write of a large
+    spec costs what its status costs."""
+    kept = (
+        frozenset(k for k, v in obj.items() if k in old and old[k] is v and isinstance(v, dict))
+        if old
+        else frozenset()
+    )
+    drop_nulls(obj, schema, kept)
+    pruned = prune(obj, schema, root=True, skip=kept)
+    apply_defaults(obj, schema, kept)
     validator = Validator()
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
     old_body = (

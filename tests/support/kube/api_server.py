@@ -79,7 +79,7 @@ from .pod_security import pod_security_check
 from .printing import human_age, jsonpath
 from .rbac import Attributes, Authenticator, current_user, owner_references_check, verb_of
 from .resources import CRD_VERBS, PODS, ResourceRegistry, ResourceType, now_iso
-from .watches import WATCH_LOG_SIZE, Watcher, WatchHub
+from .watches import WATCH_LOG_SIZE, Inbox, Watcher, WatchHub
 
 __all__ = [
     "CORE_NAMESPACES",
@@ -253,12 +253,12 @@ class KubeEmulator(KmockFront):
             obj, warnings = self.api.create(
                 rt, ns, http.decode(), dry_run=http.dry_run, field_validation=validation
             )
-            return _json(201, obj, _warning_headers(warnings))
+            return _object_json(201, rt, obj, _warning_headers(warnings))
         if method == "PUT" and name is not None:
             obj, warnings = self.api.replace(
                 rt, ns, name, http.decode(), sub, dry_run=http.dry_run, field_validation=validation
             )
-            return _json(200, obj, _warning_headers(warnings))
+            return _object_json(200, rt, obj, _warning_headers(warnings))
         if method == "PATCH" and name is not None:
             obj, warnings = self.api.patch(
                 rt,
@@ -270,7 +270,7 @@ class KubeEmulator(KmockFront):
                 dry_run=http.dry_run,
                 field_validation=validation,
             )
-            return _json(200, obj, _warning_headers(warnings))
+            return _object_json(200, rt, obj, _warning_headers(warnings))
         if method == "DELETE" and name is not None:
             options = http.decode(required=False) or {}
             deleted = self.deleter.delete(
@@ -332,7 +332,7 @@ class KubeEmulator(KmockFront):
             namespace=http.path.namespace if rt.namespaced else None,
             labels=selectors.parse_label_selector(params.get("labelSelector")),
             fields=selectors.parse_field_selector(field_selector),
-            queue=asyncio.Queue(),
+            queue=Inbox(),
         )
         timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
         since = params.get("resourceVersion") or ""
@@ -367,18 +367,11 @@ class KubeEmulator(KmockFront):
             if initial and initial[-1]["type"] == "ERROR":
                 return response
             while True:
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    break
-                try:
-                    first = await asyncio.wait_for(watcher.queue.get(), remaining)
-                except TimeoutError:
+                if not await watcher.queue.wait(deadline):
                     break
                 # Everything queued goes out in one write: one event per turn of the loop
                 # delayed a busy emulator's streams by seconds (2,000 Jobs: ~10 s).
-                pending = [first]
-                while len(pending) < WATCH_BATCH and not watcher.queue.empty():
-                    pending.append(watcher.queue.get_nowait())
+                pending = watcher.queue.take(WATCH_BATCH)
                 batch, ended = [], False
                 for event_or_none in pending:
                     if event_or_none is None:  # the server closes this stream
@@ -404,12 +397,43 @@ class KubeEmulator(KmockFront):
 
 
 def _json(code: int, body: Any, headers: Mapping[str, str] | None = None) -> aiohttp.web.Response:
+    return _response(code, json.dumps(body).encode(), headers)
+
+
+def _response(
+    code: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> aiohttp.web.Response:
     return aiohttp.web.Response(
-        status=code,
-        text=json.dumps(body),
-        content_type="application/json",
-        headers=dict(headers or {}),
+        status=code, body=body, content_type="application/json", headers=headers
     )
+
+
+def _object_json(
+    code: int, rt: ResourceType, obj: JsonDict, headers: Mapping[str, str] | None = None
+) -> aiohttp.web.Response:
+    """A written object as the answer: the same bytes its watch events carry."""
+    return _response(code, _encoded(rt, obj), headers)
+
+
+#: (id of a stored object, apiVersion served) -> (the object, its JSON). A write's answer
+#: and its event on every watch that sees it are one serialisation, not one each. Bounded
+#: and short-lived (a write's events go out within a few turns of the loop); the entry
+#: holds the object, so its id cannot be reused while cached. Stored objects are never
+#: changed in place (a write stores a new version).
+_ENCODED: dict[tuple[int, str], tuple[JsonDict, bytes]] = {}
+ENCODED_MAX = 512
+
+
+def _encoded(rt: ResourceType, obj: JsonDict) -> bytes:
+    key = (id(obj), rt.api_version)
+    hit = _ENCODED.get(key)
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    data = json.dumps(rt.present(obj)).encode()
+    if len(_ENCODED) >= ENCODED_MAX:
+        _ENCODED.clear()  # bounded; a plain dict stays safe across emulator threads
+    _ENCODED[key] = (obj, data)
+    return data
 
 
 def _warning_headers(warnings: list[str]) -> dict[str, str]:
@@ -418,19 +442,26 @@ def _warning_headers(warnings: list[str]) -> dict[str, str]:
     return {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)}
 
 
+def _event_line(rt: ResourceType, event: JsonDict) -> bytes:
+    """One watch event as JSON (``json.dumps`` of ``{"type": ..., "object": ...}``)."""
+    if event["type"] == "ERROR":
+        return json.dumps(event).encode()
+    return (
+        b'{"type": "'
+        + event["type"].encode()
+        + b'", "object": '
+        + _encoded(rt, event["object"])
+        + b"}"
+    )
+
+
 async def _write_event(
     response: aiohttp.web.StreamResponse, rt: ResourceType, event: JsonDict
 ) -> None:
-    if event["type"] != "ERROR":
-        event = dict(event, object=rt.present(event["object"]))
-    await response.write(json.dumps(event).encode() + b"\n")
+    await response.write(_event_line(rt, event) + b"\n")
 
 
 async def _write_events(
     response: aiohttp.web.StreamResponse, rt: ResourceType, events: list[JsonDict]
 ) -> None:
-    lines = [
-        json.dumps(e if e["type"] == "ERROR" else dict(e, object=rt.present(e["object"])))
-        for e in events
-    ]
-    await response.write(("\n".join(lines) + "\n").encode())
+    await response.write(b"".join(_event_line(rt, e) + b"\n" for e in events))

@@ -161,9 +161,12 @@ class Admission:
         self.checks = checks
         self.namespaces_must_exist = namespaces_must_exist
 
-    def new_object(self, rt: ResourceType, ns: str | None, body: Any) -> JsonDict:
-        """``body`` normalised for a create: server fields dropped, named, namespace usable."""
-        obj = normalise(rt, ns, body)
+    def new_object(
+        self, rt: ResourceType, ns: str | None, body: Any, owned: bool = False
+    ) -> JsonDict:
+        """``body`` normalised for a create: server fields dropped, named, namespace usable
+        (``owned``: the body is not copied below its top level and metadata)."""
+        obj = normalise(rt, ns, body, deep=not owned)
         meta = obj["metadata"]
         for server_field in SERVER_SET_FIELDS:
             meta.pop(server_field, None)

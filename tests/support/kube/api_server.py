@@ -251,7 +251,12 @@ class KubeEmulator(KmockFront):
             return _json(200, self._table(rt, [obj], params) if as_table else obj)
         if method == "POST" and name is None:
             obj, warnings = self.api.create(
-                rt, ns, http.decode(), dry_run=http.dry_run, field_validation=validation
+                rt,
+                ns,
+                http.decode(),  # decoded for this call alone: stored as it is
+                dry_run=http.dry_run,
+                field_validation=validation,
+                owned=True,
             )
             return _object_json(201, rt, obj, _warning_headers(warnings))
         if method == "PUT" and name is not None:

@@ -342,7 +342,7 @@ def measure(tests: Path, count: int, profile: Path | None = None) -> dict[str, f
         if profile:
             emulator.send_signal(signal.SIGUSR1)
             time.sleep(0.5)
-        cpu_before = sum(process.cpu_times()[:2])
+        before = process.cpu_times()
         started = time.monotonic()
         workers = [threading.Thread(target=slot, args=(url, s, count, uids)) for s in range(SHARDS)]
         for worker in workers:
@@ -354,7 +354,8 @@ def measure(tests: Path, count: int, profile: Path | None = None) -> dict[str, f
         while sum(r.seen() for r in readers) < expected and time.monotonic() < deadline:
             time.sleep(0.01)
         wall = time.monotonic() - started
-        cpu = sum(process.cpu_times()[:2]) - cpu_before
+        after = process.cpu_times()
+        user, system = after.user - before.user, after.system - before.system
         seen = sum(r.seen() for r in readers)
         if profile:
             emulator.send_signal(signal.SIGUSR2)
@@ -364,7 +365,7 @@ def measure(tests: Path, count: int, profile: Path | None = None) -> dict[str, f
             time.sleep(0.5)
         if seen != expected:
             raise SystemExit(f"the watches saw {seen} events, not {expected}")
-        return {"cpu": cpu, "wall": wall}
+        return {"cpu": user + system, "user": user, "system": system, "wall": wall}
     finally:
         stop(emulator)
 
@@ -387,7 +388,8 @@ def main() -> None:
             result = measure(tests, args.count, args.profile if tests == TESTS else None)
             results[label].append(result)
             print(
-                f"{label:10} {tests}: CPU {result['cpu']:.2f} s, wall {result['wall']:.2f} s, "
+                f"{label:10} {tests}: CPU {result['cpu']:.2f} s (user {result['user']:.2f}, "
+                f"system {result['system']:.2f}), wall {result['wall']:.2f} s, "
                 f"{result['cpu'] / args.count * 1000:.3f} ms per Job "
                 f"({result['cpu'] / (3 * args.count) * 1000:.3f} ms per request)",
                 flush=True,

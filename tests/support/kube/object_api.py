@@ -81,11 +81,13 @@ class ObjectApi:
         *,
         dry_run: bool = False,
         field_validation: str | None = None,
+        owned: bool = False,
     ) -> tuple[JsonDict, list[str]]:
-        """POST: returns the stored object and the warnings for the client."""
+        """POST: returns the stored object and the warnings for the client (``owned``: the
+        body is the caller's to give away, stored as it is, not copied)."""
         if rt.namespaced and ns is None:
             raise no_such_resource()
-        obj = self.admission.new_object(rt, ns, body)
+        obj = self.admission.new_object(rt, ns, body, owned=owned)
         meta = obj["metadata"]
         name = meta["name"]
         if self.store.get(rt, meta.get("namespace"), name) is not None:

@@ -112,6 +112,11 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _map_key(item: dict[str, Any], keys: list[str]) -> str:
+    """The identity of an item of a map list (``x-kubernetes-list-map-keys``)."""
+    return json.dumps([item.get(k) for k in keys], sort_keys=True, default=str)
+
+
 def _is_type(value: Any, typ: str) -> bool:
     match typ:
         case "object":
@@ -172,9 +177,30 @@ def prune(
     return pruned
 
 
+#: id(schema) -> (the schema, whether a ``default`` is declared in it or below it).
+_DEFAULTS_BELOW: dict[int, tuple[dict[str, Any], bool]] = {}
+
+
+def _has_defaults(schema: dict[str, Any]) -> bool:
+    """Whether ``schema`` declares a ``default`` anywhere below it (remembered per schema:
+    most of a CRD, a status, has none, and defaulting need not walk it)."""
+    hit = _DEFAULTS_BELOW.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    subs = list((schema.get("properties") or {}).values())
+    subs += [schema.get("items"), schema.get("additionalProperties")]
+    found = any("default" in sub or _has_defaults(sub) for sub in subs if isinstance(sub, dict))
+    if len(_DEFAULTS_BELOW) >= 20_000:
+        _DEFAULTS_BELOW.clear()  # bounded (CRDs come and go in tests)
+    _DEFAULTS_BELOW[id(schema)] = (schema, found)
+    return found
+
+
 def apply_defaults(obj: Any, schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> None:
     """Fill in ``default``s of absent (or null, when not nullable) properties, in place
     (``skip``: top-level keys left as they are)."""
+    if not _has_defaults(schema):
+        return
     if isinstance(obj, dict):
         for key, sub in (schema.get("properties") or {}).items():
             if key in skip:
@@ -225,9 +251,12 @@ class Validator:
             return  # validation ratcheting (on since Kubernetes 1.30): unchanged values pass
         count = len(self.errors)
         self._validate_value(value, schema, path, old)
+        rules = schema.get("x-kubernetes-validations")
         # CEL rules run alongside the schema checks, unless this very value has the wrong type.
-        if not any(e.path == path and "must be of type" in e.detail for e in self.errors[count:]):
-            for rule in schema.get("x-kubernetes-validations") or []:
+        if rules and not any(
+            e.path == path and "must be of type" in e.detail for e in self.errors[count:]
+        ):
+            for rule in rules:
                 self._cel(value, rule, path, old)
 
     def _validate_value(self, value: Any, schema: dict[str, Any], path: str, old: Any) -> None:
@@ -385,8 +414,19 @@ class Validator:
                     self.errors.append(FieldError("Duplicate", f"{path}[{i}]", item))
                 seen.append(item)
         if isinstance(schema.get("items"), dict):
+            # Items of a map list are correlated with the old items of the same keys (their
+            # ratcheting and CEL transition rules see them), as kube-apiserver does.
+            keys = schema.get("x-kubernetes-list-map-keys") or []
+            old_items: dict[str, Any] = {}
+            if keys and schema.get("x-kubernetes-list-type") == "map" and isinstance(old, list):
+                old_items = {_map_key(o, keys): o for o in old if isinstance(o, dict)}
             for i, item in enumerate(value):
-                self.validate(item, schema["items"], f"{path}[{i}]")
+                old_item = (
+                    old_items.get(_map_key(item, keys), _MISSING)
+                    if old_items and isinstance(item, dict)
+                    else _MISSING
+                )
+                self.validate(item, schema["items"], f"{path}[{i}]", old_item)
 
     def _objects(self, value: dict[str, Any], schema: dict[str, Any], path: str, old: Any) -> None:
         for key in schema.get("required") or []:

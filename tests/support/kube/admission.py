@@ -55,13 +55,13 @@ AdmissionCheck = Callable[[Write], list[str]]  # returns warnings; raises ApiErr
 
 def normalise(rt: ResourceType, ns: str | None, body: Any, deep: bool = True) -> JsonDict:
     """A copy of ``body`` with apiVersion, kind and namespace checked against the URL and set
-    (with ``deep`` off, only its top level and metadata are copied: a status write keeps
-    nothing else of it, and copies what it keeps)."""
+    (with ``deep`` off, only its top level and metadata's: for a body no one else holds, or
+    a status write's, which keeps nothing else of it)."""
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest", "the body of the request must be a JSON object")
     obj = json_copy(body) if deep else dict(body)
     if not deep and isinstance(obj.get("metadata"), dict):
-        obj["metadata"] = json_copy(obj["metadata"])
+        obj["metadata"] = dict(obj["metadata"])  # its top level is what is set here
     if obj.get("kind") not in (None, rt.kind) or obj.get("apiVersion") not in (
         None,
         rt.api_version,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -224,7 +225,7 @@ class KmockFront(kmock.KubernetesEmulator):
         if (
             cached is None
             or len(cached[0]) != len(payloads)
-            or any(a is not b for a, b in zip(cached[0], payloads, strict=True))
+            or any(map(operator.is_not, cached[0], payloads))
         ):
             user = [p for p in payloads if not (p.priorities and p.priorities[0] == -math.inf)]
             user.sort(key=lambda p: tuple(-x for x in p.priorities))

@@ -245,9 +245,11 @@ def _with_status_of(old: JsonDict, new: JsonDict) -> JsonDict:
     """A write to ``/status``: the old object with the new status (and nothing else); the
     rest is ``old``'s own (unchanged) parts, metadata copied (the server sets some)."""
     candidate = dict(old)
-    candidate["metadata"] = json_copy(old["metadata"])
-    if "status" in new:
-        candidate["status"] = json_copy(new["status"])
+    meta = candidate["metadata"] = dict(old["metadata"])
+    if "finalizers" in meta:  # the one list of metadata admission may extend
+        meta["finalizers"] = list(meta["finalizers"])
+    if "status" in new:  # a merge patch's result: new where patched, old's elsewhere
+        candidate["status"] = new["status"]
     else:
         candidate.pop("status", None)
     return candidate

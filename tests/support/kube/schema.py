@@ -112,9 +112,12 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _map_key(item: dict[str, Any], keys: list[str]) -> str:
+def _map_key(item: dict[str, Any], keys: list[str]) -> tuple[Any, ...] | str:
     """The identity of an item of a map list (``x-kubernetes-list-map-keys``)."""
-    return json.dumps([item.get(k) for k in keys], sort_keys=True, default=str)
+    values = tuple(item.get(k) for k in keys)
+    if all(v is None or isinstance(v, str | int | float) for v in values):
+        return values
+    return json.dumps(values, sort_keys=True, default=str)  # not hashable as they are
 
 
 def _is_type(value: Any, typ: str) -> bool:
@@ -417,7 +420,7 @@ class Validator:
             # Items of a map list are correlated with the old items of the same keys (their
             # ratcheting and CEL transition rules see them), as kube-apiserver does.
             keys = schema.get("x-kubernetes-list-map-keys") or []
-            old_items: dict[str, Any] = {}
+            old_items: dict[tuple[Any, ...] | str, Any] = {}
             if keys and schema.get("x-kubernetes-list-type") == "map" and isinstance(old, list):
                 old_items = {_map_key(o, keys): o for o in old if isinstance(o, dict)}
             for i, item in enumerate(value):

@@ -112,10 +112,14 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+# (a tuple, not ``int | float``, in isinstance: a union is built anew at each evaluation)
+_DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
 def _map_key(item: dict[str, Any], keys: list[str]) -> tuple[Any, ...] | str:
     """The identity of an item of a map list (``x-kubernetes-list-map-keys``)."""
     values = tuple(item.get(k) for k in keys)
-    if all(v is None or isinstance(v, str | int | float) for v in values):
+    if all(v is None or isinstance(v, (str, int, float)) for v in values):
         return values
     return json.dumps(values, sort_keys=True, default=str)  # not hashable as they are
 
@@ -135,7 +139,7 @@ def _is_type(value: Any, typ: str) -> bool:
                 isinstance(value, float) and value.is_integer()
             )
         case "number":
-            return isinstance(value, int | float) and not isinstance(value, bool)
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
     return True
 
 
@@ -276,7 +280,7 @@ class Validator:
             return
         typ = schema.get("type")
         if schema.get("x-kubernetes-int-or-string"):
-            if not isinstance(value, int | str) or isinstance(value, bool):
+            if not isinstance(value, (int, str)) or isinstance(value, bool):
                 self.errors.append(
                     FieldError(
                         "Invalid",
@@ -303,7 +307,7 @@ class Validator:
                 FieldError("NotSupported", path, value, f"supported values: {supported}")
             )
 
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             self._numbers(value, schema, path)
         if isinstance(value, str):
             self._strings(value, schema, path)
@@ -382,9 +386,7 @@ class Validator:
                 )
             )
         fmt = schema.get("format")
-        if fmt == "date-time" and not re.match(
-            r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$", value
-        ):
+        if fmt == "date-time" and not _DATE_TIME.match(value):
             self.errors.append(
                 FieldError(
                     "Invalid",

@@ -116,6 +116,28 @@ def _join(path: str, key: str) -> str:
 _DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
+#: Keys that do not constrain a value beyond its ``type`` (a number's ``format`` is not checked).
+_DESCRIPTIVE = frozenset({"type", "description", "title", "example", "externalDocs"})
+_PLAIN: dict[int, tuple[dict[str, Any], str | None]] = {}
+
+
+def _plain_type(schema: dict[str, Any]) -> str | None:
+    """The ``type`` of a schema that asks nothing else of a scalar value (most fields of a
+    status), else None; remembered per schema."""
+    hit = _PLAIN.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    typ = schema.get("type")
+    extra = schema.keys() - _DESCRIPTIVE
+    if typ in ("integer", "number"):
+        extra -= {"format"}
+    plain = typ if typ in ("string", "integer", "number", "boolean") and not extra else None
+    if len(_PLAIN) >= 20_000:
+        _PLAIN.clear()  # bounded (CRDs come and go in tests)
+    _PLAIN[id(schema)] = (schema, plain)
+    return plain
+
+
 def _map_key(item: dict[str, Any], keys: list[str]) -> tuple[Any, ...] | str:
     """The identity of an item of a map list (``x-kubernetes-list-map-keys``)."""
     values = tuple(item.get(k) for k in keys)
@@ -170,9 +192,11 @@ def prune(
             if key in keep or key in skip:  # ObjectMeta is the server's business
                 continue
             if key in props:
-                pruned += prune(obj[key], props[key], _join(path, key))
+                if isinstance(obj[key], (dict, list)):  # (a scalar has nothing to prune)
+                    pruned += prune(obj[key], props[key], _join(path, key))
             elif isinstance(additional, dict):
-                pruned += prune(obj[key], additional, f"{path}[{key}]")
+                if isinstance(obj[key], (dict, list)):
+                    pruned += prune(obj[key], additional, f"{path}[{key}]")
             elif additional is True or preserve:
                 continue
             else:
@@ -238,7 +262,7 @@ def drop_nulls(obj: Any, schema: dict[str, Any], skip: frozenset[str] = frozense
                 continue
             if obj[key] is None and not sub.get("nullable"):
                 del obj[key]
-            else:
+            elif isinstance(obj[key], dict):
                 drop_nulls(obj[key], sub)
 
 
@@ -256,6 +280,9 @@ class Validator:
     def validate(self, value: Any, schema: dict[str, Any], path: str, old: Any = _MISSING) -> None:
         if old is not _MISSING and value == old:
             return  # validation ratcheting (on since Kubernetes 1.30): unchanged values pass
+        plain = _plain_type(schema)
+        if plain is not None and value is not None and _is_type(value, plain):
+            return  # a value of the right type, which is all its schema asks
         count = len(self.errors)
         self._validate_value(value, schema, path, old)
         rules = schema.get("x-kubernetes-validations")

@@ -105,15 +105,15 @@ class WatchHub:
     def __init__(self, log_size: int = WATCH_LOG_SIZE) -> None:
         self._log: collections.deque[Change] = collections.deque(maxlen=log_size)
         self._watchers: set[Watcher] = set()
+        self._by_key: dict[StorageKey, set[Watcher]] = {}  # the same, by resource watched
 
     def record(self, rv: int, key: StorageKey, old: JsonDict | None, new: JsonDict | None) -> None:
         """A change was stored at resourceVersion ``rv``: log it and tell matching watchers."""
         self._log.append((rv, key, old, new))
-        for watcher in list(self._watchers):
-            if watcher.key == key:
-                event = watcher.event_for(old, new)
-                if event is not None:
-                    watcher.queue.put_nowait(event)
+        for watcher in list(self._by_key.get(key, ())):
+            event = watcher.event_for(old, new)
+            if event is not None:
+                watcher.queue.put_nowait(event)
 
     def replay(self, watcher: Watcher, since_rv: int, current_rv: int) -> list[JsonDict]:
         """What happened after ``since_rv`` for ``watcher``, or one 410 ERROR if it is too old."""
@@ -137,9 +137,11 @@ class WatchHub:
 
     def subscribe(self, watcher: Watcher) -> None:
         self._watchers.add(watcher)
+        self._by_key.setdefault(watcher.key, set()).add(watcher)
 
     def unsubscribe(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)
+        self._by_key.get(watcher.key, set()).discard(watcher)
 
     def close_all(self) -> int:
         """End every open watch stream (their queues get ``None``); returns how many."""

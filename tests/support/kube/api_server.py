@@ -208,7 +208,7 @@ class KubeEmulator(KmockFront):
             try:
                 return await self._dispatch(http)
             finally:  # on the next turn of the loop: at most FAIRNESS per turn, see there
-                asyncio.get_running_loop().call_soon(fairness.release)
+                fairness.release_soon()
         except ApiError as e:
             return _json(e.code, e.status(), e.headers)
         except (selectors.SelectorError, ValueError) as e:

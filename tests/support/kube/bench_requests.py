@@ -342,6 +342,9 @@ def measure(tests: Path, count: int, profile: Path | None = None) -> dict[str, f
         if profile:
             emulator.send_signal(signal.SIGUSR1)
             time.sleep(0.5)
+        print(
+            f"the slot's requests begin (emulator pid {emulator.pid})", file=sys.stderr, flush=True
+        )
         before = process.cpu_times()
         started = time.monotonic()
         workers = [threading.Thread(target=slot, args=(url, s, count, uids)) for s in range(SHARDS)]

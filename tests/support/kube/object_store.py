@@ -57,9 +57,10 @@ class ObjectStore:
 
     def get(self, rt: ResourceType, ns: str | None, name: str) -> JsonDict | None:
         key = self.key(rt, ns, name)
-        if key not in self.objects or self.objects[key].deleted:
+        if key not in self.objects:
             return None
-        return self.objects[key].raw
+        found = self.objects[key]  # (one lookup: kmock parses the key on each)
+        return None if found.deleted else found.raw
 
     def get_or_404(self, rt: ResourceType, ns: str | None, name: str) -> JsonDict:
         obj = self.get(rt, ns, name)

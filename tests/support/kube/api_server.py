@@ -198,9 +198,11 @@ class KubeEmulator(KmockFront):
         """A resource request: our API semantics; refusals become ``Status`` bodies."""
         reset = None
         try:
-            await self.partitions.wait(bearer(http.headers.get("Authorization")))
-            await self.partitions.delay(bearer(http.headers.get("Authorization")), http.method)
-            reset = current_user.set(self.auth.user(http.headers.get("Authorization")))
+            authorization = http.headers.get("Authorization")
+            if self.partitions.tokens or self.partitions.create_delay:  # a test cut someone off
+                await self.partitions.wait(bearer(authorization))
+                await self.partitions.delay(bearer(authorization), http.method)
+            reset = current_user.set(self.auth.user(authorization))
             if http.is_watch or http.path.group == LEASE_GROUP:
                 return await self._dispatch(http)  # exempt: see FAIRNESS
             fairness = self._fairness()
@@ -226,10 +228,10 @@ class KubeEmulator(KmockFront):
             raise no_such_resource()
         if sub is not None and sub not in rt.subresources:
             raise no_such_resource()
-        verb = verb_of(method, name is not None, http.is_watch)
-        self.auth.authorize(
-            current_user.get(), Attributes(verb, rt.group, rt.plural, sub, ns, name)
-        )
+        user = current_user.get()
+        if self.auth.enforce and not user.admin:
+            verb = verb_of(method, name is not None, http.is_watch)
+            self.auth.authorize(user, Attributes(verb, rt.group, rt.plural, sub, ns, name))
         if sub == "log" and rt.storage_key == PODS and method == "GET" and name:
             return self._pod_log(ns, name, params)
         if sub not in (None, "status"):

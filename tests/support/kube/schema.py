@@ -686,19 +686,25 @@ def process_custom_resource(
         if old
         else _MISSING
     )
-    root_schema = dict(schema)
-    (root_schema.setdefault("properties", {}))
-    validator.validate(
-        body,
-        {k: v for k, v in root_schema.items() if k != "required"}
-        | {
-            "required": [
-                r
-                for r in schema.get("required") or []
-                if r not in ("apiVersion", "kind", "metadata")
-            ]
-        },
-        "",
-        old_body,
-    )
+    validator.validate(body, _body_schema(schema), "", old_body)
     return pruned, validator.errors
+
+
+_BODY_SCHEMAS: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The root schema as the body (without apiVersion, kind, metadata) is validated against,
+    made once per schema (the per-schema caches of the validator then apply to it too)."""
+    hit = _BODY_SCHEMAS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    body = {k: v for k, v in schema.items() if k != "required"}
+    body.setdefault("properties", {})
+    body["required"] = [
+        r for r in schema.get("required") or [] if r not in ("apiVersion", "kind", "metadata")
+    ]
+    if len(_BODY_SCHEMAS) >= 1000:
+        _BODY_SCHEMAS.clear()  # bounded (CRDs come and go in tests)
+    _BODY_SCHEMAS[id(schema)] = (schema, body)
+    return body

@@ -53,11 +53,15 @@ class Write:
 AdmissionCheck = Callable[[Write], list[str]]  # returns warnings; raises ApiError to refuse
 
 
-def normalise(rt: ResourceType, ns: str | None, body: Any) -> JsonDict:
-    """A copy of ``body`` with apiVersion, kind and namespace checked against the URL and set."""
+def normalise(rt: ResourceType, ns: str | None, body: Any, deep: bool = True) -> JsonDict:
+    """A copy of ``body`` with apiVersion, kind and namespace checked against the URL and set
+    (with ``deep`` off, only its top level and metadata's: for a body no one else holds, or
+    a status write's, which keeps nothing else of it)."""
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest", "the body of the request must be a JSON object")
-    obj = json_copy(body)
+    obj = json_copy(body) if deep else dict(body)
+    if not deep and isinstance(obj.get("metadata"), dict):
+        obj["metadata"] = dict(obj["metadata"])  # its top level is what is set here
     if obj.get("kind") not in (None, rt.kind) or obj.get("apiVersion") not in (
         None,
         rt.api_version,
@@ -157,9 +161,12 @@ class Admission:
         self.checks = checks
         self.namespaces_must_exist = namespaces_must_exist
 
-    def new_object(self, rt: ResourceType, ns: str | None, body: Any) -> JsonDict:
-        """``body`` normalised for a create: server fields dropped, named, namespace usable."""
-        obj = normalise(rt, ns, body)
+    def new_object(
+        self, rt: ResourceType, ns: str | None, body: Any, owned: bool = False
+    ) -> JsonDict:
+        """``body`` normalised for a create: server fields dropped, named, namespace usable
+        (``owned``: the body is not copied below its top level and metadata)."""
+        obj = normalise(rt, ns, body, deep=not owned)
         meta = obj["metadata"]
         for server_field in SERVER_SET_FIELDS:
             meta.pop(server_field, None)

@@ -18,6 +18,7 @@ class Gate:
     def __init__(self, limit: int) -> None:
         self.free = limit
         self.waiters: deque[asyncio.Future[None]] = deque()
+        self._later = 0  # releases due on the next turn of the loop
 
     async def acquire(self) -> None:
         if self.free > 0 and not self.waiters:
@@ -31,6 +32,17 @@ class Gate:
             if turn.done() and not turn.cancelled():
                 self.release()  # handed over just as the caller was cancelled: pass it on
             raise
+
+    def release_soon(self) -> None:
+        """:meth:`release` on the loop's next turn (one callback a turn, however many)."""
+        self._later += 1
+        if self._later == 1:
+            asyncio.get_running_loop().call_soon(self._release_later)
+
+    def _release_later(self) -> None:
+        count, self._later = self._later, 0
+        for _ in range(count):
+            self.release()
 
     def release(self) -> None:
         while self.waiters:

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp.web
@@ -47,6 +49,49 @@ _ACTIONS_WITH_NAME = {
     "PUT": kmock.action.UPDATE,
     "DELETE": kmock.action.DELETE,
 }
+
+
+class _Pending:
+    """A request in the log whose kmock ``Request`` is not made yet (see :class:`RequestLog`)."""
+
+    __slots__ = ("http", "id", "raw", "request")
+
+    def __init__(self, request_id: int, raw: aiohttp.web.BaseRequest, http: HttpRequest) -> None:
+        self.id, self.raw, self.http = request_id, raw, http
+        self.request: kmock.Request | None = None
+
+    def materialize(self, make: Any) -> kmock.Request:
+        if self.request is None:
+            self.request = make(self.id, self.raw, self.http)
+        return self.request
+
+
+class RequestLog(list[Any]):
+    """kmock's log of requests (``emulator.requests`` and every DSL view read it), holding
+    what is needed to make each kmock ``Request`` and making it when first read: the same
+    object every time, as kmock compares requests by identity."""
+
+    make: Any = None  # (id, raw request, HttpRequest) -> kmock.Request, set by the front
+
+    def _real(self, index: int) -> Any:
+        item = list.__getitem__(self, index)
+        if isinstance(item, _Pending):
+            item = item.materialize(self.make)
+            list.__setitem__(self, index, item)
+        return item
+
+    def __iter__(self) -> Iterator[Any]:
+        for index in range(len(self)):
+            yield self._real(index)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._real(i) for i in range(*index.indices(len(self)))]
+        return self._real(index)
+
+    def materialize_last(self, make: Any) -> kmock.Request:
+        self.make = make
+        return self._real(len(self) - 1)  # type: ignore[no-any-return]
 
 
 @attrs.define(kw_only=True)
@@ -78,18 +123,27 @@ class KmockFront(kmock.KubernetesEmulator):
         http = HttpRequest(
             method=raw_request.method.upper(),
             path=parse_path(raw_request.path),
-            params=dict(raw_request.query),
-            headers=dict(raw_request.headers),
+            params=raw_request.query,
+            headers=raw_request.headers,
             body=body,
             text=text,
             raw=raw_request,
         )
-        request = self._kmock_request(raw_request, http)
-        self._requests.append(request)
-        if len(self._requests) > self.request_log_limit:
-            del self._requests[: len(self._requests) // 2]
+        log = self._request_log()
+        log.make = self._kmock_request
+        user_payloads = self._user_payloads()
+        # kmock's parsed Request costs more than serving most requests (an event bus, enum
+        # guessing, a second JSON parse): it is made when a test reads the log, or at once
+        # when the test's own reactions must see it.
+        entry = _Pending(len(log), raw_request, http)
+        request = entry.materialize(self._kmock_request) if user_payloads else None
+        log.append(request if request is not None else entry)
+        if len(log) > self.request_log_limit:
+            del log[: len(log) // 2]
         try:
-            return await self._route(request, http)
+            if request is not None:
+                return await self._route(request, http, user_payloads)
+            return await self._serve(None, http)
         except StreamingError as e:  # a stream broke after its headers were sent
             self.internal_errors.append(repr(e.__cause__))
             return e.args[0]  # type: ignore[no-any-return]
@@ -97,8 +151,14 @@ class KmockFront(kmock.KubernetesEmulator):
             self.internal_errors.append("".join(traceback.format_exception(e)))
             return await self._render_error(e)
 
+    def _request_log(self) -> RequestLog:
+        log = self._requests
+        if not isinstance(log, RequestLog):  # once: kmock made a plain list
+            log = self._requests = RequestLog(log)
+        return log
+
     def _kmock_request(
-        self, raw_request: aiohttp.web.BaseRequest, http: HttpRequest
+        self, request_id: int, raw_request: aiohttp.web.BaseRequest, http: HttpRequest
     ) -> kmock.Request:
         """The request as kmock's DSL and request log see it."""
         try:
@@ -116,7 +176,7 @@ class KmockFront(kmock.KubernetesEmulator):
                 action = _ACTIONS_WITH_NAME.get(http.method)
         resource = None if p.group is None else kmock_resource(p.group, p.version, p.plural)
         return kmock.Request(
-            id=len(self._requests),
+            id=request_id,
             raw_request=raw_request,
             url=raw_request.url,
             method=raw_request.method,
@@ -133,9 +193,11 @@ class KmockFront(kmock.KubernetesEmulator):
             subresource=p.subresource,
         )
 
-    async def _route(self, request: kmock.Request, http: HttpRequest) -> aiohttp.web.StreamResponse:
+    async def _route(
+        self, request: kmock.Request, http: HttpRequest, payloads: list[Any]
+    ) -> aiohttp.web.StreamResponse:
         # 1. Reactions a test added with kmock's DSL win (fault injection, spying).
-        for payload in self._user_payloads():
+        for payload in payloads:
             if request in payload._source and not payload._disabled.is_set():
                 try:
                     return await payload(request)
@@ -143,9 +205,16 @@ class KmockFront(kmock.KubernetesEmulator):
                     payload._disabled.set()
                 except NotImplementedError:
                     pass
+        return await self._serve(request, http)
+
+    async def _serve(
+        self, request: kmock.Request | None, http: HttpRequest
+    ) -> aiohttp.web.StreamResponse:
         # 2. Resource requests: our API semantics. 3. Discovery etc.: kmock's scaffold.
         if http.path.group is not None and http.path.plural:
             return await self.serve_resource(http)
+        if request is None:
+            request = self._request_log().materialize_last(self._kmock_request)
         return await kmock.RawHandler._handle(self, request)
 
     def _user_payloads(self) -> list[Any]:
@@ -156,7 +225,7 @@ class KmockFront(kmock.KubernetesEmulator):
         if (
             cached is None
             or len(cached[0]) != len(payloads)
-            or any(a is not b for a, b in zip(cached[0], payloads, strict=True))
+            or any(map(operator.is_not, cached[0], payloads))
         ):
             user = [p for p in payloads if not (p.priorities and p.priorities[0] == -math.inf)]
             user.sort(key=lambda p: tuple(-x for x in p.priorities))

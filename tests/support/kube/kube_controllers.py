@@ -31,8 +31,11 @@ class GarbageCollector:
         self.deleter = deleter
 
     def check_new_dependent(self, rt: ResourceType, obj: JsonDict) -> None:
-        """A dependent created with owners that do not exist is collected (soon, not inline)."""
-        if obj["metadata"].get("ownerReferences"):
+        """A dependent created with owners that do not exist is collected (soon, not inline).
+        (Owners that exist now need no second look: if one goes, :meth:`owner_removed`
+        finds this dependent by its reference.)"""
+        refs = obj["metadata"].get("ownerReferences") or []
+        if refs and not all(self.store.exists(r.get("uid")) for r in refs):
             asyncio.get_running_loop().call_soon(self._collect_orphan, rt, obj["metadata"]["uid"])
 
     def _collect_orphan(self, rt: ResourceType, uid: str) -> None:

@@ -81,11 +81,13 @@ class ObjectApi:
         *,
         dry_run: bool = False,
         field_validation: str | None = None,
+        owned: bool = False,
     ) -> tuple[JsonDict, list[str]]:
-        """POST: returns the stored object and the warnings for the client."""
+        """POST: returns the stored object and the warnings for the client (``owned``: the
+        body is the caller's to give away, stored as it is, not copied)."""
         if rt.namespaced and ns is None:
             raise no_such_resource()
-        obj = self.admission.new_object(rt, ns, body)
+        obj = self.admission.new_object(rt, ns, body, owned=owned)
         meta = obj["metadata"]
         name = meta["name"]
         if self.store.get(rt, meta.get("namespace"), name) is not None:
@@ -156,11 +158,11 @@ class ObjectApi:
         if content_type == APPLY_PATCH:
             if old is None:
                 return self.create(rt, ns, body, dry_run=dry_run)
-            new = patching.merge_patch(json_copy(old), _strip_nulls(body))
+            new = patching.merge_patch(old, _strip_nulls(body))  # old stays as it is
             return self.update(
                 rt,
                 old,
-                normalise(rt, ns, new),
+                normalise(rt, ns, new, deep=sub != "status"),
                 sub,
                 dry_run=dry_run,
                 field_validation=field_validation,
@@ -169,7 +171,7 @@ class ObjectApi:
             raise not_found(rt, name)
         try:
             if content_type == MERGE_PATCH:
-                new = patching.merge_patch(json_copy(old), body)
+                new = patching.merge_patch(old, body)  # makes new dicts, old stays as it is
             elif content_type == JSON_PATCH:
                 new = patching.json_patch(old, body)
             elif content_type == STRATEGIC_MERGE_PATCH and rt.schema is None:
@@ -194,7 +196,7 @@ class ObjectApi:
         return self.update(
             rt,
             old,
-            normalise(rt, ns, new),
+            normalise(rt, ns, new, deep=sub != "status"),
             sub,
             dry_run=dry_run,
             field_validation=field_validation,
@@ -210,8 +212,11 @@ class ObjectApi:
         dry_run: bool = False,
         field_validation: str | None = None,
     ) -> tuple[JsonDict, list[str]]:
-        """Store ``new`` (normalised) as the next version of ``old``: the end of PUT and PATCH."""
-        old = json_copy(old)
+        """Store ``new`` (normalised) as the next version of ``old``: the end of PUT and PATCH.
+
+        ``old`` (the stored version) is never changed: the new version shares its unchanged
+        parts (a status write copies only the new status and the metadata), which no one
+        changes in place once stored."""
         if sub == "status":
             new = _with_status_of(old, new)
         else:
@@ -237,9 +242,13 @@ class ObjectApi:
 
 
 def _with_status_of(old: JsonDict, new: JsonDict) -> JsonDict:
-    """A write to ``/status``: the old object with the new status (and nothing else)."""
-    candidate = json_copy(old)
-    if "status" in new:
+    """A write to ``/status``: the old object with the new status (and nothing else); the
+    rest is ``old``'s own (unchanged) parts, metadata copied (the server sets some)."""
+    candidate = dict(old)
+    meta = candidate["metadata"] = dict(old["metadata"])
+    if "finalizers" in meta:  # the one list of metadata admission may extend
+        meta["finalizers"] = list(meta["finalizers"])
+    if "status" in new:  # a merge patch's result: new where patched, old's elsewhere
         candidate["status"] = new["status"]
     else:
         candidate.pop("status", None)

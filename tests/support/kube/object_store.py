@@ -57,9 +57,10 @@ class ObjectStore:
 
     def get(self, rt: ResourceType, ns: str | None, name: str) -> JsonDict | None:
         key = self.key(rt, ns, name)
-        if key not in self.objects or self.objects[key].deleted:
+        if key not in self.objects:
             return None
-        return self.objects[key].raw
+        found = self.objects[key]  # (one lookup: kmock parses the key on each)
+        return None if found.deleted else found.raw
 
     def get_or_404(self, rt: ResourceType, ns: str | None, name: str) -> JsonDict:
         obj = self.get(rt, ns, name)
@@ -124,8 +125,10 @@ class ObjectStore:
     def create(self, rt: ResourceType, obj: JsonDict) -> JsonDict:
         """Store a new object, filling uid, creationTimestamp, resourceVersion, generation."""
         meta = obj.setdefault("metadata", {})
-        meta.setdefault("uid", str(uuid.uuid4()))
-        meta.setdefault("creationTimestamp", now_iso())
+        if "uid" not in meta:  # (setdefault would make a uuid even when one is given)
+            meta["uid"] = str(uuid.uuid4())
+        if "creationTimestamp" not in meta:
+            meta["creationTimestamp"] = now_iso()
         meta["resourceVersion"] = self._next_rv()
         if rt.group or rt.plural not in ("namespaces", "events"):
             meta.setdefault("generation", 1)
@@ -178,19 +181,24 @@ class ObjectStore:
         ref: Ref = (rt.storage_key, *ident)
         index = self._index.setdefault(rt.storage_key, {})
         by_label = self._labels.setdefault(rt.storage_key, {})
-        for pair in ((old or {}).get("metadata", {}).get("labels") or {}).items():
-            by_label.get(pair, set()).discard(ident)
-        if new is not None:
-            for pair in (meta.get("labels") or {}).items():
+        old_meta = (old or {}).get("metadata", {})
+        old_labels, old_owners = old_meta.get("labels") or {}, old_meta.get("ownerReferences") or []
+        labels = (meta.get("labels") or {}) if new is not None else {}
+        owners = (meta.get("ownerReferences") or []) if new is not None else []
+        if labels != old_labels:  # (a status write changes neither: nothing to move)
+            for pair in old_labels.items():
+                by_label.get(pair, set()).discard(ident)
+            for pair in labels.items():
                 by_label.setdefault(pair, set()).add(ident)
-        for owner in (old or {}).get("metadata", {}).get("ownerReferences") or []:
-            self._owned.get(owner.get("uid", ""), set()).discard(ref)
+        if owners != old_owners:
+            for owner in old_owners:
+                self._owned.get(owner.get("uid", ""), set()).discard(ref)
+            for owner in owners:
+                self._owned.setdefault(owner.get("uid", ""), set()).add(ref)
         self._terminating.discard(ref)
         if new is None:
             index.pop(ident, None)
             return
         index[ident] = self.key(rt, ident[0], ident[1])
-        for owner in meta.get("ownerReferences") or []:
-            self._owned.setdefault(owner.get("uid", ""), set()).add(ref)
         if meta.get("deletionTimestamp"):
             self._terminating.add(ref)

@@ -42,6 +42,8 @@ def json_copy(value: Any) -> Any:
         return {k: json_copy(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
     if isinstance(value, list):
         return [json_copy(v) if isinstance(v, (dict, list)) else v for v in value]
+    if value is None or isinstance(value, (str, int, float)):
+        return value  # immutable (bool is an int)
     return copy.deepcopy(value)
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime
 import functools
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import kmock
 
@@ -29,9 +31,16 @@ CRDS: StorageKey = ("apiextensions.k8s.io", "customresourcedefinitions")
 CRD_VERBS = ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]
 
 
+_NOW: list[Any] = [None, ""]  # (the second, its text): formatted once a second
+
+
 def now_iso() -> str:
     """The server's clock, as metadata timestamps show it (seconds, UTC, ``Z``)."""
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = int(time.time())
+    if _NOW[0] != second:
+        stamp = datetime.datetime.fromtimestamp(second, tz=datetime.UTC)
+        _NOW[:] = [second, stamp.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    return str(_NOW[1])
 
 
 @dataclass

@@ -112,6 +112,40 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+# (a tuple, not ``int | float``, in isinstance: a union is built anew at each evaluation)
+_DATE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+#: Keys that do not constrain a value beyond its ``type`` (a number's ``format`` is not checked).
+_DESCRIPTIVE = frozenset({"type", "description", "title", "example", "externalDocs"})
+_PLAIN: dict[int, tuple[dict[str, Any], str | None]] = {}
+
+
+def _plain_type(schema: dict[str, Any]) -> str | None:
+    """The ``type`` of a schema that asks nothing else of a scalar value (most fields of a
+    status), else None; remembered per schema."""
+    hit = _PLAIN.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    typ = schema.get("type")
+    extra = schema.keys() - _DESCRIPTIVE
+    if typ in ("integer", "number"):
+        extra -= {"format"}
+    plain = typ if typ in ("string", "integer", "number", "boolean") and not extra else None
+    if len(_PLAIN) >= 20_000:
+        _PLAIN.clear()  # bounded (CRDs come and go in tests)
+    _PLAIN[id(schema)] = (schema, plain)
+    return plain
+
+
+def _map_key(item: dict[str, Any], keys: list[str]) -> tuple[Any, ...] | str:
+    """The identity of an item of a map list (``x-kubernetes-list-map-keys``)."""
+    values = tuple(item.get(k) for k in keys)
+    if all(v is None or isinstance(v, (str, int, float)) for v in values):
+        return values
+    return json.dumps(values, sort_keys=True, default=str)  # not hashable as they are
+
+
 def _is_type(value: Any, typ: str) -> bool:
     match typ:
         case "object":
@@ -127,7 +161,7 @@ def _is_type(value: Any, typ: str) -> bool:
                 isinstance(value, float) and value.is_integer()
             )
         case "number":
-            return isinstance(value, int | float) and not isinstance(value, bool)
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
     return True
 
 
@@ -135,8 +169,15 @@ def _is_type(value: Any, typ: str) -> bool:
 # Pruning and defaulting
 
 
-def prune(obj: Any, schema: dict[str, Any], path: str = "", root: bool = False) -> list[str]:
-    """Drop fields the schema does not declare (in place); return their paths."""
+def prune(
+    obj: Any,
+    schema: dict[str, Any],
+    path: str = "",
+    root: bool = False,
+    skip: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Drop fields the schema does not declare (in place); return their paths (``skip``:
+    top-level keys left as they are)."""
     pruned: list[str] = []
     if isinstance(obj, dict):
         preserve = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
@@ -148,12 +189,14 @@ def prune(obj: Any, schema: dict[str, Any], path: str = "", root: bool = False) 
             else set()
         )
         for key in list(obj):
-            if key in keep:  # ObjectMeta is the server's business, not the schema's
+            if key in keep or key in skip:  # ObjectMeta is the server's business
                 continue
             if key in props:
-                pruned += prune(obj[key], props[key], _join(path, key))
+                if isinstance(obj[key], (dict, list)):  # (a scalar has nothing to prune)
+                    pruned += prune(obj[key], props[key], _join(path, key))
             elif isinstance(additional, dict):
-                pruned += prune(obj[key], additional, f"{path}[{key}]")
+                if isinstance(obj[key], (dict, list)):
+                    pruned += prune(obj[key], additional, f"{path}[{key}]")
             elif additional is True or preserve:
                 continue
             else:
@@ -165,10 +208,34 @@ def prune(obj: Any, schema: dict[str, Any], path: str = "", root: bool = False) 
     return pruned
 
 
-def apply_defaults(obj: Any, schema: dict[str, Any]) -> None:
-    """Fill in ``default``s of absent (or null, when not nullable) properties, in place."""
+#: id(schema) -> (the schema, whether a ``default`` is declared in it or below it).
+_DEFAULTS_BELOW: dict[int, tuple[dict[str, Any], bool]] = {}
+
+
+def _has_defaults(schema: dict[str, Any]) -> bool:
+    """Whether ``schema`` declares a ``default`` anywhere below it (remembered per schema:
+    most of a CRD, a status, has none, and defaulting need not walk it)."""
+    hit = _DEFAULTS_BELOW.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    subs = list((schema.get("properties") or {}).values())
+    subs += [schema.get("items"), schema.get("additionalProperties")]
+    found = any("default" in sub or _has_defaults(sub) for sub in subs if isinstance(sub, dict))
+    if len(_DEFAULTS_BELOW) >= 20_000:
+        _DEFAULTS_BELOW.clear()  # bounded (CRDs come and go in tests)
+    _DEFAULTS_BELOW[id(schema)] = (schema, found)
+    return found
+
+
+def apply_defaults(obj: Any, schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> None:
+    """Fill in ``default``s of absent (or null, when not nullable) properties, in place
+    (``skip``: top-level keys left as they are)."""
+    if not _has_defaults(schema):
+        return
     if isinstance(obj, dict):
         for key, sub in (schema.get("properties") or {}).items():
+            if key in skip:
+                continue
             if "default" in sub and (
                 key not in obj or (obj[key] is None and not sub.get("nullable"))
             ):
@@ -184,17 +251,18 @@ def apply_defaults(obj: Any, schema: dict[str, Any]) -> None:
             apply_defaults(item, schema["items"])
 
 
-def drop_nulls(obj: Any, schema: dict[str, Any]) -> None:
-    """Remove nulls of non-nullable fields (the API server prunes them before defaulting)."""
+def drop_nulls(obj: Any, schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> None:
+    """Remove nulls of non-nullable fields (the API server prunes them before defaulting;
+    ``skip``: top-level keys left as they are)."""
     if isinstance(obj, dict):
         props = schema.get("properties") or {}
         for key in list(obj):
             sub = props.get(key)
-            if sub is None:
+            if sub is None or key in skip:
                 continue
             if obj[key] is None and not sub.get("nullable"):
                 del obj[key]
-            else:
+            elif isinstance(obj[key], dict):
                 drop_nulls(obj[key], sub)
 
 
@@ -212,11 +280,17 @@ class Validator:
     def validate(self, value: Any, schema: dict[str, Any], path: str, old: Any = _MISSING) -> None:
         if old is not _MISSING and value == old:
             return  # validation ratcheting (on since Kubernetes 1.30): unchanged values pass
+        plain = _plain_type(schema)
+        if plain is not None and value is not None and _is_type(value, plain):
+            return  # a value of the right type, which is all its schema asks
         count = len(self.errors)
         self._validate_value(value, schema, path, old)
+        rules = schema.get("x-kubernetes-validations")
         # CEL rules run alongside the schema checks, unless this very value has the wrong type.
-        if not any(e.path == path and "must be of type" in e.detail for e in self.errors[count:]):
-            for rule in schema.get("x-kubernetes-validations") or []:
+        if rules and not any(
+            e.path == path and "must be of type" in e.detail for e in self.errors[count:]
+        ):
+            for rule in rules:
                 self._cel(value, rule, path, old)
 
     def _validate_value(self, value: Any, schema: dict[str, Any], path: str, old: Any) -> None:
@@ -233,7 +307,7 @@ class Validator:
             return
         typ = schema.get("type")
         if schema.get("x-kubernetes-int-or-string"):
-            if not isinstance(value, int | str) or isinstance(value, bool):
+            if not isinstance(value, (int, str)) or isinstance(value, bool):
                 self.errors.append(
                     FieldError(
                         "Invalid",
@@ -260,7 +334,7 @@ class Validator:
                 FieldError("NotSupported", path, value, f"supported values: {supported}")
             )
 
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             self._numbers(value, schema, path)
         if isinstance(value, str):
             self._strings(value, schema, path)
@@ -339,9 +413,7 @@ class Validator:
                 )
             )
         fmt = schema.get("format")
-        if fmt == "date-time" and not re.match(
-            r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$", value
-        ):
+        if fmt == "date-time" and not _DATE_TIME.match(value):
             self.errors.append(
                 FieldError(
                     "Invalid",
@@ -374,8 +446,19 @@ class Validator:
                     self.errors.append(FieldError("Duplicate", f"{path}[{i}]", item))
                 seen.append(item)
         if isinstance(schema.get("items"), dict):
+            # Items of a map list are correlated with the old items of the same keys (their
+            # ratcheting and CEL transition rules see them), as kube-apiserver does.
+            keys = schema.get("x-kubernetes-list-map-keys") or []
+            old_items: dict[tuple[Any, ...] | str, Any] = {}
+            if keys and schema.get("x-kubernetes-list-type") == "map" and isinstance(old, list):
+                old_items = {_map_key(o, keys): o for o in old if isinstance(o, dict)}
             for i, item in enumerate(value):
-                self.validate(item, schema["items"], f"{path}[{i}]")
+                old_item = (
+                    old_items.get(_map_key(item, keys), _MISSING)
+                    if old_items and isinstance(item, dict)
+                    else _MISSING
+                )
+                self.validate(item, schema["items"], f"{path}[{i}]", old_item)
 
     def _objects(self, value: dict[str, Any], schema: dict[str, Any], path: str, old: Any) -> None:
         for key in schema.get("required") or []:
@@ -582,10 +665,20 @@ def check_cel_rules(schema: Any, path: str = "openAPIV3Schema") -> list[FieldErr
 def process_custom_resource(
     obj: dict[str, Any], schema: dict[str, Any], old: dict[str, Any] | None = None
 ) -> tuple[list[str], list[FieldError]]:
-    """Prune, default and validate a custom resource in place: (pruned paths, errors)."""
-    drop_nulls(obj, schema)
-    pruned = prune(obj, schema, root=True)
-    apply_defaults(obj, schema)
+    """Prune, default and validate a custom resource in place: (pruned paths, errors).
+
+    On an update, a top-level part that *is* the stored version's (the same object, as the
+    spec of a status write) was pruned and defaulted when it was stored and is not walked
+    again (as validation ratcheting passes unchanged values): a status write of a large
+    spec costs what its status costs."""
+    kept = (
+        frozenset(k for k, v in obj.items() if k in old and old[k] is v and isinstance(v, dict))
+        if old
+        else frozenset()
+    )
+    drop_nulls(obj, schema, kept)
+    pruned = prune(obj, schema, root=True, skip=kept)
+    apply_defaults(obj, schema, kept)
     validator = Validator()
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
     old_body = (
@@ -593,19 +686,25 @@ def process_custom_resource(
         if old
         else _MISSING
     )
-    root_schema = dict(schema)
-    (root_schema.setdefault("properties", {}))
-    validator.validate(
-        body,
-        {k: v for k, v in root_schema.items() if k != "required"}
-        | {
-            "required": [
-                r
-                for r in schema.get("required") or []
-                if r not in ("apiVersion", "kind", "metadata")
-            ]
-        },
-        "",
-        old_body,
-    )
+    validator.validate(body, _body_schema(schema), "", old_body)
     return pruned, validator.errors
+
+
+_BODY_SCHEMAS: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The root schema as the body (without apiVersion, kind, metadata) is validated against,
+    made once per schema (the per-schema caches of the validator then apply to it too)."""
+    hit = _BODY_SCHEMAS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    body = {k: v for k, v in schema.items() if k != "required"}
+    body.setdefault("properties", {})
+    body["required"] = [
+        r for r in schema.get("required") or [] if r not in ("apiVersion", "kind", "metadata")
+    ]
+    if len(_BODY_SCHEMAS) >= 1000:
+        _BODY_SCHEMAS.clear()  # bounded (CRDs come and go in tests)
+    _BODY_SCHEMAS[id(schema)] = (schema, body)
+    return body

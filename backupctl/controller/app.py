@@ -48,6 +48,7 @@ from backupctl import __version__
 
 # Importing the handlers registers them with kopf: one process serves both controllers.
 from backupctl.controller.backup import handlers as _backup_handlers  # noqa: F401
+from backupctl.controller.backup.job_watch import JobWatch
 from backupctl.controller.backup.state import Controller
 from backupctl.controller.kube import Kube
 from backupctl.controller.leader import LEADER, LeaderElector, shard_label
@@ -58,7 +59,7 @@ from backupctl.controller.leader_rules import (
     shard_selector,
 )
 from backupctl.controller.leader_thread import LeaseThread
-from backupctl.controller.manifests import LABEL_MANAGED_BY
+from backupctl.controller.manifests import LABEL_BACKUP, LABEL_MANAGED_BY, LABEL_RESTORE
 from backupctl.controller.restore.handlers import Restores
 from backupctl.controller.runtime import Clock, SystemClock
 from backupctl.controller.shard_jobs import adopt_jobs
@@ -145,7 +146,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
     settings.persistence.diffbase_storage = NoDiffBase()
     # Watch only the Jobs backupctl made (server-side selector: less traffic).
-    settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}=backupctl"
+    # kopf watches only the RedisRestores' Jobs (server-side selector: less traffic); the
+    # RedisBackups' Jobs are watched by the controller itself (backup/job_watch.py).
+    kopf_jobs = f"{LABEL_MANAGED_BY}=backupctl,{LABEL_RESTORE}"
+    backup_jobs = f"{LABEL_MANAGED_BY}=backupctl,{LABEL_BACKUP}"
+    settings.watching.label_selectors["batch", "jobs"] = kopf_jobs
     settings.watching.reconnect_backoff = 1.0
     # A watch that stalls without an error (a dropped connection behind a NAT or
     # a load balancer) would otherwise hang forever (kopf #232, #585, #810): the
@@ -162,14 +167,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if selector is not None:  # this shard's resources only (server-side selector)
         settings.watching.label_selectors[API_GROUP, "redisbackups"] = selector
         settings.watching.label_selectors[API_GROUP, "redisrestores"] = selector
-        jobs = f"{LABEL_MANAGED_BY}=backupctl,{job_shard_selector(config.shard)}"
-        settings.watching.label_selectors["batch", "jobs"] = jobs  # and its own Jobs
+        kopf_jobs += f",{job_shard_selector(config.shard)}"  # and its own Jobs
+        backup_jobs += f",{job_shard_selector(config.shard)}"
+        settings.watching.label_selectors["batch", "jobs"] = kopf_jobs
         if config.shard:
             await adopt_jobs(kube, config.shard, memo.get("namespaces"))
     controller = Controller(kube=kube, image=config.image, clock=clock, shard=config.shard)
     memo.restores = Restores(kube=kube, image=config.image, clock=clock, shard=config.shard)
     kube.on_request = controller.metrics.api_request
     memo.metrics.sources.append(controller.metrics.registry)  # served by run()
+    watch = JobWatch(kube, backup_jobs, memo.get("namespaces"), controller.job_changed)
+    controller.jobs, controller.jobs_listed = watch, watch.listed
+    controller.tasks.append(asyncio.create_task(watch.run()))
     controller.tasks.append(asyncio.create_task(controller.watch_changes()))
     controller.tasks.append(asyncio.create_task(controller.events.run()))
     controller.tasks.append(asyncio.create_task(clock.watch(controller.wake_all)))

@@ -1,7 +1,7 @@
 """What the RedisBackup handlers keep in memory between passes.
 
 One :class:`Controller` per operator process (in kopf's ``memo``: the API
-client, the clock, the metrics, kopf's index of Jobs) and one
+client, the clock, the metrics, the index of Jobs) and one
 :class:`Tracker` per RedisBackup daemon. Nothing here must survive a
 restart: the status and the Jobs hold all of that, by design.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -42,8 +42,14 @@ FULL_SCAN_POLLS = 10
 #: Passes of RedisBackup daemons run at once (the others wait their turn; see gate.py).
 PASSES_AT_ONCE = 32
 
-#: kopf's index of Jobs: (namespace, backup label) -> (owner uid, JobView).
-JobIndex = kopf.Index[tuple[str, str], tuple[str, JobView]]
+
+class JobIndex(Protocol):
+    """The RedisBackups' Jobs: (namespace, backup label) -> (owner uid, JobView) each
+    (:class:`~backupctl.controller.backup.job_watch.JobWatch`)."""
+
+    def get(
+        self, key: tuple[str, str], default: Collection[tuple[str, JobView]] = ()
+    ) -> Collection[tuple[str, JobView]]: ...
 
 
 @dataclass
@@ -119,7 +125,9 @@ class Controller:
     shard: str | None = None
     trackers: dict[tuple[str, str], Tracker] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    jobs: JobIndex | None = None  # kopf's index of Jobs, once a daemon received it
+    jobs: JobIndex | None = None  # the index of Jobs (job_watch.JobWatch, made at startup)
+    #: set once the index holds every Job (the daemons' first passes wait for it)
+    jobs_listed: asyncio.Event = field(default_factory=asyncio.Event)
     #: namespace -> (when listed, its RedisRestores), shared by that namespace's daemons
     restores: dict[str, tuple[datetime, list[dict[str, Any]]]] = field(default_factory=dict)
     #: the passes of its daemons that run at once (a cron slot wakes thousands)
@@ -186,7 +194,7 @@ class Controller:
         return sorted((j.name, j.state, j.ready) for _, j in jobs)
 
     def job_changed(self, key: tuple[str, str]) -> None:
-        """kopf indexed a Job of the resource ``key`` (namespace, backup label)."""
+        """A Job of the resource ``key`` (namespace, backup label) changed in the index."""
         self.touched.add(key)
 
     async def watch_changes(self) -> None:
@@ -194,9 +202,8 @@ class Controller:
         in-memory scan of kopf's caches every :data:`CHANGE_POLL` instead of a kopf
         handler call per watch event: at a cron slot a thousand resources change at
         once. Each scan compares every spec, but the Jobs only of the resources the
-        Job index reported (:meth:`job_changed`, in this scan or the one before: kopf
-        stores an entry after its handler ran); every :data:`FULL_SCAN_POLLS` scans,
-        all of them (a deleted Job calls no handler). Comparing every resource's Jobs
+        Job index reported (:meth:`job_changed`, in this scan or the one before); every
+        :data:`FULL_SCAN_POLLS` scans, all of them. Comparing every resource's Jobs
         every time cost 2,500 resources ~4% of a core, idle or not."""
         recent: set[tuple[str, str]] = set()
         for turn in itertools.count(1):

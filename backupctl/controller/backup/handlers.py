@@ -53,8 +53,7 @@ async def backup_daemon(
             tracker.wake.clear()
             tracker.seen_state = controller.state_of(tracker)
             try:
-                async with controller.passes.held():  # a cron slot wakes thousands at once
-                    delay = await reconcile(controller, tracker, body, backup_jobs)
+                delay = await reconcile(controller, tracker, body, backup_jobs)
             except (ApiError, OSError) as e:  # the API server, not the user
                 tracker.status = None  # re-read the status on the next attempt
                 controller.metrics.reconcile_error("RedisBackup")

@@ -189,6 +189,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     controller: Controller | None = memo.get("controller")
     if controller is not None:
+        await controller.events.flush()  # a graceful stop loses no queued Event
         for task in controller.tasks:
             task.cancel()
     kube: Kube | None = memo.get("kube")

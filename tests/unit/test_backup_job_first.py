@@ -7,6 +7,7 @@ execute) against an API that holds what the first process left."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -138,10 +139,8 @@ def one_process(api: FakeApi, at: datetime) -> None:
             if len(api.requests) == before:
                 return
 
-    try:
+    with contextlib.suppress(Killed):
         asyncio.run(passes())
-    except Killed:
-        pass
 
 
 def test_the_slots_job_is_created_before_its_status_is_written() -> None:

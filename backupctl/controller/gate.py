@@ -26,7 +26,7 @@ class Gate:
     never drains does not starve it)."""
 
     def __init__(self, limit: int, patience: float = 30.0) -> None:
-        self.free = limit
+        self.limit = self.free = limit
         self.patience = patience
         self.waiters: deque[asyncio.Future[None]] = deque()
         #: (the loop time it gives up waiting behind the others, its turn)
@@ -66,6 +66,10 @@ class Gate:
                 turn.set_result(None)
                 return
         self.free += 1
+
+    def idle(self) -> bool:
+        """Nobody holds it, nobody waits."""
+        return self.free == self.limit
 
     @contextlib.asynccontextmanager
     async def held(self, later: bool = False) -> AsyncIterator[None]:

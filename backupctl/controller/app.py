@@ -189,7 +189,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     controller: Controller | None = memo.get("controller")
     if controller is not None:
-        await controller.events.flush()  # a graceful stop loses no queued Event
+        lost: threading.Event | None = memo.get("lost")
+        if lost is None or not lost.is_set():  # (a leader that lost its Lease acts no more)
+            await controller.events.flush()  # a graceful stop loses no queued Event
         for task in controller.tasks:
             task.cancel()
     kube: Kube | None = memo.get("kube")
@@ -322,6 +324,7 @@ async def operate(
                 clock=clock,
                 metrics=metrics,
                 namespaces=None if all_namespaces else list(namespaces),
+                lost=lost,
             ),
             stop_flag=stop_flag,
         )

@@ -1,7 +1,7 @@
 """One pass of a RedisBackup daemon: observe -> plan -> execute.
 
 1. observe: the live spec, the status this controller last wrote, the Jobs
-   labelled for the resource (kopf's index), and -- only for finished Jobs
+   labelled for the resource (the index of job_watch.py), and -- only for finished Jobs
    not recorded yet, or Jobs whose pod does not start -- their pods'
    termination messages / waiting reasons;
 2. plan: :func:`backupctl.controller.backup.plan.plan`, pure; when it wants a
@@ -161,10 +161,10 @@ async def observe(
 async def list_jobs(
     controller: Controller, tracker: Tracker, uid: Any, index: JobIndex
 ) -> list[JobView]:
-    """The resource's Jobs: kopf's index, checked against the API while a run is
-    active (a stalled watch must not leave a run ``Running`` forever).
+    """The resource's Jobs: the index (job_watch.py), checked against the API while a
+    run is active (a stalled watch must not leave a run ``Running`` forever).
 
-    kopf fills its indexes before any daemon starts, so a resource with nothing
+    The index is filled before any daemon's first pass, so a resource with nothing
     running needs no list; one with a running Job lists at most every
     :data:`RELIST_SECONDS` (thousands of daemons wake at one slot: a list each
     per pass queued them behind the client's connections)."""

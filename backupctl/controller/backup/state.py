@@ -135,7 +135,7 @@ class Controller:
     passes: Gate = field(default_factory=lambda: Gate(PASSES_AT_ONCE))
     #: namespace -> the list of its RedisRestores on its way (one for all who ask)
     listing: dict[str, asyncio.Future[list[dict[str, Any]]]] = field(default_factory=dict)
-    #: (namespace, backup label) of the resources whose Jobs kopf indexed since the last scan
+    #: (namespace, backup label) of the resources whose Jobs changed since the last scan
     touched: set[tuple[str, str]] = field(default_factory=set)
     #: the long-lived objects, frozen out of the cyclic GC once settled (heap.py)
     heap: Heap = field(default_factory=Heap)

@@ -53,14 +53,14 @@ class FakeKube:
 
 
 def follow(kube: FakeKube, until: Any) -> tuple[JobWatch, list[tuple[str, str]]]:
-    """Run the watch until ``until(watch)`` holds (at most 2 s)."""
+    """Run the watch until ``until(watch)`` holds (at most 5 s)."""
     changed: list[tuple[str, str]] = []
     watch = JobWatch(kube, "sel", [NS], changed.append)  # type: ignore[arg-type]
 
     async def go() -> None:
         task = asyncio.create_task(watch.run())
         try:
-            for _ in range(200):
+            for _ in range(500):
                 if until(watch):
                     return
                 await asyncio.sleep(0.01)

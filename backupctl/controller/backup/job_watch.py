@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
@@ -33,8 +34,8 @@ Key = tuple[str, str]
 Entry = tuple[str, JobView]
 #: Seconds the API server keeps one watch open (then it is resumed).
 WATCH_SECONDS = 600
-#: Pause before listing again after a failure (seconds).
-RETRY_PAUSE = 1.0
+#: Pause before listing again after a failure (seconds), doubling while failures last.
+RETRY_PAUSE, RETRY_PAUSE_MAX = 1.0, 30.0
 log = logging.getLogger("backupctl.operator")
 
 
@@ -82,14 +83,20 @@ class JobWatch:
                 group.create_task(self._follow(namespace))
 
     async def _follow(self, namespace: str) -> None:
+        pause = RETRY_PAUSE
         while True:
             try:
                 version: str | None = await self._list(namespace)
+                pause = RETRY_PAUSE
                 while version is not None:
+                    began = time.monotonic()
                     version = await self._watch(namespace, version)
+                    if time.monotonic() - began < RETRY_PAUSE:  # (no hot loop, ever)
+                        await asyncio.sleep(RETRY_PAUSE)
             except ApiError as e:
-                log.warning("watching Jobs in %r: %s; listing again", namespace, e)
-                await asyncio.sleep(RETRY_PAUSE)
+                log.warning("watching Jobs in %r: %s; listing again in %.0f s", namespace, e, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_PAUSE_MAX)
 
     async def _list(self, namespace: str) -> str:
         page = await self.kube.list_page("batch", "v1", "jobs", namespace, self.selector)

@@ -122,7 +122,7 @@ class FakeApi:
         return copy.deepcopy(self.backup)
 
 
-def one_process(api: FakeApi, at: datetime) -> None:
+def one_process(api: FakeApi, at: datetime) -> Controller:
     """A controller process: passes until there is nothing left to do now, or it is
     killed (at most 5 passes)."""
     clock = FakeClock(at)
@@ -141,6 +141,7 @@ def one_process(api: FakeApi, at: datetime) -> None:
 
     with contextlib.suppress(Killed):
         asyncio.run(passes())
+    return controller
 
 
 def test_the_slots_job_is_created_before_its_status_is_written() -> None:
@@ -193,3 +194,24 @@ def test_a_run_now_run_writes_its_status_first_its_slot_is_not_the_schedules() -
     assert list(api.jobs) == made  # the value is handled: no second run-now Job
     assert len(made) == 1 and made[0] != JOB
     assert LABEL_BACKUP in api.jobs[made[0]]["metadata"]["labels"]
+
+
+def test_the_pass_that_only_checks_the_new_jobs_pod_may_wait_behind_the_slot() -> None:
+    api = FakeApi()
+    before = one_process(api, SLOT - timedelta(minutes=10))
+    assert not before.tracker(NS, NAME).check_pass  # next: the slot, a pass of its own
+    after = one_process(api, SLOT + timedelta(seconds=1))
+    assert list(api.jobs) == [JOB]
+    assert after.tracker(NS, NAME).check_pass  # next: its pod's first check, 5 s on
+
+
+def test_a_sleep_says_whether_a_change_woke_it_or_the_time_ran_out() -> None:
+    async def sleeps() -> tuple[bool, bool]:
+        tracker = Controller(kube=None, image="i", clock=None).tracker(NS, NAME)  # type: ignore[arg-type]
+        stopped: Any = type("Stopped", (), {"__bool__": lambda self: False})()
+        timed_out = await tracker.sleep(0.05, stopped)
+        asyncio.get_running_loop().call_later(0.05, tracker.wake.set)
+        woken = await tracker.sleep(5.0, stopped)
+        return timed_out, woken
+
+    assert asyncio.run(sleeps()) == (False, True)

@@ -48,19 +48,21 @@ async def backup_daemon(
     namespace = namespace or ""
     tracker = controller.tracker(namespace, name)
     tracker.body, tracker.stopped = body, stopped
+    later = False  # a pass due only for a pod check waits behind the others
     try:
         while not stopped:
             tracker.wake.clear()
             tracker.seen_state = controller.state_of(tracker)
             try:
-                delay = await reconcile(controller, tracker, body, backup_jobs)
+                delay = await reconcile(controller, tracker, body, backup_jobs, later)
             except (ApiError, OSError) as e:  # the API server, not the user
                 tracker.status = None  # re-read the status on the next attempt
                 controller.metrics.reconcile_error("RedisBackup")
                 raise kopf.TemporaryError(
                     f"Kubernetes API: {e}", delay=retry_delay(retry + 1)
                 ) from e
-            await tracker.sleep(delay, stopped)
+            woken = await tracker.sleep(delay, stopped)
+            later = tracker.check_pass and not woken
     finally:
         if (
             stopped.reason is not None

@@ -76,10 +76,12 @@ async def reconcile(
     tracker: Tracker,
     body: kopf.Body,
     index: JobIndex,
+    later: bool = False,
 ) -> float:
-    """One pass, in its turn (:attr:`Controller.passes`); returns the seconds to sleep.
-    A status that may wait is written after the pass, once no other pass waits."""
-    async with controller.passes.held():  # a cron slot wakes thousands at once
+    """One pass, in its turn (:attr:`Controller.passes`; ``later``: in the lane of work
+    that may wait); returns the seconds to sleep. A status that may wait is written
+    after the pass, once no other pass waits."""
+    async with controller.passes.held(later=later):  # a cron slot wakes thousands at once
         now = controller.clock.now()
         observed = await observe(controller, tracker, body, index, now)
         planned = plan(observed, now)
@@ -95,9 +97,14 @@ async def reconcile(
         update_metrics(controller, tracker, observed)
     if not failed and (resolved or planned.creates):
         tracker.failures = 0  # the retry delay grows only while attempts fail
-    wake_times = [t for t in (planned.wake_at, *(w for _, w in tracker.pod_checks.values())) if t]
+    checks = [w for _, w in tracker.pod_checks.values()]
+    wake_times = [t for t in (planned.wake_at,) if t]
     if failed and tracker.problem is not None:
         wake_times.append(tracker.problem.retry_at)  # record the refusal, then try again
+    # A pass due only for a pod check may wait behind a slot's passes (the first check
+    # of each of a slot's Jobs comes 5 s after it: inside a slot of thousands).
+    tracker.check_pass = bool(checks) and (not wake_times or min(checks) < min(wake_times))
+    wake_times += checks
     if not wake_times:
         return MAX_SLEEP
     return (min(wake_times) - controller.clock.now()).total_seconds()

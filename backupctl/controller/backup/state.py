@@ -82,6 +82,8 @@ class Tracker:
     interval: tuple[tuple[str | None, str], float] | None = None
     listed_at: datetime | None = None  # when its Jobs were last listed from the API
     stopped: kopf.DaemonStopped | None = None  # kopf's stop flag of its daemon
+    #: its next pass is due only for a pod check (it may wait behind other passes)
+    check_pass: bool = False
 
     def expect(self, job: JobView, now: datetime, first_pod_check: datetime) -> None:
         """A Job this pass just created, as its watch event will show it.
@@ -98,19 +100,22 @@ class Tracker:
             meta, jobs = self.seen_state
             self.seen_state = (meta, sorted([*jobs, (job.name, job.state, job.ready)]))
 
-    async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
+    async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> bool:
         """Until ``seconds`` pass, something wakes this daemon, or kopf stops it.
 
         One waiting task per sleeping daemon, not four (waiting on kopf's stop flag
         as well costs three more, ~6 KB each RedisBackup): a stop is noticed by
         :meth:`Controller.watch_changes`, which wakes a stopped daemon within
-        :data:`CHANGE_POLL` (well inside kopf's cancellation timeout)."""
+        :data:`CHANGE_POLL` (well inside kopf's cancellation timeout). True when woken
+        (a change), False when the time ran out."""
         timeout = min(max(seconds, MIN_SLEEP), MAX_SLEEP)
         self.stopped = stopped
         if stopped:
-            return
+            return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
+            return True
+        return False
 
 
 @dataclass

@@ -136,6 +136,8 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+#: Seconds kopf keeps an object's worker after its last event (kopf's default: 5).
+QUEUE_IDLE_SECONDS = 1.0
 #: Seconds the API server keeps one watch open (kopf re-lists and watches again).
 WATCH_SERVER_TIMEOUT = 600
 
@@ -160,6 +162,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + 60
     settings.watching.connect_timeout = 30
     settings.posting.loggers = False  # Events are posted explicitly, one per transition
+    # kopf keeps a worker task per object for this long after its last event: at start-up
+    # and at a cron slot that is one per RedisBackup at once (memory at the peak).
+    settings.queueing.idle_timeout = QUEUE_IDLE_SECONDS
     config: Config = memo.config
     selector = shard_selector(config.shard)
     clock: Clock = memo.clock

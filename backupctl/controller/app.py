@@ -48,6 +48,7 @@ from backupctl import __version__
 
 # Importing the handlers registers them with kopf: one process serves both controllers.
 from backupctl.controller.backup import handlers as _backup_handlers  # noqa: F401
+from backupctl.controller.backup.job_watch import JobWatch
 from backupctl.controller.backup.state import Controller
 from backupctl.controller.kube import Kube
 from backupctl.controller.leader import LEADER, LeaderElector, shard_label
@@ -58,7 +59,7 @@ from backupctl.controller.leader_rules import (
     shard_selector,
 )
 from backupctl.controller.leader_thread import LeaseThread
-from backupctl.controller.manifests import LABEL_MANAGED_BY
+from backupctl.controller.manifests import LABEL_BACKUP, LABEL_MANAGED_BY, LABEL_RESTORE
 from backupctl.controller.restore.handlers import Restores
 from backupctl.controller.runtime import Clock, SystemClock
 from backupctl.controller.shard_jobs import adopt_jobs
@@ -135,6 +136,8 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+#: Seconds kopf keeps an object's worker after its last event (kopf's default: 5).
+QUEUE_IDLE_SECONDS = 1.0
 #: Seconds the API server keeps one watch open (kopf re-lists and watches again).
 WATCH_SERVER_TIMEOUT = 600
 
@@ -145,7 +148,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
     settings.persistence.diffbase_storage = NoDiffBase()
     # Watch only the Jobs backupctl made (server-side selector: less traffic).
-    settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}=backupctl"
+    # kopf watches only the RedisRestores' Jobs (server-side selector: less traffic); the
+    # RedisBackups' Jobs are watched by the controller itself (backup/job_watch.py).
+    kopf_jobs = f"{LABEL_MANAGED_BY}=backupctl,{LABEL_RESTORE}"
+    backup_jobs = f"{LABEL_MANAGED_BY}=backupctl,{LABEL_BACKUP}"
+    settings.watching.label_selectors["batch", "jobs"] = kopf_jobs
     settings.watching.reconnect_backoff = 1.0
     # A watch that stalls without an error (a dropped connection behind a NAT or
     # a load balancer) would otherwise hang forever (kopf #232, #585, #810): the
@@ -155,6 +162,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + 60
     settings.watching.connect_timeout = 30
     settings.posting.loggers = False  # Events are posted explicitly, one per transition
+    # kopf keeps a worker task per object for this long after its last event: at start-up
+    # and at a cron slot that is one per RedisBackup at once (memory at the peak).
+    settings.queueing.idle_timeout = QUEUE_IDLE_SECONDS
     config: Config = memo.config
     selector = shard_selector(config.shard)
     clock: Clock = memo.clock
@@ -162,14 +172,18 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if selector is not None:  # this shard's resources only (server-side selector)
         settings.watching.label_selectors[API_GROUP, "redisbackups"] = selector
         settings.watching.label_selectors[API_GROUP, "redisrestores"] = selector
-        jobs = f"{LABEL_MANAGED_BY}=backupctl,{job_shard_selector(config.shard)}"
-        settings.watching.label_selectors["batch", "jobs"] = jobs  # and its own Jobs
+        kopf_jobs += f",{job_shard_selector(config.shard)}"  # and its own Jobs
+        backup_jobs += f",{job_shard_selector(config.shard)}"
+        settings.watching.label_selectors["batch", "jobs"] = kopf_jobs
         if config.shard:
             await adopt_jobs(kube, config.shard, memo.get("namespaces"))
     controller = Controller(kube=kube, image=config.image, clock=clock, shard=config.shard)
     memo.restores = Restores(kube=kube, image=config.image, clock=clock, shard=config.shard)
     kube.on_request = controller.metrics.api_request
     memo.metrics.sources.append(controller.metrics.registry)  # served by run()
+    watch = JobWatch(kube, backup_jobs, memo.get("namespaces"), controller.job_changed)
+    controller.jobs, controller.jobs_listed = watch, watch.listed
+    controller.tasks.append(asyncio.create_task(watch.run()))
     controller.tasks.append(asyncio.create_task(controller.watch_changes()))
     controller.tasks.append(asyncio.create_task(controller.events.run()))
     controller.tasks.append(asyncio.create_task(clock.watch(controller.wake_all)))
@@ -180,6 +194,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     controller: Controller | None = memo.get("controller")
     if controller is not None:
+        lost: threading.Event | None = memo.get("lost")
+        if lost is None or not lost.is_set():  # (a leader that lost its Lease acts no more)
+            await controller.events.flush()  # a graceful stop loses no queued Event
         for task in controller.tasks:
             task.cancel()
     kube: Kube | None = memo.get("kube")
@@ -312,6 +329,7 @@ async def operate(
                 clock=clock,
                 metrics=metrics,
                 namespaces=None if all_namespaces else list(namespaces),
+                lost=lost,
             ),
             stop_flag=stop_flag,
         )

@@ -7,7 +7,9 @@ other resources' Jobs were still waiting: the Events delayed the slot's Jobs. He
 Event is queued with the time it happened and posted through the controller's one API
 client once no pass is waiting for its turn (:class:`~backupctl.controller.gate.Gate`), or
 after :data:`MAX_DEFER` seconds at the latest. A full queue is posted inline (the pass
-waits: back-pressure, bounded memory). A failure is logged, never fatal, as with kopf.
+waits: back-pressure, bounded memory). A failure is logged, never fatal, as with kopf. A
+graceful stop posts what is still queued first (:meth:`EventPoster.flush`, at most
+:data:`FLUSH_SECONDS`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ MAX_DEFER = 30.0
 QUEUE_SIZE = 10000
 #: Events posted at once.
 WORKERS = 4
+#: Longest a graceful stop waits for the queued Events to be posted (seconds).
+FLUSH_SECONDS = 5.0
 #: Pauses (seconds) before posting again after a 5xx or 429.
 RETRIES = (1.0, 2.0, 4.0)
 #: The longest message kept (kube-apiserver refuses longer ones); the middle is cut.
@@ -77,6 +81,10 @@ class EventPoster:
         self.kube = kube
         self.busy = busy
         self.queue: asyncio.Queue[Queued] = asyncio.Queue(QUEUE_SIZE)
+        #: Events queued and not yet posted (or given up on)
+        self.pending = 0
+        #: set by :meth:`flush`: post at once, the passes no longer matter
+        self.flushing = False
 
     async def post(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str, at: datetime
@@ -88,8 +96,20 @@ class EventPoster:
         queued: Queued = (*ref, meta.get("uid"), type_, reason, message, at)
         try:
             self.queue.put_nowait(queued)
+            self.pending += 1
         except asyncio.QueueFull:
             await self._send(queued)
+
+    async def flush(self, seconds: float = FLUSH_SECONDS) -> int:
+        """Post what is queued now, waiting at most ``seconds`` (a graceful stop: the
+        Events of the last passes are not lost with the process); the number left."""
+        self.flushing = True
+        deadline = time.monotonic() + seconds
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.pending:
+            log.warning("stopping with %d Events not posted", self.pending)
+        return self.pending
 
     async def run(self, workers: int = WORKERS) -> None:
         """Post queued Events until cancelled."""
@@ -101,9 +121,12 @@ class EventPoster:
         while True:
             queued = await self.queue.get()
             deadline = time.monotonic() + MAX_DEFER
-            while self.busy() and time.monotonic() < deadline:
+            while self.busy() and not self.flushing and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            await self._send(queued)
+            try:
+                await self._send(queued)
+            finally:
+                self.pending -= 1
 
     async def _send(self, queued: Queued) -> None:
         """Post, trying again after :data:`RETRIES` pauses while the server is unavailable

@@ -25,7 +25,7 @@ import json
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -62,6 +62,7 @@ class Kube:
         self.api_client = client.ApiClient(configuration)
         self.api_client.user_agent = f"backupctl/{__version__}"
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
         self._closing: asyncio.Task[None] | None = None
         self._auth: dict[str, str] = {}
         self._auth_until = 0.0
@@ -128,6 +129,9 @@ class Kube:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._watch_session is not None:
+            await self._watch_session.close()
+            self._watch_session = None
         self.api_client.close()  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
@@ -269,6 +273,69 @@ class Kube:
         except ApiError as e:
             if e.status not in (404, 409):
                 raise
+
+    async def list_page(
+        self, group: str, version: str, plural: str, namespace: str, labels: str | None = None
+    ) -> JsonDict:
+        """The whole list object (``items`` and ``metadata.resourceVersion``, where a
+        watch of the same objects starts)."""
+        params = {"labelSelector": labels} if labels else None
+        return await self._request(
+            "GET", self._path(group, version, plural, namespace), params=params
+        )
+
+    async def watch(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str,
+        *,
+        labels: str | None,
+        resource_version: str,
+        timeout: int,
+    ) -> AsyncIterator[JsonDict]:
+        """The watch events (``{"type", "object"}`` dicts) after ``resource_version``
+        until the server ends the stream (after ``timeout`` seconds; the client gives up
+        60 s later). On a connection of its own (a watch holds one for minutes: it must
+        not take one of the handlers'). A refusal is :class:`ApiError`."""
+        if self._watch_session is None:
+            self._watch_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl)
+            )
+        params = {"watch": "true", "resourceVersion": resource_version}
+        params["timeoutSeconds"] = str(timeout)
+        params["allowWatchBookmarks"] = "true"
+        if labels:
+            params["labelSelector"] = labels
+        url = self.configuration.host.rstrip("/") + self._path(group, version, plural, namespace)
+        limits = aiohttp.ClientTimeout(total=timeout + 60, sock_connect=REQUEST_TIMEOUT)
+        try:
+            async with self._watch_session.get(
+                url,
+                params=params,
+                headers=self._headers("application/json"),
+                proxy=self._proxy,
+                timeout=limits,
+            ) as response:
+                if response.status >= 400:
+                    raw = await response.read()
+                    raise ApiError(
+                        response.status,
+                        str(response.reason or ""),
+                        raw[:200].decode(errors="replace"),
+                    )
+                rest = b""
+                async for chunk in response.content.iter_any():
+                    lines = (rest + chunk).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ApiError(503, "ServiceUnavailable", f"watch {plural}: {e!r}") from e
+        except ValueError as e:
+            raise ApiError(500, "InternalError", f"watch {plural}: not JSON: {e}") from e
 
 
 __all__ = ["AlreadyExists", "ApiError", "Kube"]

@@ -195,8 +195,9 @@ def requests_of(api: K8sApi, token: str | None) -> list[str]:
 
 
 def selectors_of(api: K8sApi, token: str | None, plural: str) -> set[str]:
-    """The label selectors of the client's watches of ``plural`` (kopf's; the
-    controllers' own reads, such as the running restores of a target, see all)."""
+    """The label selectors of the client's watches of ``plural`` (kopf's, and the
+    controller's own watch of Jobs; its plain reads, such as the running restores of a
+    target, are not watches)."""
 
     def collect() -> set[str]:
         return {
@@ -346,10 +347,16 @@ def test_shards_handle_only_their_label_and_a_double_create_is_harmless(
     assert selectors_of(api, one.token, "redisbackups") == {"backupctl.dev/shard=1"}
     assert selectors_of(api, default.token, "redisbackups") == {"!backupctl.dev/shard"}
     assert selectors_of(api, one.token, "redisrestores") == {"backupctl.dev/shard=1"}
-    # ... and only its own Jobs (labelled by the shard that created them).
+    # ... and only its own Jobs (labelled by the shard that created them): kopf the
+    # RedisRestores', the controller's own watch the RedisBackups'.
     managed = "app.kubernetes.io/managed-by=backupctl"
-    assert selectors_of(api, one.token, "jobs") == {f"{managed},{SHARD_LABEL}=1"}
-    assert selectors_of(api, default.token, "jobs") == {f"{managed},!{SHARD_LABEL}"}
+    kinds = ("backupctl.dev/restore", "backupctl.dev/backup")
+    assert selectors_of(api, one.token, "jobs") == {
+        f"{managed},{kind},{SHARD_LABEL}=1" for kind in kinds
+    }
+    assert selectors_of(api, default.token, "jobs") == {
+        f"{managed},{kind},!{SHARD_LABEL}" for kind in kinds
+    }
     old = api.get("jobs", NS, "in-one-probe") or {}
     assert old["metadata"]["labels"].get(SHARD_LABEL) == "1"
 

@@ -120,3 +120,44 @@ def test_a_long_message_is_cut_in_the_middle_to_what_the_api_accepts() -> None:
     event = event_poster.event_object(BACKUP, "Warning", "JobRejected", message, AT)
     assert len(event["message"]) <= event_poster.MAX_MESSAGE
     assert event["message"].startswith("aaa") and event["message"].endswith("bbb")
+
+
+def test_a_graceful_stop_posts_the_queued_events_at_once_within_its_bound() -> None:
+    kube = FakeKube()
+
+    async def scenario() -> tuple[int, float]:
+        poster = EventPoster(kube, lambda: True)  # type: ignore[arg-type]  # busy for ever
+        task = asyncio.create_task(poster.run())
+        for i in range(10):
+            await poster.post(BACKUP, "Normal", "JobCreated", f"created Job nightly-{i}", AT)
+        await until(lambda: poster.queue.qsize() < 10)  # the workers hold some, waiting
+        assert kube.posted == []
+        started = asyncio.get_running_loop().time()
+        left = await poster.flush()
+        task.cancel()
+        return left, asyncio.get_running_loop().time() - started
+
+    left, took = asyncio.run(scenario())
+    assert left == 0 and took < 2.0
+    assert sorted(e["message"] for e in kube.posted) == sorted(
+        f"created Job nightly-{i}" for i in range(10)
+    )
+
+
+def test_a_flush_against_a_server_that_is_down_gives_up_after_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(event_poster, "RETRIES", (0.2,) * 20)
+    kube = FakeKube(failures=10**6)
+
+    async def scenario() -> tuple[int, float]:
+        poster = EventPoster(kube, lambda: False)  # type: ignore[arg-type]
+        task = asyncio.create_task(poster.run())
+        await poster.post(BACKUP, "Normal", "JobCreated", "x", AT)
+        started = asyncio.get_running_loop().time()
+        left = await poster.flush(seconds=0.5)
+        task.cancel()
+        return left, asyncio.get_running_loop().time() - started
+
+    left, took = asyncio.run(scenario())
+    assert left == 1 and 0.5 <= took < 1.5

@@ -18,6 +18,7 @@ import kopf
 from backupctl.controller import app
 from backupctl.controller.backup import reconcile
 from backupctl.controller.backup.state import CHANGE_POLL, FULL_SCAN_POLLS, Controller, Tracker
+from backupctl.controller.heap import Heap
 from backupctl.controller.manifests import LABEL_BACKUP, label_value
 from backupctl.controller.observe import job_view
 
@@ -40,7 +41,7 @@ def woken_after_index_shows(
     ``indexed`` (None: the Job was deleted), after the pass that created ``created``
     (the index did not hold it yet when the pass began). ``reported``: kopf called the
     index handler (it does for an added or changed Job, not for a deleted one)."""
-    controller = Controller(kube=None, image="img", clock=None)  # type: ignore[arg-type]
+    controller = Controller(kube=None, image="img", clock=None, heap=Heap(lambda: None))  # type: ignore[arg-type]
     key = (NS, label_value(NAME))
     index: dict[tuple[str, str], list[Any]] = {}
     controller.jobs = index  # type: ignore[assignment]

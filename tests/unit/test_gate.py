@@ -49,3 +49,47 @@ def test_a_cancelled_waiter_gives_its_turn_to_the_next() -> None:
         return done
 
     assert asyncio.run(scenario()) == ["b"]
+
+
+def test_work_that_may_wait_goes_after_every_pass_that_waits() -> None:
+    async def scenario() -> list[str]:
+        gate, order = Gate(1), []
+        await gate.acquire()  # held: everything below waits
+
+        async def work(name: str, later: bool) -> None:
+            async with gate.held(later=later):
+                order.append(name)
+                await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(work("status-1", True))]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(work(f"pass-{i}", False)) for i in range(3)]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(work("status-2", True)))
+        await asyncio.sleep(0)
+        gate.release()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+        assert gate.free == 1
+        return order
+
+    assert asyncio.run(scenario()) == ["pass-0", "pass-1", "pass-2", "status-1", "status-2"]
+
+
+def test_work_that_waited_its_patience_goes_before_the_passes() -> None:
+    async def scenario() -> list[str]:
+        gate, order = Gate(1, patience=0.05), []
+        await gate.acquire()
+
+        async def work(name: str, later: bool) -> None:
+            async with gate.held(later=later):
+                order.append(name)
+
+        tasks = [asyncio.create_task(work("status", True))]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(work(f"pass-{i}", False)) for i in range(2)]
+        await asyncio.sleep(0.1)  # the status has waited longer than its patience
+        gate.release()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+        return order
+
+    assert asyncio.run(scenario()) == ["status", "pass-0", "pass-1"]

@@ -7,7 +7,8 @@ until the plan's wake-up time, at most
 change of one of its Jobs (both noticed by
 :meth:`~backupctl.controller.backup.state.Controller.watch_changes` in kopf's
 caches), or a jump of the clock, wakes it early. Jobs reach the daemons
-through a kopf index (:func:`backup_jobs`).
+through the controller's own index (:mod:`backupctl.controller.backup.job_watch`,
+started with the operator): a daemon's first pass waits for its first list.
 
 Failures the user can fix (bad spec, missing target, missing Secret) show as
 ``Ready=False`` and are retried inside the loop, so a fix applies at once;
@@ -24,28 +25,9 @@ import kopf
 
 from backupctl.controller.backup.model import retry_delay
 from backupctl.controller.backup.reconcile import PLURAL, reconcile
-from backupctl.controller.backup.state import Controller, JobIndex
-from backupctl.controller.jobs import JobView
+from backupctl.controller.backup.state import Controller
 from backupctl.controller.kube import ApiError
-from backupctl.controller.manifests import LABEL_BACKUP
-from backupctl.controller.observe import job_view
 from backupctl.controller.spec import API_GROUP, API_VERSION
-
-
-@kopf.index("batch", "v1", "jobs", labels={LABEL_BACKUP: kopf.PRESENT})
-async def backup_jobs(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, memo: Any, **_: Any
-) -> dict[tuple[str, str], tuple[str, JobView]]:
-    """The Jobs of each RedisBackup, by (namespace, backup label): the
-    owner's uid (a re-created RedisBackup of the same name is another
-    owner) and the Job as the planner sees it. Tells the controller which
-    resource's Jobs changed (:meth:`Controller.watch_changes` compares those)."""
-    owners = [o.get("uid", "") for o in body.get("metadata", {}).get("ownerReferences") or []]
-    key = (namespace or "", str(labels[LABEL_BACKUP]))
-    controller: Controller | None = memo.get("controller")
-    if controller is not None:
-        controller.job_changed(key)
-    return {key: (owners[0] if owners else "", job_view(body))}
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=5.0, backoff=30.0)
@@ -60,25 +42,27 @@ async def backup_daemon(
 ) -> None:
     """Run the RedisBackup: observe -> plan -> execute, then sleep."""
     controller: Controller = memo.controller
-    backup_jobs: JobIndex = kwargs["backup_jobs"]  # the kopf index above
-    controller.jobs = backup_jobs
+    await controller.jobs_listed.wait()  # the index of Jobs holds them all
+    backup_jobs = controller.jobs
+    assert backup_jobs is not None
     namespace = namespace or ""
     tracker = controller.tracker(namespace, name)
     tracker.body, tracker.stopped = body, stopped
+    later = False  # a pass due only for a pod check waits behind the others
     try:
         while not stopped:
             tracker.wake.clear()
             tracker.seen_state = controller.state_of(tracker)
             try:
-                async with controller.passes.held():  # a cron slot wakes thousands at once
-                    delay = await reconcile(controller, tracker, body, backup_jobs)
+                delay = await reconcile(controller, tracker, body, backup_jobs, later)
             except (ApiError, OSError) as e:  # the API server, not the user
                 tracker.status = None  # re-read the status on the next attempt
                 controller.metrics.reconcile_error("RedisBackup")
                 raise kopf.TemporaryError(
                     f"Kubernetes API: {e}", delay=retry_delay(retry + 1)
                 ) from e
-            await tracker.sleep(delay, stopped)
+            woken = await tracker.sleep(delay, stopped)
+            later = tracker.check_pass and not woken
     finally:
         if (
             stopped.reason is not None
@@ -87,4 +71,4 @@ async def backup_daemon(
             controller.forget(namespace, name)
 
 
-__all__ = ["backup_daemon", "backup_jobs"]
+__all__ = ["backup_daemon"]

@@ -48,6 +48,7 @@ def record(d: Draft, runs: Sequence[JobView]) -> None:
             entry = {"slot": format_time(job.slot or d.now), "jobName": job.name}
             entry["phase"] = RUNNING
             d.history.append(entry)
+            _scheduled(d, job)
         if job.started is not None and "startTime" not in entry:
             entry["startTime"] = format_time(job.started)
         if job.state == RUNNING or entry.get("phase") in (SUCCEEDED, FAILED):
@@ -56,6 +57,14 @@ def record(d: Draft, runs: Sequence[JobView]) -> None:
             _record_success(d, job, entry)
         else:
             record_failure(d, job, entry, failure_message(job))
+
+
+def _scheduled(d: Draft, job: JobView) -> None:
+    """``lastScheduleTime`` from a run the status does not know: the controller stopped
+    after creating its Jobs, before writing the status (reconcile.jobs_first)."""
+    last = parse_time(d.status.get("lastScheduleTime"))
+    if job.slot is not None and (last is None or job.slot > last):
+        d.status["lastScheduleTime"] = format_time(job.slot)
 
 
 def record_failure(

@@ -27,10 +27,12 @@ The rules, in the order :func:`plan` applies them:
    ``startingDeadlineSeconds``), subject to ``suspend`` and
    ``concurrencyPolicy`` (Forbid: the run waits for the active Job; Replace:
    the active Job is deleted; Allow). A new Job is always planned together
-   with ``lastScheduleTime`` = its slot and a ``Running`` history entry; the
-   operator writes that status BEFORE it creates the Job, and Job names are
-   a function of the slot, so neither a retry nor a restart makes a second
-   Job for a slot (AlreadyExists means done).
+   with ``lastScheduleTime`` = its slot and a ``Running`` history entry. Job
+   names are a function of the slot, so neither a retry nor a restart makes a
+   second Job for a slot (AlreadyExists means done); the operator creates a
+   slot's Jobs before it writes that status (a restart between the two finds
+   the Job: rule 1 records its run and ``lastScheduleTime``), a run-now run's
+   after (its slot is the moment it was asked; see ``reconcile.jobs_first``).
    On demand: a new value of the annotation ``backupctl.dev/run-now`` makes one
    extra run at once (:mod:`.run_now`), recorded as a slot is.
 4. Retention. After the newest successful backup, a prune Job named after

@@ -1,15 +1,16 @@
 """One pass of a RedisBackup daemon: observe -> plan -> execute.
 
 1. observe: the live spec, the status this controller last wrote, the Jobs
-   labelled for the resource (kopf's index), and -- only for finished Jobs
+   labelled for the resource (the index of job_watch.py), and -- only for finished Jobs
    not recorded yet, or Jobs whose pod does not start -- their pods'
    termination messages / waiting reasons;
 2. plan: :func:`backupctl.controller.backup.plan.plan`, pure; when it wants a
    Job it asks for the target, which :mod:`backupctl.controller.targets`
    resolves, and plans again;
-3. execute: write the status first (``lastScheduleTime`` before the Job
-   exists), then delete/create Jobs (deterministic names: 409 means done),
-   post Events, update metrics.
+3. execute: delete/create Jobs (deterministic names: 409 means done), post
+   Events, update metrics, and write the status: first when it must precede the
+   Jobs (a run-now run, a replaced run), else after them, once no other pass
+   waits for its turn (:func:`jobs_first`).
 
 A failure the user can fix (missing target, a Job the API refuses) becomes a
 :class:`~backupctl.controller.backup.model.Problem` with a growing retry
@@ -38,6 +39,7 @@ from backupctl.controller.backup.model import (
 from backupctl.controller.backup.owner_probe import with_data_owner
 from backupctl.controller.backup.plan import plan
 from backupctl.controller.backup.run_now import ANNOTATION as RUN_NOW
+from backupctl.controller.backup.run_now import STATUS_FIELD as RUN_NOW_STATUS
 from backupctl.controller.backup.runs import is_recorded
 from backupctl.controller.backup.state import MAX_SLEEP, Controller, JobIndex, Tracker
 from backupctl.controller.job_limits import first_seen
@@ -74,22 +76,35 @@ async def reconcile(
     tracker: Tracker,
     body: kopf.Body,
     index: JobIndex,
+    later: bool = False,
 ) -> float:
-    """One pass; returns the seconds to sleep."""
-    now = controller.clock.now()
-    observed = await observe(controller, tracker, body, index, now)
-    planned = plan(observed, now)
-    resolved = False
-    if planned.needs_target:
-        observed = await resolve_target(controller, tracker, observed, now)
-        resolved = observed.problem is None
+    """One pass, in its turn (:attr:`Controller.passes`; ``later``: in the lane of work
+    that may wait); returns the seconds to sleep. A status that may wait is written
+    after the pass, once no other pass waits."""
+    async with controller.passes.held(later=later):  # a cron slot wakes thousands at once
+        now = controller.clock.now()
+        observed = await observe(controller, tracker, body, index, now)
         planned = plan(observed, now)
-    failed = await execute(controller, tracker, body, observed, planned)
+        resolved = False
+        if planned.needs_target:
+            observed = await resolve_target(controller, tracker, observed, now)
+            resolved = observed.problem is None
+            planned = plan(observed, now)
+        failed, behind = await execute(controller, tracker, body, observed, planned)
+    if behind:
+        async with controller.passes.held(later=True):
+            await write_status(controller, tracker, behind)
+        update_metrics(controller, tracker, observed)
     if not failed and (resolved or planned.creates):
         tracker.failures = 0  # the retry delay grows only while attempts fail
-    wake_times = [t for t in (planned.wake_at, *(w for _, w in tracker.pod_checks.values())) if t]
+    checks = [w for _, w in tracker.pod_checks.values()]
+    wake_times = [t for t in (planned.wake_at,) if t]
     if failed and tracker.problem is not None:
         wake_times.append(tracker.problem.retry_at)  # record the refusal, then try again
+    # A pass due only for a pod check may wait behind a slot's passes (the first check
+    # of each of a slot's Jobs comes 5 s after it: inside a slot of thousands).
+    tracker.check_pass = bool(checks) and (not wake_times or min(checks) < min(wake_times))
+    wake_times += checks
     if not wake_times:
         return MAX_SLEEP
     return (min(wake_times) - controller.clock.now()).total_seconds()
@@ -153,10 +168,10 @@ async def observe(
 async def list_jobs(
     controller: Controller, tracker: Tracker, uid: Any, index: JobIndex
 ) -> list[JobView]:
-    """The resource's Jobs: kopf's index, checked against the API while a run is
-    active (a stalled watch must not leave a run ``Running`` forever).
+    """The resource's Jobs: the index (job_watch.py), checked against the API while a
+    run is active (a stalled watch must not leave a run ``Running`` forever).
 
-    kopf fills its indexes before any daemon starts, so a resource with nothing
+    The index is filled before any daemon's first pass, so a resource with nothing
     running needs no list; one with a running Job lists at most every
     :data:`RELIST_SECONDS` (thousands of daemons wake at one slot: a list each
     per pass queued them behind the client's connections)."""
@@ -282,15 +297,16 @@ async def execute(
     body: kopf.Body,
     observed: Observed,
     planned: Plan,
-) -> bool:
-    """Status first (it records the slot before its Job exists), then Jobs,
-    then Events and metrics. True when the API refused a Job."""
+) -> tuple[bool, dict[str, Any]]:
+    """Jobs, Events and metrics, and the status: before the Jobs, or after them
+    (:func:`jobs_first`: returned, for the caller to write once no other pass waits).
+    Also whether the API refused a Job."""
     kube, ns, name = controller.kube, tracker.namespace, tracker.name
     assert tracker.status is not None
     patch = status_patch(tracker.status, planned.status)
-    if patch:
-        obj = await kube.patch_status(API_GROUP, API_VERSION, PLURAL, ns, name, patch)
-        tracker.status = dict(obj.get("status") or {})
+    behind = patch if patch and jobs_first(tracker.status, planned) else {}
+    if patch and not behind:
+        await write_status(controller, tracker, patch)
     for delete in planned.deletes:
         await kube.delete("batch", "v1", "jobs", ns, delete.name)
     failed = False
@@ -322,8 +338,33 @@ async def execute(
     for outcome in planned.outcomes:
         if not outcome.succeeded:
             controller.metrics.failure(ns, name, outcome.reason or JOB_FAILED)
-    update_metrics(controller, tracker, observed)
-    return failed
+    if not behind:
+        update_metrics(controller, tracker, observed)
+    return failed, behind
+
+
+def jobs_first(status: Mapping[str, Any], planned: Plan) -> bool:
+    """Whether the Jobs of this plan may be created before its status is written: its
+    runs are slots of the schedule (or the one-off run), whose Jobs are named after the
+    slot and carry it. A controller stopped between the two finds the Job, not the
+    status, and records the run from it (history.record; ``due`` counts a Job's slot as
+    run): it neither makes a second Job nor loses the run. Not for a run-now run (its
+    slot is the moment it was asked: only the status's ``lastRunNow`` stops a second
+    one) nor with deletes (``concurrencyPolicy: Replace``: the status says why the
+    replaced run failed). At a cron slot that takes the status write, and kopf's
+    processing of its watch event, out of the way of the other resources' Jobs."""
+    return (
+        bool(planned.creates)
+        and not planned.deletes
+        and planned.status.get(RUN_NOW_STATUS) == status.get(RUN_NOW_STATUS)
+    )
+
+
+async def write_status(controller: Controller, tracker: Tracker, patch: dict[str, Any]) -> None:
+    obj = await controller.kube.patch_status(
+        API_GROUP, API_VERSION, PLURAL, tracker.namespace, tracker.name, patch
+    )
+    tracker.status = dict(obj.get("status") or {})
 
 
 def job_manifest(

@@ -11,7 +11,8 @@ The next run: one-off (no ``schedule``) is one run, for the slot
 was made for (at most one catch-up run, within ``startingDeadlineSeconds``),
 subject to ``suspend`` and ``concurrencyPolicy``. A new run is always
 planned with ``lastScheduleTime`` = its slot and a ``Running`` history entry
-(:func:`start_runs`), which the operator writes before it creates the Jobs.
+(:func:`start_runs`), which the operator writes right after it creates the Jobs
+(before them for a run-now run: ``reconcile.jobs_first``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the RedisBackup handlers keep in memory between passes.
 
 One :class:`Controller` per operator process (in kopf's ``memo``: the API
-client, the clock, the metrics, kopf's index of Jobs) and one
+client, the clock, the metrics, the index of Jobs) and one
 :class:`Tracker` per RedisBackup daemon. Nothing here must survive a
 restart: the status and the Jobs hold all of that, by design.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -23,6 +23,7 @@ from backupctl.controller.backup.model import Problem
 from backupctl.controller.backup.run_now import ANNOTATION as RUN_NOW
 from backupctl.controller.event_poster import EventPoster
 from backupctl.controller.gate import Gate
+from backupctl.controller.heap import Heap
 from backupctl.controller.jobs import JobView, PodProblem
 from backupctl.controller.kube import Kube
 from backupctl.controller.manifests import label_value
@@ -42,8 +43,14 @@ FULL_SCAN_POLLS = 10
 #: Passes of RedisBackup daemons run at once (the others wait their turn; see gate.py).
 PASSES_AT_ONCE = 32
 
-#: kopf's index of Jobs: (namespace, backup label) -> (owner uid, JobView).
-JobIndex = kopf.Index[tuple[str, str], tuple[str, JobView]]
+
+class JobIndex(Protocol):
+    """The RedisBackups' Jobs: (namespace, backup label) -> (owner uid, JobView) each
+    (:class:`~backupctl.controller.backup.job_watch.JobWatch`)."""
+
+    def get(
+        self, key: tuple[str, str], default: Collection[tuple[str, JobView]] = ()
+    ) -> Collection[tuple[str, JobView]]: ...
 
 
 @dataclass
@@ -75,6 +82,8 @@ class Tracker:
     interval: tuple[tuple[str | None, str], float] | None = None
     listed_at: datetime | None = None  # when its Jobs were last listed from the API
     stopped: kopf.DaemonStopped | None = None  # kopf's stop flag of its daemon
+    #: its next pass is due only for a pod check (it may wait behind other passes)
+    check_pass: bool = False
 
     def expect(self, job: JobView, now: datetime, first_pod_check: datetime) -> None:
         """A Job this pass just created, as its watch event will show it.
@@ -91,19 +100,22 @@ class Tracker:
             meta, jobs = self.seen_state
             self.seen_state = (meta, sorted([*jobs, (job.name, job.state, job.ready)]))
 
-    async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> None:
+    async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> bool:
         """Until ``seconds`` pass, something wakes this daemon, or kopf stops it.
 
         One waiting task per sleeping daemon, not four (waiting on kopf's stop flag
         as well costs three more, ~6 KB each RedisBackup): a stop is noticed by
         :meth:`Controller.watch_changes`, which wakes a stopped daemon within
-        :data:`CHANGE_POLL` (well inside kopf's cancellation timeout)."""
+        :data:`CHANGE_POLL` (well inside kopf's cancellation timeout). True when woken
+        (a change), False when the time ran out."""
         timeout = min(max(seconds, MIN_SLEEP), MAX_SLEEP)
         self.stopped = stopped
         if stopped:
-            return
+            return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
+            return True
+        return False
 
 
 @dataclass
@@ -119,15 +131,19 @@ class Controller:
     shard: str | None = None
     trackers: dict[tuple[str, str], Tracker] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    jobs: JobIndex | None = None  # kopf's index of Jobs, once a daemon received it
+    jobs: JobIndex | None = None  # the index of Jobs (job_watch.JobWatch, made at startup)
+    #: set once the index holds every Job (the daemons' first passes wait for it)
+    jobs_listed: asyncio.Event = field(default_factory=asyncio.Event)
     #: namespace -> (when listed, its RedisRestores), shared by that namespace's daemons
     restores: dict[str, tuple[datetime, list[dict[str, Any]]]] = field(default_factory=dict)
     #: the passes of its daemons that run at once (a cron slot wakes thousands)
     passes: Gate = field(default_factory=lambda: Gate(PASSES_AT_ONCE))
     #: namespace -> the list of its RedisRestores on its way (one for all who ask)
     listing: dict[str, asyncio.Future[list[dict[str, Any]]]] = field(default_factory=dict)
-    #: (namespace, backup label) of the resources whose Jobs kopf indexed since the last scan
+    #: (namespace, backup label) of the resources whose Jobs changed since the last scan
     touched: set[tuple[str, str]] = field(default_factory=set)
+    #: the long-lived objects, frozen out of the cyclic GC once settled (heap.py)
+    heap: Heap = field(default_factory=Heap)
     #: Events, posted once no pass waits for its turn (its task: app.startup)
     events: EventPoster = field(init=False)
 
@@ -186,7 +202,7 @@ class Controller:
         return sorted((j.name, j.state, j.ready) for _, j in jobs)
 
     def job_changed(self, key: tuple[str, str]) -> None:
-        """kopf indexed a Job of the resource ``key`` (namespace, backup label)."""
+        """A Job of the resource ``key`` (namespace, backup label) changed in the index."""
         self.touched.add(key)
 
     async def watch_changes(self) -> None:
@@ -194,24 +210,29 @@ class Controller:
         in-memory scan of kopf's caches every :data:`CHANGE_POLL` instead of a kopf
         handler call per watch event: at a cron slot a thousand resources change at
         once. Each scan compares every spec, but the Jobs only of the resources the
-        Job index reported (:meth:`job_changed`, in this scan or the one before: kopf
-        stores an entry after its handler ran); every :data:`FULL_SCAN_POLLS` scans,
-        all of them (a deleted Job calls no handler). Comparing every resource's Jobs
-        every time cost 2,500 resources ~4% of a core, idle or not."""
+        Job index reported (:meth:`job_changed`, in this scan or the one before); every
+        :data:`FULL_SCAN_POLLS` scans, all of them. Comparing every resource's Jobs
+        every time cost 2,500 resources ~4% of a core, idle or not. When every resource had
+        its first pass and no pass runs, the heap is frozen out of the GC (heap.py)."""
         recent: set[tuple[str, str]] = set()
         for turn in itertools.count(1):
             await asyncio.sleep(CHANGE_POLL)
             fresh, self.touched = self.touched, set()
             check, recent = fresh | recent, fresh
             full = turn % FULL_SCAN_POLLS == 0
+            unsettled = 0
             for key, tracker in list(self.trackers.items()):
                 if tracker.stopped:  # kopf stops its daemon: let it end now
                     tracker.wake.set()
                     continue
                 if tracker.body is None:
                     continue
+                if tracker.seen_state is None:
+                    unsettled += 1
                 if self._changed(tracker, full or key in check):
                     tracker.wake.set()
+            if full and not unsettled and self.passes.idle():
+                self.heap.settle(len(self.trackers))
 
     def _changed(self, tracker: Tracker, jobs_too: bool) -> bool:
         seen = tracker.seen_state

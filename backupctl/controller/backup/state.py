@@ -9,7 +9,6 @@ restart: the status and the Jobs hold all of that, by design.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from backupctl.controller.metrics import Metrics
 from backupctl.controller.runtime import Clock
 from backupctl.controller.spec import API_GROUP, API_VERSION, BackupSpec
 from backupctl.controller.spec_fields import SpecError
+from backupctl.controller.wake import Wake
 
 #: Longest sleep of a daemon, whatever the plan says (re-checks the world).
 MAX_SLEEP = 300.0
@@ -53,14 +53,14 @@ class JobIndex(Protocol):
     ) -> Collection[tuple[str, JobView]]: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracker:
     """What one daemon remembers between passes (lost on restart, by design:
     the status and the Jobs hold everything that must survive)."""
 
     namespace: str
     name: str
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: Wake = field(default_factory=Wake)
     generation: int | None = None
     status: dict[str, Any] | None = None
     seen: set[str] = field(default_factory=set)
@@ -103,8 +103,8 @@ class Tracker:
     async def sleep(self, seconds: float, stopped: kopf.DaemonStopped) -> bool:
         """Until ``seconds`` pass, something wakes this daemon, or kopf stops it.
 
-        One waiting task per sleeping daemon, not four (waiting on kopf's stop flag
-        as well costs three more, ~6 KB each RedisBackup): a stop is noticed by
+        No waiting task at all (:class:`~backupctl.controller.wake.Wake`; waiting on
+        kopf's stop flag as well cost three, ~6 KB each RedisBackup): a stop is noticed by
         :meth:`Controller.watch_changes`, which wakes a stopped daemon within
         :data:`CHANGE_POLL` (well inside kopf's cancellation timeout). True when woken
         (a change), False when the time ran out."""
@@ -112,10 +112,7 @@ class Tracker:
         self.stopped = stopped
         if stopped:
             return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
-            return True
-        return False
+        return await self.wake.wait(timeout)
 
 
 @dataclass

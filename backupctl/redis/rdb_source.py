@@ -21,6 +21,7 @@ from backupctl.redis.rdb import crc64_redis
 __all__ = [
     "MAX_MATERIALISED",
     "FileAt",
+    "RdbBuffer",
     "RdbFormatError",
     "RdbSource",
     "RdbVersionError",
@@ -108,8 +109,9 @@ class _Chain:
         return part
 
 
-class RdbSource:
-    """Forward-only reader over ``stream`` with offsets, CRC-64 and RDB primitives.
+class RdbBuffer:
+    """Forward-only reader over ``stream`` with offsets, CRC-64 and a tee;
+    :class:`RdbSource` decodes RDB's encodings on top of it.
 
     ``limit`` (the file size, when known) lets a declared length that cannot
     fit in what is left fail at once, before anything is read or allocated.
@@ -236,15 +238,14 @@ class RdbSource:
         self._tee = None
         if crc is None:  # nothing of the tee left the buffer yet
             crc = crc64_redis(memoryview(self._buf)[: self._tee_at], self._crc)
-        if self._tee_let_go:
-            assert self._fd is not None  # let go only with fd
-            again = RdbSource(cast(BinaryIO, FileAt(self._fd, self._tee_base)), self._limit,
-                              base=self._tee_base, crc=crc, fd=self._fd)  # fmt: skip
-            raise TeeOverflow(again)
-        rest = _Chain([*parts, self._buf[self._tee_at :]], self._stream)
-        raise TeeOverflow(
-            RdbSource(cast(BinaryIO, rest), self._limit, base=self._tee_base, crc=crc, fd=self._fd)
-        )
+        rest: object
+        if self._tee_let_go:  # (only with fd)
+            rest = FileAt(cast(int, self._fd), self._tee_base)
+        else:
+            rest = _Chain([*parts, self._buf[self._tee_at :]], self._stream)
+        again = type(self)(cast(BinaryIO, rest), self._limit, base=self._tee_base, crc=crc,
+                           fd=self._fd)  # fmt: skip
+        raise TeeOverflow(cast("RdbSource", again))  # (made only by an RdbSource)
 
     @property
     def offset(self) -> int:
@@ -367,6 +368,24 @@ class RdbSource:
             raise RdbFormatError(
                 f"truncated: {what} of {n} bytes from offset {start} is cut short", self.offset
             )
+
+    def window(self) -> tuple[bytes, int]:
+        """The buffered bytes and the current position in them, for a tight
+        loop over records wholly in the buffer (rdb_reader.pass_plain_strings);
+        :meth:`advance` then moves past what it passed."""
+        return self._buf, self._pos
+
+    def advance(self, pos: int) -> None:
+        """Move to ``pos`` of :meth:`window`'s bytes (never back, never past them)."""
+        assert self._pos <= pos <= len(self._buf)
+        self._pos = pos
+
+
+class RdbSource(RdbBuffer):
+    """:class:`RdbBuffer` with RDB's encodings on top: lengths, strings (raw,
+    integer-encoded, LZF-compressed; held, streamed in pieces or passed), times."""
+
+    __slots__ = ()
 
     # -- RDB primitives -------------------------------------------------------
 
@@ -496,17 +515,6 @@ class RdbSource:
         else:
             clen, _ = self._lzf_header(what)
             self.skip(clen, what)
-
-    def window(self) -> tuple[bytes, int]:
-        """The buffered bytes and the current position in them, for a tight
-        loop over records wholly in the buffer (rdb_reader.pass_plain_strings);
-        :meth:`advance` then moves past what it passed."""
-        return self._buf, self._pos
-
-    def advance(self, pos: int) -> None:
-        """Move to ``pos`` of :meth:`window`'s bytes (never back, never past them)."""
-        assert self._pos <= pos <= len(self._buf)
-        self._pos = pos
 
     def raw_string(self, limit: int) -> bytes | None:
         """The next string's RDB bytes as they are (header and body; LZF left

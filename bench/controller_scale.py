@@ -34,7 +34,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -53,48 +52,11 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from support.kube.api_client import K8sClient  # noqa: E402
 from support.kube.api_server import write_kubeconfig  # noqa: E402
+from support.kube.emulator_process import start_emulator, stop  # noqa: E402
 from support.kube.operator_process import operator_command, operator_env  # noqa: E402
 
 NS = "bench"
 SLOT = datetime(2030, 1, 1, 2, tzinfo=UTC)
-EMULATOR = """
-import sys, time
-sys.path.insert(0, sys.argv[1])
-from support.kube.api_server import EmulatorThread
-thread = EmulatorThread().start()
-print(thread.url, flush=True)
-try:
-    while True:
-        time.sleep(3600)
-except KeyboardInterrupt:
-    thread.stop(timeout=5)
-"""
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", EMULATOR, str(REPO / "tests")],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http://127.0.0.1:"):
-        stop(proc)
-        raise SystemExit(f"the emulator did not start: {url!r}")
-    return proc, url
-
-
-def stop(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout)
 
 
 def set_clock(path: Path, fake_now: datetime) -> None:
@@ -268,7 +230,7 @@ def measure(args: argparse.Namespace, shards: int) -> dict[str, Any]:
     label = f"{shards} shards" if shards else "1 controller"
     print(f"--- {label}: {count} RedisBackups ---", flush=True)
     work = Path(tempfile.mkdtemp(prefix="controller-scale-"))
-    emulator, url = start_emulator()
+    emulator, url = start_emulator(REPO / "tests")
     operators: list[subprocess.Popen[bytes]] = []
     samplers: list[RssSampler] = []
     try:

@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -34,6 +32,8 @@ from typing import Any
 
 import psutil
 
+from support.kube.emulator_process import start_emulator, stop
+
 TESTS = Path(__file__).resolve().parents[2]
 REPO = TESTS.parent
 NS = "bench"
@@ -41,23 +41,6 @@ SHARDS = 4
 PLURAL_PATH = f"/apis/backupctl.dev/v1alpha1/namespaces/{NS}/redisbackups"
 JOBS_PATH = f"/apis/batch/v1/namespaces/{NS}/jobs"
 EVENTS_PATH = f"/api/v1/namespaces/{NS}/events"
-EMULATOR = """
-import cProfile, signal, sys, time
-sys.path.insert(0, sys.argv[1])
-from support.kube.api_server import EmulatorThread
-thread = EmulatorThread().start()
-if len(sys.argv) > 2:  # --profile: SIGUSR1 starts cProfile on the loop, SIGUSR2 saves it
-    profile = cProfile.Profile(time.thread_time)
-    signal.signal(signal.SIGUSR1, lambda *_: thread.call(profile.enable))
-    signal.signal(signal.SIGUSR2, lambda *_: (thread.call(profile.disable),
-                                              profile.dump_stats(sys.argv[2])))
-print(thread.url, flush=True)
-try:
-    while True:
-        time.sleep(3600)
-except KeyboardInterrupt:
-    thread.stop(timeout=5)
-"""
 JOB_POD_SPEC: dict[str, Any] = {
     "restartPolicy": "Never",
     "automountServiceAccountToken": False,
@@ -91,31 +74,6 @@ JOB_POD_SPEC: dict[str, Any] = {
     ],
     "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
 }
-
-
-def start_emulator(tests: Path, profile: Path | None) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", EMULATOR, str(tests), *([str(profile)] if profile else [])],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http://127.0.0.1:"):
-        stop(proc)
-        raise SystemExit(f"the emulator in {tests} did not start: {url!r}")
-    return proc, url
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 class Client:
@@ -180,6 +138,17 @@ def setup(url: str, count: int) -> None:
         client.send("POST", PLURAL_PATH, backup(i))
 
 
+#: The Ready condition every RedisBackup of the slot shows (before and after its Job).
+READY = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "Ready",
+    "message": "target StatefulSet/redis, pod redis-0",
+    "lastTransitionTime": "2030-01-01T01:50:08Z",
+    "observedGeneration": 1,
+}
+
+
 def backup(i: int) -> dict[str, Any]:
     return {
         "apiVersion": "backupctl.dev/v1alpha1",
@@ -197,16 +166,7 @@ def backup(i: int) -> dict[str, Any]:
             "retention": {"keepLast": 3},
         },
         "status": {
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "Ready",
-                    "message": "target StatefulSet/redis, pod redis-0",
-                    "lastTransitionTime": "2030-01-01T01:50:08Z",
-                    "observedGeneration": 1,
-                }
-            ],
+            "conditions": [dict(READY)],
             "observedGeneration": 1,
             "nextScheduleTime": "2030-01-01T02:00:00Z",
         },
@@ -255,14 +215,7 @@ def status(i: int) -> dict[str, Any]:
         "status": {
             "history": [{"slot": "2030-01-01T02:00:00Z", "jobName": job_name, "phase": "Running"}],
             "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "Ready",
-                    "message": "target StatefulSet/redis, pod redis-0",
-                    "lastTransitionTime": "2030-01-01T01:50:08Z",
-                    "observedGeneration": 1,
-                },
+                dict(READY),
                 {
                     "type": "Progressing",
                     "status": "True",

@@ -35,6 +35,7 @@ from backupctl.cli.ls import ls
 from backupctl.cli.output import error_json, print_json
 from backupctl.cli.show import show
 from backupctl.core.compat import SUPPORTED, display
+from backupctl.core.malloc import tune_malloc
 
 #: -h everywhere (restic, kubectl); wide enough that option help is not squeezed.
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -189,12 +190,7 @@ def _bound_malloc_caching() -> None:
     glibc raises its mmap threshold after the first free and keeps such
     chunks in per-thread arenas, which measured ~10 MiB of extra peak RSS on
     an S3 upload. No-op where glibc is not the allocator."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+    tune_malloc(mmap_threshold=256 * 1024)
 
 
 def main() -> NoReturn:

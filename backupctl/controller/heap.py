@@ -21,6 +21,8 @@ import os
 import time
 from collections.abc import Callable
 
+from backupctl.core.malloc import trim_malloc
+
 #: Freeze again once the RedisBackups grew by this share since the last freeze ...
 GROWTH = 0.1
 #: ... and by at least this many.
@@ -41,12 +43,7 @@ def collect_and_freeze() -> None:
     ``malloc_trim``: start-up's transient lists and bodies; a no-op elsewhere)."""
     gc.collect()
     gc.freeze()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_malloc()
 
 
 def rss_mib() -> float:

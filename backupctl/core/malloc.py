@@ -22,6 +22,7 @@ __all__ = [
     "BULK_TRIM_THRESHOLD",
     "M_MMAP_THRESHOLD",
     "M_TRIM_THRESHOLD",
+    "trim_malloc",
     "tune_for_bulk_reading",
     "tune_malloc",
 ]
@@ -56,3 +57,15 @@ def tune_for_bulk_reading() -> bool:
     """The thresholds for a process that reads an archive end to end (``restore``,
     ``verify``): :data:`BULK_MMAP_THRESHOLD` and :data:`BULK_TRIM_THRESHOLD`."""
     return tune_malloc(mmap_threshold=BULK_MMAP_THRESHOLD, trim_threshold=BULK_TRIM_THRESHOLD)
+
+
+def trim_malloc() -> bool:
+    """Hand the heap's free pages back to the kernel (glibc's ``malloc_trim``); False
+    where that is not possible."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -135,6 +136,7 @@ def operator_command(
         problem = cannot_listen(host, port)
         if problem:
             fail(f"cannot listen on {host}:{port} ({flags}): {problem}")
+    keep_out_kubernetes_client()
     # Imported here: kopf and the API client are only needed by this command.
     from backupctl.controller import app as operator
 
@@ -156,6 +158,18 @@ def operator_command(
         config=config,
         verbose=verbose,
     )
+
+
+def keep_out_kubernetes_client() -> None:
+    """Stop this process from importing the ``kubernetes`` package, where it is installed.
+
+    kopf imports its client, when it can, only to recognise its model objects, which
+    the controllers never pass; loading its models costs each controller process
+    ~30 MiB. The controllers log in and talk to the API without it
+    (:mod:`backupctl.controller.login`, :mod:`backupctl.controller.kube`). Left alone
+    when something imported it already (the package is not a dependency of backupctl;
+    a development install has it for the tests)."""
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
 
 
 def election_place(

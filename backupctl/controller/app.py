@@ -45,6 +45,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
 from backupctl import __version__
+from backupctl.controller import login as controller_login
 
 # Importing the handlers registers them with kopf: one process serves both controllers.
 from backupctl.controller.backup import handlers as _backup_handlers  # noqa: F401
@@ -111,10 +112,8 @@ class Config:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """``$KUBECONFIG`` when set, else the pod's service account."""
-    if os.environ.get("KUBECONFIG"):
-        return kopf.login_with_kubeconfig(**kwargs)
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    """The controllers' one login (:mod:`backupctl.controller.login`)."""
+    return controller_login.login(**kwargs)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):

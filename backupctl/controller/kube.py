@@ -6,11 +6,10 @@ loop with aiohttp -- the HTTP stack kopf itself uses -- rather than through
 the synchronous ``kubernetes`` client in threads, whose GIL contention slowed
 kopf's own event processing. Objects stay plain dicts.
 
-Login comes from the ``kubernetes`` package's loaders, so every kubeconfig
-and in-cluster flavour works, token refresh included: ``$KUBECONFIG`` when
-set; in a pod, the service account; else ``~/.kube/config``. The typed
-``kubernetes`` APIs on the same login stay available as :attr:`Kube.custom`
-and :attr:`Kube.core` for callers that want them (made on first use).
+Login comes from :mod:`backupctl.controller.login`, the one kopf uses too:
+``$KUBECONFIG`` when set; in a pod, the service account; else ``~/.kube/config``.
+It is asked again every :data:`LOGIN_REFRESH` seconds and after a 401, so a rotated
+service-account token is picked up.
 
 Errors come back as :class:`ApiError` (with the HTTP status; 503 when the
 server cannot be reached); 404 on ``get`` is None and 409 AlreadyExists on
@@ -20,9 +19,8 @@ server cannot be reached); 404 on ``get`` is None and 409 AlreadyExists on
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import json
-import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,14 +28,16 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from kubernetes import client, config
+import kopf
 
 from backupctl import __version__
+from backupctl.controller import login
 
 JsonDict = dict[str, Any]
 REQUEST_TIMEOUT = 30.0
-#: Seconds an auth header is reused before the login's refresh hook is asked again.
-AUTH_REFRESH = 10.0
+#: Seconds an auth header is reused before the login is read again (the kubelet
+#: rotates a projected service-account token well before it expires).
+LOGIN_REFRESH = 60.0
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -56,68 +56,41 @@ class AlreadyExists(ApiError):
 class Kube:
     """Async get/list/create/delete/patch-status on dict objects."""
 
-    def __init__(self, configuration: client.Configuration, connections: int = 16) -> None:
-        self.configuration = configuration
+    def __init__(
+        self,
+        log_in: Callable[[], kopf.ConnectionInfo] = login.connection_info,
+        connections: int = 16,
+    ) -> None:
+        self.log_in = log_in
         self.connections = connections
-        self.api_client = client.ApiClient(configuration)
-        self.api_client.user_agent = f"backupctl/{__version__}"
+        info = log_in()
+        self.server = info.server.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._watch_session: aiohttp.ClientSession | None = None
         self._closing: asyncio.Task[None] | None = None
-        self._auth: dict[str, str] = {}
-        self._auth_until = 0.0
-        self._ssl: ssl.SSLContext | bool = self._ssl_context()
-        self._proxy: str | None = configuration.proxy or None
+        self._auth: dict[str, str] = info.as_http_headers()
+        self._auth_until = time.monotonic() + LOGIN_REFRESH
+        self._ssl: ssl.SSLContext | bool = (
+            info.as_ssl_context() if self.server.startswith("https:") else False
+        )
+        self._proxy: str | None = info.proxy_url or None
         #: Told of every request: (HTTP method, seconds, status; 0 when none came back).
         self.on_request: Callable[[str, float, int], None] | None = None
-
-    @functools.cached_property
-    def custom(self) -> client.CustomObjectsApi:
-        """The typed ``kubernetes`` API of custom objects on the same login."""
-        return client.CustomObjectsApi(self.api_client)
-
-    @functools.cached_property
-    def core(self) -> client.CoreV1Api:
-        """The typed core/v1 API on the same login (made on first use: importing it
-        costs every controller process 20 MiB that none of the handlers need)."""
-        return client.CoreV1Api(self.api_client)
 
     @classmethod
     def connect(cls, connections: int = 16) -> Kube:
         """Log in from ``$KUBECONFIG``; in a pod without it, as the service
         account; else from ``~/.kube/config``."""
-        configuration = client.Configuration()
-        kubeconfig = os.environ.get("KUBECONFIG")
-        if kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_kube_config(kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return cls(configuration, connections)
-
-    def _ssl_context(self) -> ssl.SSLContext | bool:
-        c = self.configuration
-        if not c.host.startswith("https:"):
-            return False
-        if not c.verify_ssl:
-            return False
-        context = ssl.create_default_context(cafile=c.ssl_ca_cert)
-        if c.cert_file:
-            context.load_cert_chain(c.cert_file, c.key_file)
-        return context
+        return cls(login.connection_info, connections)
 
     def _headers(self, content_type: str) -> dict[str, str]:
         now = time.monotonic()
         if now >= self._auth_until:
-            # The loaders refresh expiring tokens (exec plugins, the projected
-            # service-account token) when asked; asking costs ~50 us, so ask
-            # every AUTH_REFRESH seconds rather than per request.
-            settings: dict[str, Any] = dict(self.configuration.auth_settings())
-            self._auth = {
-                str(a["key"]): str(a["value"])
-                for a in settings.values()
-                if a.get("in") == "header" and a.get("value")
-            }
-            self._auth_until = now + AUTH_REFRESH
+            # A login that cannot be read again (a kubeconfig being rewritten) keeps
+            # the last one: a request it no longer opens answers 401.
+            with contextlib.suppress(Exception):
+                self._auth = self.log_in().as_http_headers()
+            self._auth_until = now + LOGIN_REFRESH
         return {
             "Accept": "application/json",
             "Content-Type": content_type,
@@ -132,15 +105,13 @@ class Kube:
         if self._watch_session is not None:
             await self._watch_session.close()
             self._watch_session = None
-        self.api_client.close()  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         """Close from synchronous code (inside a running loop: scheduled)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.api_client.close()  # type: ignore[no-untyped-call]
-            return
+            return  # no loop, so no session was opened
         self._closing = loop.create_task(self.aclose())
 
     async def _request(
@@ -157,7 +128,7 @@ class Kube:
                 connector=aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
             )
-        url = self.configuration.host.rstrip("/") + path
+        url = self.server + path
         data = None if body is None else json.dumps(body)
         started, status = time.monotonic(), 0
         try:
@@ -181,6 +152,8 @@ class Kube:
         except ValueError:
             decoded = {"message": raw[:200].decode(errors="replace")}
         if status >= 400:
+            if status == 401:
+                self._auth_until = 0.0  # log in afresh for the next request
             reason = str(decoded.get("reason") or response.reason or "")
             message = str(decoded.get("message") or "")
             if status == 409 and reason == "AlreadyExists":
@@ -308,7 +281,7 @@ class Kube:
         params["allowWatchBookmarks"] = "true"
         if labels:
             params["labelSelector"] = labels
-        url = self.configuration.host.rstrip("/") + self._path(group, version, plural, namespace)
+        url = self.server + self._path(group, version, plural, namespace)
         limits = aiohttp.ClientTimeout(total=timeout + 60, sock_connect=REQUEST_TIMEOUT)
         try:
             async with self._watch_session.get(
@@ -319,6 +292,8 @@ class Kube:
                 timeout=limits,
             ) as response:
                 if response.status >= 400:
+                    if response.status == 401:
+                        self._auth_until = 0.0
                     raw = await response.read()
                     raise ApiError(
                         response.status,

@@ -17,11 +17,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from backupctl.cli.operator import election_place
-from backupctl.controller import app
-from backupctl.controller.leader_rules import Timings
+from backupctl.cli.operator import election_place, keep_out_kubernetes_client
 
-from support.kube.fake_clock import FileOffsetClock
+keep_out_kubernetes_client()  # as `backupctl operator` does, before kopf is imported
+
+from backupctl.controller import app  # noqa: E402
+from backupctl.controller.leader_rules import Timings  # noqa: E402
+
+from support.kube.fake_clock import FileOffsetClock  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

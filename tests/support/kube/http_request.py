@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp.web
+import orjson
 import yaml
 
 from .errors import ApiError
@@ -90,8 +91,17 @@ class HttpRequest:
         try:
             if "yaml" in ctype:
                 return yaml.safe_load(self.text)
-            return json.loads(self.text)
+            return _loads(self.text)
         except ValueError as e:
             raise ApiError(
                 400, "BadRequest", f"the body of the request could not be decoded: {e}"
             ) from e
+
+
+def _loads(text: str) -> Any:
+    """orjson (a quarter of the cost of ``json.loads``), or the standard library for what
+    it refuses (an integer over 64 bits) and for the error message."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

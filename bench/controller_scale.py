@@ -443,16 +443,15 @@ def main() -> None:
         "emulator CPU over the slot window: "
         + ", ".join(f"{r['label']} {r['cpu_emulator'] / r['window']:.0%} of one core" for r in runs)
     )
-    ok = True
-    if not (args.no_baseline and args.shards):
-        base = runs[0]
-        ok = base["missing"] == 0 and base["twice"] == 0 and base["p99"] <= 5.0
-        ok = ok and max(base["peak_rss"]) < 200 * MIB
+    # With --shards the one-controller run is the baseline, not held to a goal.
     if args.shards:
-        sharded = runs[-1]
-        ok = ok and sharded["missing"] == 0 and sharded["twice"] == 0
-        ok = ok and sharded["p99"] <= 10.0 and max(sharded["peak_rss"]) <= 200 * MIB
-    print("goals met" if ok else "goals NOT met")
+        judged, goal = runs[-1], f"{args.shards} shards: p99 <= 10 s, <= 200 MiB each"
+        ok = judged["p99"] <= 10.0 and max(judged["peak_rss"]) <= 200 * MIB
+    else:
+        judged, goal = runs[0], "1 controller: p99 <= 5 s, < 200 MiB"
+        ok = judged["p99"] <= 5.0 and max(judged["peak_rss"]) < 200 * MIB
+    ok = ok and judged["missing"] == 0 and judged["twice"] == 0
+    print(f"goals ({goal}, every Job once) {'met' if ok else 'NOT met'}")
 
 
 if __name__ == "__main__":

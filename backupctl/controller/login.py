@@ -44,8 +44,10 @@ def in_cluster_server(environ: dict[str, str] | os._Environ[str] = os.environ) -
 def login_with_service_account(
     directory: Path = SERVICE_ACCOUNT_DIR,
     environ: dict[str, str] | os._Environ[str] = os.environ,
+    trust_env: bool = False,
 ) -> kopf.ConnectionInfo | None:
-    """The pod's service account (None outside a pod)."""
+    """The pod's service account (None outside a pod); ``trust_env``: take proxies from
+    the environment (kopf's ``settings.networking.trust_env``)."""
     try:
         token = (directory / "token").read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -60,16 +62,20 @@ def login_with_service_account(
         ca_path=str(ca) if ca.exists() else None,
         token=token or None,
         default_namespace=namespace or None,
+        trust_env=trust_env,
     )
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """``$KUBECONFIG`` when set, else the pod's service account, else ``~/.kube/config``
     (kopf's handler signature: ``settings`` and the rest as keywords)."""
-    kwargs.setdefault("settings", kopf.OperatorSettings())
+    settings: kopf.OperatorSettings = kwargs.setdefault("settings", kopf.OperatorSettings())
     if os.environ.get("KUBECONFIG"):
         return kopf.login_with_kubeconfig(**kwargs)
-    return login_with_service_account(SERVICE_ACCOUNT_DIR) or kopf.login_with_kubeconfig(**kwargs)
+    in_pod = login_with_service_account(
+        SERVICE_ACCOUNT_DIR, trust_env=settings.networking.trust_env
+    )
+    return in_pod or kopf.login_with_kubeconfig(**kwargs)
 
 
 def connection_info() -> kopf.ConnectionInfo:

@@ -71,8 +71,10 @@ class Kube:
         self,
         log_in: Callable[[], kopf.ConnectionInfo] = login.connection_info,
         connections: int = 16,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.log_in = log_in
+        self._clock = clock  # when the login is read again
         self.connections = connections
         info = log_in()
         self.server = info.server.rstrip("/")
@@ -80,11 +82,12 @@ class Kube:
         self._watch_session: aiohttp.ClientSession | None = None
         self._closing: asyncio.Task[None] | None = None
         self._auth: dict[str, str] = info.as_http_headers()
-        self._auth_until = time.monotonic() + LOGIN_REFRESH
+        self._auth_until = clock() + LOGIN_REFRESH
         self._ssl: ssl.SSLContext | bool = (
             info.as_ssl_context() if self.server.startswith("https:") else False
         )
         self._proxy: str | None = info.proxy_url or None
+        self._trust_env = info.trust_env  # proxies from the environment, as kopf's session
         #: Told of every request: (HTTP method, seconds, status; 0 when none came back).
         self.on_request: Callable[[str, float, int], None] | None = None
 
@@ -95,7 +98,7 @@ class Kube:
         return cls(login.connection_info, connections)
 
     def _headers(self, content_type: str) -> dict[str, str]:
-        now = time.monotonic()
+        now = self._clock()
         if now >= self._auth_until:
             # A login that cannot be read again (a kubeconfig being rewritten) keeps
             # the last one: a request it no longer opens answers 401.
@@ -136,6 +139,7 @@ class Kube:
     ) -> JsonDict:
         if self._session is None:
             self._session = aiohttp.ClientSession(
+                trust_env=self._trust_env,
                 connector=aiohttp.TCPConnector(limit=self.connections, ssl=self._ssl),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
             )
@@ -285,7 +289,7 @@ class Kube:
         not take one of the handlers'). A refusal is :class:`ApiError`."""
         if self._watch_session is None:
             self._watch_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl)
+                trust_env=self._trust_env, connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl)
             )
         params = {"watch": "true", "resourceVersion": resource_version}
         params["timeoutSeconds"] = str(timeout)

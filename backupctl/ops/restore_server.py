@@ -239,6 +239,8 @@ def _prepare(
     copy = _Copy(dest, flush, batch_keys, batch_bytes, threshold, start_ms, load_progress,
                  sum(r.size for _, r in reports))  # fmt: skip
     copy.routes = routes
+    if load_progress is not None:
+        load_progress(0, 0, copy.total_bytes)  # the load is shown as begun before it writes
     if flush:
         dest.flush()
     return copy

@@ -191,10 +191,20 @@ def test_to_redis_small_batches_adapt_to_payload_size_and_skip_expired_keys(
     dest = redis_factory()
     store = open_store(store_dir.as_uri())
     entry = catalog.find(store, manifest["id"], "ns/src")
+    reports: list[tuple[int, int, int, int]] = []  # (keys, bytes, total, keys on the target)
+
+    def load_progress(keys: int, done: int, total: int) -> None:
+        reports.append((keys, done, total, dest.dbsize() if not reports else -1))
+
     result = restore_to_redis(
         store, entry, parse_redis_url(dest.url), batch_keys=7, batch_bytes=10_000,
         large_value_threshold=1_000_000, now_ms=int(time.time() * 1000) + 180_000,
+        load_progress=load_progress,
     )  # fmt: skip
+    # The load is reported as begun before its first key is written, then as it goes.
+    assert reports[0] == (0, 0, reports[0][2], 0) and reports[0][2] > 0, reports[:3]
+    assert len(reports) > 2 and reports[-1][0] > 0, reports[-3:]
+    assert [r[0] for r in reports] == sorted(r[0] for r in reports)
     assert result.expired == 1
     assert result.keys == src.dbsize()
     assert result.rebuilt == 1  # "huge"

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp.web
+import kopf
 import pytest
 import yaml
 
-from backupctl.controller import kube as kube_module
 from backupctl.controller import login
-from backupctl.controller.kube import ApiError, Kube
+from backupctl.controller.kube import LOGIN_REFRESH, ApiError, Kube
 
 from support.azure_identity import self_signed_cert
 
@@ -202,33 +202,28 @@ def test_a_rotated_token_is_used_after_a_401(
     asyncio.run(_a_rotated_token_is_used_after_a_401(tmp_path, monkeypatch))
 
 
-async def _the_login_is_read_again_after_its_refresh_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _the_login_is_read_again_after_its_refresh_time() -> None:
     async with ApiServer(set()) as server:
         tokens = iter(["a", "b", "c"])
 
-        def log_in() -> Any:
-            return login.kopf.ConnectionInfo(server=server.url, token=next(tokens))
+        def log_in() -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=server.url, token=next(tokens))
 
-        kube = Kube(log_in)
+        now = [1000.0]
+        kube = Kube(log_in, clock=lambda: now[0])
         try:
             await get_object(kube)
+            now[0] += LOGIN_REFRESH - 1
             await get_object(kube)
-            now = kube_module.time.monotonic()
-            monkeypatch.setattr(
-                kube_module.time, "monotonic", lambda: now + kube_module.LOGIN_REFRESH + 1
-            )
+            now[0] += 2
             await get_object(kube)
             assert server.seen == ["Bearer a", "Bearer a", "Bearer b"]
         finally:
             await kube.aclose()
 
 
-def test_the_login_is_read_again_after_its_refresh_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asyncio.run(_the_login_is_read_again_after_its_refresh_time(tmp_path, monkeypatch))
+def test_the_login_is_read_again_after_its_refresh_time() -> None:
+    asyncio.run(_the_login_is_read_again_after_its_refresh_time())
 
 
 def test_the_operator_process_does_not_load_the_kubernetes_package() -> None:

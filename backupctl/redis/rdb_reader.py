@@ -304,6 +304,32 @@ class _Walk:
 _WINDOW_SLACK = 32
 
 
+def lzf_string_end(buf: bytes, p: int) -> int:
+    """Where the LZF string at ``buf[p]`` (its 0xC3 byte) ends, when its compressed
+    and uncompressed lengths are 6- or 14-bit and plausible (the checks
+    ``RdbSource.skip_string`` makes); else -1, for the caller's slow path. The hot
+    loops that pass or pack plain string records (here and in
+    :mod:`backupctl.redis.restore_strings`) decode other headers inline; an LZF
+    value is one call."""
+    c = buf[p + 1]
+    if c < 0x40:
+        clen, q = c, p + 2
+    elif c < 0x80:
+        clen, q = ((c & 0x3F) << 8) | buf[p + 2], p + 3
+    else:
+        return -1
+    c = buf[q]
+    if c < 0x40:
+        ulen, q = c, q + 1
+    elif c < 0x80:
+        ulen, q = ((c & 0x3F) << 8) | buf[q + 1], q + 2
+    else:
+        return -1
+    if clen == 0 or ulen > clen * 90 + 64:
+        return -1  # implausible
+    return q + clen
+
+
 def pass_plain_strings(buf: bytes, pos: int, floor: int) -> tuple[int, int, int]:
     """The reader's hot path (pure): from ``buf[pos]``, pass string-key
     records -- type 0, maybe after a millisecond expire time -- whose key is
@@ -347,24 +373,9 @@ def pass_plain_strings(buf: bytes, pos: int, floor: int) -> tuple[int, int, int]
         elif b < 0x80:
             p += 2 + (((b & 0x3F) << 8) | buf[p + 1])
         elif b == 0xC3:
-            p += 1
-            c = buf[p]
-            if c < 0x40:
-                clen, p = c, p + 1
-            elif c < 0x80:
-                clen, p = ((c & 0x3F) << 8) | buf[p + 1], p + 2
-            else:
-                break
-            c = buf[p]
-            if c < 0x40:
-                ulen, p = c, p + 1
-            elif c < 0x80:
-                ulen, p = ((c & 0x3F) << 8) | buf[p + 1], p + 2
-            else:
-                break
-            if clen == 0 or ulen > clen * 90 + 64:
-                break  # implausible: the slow path says so
-            p += clen
+            p = lzf_string_end(buf, p)
+            if p < 0:
+                break  # the slow path says why
         else:
             break
         if p > len(buf) or p - start > floor:

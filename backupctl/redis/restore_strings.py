@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from backupctl.redis.rdb import crc64_redis
+from backupctl.redis.rdb_reader import lzf_string_end
 from backupctl.redis.resp_pipeline import FileSlice, Packed
 
 __all__ = ["Restore", "StringRun", "pack_string_run", "restore_parts"]
@@ -131,23 +132,9 @@ def pack_string_run(
         elif b == 0x80:
             p += 5 + int.from_bytes(buf[p + 1 : p + 5], "big")
         elif b == 0xC3:
-            c = buf[p + 1]
-            if c < 0x40:
-                clen, q = c, p + 2
-            elif c < 0x80:
-                clen, q = ((c & 0x3F) << 8) | buf[p + 2], p + 3
-            else:
-                break
-            c = buf[q]
-            if c < 0x40:
-                ulen, q = c, q + 1
-            elif c < 0x80:
-                ulen, q = ((c & 0x3F) << 8) | buf[q + 1], q + 2
-            else:
-                break
-            if clen == 0 or ulen > clen * 90 + 64:
-                break  # implausible: the general route says so
-            p = q + clen
+            p = lzf_string_end(buf, p)
+            if p < 0:
+                break  # the general route says why
         elif b in _INT_WIDTH:
             p += 1 + _INT_WIDTH[b]
         else:

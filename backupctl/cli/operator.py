@@ -138,6 +138,15 @@ def operator_command(
             fail(f"cannot listen on {host}:{port} ({flags}): {problem}")
     keep_out_kubernetes_client()
     # Imported here: kopf and the API client are only needed by this command.
+    from backupctl.controller import login
+
+    # Before kopf starts: there, a login that fails is a startup handler retried forever.
+    try:
+        login.connection_info()
+    except login.LoginError as e:
+        fail(str(e))
+    except Exception as e:  # a kubeconfig that cannot be read or has no such context
+        fail(f"cannot log in to Kubernetes: {type(e).__name__}: {e}")
     from backupctl.controller import app as operator
 
     config = operator.Config(

@@ -4,6 +4,7 @@ clear line (exit 1) before kopf starts, not a startup handler kopf retries."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,22 @@ def test_operator_refuses_an_address_it_cannot_listen_on(
 ) -> None:
     proc = cli("operator", "--namespace", "ns", *flags, check=False, timeout=60)
     assert_one_clear_error(proc, *needles)
+
+
+@pytest.mark.skipif(
+    Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists(),
+    reason="this machine has a service account to log in with",
+)
+def test_operator_without_a_login_is_one_clear_error(tmp_path: Path) -> None:
+    """No kubeconfig and no service account: one line that says how to give one, before
+    kopf starts (there it was a startup handler that failed and was retried forever)."""
+    nothing = {"KUBECONFIG": "", "HOME": str(tmp_path)}
+    proc = cli("operator", "--namespace", "ns", env=nothing, check=False, timeout=60)
+    assert_one_clear_error(proc, "no Kubernetes login", "KUBECONFIG", "service account")
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    proc = cli(
+        "operator", "--namespace", "ns", env={**nothing, "KUBECONFIG": str(broken)}, check=False,
+        timeout=60,
+    )  # fmt: skip
+    assert_one_clear_error(proc, "cannot log in to Kubernetes", "context")
